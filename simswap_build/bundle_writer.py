@@ -1,0 +1,117 @@
+"""Write a bundle directory atomically: everything goes into a temporary sibling directory, which is
+validated with ``Bundle.load`` and then renamed into place. An existing bundle is replaced only with
+``overwrite=True``, and only after the new one is complete."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle, sha256_of
+from simswap_trt.engines.base import TensorSpec
+from simswap_trt.errors import BundleError
+
+_ONNX_TO_NUMPY = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+
+@dataclass
+class BundleModel:
+    """One model to write: its graph, architecture name and provenance (checkpoint file and hash)."""
+
+    graph: onnx.ModelProto
+    architecture: str
+    precision: str = "fp32"
+    source: Mapping[str, Any] = field(default_factory=dict)
+    weights: Mapping[str, np.ndarray] | None = None  # also saved as safetensors when given
+
+
+def _specs(values) -> list[dict]:
+    out = []
+    for value in values:
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor.shape.dim]
+        out.append(TensorSpec(value.name, _ONNX_TO_NUMPY[tensor.elem_type], tuple(dims)).to_json())
+    return out
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for package in ("simswap-trt", "onnx", "torch"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_bundle(
+    root: str | Path,
+    models: Mapping[str, BundleModel],
+    crop_size: int,
+    alignment: str,
+    untrained: bool,
+    overwrite: bool = False,
+) -> Bundle:
+    """Write ``models`` (by role) as a bundle at ``root`` and return it loaded and verified."""
+    root = Path(root)
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}")
+    if root.exists() and not overwrite:
+        raise BundleError(f"{root} already exists; choose another --output or pass --force to replace it")
+    if root.exists() and not (root / MANIFEST_NAME).is_file():
+        raise BundleError(f"{root} exists and is not a bundle; refusing to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        manifest_models = {}
+        for role, model in models.items():
+            file = f"{role}.onnx"
+            onnx.save(model.graph, staging / file)
+            source = dict(model.source)
+            if model.weights is not None:
+                from safetensors.numpy import save_file
+
+                (staging / "weights").mkdir(exist_ok=True)
+                weights_file = f"weights/{role}.safetensors"
+                save_file({k: np.ascontiguousarray(v) for k, v in model.weights.items()}, staging / weights_file)
+                source["weights"] = {"file": weights_file, "sha256": sha256_of(staging / weights_file)}
+            manifest_models[role] = {
+                "file": file,
+                "sha256": sha256_of(staging / file),
+                "architecture": model.architecture,
+                "precision": model.precision,
+                "inputs": _specs(model.graph.graph.input),
+                "outputs": _specs(model.graph.graph.output),
+                "source": source,
+            }
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "crop_size": crop_size,
+            "alignment": alignment,
+            "untrained": untrained,
+            "created_with": _versions(),
+            "models": manifest_models,
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        Bundle.load(staging)
+        if root.exists():  # swap in the complete new bundle, then drop the old one
+            old = staging.with_name(staging.name + ".old")
+            root.rename(old)
+            staging.rename(root)
+            shutil.rmtree(old)
+        else:
+            staging.rename(root)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Bundle.load(root, verify_hashes=False)

@@ -1,0 +1,178 @@
+"""Read official SimSwap checkpoints into validated numpy state_dicts.
+
+* Generator ``.pth`` files are plain state_dicts (torch zip or legacy format); they are read with
+  ``torch.load(weights_only=True)``, so they can hold nothing but tensors and containers.
+* ``arcface_checkpoint.tar`` is a whole pickled module (``models.arcface_models.ResNet`` in the zip
+  format) or, for the older file, a training dict whose ``'model'`` is a ``DataParallel``; both are read
+  with the restricted unpickler in ``safe_pickle`` and flattened into a state_dict.
+
+Every load is strict: the keys and shapes must be exactly those of the detected (or requested)
+architecture; only a missing ``num_batches_tracked`` is tolerated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simswap_build import safe_pickle
+from simswap_build.architectures import (
+    ArcFaceConfig,
+    Family,
+    GeneratorConfig,
+    arcface_keys,
+    compare_keys,
+    detect_arcface,
+    detect_generator,
+    generator_keys,
+)
+from simswap_trt.errors import CheckpointError, UnsafeCheckpointError
+
+log = logging.getLogger(__name__)
+
+StateDict = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class LoadedGenerator:
+    config: GeneratorConfig
+    weights: StateDict
+
+
+@dataclass(frozen=True)
+class LoadedArcFace:
+    config: ArcFaceConfig
+    weights: StateDict
+    source_format: str  # "pickled-module", "training-dict" or "state-dict"
+
+
+def _torch_load(path: Path, **kwargs: Any) -> Any:
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", **kwargs)
+    except UnsafeCheckpointError:
+        raise
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {exc}") from exc
+
+
+def _to_numpy(state: Mapping[str, Any], path: Path) -> StateDict:
+    import torch
+
+    out: StateDict = {}
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {key!r} is {type(value).__name__}, not a tensor")
+        array = value.detach().cpu().numpy()
+        out[key] = array.astype(np.float32) if array.dtype.kind == "f" else array
+    return out
+
+
+def _shapes(state: StateDict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def load_generator(path: str | Path, arch: str = "auto", family: Family = "official") -> LoadedGenerator:
+    """Load a generator ``.pth``. ``arch`` is ``"auto"`` or one of ``"224"``, ``"512"``, ``"train-224"``,
+    ``"train-deep"``; ``family`` declares the I/O semantics when ``arch`` is ``"auto"`` (the official and
+    training 224 generators have identical keys)."""
+    path = Path(path)
+    try:
+        raw = _torch_load(path, weights_only=True)
+    except CheckpointError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(
+                f"{path} is not a plain state_dict (it pickles Python objects). Generator files are state_dicts; "
+                "a whole pickled module is the ArcFace file: pass it with --arcface."
+            ) from exc
+        raise
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a generator state_dict")
+    state = _to_numpy(_strip_training_wrappers(raw, path), path)
+    detected = detect_generator(_shapes(state), family)
+    if arch != "auto":
+        requested = GeneratorConfig.from_name(
+            arch, ngf=detected.ngf, n_blocks=detected.n_blocks, latent_size=detected.latent_size
+        )
+        if requested.layout != detected.layout:
+            raise CheckpointError(
+                f"{path.name} is a {_describe(detected)} checkpoint, but {arch} was requested "
+                f"({_describe(requested)}). Use --arch {detected.name} (or --arch auto)."
+            )
+        detected = requested
+    compare_keys(generator_keys(detected), _shapes(state), f"{path.name} (as a {detected.name} generator)")
+    log.info("generator %s: %s, ngf=%d, %d ID blocks", path.name, detected.name, detected.ngf, detected.n_blocks)
+    return LoadedGenerator(detected, state)
+
+
+def _describe(config: GeneratorConfig) -> str:
+    return {
+        "224": "224 (no down0/up0 keys)",
+        "512": "512 beta (down0/up0 keys, ngf/2 channels at full resolution)",
+        "deep": "training-code Gdeep (down4/up4 keys)",
+    }[config.layout]
+
+
+def _strip_training_wrappers(state: Mapping[str, Any], path: Path) -> Mapping[str, Any]:
+    """Accept ``{"netG.*", "netD1.*", ...}`` dicts and ``module.``-prefixed (DataParallel) keys."""
+    keys = list(state)
+    if any(k.startswith("netG.") for k in keys):
+        dropped = [k for k in keys if not k.startswith("netG.")]
+        if dropped:
+            log.warning("%s: ignoring %d non-generator tensors (e.g. %s)", path.name, len(dropped), dropped[0])
+        return {k[len("netG.") :]: v for k, v in state.items() if k.startswith("netG.")}
+    if keys and all(k.startswith("module.") for k in keys):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def load_arcface(path: str | Path) -> LoadedArcFace:
+    """Load ``arcface_checkpoint.tar`` in either official format (or a plain IR-SE state_dict)."""
+    import torch
+
+    path = Path(path)
+    raw = _torch_load(path, weights_only=False, pickle_module=safe_pickle)
+    source_format = "pickled-module"
+    if isinstance(raw, Mapping) and "model" in raw:
+        raw, source_format = raw["model"], "training-dict"
+    if isinstance(raw, safe_pickle.PickledObject) and raw.pickled_class.endswith(".DataParallel"):
+        raw = raw.state["_modules"]["module"]
+    if isinstance(raw, safe_pickle.PickledObject):
+        if not raw.pickled_class.endswith(".ResNet"):
+            raise CheckpointError(f"{path}: expected a pickled ArcFace ResNet, found {raw.pickled_class}")
+        state = _module_state_dict(raw)
+    elif isinstance(raw, Mapping) and all(isinstance(v, torch.Tensor) for v in raw.values()):
+        state, source_format = dict(raw), "state-dict"
+    else:
+        raise CheckpointError(f"{path}: not an ArcFace checkpoint (found {type(raw).__name__})")
+    weights = _to_numpy(state, path)
+    config = detect_arcface(_shapes(weights))
+    compare_keys(arcface_keys(config), _shapes(weights), f"{path.name} (as ArcFace {config.name})")
+    log.info("arcface %s: %s (%s)", path.name, config.name, source_format)
+    return LoadedArcFace(config, weights, source_format)
+
+
+def _module_state_dict(module: safe_pickle.PickledObject, prefix: str = "") -> dict[str, Any]:
+    """What ``nn.Module.state_dict()`` returns, rebuilt from pickled module state: parameters, persistent
+    buffers, then children, recursively."""
+    state = module.state
+    out: dict[str, Any] = {}
+    for name, param in state.get("_parameters", {}).items():
+        if param is not None:
+            out[prefix + name] = param
+    skipped = state.get("_non_persistent_buffers_set", set())
+    for name, buf in state.get("_buffers", {}).items():
+        if buf is not None and name not in skipped:
+            out[prefix + name] = buf
+    for name, child in state.get("_modules", {}).items():
+        if child is not None:
+            out.update(_module_state_dict(child, f"{prefix}{name}."))
+    return out

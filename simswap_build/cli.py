@@ -1,0 +1,153 @@
+"""``simswap-build``: turn official SimSwap checkpoints into bundles, and check graphs for TensorRT."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+
+from simswap_build.architectures import GENERATOR_ARCHES
+from simswap_build.trt_compat import TARGETS, check_model
+from simswap_trt import cli_support
+from simswap_trt.bundle import MANIFEST_NAME, Bundle
+from simswap_trt.errors import SimswapError
+
+EPILOG = """\
+examples:
+  simswap-build convert --generator checkpoints/people/latest_net_G.pth \\
+                        --arcface arcface_model/arcface_checkpoint.tar --output bundles/simswap-224
+  simswap-build convert --generator checkpoints/512/550000_net_G.pth --arch 512 \\
+                        --arcface arcface_model/arcface_checkpoint.tar --output bundles/simswap-512
+  simswap-build untrained --output bundles/untrained-224
+  simswap-build check bundles/simswap-224
+
+Official weights (CC BY-NC 4.0, non-commercial) come from the SimSwap project's GitHub releases;
+simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'."""
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from simswap_build.convert import convert_checkpoints
+
+    bundle = convert_checkpoints(
+        args.generator,
+        args.arcface,
+        args.output,
+        arch=args.arch,
+        family=args.family,
+        crop_size=args.crop_size,
+        keep_weights=not args.no_weights,
+        overwrite=args.force,
+    )
+    print(
+        f"wrote {bundle.root}: {bundle.models['generator'].architecture} generator, "
+        f"{bundle.models['arcface'].architecture} arcface, {bundle.crop_size} px, {bundle.alignment} alignment"
+    )
+    return 0
+
+
+def _untrained(args: argparse.Namespace) -> int:
+    from simswap_build.convert import untrained_bundle
+
+    bundle = untrained_bundle(
+        args.output, arch=args.arch, crop_size=args.crop_size, seed=args.seed, overwrite=args.force
+    )
+    print(f"wrote {bundle.root}: UNTRAINED random weights ({args.arch}, {bundle.crop_size} px) - not a face swapper")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    path: Path = args.path
+    files = (
+        [Bundle.load(path).path_of(role) for role in ("generator", "arcface")]
+        if (path / MANIFEST_NAME).is_file()
+        else [path]
+    )
+    failed = 0
+    for file in files:
+        try:
+            model = onnx.load(file, load_external_data=False)
+        except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+            raise SimswapError(f"{file} is not an ONNX model: {exc}") from exc
+        for target in args.trt:
+            problems = check_model(model, target)
+            print(f"{file.name}: TensorRT {target}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+            for problem in problems:
+                print(f"  {problem.where} ({problem.op}): {problem.reason}")
+            failed += bool(problems)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simswap-build",
+        description="Convert SimSwap checkpoints into simswap-trt bundles (ONNX graphs).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cli_support.add_logging_flags(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = sub.add_parser(
+        "convert",
+        help="official checkpoints -> bundle (safetensors weights, ONNX graphs, manifest)",
+        description="Load a generator .pth and arcface_checkpoint.tar strictly (any missing, unexpected or "
+        "mis-shaped key is an error), write the inference graphs, check them for TensorRT and save "
+        "a bundle.",
+    )
+    convert.add_argument("--generator", type=Path, required=True, help="generator state_dict (.pth)")
+    convert.add_argument("--arcface", type=Path, required=True, help="arcface_checkpoint.tar (either official format)")
+    convert.add_argument("--output", type=Path, required=True, help="bundle directory to create")
+    convert.add_argument(
+        "--arch",
+        choices=("auto", *GENERATOR_ARCHES),
+        default="auto",
+        help="generator architecture; 'auto' detects it from the keys (default)",
+    )
+    convert.add_argument(
+        "--family",
+        choices=("official", "train"),
+        default="official",
+        help="I/O semantics: 'official' released models, or 'train' for checkpoints from the "
+        "training code (train.py: ImageNet-normalised, no Tanh). The keys cannot tell them apart.",
+    )
+    convert.add_argument(
+        "--crop-size",
+        type=int,
+        default=None,
+        help="aligned crop size (default: 224 for 224 models, 512 for 512 models)",
+    )
+    convert.add_argument("--no-weights", action="store_true", help="do not keep safetensors copies of the weights")
+    convert.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+
+    untrained = sub.add_parser("untrained", help="a bundle with random weights, to try the pipeline (no torch needed)")
+    untrained.add_argument("--output", type=Path, required=True, help="bundle directory to create")
+    untrained.add_argument(
+        "--arch", choices=GENERATOR_ARCHES, default="224", help="generator architecture (default 224)"
+    )
+    untrained.add_argument(
+        "--crop-size", type=int, default=None, help="aligned crop size (default: the architecture's)"
+    )
+    untrained.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    untrained.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+
+    check = sub.add_parser("check", help="check ONNX graphs against TensorRT's ONNX parser rules (exit 1 on problems)")
+    check.add_argument("path", type=Path, help="an .onnx file or a bundle directory")
+    check.add_argument(
+        "--trt",
+        nargs="+",
+        choices=tuple(TARGETS),
+        default=list(TARGETS),
+        help="TensorRT generations to check against (default: all)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_support.run(build_parser(), argv, {"convert": _convert, "untrained": _untrained, "check": _check})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Checkpoints → bundle: load and validate, write the ONNX graphs, check them for TensorRT, save.
+
+``untrained_bundle`` makes the same kind of bundle from seeded random weights without torch, for trying
+the pipeline before official weights are at hand; its manifest says ``"untrained": true``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from simswap_build.architectures import ArcFaceConfig, Family, GeneratorConfig, arcface_keys, generator_keys
+from simswap_build.bundle_writer import BundleModel, write_bundle
+from simswap_build.onnx_graphs import arcface_graph, generator_graph
+from simswap_build.trt_compat import TARGETS, check_model
+from simswap_trt.bundle import Bundle, sha256_of
+from simswap_trt.errors import SimswapError
+
+log = logging.getLogger(__name__)
+
+
+def alignment_for(config: GeneratorConfig) -> str:
+    """224 models were trained on multi-pose aligned crops, 512 ones on FFHQ-aligned crops."""
+    return "multipose" if config.layout == "224" else "ffhq"
+
+
+def _checked(graph, role: str):
+    problems = [p for target in TARGETS for p in check_model(graph, target)]
+    if problems:
+        raise SimswapError(f"the {role} graph is not TensorRT-compatible:\n" + "\n".join(map(str, problems)))
+    return graph
+
+
+def convert_checkpoints(
+    generator: str | Path,
+    arcface: str | Path,
+    output: str | Path,
+    arch: str = "auto",
+    family: Family = "official",
+    crop_size: int | None = None,
+    keep_weights: bool = True,
+    overwrite: bool = False,
+) -> Bundle:
+    """Convert an official generator ``.pth`` and ``arcface_checkpoint.tar`` into a bundle at ``output``."""
+    from simswap_build.checkpoints import load_arcface, load_generator  # needs torch
+
+    gen = load_generator(generator, arch, family)
+    arc = load_arcface(arcface)
+    size = crop_size or gen.config.crop_size
+    models = {
+        "generator": BundleModel(
+            _checked(generator_graph(gen.weights, gen.config, size), "generator"),
+            gen.config.name,
+            source={"checkpoint": Path(generator).name, "sha256": sha256_of(Path(generator))},
+            weights=gen.weights if keep_weights else None,
+        ),
+        "arcface": BundleModel(
+            _checked(arcface_graph(arc.weights, arc.config, size), "arcface"),
+            arc.config.name,
+            source={"checkpoint": Path(arcface).name, "sha256": sha256_of(Path(arcface)), "format": arc.source_format},
+            weights=arc.weights if keep_weights else None,
+        ),
+    }
+    bundle = write_bundle(output, models, size, alignment_for(gen.config), untrained=False, overwrite=overwrite)
+    log.info("wrote bundle %s (%s generator, %s arcface, %d px)", output, gen.config.name, arc.config.name, size)
+    return bundle
+
+
+def random_weights(keys: list[tuple[str, tuple[int, ...]]], seed: int) -> dict[str, np.ndarray]:
+    """He-initialised convolutions and linears, identity BatchNorm, small style linears, PReLU 0.25."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for name, shape in keys:
+        if name.endswith("num_batches_tracked"):
+            weights[name] = np.zeros(shape, np.int64)
+        elif name.endswith(("running_var",)) or (name.endswith(".weight") and len(shape) == 1 and shape != (1,)):
+            weights[name] = np.ones(shape, np.float32)  # BatchNorm scale and variance
+        elif name.endswith("prelu.weight") or name.endswith("fc.1.weight"):
+            weights[name] = np.full(shape, 0.25, np.float32)
+        elif name.endswith(".weight"):
+            fan_in = int(np.prod(shape[1:]))
+            std = 0.02 if ".style" in name else np.sqrt(2.0 / fan_in)
+            weights[name] = rng.normal(0.0, std, shape).astype(np.float32)
+        else:
+            weights[name] = np.zeros(shape, np.float32)  # biases, running means
+    return weights
+
+
+def untrained_bundle(
+    output: str | Path,
+    arch: str = "224",
+    crop_size: int | None = None,
+    seed: int = 0,
+    generator_config: GeneratorConfig | None = None,
+    arcface_config: ArcFaceConfig = ArcFaceConfig(),
+    overwrite: bool = False,
+) -> Bundle:
+    """A bundle with seeded random weights (official layouts unless configs are given). Not a face swapper:
+    its outputs are meaningless, and the manifest and every tool that loads it say so."""
+    gen_config = generator_config or GeneratorConfig.from_name(arch)
+    size = crop_size or gen_config.crop_size
+    gen_weights = random_weights(generator_keys(gen_config), seed)
+    arc_weights = random_weights(arcface_keys(arcface_config), seed + 1)
+    models = {
+        "generator": BundleModel(
+            _checked(generator_graph(gen_weights, gen_config, size), "generator"),
+            gen_config.name,
+            source={"untrained_seed": seed},
+        ),
+        "arcface": BundleModel(
+            _checked(arcface_graph(arc_weights, arcface_config, size), "arcface"),
+            arcface_config.name,
+            source={"untrained_seed": seed + 1},
+        ),
+    }
+    return write_bundle(output, models, size, alignment_for(gen_config), untrained=True, overwrite=overwrite)

@@ -1,0 +1,25 @@
+"""simswap-trt runtime SDK: SimSwap face swapping on ONNX Runtime (CPU default) and, later, TensorRT.
+
+Importing this package never imports torch.
+"""
+
+from simswap_trt.bundle import Bundle
+from simswap_trt.engines import Engine, OnnxRuntimeEngine, TensorSpec
+from simswap_trt.errors import BundleError, CheckpointError, EngineError, InputError, SimswapError
+from simswap_trt.swapper import FaceSwapper
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bundle",
+    "BundleError",
+    "CheckpointError",
+    "Engine",
+    "EngineError",
+    "FaceSwapper",
+    "InputError",
+    "OnnxRuntimeEngine",
+    "SimswapError",
+    "TensorSpec",
+    "__version__",
+]

@@ -1,0 +1,174 @@
+"""Model bundles: a directory with ``manifest.json`` and the ONNX graphs it declares.
+
+The manifest is the source of truth for what the runtime may assume: crop size, alignment template,
+each model's file, sha256, architecture, precision and I/O signature, the checkpoints it came from and
+whether the weights are untrained. ``Bundle.load`` refuses anything it cannot vouch for: unknown format
+versions, missing files, hash mismatches, or signatures that break the contract below.
+
+Contract (shared by every precision and backend):
+
+* ``generator``: ``target`` float32[batch,3,S,S] RGB in [0,1], ``latent`` float32[batch,512] → ``swapped``
+  float32[batch,3,S,S] RGB in [0,1];
+* ``arcface``: ``crop`` float32[batch,3,S,S] RGB in [0,1] → ``latent`` float32[batch,512], L2-normalised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.engines.base import TensorSpec
+from simswap_trt.errors import BundleError
+
+BUNDLE_FORMAT = "simswap-trt-bundle"
+BUNDLE_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ALIGNMENTS = ("multipose", "ffhq")  # the official 224 templates ×S/112, or the FFHQ template ×S/512
+ROLES = ("generator", "arcface")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def contract(role: str, crop_size: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The (inputs, outputs) every ``role`` graph must have for a ``crop_size`` bundle."""
+    image = ("batch", 3, crop_size, crop_size)
+    latent = TensorSpec("latent", "float32", ("batch", LATENT_SIZE))
+    if role == "generator":
+        return (TensorSpec("target", "float32", image), latent), (TensorSpec("swapped", "float32", image),)
+    return (TensorSpec("crop", "float32", image),), (latent,)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model of a bundle as the manifest declares it."""
+
+    role: str
+    file: str
+    sha256: str
+    architecture: str
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "architecture": self.architecture,
+            "precision": self.precision,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "source": dict(self.source),
+        }
+
+    @classmethod
+    def from_json(cls, role: str, data: Mapping[str, Any]) -> ModelEntry:
+        return cls(
+            role=role,
+            file=str(data["file"]),
+            sha256=str(data["sha256"]),
+            architecture=str(data["architecture"]),
+            precision=str(data["precision"]),
+            inputs=tuple(TensorSpec.from_json(s) for s in data["inputs"]),
+            outputs=tuple(TensorSpec.from_json(s) for s in data["outputs"]),
+            source=dict(data.get("source", {})),
+        )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A validated bundle on disk. Create with ``Bundle.load(path)``."""
+
+    root: Path
+    crop_size: int
+    alignment: str
+    untrained: bool
+    models: Mapping[str, ModelEntry]
+    created_with: Mapping[str, str]
+
+    def path_of(self, role: str) -> Path:
+        """Absolute path of the ``role`` model file."""
+        return self.root / self.models[role].file
+
+    def to_json(self) -> dict:
+        return {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "crop_size": self.crop_size,
+            "alignment": self.alignment,
+            "untrained": self.untrained,
+            "created_with": dict(self.created_with),
+            "models": {role: entry.to_json() for role, entry in self.models.items()},
+        }
+
+    @classmethod
+    def load(cls, root: str | Path, verify_hashes: bool = True) -> Bundle:
+        """Read and validate ``root/manifest.json``; with ``verify_hashes`` every file's sha256 is checked."""
+        root = Path(root)
+        manifest_path = root / MANIFEST_NAME
+        if not manifest_path.is_file():
+            raise BundleError(
+                f"{root} is not a bundle: {MANIFEST_NAME} is missing. Create one with "
+                "'simswap-build convert' (official checkpoints) or 'simswap-build untrained' (random weights)."
+            )
+        try:
+            data = json.loads(manifest_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BundleError(f"{manifest_path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+            raise BundleError(f"{manifest_path} is not a {BUNDLE_FORMAT} manifest")
+        if data.get("format_version") != BUNDLE_VERSION:
+            raise BundleError(
+                f"{manifest_path} has format_version {data.get('format_version')!r}; this simswap-trt reads version "
+                f"{BUNDLE_VERSION}. Re-create the bundle with this version's 'simswap-build', or upgrade simswap-trt."
+            )
+        try:
+            bundle = cls(
+                root=root,
+                crop_size=int(data["crop_size"]),
+                alignment=str(data["alignment"]),
+                untrained=bool(data["untrained"]),
+                models={role: ModelEntry.from_json(role, m) for role, m in data["models"].items()},
+                created_with=dict(data.get("created_with", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{manifest_path} is missing or has a malformed field: {exc!r}") from exc
+        bundle._validate(verify_hashes)
+        return bundle
+
+    def _validate(self, verify_hashes: bool) -> None:
+        if self.alignment not in ALIGNMENTS:
+            raise BundleError(f"{self.root}: unknown alignment {self.alignment!r} (known: {', '.join(ALIGNMENTS)})")
+        for role in ROLES:
+            if role not in self.models:
+                raise BundleError(f"{self.root}: the manifest declares no {role} model")
+        for role, entry in self.models.items():
+            if role not in ROLES:
+                raise BundleError(f"{self.root}: unknown model role {role!r}")
+            if (entry.inputs, entry.outputs) != contract(role, self.crop_size):
+                raise BundleError(
+                    f"{self.root}: the {role} signature {[s.describe() for s in entry.inputs + entry.outputs]} breaks "
+                    f"the {self.crop_size}px contract"
+                )
+            path = self.path_of(role)
+            if not path.resolve().is_relative_to(self.root.resolve()):
+                raise BundleError(f"{self.root}: {role} file {entry.file!r} points outside the bundle")
+            if not path.is_file():
+                raise BundleError(f"{self.root}: {role} file {entry.file} is missing")
+            if verify_hashes and sha256_of(path) != entry.sha256:
+                raise BundleError(
+                    f"{path} does not match the sha256 in {MANIFEST_NAME}: the file was modified or corrupted. "
+                    "Re-create the bundle."
+                )

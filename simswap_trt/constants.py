@@ -1,0 +1,7 @@
+"""Numeric facts of the SimSwap model family shared by the runtime and the builder."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ARCFACE_INPUT_SIZE = 112
+LATENT_SIZE = 512
+INSTANCE_NORM_EPS = 1e-8

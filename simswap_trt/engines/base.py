@@ -1,0 +1,85 @@
+"""The one interface every inference backend implements: named, typed tensors in and out."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from simswap_trt.errors import EngineError
+
+Dim = int | str  # a static size, or the name of a dynamic axis ("batch")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, numpy dtype name and shape of one engine input or output; dynamic axes are named."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> TensorSpec:
+        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]))
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.dtype}[{', '.join(map(str, self.shape))}]"
+
+
+class Engine(ABC):
+    """Runs one model. ``run`` validates names, dtypes and shapes, then calls the backend's ``_run_impl``.
+
+    Backends set ``inputs``, ``outputs`` and ``backend`` (a short description such as
+    ``"onnxruntime[CPUExecutionProvider]"``) in their constructor.
+    """
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    backend: str
+    last_run_seconds: float = 0.0
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once. ``feeds`` maps every input name to an array; returns every output by name."""
+        self.check_feeds(feeds)
+        start = time.perf_counter()
+        results = self._run_impl(feeds)
+        self.last_run_seconds = time.perf_counter() - start
+        return results
+
+    @abstractmethod
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Backend-specific execution; feeds are already validated."""
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Raise ``EngineError`` naming the first input that does not match the engine's signature."""
+        expected = {spec.name: spec for spec in self.inputs}
+        missing, unknown = set(expected) - set(feeds), set(feeds) - set(expected)
+        if missing or unknown:
+            raise EngineError(
+                f"{self.backend}: inputs do not match; missing {sorted(missing)}, unexpected {sorted(unknown)}. "
+                f"Expected: {', '.join(s.describe() for s in self.inputs)}"
+            )
+        dynamic: dict[str, tuple[str, int]] = {}
+        for name, spec in expected.items():
+            array = feeds[name]
+            if not isinstance(array, np.ndarray) or array.dtype != np.dtype(spec.dtype):
+                got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
+                raise EngineError(f"{self.backend}: input {name!r} must be a {spec.dtype} array, got {got}")
+            if array.ndim != len(spec.shape):
+                raise EngineError(f"{self.backend}: input {name!r} must have shape {spec.shape}, got {array.shape}")
+            for want, got in zip(spec.shape, array.shape, strict=True):
+                if isinstance(want, int) and want != got:
+                    raise EngineError(f"{self.backend}: input {name!r} must have shape {spec.shape}, got {array.shape}")
+                if isinstance(want, str):
+                    first = dynamic.setdefault(want, (name, got))
+                    if first[1] != got:
+                        raise EngineError(
+                            f"{self.backend}: axis {want!r} is {first[1]} in {first[0]!r} but {got} in {name!r}"
+                        )

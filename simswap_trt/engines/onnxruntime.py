@@ -1,0 +1,74 @@
+"""ONNX Runtime backend: the embedded default, on the CPU unless the caller asks for other providers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from simswap_trt.engines.base import Engine, TensorSpec
+from simswap_trt.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+}
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (not the machine's total: containers and CI restrict affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class OnnxRuntimeEngine(Engine):
+    """An ONNX model on ONNX Runtime.
+
+    ``providers`` are used exactly as given, in order; if ONNX Runtime does not activate every one of them
+    the constructor raises instead of silently running on a slower provider. ``threads`` sets the
+    intra-op pool size (default: the CPUs available to this process).
+    """
+
+    def __init__(self, path: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS, threads: int | None = None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        available = ort.get_available_providers()
+        unknown = [p for p in providers if p not in available]
+        if unknown:
+            raise EngineError(f"ONNX Runtime has no {unknown} in this installation; available: {available}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or available_cpus()
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=list(providers))
+        except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
+            raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        active = self._session.get_providers()
+        if list(providers) != active[: len(providers)]:
+            raise EngineError(f"ONNX Runtime activated {active} for {path.name}, not the requested {list(providers)}")
+        self.backend = f"onnxruntime[{','.join(active)}]"
+        self.inputs = tuple(self._spec(v) for v in self._session.get_inputs())
+        self.outputs = tuple(self._spec(v) for v in self._session.get_outputs())
+        log.info("%s: %s, %d threads", path.name, self.backend, options.intra_op_num_threads)
+
+    @staticmethod
+    def _spec(value) -> TensorSpec:
+        if value.type not in _ORT_TYPES:
+            raise EngineError(f"tensor {value.name!r} has unsupported type {value.type}")
+        shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)
+        return TensorSpec(value.name, _ORT_TYPES[value.type], shape)
+
+    def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [spec.name for spec in self.outputs]
+        return dict(zip(names, self._session.run(names, dict(feeds)), strict=True))

@@ -1,0 +1,38 @@
+"""Conversions between images (uint8 BGR, HxWx3, as OpenCV reads them) and the graphs' tensors
+(float32 NCHW RGB in [0,1])."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from simswap_trt.errors import InputError
+
+Crops = np.ndarray | Sequence[np.ndarray]
+
+
+def crops_to_tensor(crops: Crops, crop_size: int) -> np.ndarray:
+    """Stack aligned BGR uint8 crops (a list of SxSx3 arrays or one Nx S x S x3 array) into float32
+    [N,3,S,S] RGB in [0,1], written once into a single contiguous buffer."""
+    if isinstance(crops, np.ndarray) and crops.ndim == 3:
+        crops = crops[None]
+    count = len(crops)
+    if count == 0:
+        raise InputError("no crops given")
+    out = np.empty((count, 3, crop_size, crop_size), np.float32)
+    for i, crop in enumerate(crops):
+        crop = np.asarray(crop)
+        if crop.dtype != np.uint8 or crop.shape != (crop_size, crop_size, 3):
+            raise InputError(
+                f"crop {i} is {crop.dtype}{list(crop.shape)}; aligned crops must be uint8 BGR of shape "
+                f"[{crop_size}, {crop_size}, 3] for this bundle"
+            )
+        np.multiply(crop[:, :, ::-1].transpose(2, 0, 1), np.float32(1 / 255), out=out[i])
+    return out
+
+
+def tensor_to_crops(tensor: np.ndarray) -> np.ndarray:
+    """float32 [N,3,S,S] RGB in [0,1] → uint8 [N,S,S,3] BGR, rounded to nearest and saturated."""
+    scaled = np.clip(tensor, 0.0, 1.0) * 255.0
+    return np.ascontiguousarray(np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1)[..., ::-1])

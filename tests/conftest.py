@@ -1,0 +1,67 @@
+"""Shared fixtures: reduced-width random checkpoints in the official formats, and bundles made from them
+through the real conversion path. Reduced widths keep the suite fast; full-size models are used where
+size is the point (key lists, parity at 224)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from simswap_build.architectures import ArcFaceConfig, GeneratorConfig  # noqa: E402
+
+TINY_GENERATOR = GeneratorConfig(ngf=8, n_blocks=2)
+TINY_ARCFACE = ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
+KEYS_DIR = Path(__file__).parent / "data" / "keys"
+
+
+def reference_keys(name: str) -> list[tuple[str, tuple[int, ...]]]:
+    """A key list from tests/data/keys (copied from the project's model reference)."""
+    out = []
+    for line in (KEYS_DIR / f"{name}.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, shape = line.split("\t")
+            out.append((key, tuple(int(d) for d in shape.strip("()").split(",") if d.strip())))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """(generator model, arcface model, generator .pth, arcface .tar) at reduced widths, official formats."""
+    from official_formats import make_arcface, make_generator, save_arcface_pickled_module, save_generator
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    generator, arcface = make_generator(TINY_GENERATOR, seed=1), make_arcface(TINY_ARCFACE, seed=2)
+    return (
+        generator,
+        arcface,
+        save_generator(generator, folder / "latest_net_G.pth"),
+        save_arcface_pickled_module(arcface, folder / "arcface_checkpoint.tar"),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoints, tmp_path_factory):
+    """A bundle converted from the tiny checkpoints, 224 px crops."""
+    from simswap_build.convert import convert_checkpoints
+
+    _, _, generator_path, arcface_path = tiny_checkpoints
+    return convert_checkpoints(generator_path, arcface_path, tmp_path_factory.mktemp("bundles") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def astronaut_crop() -> np.ndarray:
+    """A real photo: the face region of skimage's public-domain astronaut, 224x224 uint8 BGR."""
+    import cv2
+    from skimage import data
+
+    face = data.astronaut()[40:220, 130:310, ::-1]
+    return np.ascontiguousarray(cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA))
+
+
+def random_crops(count: int, size: int = 224, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)

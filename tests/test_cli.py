@@ -1,0 +1,143 @@
+"""The two console scripts end to end: convert, check, info, swap-aligned; exit codes scripts can use."""
+
+import subprocess
+import sys
+
+import cv2
+import onnx
+from conftest import random_crops
+from onnx import helper
+
+from simswap_build.cli import main as build_main
+from simswap_trt.cli import main as trt_main
+
+
+def test_console_scripts_are_installed():
+    for script in ("simswap-trt", "simswap-build"):
+        result = subprocess.run([script, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "examples:" in result.stdout
+
+
+def test_convert_info_and_swap_folder(tiny_checkpoints, tmp_path, capsys):
+    _, _, generator_path, arcface_path = tiny_checkpoints
+    bundle = tmp_path / "bundle"
+    assert (
+        build_main(
+            ["convert", "--generator", str(generator_path), "--arcface", str(arcface_path), "--output", str(bundle)]
+        )
+        == 0
+    )
+    assert "224 generator, ir_se_custom_w16 arcface, 224 px, multipose alignment" in capsys.readouterr().out
+    assert build_main(["check", str(bundle)]) == 0
+    assert trt_main(["info", str(bundle)]) == 0
+    assert "hashes     verified" in capsys.readouterr().out
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i, crop in enumerate(random_crops(3)):
+        cv2.imwrite(str(crops / f"face{i}.png"), crop)
+    (crops / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert (
+        trt_main(
+            [
+                "swap-aligned",
+                "--bundle",
+                str(bundle),
+                "--source",
+                str(crops / "face0.png"),
+                "--target",
+                str(crops),
+                "--output",
+                str(out),
+                "--batch",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["face0.png", "face1.png", "face2.png"]
+    assert cv2.imread(str(out / "face1.png")).shape == (224, 224, 3)
+
+
+def test_convert_224_as_512_exits_1_with_the_reason(tiny_checkpoints, tmp_path, capsys):
+    _, _, generator_path, arcface_path = tiny_checkpoints
+    code = build_main(
+        [
+            "convert",
+            "--generator",
+            str(generator_path),
+            "--arcface",
+            str(arcface_path),
+            "--output",
+            str(tmp_path / "b"),
+            "--arch",
+            "512",
+        ]
+    )
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: latest_net_G.pth is a 224 (no down0/up0 keys) checkpoint, but 512 was requested")
+    assert "Traceback" not in err and not (tmp_path / "b").exists()
+
+
+def test_check_fails_on_a_bad_graph(tmp_path, capsys):
+    model = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "z"], name="dq")],
+            "bad",
+            [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", 4])],
+            [helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, None)],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    onnx.save(model, tmp_path / "bad.onnx")
+    assert build_main(["check", str(tmp_path / "bad.onnx"), "--trt", "10.3"]) == 1
+    assert "node 'dq' (DynamicQuantizeLinear): dynamic quantization is not supported" in capsys.readouterr().out
+
+
+def test_corrupt_source_image_exits_1(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "src.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cv2.imwrite(str(tmp_path / "t.png"), random_crops(1)[0])
+    code = trt_main(
+        [
+            "swap-aligned",
+            "--bundle",
+            str(tiny_bundle.root),
+            "--source",
+            str(tmp_path / "src.png"),
+            "--target",
+            str(tmp_path / "t.png"),
+            "--output",
+            str(tmp_path / "o.png"),
+        ]
+    )
+    assert code == 1
+    assert "src.png is not a readable image" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_wrong_crop_size_is_explained(tiny_bundle, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "small.png"), random_crops(1, size=100)[0])
+    code = trt_main(
+        [
+            "swap-aligned",
+            "--bundle",
+            str(tiny_bundle.root),
+            "--source",
+            str(tmp_path / "small.png"),
+            "--target",
+            str(tmp_path / "small.png"),
+            "--output",
+            str(tmp_path / "o.png"),
+        ]
+    )
+    assert code == 1
+    assert "must be uint8 BGR of shape [224, 224, 3] for this bundle" in capsys.readouterr().err
+
+
+def test_python_m_entry_points():
+    result = subprocess.run(
+        [sys.executable, "-m", "simswap_trt.cli", "info", "/nonexistent"], capture_output=True, text=True
+    )
+    assert result.returncode == 1 and "manifest.json is missing" in result.stderr
