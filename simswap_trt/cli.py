@@ -1,26 +1,40 @@
-"""``simswap-trt``: run SimSwap bundles from the command line."""
+"""``simswap-trt``: swap faces with SimSwap bundles from the command line."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from simswap_trt import cli_support
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import DEFAULT_PROVIDERS
-from simswap_trt.errors import InputError
-from simswap_trt.images import list_images, read_image, write_image
-from simswap_trt.swapper import UNTRAINED_WARNING, FaceSwapper
+from simswap_trt.errors import InputError, SimswapError
+from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
+from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
 
 EPILOG = """\
 examples:
-  simswap-trt info my-bundle
-  simswap-trt swap-aligned --bundle my-bundle --source src_crop.png --target crops/ --output swapped/
+  simswap-trt demo                                   # the whole pipeline on public-domain photos
+  simswap-trt swap --bundle B --source me.jpg --target group.jpg --output out.jpg
+  simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ --select largest
+  simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
+                   --select reference --reference actor.jpg
+  simswap-trt info B
 
 Bundles come from 'simswap-build convert' (official checkpoints) or 'simswap-build untrained'.
-Images are read and written with OpenCV; crops must already be aligned to the bundle's crop size."""
+Images are read and written with OpenCV (BGR); outputs are tagged as synthetic unless
+--no-synthetic-tag is given.
+
+exit status: 0 every target was written; 3 some targets were skipped (no face, unreadable:
+see the summary); 1 nothing was done (bad bundle, arguments or source)."""
+
+EXIT_PARTIAL = 3
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -38,30 +52,161 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
+    from simswap_trt.vision.detect import CenterFace, Scrfd
+    from simswap_trt.vision.parsing import FaceParser
+
+    scrfd = getattr(args, "scrfd", None)
+    detector = (
+        Scrfd(scrfd, providers=args.providers, threads=args.threads)
+        if scrfd
+        else CenterFace(providers=args.providers, threads=args.threads)
+    )
+    parsing = getattr(args, "parsing_model", None)
+    parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
+    swapper = FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser)
+    if swapper.bundle.untrained:
+        print(f"note: {UNTRAINED_WARNING}", file=sys.stderr)
+    return swapper
+
+
+def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
+    if not target.is_dir():
+        return [(target, output)]
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--target is a folder, so --output must be a folder; {output} is a file")
+    if output.resolve() == target.resolve():
+        raise InputError("--output must not be the --target folder: inputs are never overwritten")
+    pairs = [(p, output / p.name) for p in list_images(target)]
+    if not pairs:
+        raise InputError(f"no images in {target} (looked for {' '.join(IMAGE_SUFFIXES)})")
+    return pairs
+
+
+def _swap(args: argparse.Namespace) -> int:
+    pairs = _targets(args.target, args.output)
+    if args.select == "reference" and not args.reference:
+        raise InputError("--select reference needs --reference IMAGE (the person to replace)")
+    swapper = _swapper(args, args.bundle)
+    swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
+    if args.reference:
+        swapper.set_reference([read_image(p, args.max_pixels) for p in args.reference])
+    return _swap_files(swapper, pairs, args)
+
+
+def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(pairs), unit="image", disable=len(pairs) < 2 or not sys.stderr.isatty())
+    report = progress.write if not progress.disable else print
+    written = skipped = faces_swapped = 0
+    for start in range(0, len(pairs), args.batch):
+        chunk, images = [], []
+        for source, dest in pairs[start : start + args.batch]:
+            try:
+                images.append(read_image(source, args.max_pixels))
+                chunk.append((source, dest))
+            except InputError as exc:
+                report(f"{source.name}: skipped, {exc}")
+                skipped += 1
+        for (source, dest), result in zip(chunk, swapper.swap_batch(images, args.select, args.threshold), strict=True):
+            found = len(result.faces)
+            if result.swapped_count:
+                write_image(dest, result.image, synthetic=not args.no_synthetic_tag)
+                written += 1
+                faces_swapped += result.swapped_count
+                report(f"{source.name}: {found} face(s), {result.swapped_count} swapped -> {dest}")
+            elif args.copy_unchanged:
+                write_image(dest, result.image)
+                written += 1
+                report(f"{source.name}: {found} face(s), none selected; copied unchanged -> {dest}")
+            else:
+                skipped += 1
+                report(f"{source.name}: {found} face(s), none selected; skipped (--copy-unchanged writes it as is)")
+        progress.update(len(pairs[start : start + args.batch]))
+    progress.close()
+    print(f"done: {written} written, {skipped} skipped, {faces_swapped} face(s) swapped")
+    return EXIT_PARTIAL if skipped else 0
+
+
 def _swap_aligned(args: argparse.Namespace) -> int:
-    targets = list_images(args.target) if args.target.is_dir() else [args.target]
-    if not targets:
-        raise InputError(f"no images in {args.target}")
-    if args.target.is_dir() and args.output.exists() and not args.output.is_dir():
-        raise InputError(f"--target is a folder, so --output must be a folder; {args.output} is a file")
+    pairs = _targets(args.target, args.output)
     swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch)
     if swapper.bundle.untrained:
         print(f"note: {UNTRAINED_WARNING}", file=sys.stderr)
-    swapper.set_source([read_image(p) for p in args.source])
-    outputs = [args.output / p.name for p in targets] if args.target.is_dir() else [args.output]
-
-    from tqdm import tqdm
-
-    progress = tqdm(total=len(targets), unit="crop", disable=len(targets) < 2 or not sys.stderr.isatty())
-    for start in range(0, len(targets), args.batch):
-        chunk = slice(start, start + args.batch)
-        swapped = swapper.swap_aligned([read_image(p) for p in targets[chunk]])
-        for path, image in zip(outputs[chunk], swapped, strict=True):
-            write_image(path, image)
-        progress.update(len(swapped))
-    progress.close()
-    print(f"swapped {len(targets)} crop(s) into {args.output}")
+    swapper.set_source_crops([read_image(p) for p in args.source])
+    for start in range(0, len(pairs), args.batch):
+        chunk = pairs[start : start + args.batch]
+        swapped = swapper.swap_aligned([read_image(source) for source, _ in chunk])
+        for (_, dest), image in zip(chunk, swapped, strict=True):
+            write_image(dest, image, synthetic=not args.no_synthetic_tag)
+    print(f"swapped {len(pairs)} crop(s) into {args.output}")
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from skimage import data
+    except ImportError:
+        raise SimswapError("the demo photos come from scikit-image: pip install 'simswap-trt[demo]'") from None
+    import cv2
+
+    bundle = args.bundle or _untrained_demo_bundle()
+    swapper = _swapper(args, bundle)
+    astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
+    camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)  # CC0
+    both = np.hstack([camera, cv2.flip(astronaut, 1)])
+    swapper.set_source(astronaut)
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, result in zip(("camera.png", "two-faces.png"), swapper.swap_batch([camera, both]), strict=True):
+        write_image(args.output / name, result.image, synthetic=True)
+        print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
+    if swapper.bundle.untrained:
+        print(
+            "\nTHESE ARE NOT REAL SWAPS: the bundle has untrained random weights, so the faces are noise.\n"
+            "Convert the official checkpoints (see README) and run: simswap-trt demo --bundle YOUR_BUNDLE"
+        )
+    return 0
+
+
+def _untrained_demo_bundle() -> Path:
+    """An untrained official-224 bundle, made once per user and kept in the cache folder."""
+    from simswap_build.convert import untrained_bundle
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "simswap-trt" / "untrained-224"
+    try:
+        Bundle.load(cache)
+    except SimswapError:
+        print(f"no --bundle given: creating an UNTRAINED demo bundle in {cache} (once) ...", file=sys.stderr)
+        shutil.rmtree(cache, ignore_errors=True)
+        untrained_bundle(cache)
+    return cache
+
+
+def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
+    parser.add_argument("--batch", type=int, default=batch, help=f"images per batched call (default: {batch})")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available)")
+    parser.add_argument(
+        "--providers",
+        nargs="+",
+        default=list(DEFAULT_PROVIDERS),
+        help="ONNX Runtime execution providers, in order; all must be available (default: CPU)",
+    )
+
+
+def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--scrfd",
+        type=Path,
+        default=None,
+        help="use this SCRFD detector (det_10g.onnx, as the official pipeline) instead of CenterFace",
+    )
+    parser.add_argument(
+        "--parsing-model",
+        type=Path,
+        default=None,
+        help="BiSeNet-style face parser ONNX: blend with a face mask, as the official --use_mask",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,32 +219,85 @@ def build_parser() -> argparse.ArgumentParser:
     cli_support.add_logging_flags(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = sub.add_parser("info", help="describe a bundle and verify its files")
-    info.add_argument("bundle", type=Path, help="bundle directory")
-
     swap = sub.add_parser(
-        "swap-aligned",
-        help="swap a source identity onto aligned face crops",
-        description="Swap the identity of the --source crop(s) onto aligned target crops. Several --source "
-        "crops are averaged into one identity. --target and --output are both files or both folders.",
+        "swap",
+        help="swap a source identity onto faces in images or folders of images",
+        description="Detect faces in --target, swap the identity of --source onto the selected ones and write "
+        "--output. Several --source images are averaged into one identity. --target and --output are "
+        "both files or both folders.",
     )
     swap.add_argument("--bundle", type=Path, required=True, help="bundle directory")
-    swap.add_argument("--source", type=Path, nargs="+", required=True, help="aligned crop(s) of the source identity")
-    swap.add_argument("--target", type=Path, required=True, help="aligned target crop, or a folder of them")
+    swap.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
+    swap.add_argument("--target", type=Path, required=True, help="image, or folder of images, to change")
     swap.add_argument("--output", type=Path, required=True, help="output file, or folder (created if missing)")
-    swap.add_argument("--batch", type=int, default=8, help="crops per generator call (default: 8)")
-    swap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all available to this process)")
     swap.add_argument(
-        "--providers",
-        nargs="+",
-        default=list(DEFAULT_PROVIDERS),
-        help="ONNX Runtime execution providers, in order; all must be available (default: CPU)",
+        "--select",
+        choices=SELECT_MODES,
+        default="all",
+        help="faces to swap: all, the largest per image, or those matching --reference (default: all)",
     )
+    swap.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="photo(s) of the person to replace, for --select reference",
+    )
+    swap.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_MATCH_THRESHOLD,
+        help="minimum cosine similarity to --reference (ArcFace latents; default: %(default)s)",
+    )
+    swap.add_argument(
+        "--copy-unchanged",
+        action="store_true",
+        help="write targets without a selected face unchanged (default: skip them)",
+    )
+    swap.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic (PNG text / JPEG comment)"
+    )
+    swap.add_argument(
+        "--max-pixels",
+        type=int,
+        default=MAX_PIXELS,
+        help="refuse images larger than this many pixels (default: %(default)s)",
+    )
+    _add_pipeline_flags(swap)
+    _add_runtime_flags(swap, batch=8)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on bundled public-domain photos",
+        description="Swap the astronaut (public domain) onto the faces of scikit-image's camera photo (CC0). "
+        "Without --bundle an UNTRAINED bundle is created, so the result only shows the pipeline "
+        "working, not a real swap.",
+    )
+    demo.add_argument("--bundle", type=Path, default=None, help="bundle with real weights (default: untrained)")
+    demo.add_argument("--output", type=Path, default=Path("simswap-demo"), help="output folder (default: %(default)s)")
+    _add_pipeline_flags(demo)
+    _add_runtime_flags(demo, batch=8)
+
+    aligned = sub.add_parser(
+        "swap-aligned",
+        help="swap a source identity onto already aligned face crops",
+        description="Like swap, for crops already aligned to the bundle's crop size (no detection, no paste-back).",
+    )
+    aligned.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    aligned.add_argument("--source", type=Path, nargs="+", required=True, help="aligned crop(s) of the source identity")
+    aligned.add_argument("--target", type=Path, required=True, help="aligned target crop, or a folder of them")
+    aligned.add_argument("--output", type=Path, required=True, help="output file, or folder (created if missing)")
+    aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    _add_runtime_flags(aligned, batch=8)
+
+    info = sub.add_parser("info", help="describe a bundle and verify its files")
+    info.add_argument("bundle", type=Path, help="bundle directory")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli_support.run(build_parser(), argv, {"info": _info, "swap-aligned": _swap_aligned})
+    handlers = {"info": _info, "swap": _swap, "swap-aligned": _swap_aligned, "demo": _demo}
+    return cli_support.run(build_parser(), argv, handlers)
 
 
 if __name__ == "__main__":

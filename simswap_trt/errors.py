@@ -24,3 +24,7 @@ class EngineError(SimswapError):
 
 class InputError(SimswapError):
     """An image or array given to the SDK cannot be used (wrong shape, dtype, size)."""
+
+
+class NoFaceError(InputError):
+    """No face was found where one is required (a source or reference image)."""

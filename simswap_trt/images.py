@@ -1,9 +1,13 @@
-"""Reading and writing image files: clear errors for unreadable input, atomic writes for output."""
+"""Reading and writing image files: clear errors and bounded memory for input, atomic and tagged output."""
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
 import tempfile
+import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -11,33 +15,86 @@ import numpy as np
 
 from simswap_trt.errors import InputError
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# Decoded as 8-bit BGR, 100 MP is 300 MB, and the pipeline holds a few copies of a frame.
+MAX_PIXELS = 100_000_000
+SYNTHETIC_TAG = "Synthetic image: faces were swapped by simswap-trt (AI-generated content)"
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read any common image file as uint8 BGR HxWx3 (grey is expanded, alpha dropped, 16-bit scaled)."""
-    path = Path(path)
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        data = np.fromfile(path, np.uint8)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        with warnings.catch_warnings():  # our own limit applies (read_image's max_pixels)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except FileNotFoundError:
+        raise InputError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path} is refused as a decompression bomb: {exc}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path} is not a readable image: {exc}") from exc
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file as uint8 BGR HxWx3: grey is expanded to 3 channels, alpha is dropped (not
+    composited), 16-bit is scaled to 8-bit. Files over ``max_pixels`` are refused before decoding."""
+    path = Path(path)
+    width, height = image_size(path)
+    if width * height > max_pixels:
+        raise InputError(
+            f"{path} is {width}x{height} ({width * height / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP limit; "
+            "downscale it or raise the limit (--max-pixels)"
+        )
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"{path} is not a readable image (corrupt, truncated or an unsupported format)")
     return image
 
 
-def write_image(path: str | Path, image: np.ndarray) -> None:
-    """Encode by the file's suffix and write atomically: a temporary file in the same folder, then rename."""
+def _png_text_chunk(keyword: str, text: str) -> bytes:
+    data = keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
+    return struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
+
+
+def tag_synthetic(encoded: bytes, suffix: str) -> bytes | None:
+    """Add ``SYNTHETIC_TAG`` as PNG ``tEXt`` (keyword Description) or a JPEG comment; None for formats
+    without a simple text field."""
+    suffix = suffix.lower()
+    if suffix == ".png":
+        end_of_header = 8 + 25  # signature, then the IHDR chunk (length, type, 13 bytes, CRC)
+        return encoded[:end_of_header] + _png_text_chunk("Description", SYNTHETIC_TAG) + encoded[end_of_header:]
+    if suffix in (".jpg", ".jpeg"):
+        comment = SYNTHETIC_TAG.encode("ascii")
+        return encoded[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + encoded[2:]
+    return None
+
+
+def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) -> None:
+    """Encode by the file's suffix and write atomically (temporary file in the same folder, then rename).
+    ``synthetic`` tags PNG and JPEG files as AI-generated."""
     path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    try:
+        ok, encoded = cv2.imencode(path.suffix or ".png", image)
+    except cv2.error:
+        ok = False
     if not ok:
         raise InputError(f"cannot encode an image as {path.suffix!r} for {path}")
+    data = encoded.tobytes()
+    if synthetic:
+        tagged = tag_synthetic(data, path.suffix)
+        if tagged is None:
+            log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", path.name, path.suffix)
+        data = tagged or data
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(encoded.tobytes())
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,10 +1,15 @@
-"""``FaceSwapper``: the public entry point. Loads a bundle, computes a source identity once, and swaps
-batches of aligned target crops with one generator call per batch."""
+"""``FaceSwapper``: the public entry point.
+
+It loads a bundle, computes a source identity once, and swaps faces in whole images (detect → align →
+warp → generator → paste back) or in already aligned crops. ``swap_batch`` gathers the selected faces of
+all its images into batched generator calls.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,25 +17,75 @@ import numpy as np
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine, OnnxRuntimeEngine
-from simswap_trt.errors import BundleError, InputError
+from simswap_trt.errors import BundleError, InputError, NoFaceError
 from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
+from simswap_trt.vision.align import alignment_matrix
+from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
+from simswap_trt.vision.parsing import FaceParser
+from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.warp import warp_faces
 
 log = logging.getLogger(__name__)
 
 UNTRAINED_WARNING = "this bundle has UNTRAINED random weights: its outputs are not face swaps"
+SELECT_MODES = ("all", "largest", "reference")
+# Cosine similarity between L2-normalised ArcFace latents above which a target face counts as the
+# reference person (select="reference"). Same-person pairs of aligned crops typically score well above
+# it, different people below; tune it for your footage.
+DEFAULT_MATCH_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    """One detected face of a target image and what happened to it."""
+
+    box: np.ndarray  # [x1, y1, x2, y2] image pixels
+    score: float  # detector confidence
+    landmarks: np.ndarray  # [5, 2] ArcFace order
+    matrix: np.ndarray  # 2x3 image → aligned-crop transform
+    swapped: bool
+    similarity: float | None = None  # cosine to the reference identity, when select="reference"
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    """The output image (a new array) and every detected face, in detection (score) order."""
+
+    image: np.ndarray
+    faces: tuple[FaceInfo, ...]
+
+    @property
+    def swapped_count(self) -> int:
+        return sum(face.swapped for face in self.faces)
+
+
+def check_image(image: np.ndarray, what: str = "image") -> None:
+    """Images are uint8 BGR HxWx3 arrays (what ``cv2.imread`` / ``simswap_trt.images.read_image`` return)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        got = f"{image.dtype}{list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(
+            f"{what} must be a uint8 BGR array of shape [H, W, 3], got {got}; "
+            "read files with simswap_trt.images.read_image, which converts grey, RGBA and 16-bit"
+        )
 
 
 class FaceSwapper:
-    """Swap one source identity onto aligned target crops.
+    """Swap one source identity onto faces in images or aligned crops.
 
-    Images are uint8 BGR (as ``cv2.imread`` returns them). Crops must be aligned the way the bundle's
-    ``alignment`` says (multi-pose templates for 224 models, FFHQ for 512) at ``crop_size``.
-
-    Thread safety: one ``FaceSwapper`` may be used from several threads for ``identity`` and
-    ``generate``; ``set_source`` changes shared state and should happen before the threads start.
+    Images are uint8 BGR (as OpenCV reads them). The detector defaults to CenterFace, created on first
+    use. Thread safety: ``swap``/``swap_batch``/``identity`` may run from several threads once the source
+    (and reference) identity is set; ``set_source`` and ``set_reference`` change shared state.
     """
 
-    def __init__(self, bundle: Bundle, generator: Engine, arcface: Engine, max_batch: int = 16) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        generator: Engine,
+        arcface: Engine,
+        detector: FaceDetector | None = None,
+        parser: FaceParser | None = None,
+        max_batch: int = 16,
+    ) -> None:
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -42,8 +97,11 @@ class FaceSwapper:
         self.bundle = bundle
         self.generator = generator
         self.arcface = arcface
+        self.parser = parser
         self.max_batch = max_batch
         self.source_latent: np.ndarray | None = None
+        self.reference_latent: np.ndarray | None = None
+        self._detector = detector
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
 
@@ -54,6 +112,8 @@ class FaceSwapper:
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
         max_batch: int = 16,
+        detector: FaceDetector | None = None,
+        parser: FaceParser | None = None,
     ) -> FaceSwapper:
         """Load a bundle and run it on ONNX Runtime with ``providers`` (CPU by default)."""
         bundle = Bundle.load(path)
@@ -61,6 +121,8 @@ class FaceSwapper:
             bundle,
             OnnxRuntimeEngine(bundle.path_of("generator"), providers, threads),
             OnnxRuntimeEngine(bundle.path_of("arcface"), providers, threads),
+            detector,
+            parser,
             max_batch,
         )
 
@@ -68,23 +130,56 @@ class FaceSwapper:
     def crop_size(self) -> int:
         return self.bundle.crop_size
 
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = CenterFace()
+        return self._detector
+
+    # -- identities ---------------------------------------------------------------------------------------
+
     def identity(self, crops: Crops) -> np.ndarray:
-        """The identity latent [512] of one or more aligned source crops: each crop's L2-normalised
-        ArcFace embedding, averaged over the crops, and L2-normalised again."""
-        tensor = crops_to_tensor(crops, self.crop_size)
-        latents = np.concatenate(
+        """The identity latent [512] of one or more aligned crops: each crop's L2-normalised ArcFace
+        embedding, averaged over the crops, and L2-normalised again."""
+        mean = self._latents(crops_to_tensor(crops, self.crop_size)).mean(axis=0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+    def set_source_crops(self, crops: Crops) -> np.ndarray:
+        """Use the identity of aligned crops as the source; returns the latent."""
+        self.source_latent = self.identity(crops)
+        return self.source_latent
+
+    def set_source(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Use the identity of the largest face in each image (several images are averaged)."""
+        self.source_latent = self.identity(self._largest_face_crops(images, "source"))
+        return self.source_latent
+
+    def set_reference(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """The person to replace when swapping with ``select="reference"``: the largest face of each image."""
+        self.reference_latent = self.identity(self._largest_face_crops(images, "reference"))
+        return self.reference_latent
+
+    def _largest_face_crops(self, images: np.ndarray | Sequence[np.ndarray], what: str) -> np.ndarray:
+        images = [images] if isinstance(images, np.ndarray) else list(images)
+        for i, image in enumerate(images):
+            check_image(image, f"{what} image {i}")
+        faces = []
+        for i, detections in enumerate(self.detector.detect_batch(images)):
+            if not detections:
+                raise NoFaceError(f"no face found in {what} image {i}")
+            largest = max(detections, key=lambda d: d.area)
+            faces.append((i, alignment_matrix(largest.landmarks, self.bundle.alignment, self.crop_size)))
+        return warp_faces(images, faces, self.crop_size)
+
+    def _latents(self, tensor: np.ndarray) -> np.ndarray:
+        return np.concatenate(
             [
                 self.arcface.run({"crop": tensor[i : i + self.max_batch]})["latent"]
                 for i in range(0, len(tensor), self.max_batch)
             ]
         )
-        mean = latents.mean(axis=0)
-        return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
-    def set_source(self, crops: Crops) -> np.ndarray:
-        """Compute and keep the source identity used by ``swap_aligned`` when no latent is passed."""
-        self.source_latent = self.identity(crops)
-        return self.source_latent
+    # -- swapping -----------------------------------------------------------------------------------------
 
     def generate(self, targets: np.ndarray, latents: np.ndarray) -> np.ndarray:
         """Run the generator on float32 [N,3,S,S] targets with [512] (shared) or [N,512] latents, in
@@ -103,10 +198,78 @@ class FaceSwapper:
             out[i : i + self.max_batch] = self.generator.run(feeds)["swapped"]
         return out
 
+    def _require_source(self, latent: np.ndarray | None) -> np.ndarray:
+        if latent is not None:
+            return latent
+        if self.source_latent is None:
+            raise InputError("no source identity: call set_source(images) or set_source_crops(crops) first")
+        return self.source_latent
+
     def swap_aligned(self, crops: Crops, latent: np.ndarray | None = None) -> np.ndarray:
         """Swap the source identity (or ``latent``) onto aligned BGR crops; returns uint8 [N,S,S,3] BGR."""
-        if latent is None:
-            if self.source_latent is None:
-                raise InputError("no source identity: call set_source(crops) first or pass latent=")
-            latent = self.source_latent
+        latent = self._require_source(latent)
         return tensor_to_crops(self.generate(crops_to_tensor(crops, self.crop_size), latent))
+
+    def swap(self, image: np.ndarray, select: str = "all", threshold: float = DEFAULT_MATCH_THRESHOLD) -> SwapResult:
+        """Swap the source identity onto the selected faces of one image. See ``swap_batch``."""
+        return self.swap_batch([image], select, threshold)[0]
+
+    def swap_batch(
+        self, images: Sequence[np.ndarray], select: str = "all", threshold: float = DEFAULT_MATCH_THRESHOLD
+    ) -> list[SwapResult]:
+        """Swap the source identity onto faces in several images with batched detector and generator calls.
+
+        ``select``: ``"all"`` faces, the ``"largest"`` face of each image, or faces whose cosine similarity to
+        the ``set_reference`` identity is at least ``threshold`` (``"reference"``). Images without a
+        selected face come back unchanged (as copies), with their faces reported as not swapped.
+        """
+        if select not in SELECT_MODES:
+            raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+        if select == "reference" and self.reference_latent is None:
+            raise InputError('select="reference" needs a reference identity: call set_reference(images) first')
+        source = self._require_source(None)
+        for i, image in enumerate(images):
+            check_image(image, f"image {i}")
+
+        detections = self.detector.detect_batch(images)
+        faces = [
+            (i, d, alignment_matrix(d.landmarks, self.bundle.alignment, self.crop_size))
+            for i, per_image in enumerate(detections)
+            for d in per_image
+        ]
+        crops = warp_faces(images, [(i, m) for i, _, m in faces], self.crop_size)
+        size = self.crop_size
+        targets = crops_to_tensor(crops, size) if faces else np.empty((0, 3, size, size), np.float32)
+        chosen, similarity = self._select(faces, targets, select, threshold)
+
+        swapped = self.generate(targets[chosen], source) if chosen.size else targets[:0]
+        if self.parser is not None and chosen.size:
+            swapped = self.parser.blend(swapped, targets[chosen])
+        pasted = {int(f): crop for f, crop in zip(chosen, swapped.transpose(0, 2, 3, 1)[..., ::-1] * 255, strict=True)}
+
+        results = []
+        for i, image in enumerate(images):
+            mine = [f for f, face in enumerate(faces) if face[0] == i]
+            out = paste_back(image, [(pasted[f], faces[f][2]) for f in mine if f in pasted])
+            info = tuple(self._info(faces[f][1], faces[f][2], f in pasted, similarity.get(f)) for f in mine)
+            results.append(SwapResult(out, info))
+        return results
+
+    def _select(self, faces, targets, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
+        """Indices (into ``faces``) to swap, in detection order, and each face's similarity if computed."""
+        if select == "all":
+            return np.arange(len(faces)), {}
+        if select == "largest":
+            best: dict[int, int] = {}
+            for f, (i, detection, _) in enumerate(faces):
+                if i not in best or detection.area > faces[best[i]][1].area:
+                    best[i] = f
+            return np.array(sorted(best.values()), dtype=np.int64), {}
+        if not faces:
+            return np.empty(0, np.int64), {}
+        cosine = self._latents(targets) @ self.reference_latent
+        return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
+
+    @staticmethod
+    def _info(detection: Detection, matrix: np.ndarray, swapped: bool, similarity: float | None) -> FaceInfo:
+        return FaceInfo(detection.box, detection.score, detection.landmarks, matrix, swapped, similarity)

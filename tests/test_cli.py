@@ -4,7 +4,9 @@ import subprocess
 import sys
 
 import cv2
+import numpy as np
 import onnx
+import pytest
 from conftest import random_crops
 from onnx import helper
 
@@ -141,3 +143,103 @@ def test_python_m_entry_points():
         [sys.executable, "-m", "simswap_trt.cli", "info", "/nonexistent"], capture_output=True, text=True
     )
     assert result.returncode == 1 and "manifest.json is missing" in result.stderr
+
+
+@pytest.fixture()
+def photo_folder(tmp_path):
+    from skimage import data
+
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "astronaut.png"), data.astronaut()[..., ::-1])
+    cv2.imwrite(str(folder / "camera.jpg"), data.camera())
+    cv2.imwrite(str(folder / "wall.png"), np.full((80, 120, 3), 200, np.uint8))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    return folder
+
+
+def test_swap_folder_reports_and_exits_3_when_targets_are_skipped(tiny_bundle, photo_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = trt_main(
+        [
+            "swap",
+            "--bundle",
+            str(tiny_bundle.root),
+            "--source",
+            str(photo_folder / "astronaut.png"),
+            "--target",
+            str(photo_folder),
+            "--output",
+            str(out),
+            "--batch",
+            "2",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 3
+    assert "broken.png: skipped" in text and "wall.png: 0 face(s), none selected; skipped" in text
+    assert "camera.jpg: 1 face(s), 1 swapped" in text
+    assert "done: 2 written, 2 skipped, 2 face(s) swapped" in text
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.png", "camera.jpg"]
+    from PIL import Image
+
+    with Image.open(out / "astronaut.png") as image:
+        assert "Synthetic image" in image.text["Description"]
+
+
+def test_swap_copy_unchanged_and_no_tag(tiny_bundle, photo_folder, tmp_path, capsys):
+    (photo_folder / "broken.png").unlink()
+    out = tmp_path / "out"
+    code = trt_main(
+        [
+            "swap",
+            "--bundle",
+            str(tiny_bundle.root),
+            "--source",
+            str(photo_folder / "astronaut.png"),
+            "--target",
+            str(photo_folder),
+            "--output",
+            str(out),
+            "--copy-unchanged",
+            "--no-synthetic-tag",
+            "--select",
+            "largest",
+        ]
+    )
+    assert code == 0
+    np.testing.assert_array_equal(cv2.imread(str(out / "wall.png")), cv2.imread(str(photo_folder / "wall.png")))
+    from PIL import Image
+
+    with Image.open(out / "astronaut.png") as image:
+        assert "Description" not in image.text
+
+
+def test_swap_argument_errors(tiny_bundle, photo_folder, tmp_path, capsys):
+    base = ["swap", "--bundle", str(tiny_bundle.root), "--source", str(photo_folder / "astronaut.png")]
+    assert trt_main([*base, "--target", str(photo_folder), "--output", str(photo_folder)]) == 1
+    assert "inputs are never overwritten" in capsys.readouterr().err
+    assert (
+        trt_main([*base, "--target", str(photo_folder), "--output", str(tmp_path / "o"), "--select", "reference"]) == 1
+    )
+    assert "--select reference needs --reference IMAGE" in capsys.readouterr().err
+    no_face = [
+        "swap",
+        "--bundle",
+        str(tiny_bundle.root),
+        "--source",
+        str(photo_folder / "wall.png"),
+        "--target",
+        str(photo_folder / "camera.jpg"),
+        "--output",
+        str(tmp_path / "o.jpg"),
+    ]
+    assert trt_main(no_face) == 1
+    assert "no face found in source image 0" in capsys.readouterr().err
+
+
+def test_demo_with_a_bundle(tiny_bundle, tmp_path, capsys):
+    assert trt_main(["demo", "--bundle", str(tiny_bundle.root), "--output", str(tmp_path / "demo")]) == 0
+    text = capsys.readouterr().out
+    assert "two-faces.png: 2 face(s) found, 2 swapped" in text
+    assert "NOT REAL SWAPS" not in text

@@ -25,7 +25,7 @@ def test_converted_bundle_equals_the_source_models(swapper, tiny_checkpoints, as
     with torch.no_grad():
         latent = identity_latent(arcface, torch.from_numpy(crops_to_tensor(source, 224)))
         expected = generator.forward_rgb01(torch.from_numpy(crops_to_tensor(targets, 224)), latent.expand(3, -1))
-    got_latent = swapper.set_source(source)
+    got_latent = swapper.set_source_crops(source)
     np.testing.assert_allclose(got_latent, latent[0].numpy(), atol=1e-5)
     got = swapper.generate(crops_to_tensor(targets, 224), got_latent)
     assert np.abs(got - expected.numpy()).max() <= 1e-4

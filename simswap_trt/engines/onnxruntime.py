@@ -31,17 +31,24 @@ def available_cpus() -> int:
 
 
 class OnnxRuntimeEngine(Engine):
-    """An ONNX model on ONNX Runtime.
+    """An ONNX model (a file path or serialized bytes) on ONNX Runtime.
 
     ``providers`` are used exactly as given, in order; if ONNX Runtime does not activate every one of them
     the constructor raises instead of silently running on a slower provider. ``threads`` sets the
     intra-op pool size (default: the CPUs available to this process).
     """
 
-    def __init__(self, path: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS, threads: int | None = None):
+    def __init__(
+        self,
+        model: str | Path | bytes,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        threads: int | None = None,
+        name: str | None = None,
+    ):
         import onnxruntime as ort
 
-        path = Path(path)
+        name = name or (Path(model).name if not isinstance(model, bytes) else "model")
+        source = model if isinstance(model, bytes) else str(model)
         available = ort.get_available_providers()
         unknown = [p for p in providers if p not in available]
         if unknown:
@@ -51,16 +58,16 @@ class OnnxRuntimeEngine(Engine):
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=list(providers))
+            self._session = ort.InferenceSession(source, options, providers=list(providers))
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
-            raise EngineError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+            raise EngineError(f"ONNX Runtime cannot load {name}: {exc}") from exc
         active = self._session.get_providers()
         if list(providers) != active[: len(providers)]:
-            raise EngineError(f"ONNX Runtime activated {active} for {path.name}, not the requested {list(providers)}")
+            raise EngineError(f"ONNX Runtime activated {active} for {name}, not the requested {list(providers)}")
         self.backend = f"onnxruntime[{','.join(active)}]"
         self.inputs = tuple(self._spec(v) for v in self._session.get_inputs())
         self.outputs = tuple(self._spec(v) for v in self._session.get_outputs())
-        log.info("%s: %s, %d threads", path.name, self.backend, options.intra_op_num_threads)
+        log.info("%s: %s, %d threads", name, self.backend, options.intra_op_num_threads)
 
     @staticmethod
     def _spec(value) -> TensorSpec:

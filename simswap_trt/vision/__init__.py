@@ -1,0 +1,1 @@
+"""Image-space stages of the swap pipeline: detection, alignment, warping, paste-back."""

