@@ -64,10 +64,7 @@ def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     )
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
-    swapper = FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser)
-    if swapper.bundle.untrained:
-        print(f"note: {UNTRAINED_WARNING}", file=sys.stderr)
-    return swapper
+    return FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser)
 
 
 def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -132,8 +129,6 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
 def _swap_aligned(args: argparse.Namespace) -> int:
     pairs = _targets(args.target, args.output)
     swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch)
-    if swapper.bundle.untrained:
-        print(f"note: {UNTRAINED_WARNING}", file=sys.stderr)
     swapper.set_source_crops([read_image(p) for p in args.source])
     for start in range(0, len(pairs), args.batch):
         chunk = pairs[start : start + args.batch]
