@@ -23,6 +23,7 @@ examples:
                         --arcface arcface_model/arcface_checkpoint.tar --output bundles/simswap-512
   simswap-build untrained --output bundles/untrained-224
   simswap-build check bundles/simswap-224
+  simswap-build engine bundles/simswap-224 --max-batch 32 --version-compatible
 
 Official weights (CC BY-NC 4.0, non-commercial) come from the SimSwap project's GitHub releases;
 simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'."""
@@ -55,6 +56,30 @@ def _untrained(args: argparse.Namespace) -> int:
         args.output, arch=args.arch, crop_size=args.crop_size, seed=args.seed, overwrite=args.force
     )
     print(f"wrote {bundle.root}: UNTRAINED random weights ({args.arch}, {bundle.crop_size} px) - not a face swapper")
+    return 0
+
+
+def _engine(args: argparse.Namespace) -> int:
+    from simswap_build.engine_builder import BuildOptions, build_engine
+
+    options = BuildOptions(
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mib=args.workspace_mib,
+        version_compatible=args.version_compatible,
+        exclude_lean_runtime=args.exclude_lean_runtime,
+        hardware_compatibility=args.hardware_compatibility,
+        dla_core=args.dla_core,
+        progress=not args.no_progress,
+    )
+    roles = ("generator", "arcface") if args.role == "all" else (args.role,)
+    for role in roles:
+        entry = build_engine(args.bundle, role, options)
+        print(
+            f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
+            f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
+        )
     return 0
 
 
@@ -133,6 +158,38 @@ def build_parser() -> argparse.ArgumentParser:
     untrained.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     untrained.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
 
+    engine = sub.add_parser(
+        "engine",
+        help="build TensorRT plans for a bundle on this machine's GPU (needs the full tensorrt)",
+        description="Build serialized TensorRT plans from the bundle's ONNX graphs (strongly typed: precision "
+        "comes from the graph) and register them in the manifest. Plans are tied to the GPU and "
+        "TensorRT version they were built with unless made portable with the flags below.",
+    )
+    engine.add_argument("bundle", type=Path, help="bundle directory")
+    engine.add_argument("--role", choices=("all", "generator", "arcface"), default="all", help="default: all")
+    engine.add_argument("--min-batch", type=int, default=1, help="smallest batch the plan accepts (default 1)")
+    engine.add_argument("--opt-batch", type=int, default=8, help="batch the kernels are tuned for (default 8)")
+    engine.add_argument("--max-batch", type=int, default=32, help="largest batch; buffers are sized for it (32)")
+    engine.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit in MiB")
+    engine.add_argument(
+        "--version-compatible",
+        action="store_true",
+        help="plan runs on newer TensorRT of the same major and on the tensorrt_lean runtime",
+    )
+    engine.add_argument(
+        "--exclude-lean-runtime",
+        action="store_true",
+        help="with --version-compatible: do not embed the lean runtime in the plan",
+    )
+    engine.add_argument(
+        "--hardware-compatibility",
+        choices=("none", "ampere_plus", "same_compute_capability"),
+        default="none",
+        help="run on other GPUs (ampere_plus: any compute capability >= 8.0)",
+    )
+    engine.add_argument("--dla-core", type=int, default=None, help="Jetson: build for this DLA core, GPU fallback")
+    engine.add_argument("--no-progress", action="store_true", help="no progress bars")
+
     check = sub.add_parser("check", help="check ONNX graphs against TensorRT's ONNX parser rules (exit 1 on problems)")
     check.add_argument("path", type=Path, help="an .onnx file or a bundle directory")
     check.add_argument(
@@ -146,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli_support.run(build_parser(), argv, {"convert": _convert, "untrained": _untrained, "check": _check})
+    handlers = {"convert": _convert, "untrained": _untrained, "engine": _engine, "check": _check}
+    return cli_support.run(build_parser(), argv, handlers)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Any
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines.base import TensorSpec
 from simswap_trt.errors import BundleError
+from simswap_trt.plans import PlanEntry
 
 BUNDLE_FORMAT = "simswap-trt-bundle"
 BUNDLE_VERSION = 1
@@ -97,6 +98,7 @@ class Bundle:
     untrained: bool
     models: Mapping[str, ModelEntry]
     created_with: Mapping[str, str]
+    plans: tuple[PlanEntry, ...] = ()
 
     def path_of(self, role: str) -> Path:
         """Absolute path of the ``role`` model file."""
@@ -111,6 +113,7 @@ class Bundle:
             "untrained": self.untrained,
             "created_with": dict(self.created_with),
             "models": {role: entry.to_json() for role, entry in self.models.items()},
+            "engines": [plan.to_json() for plan in self.plans],
         }
 
     @classmethod
@@ -142,11 +145,24 @@ class Bundle:
                 untrained=bool(data["untrained"]),
                 models={role: ModelEntry.from_json(role, m) for role, m in data["models"].items()},
                 created_with=dict(data.get("created_with", {})),
+                plans=tuple(PlanEntry.from_json(p) for p in data.get("engines", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{manifest_path} is missing or has a malformed field: {exc!r}") from exc
         bundle._validate(verify_hashes)
         return bundle
+
+    def _check_file(self, what: str, file: str, sha256: str, verify_hashes: bool) -> None:
+        path = self.root / file
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise BundleError(f"{self.root}: {what} file {file!r} points outside the bundle")
+        if not path.is_file():
+            raise BundleError(f"{self.root}: {what} file {file} is missing")
+        if verify_hashes and sha256_of(path) != sha256:
+            raise BundleError(
+                f"{path} does not match the sha256 in {MANIFEST_NAME}: the file was modified or corrupted. "
+                "Re-create it (bundle: simswap-build convert; TensorRT plan: simswap-build engine)."
+            )
 
     def _validate(self, verify_hashes: bool) -> None:
         if self.alignment not in ALIGNMENTS:
@@ -162,13 +178,8 @@ class Bundle:
                     f"{self.root}: the {role} signature {[s.describe() for s in entry.inputs + entry.outputs]} breaks "
                     f"the {self.crop_size}px contract"
                 )
-            path = self.path_of(role)
-            if not path.resolve().is_relative_to(self.root.resolve()):
-                raise BundleError(f"{self.root}: {role} file {entry.file!r} points outside the bundle")
-            if not path.is_file():
-                raise BundleError(f"{self.root}: {role} file {entry.file} is missing")
-            if verify_hashes and sha256_of(path) != entry.sha256:
-                raise BundleError(
-                    f"{path} does not match the sha256 in {MANIFEST_NAME}: the file was modified or corrupted. "
-                    "Re-create the bundle."
-                )
+            self._check_file(role, entry.file, entry.sha256, verify_hashes)
+        for plan in self.plans:
+            if plan.role not in ROLES:
+                raise BundleError(f"{self.root}: TensorRT plan {plan.file} has unknown role {plan.role!r}")
+            self._check_file(f"{plan.role} TensorRT plan", plan.file, plan.sha256, verify_hashes)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cli_support
+from simswap_trt.backends import BACKENDS
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import InputError, SimswapError
@@ -26,6 +27,7 @@ examples:
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
                    --select reference --reference actor.jpg
   simswap-trt info B
+  simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
 
 Bundles come from 'simswap-build convert' (official checkpoints) or 'simswap-build untrained'.
 Images are read and written with OpenCV (BGR); outputs are tagged as synthetic unless
@@ -52,6 +54,49 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    import importlib.metadata
+
+    import onnxruntime
+
+    from simswap_trt import cuda
+    from simswap_trt.backends import usable_plan
+    from simswap_trt.engines.tensorrt import import_tensorrt
+
+    def cuda_version(v: int) -> str:
+        return f"{v // 1000}.{v % 1000 // 10}"
+
+    try:
+        device = cuda.device_info()
+        print(
+            f"GPU           {device.name} ({device.sm}, {device.total_memory / 2**30:.0f} GiB), driver CUDA "
+            f"{cuda_version(device.driver_version)}, runtime CUDA {cuda_version(device.runtime_version)}"
+        )
+    except SimswapError as exc:
+        print(f"GPU           none usable: {exc}")
+    try:
+        print(f"cuda-python   {importlib.metadata.version('cuda-bindings')}")
+    except importlib.metadata.PackageNotFoundError:
+        print("cuda-python   not installed (pip install 'simswap-trt[trt]')")
+    try:
+        trt, lean = import_tensorrt()
+        kind = "lean runtime: version-compatible plans only" if lean else "full: builds and runs plans"
+        print(f"TensorRT      {trt.__name__} {trt.__version__} ({kind})")
+    except SimswapError as exc:
+        print(f"TensorRT      {exc}")
+    print(f"ONNX Runtime  {onnxruntime.__version__}, providers: {', '.join(onnxruntime.get_available_providers())}")
+    for root in args.bundles:
+        bundle = Bundle.load(root)
+        print(f"bundle        {bundle.root} ({len(bundle.plans)} TensorRT plan(s))")
+        for role in bundle.models:
+            try:
+                plan = usable_plan(bundle, role)
+                print(f"  {role:<11} auto -> TensorRT: {plan.file}")
+            except SimswapError as exc:
+                print(f"  {role:<11} auto -> ONNX Runtime: {exc}")
+    return 0
+
+
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     from simswap_trt.vision.detect import CenterFace, Scrfd
     from simswap_trt.vision.parsing import FaceParser
@@ -64,7 +109,7 @@ def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     )
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
-    return FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser)
+    return FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser, args.backend)
 
 
 def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -128,7 +173,7 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
 
 def _swap_aligned(args: argparse.Namespace) -> int:
     pairs = _targets(args.target, args.output)
-    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch)
+    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch, backend=args.backend)
     swapper.set_source_crops([read_image(p) for p in args.source])
     for start in range(0, len(pairs), args.batch):
         chunk = pairs[start : start + args.batch]
@@ -186,6 +231,13 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         nargs="+",
         default=list(DEFAULT_PROVIDERS),
         help="ONNX Runtime execution providers, in order; all must be available (default: CPU)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="auto",
+        help="auto: TensorRT where the bundle has a plan this machine can run, else ONNX Runtime (logged with "
+        "-v); tensorrt: an error if it cannot run (default: auto)",
     )
 
 
@@ -285,13 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
     _add_runtime_flags(aligned, batch=8)
 
+    doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
+    doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
+
     info = sub.add_parser("info", help="describe a bundle and verify its files")
     info.add_argument("bundle", type=Path, help="bundle directory")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    handlers = {"info": _info, "swap": _swap, "swap-aligned": _swap_aligned, "demo": _demo}
+    handlers = {"info": _info, "swap": _swap, "swap-aligned": _swap_aligned, "demo": _demo, "doctor": _doctor}
     return cli_support.run(build_parser(), argv, handlers)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.engines import DEFAULT_PROVIDERS, Engine, OnnxRuntimeEngine
+from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
 from simswap_trt.errors import BundleError, InputError, NoFaceError
 from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
 from simswap_trt.vision.align import alignment_matrix
@@ -114,17 +114,17 @@ class FaceSwapper:
         max_batch: int = 16,
         detector: FaceDetector | None = None,
         parser: FaceParser | None = None,
+        backend: str = "auto",
     ) -> FaceSwapper:
-        """Load a bundle and run it on ONNX Runtime with ``providers`` (CPU by default)."""
+        """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
+        run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
+        ``"tensorrt"`` (an error if it cannot run)."""
+        from simswap_trt.backends import open_engine
+
         bundle = Bundle.load(path)
-        return cls(
-            bundle,
-            OnnxRuntimeEngine(bundle.path_of("generator"), providers, threads),
-            OnnxRuntimeEngine(bundle.path_of("arcface"), providers, threads),
-            detector,
-            parser,
-            max_batch,
-        )
+        generator = open_engine(bundle, "generator", backend, providers, threads)
+        arcface = open_engine(bundle, "arcface", backend, providers, threads)
+        return cls(bundle, generator, arcface, detector, parser, max_batch)
 
     @property
     def crop_size(self) -> int:

@@ -63,5 +63,25 @@ def astronaut_crop() -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA))
 
 
+def _gpu_available() -> bool:
+    try:
+        from simswap_trt import cuda
+
+        cuda.device_info()
+        return True
+    except Exception:  # no cuda-python, no driver, no device: all mean "no GPU here"
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where a CUDA device is usable (``pytest -m gpu`` on a GPU machine)."""
+    if _gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with a working driver")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def random_crops(count: int, size: int = 224, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, size, size, 3), dtype=np.uint8)

@@ -246,8 +246,20 @@ def test_demo_with_a_bundle(tiny_bundle, tmp_path, capsys):
 
 
 def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, capsys):
-    code = trt_main(["swap", "--bundle", str(tiny_bundle.root), "--source", str(photo_folder / "astronaut.png"),
-                     "--target", str(photo_folder / "camera.jpg"), "--output", str(tmp_path / "o.jpg"),
-                     "--scrfd", str(tiny_bundle.path_of("generator"))])
+    code = trt_main(
+        [
+            "swap",
+            "--bundle",
+            str(tiny_bundle.root),
+            "--source",
+            str(photo_folder / "astronaut.png"),
+            "--target",
+            str(photo_folder / "camera.jpg"),
+            "--output",
+            str(tmp_path / "o.jpg"),
+            "--scrfd",
+            str(tiny_bundle.path_of("generator")),
+        ]
+    )
     assert code == 1
     assert "generator.onnx is not an SCRFD model with keypoints: it has 1 outputs, not 9" in capsys.readouterr().err

@@ -1,0 +1,231 @@
+"""ONNX graph of a bundle → serialized TensorRT plan, for TensorRT 11.x and 10.x (JetPack 6 ships 10.3).
+
+Both generations build a *strongly typed* network: the precision is whatever the ONNX graph says (FP32,
+FP16 casts, INT8 Q/DQ), so no precision flags or calibrators are used. On 10.x the network is created
+with the ``STRONGLY_TYPED`` flag; on 11.x strong typing is the only mode and the flag mask is 0. The
+generation is told apart by ``BuilderFlag.FP16``, which 11.0 removed.
+
+The build sets one optimization profile over the dynamic batch axis, reuses and updates a timing cache
+keyed by GPU and TensorRT version, shows TensorRT's progress monitor, keeps the build log next to the
+plan, and records everything about the plan in the bundle manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from simswap_trt import cuda
+from simswap_trt.bundle import MANIFEST_NAME, Bundle, sha256_of
+from simswap_trt.errors import SimswapError
+from simswap_trt.plans import HARDWARE_LEVELS, PlanEntry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Engine build settings. Batch defaults suit batched swaps: kernels tuned for 8, up to 32 faces."""
+
+    min_batch: int = 1
+    opt_batch: int = 8
+    max_batch: int = 32
+    workspace_mib: int | None = None  # None: TensorRT's default (the device's memory)
+    version_compatible: bool = False  # runnable by newer runtimes of the same major and by tensorrt_lean
+    exclude_lean_runtime: bool = False  # VC plans only: leave the lean runtime out of the plan
+    hardware_compatibility: str = "none"  # or "ampere_plus", "same_compute_capability"
+    dla_core: int | None = None  # Jetson: run on this DLA core, GPU fallback for unsupported layers
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
+            raise SimswapError(
+                f"batch profile must satisfy 1 <= min <= opt <= max, got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
+            )
+        if self.hardware_compatibility not in HARDWARE_LEVELS:
+            raise SimswapError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}")
+        if self.exclude_lean_runtime and not self.version_compatible:
+            raise SimswapError("--exclude-lean-runtime only applies to --version-compatible plans")
+
+
+def is_tensorrt_11(trt: ModuleType) -> bool:
+    """TensorRT 11 removed ``BuilderFlag.FP16`` together with weak typing."""
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+def import_builder() -> ModuleType:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise SimswapError(
+            "building engines needs the full TensorRT (tensorrt with its builder): NVIDIA's package index, an "
+            "NGC container or JetPack. The PyPI 'tensorrt' wheels download it from NVIDIA's index at install time."
+        ) from None
+    if not hasattr(trt, "Builder"):
+        raise SimswapError(f"{trt.__name__} {trt.__version__} has no Builder (a runtime-only TensorRT)")
+    return trt
+
+
+def _make_logger(trt: ModuleType, log_file: Path) -> Any:
+    """A TensorRT logger that keeps every message in ``log_file`` and forwards warnings and errors."""
+
+    class BuildLogger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)  # required: pybind11 interfaces segfault without the base __init__
+            self.file = open(log_file, "w", encoding="utf-8")  # noqa: SIM115 - closed by build_plan
+
+        def log(self, severity: Any, msg: str) -> None:
+            self.file.write(f"[{severity.name}] {msg}\n")
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                log.error("TensorRT: %s", msg)
+            elif severity == trt.ILogger.Severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+
+    return BuildLogger()
+
+
+def _make_progress_monitor(trt: ModuleType) -> Any:
+    """TensorRT's build phases as tqdm bars."""
+    from tqdm import tqdm
+
+    class Progress(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, Any] = {}
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.bars[phase_name] = tqdm(total=num_steps, desc=phase_name, leave=False, position=len(self.bars))
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            self.bars[phase_name].update(step + 1 - self.bars[phase_name].n)
+            return True  # keep building
+
+        def phase_finish(self, phase_name: str) -> None:
+            self.bars.pop(phase_name).close()
+
+    return Progress()
+
+
+def _configure(trt: ModuleType, config: Any, options: BuildOptions) -> None:
+    """Builder-config flags for portability and placement (precision comes from the graph)."""
+    if options.workspace_mib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
+    if options.version_compatible:
+        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
+        if options.exclude_lean_runtime:
+            config.set_flag(trt.BuilderFlag.EXCLUDE_LEAN_RUNTIME)
+    if options.hardware_compatibility != "none":
+        level = getattr(trt.HardwareCompatibilityLevel, options.hardware_compatibility.upper(), None)
+        if level is None:
+            raise SimswapError(
+                f"TensorRT {trt.__version__} has no hardware compatibility level {options.hardware_compatibility!r}"
+            )
+        config.hardware_compatibility_level = level
+    if options.dla_core is not None:
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = options.dla_core
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+    if options.progress:
+        config.progress_monitor = _make_progress_monitor(trt)
+
+
+def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_cache: Path, log_file: Path) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build a serialized plan."""
+    logger = _make_logger(trt, log_file)
+    try:
+        builder = trt.Builder(logger)
+        flags = 0 if is_tensorrt_11(trt) else 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise SimswapError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
+        config = builder.create_builder_config()
+        profile = builder.create_optimization_profile()
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            rest = tuple(tensor.shape)[1:]
+            profile.set_shape(
+                tensor.name, (options.min_batch, *rest), (options.opt_batch, *rest), (options.max_batch, *rest)
+            )
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
+        config.set_timing_cache(cache, False)
+        _configure(trt, config, options)
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            raise SimswapError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
+        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        return bytes(plan)
+    finally:
+        logger.file.close()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_engine(
+    bundle_root: str | Path, role: str, options: BuildOptions = BuildOptions(), trt: ModuleType | None = None
+) -> PlanEntry:
+    """Build the plan of ``role`` from the bundle's graph on this machine's GPU and register it in the
+    bundle's manifest (replacing a plan for the same role, precision, GPU and TensorRT version)."""
+    trt = trt or import_builder()
+    bundle = Bundle.load(bundle_root)
+    if role not in bundle.models:
+        raise SimswapError(f"the bundle has no {role} model")
+    model = bundle.models[role]
+    device = cuda.device_info()
+    stem = f"{role}.{model.precision}.{device.sm}.trt{trt.__version__}"
+    engines = bundle.root / "engines"
+    engines.mkdir(exist_ok=True)
+    timing_cache = engines / f"timing.{device.sm}.trt{trt.__version__}.cache"
+    plan = build_plan(trt, bundle.path_of(role), options, timing_cache, engines / f"{stem}.build.log")
+    _write_atomic(engines / f"{stem}.plan", plan)
+    profile = {
+        spec.name: tuple(
+            (batch, *spec.shape[1:]) for batch in (options.min_batch, options.opt_batch, options.max_batch)
+        )
+        for spec in model.inputs
+    }
+    entry = PlanEntry(
+        role=role,
+        file=f"engines/{stem}.plan",
+        sha256=sha256_of(engines / f"{stem}.plan"),
+        onnx_sha256=model.sha256,
+        precision=model.precision,
+        tensorrt_version=trt.__version__,
+        version_compatible=options.version_compatible,
+        hardware_compatibility=options.hardware_compatibility,
+        gpu_name=device.name,
+        compute_capability=device.compute_capability,
+        profile=profile,
+        inputs=model.inputs,
+        outputs=model.outputs,
+        dla_core=options.dla_core,
+    )
+    register_plan(bundle, entry)
+    return entry
+
+
+def register_plan(bundle: Bundle, entry: PlanEntry) -> Bundle:
+    """Rewrite the manifest with ``entry`` added (atomically), replacing a plan at the same file path."""
+    plans = tuple(p for p in bundle.plans if p.file != entry.file) + (entry,)
+    updated = replace(bundle, plans=plans)
+    _write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
+    return Bundle.load(bundle.root)

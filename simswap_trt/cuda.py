@@ -1,0 +1,185 @@
+"""A thin CUDA layer over cuda-python's runtime bindings (``cuda.bindings.runtime``): device query, streams,
+events, device buffers and pinned host buffers. Every call goes through ``cuda_call``, which turns CUDA
+error codes into ``CudaError`` with the error's name.
+
+cuda-python (not pycuda): prebuilt wheels for x86_64 and aarch64, the primary context that TensorRT also
+uses, and graph capture. Install with ``pip install 'simswap-trt[trt]'`` (cuda-python 13.x needs a CUDA 13
+driver; on JetPack 6 / CUDA 12 install cuda-python 12.x).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from simswap_trt.errors import EngineError
+
+
+class CudaError(EngineError):
+    """A CUDA runtime call failed; ``name`` is the CUDA error name (e.g. ``cudaErrorNoDevice``)."""
+
+    def __init__(self, call: str, name: str, code: int) -> None:
+        super().__init__(f"{call} failed: {name} ({code})")
+        self.name, self.code = name, code
+
+
+class CudaOutOfMemory(CudaError):
+    """The device (or pinned host memory) ran out of memory."""
+
+
+def runtime() -> ModuleType:
+    """``cuda.bindings.runtime``, or a clear error naming the package to install."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        raise EngineError(
+            "the TensorRT backend needs cuda-python: pip install 'simswap-trt[trt]' "
+            "(cuda-python 13.x for CUDA 13 drivers, 12.x on JetPack 6)"
+        ) from None
+    return cudart
+
+
+def cuda_call(call: str, result: Any) -> Any:
+    """Unpack a cuda-python ``(error, *values)`` result; raise ``CudaError`` unless it succeeded."""
+    cudart = runtime()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != cudart.cudaError_t.cudaSuccess:
+        name = cudart.cudaGetErrorName(err)[1]
+        name = name.decode() if isinstance(name, bytes) else str(name)
+        error_type = CudaOutOfMemory if err == cudart.cudaError_t.cudaErrorMemoryAllocation else CudaError
+        raise error_type(call, name, int(err))
+    return values[0] if len(values) == 1 else tuple(values) if values else None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    compute_capability: tuple[int, int]
+    total_memory: int
+    driver_version: int
+    runtime_version: int
+
+    @property
+    def sm(self) -> str:
+        return f"sm_{self.compute_capability[0]}{self.compute_capability[1]}"
+
+
+def device_info(device: int = 0) -> DeviceInfo:
+    """Properties of ``device``; raises ``CudaError`` without a GPU or driver."""
+    cudart = runtime()
+    count = cuda_call("cudaGetDeviceCount", cudart.cudaGetDeviceCount())
+    if count <= device:
+        raise CudaError("cudaGetDeviceCount", "cudaErrorNoDevice", 100)
+    props = cuda_call("cudaGetDeviceProperties", cudart.cudaGetDeviceProperties(device))
+    name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
+    return DeviceInfo(
+        name=name,
+        compute_capability=(props.major, props.minor),
+        total_memory=int(props.totalGlobalMem),
+        driver_version=cuda_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion()),
+        runtime_version=cuda_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion()),
+    )
+
+
+class Stream:
+    """A non-blocking CUDA stream; ``handle`` is the integer TensorRT's ``execute_async_v3`` takes."""
+
+    def __init__(self) -> None:
+        cudart = runtime()
+        self._stream = cuda_call(
+            "cudaStreamCreateWithFlags", cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking)
+        )
+
+    @property
+    def handle(self) -> int:
+        return int(self._stream)
+
+    def synchronize(self) -> None:
+        cuda_call("cudaStreamSynchronize", runtime().cudaStreamSynchronize(self._stream))
+
+    def free(self) -> None:
+        if self._stream is not None:
+            cuda_call("cudaStreamDestroy", runtime().cudaStreamDestroy(self._stream))
+            self._stream = None
+
+
+class Event:
+    """A CUDA event for ordering work across streams and for timing."""
+
+    def __init__(self) -> None:
+        self._event = cuda_call("cudaEventCreate", runtime().cudaEventCreate())
+
+    def record(self, stream: Stream) -> None:
+        cuda_call("cudaEventRecord", runtime().cudaEventRecord(self._event, stream.handle))
+
+    def synchronize(self) -> None:
+        cuda_call("cudaEventSynchronize", runtime().cudaEventSynchronize(self._event))
+
+    def elapsed_ms(self, start: Event) -> float:
+        return cuda_call("cudaEventElapsedTime", runtime().cudaEventElapsedTime(start._event, self._event))
+
+    def free(self) -> None:
+        if self._event is not None:
+            cuda_call("cudaEventDestroy", runtime().cudaEventDestroy(self._event))
+            self._event = None
+
+
+class DeviceBuffer:
+    """``nbytes`` of device memory, allocated once and reused; ``ptr`` is the device address."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.ptr = int(cuda_call("cudaMalloc", runtime().cudaMalloc(max(nbytes, 1))))
+
+    def upload(self, host: np.ndarray, stream: Stream) -> None:
+        """Asynchronous host→device copy; ``host`` should be pinned (a ``PinnedBuffer`` view) to overlap."""
+        self._check(host.nbytes)
+        cudart = runtime()
+        cuda_call(
+            "cudaMemcpyAsync",
+            cudart.cudaMemcpyAsync(
+                self.ptr, host.ctypes.data, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle
+            ),
+        )
+
+    def download(self, host: np.ndarray, stream: Stream) -> None:
+        """Asynchronous device→host copy into ``host`` (pinned for overlap)."""
+        self._check(host.nbytes)
+        cudart = runtime()
+        cuda_call(
+            "cudaMemcpyAsync",
+            cudart.cudaMemcpyAsync(
+                host.ctypes.data, self.ptr, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle
+            ),
+        )
+
+    def _check(self, nbytes: int) -> None:
+        if nbytes > self.nbytes:
+            raise EngineError(f"copy of {nbytes} bytes does not fit a {self.nbytes}-byte device buffer")
+
+    def free(self) -> None:
+        if self.ptr:
+            cuda_call("cudaFree", runtime().cudaFree(self.ptr))
+            self.ptr = 0
+
+
+class PinnedBuffer:
+    """Page-locked host memory with a numpy view (``array``) of ``shape``/``dtype``, reused across calls.
+    Views returned by ``array[:n]`` stay valid only until ``free``."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        self.ptr = int(cuda_call("cudaMallocHost", runtime().cudaMallocHost(max(nbytes, 1))))
+        raw = (ctypes.c_byte * max(nbytes, 1)).from_address(self.ptr)
+        self.array = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def free(self) -> None:
+        if self.ptr:
+            self.array = None
+            cuda_call("cudaFreeHost", runtime().cudaFreeHost(self.ptr))
+            self.ptr = 0

@@ -1,0 +1,102 @@
+"""Plan/manifest mismatches are refused with messages that say why and how to rebuild; tampering is refused."""
+
+import pytest
+
+from simswap_build.engine_builder import register_plan
+from simswap_trt.bundle import Bundle
+from simswap_trt.engines import TensorSpec
+from simswap_trt.errors import BundleError
+from simswap_trt.plans import PlanEntry, RuntimeInfo, plan_problems, rebuild_command
+
+H100 = RuntimeInfo("11.4.0.106", lean=False, compute_capability=(9, 0), gpu_name="NVIDIA H100")
+
+
+def plan(**changes):
+    base = dict(
+        role="generator",
+        file="engines/generator.fp32.sm_90.plan",
+        sha256="0" * 64,
+        onnx_sha256="a" * 64,
+        precision="fp32",
+        tensorrt_version="11.4.0.106",
+        version_compatible=False,
+        hardware_compatibility="none",
+        gpu_name="NVIDIA H100",
+        compute_capability=(9, 0),
+        profile={
+            "target": ((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224)),
+            "latent": ((1, 512), (8, 512), (32, 512)),
+        },
+        inputs=(
+            TensorSpec("target", "float32", ("batch", 3, 224, 224)),
+            TensorSpec("latent", "float32", ("batch", 512)),
+        ),
+        outputs=(TensorSpec("swapped", "float32", ("batch", 3, 224, 224)),),
+    )
+    return PlanEntry(**{**base, **changes})
+
+
+def test_matching_plan_runs():
+    assert plan_problems(plan(), H100, "a" * 64) == []
+    assert plan().max_batch == 32
+
+
+@pytest.mark.parametrize(
+    "entry,here,message",
+    [
+        (plan(tensorrt_version="11.3.0.1"), H100, "built with TensorRT 11.3.0.1 and only runs on that version"),
+        (
+            plan(),
+            RuntimeInfo("11.4.0.106", True, (9, 0), "H100"),
+            "not version-compatible, and TensorRT 11.4.0.106 (lean runtime) runs only version-compatible",
+        ),
+        (plan(version_compatible=True, tensorrt_version="11.5.0"), H100, "cannot run on TensorRT 11.4.0.106"),
+        (
+            plan(version_compatible=True, tensorrt_version="11.4.0.106"),
+            RuntimeInfo("10.3.0", False, (9, 0), "x"),
+            "cannot run on TensorRT 10.3.0",
+        ),
+        (
+            plan(compute_capability=(8, 6), gpu_name="RTX 3090"),
+            H100,
+            "built for compute capability 8.6 (RTX 3090); NVIDIA H100 has 9.0",
+        ),
+        (
+            plan(hardware_compatibility="ampere_plus"),
+            RuntimeInfo("11.4.0.106", False, (7, 5), "T4"),
+            "needs compute capability >= 8.0",
+        ),
+    ],
+)
+def test_mismatches_are_explained(entry, here, message):
+    problems = plan_problems(entry, here, "a" * 64)
+    assert len(problems) == 1 and message in problems[0]
+
+
+def test_compatible_variants_run():
+    assert plan_problems(plan(version_compatible=True, tensorrt_version="11.1.0"), H100) == []
+    assert plan_problems(plan(version_compatible=True, tensorrt_version="10.8.0"), H100) == []  # 10 VC on 11
+    lean = RuntimeInfo("11.4.0.106", True, (8, 9), "L4")
+    assert plan_problems(plan(version_compatible=True, hardware_compatibility="ampere_plus"), lean) == []
+
+
+def test_stale_plan():
+    assert "different ONNX graph" in plan_problems(plan(), H100, "b" * 64)[0]
+    assert rebuild_command("/b", plan()) == "simswap-build engine /b --role generator --precision fp32"
+
+
+def test_registered_plan_roundtrips_and_tampering_is_refused(tiny_bundle, tmp_path):
+    import shutil
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle.root, root)
+    (root / "engines").mkdir()
+    (root / "engines" / "generator.fp32.sm_90.plan").write_bytes(b"serialized plan")
+    from simswap_trt.bundle import sha256_of
+
+    entry = plan(sha256=sha256_of(root / "engines" / "generator.fp32.sm_90.plan"))
+    bundle = register_plan(Bundle.load(root), entry)
+    assert bundle.plans == (entry,)
+    (root / "engines" / "generator.fp32.sm_90.plan").write_bytes(b"serialized plan, modified")
+    with pytest.raises(BundleError, match="generator.fp32.sm_90.plan does not match the sha256"):
+        Bundle.load(root)

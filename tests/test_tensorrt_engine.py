@@ -1,0 +1,152 @@
+"""The TensorRT backend's logic on a CPU stand-in for the GPU (see fake_gpu), with every TensorRT runtime
+attribute it uses checked against the real tensorrt_lean bindings; and the backend choice without a GPU."""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from fake_gpu import install_fake_cuda, strict_runtime_module
+
+from simswap_build.engine_builder import register_plan
+from simswap_trt import FaceSwapper
+from simswap_trt.backends import open_engine
+from simswap_trt.bundle import Bundle, sha256_of
+from simswap_trt.engines import OnnxRuntimeEngine
+from simswap_trt.engines import tensorrt as trt_engine
+from simswap_trt.errors import BundleError, EngineError
+from simswap_trt.plans import PlanEntry
+
+lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
+
+IO = [("target", "in", (-1, 3, 224, 224)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, 224, 224))]
+
+
+def fake_generator(inputs):
+    """What the fake plan computes: something that mixes both inputs per item."""
+    shift = inputs["latent"].mean(axis=1)[:, None, None, None]
+    return {"swapped": inputs["target"] * 0.5 + shift}
+
+
+@pytest.fixture()
+def plan_bundle(tiny_bundle, tmp_path):
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.root, root)
+    bundle = Bundle.load(root)
+    (root / "engines").mkdir()
+    plan_file = root / "engines" / "generator.fp32.sm_90.plan"
+    plan_file.write_bytes(b"fake serialized plan")
+    model = bundle.models["generator"]
+    entry = PlanEntry(
+        role="generator",
+        file="engines/generator.fp32.sm_90.plan",
+        sha256=sha256_of(plan_file),
+        onnx_sha256=model.sha256,
+        precision="fp32",
+        tensorrt_version="11.4.0.106",
+        version_compatible=True,
+        hardware_compatibility="none",
+        gpu_name="Fake H100",
+        compute_capability=(9, 0),
+        profile={
+            "target": ((1, 3, 224, 224), (4, 3, 224, 224), (5, 3, 224, 224)),
+            "latent": ((1, 512), (4, 512), (5, 512)),
+        },
+        inputs=model.inputs,
+        outputs=model.outputs,
+    )
+    return register_plan(bundle, entry)
+
+
+@pytest.fixture()
+def fake_trt(monkeypatch):
+    install_fake_cuda(monkeypatch)
+    module = strict_runtime_module(lean, IO, fake_generator)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    return module
+
+
+@pytest.mark.parametrize("total", [1, 4, 5, 6, 17])  # around the profile maximum of 5
+def test_batches_are_chunked_staged_and_returned_in_order(plan_bundle, fake_trt, total):
+    engine = open_engine(plan_bundle, "generator", "tensorrt")
+    assert isinstance(engine, trt_engine.TensorRTEngine)
+    assert engine.backend == "tensorrt-lean 11.4.0.106 [Fake H100, fp32]"
+    rng = np.random.default_rng(total)
+    feeds = {
+        "target": rng.random((total, 3, 224, 224), dtype=np.float32),
+        "latent": rng.random((total, 512), dtype=np.float32),
+    }
+    out = engine.run(feeds)["swapped"]
+    np.testing.assert_allclose(out, fake_generator(feeds)["swapped"], rtol=1e-6)
+    executed = [c[1] for c in fake_trt.calls if c[0] == "execute"]
+    assert executed == [min(5, total - i) for i in range(0, total, 5)]
+
+
+def test_input_shapes_are_set_only_when_they_change(plan_bundle, fake_trt):
+    engine = open_engine(plan_bundle, "generator", "tensorrt")
+    feeds = {"target": np.zeros((10, 3, 224, 224), np.float32), "latent": np.zeros((10, 512), np.float32)}
+    engine.run(feeds)
+    engine.run(feeds)
+    shape_calls = [c for c in fake_trt.calls if c[0] == "set_input_shape"]
+    assert len(shape_calls) == 4  # two inputs on each of the two slots, then reused
+
+
+def test_plan_for_another_gpu_is_refused_before_deserializing(plan_bundle, fake_trt, monkeypatch):
+    install_fake_cuda(monkeypatch, compute_capability=(8, 6), name="RTX 3090")
+    with pytest.raises(EngineError) as info:
+        open_engine(plan_bundle, "generator", "tensorrt")
+    message = str(info.value)
+    assert "built for compute capability 9.0 (Fake H100); RTX 3090 has 8.6" in message
+    assert f"rebuild: simswap-build engine {plan_bundle.root} --role generator --precision fp32" in message
+    assert not [c for c in fake_trt.calls if c[0] == "deserialize"]
+
+
+def test_tampered_plan_is_refused_before_deserializing(plan_bundle, fake_trt):
+    (plan_bundle.root / plan_bundle.plans[0].file).write_bytes(b"fake serialized plan, modified")
+    with pytest.raises(BundleError, match="does not match its manifest sha256; refusing to deserialize"):
+        trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0])
+    assert not [c for c in fake_trt.calls if c[0] == "deserialize"]
+
+
+class FakeGpuArray:
+    def __init__(self, shape, typestr="<f4", strides=None):
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": typestr,
+            "data": (0xDEAD000, False),
+            "strides": strides,
+            "version": 3,
+        }
+
+
+def test_caller_owned_gpu_arrays_are_validated():
+    spec = trt_engine.TensorSpec("target", "float32", ("batch", 3, 224, 224))
+    assert trt_engine.device_pointer(FakeGpuArray((2, 3, 224, 224)), spec, "target") == (0xDEAD000, (2, 3, 224, 224))
+    with pytest.raises(EngineError, match="GPU array is float16, the engine wants float32"):
+        trt_engine.device_pointer(FakeGpuArray((2, 3, 224, 224), "<f2"), spec, "target")
+    with pytest.raises(EngineError, match="must be C-contiguous"):
+        trt_engine.device_pointer(FakeGpuArray((2, 3, 224, 224), strides=(4, 8, 16, 32)), spec, "target")
+    with pytest.raises(EngineError, match="expected a GPU array with __cuda_array_interface__, got ndarray"):
+        trt_engine.device_pointer(np.zeros((2, 3, 224, 224), np.float32), spec, "target")
+
+
+def test_without_a_gpu_tensorrt_is_an_error_and_auto_says_why(plan_bundle, caplog):
+    """The real situation of this machine: tensorrt_lean and cuda-python installed, no driver or GPU."""
+    with pytest.raises(EngineError, match="no usable CUDA device for TensorRT: cudaGetDeviceCount failed"):
+        open_engine(plan_bundle, "generator", "tensorrt")
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        engine = open_engine(plan_bundle, "generator", "auto")
+    assert isinstance(engine, OnnxRuntimeEngine)
+    assert (
+        "auto: the generator runs on ONNX Runtime because TensorRT cannot run it: no usable CUDA device" in caplog.text
+    )
+    assert any(r.levelno == logging.WARNING for r in caplog.records)  # a plan exists, so this deserves a warning
+
+
+def test_auto_without_plans_is_onnxruntime_and_says_so(tiny_bundle, caplog):
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        swapper = FaceSwapper.from_bundle(tiny_bundle.root, backend="auto")
+    assert swapper.generator.backend.startswith("onnxruntime")
+    assert "the bundle has no TensorRT plan for the generator" in caplog.text
+    with pytest.raises(EngineError, match="the bundle has no TensorRT plan for the generator"):
+        FaceSwapper.from_bundle(tiny_bundle.root, backend="tensorrt")

@@ -1,0 +1,311 @@
+"""Conformance without a GPU: the builder runs against strict stand-ins of the TensorRT 10.3 and 11.x
+Python APIs (tests/data/trt_api, with their documentation sources); the 11.x data agrees with the real
+tensorrt_lean wheel; a planted use of an API removed in 11 fails; cuda-python's error paths are clear."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import _gpu_available
+
+from simswap_build import engine_builder
+from simswap_build.engine_builder import BuildOptions, build_plan
+from simswap_trt import cuda
+from simswap_trt.errors import EngineError, SimswapError
+
+API_DIR = Path(__file__).parent / "data" / "trt_api"
+VERSIONS = {"10.3": "tensorrt-10.3.json", "11.x": "tensorrt-11.json"}
+
+
+def api(version):
+    return json.loads((API_DIR / VERSIONS[version]).read_text())
+
+
+class _EnumMember:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def __int__(self):
+        return self.value
+
+
+class _Enum:
+    def __init__(self, qualified, members):
+        self._qualified = qualified
+        for value, name in enumerate(members):
+            setattr(self, name, _EnumMember(name, value))
+
+    def __getattr__(self, name):  # only reached for members the version does not have
+        raise AttributeError(f"{self._qualified}.{name} does not exist in this TensorRT version")
+
+
+def fake_builder_module(version, inputs, record):
+    """A fake ``tensorrt`` whose classes allow exactly the attributes the version's data file lists."""
+    data = api(version)
+    allowed = {cls: set(names) for cls, names in data["classes"].items()}
+
+    class Strict:
+        """Fake TensorRT objects allow only the version's names. Subclasses the builder defines itself
+        (loggers, progress monitors) keep their own attributes, but may only override interface methods."""
+
+        _api = "object"
+
+        def __init__(self):
+            own = [n for n in vars(type(self)) if not n.startswith("_") and "_api" not in vars(type(self))]
+            for name in own:
+                if name not in allowed[self._api]:
+                    raise AttributeError(f"{self._api}.{name} does not exist in TensorRT {version}")
+
+        def _checked(self, name):
+            cls = object.__getattribute__(self, "_api")
+            strict = "_api" in vars(type(self))
+            if strict and not name.startswith("_") and name not in allowed[cls]:
+                raise AttributeError(f"{cls}.{name} does not exist in TensorRT {version}")
+            return cls
+
+        def __getattribute__(self, name):
+            Strict._checked(self, name)
+            return object.__getattribute__(self, name)
+
+        def __setattr__(self, name, value):
+            cls = Strict._checked(self, name)
+            if "_api" in vars(type(self)):
+                record.append((f"{cls}.{name}", value))
+            object.__setattr__(self, name, value)
+
+    class HostMemory(Strict):
+        _api = "IHostMemory"
+
+        def __init__(self, data):
+            self._data = data
+
+        def __bytes__(self):
+            return self._data
+
+    class TimingCache(Strict):
+        _api = "ITimingCache"
+
+        def serialize(self):
+            return HostMemory(b"timing cache")
+
+    class Profile(Strict):
+        _api = "IOptimizationProfile"
+
+        def set_shape(self, name, low, opt, high):
+            record.append(("set_shape", name, low, opt, high))
+
+    class Config(Strict):
+        _api = "IBuilderConfig"
+
+        def set_memory_pool_limit(self, pool, size):
+            record.append(("pool", pool.name, size))
+
+        def add_optimization_profile(self, profile):
+            return 0
+
+        def create_timing_cache(self, data):
+            record.append(("timing cache in", data))
+            return TimingCache()
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            return True
+
+        def get_timing_cache(self):
+            return TimingCache()
+
+        def set_flag(self, flag):
+            record.append(("flag", flag.name))
+
+    class Tensor(Strict):
+        _api = "ITensor"
+
+        def __init__(self, name, shape):
+            self._name, self._shape = name, shape
+
+        @property
+        def name(self):
+            return self._name
+
+        @property
+        def shape(self):
+            return self._shape
+
+    class Network(Strict):
+        _api = "INetworkDefinition"
+
+        @property
+        def num_inputs(self):
+            return len(inputs)
+
+        def get_input(self, i):
+            return Tensor(*inputs[i])
+
+    class Builder(Strict):
+        _api = "Builder"
+
+        def __init__(self, logger):
+            logger.log(module.ILogger.Severity.INFO, "builder created")
+
+        def create_network(self, flags):
+            record.append(("create_network", flags))
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return HostMemory(b"serialized plan")
+
+    class OnnxParser(Strict):
+        _api = "OnnxParser"
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            return True
+
+    class ILogger(Strict):
+        _api = "ILogger"
+        Severity = _Enum("ILogger.Severity", data["enums"]["ILogger.Severity"])
+
+    class IProgressMonitor(Strict):
+        _api = "IProgressMonitor"
+
+    module = type(sys)("tensorrt")
+    module.__version__ = "10.3.0.26" if version == "10.3" else "11.4.0.106"
+    for name, members in data["enums"].items():
+        if "." not in name:
+            setattr(module, name, _Enum(name, members))
+    for cls in (Builder, OnnxParser, ILogger, IProgressMonitor):
+        setattr(module, cls._api, cls)
+    return module
+
+
+GENERATOR_INPUTS = [("target", (-1, 3, 224, 224)), ("latent", (-1, 512))]
+FULL_OPTIONS = BuildOptions(
+    workspace_mib=1024,
+    version_compatible=True,
+    exclude_lean_runtime=True,
+    hardware_compatibility="ampere_plus",
+    dla_core=0,
+    progress=True,
+)
+
+
+@pytest.mark.parametrize("version,network_flags", [("10.3", 1 << 1), ("11.x", 0)])
+@pytest.mark.parametrize("options", [BuildOptions(progress=False), FULL_OPTIONS], ids=["defaults", "all-options"])
+def test_builder_uses_only_the_api_of_each_version(tmp_path, version, network_flags, options):
+    record = []
+    trt = fake_builder_module(version, GENERATOR_INPUTS, record)
+    cache = tmp_path / "timing.cache"
+    plan = build_plan(trt, tmp_path / "g.onnx", options, cache, tmp_path / "build.log")
+    assert plan == b"serialized plan"
+    assert ("create_network", network_flags) in record
+    assert ("set_shape", "target", (1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224)) in record
+    assert cache.read_bytes() == b"timing cache"
+    assert "[INFO] builder created" in (tmp_path / "build.log").read_text()
+    if options is FULL_OPTIONS:
+        assert {
+            ("flag", "VERSION_COMPATIBLE"),
+            ("flag", "EXCLUDE_LEAN_RUNTIME"),
+            ("flag", "GPU_FALLBACK"),
+            ("pool", "WORKSPACE", 1024 << 20),
+            ("IBuilderConfig.DLA_core", 0),
+        } <= set(record)
+        settings = {name: value for name, value, *_ in record}
+        assert settings["IBuilderConfig.hardware_compatibility_level"].name == "AMPERE_PLUS"
+        assert settings["IBuilderConfig.default_device_type"].name == "DLA"
+        assert "IBuilderConfig.progress_monitor" in settings
+    # a second build starts from the saved timing cache
+    build_plan(trt, tmp_path / "g.onnx", BuildOptions(progress=False), cache, tmp_path / "build.log")
+    assert ("timing cache in", b"timing cache") in record
+
+
+def test_planted_removed_api_fails_on_11_only(tmp_path, monkeypatch):
+    configure = engine_builder._configure
+
+    def planted(trt, config, options):
+        configure(trt, config, options)
+        config.set_flag(trt.BuilderFlag.FP16)  # weak typing: removed in TensorRT 11
+
+    monkeypatch.setattr(engine_builder, "_configure", planted)
+    options = BuildOptions(progress=False)
+    build_plan(
+        fake_builder_module("10.3", GENERATOR_INPUTS, []),
+        tmp_path / "g.onnx",
+        options,
+        tmp_path / "c",
+        tmp_path / "log",
+    )
+    with pytest.raises(AttributeError, match="BuilderFlag.FP16 does not exist in this TensorRT version"):
+        build_plan(
+            fake_builder_module("11.x", GENERATOR_INPUTS, []),
+            tmp_path / "g.onnx",
+            options,
+            tmp_path / "c",
+            tmp_path / "log",
+        )
+
+
+def test_missing_hardware_level_is_a_clear_error(tmp_path):
+    trt = fake_builder_module("10.3", GENERATOR_INPUTS, [])
+    with pytest.raises(SimswapError, match="has no hardware compatibility level 'same_compute_capability'"):
+        build_plan(
+            trt,
+            tmp_path / "g.onnx",
+            BuildOptions(hardware_compatibility="same_compute_capability", progress=False),
+            tmp_path / "c",
+            tmp_path / "log",
+        )
+
+
+def test_11_data_agrees_with_the_real_lean_bindings():
+    lean = pytest.importorskip("tensorrt_lean")
+    data = api("11.x")
+    for name, members in data["enums"].items():
+        owner, _, enum = name.rpartition(".")
+        real = getattr(getattr(lean, owner), enum) if owner else getattr(lean, name, None)
+        if real is not None:
+            assert set(members) == set(real.__members__), name
+    for removed in data["removed_in_11"]:
+        owner, member = removed.split(".", 1) if "." in removed else (removed, None)
+        if hasattr(lean, owner):
+            assert member is None or not hasattr(getattr(lean, owner), member), removed
+        else:
+            assert member is not None or not hasattr(lean, owner), removed
+
+
+def test_runtime_stand_in_rejects_names_tensorrt_lacks():
+    """The runtime conformance in test_tensorrt_engine relies on this: unknown names fail."""
+    lean = pytest.importorskip("tensorrt_lean")
+    from fake_gpu import strict_runtime_module
+
+    runtime = strict_runtime_module(lean, [], lambda inputs: {}).Runtime(None)
+    engine = runtime.deserialize_cuda_engine(b"")
+    with pytest.raises(AttributeError, match="ICudaEngine has no attribute 'get_binding_index'"):
+        engine.get_binding_index("target")  # removed in TensorRT 10
+
+
+@pytest.mark.skipif(_gpu_available(), reason="checks the no-GPU error path")
+def test_cuda_without_a_gpu_names_the_error():
+    pytest.importorskip("cuda.bindings")
+    with pytest.raises(cuda.CudaError) as info:
+        cuda.device_info()
+    assert info.value.name in ("cudaErrorInsufficientDriver", "cudaErrorNoDevice")
+    assert str(info.value).startswith(f"cudaGetDeviceCount failed: {info.value.name}")
+    assert isinstance(info.value, EngineError)
+
+
+def test_missing_cuda_python_is_explained():
+    code = (
+        "import sys; sys.modules['cuda.bindings'] = None; from simswap_trt import cuda\n"
+        "try:\n    cuda.device_info()\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.startswith("EngineError the TensorRT backend needs cuda-python: pip install 'simswap-trt[trt]'")
