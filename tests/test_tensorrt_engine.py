@@ -150,3 +150,34 @@ def test_auto_without_plans_is_onnxruntime_and_says_so(tiny_bundle, caplog):
     assert "the bundle has no TensorRT plan for the generator" in caplog.text
     with pytest.raises(EngineError, match="the bundle has no TensorRT plan for the generator"):
         FaceSwapper.from_bundle(tiny_bundle.root, backend="tensorrt")
+
+
+def test_submit_and_collect_across_calls(plan_bundle, fake_trt):
+    engine = open_engine(plan_bundle, "generator", "tensorrt")
+    rng = np.random.default_rng(7)
+    batches = [
+        {"target": rng.random((n, 3, 224, 224), dtype=np.float32), "latent": rng.random((n, 512), dtype=np.float32)}
+        for n in (3, 5, 2)
+    ]
+    first, second = engine.submit(batches[0]), engine.submit(batches[1])
+    with pytest.raises(EngineError, match="all 2 slots are in flight: collect the oldest ticket first"):
+        engine.submit(batches[2])
+    with pytest.raises(EngineError, match="still in flight"):
+        engine.run(batches[2])
+    np.testing.assert_allclose(engine.collect(first)["swapped"], fake_generator(batches[0])["swapped"], rtol=1e-6)
+    third = engine.submit(batches[2])
+    np.testing.assert_allclose(engine.collect(second)["swapped"], fake_generator(batches[1])["swapped"], rtol=1e-6)
+    np.testing.assert_allclose(engine.collect(third)["swapped"], fake_generator(batches[2])["swapped"], rtol=1e-6)
+    with pytest.raises(EngineError, match="ticket 0 was already collected"):
+        engine.collect(first)
+    with pytest.raises(EngineError, match="at most the profile maximum"):
+        engine.submit({k: np.concatenate([v, v]) for k, v in batches[1].items()})
+    engine.run(batches[0])  # all collected: run may use the slots again
+
+
+def test_synchronous_backends_offer_the_same_submit_collect(tiny_bundle):
+    engine = OnnxRuntimeEngine(tiny_bundle.path_of("arcface"), threads=1)
+    crops = np.zeros((2, 3, 224, 224), np.float32)
+    np.testing.assert_array_equal(
+        engine.collect(engine.submit({"crop": crops}))["latent"], engine.run({"crop": crops})["latent"]
+    )

@@ -6,6 +6,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +54,25 @@ class Engine(ABC):
         self.last_run_seconds = time.perf_counter() - start
         return results
 
+    def submit(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        """Start a run and return a ticket for ``collect``. Asynchronous backends (TensorRT) return once
+        the work is enqueued, so the caller can prepare the next batch meanwhile; others run here."""
+        self.check_feeds(feeds)
+        return self._submit_impl(feeds)
+
+    def collect(self, ticket: Any) -> dict[str, np.ndarray]:
+        """The outputs of a ``submit``, waiting for them if needed. Collect tickets in submission order."""
+        return self._collect_impl(ticket)
+
     @abstractmethod
     def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Backend-specific execution; feeds are already validated."""
+
+    def _submit_impl(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        return self._run_impl(feeds)  # synchronous backends: the ticket is the result
+
+    def _collect_impl(self, ticket: Any) -> dict[str, np.ndarray]:
+        return ticket
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
         """Raise ``EngineError`` naming the first input that does not match the engine's signature."""

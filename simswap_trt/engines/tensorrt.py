@@ -8,8 +8,11 @@ buffers, all allocated once at the profile maximum. Chunk k+1 is uploaded and en
 downloaded (see ``scheduler.Pipeline``). Optionally each (slot, batch size) is captured as a CUDA graph
 after its first run; if capture fails the engine keeps using ``execute_async_v3``.
 
-Thread safety: one engine serializes its ``run`` calls with a lock (the slots are shared). For
-concurrency, create one engine per thread; they share nothing but the plan file.
+``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
+loop can prepare frame k+1 on the CPU while the GPU works on frame k.
+
+Thread safety: one engine serializes its calls with a lock (the slots are shared). For concurrency,
+create one engine per thread; they share nothing but the plan file.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class _Slot:
             if not self.context.set_tensor_address(spec.name, self.device[spec.name].ptr):
                 raise EngineError(f"TensorRT refused the address of tensor {spec.name!r}")
         self.batch = -1
+        self.pending = 0  # items enqueued by submit() and not yet collected
         self.graphs: dict[int, Any] = {}
         self.graph_failed: set[int] = set()
 
@@ -144,6 +148,7 @@ class TensorRTEngine(Engine):
         self.cuda_graphs = cuda_graphs
         self._slots = [_Slot(self._engine, self.inputs, self.outputs, self.max_batch) for _ in range(depth)]
         self._lock = threading.Lock()
+        self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
 
@@ -163,26 +168,60 @@ class TensorRTEngine(Engine):
         chunks = chunk_batches(total, self.max_batch)
 
         def submit(slot_index: int, chunk: slice) -> None:
-            slot, n = self._slots[slot_index], chunk.stop - chunk.start
-            for spec in self.inputs:
-                staging = slot.host[spec.name].array[:n]
-                staging[...] = feeds[spec.name][chunk]
-                slot.device[spec.name].upload(staging, slot.stream)
-            self._enqueue(slot, n)
-            for spec in self.outputs:
-                slot.device[spec.name].download(slot.host[spec.name].array[:n], slot.stream)
-            slot.done.record(slot.stream)
+            self._start(self._slots[slot_index], {name: feeds[name][chunk] for name in feeds})
 
         def collect(slot_index: int, chunk: slice) -> None:
             slot = self._slots[slot_index]
             slot.done.synchronize()
             for spec in self.outputs:
                 results[spec.name][chunk] = slot.host[spec.name].array[: chunk.stop - chunk.start]
+            slot.pending = 0
 
         with self._lock:
+            self._check_idle()
             for _ in Pipeline(len(self._slots), submit, collect).run(chunks):
                 pass
         return results
+
+    def _start(self, slot: _Slot, feeds: Mapping[str, np.ndarray]) -> None:
+        """Stage inputs in the slot's pinned buffers, then upload, execute and download on its stream."""
+        n = len(next(iter(feeds.values())))
+        for spec in self.inputs:
+            staging = slot.host[spec.name].array[:n]
+            staging[...] = feeds[spec.name]
+            slot.device[spec.name].upload(staging, slot.stream)
+        self._enqueue(slot, n)
+        for spec in self.outputs:
+            slot.device[spec.name].download(slot.host[spec.name].array[:n], slot.stream)
+        slot.done.record(slot.stream)
+        slot.pending = n
+
+    def _check_idle(self) -> None:
+        if any(slot.pending for slot in self._slots):
+            raise EngineError("submitted batches are still in flight: collect their tickets first")
+
+    def _submit_impl(self, feeds: Mapping[str, np.ndarray]) -> int:
+        n = len(next(iter(feeds.values())))
+        if n > self.max_batch:
+            raise EngineError(
+                f"submit takes at most the profile maximum ({self.max_batch}); run() chunks larger batches"
+            )
+        with self._lock:
+            ticket, slot = self._tickets, self._slots[self._tickets % len(self._slots)]
+            if slot.pending:
+                raise EngineError(f"all {len(self._slots)} slots are in flight: collect the oldest ticket first")
+            self._start(slot, feeds)
+            self._tickets += 1
+        return ticket
+
+    def _collect_impl(self, ticket: int) -> dict[str, np.ndarray]:
+        slot = self._slots[ticket % len(self._slots)]
+        if not slot.pending or ticket < self._tickets - len(self._slots):
+            raise EngineError(f"ticket {ticket} was already collected")
+        slot.done.synchronize()
+        outputs = {spec.name: slot.host[spec.name].array[: slot.pending].copy() for spec in self.outputs}
+        slot.pending = 0
+        return outputs
 
     def _enqueue(self, slot: _Slot, n: int) -> None:
         if slot.batch != n:
