@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +22,7 @@ from typing import Any
 from simswap_trt import cuda
 from simswap_trt.bundle import MANIFEST_NAME, Bundle, sha256_of
 from simswap_trt.errors import SimswapError
+from simswap_trt.files import write_atomic
 from simswap_trt.plans import HARDWARE_LEVELS, PlanEntry
 
 log = logging.getLogger(__name__)
@@ -162,22 +161,10 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise SimswapError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
-        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
         return bytes(plan)
     finally:
         logger.file.close()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_engine(
@@ -196,7 +183,7 @@ def build_engine(
     engines.mkdir(exist_ok=True)
     timing_cache = engines / f"timing.{device.sm}.trt{trt.__version__}.cache"
     plan = build_plan(trt, bundle.path_of(role), options, timing_cache, engines / f"{stem}.build.log")
-    _write_atomic(engines / f"{stem}.plan", plan)
+    write_atomic(engines / f"{stem}.plan", plan)
     profile = {
         spec.name: tuple(
             (batch, *spec.shape[1:]) for batch in (options.min_batch, options.opt_batch, options.max_batch)
@@ -227,5 +214,5 @@ def register_plan(bundle: Bundle, entry: PlanEntry) -> Bundle:
     """Rewrite the manifest with ``entry`` added (atomically), replacing a plan at the same file path."""
     plans = tuple(p for p in bundle.plans if p.file != entry.file) + (entry,)
     updated = replace(bundle, plans=plans)
-    _write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
+    write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
     return Bundle.load(bundle.root)

@@ -97,6 +97,12 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from simswap_trt.bench.run import bench
+
+    return bench(args)
+
+
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     from simswap_trt.vision.detect import CenterFace, Scrfd
     from simswap_trt.vision.parsing import FaceParser
@@ -337,6 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
     _add_runtime_flags(aligned, batch=8)
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark stages, backends and the official-style baseline (JSON + plots)",
+        description="Measure stage latency, generator throughput per backend and batch, the official-style "
+        "baseline, the machine's ceiling and memory over a long run. Needs 'simswap-trt[bench]'.",
+    )
+    from simswap_trt.bench.run import add_arguments
+
+    add_arguments(bench)
+
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
 
@@ -346,7 +362,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    handlers = {"info": _info, "swap": _swap, "swap-aligned": _swap_aligned, "demo": _demo, "doctor": _doctor}
+    handlers = {
+        "info": _info,
+        "swap": _swap,
+        "swap-aligned": _swap_aligned,
+        "demo": _demo,
+        "doctor": _doctor,
+        "bench": _bench,
+    }
     return cli_support.run(build_parser(), argv, handlers)
 
 

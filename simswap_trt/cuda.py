@@ -85,6 +85,12 @@ def device_info(device: int = 0) -> DeviceInfo:
     )
 
 
+def memory_used(device: int = 0) -> int:
+    """Bytes of device memory in use (all processes), from ``cudaMemGetInfo``."""
+    free, total = cuda_call("cudaMemGetInfo", runtime().cudaMemGetInfo())
+    return int(total) - int(free)
+
+
 class Stream:
     """A non-blocking CUDA stream; ``handle`` is the integer TensorRT's ``execute_async_v3`` takes."""
 

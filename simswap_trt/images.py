@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import struct
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -14,6 +12,7 @@ import cv2
 import numpy as np
 
 from simswap_trt.errors import InputError
+from simswap_trt.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +89,7 @@ def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) ->
         if tagged is None:
             log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", path.name, path.suffix)
         data = tagged or data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data)
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -63,6 +63,9 @@ class FakeEvent:
     def record(self, stream):
         pass
 
+    def elapsed_ms(self, start):
+        return 1.0
+
     def synchronize(self):
         pass
 

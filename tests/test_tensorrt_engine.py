@@ -80,6 +80,7 @@ def test_batches_are_chunked_staged_and_returned_in_order(plan_bundle, fake_trt,
     np.testing.assert_allclose(out, fake_generator(feeds)["swapped"], rtol=1e-6)
     executed = [c[1] for c in fake_trt.calls if c[0] == "execute"]
     assert executed == [min(5, total - i) for i in range(0, total, 5)]
+    assert engine.last_gpu_seconds == pytest.approx(len(executed) * 1e-3)  # one event interval per chunk
 
 
 def test_input_shapes_are_set_only_when_they_change(plan_bundle, fake_trt):

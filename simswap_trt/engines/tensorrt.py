@@ -90,6 +90,7 @@ class _Slot:
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         self.stream = cuda.Stream()
+        self.started = cuda.Event()
         self.done = cuda.Event()
         self.device: dict[str, cuda.DeviceBuffer] = {}
         self.host: dict[str, cuda.PinnedBuffer] = {}
@@ -108,6 +109,7 @@ class _Slot:
         for buffer in (*self.device.values(), *self.host.values()):
             buffer.free()
         self.stream.free()
+        self.started.free()
         self.done.free()
 
 
@@ -149,6 +151,7 @@ class TensorRTEngine(Engine):
         self._slots = [_Slot(self._engine, self.inputs, self.outputs, self.max_batch) for _ in range(depth)]
         self._lock = threading.Lock()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
+        self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
         self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
 
@@ -173,19 +176,23 @@ class TensorRTEngine(Engine):
         def collect(slot_index: int, chunk: slice) -> None:
             slot = self._slots[slot_index]
             slot.done.synchronize()
+            gpu_ms.append(slot.done.elapsed_ms(slot.started))
             for spec in self.outputs:
                 results[spec.name][chunk] = slot.host[spec.name].array[: chunk.stop - chunk.start]
             slot.pending = 0
 
+        gpu_ms: list[float] = []
         with self._lock:
             self._check_idle()
             for _ in Pipeline(len(self._slots), submit, collect).run(chunks):
                 pass
+        self.last_gpu_seconds = sum(gpu_ms) / 1e3
         return results
 
     def _start(self, slot: _Slot, feeds: Mapping[str, np.ndarray]) -> None:
         """Stage inputs in the slot's pinned buffers, then upload, execute and download on its stream."""
         n = len(next(iter(feeds.values())))
+        slot.started.record(slot.stream)
         for spec in self.inputs:
             staging = slot.host[spec.name].array[:n]
             staging[...] = feeds[spec.name]
