@@ -75,12 +75,45 @@ def _engine(args: argparse.Namespace) -> int:
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
     for role in roles:
-        entry = build_engine(args.bundle, role, options)
+        entry = build_engine(args.bundle, role, options, args.precision)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
             f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
         )
     return 0
+
+
+def _precision(args: argparse.Namespace) -> int:
+    from simswap_build.precision import add_precisions
+
+    sensitivity = add_precisions(args.bundle, args.images, args.precisions, args.keep_fp32)
+    for role, sqnr in sensitivity.items():
+        worst = sorted(sqnr, key=sqnr.get)[: args.keep_fp32]
+        print(
+            f"int8 {role}: {len(sqnr)} convolutions quantized; kept in FP32 (lowest SQNR): "
+            + ", ".join(f"{name} {sqnr[name]:.1f} dB" for name in worst)
+        )
+    print(
+        f"wrote {', '.join(args.precisions)} graphs into {args.bundle}; check them with "
+        f"'simswap-build validate {args.bundle} --images HELD_OUT_FOLDER'"
+    )
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    import json
+
+    from simswap_build.fidelity import fidelity_report, print_report
+    from simswap_build.precision import calibration_crops
+    from simswap_trt.bundle import Bundle
+
+    bundle = Bundle.load(args.bundle)
+    crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
+    report = fidelity_report(bundle.root, crops)
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -167,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.add_argument("bundle", type=Path, help="bundle directory")
     engine.add_argument("--role", choices=("all", "generator", "arcface"), default="all", help="default: all")
+    engine.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="which of the bundle's graphs to build (fp16/int8: from 'simswap-build precision')",
+    )
     engine.add_argument("--min-batch", type=int, default=1, help="smallest batch the plan accepts (default 1)")
     engine.add_argument("--opt-batch", type=int, default=8, help="batch the kernels are tuned for (default 8)")
     engine.add_argument("--max-batch", type=int, default=32, help="largest batch; buffers are sized for it (32)")
@@ -190,6 +229,35 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--dla-core", type=int, default=None, help="Jetson: build for this DLA core, GPU fallback")
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
 
+    precision = sub.add_parser(
+        "precision",
+        help="add FP16 and INT8 (Q/DQ) graphs to a bundle, calibrated on your photos",
+        description="FP16: convolutions in FP16, instance norm / style / normalisations in FP32, FP32 I/O. "
+        "INT8: symmetric Q/DQ around convolutions (per-channel weights, zero point 0), calibrated on "
+        "the largest face of each image in --images (detected and aligned by the runtime), with the "
+        "--keep-fp32 most sensitive convolutions left in FP32. TensorRT 10.3 and 11.x build both.",
+    )
+    precision.add_argument("bundle", type=Path, help="bundle directory")
+    precision.add_argument("--images", type=Path, default=None, help="folder of photos with faces (INT8 calibration)")
+    precision.add_argument("--precisions", nargs="+", choices=("fp16", "int8"), default=["fp16", "int8"])
+    precision.add_argument(
+        "--keep-fp32",
+        type=int,
+        default=2,
+        help="INT8: leave this many of the most sensitive convolutions in FP32 (default 2)",
+    )
+
+    validate = sub.add_parser(
+        "validate",
+        help="fidelity of a bundle's FP16/INT8 graphs vs FP32 on held-out faces (exit 1 if a goal fails)",
+        description="PSNR and max abs error of generator outputs, ArcFace cosine, and identity cosine of the swaps, "
+        "per precision, on faces from --images (use photos that were not used for calibration).",
+    )
+    validate.add_argument("bundle", type=Path, help="bundle directory")
+    validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")
+    validate.add_argument("--limit", type=int, default=32, help="at most this many images (default 32)")
+    validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+
     check = sub.add_parser("check", help="check ONNX graphs against TensorRT's ONNX parser rules (exit 1 on problems)")
     check.add_argument("path", type=Path, help="an .onnx file or a bundle directory")
     check.add_argument(
@@ -203,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    handlers = {"convert": _convert, "untrained": _untrained, "engine": _engine, "check": _check}
+    handlers = {
+        "convert": _convert,
+        "untrained": _untrained,
+        "engine": _engine,
+        "check": _check,
+        "precision": _precision,
+        "validate": _validate,
+    }
     return cli_support.run(build_parser(), argv, handlers)
 
 

@@ -116,3 +116,62 @@ def untrained_bundle(
         ),
     }
     return write_bundle(output, models, size, alignment_for(gen_config), untrained=True, overwrite=overwrite)
+
+
+def reestimated_bundle(
+    output: str | Path,
+    crops: np.ndarray,
+    arch: str = "224",
+    seed: int = 0,
+    generator_config: GeneratorConfig | None = None,
+    arcface_config: ArcFaceConfig = ArcFaceConfig(),
+    overwrite: bool = False,
+) -> Bundle:
+    """An untrained bundle whose activations look like a trained model's: random weights (torch's default
+    initialisation), then every BatchNorm's statistics re-estimated on real aligned face ``crops``
+    (data-dependent initialisation). For measuring precision recipes without trained weights. Needs torch."""
+    import torch
+
+    from simswap_build.models import Generator, ResNet, identity_latent
+    from simswap_trt.preprocess import crops_to_tensor
+
+    gen_config = generator_config or GeneratorConfig.from_name(arch)
+    size = crops.shape[1]
+    torch.manual_seed(seed)
+    generator, arcface = Generator(gen_config), ResNet(arcface_config)
+    images = torch.from_numpy(crops_to_tensor(crops, size))
+    batches = [slice(i, i + 4) for i in range(0, len(images) - 1, 4)]  # BatchNorm1d needs >= 2 per batch
+
+    def reestimate(model: torch.nn.Module, forward) -> None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over all batches
+        model.train()
+        with torch.no_grad():
+            for batch in batches:
+                forward(batch)
+        model.eval()
+
+    reestimate(arcface, lambda b: identity_latent(arcface, images[b]))
+    with torch.no_grad():
+        latents = torch.roll(identity_latent(arcface, images), -1, 0)
+    reestimate(generator, lambda b: generator.forward_rgb01(images[b], latents[b]))
+
+    def numpy_weights(model: torch.nn.Module) -> dict[str, np.ndarray]:
+        return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+    note = {"untrained_seed": seed, "batchnorm_reestimated_on_faces": len(crops)}
+    models = {
+        "generator": BundleModel(
+            _checked(generator_graph(numpy_weights(generator), gen_config, size), "generator"),
+            gen_config.name,
+            source=note,
+        ),
+        "arcface": BundleModel(
+            _checked(arcface_graph(numpy_weights(arcface), arcface_config, size), "arcface"),
+            arcface_config.name,
+            source=note,
+        ),
+    }
+    return write_bundle(output, models, size, alignment_for(gen_config), untrained=True, overwrite=overwrite)

@@ -168,7 +168,11 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
 
 
 def build_engine(
-    bundle_root: str | Path, role: str, options: BuildOptions = BuildOptions(), trt: ModuleType | None = None
+    bundle_root: str | Path,
+    role: str,
+    options: BuildOptions = BuildOptions(),
+    precision: str = "fp32",
+    trt: ModuleType | None = None,
 ) -> PlanEntry:
     """Build the plan of ``role`` from the bundle's graph on this machine's GPU and register it in the
     bundle's manifest (replacing a plan for the same role, precision, GPU and TensorRT version)."""
@@ -176,13 +180,13 @@ def build_engine(
     bundle = Bundle.load(bundle_root)
     if role not in bundle.models:
         raise SimswapError(f"the bundle has no {role} model")
-    model = bundle.models[role]
+    model = bundle.model(role, precision)
     device = cuda.device_info()
     stem = f"{role}.{model.precision}.{device.sm}.trt{trt.__version__}"
     engines = bundle.root / "engines"
     engines.mkdir(exist_ok=True)
     timing_cache = engines / f"timing.{device.sm}.trt{trt.__version__}.cache"
-    plan = build_plan(trt, bundle.path_of(role), options, timing_cache, engines / f"{stem}.build.log")
+    plan = build_plan(trt, bundle.path_of(role, precision), options, timing_cache, engines / f"{stem}.build.log")
     write_atomic(engines / f"{stem}.plan", plan)
     profile = {
         spec.name: tuple(
@@ -208,6 +212,27 @@ def build_engine(
     )
     register_plan(bundle, entry)
     return entry
+
+
+def register_variants(bundle: Bundle, graphs: dict, calibration: dict) -> Bundle:
+    """Save ``{(role, precision): graph}`` as ``<role>.<precision>.onnx`` and add them to the manifest."""
+
+    variants = {role: dict(by) for role, by in bundle.variants.items()}
+    for (role, precision), graph in graphs.items():
+        file = f"{role}.{precision}.onnx"
+        write_atomic(bundle.root / file, graph.SerializeToString())
+        base = bundle.models[role]
+        source = {
+            "from": base.file,
+            "from_sha256": base.sha256,
+            **({"calibration": calibration} if precision == "int8" else {}),
+        }
+        variants.setdefault(role, {})[precision] = replace(
+            base, file=file, sha256=sha256_of(bundle.root / file), precision=precision, source=source
+        )
+    updated = replace(bundle, variants=variants)
+    write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
+    return Bundle.load(bundle.root)
 
 
 def register_plan(bundle: Bundle, entry: PlanEntry) -> Bundle:

@@ -48,7 +48,7 @@ def usable_plan(bundle: Bundle, role: str, precision: str | None = None) -> Plan
             else len(PRECISION_PREFERENCE)
         ),
     ):
-        problems = plan_problems(plan, here, bundle.models[role].sha256)
+        problems = plan_problems(plan, here, bundle.model(role, plan.precision).sha256)
         if not problems:
             return plan
         reasons.append(f"{plan.file}: {'; '.join(problems)} (rebuild: {rebuild_command(str(bundle.root), plan)})")
@@ -72,7 +72,9 @@ def open_engine(
             plan = usable_plan(bundle, role, precision)
             from simswap_trt.engines.tensorrt import TensorRTEngine
 
-            engine = TensorRTEngine(bundle.root, plan, bundle.models[role].sha256, cuda_graphs=cuda_graphs)
+            engine = TensorRTEngine(
+                bundle.root, plan, bundle.model(role, plan.precision).sha256, cuda_graphs=cuda_graphs
+            )
             log.info("%s: %s (%s)", role, engine.backend, "requested" if backend == "tensorrt" else "auto")
             return engine
         except EngineError as exc:
@@ -80,4 +82,4 @@ def open_engine(
                 raise
             level = logging.WARNING if any(p.role == role for p in bundle.plans) else logging.INFO
             log.log(level, "auto: the %s runs on ONNX Runtime because TensorRT cannot run it: %s", role, exc)
-    return OnnxRuntimeEngine(bundle.path_of(role), providers, threads)
+    return OnnxRuntimeEngine(bundle.path_of(role, precision or "fp32"), providers, threads)

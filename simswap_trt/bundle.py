@@ -99,10 +99,23 @@ class Bundle:
     models: Mapping[str, ModelEntry]
     created_with: Mapping[str, str]
     plans: tuple[PlanEntry, ...] = ()
+    variants: Mapping[str, Mapping[str, ModelEntry]] = field(default_factory=dict)  # role -> precision -> entry
 
-    def path_of(self, role: str) -> Path:
-        """Absolute path of the ``role`` model file."""
-        return self.root / self.models[role].file
+    def model(self, role: str, precision: str = "fp32") -> ModelEntry:
+        """The ``role`` graph in ``precision`` (``fp32`` is the reference graph; others come from
+        ``simswap-build precision``)."""
+        if precision == self.models[role].precision:
+            return self.models[role]
+        try:
+            return self.variants[role][precision]
+        except KeyError:
+            raise BundleError(
+                f"{self.root} has no {precision} {role} graph; create it with 'simswap-build precision {self.root}'"
+            ) from None
+
+    def path_of(self, role: str, precision: str = "fp32") -> Path:
+        """Absolute path of the ``role`` model file in ``precision``."""
+        return self.root / self.model(role, precision).file
 
     def to_json(self) -> dict:
         return {
@@ -113,6 +126,7 @@ class Bundle:
             "untrained": self.untrained,
             "created_with": dict(self.created_with),
             "models": {role: entry.to_json() for role, entry in self.models.items()},
+            "variants": {role: {p: e.to_json() for p, e in by.items()} for role, by in self.variants.items()},
             "engines": [plan.to_json() for plan in self.plans],
         }
 
@@ -144,6 +158,10 @@ class Bundle:
                 alignment=str(data["alignment"]),
                 untrained=bool(data["untrained"]),
                 models={role: ModelEntry.from_json(role, m) for role, m in data["models"].items()},
+                variants={
+                    role: {p: ModelEntry.from_json(role, e) for p, e in by.items()}
+                    for role, by in data.get("variants", {}).items()
+                },
                 created_with=dict(data.get("created_with", {})),
                 plans=tuple(PlanEntry.from_json(p) for p in data.get("engines", [])),
             )
@@ -179,6 +197,13 @@ class Bundle:
                     f"the {self.crop_size}px contract"
                 )
             self._check_file(role, entry.file, entry.sha256, verify_hashes)
+        for role, by_precision in self.variants.items():
+            for precision, entry in by_precision.items():
+                if role not in ROLES or entry.precision != precision:
+                    raise BundleError(f"{self.root}: malformed {precision} variant of {role!r}")
+                if (entry.inputs, entry.outputs) != contract(role, self.crop_size):
+                    raise BundleError(f"{self.root}: the {precision} {role} signature breaks the contract")
+                self._check_file(f"{precision} {role}", entry.file, entry.sha256, verify_hashes)
         for plan in self.plans:
             if plan.role not in ROLES:
                 raise BundleError(f"{self.root}: TensorRT plan {plan.file} has unknown role {plan.role!r}")

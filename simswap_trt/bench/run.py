@@ -117,7 +117,13 @@ def stage_latencies(swapper: FaceSwapper, repeats: int) -> dict[str, Stats]:
 def throughput(bundle: Bundle, batches: Sequence[int], repeats: int) -> tuple[list[dict], dict[str, str]]:
     """Generator faces/s at each batch size for every backend that can run here."""
     engines, skipped = {"onnxruntime-cpu-fp32": open_engine(bundle, "generator", "onnxruntime")}, {}
-    skipped["onnxruntime-cpu-int8"] = "the bundle has no INT8 graph (precision recipes are not built yet)"
+    for precision in ("fp16", "int8"):
+        if precision in bundle.variants.get("generator", {}):
+            engines[f"onnxruntime-cpu-{precision}"] = open_engine(
+                bundle, "generator", "onnxruntime", precision=precision
+            )
+        else:
+            skipped[f"onnxruntime-cpu-{precision}"] = f"the bundle has no {precision} graph (simswap-build precision)"
     for precision in ("fp32", "fp16", "int8"):
         try:
             usable_plan(bundle, "generator", precision)

@@ -35,7 +35,8 @@ class OnnxRuntimeEngine(Engine):
 
     ``providers`` are used exactly as given, in order; if ONNX Runtime does not activate every one of them
     the constructor raises instead of silently running on a slower provider. ``threads`` sets the
-    intra-op pool size (default: the CPUs available to this process).
+    intra-op pool size (default: the CPUs available to this process). ``optimize=False`` turns graph
+    optimizations off, so that Q/DQ nodes run as written instead of being fused into integer kernels.
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class OnnxRuntimeEngine(Engine):
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
         name: str | None = None,
+        optimize: bool = True,
     ):
         import onnxruntime as ort
 
@@ -57,6 +59,8 @@ class OnnxRuntimeEngine(Engine):
         options.intra_op_num_threads = threads or available_cpus()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not optimize:  # run every node as written (e.g. Q/DQ as fake quantization, no integer-kernel fusion)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self._session = ort.InferenceSession(source, options, providers=list(providers))
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
