@@ -98,6 +98,7 @@ def calibration_crops(
     if not crops:
         raise InputError(f"no usable face in the {len(files)} calibration image(s) of {folder}")
     stacked = np.stack(crops)
+    cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(cache, crops=stacked)
     return stacked
 
