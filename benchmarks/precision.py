@@ -81,7 +81,7 @@ def main() -> None:
                 if report["untrained"] is False
                 else "random weights, BatchNorm re-estimated on faces",
                 "fidelity": report,
-                "int8_sensitivity_sqnr_db": sensitivity,
+                "int8_sensitivity": sensitivity,
                 "speed_faces_per_s": {p: {str(b): v for b, v in s.items()} for p, s in speeds.items()},
                 "int8_speedup": {str(b): speeds["int8"][b] / speeds["fp32"][b] for b in args.batches},
                 "note": "the INT8 graph is the TensorRT-shaped symmetric Q/DQ graph, run as is by ONNX Runtime",

@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 
 from simswap_build.architectures import GENERATOR_ARCHES
+from simswap_build.precision import DEFAULT_KEEP_FP32
 from simswap_build.trt_compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
@@ -86,12 +87,13 @@ def _engine(args: argparse.Namespace) -> int:
 def _precision(args: argparse.Namespace) -> int:
     from simswap_build.precision import add_precisions
 
-    sensitivity = add_precisions(args.bundle, args.images, args.precisions, args.keep_fp32)
-    for role, sqnr in sensitivity.items():
-        worst = sorted(sqnr, key=sqnr.get)[: args.keep_fp32]
+    keep = {"generator": args.keep_fp32_generator, "arcface": args.keep_fp32_arcface}
+    sensitivity = add_precisions(args.bundle, args.images, args.precisions, keep)
+    for role, layers in sensitivity.items():
+        worst = sorted(layers, key=lambda name: -layers[name]["loss_db"])[: keep[role]]
         print(
-            f"int8 {role}: {len(sqnr)} convolutions quantized; kept in FP32 (lowest SQNR): "
-            + ", ".join(f"{name} {sqnr[name]:.1f} dB" for name in worst)
+            f"int8 {role}: {len(layers)} convolutions quantized; kept in FP32 (most SQNR lost): "
+            + ", ".join(f"{name} {layers[name]['loss_db']:.1f} dB" for name in worst)
         )
     print(
         f"wrote {', '.join(args.precisions)} graphs into {args.bundle}; check them with "
@@ -235,16 +237,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="FP16: convolutions in FP16, instance norm / style / normalisations in FP32, FP32 I/O. "
         "INT8: symmetric Q/DQ around convolutions (per-channel weights, zero point 0), calibrated on "
         "the largest face of each image in --images (detected and aligned by the runtime), with the "
-        "--keep-fp32 most sensitive convolutions left in FP32. TensorRT 10.3 and 11.x build both.",
+        "convolutions that lose the most signal-to-noise left in FP32. TensorRT 10.3 and 11.x build both.",
     )
     precision.add_argument("bundle", type=Path, help="bundle directory")
     precision.add_argument("--images", type=Path, default=None, help="folder of photos with faces (INT8 calibration)")
     precision.add_argument("--precisions", nargs="+", choices=("fp16", "int8"), default=["fp16", "int8"])
     precision.add_argument(
-        "--keep-fp32",
+        "--keep-fp32-generator",
         type=int,
-        default=2,
-        help="INT8: leave this many of the most sensitive convolutions in FP32 (default 2)",
+        default=DEFAULT_KEEP_FP32["generator"],
+        help="INT8: generator convolutions left in FP32, most sensitive first (default %(default)s)",
+    )
+    precision.add_argument(
+        "--keep-fp32-arcface",
+        type=int,
+        default=DEFAULT_KEEP_FP32["arcface"],
+        help="INT8: ArcFace convolutions left in FP32, most sensitive first (default %(default)s)",
     )
 
     validate = sub.add_parser(

@@ -36,7 +36,7 @@ def precision_bundle(photos, tmp_path_factory):
     bundle = reestimated_bundle(
         tmp_path_factory.mktemp("p") / "b", crops, generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE
     )
-    add_precisions(bundle.root, photos / "calibration", keep_fp32=1)
+    add_precisions(bundle.root, photos / "calibration", keep_fp32={"generator": 1, "arcface": 1})
     return Bundle.load(bundle.root)
 
 
@@ -98,7 +98,7 @@ def test_calibration_is_deterministic(photos, tmp_path, precision_bundle):
     np.testing.assert_array_equal(first, second)
     root = tmp_path / "again"
     shutil.copytree(precision_bundle.root, root)
-    add_precisions(root, photos / "calibration", ["int8"], keep_fp32=1)
+    add_precisions(root, photos / "calibration", ["int8"], keep_fp32={"generator": 1, "arcface": 1})
     assert (root / "generator.int8.onnx").read_bytes() == (precision_bundle.root / "generator.int8.onnx").read_bytes()
 
 
