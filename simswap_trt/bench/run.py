@@ -91,7 +91,7 @@ def stage_latencies(swapper: FaceSwapper, repeats: int) -> dict[str, Stats]:
         crops = crops_to_tensor(warp_faces([image], [(0, matrix)], swapper.crop_size), swapper.crop_size)
         return image, detection, matrix, crops
 
-    prepared = {i: faces(i) for i in range(-2, repeats)}
+    prepared = {i: faces(i) for i in range(-1, repeats)}  # -1: the warm-up input
     latent = swapper.source_latent
     swapped = {i: swapper.generate(p[3], latent) for i, p in prepared.items()}
     paste_inputs = {i: (p[0], [(swapped[i][0].transpose(1, 2, 0)[..., ::-1] * 255, p[2])]) for i, p in prepared.items()}
