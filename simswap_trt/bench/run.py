@@ -130,7 +130,7 @@ def throughput(bundle: Bundle, batches: Sequence[int], repeats: int) -> tuple[li
             engines[f"tensorrt-{precision}"] = open_engine(bundle, "generator", "tensorrt", precision=precision)
         except SimswapError as exc:
             skipped[f"tensorrt-{precision}"] = str(exc).splitlines()[0]
-    skipped["cuda-kernels"] = "the fused preprocessing / paste-back kernels are not built yet"
+    skipped["cuda-kernels"] = "kernel timings come from 'python -m benchmarks.kernels' on a GPU machine"
     size = bundle.crop_size
     rows = []
     for name, engine in engines.items():

@@ -59,18 +59,28 @@ def paste_back(frame: np.ndarray, faces: Sequence[tuple[np.ndarray, np.ndarray]]
     return out
 
 
+def _roi_inverse(matrix: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+    """The crop→frame matrix expressed in the ROI's coordinates."""
+    inverse = invert_affine(matrix)
+    inverse[:, 2] -= roi[:2]
+    return inverse
+
+
+def border_mask(matrix: np.ndarray, size: int, roi: tuple[int, int, int, int]) -> np.ndarray:
+    """The official border mask of a ``size`` crop placed by ``matrix``, over ``roi``: float32 [h, w] in
+    [0, 1]. It depends only on the geometry, so the GPU path computes it while the generator runs."""
+    x0, y0, x1, y1 = roi
+    mask = cv2.warpAffine(np.full((size, size), 255, np.float32), _roi_inverse(matrix, roi), (x1 - x0, y1 - y0))
+    mask[mask > MASK_THRESHOLD] = 255
+    mask = cv2.GaussianBlur(cv2.erode(mask, _ERODE_KERNEL), (BLUR_SIZE, BLUR_SIZE), 0)
+    return mask * np.float32(1 / 255)
+
+
 def _warp_face_and_mask(crop: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, int, int]):
     """The crop and its official border mask (HxWx1 in [0, 1]) warped into the ROI's coordinates."""
     x0, y0, x1, y1 = roi
-    size = crop.shape[0]
-    inverse = invert_affine(matrix)
-    inverse[:, 2] -= (x0, y0)  # the same mapping, expressed in ROI coordinates
-    shape = (x1 - x0, y1 - y0)
-    face = cv2.warpAffine(crop.astype(np.float32, copy=False), inverse, shape)
-    mask = cv2.warpAffine(np.full((size, size), 255, np.float32), inverse, shape)
-    mask[mask > MASK_THRESHOLD] = 255
-    mask = cv2.GaussianBlur(cv2.erode(mask, _ERODE_KERNEL), (BLUR_SIZE, BLUR_SIZE), 0)
-    return face, (mask * np.float32(1 / 255))[..., None]
+    face = cv2.warpAffine(crop.astype(np.float32, copy=False), _roi_inverse(matrix, roi), (x1 - x0, y1 - y0))
+    return face, border_mask(matrix, crop.shape[0], roi)[..., None]
 
 
 def _overlapping_groups(rois: list[tuple[int, int, int, int]]) -> list[list[int]]:

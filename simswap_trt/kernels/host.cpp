@@ -1,0 +1,30 @@
+// Host build of the kernels' per-pixel math (simswap_kernels.cuh) in plain loops, with the same batch
+// arguments as the device kernels. Used by the CPU tests; not a product path.
+#include "simswap_kernels.cuh"
+
+extern "C" {
+
+void simswap_preprocess_host(const uint8_t* const* frames, const int* pitches, const int* widths,
+                             const int* heights, const int* frame_of_face, const Affine* inverse, int faces,
+                             int size, float* out) {
+    for (int face = 0; face < faces; ++face) {
+        int f = frame_of_face[face];
+        for (int y = 0; y < size; ++y)
+            for (int x = 0; x < size; ++x)
+                preprocess_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], size, x, y,
+                                 out + (long long)face * 3 * size * size);
+    }
+}
+
+void simswap_pasteback_host(uint8_t* const* frames, const int* pitches, int frame_count, const int* union_rois,
+                            const int* face_begin, const float* crops, int size, const Affine* forward,
+                            const int* rois, const float* masks, const long long* mask_offsets) {
+    for (int frame = 0; frame < frame_count; ++frame) {
+        const int* u = union_rois + 4 * frame;
+        for (int y = u[1]; y < u[3]; ++y)
+            for (int x = u[0]; x < u[2]; ++x)
+                pasteback_pixel(frames[frame], pitches[frame], face_begin[frame], face_begin[frame + 1], crops, size,
+                                forward, rois, masks, mask_offsets, x, y);
+    }
+}
+}

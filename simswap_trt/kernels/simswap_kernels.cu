@@ -1,0 +1,34 @@
+// Fused preprocessing and paste-back kernels: one launch per batch each. The per-pixel math lives in
+// simswap_kernels.cuh, shared with the host build that the CPU tests check against OpenCV.
+#include "simswap_kernels.cuh"
+
+// One thread per crop pixel; blockIdx.z is the face. Writes NCHW RGB [0, 1] straight into `out`
+// (the engine's input buffer). `inverse` holds one crop->frame matrix per face.
+extern "C" __global__ void simswap_preprocess_kernel(const uint8_t* const* frames, const int* pitches,
+                                                     const int* widths, const int* heights,
+                                                     const int* frame_of_face, const Affine* inverse, int size,
+                                                     float* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    int face = blockIdx.z;
+    if (x >= size || y >= size) return;
+    int f = frame_of_face[face];
+    preprocess_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], size, x, y,
+                     out + (long long)face * 3 * size * size);
+}
+
+// One thread per pixel of each frame's region of interest (the union of its faces' regions); blockIdx.z
+// is the frame, whose faces are [face_begin[f], face_begin[f + 1]).
+extern "C" __global__ void simswap_pasteback_kernel(uint8_t* const* frames, const int* pitches,
+                                                    const int* union_rois, const int* face_begin,
+                                                    const float* crops, int size, const Affine* forward,
+                                                    const int* rois, const float* masks,
+                                                    const long long* mask_offsets) {
+    int frame = blockIdx.z;
+    const int* u = union_rois + 4 * frame;
+    int x = u[0] + blockIdx.x * blockDim.x + threadIdx.x;
+    int y = u[1] + blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= u[2] || y >= u[3]) return;
+    pasteback_pixel(frames[frame], pitches[frame], face_begin[frame], face_begin[frame + 1], crops, size, forward,
+                    rois, masks, mask_offsets, x, y);
+}

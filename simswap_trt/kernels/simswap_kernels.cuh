@@ -1,0 +1,109 @@
+// Per-pixel math of the fused preprocessing and paste-back, written once for the device kernels
+// (simswap_kernels.cu) and the host build (host.cpp) that the CPU tests compare with OpenCV.
+//
+// Conventions (OpenCV warpAffine): pixel centres at integer coordinates, dst(x, y) = src(M * (x, y, 1)),
+// bilinear in float32 (floor, then two horizontal lerps and one vertical lerp), every neighbour outside
+// the source reads as 0 (BORDER_CONSTANT, black).
+#pragma once
+#include <stdint.h>
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define SIMSWAP_HD __host__ __device__ __forceinline__
+#else
+#include <math.h>
+#define SIMSWAP_HD static inline
+#endif
+
+// A 2x3 affine matrix, row-major: x' = m[0] x + m[1] y + m[2], y' = m[3] x + m[4] y + m[5].
+struct Affine {
+    float m[6];
+};
+
+SIMSWAP_HD float simswap_floorf(float v) { return floorf(v); }
+
+// Channel c of the uint8 interleaved image (3 channels, row pitch in bytes) at integer (x, y); 0 outside.
+SIMSWAP_HD float pixel_u8(const uint8_t* image, int pitch, int width, int height, int x, int y, int c) {
+    return (x >= 0 && y >= 0 && x < width && y < height) ? (float)image[y * pitch + 3 * x + c] : 0.0f;
+}
+
+// Channel c of a float interleaved 3-channel crop (size x size) at integer (x, y); 0 outside.
+SIMSWAP_HD float pixel_f32(const float* crop, int size, int x, int y, int c) {
+    return (x >= 0 && y >= 0 && x < size && y < size) ? crop[(y * size + x) * 3 + c] : 0.0f;
+}
+
+SIMSWAP_HD float lerp_f32(float a, float b, float t) { return a + (b - a) * t; }
+
+// Bilinear sample of all 3 channels of a uint8 image at (fx, fy).
+SIMSWAP_HD void sample_u8(const uint8_t* image, int pitch, int width, int height, float fx, float fy, float out[3]) {
+    float x0f = simswap_floorf(fx), y0f = simswap_floorf(fy);
+    float ax = fx - x0f, ay = fy - y0f;
+    int x0 = (int)x0f, y0 = (int)y0f;
+    for (int c = 0; c < 3; ++c) {
+        float top = lerp_f32(pixel_u8(image, pitch, width, height, x0, y0, c),
+                             pixel_u8(image, pitch, width, height, x0 + 1, y0, c), ax);
+        float bottom = lerp_f32(pixel_u8(image, pitch, width, height, x0, y0 + 1, c),
+                                pixel_u8(image, pitch, width, height, x0 + 1, y0 + 1, c), ax);
+        out[c] = lerp_f32(top, bottom, ay);
+    }
+}
+
+// Bilinear sample of all 3 channels of a float crop at (fx, fy).
+SIMSWAP_HD void sample_f32(const float* crop, int size, float fx, float fy, float out[3]) {
+    float x0f = simswap_floorf(fx), y0f = simswap_floorf(fy);
+    float ax = fx - x0f, ay = fy - y0f;
+    int x0 = (int)x0f, y0 = (int)y0f;
+    for (int c = 0; c < 3; ++c) {
+        float top = lerp_f32(pixel_f32(crop, size, x0, y0, c), pixel_f32(crop, size, x0 + 1, y0, c), ax);
+        float bottom = lerp_f32(pixel_f32(crop, size, x0, y0 + 1, c), pixel_f32(crop, size, x0 + 1, y0 + 1, c), ax);
+        out[c] = lerp_f32(top, bottom, ay);
+    }
+}
+
+// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv`, write RGB in
+// [0, 1] into the NCHW generator input `out` (one face: 3 x size x size floats).
+SIMSWAP_HD void preprocess_pixel(const uint8_t* frame, int pitch, int width, int height, Affine inv, int size,
+                                 int x, int y, float* out) {
+    float fx = inv.m[0] * (float)x + (inv.m[1] * (float)y + inv.m[2]);
+    float fy = inv.m[3] * (float)x + (inv.m[4] * (float)y + inv.m[5]);
+    float bgr[3];
+    sample_u8(frame, pitch, width, height, fx, fy, bgr);
+    int plane = size * size, index = y * size + x;
+    out[index] = bgr[2] * (1.0f / 255.0f);
+    out[plane + index] = bgr[1] * (1.0f / 255.0f);
+    out[2 * plane + index] = bgr[0] * (1.0f / 255.0f);
+}
+
+// Blend one frame pixel (x, y) with a swapped face: `crop` is the BGR swap in [0, 255] (size x size x 3
+// floats), `forward` the frame->crop matrix, `mask` the official border mask in [0, 1] for this pixel.
+// `value` holds the pixel's running (not yet truncated) BGR values and is updated in place.
+SIMSWAP_HD void blend_pixel(const float* crop, int size, Affine forward, float mask, int x, int y, float value[3]) {
+    if (mask <= 0.0f) return;
+    float fx = forward.m[0] * (float)x + (forward.m[1] * (float)y + forward.m[2]);
+    float fy = forward.m[3] * (float)x + (forward.m[4] * (float)y + forward.m[5]);
+    float face[3];
+    sample_f32(crop, size, fx, fy, face);
+    for (int c = 0; c < 3; ++c) value[c] = mask * face[c] + (1.0f - mask) * value[c];
+}
+
+// Truncation to uint8, as the official composite (values are already within [0, 255]).
+SIMSWAP_HD uint8_t truncate_u8(float v) { return (uint8_t)(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v)); }
+
+// Paste-back of one frame pixel (x, y): faces [face_begin, face_end) whose region contains it are blended
+// in order, then the pixel is truncated once. `rois` are x0, y0, x1, y1 per face; `masks` the faces'
+// official border masks over their regions, concatenated at `mask_offsets`.
+SIMSWAP_HD void pasteback_pixel(uint8_t* frame, int pitch, int face_begin, int face_end, const float* crops, int size,
+                                const Affine* forward, const int* rois, const float* masks,
+                                const long long* mask_offsets, int x, int y) {
+    uint8_t* pixel = frame + (long long)y * pitch + 3 * x;
+    float value[3] = {(float)pixel[0], (float)pixel[1], (float)pixel[2]};
+    bool touched = false;
+    for (int face = face_begin; face < face_end; ++face) {
+        const int* r = rois + 4 * face;
+        if (x < r[0] || y < r[1] || x >= r[2] || y >= r[3]) continue;
+        float mask = masks[mask_offsets[face] + (long long)(y - r[1]) * (r[2] - r[0]) + (x - r[0])];
+        blend_pixel(crops + (long long)face * size * size * 3, size, forward[face], mask, x, y, value);
+        touched = true;
+    }
+    if (touched)
+        for (int c = 0; c < 3; ++c) pixel[c] = truncate_u8(value[c]);
+}
