@@ -92,6 +92,7 @@ def main() -> int:
             np.uint64(frame_of_face.ptr),
             np.uint64(inverse.ptr),
             np.int32(size),
+            np.int32(0),
             np.uint64(out.ptr),
         )
     )

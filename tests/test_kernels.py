@@ -44,13 +44,8 @@ FACES = [  # (frame, centre, face size, angle)
 ]
 
 
-def test_preprocess_matches_opencv(host):
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in FRAMES]
-    size = 224
-    matrices = [face_matrix(c, s, a) for _, c, s, a in FACES]
-    frame_of_face = np.array([f for f, *_ in FACES], np.int32)
-    out = np.zeros((len(FACES), 3, size, size), np.float32)
+def preprocess(host, frames, matrices, frame_of_face, size, dtype):
+    out = np.zeros((len(matrices), 3, size, size), dtype)
     host.simswap_preprocess_host(
         pointer_array(frames),
         ptr(np.array([f.strides[0] for f in frames], np.int32)),
@@ -58,10 +53,23 @@ def test_preprocess_matches_opencv(host):
         ptr(np.array([f.shape[0] for f in frames], np.int32)),
         ptr(frame_of_face),
         ptr(crop_to_frame_matrices(matrices)),
-        len(FACES),
+        len(matrices),
         size,
+        int(dtype == np.float16),
         ptr(out),
     )
+    return out
+
+
+def test_preprocess_matches_opencv(host):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in FRAMES]
+    size = 224
+    matrices = [face_matrix(c, s, a) for _, c, s, a in FACES]
+    frame_of_face = np.array([f for f, *_ in FACES], np.int32)
+    out = preprocess(host, frames, matrices, frame_of_face, size, np.float32)
+    half = preprocess(host, frames, matrices, frame_of_face, size, np.float16)
+    np.testing.assert_array_equal(half, out.astype(np.float16))  # FP16 output: round-to-nearest-even of FP32
     for i, (f, *_) in enumerate(FACES):
         warped = cv2.warpAffine(
             frames[f].astype(np.float32),

@@ -6,13 +6,16 @@ extern "C" {
 
 void simswap_preprocess_host(const uint8_t* const* frames, const int* pitches, const int* widths,
                              const int* heights, const int* frame_of_face, const Affine* inverse, int faces,
-                             int size, float* out) {
+                             int size, int half, void* out) {
     for (int face = 0; face < faces; ++face) {
         int f = frame_of_face[face];
+        char* face_out = (char*)out + (long long)face * 3 * size * size * (half ? 2 : 4);
         for (int y = 0; y < size; ++y)
-            for (int x = 0; x < size; ++x)
-                preprocess_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], size, x, y,
-                                 out + (long long)face * 3 * size * size);
+            for (int x = 0; x < size; ++x) {
+                float rgb[3];
+                preprocess_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], x, y, rgb);
+                store_nchw(face_out, half, size, x, y, rgb);
+            }
     }
 }
 

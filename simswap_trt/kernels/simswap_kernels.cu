@@ -2,19 +2,20 @@
 // simswap_kernels.cuh, shared with the host build that the CPU tests check against OpenCV.
 #include "simswap_kernels.cuh"
 
-// One thread per crop pixel; blockIdx.z is the face. Writes NCHW RGB [0, 1] straight into `out`
-// (the engine's input buffer). `inverse` holds one crop->frame matrix per face.
+// One thread per crop pixel; blockIdx.z is the face. Writes NCHW RGB [0, 1] straight into `out` (the
+// engine's input buffer), float32 or, with `half`, float16. `inverse` holds one crop->frame matrix per face.
 extern "C" __global__ void simswap_preprocess_kernel(const uint8_t* const* frames, const int* pitches,
                                                      const int* widths, const int* heights,
                                                      const int* frame_of_face, const Affine* inverse, int size,
-                                                     float* out) {
+                                                     int half, void* out) {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     int face = blockIdx.z;
     if (x >= size || y >= size) return;
     int f = frame_of_face[face];
-    preprocess_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], size, x, y,
-                     out + (long long)face * 3 * size * size);
+    float rgb[3];
+    preprocess_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], x, y, rgb);
+    store_nchw((char*)out + (long long)face * 3 * size * size * (half ? 2 : 4), half, size, x, y, rgb);
 }
 
 // One thread per pixel of each frame's region of interest (the union of its faces' regions); blockIdx.z

@@ -11,6 +11,7 @@
 #define SIMSWAP_HD __host__ __device__ __forceinline__
 #else
 #include <math.h>
+#include <string.h>
 #define SIMSWAP_HD static inline
 #endif
 
@@ -59,18 +60,56 @@ SIMSWAP_HD void sample_f32(const float* crop, int size, float fx, float fy, floa
     }
 }
 
-// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv`, write RGB in
-// [0, 1] into the NCHW generator input `out` (one face: 3 x size x size floats).
-SIMSWAP_HD void preprocess_pixel(const uint8_t* frame, int pitch, int width, int height, Affine inv, int size,
-                                 int x, int y, float* out) {
+SIMSWAP_HD uint32_t float_bits(float f) {
+#if defined(__CUDA_ARCH__)
+    return __float_as_uint(f);
+#else
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+#endif
+}
+
+// IEEE binary16 bits of f, rounded to nearest even (the same integer steps on host and device, so FP16
+// engine inputs are bit-identical to the host build's).
+SIMSWAP_HD uint16_t half_bits(float value) {
+    uint32_t f = float_bits(value);
+    uint32_t sign = (f & 0x80000000u) >> 16, exponent = f & 0x7f800000u, mantissa = f & 0x007fffffu;
+    if (exponent >= 0x47800000u)  // overflow, inf, nan
+        return (uint16_t)(sign | 0x7c00u | (exponent == 0x7f800000u && mantissa ? 0x0200u : 0u));
+    if (exponent <= 0x38000000u) {  // half subnormal or zero
+        if (exponent < 0x33000000u) return (uint16_t)sign;
+        mantissa = (mantissa | 0x00800000u) >> (113u - (exponent >> 23));
+        // ties to even; the shift may have dropped up to 11 low bits, so they count as "above the tie"
+        if ((mantissa & 0x00003fffu) != 0x00001000u || (f & 0x000007ffu)) mantissa += 0x00001000u;
+        return (uint16_t)(sign + (mantissa >> 13));
+    }
+    uint32_t half = ((exponent - 0x38000000u) >> 13) + (mantissa >> 13);
+    uint32_t rest = mantissa & 0x00001fffu;
+    if (rest > 0x1000u || (rest == 0x1000u && (half & 1u))) half += 1u;  // carries into the exponent as it should
+    return (uint16_t)(sign + half);
+}
+
+// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv` and return RGB
+// in [0, 1].
+SIMSWAP_HD void preprocess_pixel(const uint8_t* frame, int pitch, int width, int height, Affine inv, int x, int y,
+                                 float rgb[3]) {
     float fx = inv.m[0] * (float)x + (inv.m[1] * (float)y + inv.m[2]);
     float fy = inv.m[3] * (float)x + (inv.m[4] * (float)y + inv.m[5]);
     float bgr[3];
     sample_u8(frame, pitch, width, height, fx, fy, bgr);
+    for (int c = 0; c < 3; ++c) rgb[c] = bgr[2 - c] * (1.0f / 255.0f);
+}
+
+// Store the pixel into the NCHW generator input of one face (3 x size x size), as float32 or float16 bits.
+SIMSWAP_HD void store_nchw(void* out, int half, int size, int x, int y, const float rgb[3]) {
     int plane = size * size, index = y * size + x;
-    out[index] = bgr[2] * (1.0f / 255.0f);
-    out[plane + index] = bgr[1] * (1.0f / 255.0f);
-    out[2 * plane + index] = bgr[0] * (1.0f / 255.0f);
+    for (int c = 0; c < 3; ++c) {
+        if (half)
+            ((uint16_t*)out)[c * plane + index] = half_bits(rgb[c]);
+        else
+            ((float*)out)[c * plane + index] = rgb[c];
+    }
 }
 
 // Blend one frame pixel (x, y) with a swapped face: `crop` is the BGR swap in [0, 255] (size x size x 3

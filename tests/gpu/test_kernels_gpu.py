@@ -3,7 +3,7 @@ compiled with NVRTC, give the same results as the host build of the same per-pix
 
 import numpy as np
 import pytest
-from test_kernels import FACES, FRAMES, face_matrix, pointer_array, ptr
+from test_kernels import FACES, FRAMES, face_matrix, pointer_array, preprocess, ptr
 
 from simswap_trt import cuda
 from simswap_trt.kernels import crop_to_frame_matrices, load_device_kernels, pack_pasteback
@@ -62,21 +62,11 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source):
         kernels["simswap_preprocess_kernel"],
         *args,
         np.int32(size),
+        np.int32(0),
         np.uint64(out.ptr),
     )
     stream.sync()
-    expected = np.zeros((count, 3, size, size), np.float32)
-    host.simswap_preprocess_host(
-        pointer_array(frames),
-        ptr(np.array([f.strides[0] for f in frames], np.int32)),
-        ptr(np.array([f.shape[1] for f in frames], np.int32)),
-        ptr(np.array([f.shape[0] for f in frames], np.int32)),
-        ptr(frame_of_face),
-        ptr(inverse),
-        count,
-        size,
-        ptr(expected),
-    )
+    expected = preprocess(host, frames, matrices, frame_of_face, size, np.float32)
     np.testing.assert_allclose(download(out, expected), expected, atol=1e-6)
 
     per_frame = [[face_matrix(*FACES[i][1:]) for i in range(count) if FACES[i][0] == f] for f in range(len(FRAMES))]
