@@ -93,7 +93,8 @@ def load_device_kernels(device: int = 0):
     else:
         arch = "sm_" + "".join(str(v) for v in gpu.compute_capability)
         source = (SOURCE_DIR / "simswap_kernels.cu").read_text()
-        program = Program(source, code_type="c++", options=ProgramOptions(arch=arch, include_path=[str(SOURCE_DIR)]))
+        options = ProgramOptions(arch=arch, include_path=[str(SOURCE_DIR)], fma=False)  # as nvcc -fmad=false
+        program = Program(source, code_type="c++", options=options)
         module = program.compile("cubin")
     return {name: module.get_kernel(name) for name in KERNEL_NAMES}
 

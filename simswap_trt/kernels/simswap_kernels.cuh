@@ -5,7 +5,13 @@
 // bilinear in float32 (floor, then two horizontal lerps and one vertical lerp), every neighbour outside
 // the source reads as 0 (BORDER_CONSTANT, black).
 #pragma once
+#if defined(__CUDACC_RTC__)  // NVRTC has no C library headers
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+#else
 #include <stdint.h>
+#endif
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define SIMSWAP_HD __host__ __device__ __forceinline__
