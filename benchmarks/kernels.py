@@ -51,22 +51,21 @@ def main() -> int:
     crops = (rng.random((n, size, size, 3), dtype=np.float32) * 255).astype(np.float32)
     stream = Device().create_stream()
 
-    def upload(array):
-        buffer = cuda.DeviceBuffer(array.nbytes)
-        s = cuda.Stream()
-        buffer.upload(np.ascontiguousarray(array), s)
-        s.synchronize()
-        return buffer
-
-    device_frames = [upload(f) for f in frames]
-    pointers = upload(np.array([b.ptr for b in device_frames], np.uint64))
-    pitches = upload(np.full(n, 1920 * 3, np.int32))
-    widths, heights = upload(np.full(n, 1920, np.int32)), upload(np.full(n, 1080, np.int32))
-    frame_of_face, inverse = upload(np.arange(n, dtype=np.int32)), upload(crop_to_frame_matrices(matrices))
+    device_frames = [cuda.DeviceBuffer.from_array(f) for f in frames]
+    pointers = cuda.DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
+    pitches = cuda.DeviceBuffer.from_array(np.full(n, 1920 * 3, np.int32))
+    widths, heights = (
+        cuda.DeviceBuffer.from_array(np.full(n, 1920, np.int32)),
+        cuda.DeviceBuffer.from_array(np.full(n, 1080, np.int32)),
+    )
+    frame_of_face, inverse = (
+        cuda.DeviceBuffer.from_array(np.arange(n, dtype=np.int32)),
+        cuda.DeviceBuffer.from_array(crop_to_frame_matrices(matrices)),
+    )
     out = cuda.DeviceBuffer(n * 3 * size * size * 4)
     batch = pack_pasteback([f.shape for f in frames], [[m] for m in matrices], size)
     tables = [
-        upload(a)
+        cuda.DeviceBuffer.from_array(a)
         for a in (batch.union_rois, batch.face_begin, crops, batch.forward, batch.rois, batch.masks, batch.mask_offsets)
     ]
     width = int((batch.union_rois[:, 2] - batch.union_rois[:, 0]).max())

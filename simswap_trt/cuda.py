@@ -163,6 +163,24 @@ class DeviceBuffer:
             ),
         )
 
+    @classmethod
+    def from_array(cls, array: np.ndarray) -> DeviceBuffer:
+        """A new device buffer holding a copy of ``array`` (synchronous; for set-up, not the hot path)."""
+        array = np.ascontiguousarray(array)
+        buffer, stream = cls(array.nbytes), Stream()
+        buffer.upload(array, stream)
+        stream.synchronize()
+        stream.free()
+        return buffer
+
+    def to_array(self, like: np.ndarray) -> np.ndarray:
+        """A host copy of the buffer's first ``like.nbytes`` bytes, shaped like ``like`` (synchronous)."""
+        out, stream = np.empty_like(like), Stream()
+        self.download(out, stream)
+        stream.synchronize()
+        stream.free()
+        return out
+
     def _check(self, nbytes: int) -> None:
         if nbytes > self.nbytes:
             raise EngineError(f"copy of {nbytes} bytes does not fit a {self.nbytes}-byte device buffer")

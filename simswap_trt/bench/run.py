@@ -18,6 +18,7 @@ Results: a table on the terminal, JSON and PNG plots under the output folder.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import json
 import platform
@@ -44,16 +45,20 @@ from simswap_trt.vision.warp import warp_faces
 FRAME_SIZE = (1080, 1920)
 
 
+@functools.cache
+def _astronaut_1080() -> np.ndarray:
+    from skimage import data
+
+    return cv2.resize(np.ascontiguousarray(data.astronaut()[..., ::-1]), (1080, 1080))
+
+
 def test_frame(variant: int) -> np.ndarray:
     """A 1920x1080 frame with one face: the public-domain astronaut at 1080 px on a noise background,
     shifted per ``variant`` so that every timed call gets fresh pixels."""
-    from skimage import data
-
     rng = np.random.default_rng(variant + 1000)
     frame = rng.integers(0, 256, (*FRAME_SIZE, 3), dtype=np.uint8)
-    face = cv2.resize(np.ascontiguousarray(data.astronaut()[..., ::-1]), (1080, 1080))
     x = 300 + (variant % 7) * 40
-    frame[:, x : x + 1080] = face
+    frame[:, x : x + 1080] = _astronaut_1080()
     return frame
 
 

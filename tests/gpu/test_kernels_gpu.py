@@ -11,22 +11,6 @@ from simswap_trt.kernels import crop_to_frame_matrices, load_device_kernels, pac
 pytestmark = pytest.mark.gpu
 
 
-def upload(array):
-    buffer = cuda.DeviceBuffer(array.nbytes)
-    stream = cuda.Stream()
-    buffer.upload(np.ascontiguousarray(array), stream)
-    stream.synchronize()
-    return buffer
-
-
-def download(buffer, like):
-    out = np.empty_like(like)
-    stream = cuda.Stream()
-    buffer.download(out, stream)
-    stream.synchronize()
-    return out
-
-
 @pytest.mark.parametrize("source", ["fatbin", "nvrtc"])
 def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source):
     from cuda.core import Device, LaunchConfig, launch
@@ -42,9 +26,9 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source):
     size, count = 224, len(FACES)
     frame_of_face = np.array([f for f, *_ in FACES], np.int32)
     inverse = crop_to_frame_matrices(matrices)
-    device_frames = [upload(f) for f in frames]
+    device_frames = [cuda.DeviceBuffer.from_array(f) for f in frames]
     meta = {
-        name: upload(a)
+        name: cuda.DeviceBuffer.from_array(a)
         for name, a in {
             "frames": np.array([b.ptr for b in device_frames], np.uint64),
             "pitches": np.array([f.strides[0] for f in frames], np.int32),
@@ -67,14 +51,14 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source):
     )
     stream.sync()
     expected = preprocess(host, frames, matrices, frame_of_face, size, np.float32)
-    np.testing.assert_allclose(download(out, expected), expected, atol=1e-6)
+    np.testing.assert_allclose(out.to_array(expected), expected, atol=1e-6)
 
     per_frame = [[face_matrix(*FACES[i][1:]) for i in range(count) if FACES[i][0] == f] for f in range(len(FRAMES))]
     order = [i for f in range(len(FRAMES)) for i in range(count) if FACES[i][0] == f]
     crops = (rng.random((count, size, size, 3), dtype=np.float32) * 255)[order]
     batch = pack_pasteback([f.shape for f in frames], per_frame, size)
     tables = {
-        k: upload(v)
+        k: cuda.DeviceBuffer.from_array(v)
         for k, v in {
             "union": batch.union_rois,
             "begin": batch.face_begin,
@@ -118,4 +102,4 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source):
         ptr(batch.mask_offsets),
     )
     for device_frame, frame in zip(device_frames, expected_frames, strict=True):
-        np.testing.assert_array_equal(download(device_frame, frame), frame)
+        np.testing.assert_array_equal(device_frame.to_array(frame), frame)
