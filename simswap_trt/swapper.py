@@ -223,24 +223,52 @@ class FaceSwapper:
         the ``set_reference`` identity is at least ``threshold`` (``"reference"``). Images without a
         selected face come back unchanged (as copies), with their faces reported as not swapped.
         """
-        if select not in SELECT_MODES:
+        return self.swap_faces(images, self.detect(images), select, threshold)
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """The faces of each image (one batched detector call), in score order."""
+        for i, image in enumerate(images):
+            check_image(image, f"image {i}")
+        return self.detector.detect_batch(images)
+
+    def swap_faces(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Sequence[Sequence[Detection]],
+        select: str | Sequence[Sequence[bool]] = "all",
+        threshold: float = DEFAULT_MATCH_THRESHOLD,
+    ) -> list[SwapResult]:
+        """Swap the source identity onto given faces of several images (e.g. tracked, smoothed landmarks).
+
+        ``faces[i]`` are the faces of ``images[i]``. ``select`` is a mode as in ``swap_batch``, or one
+        sequence of booleans per image saying which of its faces to swap (decided by the caller).
+        """
+        explicit = not isinstance(select, str)
+        if not explicit and select not in SELECT_MODES:
             raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
         if select == "reference" and self.reference_latent is None:
             raise InputError('select="reference" needs a reference identity: call set_reference(images) first')
+        if len(faces) != len(images):
+            raise InputError(f"faces must hold one list per image: {len(faces)} lists for {len(images)} images")
+        if explicit and [len(m) for m in select] != [len(f) for f in faces]:
+            raise InputError("select must hold one boolean per face of each image")
         source = self._require_source(None)
         for i, image in enumerate(images):
             check_image(image, f"image {i}")
 
-        detections = self.detector.detect_batch(images)
-        faces = [
+        flat = [
             (i, d, alignment_matrix(d.landmarks, self.bundle.alignment, self.crop_size))
-            for i, per_image in enumerate(detections)
+            for i, per_image in enumerate(faces)
             for d in per_image
         ]
-        crops = warp_faces(images, [(i, m) for i, _, m in faces], self.crop_size)
+        crops = warp_faces(images, [(i, m) for i, _, m in flat], self.crop_size)
         size = self.crop_size
-        targets = crops_to_tensor(crops, size) if faces else np.empty((0, 3, size, size), np.float32)
-        chosen, similarity = self._select(faces, targets, select, threshold)
+        targets = crops_to_tensor(crops, size) if flat else np.empty((0, 3, size, size), np.float32)
+        if explicit:
+            chosen = np.flatnonzero([bool(b) for mask in select for b in mask]).astype(np.int64)
+            similarity: dict[int, float] = {}
+        else:
+            chosen, similarity = self._select(flat, targets, select, threshold)
 
         swapped = self.generate(targets[chosen], source) if chosen.size else targets[:0]
         if self.parser is not None and chosen.size:
@@ -249,11 +277,26 @@ class FaceSwapper:
 
         results = []
         for i, image in enumerate(images):
-            mine = [f for f, face in enumerate(faces) if face[0] == i]
-            out = paste_back(image, [(pasted[f], faces[f][2]) for f in mine if f in pasted])
-            info = tuple(self._info(faces[f][1], faces[f][2], f in pasted, similarity.get(f)) for f in mine)
+            mine = [f for f, face in enumerate(flat) if face[0] == i]
+            out = paste_back(image, [(pasted[f], flat[f][2]) for f in mine if f in pasted])
+            info = tuple(self._info(flat[f][1], flat[f][2], f in pasted, similarity.get(f)) for f in mine)
             results.append(SwapResult(out, info))
         return results
+
+    def similarities(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]]) -> list[np.ndarray]:
+        """Cosine similarity of each given face to the ``set_reference`` identity: one float32 array per image."""
+        if self.reference_latent is None:
+            raise InputError("similarities need a reference identity: call set_reference(images) first")
+        flat = [
+            (i, alignment_matrix(d.landmarks, self.bundle.alignment, self.crop_size))
+            for i, per_image in enumerate(faces)
+            for d in per_image
+        ]
+        if not flat:
+            return [np.empty(0, np.float32) for _ in images]
+        cosine = self._latents(crops_to_tensor(warp_faces(images, flat, self.crop_size), self.crop_size))
+        cosine = (cosine @ self.reference_latent).astype(np.float32)
+        return list(np.split(cosine, np.cumsum([len(f) for f in faces])[:-1]))
 
     def _select(self, faces, targets, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
         """Indices (into ``faces``) to swap, in detection order, and each face's similarity if computed."""

@@ -213,3 +213,35 @@ def test_parsing_mask_blends_in_crop_space(tmp_path):
     np.testing.assert_allclose(blended[0, 0], expected, atol=1e-6)
     nothing = FaceParser(fake_parser(tmp_path / "none.onnx", (0, 0, 2, 2)), threads=1)  # < 5000 mask sum
     np.testing.assert_array_equal(nothing.blend(swapped, targets), swapped)
+
+
+def test_swap_faces_with_given_faces_and_an_explicit_choice(swapper, photos):
+    astronaut, camera = photos
+    group = np.hstack([camera, astronaut])
+    faces = swapper.detect([group])
+    assert len(faces[0]) == 2
+    detected = swapper.swap_batch([group])[0]
+    given = swapper.swap_faces([group], faces)[0]
+    np.testing.assert_array_equal(given.image, detected.image)  # same faces, same output
+    only_second = swapper.swap_faces([group], faces, [[False, True]])[0]
+    assert [f.swapped for f in only_second.faces] == [False, True]
+    first_box = faces[0][0].box.astype(int)
+    x0, y0, x1, y1 = first_box
+    np.testing.assert_array_equal(only_second.image[y0:y1, x0:x1], group[y0:y1, x0:x1])
+    with pytest.raises(InputError, match="one boolean per face"):
+        swapper.swap_faces([group], faces, [[True]])
+    with pytest.raises(InputError, match="one list per image"):
+        swapper.swap_faces([group, group], faces)
+
+
+def test_similarities_match_reference_selection(swapper, photos):
+    astronaut, camera = photos
+    selector = FaceSwapper(swapper.bundle, swapper.generator, PixelEmbedding(224), swapper.detector)
+    selector.set_source(astronaut)
+    selector.set_reference(camera)
+    images = [np.hstack([cv2.flip(astronaut, 1), camera]), np.full((50, 60, 3), 7, np.uint8)]
+    faces = selector.detect(images)
+    sims = selector.similarities(images, faces)
+    assert [len(s) for s in sims] == [2, 0]
+    result = selector.swap_faces(images, faces, "reference")
+    np.testing.assert_allclose(sims[0], [f.similarity for f in result[0].faces], atol=1e-6)
