@@ -209,6 +209,7 @@ def build_engine(
         inputs=model.inputs,
         outputs=model.outputs,
         dla_core=options.dla_core,
+        lean_runtime_excluded=options.exclude_lean_runtime,
     )
     register_plan(bundle, entry)
     return entry

@@ -99,6 +99,14 @@ class Stream:
         self._stream = cuda_call(
             "cudaStreamCreateWithFlags", cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking)
         )
+        self._owned = True
+
+    @classmethod
+    def wrap(cls, handle: int) -> Stream:
+        """A caller-owned stream (e.g. ``torch.cuda.current_stream().cuda_stream``); never destroyed here."""
+        stream = cls.__new__(cls)
+        stream._stream, stream._owned = handle, False
+        return stream
 
     @property
     def handle(self) -> int:
@@ -107,17 +115,26 @@ class Stream:
     def synchronize(self) -> None:
         cuda_call("cudaStreamSynchronize", runtime().cudaStreamSynchronize(self._stream))
 
+    def wait(self, event: Event) -> None:
+        """Work enqueued on this stream after this call starts only once ``event``'s last record completed."""
+        cuda_call("cudaStreamWaitEvent", runtime().cudaStreamWaitEvent(self._stream, event._event, 0))
+
     def free(self) -> None:
+        """Wait for the stream's work, then destroy it. A second call does nothing."""
         if self._stream is not None:
-            cuda_call("cudaStreamDestroy", runtime().cudaStreamDestroy(self._stream))
+            self.synchronize()
+            if self._owned:
+                cuda_call("cudaStreamDestroy", runtime().cudaStreamDestroy(self._stream))
             self._stream = None
 
 
 class Event:
-    """A CUDA event for ordering work across streams and for timing."""
+    """A CUDA event for ordering work across streams and, with ``timing``, for timing it."""
 
-    def __init__(self) -> None:
-        self._event = cuda_call("cudaEventCreate", runtime().cudaEventCreate())
+    def __init__(self, timing: bool = True) -> None:
+        cudart = runtime()
+        flags = cudart.cudaEventDefault if timing else cudart.cudaEventDisableTiming
+        self._event = cuda_call("cudaEventCreateWithFlags", cudart.cudaEventCreateWithFlags(flags))
 
     def record(self, stream: Stream) -> None:
         cuda_call("cudaEventRecord", runtime().cudaEventRecord(self._event, stream.handle))
@@ -141,25 +158,54 @@ class DeviceBuffer:
         self.nbytes = nbytes
         self.ptr = int(cuda_call("cudaMalloc", runtime().cudaMalloc(max(nbytes, 1))))
 
-    def upload(self, host: np.ndarray, stream: Stream) -> None:
-        """Asynchronous host→device copy; ``host`` should be pinned (a ``PinnedBuffer`` view) to overlap."""
-        self._check(host.nbytes)
+    def upload(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
+        """Asynchronous host→device copy to ``ptr + offset``; ``host`` should be pinned (a ``PinnedBuffer``
+        view) to overlap, and must not change until the copy has completed."""
+        self._check(offset + host.nbytes)
         cudart = runtime()
         cuda_call(
             "cudaMemcpyAsync",
             cudart.cudaMemcpyAsync(
-                self.ptr, host.ctypes.data, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle
+                self.ptr + offset,
+                host.ctypes.data,
+                host.nbytes,
+                cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                stream.handle,
             ),
         )
 
-    def download(self, host: np.ndarray, stream: Stream) -> None:
-        """Asynchronous device→host copy into ``host`` (pinned for overlap)."""
-        self._check(host.nbytes)
+    def download(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
+        """Asynchronous device→host copy from ``ptr + offset`` into ``host`` (pinned for overlap)."""
+        self._check(offset + host.nbytes)
         cudart = runtime()
         cuda_call(
             "cudaMemcpyAsync",
             cudart.cudaMemcpyAsync(
-                host.ctypes.data, self.ptr, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle
+                host.ctypes.data,
+                self.ptr + offset,
+                host.nbytes,
+                cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                stream.handle,
+            ),
+        )
+
+    def download_rows(self, host: np.ndarray, stream: Stream, offset: int, pitch: int) -> None:
+        """Asynchronous copy of a rectangle into the C-contiguous ``host`` [rows, ...]: ``host.shape[0]``
+        rows of ``host[0].nbytes`` bytes each, starting at ``ptr + offset``, ``pitch`` bytes apart."""
+        rows, width = host.shape[0], host[0].nbytes if host.shape[0] else 0
+        self._check(offset + max(rows - 1, 0) * pitch + width)
+        cudart = runtime()
+        cuda_call(
+            "cudaMemcpy2DAsync",
+            cudart.cudaMemcpy2DAsync(
+                host.ctypes.data,
+                width,
+                self.ptr + offset,
+                pitch,
+                width,
+                rows,
+                cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                stream.handle,
             ),
         )
 
