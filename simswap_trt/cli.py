@@ -135,11 +135,11 @@ def _swap(args: argparse.Namespace) -> int:
     pairs = _targets(args.target, args.output)
     if args.select == "reference" and not args.reference:
         raise InputError("--select reference needs --reference IMAGE (the person to replace)")
-    swapper = _swapper(args, args.bundle)
-    swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
-    if args.reference:
-        swapper.set_reference([read_image(p, args.max_pixels) for p in args.reference])
-    return _swap_files(swapper, pairs, args)
+    with _swapper(args, args.bundle) as swapper:
+        swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
+        if args.reference:
+            swapper.set_reference([read_image(p, args.max_pixels) for p in args.reference])
+        return _swap_files(swapper, pairs, args)
 
 
 def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
@@ -179,13 +179,15 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
 
 def _swap_aligned(args: argparse.Namespace) -> int:
     pairs = _targets(args.target, args.output)
-    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch, backend=args.backend)
-    swapper.set_source_crops([read_image(p) for p in args.source])
-    for start in range(0, len(pairs), args.batch):
-        chunk = pairs[start : start + args.batch]
-        swapped = swapper.swap_aligned([read_image(source) for source, _ in chunk])
-        for (_, dest), image in zip(chunk, swapped, strict=True):
-            write_image(dest, image, synthetic=not args.no_synthetic_tag)
+    with FaceSwapper.from_bundle(
+        args.bundle, args.providers, args.threads, args.batch, backend=args.backend
+    ) as swapper:
+        swapper.set_source_crops([read_image(p) for p in args.source])
+        for start in range(0, len(pairs), args.batch):
+            chunk = pairs[start : start + args.batch]
+            swapped = swapper.swap_aligned([read_image(source) for source, _ in chunk])
+            for (_, dest), image in zip(chunk, swapped, strict=True):
+                write_image(dest, image, synthetic=not args.no_synthetic_tag)
     print(f"swapped {len(pairs)} crop(s) into {args.output}")
     return 0
 
@@ -198,16 +200,18 @@ def _demo(args: argparse.Namespace) -> int:
     import cv2
 
     bundle = args.bundle or _untrained_demo_bundle()
-    swapper = _swapper(args, bundle)
     astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
     camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)  # CC0
     both = np.hstack([camera, cv2.flip(astronaut, 1)])
-    swapper.set_source(astronaut)
+    with _swapper(args, bundle) as swapper:
+        swapper.set_source(astronaut)
+        results = swapper.swap_batch([camera, both])
+        untrained = swapper.bundle.untrained
     args.output.mkdir(parents=True, exist_ok=True)
-    for name, result in zip(("camera.png", "two-faces.png"), swapper.swap_batch([camera, both]), strict=True):
+    for name, result in zip(("camera.png", "two-faces.png"), results, strict=True):
         write_image(args.output / name, result.image, synthetic=True)
         print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
-    if swapper.bundle.untrained:
+    if untrained:
         print(
             "\nTHESE ARE NOT REAL SWAPS: the bundle has untrained random weights, so the faces are noise.\n"
             "Convert the official checkpoints (see README) and run: simswap-trt demo --bundle YOUR_BUNDLE"

@@ -13,8 +13,10 @@ import pytest
 
 from simswap_trt.bench.official_style import paste_back_official
 from simswap_trt.kernels import crop_to_frame_matrices, fatbin_targets, pack_pasteback
+from simswap_trt.preprocess import crops_to_tensor
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.warp import warp_faces
 
 FRONTAL = np.array([[39.73, 51.14], [72.27, 51.14], [56.0, 68.49], [42.46, 87.01], [69.54, 87.01]])
 
@@ -61,7 +63,9 @@ def preprocess(host, frames, matrices, frame_of_face, size, dtype):
     return out
 
 
-def test_preprocess_matches_opencv(host):
+def test_preprocess_matches_the_cpu_pipeline(host):
+    """The kernel rounds its bilinear sample to a level, as OpenCV's uint8 warp (the CPU pipeline's crop)
+    does; OpenCV quantizes sub-pixel positions to 1/32, so a few pixels land one level apart."""
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in FRAMES]
     size = 224
@@ -70,7 +74,11 @@ def test_preprocess_matches_opencv(host):
     out = preprocess(host, frames, matrices, frame_of_face, size, np.float32)
     half = preprocess(host, frames, matrices, frame_of_face, size, np.float16)
     np.testing.assert_array_equal(half, out.astype(np.float16))  # FP16 output: round-to-nearest-even of FP32
-    for i, (f, *_) in enumerate(FACES):
+    cpu = crops_to_tensor(warp_faces(frames, [(f, m) for (f, *_), m in zip(FACES, matrices, strict=True)], size), size)
+    difference = np.abs(out - cpu)
+    assert difference.max() <= 1 / 255 + 1e-6, difference.max() * 255
+    assert (difference > 0).mean() < 1e-3, (difference > 0).mean()  # measured: 0.016 % on random noise frames
+    for i, (f, *_) in enumerate(FACES):  # and the sample itself is OpenCV's bilinear warp of the float frame
         warped = cv2.warpAffine(
             frames[f].astype(np.float32),
             matrices[i],
@@ -80,7 +88,7 @@ def test_preprocess_matches_opencv(host):
             borderValue=0,
         )
         expected = warped[..., ::-1].transpose(2, 0, 1) / 255
-        assert np.abs(out[i] - expected).max() <= 1e-4, (i, np.abs(out[i] - expected).max())
+        assert np.abs(out[i] - expected).max() <= 0.5 / 255 + 1e-4, (i, np.abs(out[i] - expected).max())
     assert out.std() > 0.1  # the faces really were sampled
 
 

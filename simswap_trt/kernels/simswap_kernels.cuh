@@ -123,15 +123,16 @@ SIMSWAP_HD void sample_generator(const void* crop, int half, int size, float fx,
     }
 }
 
-// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv` and return RGB
-// in [0, 1].
+// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv`, round to a
+// level (the uint8 crop that OpenCV's warp, the CPU pipeline and the official code make) and return RGB in
+// [0, 1].
 SIMSWAP_HD void preprocess_pixel(const uint8_t* frame, int pitch, int width, int height, Affine inv, int x, int y,
                                  float rgb[3]) {
     float fx = inv.m[0] * (float)x + (inv.m[1] * (float)y + inv.m[2]);
     float fy = inv.m[3] * (float)x + (inv.m[4] * (float)y + inv.m[5]);
     float bgr[3];
     sample_u8(frame, pitch, width, height, fx, fy, bgr);
-    for (int c = 0; c < 3; ++c) rgb[c] = bgr[2 - c] * (1.0f / 255.0f);
+    for (int c = 0; c < 3; ++c) rgb[c] = rintf(bgr[2 - c]) * (1.0f / 255.0f);
 }
 
 // Store the pixel into the NCHW generator input of one face (3 x size x size), as float32 or float16 bits.

@@ -1,0 +1,303 @@
+"""The device implementation of FaceSwapper's stages (see ``simswap_trt.stages``): fused kernels and the
+generator's TensorRT plan on device buffers.
+
+Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffered):
+
+1. the frames and the preprocessing tables are written into one reused pinned staging buffer and uploaded
+   with one asynchronous copy on the upload stream (event ``uploaded``);
+2. the compute stream waits for it, then one preprocess launch writes every face straight into the
+   generator's input buffer (FP16 when the plan's input is FP16), and the generator runs on it in chunks
+   of at most the plan's maximum batch, through ``execute_device`` (no copies between kernels and plan);
+3. meanwhile the host computes the border masks (OpenCV, the official steps) and uploads them on the
+   upload stream (event ``masks``);
+4. the compute stream waits for the masks; one paste-back launch reads the generator's output where it
+   lies and blends every face into its frame on the device (event ``computed``);
+5. the download stream waits for it and copies back only each frame's union of face regions (event
+   ``done``); ``finish`` waits for ``done`` and writes the regions into copies of the input images.
+
+Batch k+1's upload and batch k-1's download overlap batch k's compute. A workspace is reused only once
+its previous batch is done, so its pinned buffers are never overwritten while a copy may read them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from simswap_trt import cuda
+from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.engines.scheduler import chunk_batches
+from simswap_trt.errors import EngineError
+from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback
+from simswap_trt.stages import Faces
+
+log = logging.getLogger(__name__)
+ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
+
+
+def _aligned(offset: int) -> int:
+    return -(-offset // ALIGN) * ALIGN
+
+
+class Staging:
+    """A pinned host buffer and a device buffer of the same size, grown on demand and reused. ``layout``
+    places arrays front to back (aligned) and returns their device addresses; ``write`` fills the pinned
+    mirror; ``upload`` copies the used part in one asynchronous copy."""
+
+    def __init__(self) -> None:
+        self.pinned: cuda.PinnedBuffer | None = None
+        self.device: cuda.DeviceBuffer | None = None
+        self.used = 0
+
+    def layout(self, sizes: Sequence[int]) -> list[int]:
+        offsets, end = [], 0
+        for size in sizes:
+            offsets.append(_aligned(end))
+            end = offsets[-1] + size
+        if self.device is None or self.device.nbytes < end:
+            self.free()
+            capacity = _aligned(max(end, 1) * 5 // 4)  # some headroom: frame sizes vary a little
+            self.pinned, self.device = cuda.PinnedBuffer((capacity,), np.uint8), cuda.DeviceBuffer(capacity)
+        self.used = end
+        return [self.device.ptr + offset for offset in offsets]
+
+    def write(self, address: int, array: np.ndarray) -> None:
+        offset = address - self.device.ptr
+        self.pinned.array[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)[...] = array
+
+    def upload(self, stream: cuda.Stream) -> None:
+        self.device.upload(self.pinned.array[: self.used], stream)
+
+    def free(self) -> None:
+        for buffer in (self.pinned, self.device):
+            if buffer is not None:
+                buffer.free()
+        self.pinned = self.device = None
+
+
+class DeviceArray:
+    """A device buffer of at least ``nbytes``, grown on demand (its contents are not kept)."""
+
+    def __init__(self) -> None:
+        self.buffer: cuda.DeviceBuffer | None = None
+
+    def reserve(self, nbytes: int) -> int:
+        if self.buffer is None or self.buffer.nbytes < nbytes:
+            self.free()
+            self.buffer = cuda.DeviceBuffer(nbytes)
+        return self.buffer.ptr
+
+    def free(self) -> None:
+        if self.buffer is not None:
+            self.buffer.free()
+            self.buffer = None
+
+
+class Workspace:
+    """Everything one batch in flight uses: a compute stream, staging, device buffers and events."""
+
+    def __init__(self) -> None:
+        self.compute = cuda.Stream()
+        self.inputs, self.masks = Staging(), Staging()  # frames + preprocessing tables; paste-back tables
+        self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
+        self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
+        self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
+
+    def regions_view(self, nbytes: int) -> np.ndarray:
+        if self.regions is None or self.regions.array.nbytes < nbytes:
+            if self.regions is not None:
+                self.regions.free()
+            self.regions = cuda.PinnedBuffer((_aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
+        return self.regions.array
+
+    def free(self) -> None:
+        self.compute.synchronize()
+        self.done.synchronize()
+        for owner in (self.inputs, self.masks, self.targets, self.swapped):
+            owner.free()
+        if self.regions is not None:
+            self.regions.free()
+            self.regions = None
+        for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
+            event.free()
+        self.compute.free()
+
+
+@dataclass
+class DeviceTicket:
+    """A batch started on a workspace: what ``finish`` needs to assemble the output images."""
+
+    images: Sequence[np.ndarray]
+    workspace: Workspace
+    regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
+
+
+class DeviceStages:
+    """Pre-processing, generator and paste-back on the device, around a TensorRT generator engine (anything
+    with ``execute_device``, ``inputs``/``outputs``, ``min_batch`` and ``max_batch``)."""
+
+    name = "device (fused CUDA kernels, generator on TensorRT device buffers)"
+
+    def __init__(self, generator, crop_size: int, kernels: DeviceKernels | None = None, depth: int = 2) -> None:
+        specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
+        self.generator, self.crop_size = generator, crop_size
+        self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
+        floats = (np.float32, np.float16)
+        if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
+            described = ", ".join(spec.describe() for spec in specs.values())
+            raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
+        self.kernels = kernels if kernels is not None else DeviceKernels()
+        self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
+        self.workspaces = [Workspace() for _ in range(depth)]
+        self._turn = 0
+
+    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+        if not self.workspaces:
+            raise EngineError("the device stages are closed")
+        ws = self.workspaces[self._turn % len(self.workspaces)]
+        self._turn += 1
+        ws.done.synchronize()  # the workspace's previous batch is finished: its buffers may be reused
+        if not faces:
+            return DeviceTicket(images, ws, [])
+        used = sorted({i for i, _ in faces})
+        position = {image: k for k, image in enumerate(used)}  # only frames with faces are uploaded
+        count, size = len(faces), self.crop_size
+        face_bytes = 3 * size * size
+        chunks = chunk_batches(count, self.generator.max_batch)
+        capacity = max(count, chunks[-1].start + self.generator.min_batch) if chunks else 0  # room for padding
+
+        # 1. frames and tables, one upload
+        frames = [np.ascontiguousarray(images[i]) for i in used]
+        latents = np.broadcast_to(np.asarray(latent, np.float32), (capacity, LATENT_SIZE))
+        tables = [
+            np.zeros(len(frames), np.uint64),  # frame addresses, filled below
+            np.array([f.strides[0] for f in frames], np.int32),
+            np.array([f.shape[1] for f in frames], np.int32),
+            np.array([f.shape[0] for f in frames], np.int32),
+            np.array([position[i] for i, _ in faces], np.int32),
+            crop_to_frame_matrices([m for _, m in faces]),
+            np.ascontiguousarray(latents),
+        ]
+        addresses = ws.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
+        frame_addresses, table_addresses = addresses[: len(frames)], addresses[len(frames) :]
+        tables[0][:] = frame_addresses
+        for address, array in zip(addresses, frames + tables, strict=True):
+            ws.inputs.write(address, array)
+        ws.inputs.upload(self.upload_stream)
+        ws.uploaded.record(self.upload_stream)
+
+        # 2. preprocess every face into the generator's input, then the generator, chunk by chunk
+        targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
+        swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
+        ws.compute.wait(ws.uploaded)
+        frames_table, pitches, widths, heights, frame_of_face, inverse, latent_address = table_addresses
+        half_in = self.target_dtype == np.float16
+        self.kernels.preprocess(
+            ws.compute.handle,
+            frames_table,
+            pitches,
+            widths,
+            heights,
+            frame_of_face,
+            inverse,
+            count,
+            size,
+            half_in,
+            targets,
+        )
+        for chunk in chunks:
+            n = max(chunk.stop - chunk.start, self.generator.min_batch)
+            self.generator.execute_device(
+                {
+                    "target": targets + chunk.start * face_bytes * self.target_dtype.itemsize,
+                    "latent": latent_address + chunk.start * LATENT_SIZE * 4,
+                    "swapped": swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
+                },
+                n,
+                ws.compute,
+            )
+
+        # 3. border masks on the host while the device works, then their upload
+        per_frame = [[m for i, m in faces if i == image] for image in used]
+        order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
+        batch = pack_pasteback([f.shape for f in frames], per_frame, size)
+        crop_table = np.array(
+            [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
+        ).reshape(-1)
+        pasteback_tables = [
+            batch.union_rois,
+            batch.face_begin,
+            crop_table,
+            batch.forward,
+            batch.rois,
+            batch.masks,
+            batch.mask_offsets,
+        ]
+        mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
+        for address, array in zip(mask_addresses, pasteback_tables, strict=True):
+            ws.masks.write(address, array)
+        ws.masks.upload(self.upload_stream)
+        ws.masks_uploaded.record(self.upload_stream)
+
+        # 4. paste-back on the device
+        ws.compute.wait(ws.masks_uploaded)
+        union, begin, crops, forward, rois, masks, offsets = mask_addresses
+        self.kernels.pasteback(
+            ws.compute.handle,
+            frames_table,
+            pitches,
+            batch.union_rois,
+            union,
+            begin,
+            crops,
+            size,
+            self.output_dtype == np.float16,
+            forward,
+            rois,
+            masks,
+            offsets,
+        )
+        ws.computed.record(ws.compute)
+
+        # 5. download only the changed regions
+        self.download_stream.wait(ws.computed)
+        regions, total = [], 0
+        for k, (x0, y0, x1, y1) in enumerate(batch.union_rois.tolist()):
+            if x1 > x0 and y1 > y0:
+                regions.append((used[k], (x0, y0, x1, y1), total))
+                total += (y1 - y0) * (x1 - x0) * 3
+        view = ws.regions_view(total)
+        for image, (x0, y0, x1, y1), offset in regions:
+            frame = frames[position[image]]
+            host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
+            start = frame_addresses[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
+            ws.inputs.device.download_rows(host, self.download_stream, start, frame.strides[0])
+        ws.done.record(self.download_stream)
+        if batch.outside:
+            log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
+        return DeviceTicket(images, ws, regions)
+
+    def finish(self, ticket: DeviceTicket) -> list[np.ndarray]:
+        ticket.workspace.done.synchronize()
+        outputs = [image.copy() for image in ticket.images]
+        view = ticket.workspace.regions.array if ticket.regions else None
+        for image, (x0, y0, x1, y1), offset in ticket.regions:
+            outputs[image][y0:y1, x0:x1] = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(
+                y1 - y0, x1 - x0, 3
+            )
+        return outputs
+
+    def close(self) -> None:
+        """Wait for the streams, then free every buffer, event and stream. Idempotent."""
+        workspaces, self.workspaces = self.workspaces, []
+        if workspaces:
+            self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
+            self.download_stream.synchronize()
+        for ws in workspaces:
+            ws.free()
+        if workspaces:
+            self.upload_stream.free()
+            self.download_stream.free()
