@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.warp import warp_faces
 
@@ -56,7 +56,7 @@ class HostStages:
             swapped = self._generate(targets, latent)
             if self._blend is not None:
                 swapped = self._blend(swapped, targets)
-            crops = swapped.transpose(0, 2, 3, 1)[..., ::-1] * 255  # BGR [0, 255], as the official code pastes
+            crops = tensor_to_bgr(swapped)  # BGR [0, 255], as the official code pastes
             for (i, matrix), crop in zip(faces, crops, strict=True):
                 pasted[i].append((crop, matrix))
         return [paste_back(image, mine) for image, mine in zip(images, pasted, strict=True)]

@@ -31,7 +31,7 @@ from simswap_trt.stages import HostStages, Stages
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
 from simswap_trt.vision.parsing import FaceParser
-from simswap_trt.vision.warp import warp_faces
+from simswap_trt.vision.warp import largest_face_crop, warp_faces
 
 log = logging.getLogger(__name__)
 
@@ -246,13 +246,13 @@ class FaceSwapper:
         images = [images] if isinstance(images, np.ndarray) else list(images)
         for i, image in enumerate(images):
             check_image(image, f"{what} image {i}")
-        faces = []
-        for i, detections in enumerate(self.detector.detect_batch(images)):
-            if not detections:
+        crops = []
+        for i, (image, detections) in enumerate(zip(images, self.detector.detect_batch(images), strict=True)):
+            crop = largest_face_crop(image, detections, self.bundle.alignment, self.crop_size)
+            if crop is None:
                 raise NoFaceError(f"no face found in {what} image {i}")
-            largest = max(detections, key=lambda d: d.area)
-            faces.append((i, alignment_matrix(largest.landmarks, self.bundle.alignment, self.crop_size)))
-        return warp_faces(images, faces, self.crop_size)
+            crops.append(crop)
+        return np.stack(crops)
 
     def _latents(self, tensor: np.ndarray) -> np.ndarray:
         return np.concatenate(
