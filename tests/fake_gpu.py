@@ -56,7 +56,10 @@ class FakeGpu:
     def enqueue(self, handle: int, kind: str, run=None, event=None) -> None:
         stream = self.streams[handle]
         assert stream.alive, "work enqueued on a destroyed stream"
-        stream.ops.append(Op(next(self.sequence), kind, run, event))
+        if stream.capture is not None:  # recorded into a graph instead of running
+            stream.capture.append((kind, run))
+        else:
+            stream.ops.append(Op(next(self.sequence), kind, run, event))
 
     def run_until(self, done, needed: set) -> None:
         """Execute queued work until ``done()``; only streams in ``needed`` (and those they wait on) run,
@@ -98,7 +101,7 @@ class FakeStream:
     handles = itertools.count(1)
 
     def __init__(self):
-        self.handle, self.ops, self.alive = next(self.handles), [], True
+        self.handle, self.ops, self.alive, self.capture = next(self.handles), [], True, None
         GPU.streams[self.handle] = self
         GPU.live.add(self)
 
@@ -233,6 +236,49 @@ def fake_launch(host_lib):
         GPU.enqueue(stream, kernel, lambda: function(*converted))
 
     return launch
+
+
+def fake_cudart(calls):
+    """The ``cuda.bindings.runtime`` calls of graph capture and replay, on the stand-in: a captured graph
+    is the list of work enqueued during the capture, replayed by ``cudaGraphLaunch``."""
+    success = SimpleNamespace(name="cudaSuccess")
+    graphs = {}
+
+    def begin_capture(handle, mode):
+        GPU.streams[handle].capture = []
+        return (success,)
+
+    def end_capture(handle):
+        stream = GPU.streams[handle]
+        graph = len(graphs) + 1
+        graphs[graph], stream.capture = stream.capture, None
+        calls.append(("end capture", handle))
+        return success, graph
+
+    def launch(executable, handle):
+        calls.append(("graph launch", executable))
+        for kind, run in graphs[executable]:
+            GPU.enqueue(handle, kind, run)
+        return (success,)
+
+    def destroy(name):
+        def call(handle):
+            calls.append((name, handle))
+            return (success,)
+
+        return call
+
+    return SimpleNamespace(
+        cudaError_t=SimpleNamespace(cudaSuccess=success, cudaErrorMemoryAllocation=None),
+        cudaStreamCaptureMode=SimpleNamespace(cudaStreamCaptureModeThreadLocal=0),
+        cudaStreamBeginCapture=begin_capture,
+        cudaStreamEndCapture=end_capture,
+        cudaGraphInstantiate=lambda graph, flags: (success, graph),
+        cudaGraphLaunch=launch,
+        cudaGraphExecDestroy=destroy("cudaGraphExecDestroy"),
+        cudaGraphDestroy=destroy("cudaGraphDestroy"),
+        cudaGetLastError=lambda: (success,),
+    )
 
 
 def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100", host_lib=None):

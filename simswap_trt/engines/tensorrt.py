@@ -299,6 +299,8 @@ class TensorRTEngine(Engine):
         enqueued = False
         try:
             enqueued = slot.context.execute_async_v3(handle)
+        except Exception as exc:  # TensorRT raises its own types; the plain path below still works
+            log.info("TensorRT could not enqueue under capture: %s", exc)
         finally:  # always end the capture, so the stream stays usable whatever happened
             error, graph = cudart.cudaStreamEndCapture(handle)
         if not enqueued or error != cudart.cudaError_t.cudaSuccess:
