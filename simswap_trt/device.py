@@ -32,6 +32,7 @@ from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback
+from simswap_trt.preprocess import stack_crops
 from simswap_trt.stages import Faces
 
 log = logging.getLogger(__name__)
@@ -154,32 +155,35 @@ class DeviceStages:
         self.workspaces = [Workspace() for _ in range(depth)]
         self._turn = 0
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+    def _workspace(self) -> Workspace:
+        """The next workspace, once its previous batch is finished (its buffers may then be reused)."""
         if not self.workspaces:
             raise EngineError("the device stages are closed")
         ws = self.workspaces[self._turn % len(self.workspaces)]
         self._turn += 1
-        ws.done.synchronize()  # the workspace's previous batch is finished: its buffers may be reused
-        if not faces:
-            return DeviceTicket(images, ws, [])
-        used = sorted({i for i, _ in faces})
-        position = {image: k for k, image in enumerate(used)}  # only frames with faces are uploaded
-        count, size = len(faces), self.crop_size
+        ws.done.synchronize()
+        return ws
+
+    def _generate(
+        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
+    ) -> tuple[list[int], list[int], int]:
+        """Steps 1 and 2: upload ``frames`` and the tables, preprocess face k (``frame_of_face[k]`` through
+        crop→frame matrix ``inverse[k]``) into the generator's input, run the generator. Returns the frames'
+        and the tables' device addresses and the generator output's address."""
+        count, size = len(frame_of_face), self.crop_size
         face_bytes = 3 * size * size
         chunks = chunk_batches(count, self.generator.max_batch)
-        capacity = max(count, chunks[-1].start + self.generator.min_batch) if chunks else 0  # room for padding
-
-        # 1. frames and tables, one upload
-        frames = [np.ascontiguousarray(images[i]) for i in used]
-        latents = np.broadcast_to(np.asarray(latent, np.float32), (capacity, LATENT_SIZE))
+        capacity = max(count, chunks[-1].start + self.generator.min_batch)  # room for padding the last chunk
+        latents = np.zeros((capacity, LATENT_SIZE), np.float32)
+        latents[:count] = latent  # one shared [512] latent, or one per face
         tables = [
             np.zeros(len(frames), np.uint64),  # frame addresses, filled below
             np.array([f.strides[0] for f in frames], np.int32),
             np.array([f.shape[1] for f in frames], np.int32),
             np.array([f.shape[0] for f in frames], np.int32),
-            np.array([position[i] for i, _ in faces], np.int32),
-            crop_to_frame_matrices([m for _, m in faces]),
-            np.ascontiguousarray(latents),
+            frame_of_face.astype(np.int32),
+            inverse,
+            latents,
         ]
         addresses = ws.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
         frame_addresses, table_addresses = addresses[: len(frames)], addresses[len(frames) :]
@@ -189,36 +193,54 @@ class DeviceStages:
         ws.inputs.upload(self.upload_stream)
         ws.uploaded.record(self.upload_stream)
 
-        # 2. preprocess every face into the generator's input, then the generator, chunk by chunk
         targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
         ws.compute.wait(ws.uploaded)
-        frames_table, pitches, widths, heights, frame_of_face, inverse, latent_address = table_addresses
         half_in = self.target_dtype == np.float16
-        self.kernels.preprocess(
-            ws.compute.handle,
-            frames_table,
-            pitches,
-            widths,
-            heights,
-            frame_of_face,
-            inverse,
-            count,
-            size,
-            half_in,
-            targets,
-        )
+        self.kernels.preprocess(ws.compute.handle, *table_addresses[:6], count, size, half_in, targets)
         for chunk in chunks:
-            n = max(chunk.stop - chunk.start, self.generator.min_batch)
             self.generator.execute_device(
                 {
                     "target": targets + chunk.start * face_bytes * self.target_dtype.itemsize,
-                    "latent": latent_address + chunk.start * LATENT_SIZE * 4,
+                    "latent": table_addresses[6] + chunk.start * LATENT_SIZE * 4,
                     "swapped": swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
                 },
-                n,
+                max(chunk.stop - chunk.start, self.generator.min_batch),
                 ws.compute,
             )
+        return frame_addresses, table_addresses, swapped
+
+    def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
+        sampled at its pixel centres: exactly ``crops_to_tensor``); returns the generator output as float32
+        [N,3,S,S] (synchronous)."""
+        ws = self._workspace()
+        frames = list(stack_crops(crops, self.crop_size))
+        identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
+        _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
+        ws.computed.record(ws.compute)
+        self.download_stream.wait(ws.computed)
+        shape = (len(frames), 3, self.crop_size, self.crop_size)
+        out = ws.regions_view(int(np.prod(shape)) * self.output_dtype.itemsize)
+        host = out[: int(np.prod(shape)) * self.output_dtype.itemsize].view(self.output_dtype).reshape(shape)
+        ws.swapped.buffer.download(host, self.download_stream)
+        ws.done.record(self.download_stream)
+        ws.done.synchronize()
+        return host.astype(np.float32)
+
+    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+        ws = self._workspace()
+        if not faces:
+            return DeviceTicket(images, ws, [])
+        used = sorted({i for i, _ in faces})
+        position = {image: k for k, image in enumerate(used)}  # only frames with faces are uploaded
+        size, face_bytes = self.crop_size, 3 * self.crop_size * self.crop_size
+        frames = [np.ascontiguousarray(images[i]) for i in used]
+        frame_of_face = np.array([position[i] for i, _ in faces], np.int32)
+        frame_addresses, tables, swapped = self._generate(
+            ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent
+        )
+        frames_table, pitches = tables[:2]
 
         # 3. border masks on the host while the device works, then their upload
         per_frame = [[m for i, m in faces if i == image] for image in used]

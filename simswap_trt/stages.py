@@ -5,6 +5,7 @@ can run the stages implements the same three steps:
   run the generator with ``latent``, paste the swaps back, and return a ticket (possibly while the work is
   still running);
 * ``finish(ticket)``: the output images (new arrays) of a started batch, in order;
+* ``generate_aligned(crops, latent)``: the generator's float32 [N,3,S,S] output for aligned uint8 BGR crops;
 * ``close()``: release what the place holds (idempotent).
 
 ``HostStages`` is the CPU implementation (OpenCV/NumPy around any engine); the device implementation
@@ -31,6 +32,8 @@ class Stages(Protocol):
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> Any: ...
 
     def finish(self, ticket: Any) -> list[np.ndarray]: ...
+
+    def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -63,6 +66,9 @@ class HostStages:
 
     def finish(self, ticket: list[np.ndarray]) -> list[np.ndarray]:
         return ticket
+
+    def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        return self._generate(crops_to_tensor(crops, self.crop_size), latent)
 
     def close(self) -> None:
         pass

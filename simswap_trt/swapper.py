@@ -267,11 +267,7 @@ class FaceSwapper:
     def generate(self, targets: np.ndarray, latents: np.ndarray) -> np.ndarray:
         """Run the generator on float32 [N,3,S,S] targets with [512] (shared) or [N,512] latents, in
         chunks of at most ``max_batch``; returns float32 [N,3,S,S] RGB in [0,1]."""
-        latents = np.asarray(latents, np.float32)
-        if latents.shape == (LATENT_SIZE,):
-            latents = np.broadcast_to(latents, (len(targets), LATENT_SIZE))
-        if latents.shape != (len(targets), LATENT_SIZE):
-            raise InputError(f"latents must be [{LATENT_SIZE}] or [{len(targets)}, {LATENT_SIZE}], got {latents.shape}")
+        latents = np.broadcast_to(self._check_latents(latents, len(targets)), (len(targets), LATENT_SIZE))
         out = np.empty_like(targets)
         for i in range(0, len(targets), self.max_batch):
             feeds = {
@@ -280,6 +276,13 @@ class FaceSwapper:
             }
             out[i : i + self.max_batch] = self.generator.run(feeds)["swapped"]
         return out
+
+    @staticmethod
+    def _check_latents(latents: np.ndarray, count: int) -> np.ndarray:
+        latents = np.asarray(latents, np.float32)
+        if latents.shape not in ((LATENT_SIZE,), (count, LATENT_SIZE)):
+            raise InputError(f"latents must be [{LATENT_SIZE}] or [{count}, {LATENT_SIZE}], got {latents.shape}")
+        return latents
 
     def _require_source(self, latent: np.ndarray | None) -> np.ndarray:
         if latent is not None:
@@ -290,8 +293,9 @@ class FaceSwapper:
 
     def swap_aligned(self, crops: Crops, latent: np.ndarray | None = None) -> np.ndarray:
         """Swap the source identity (or ``latent``) onto aligned BGR crops; returns uint8 [N,S,S,3] BGR."""
-        latent = self._require_source(latent)
-        return tensor_to_crops(self.generate(crops_to_tensor(crops, self.crop_size), latent))
+        count = 1 if isinstance(crops, np.ndarray) and crops.ndim == 3 else len(crops)
+        latent = self._check_latents(self._require_source(latent), count)
+        return tensor_to_crops(self._stages.generate_aligned(crops, latent))
 
     def swap(self, image: np.ndarray, select: str = "all", threshold: float = DEFAULT_MATCH_THRESHOLD) -> SwapResult:
         """Swap the source identity onto the selected faces of one image. See ``swap_batch``."""

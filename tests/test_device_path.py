@@ -271,3 +271,18 @@ def test_device_stages_refuse_a_non_float_generator():
 
     with pytest.raises(EngineError, match="needs float32/float16 images and a float32 latent, got target: uint8"):
         DeviceStages(Generator(), 224, kernels=object())
+
+
+def test_aligned_crops_on_the_device_equal_the_host_path(tiny_bundle, host, monkeypatch, tmp_path):
+    bundle = plan_bundle(tiny_bundle, tmp_path / "b", min_batch=1, max_batch=2)
+    crops = np.random.default_rng(5).integers(0, 256, (3, 224, 224, 3), dtype=np.uint8)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="onnxruntime") as host_swapper:
+        expected = host_swapper.swap_aligned(crops, latent())
+    gpu, module = install_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as swapper:
+        assert swapper.stages.startswith("device")
+        np.testing.assert_array_equal(swapper.swap_aligned(crops, latent()), expected)  # same input tensor
+        assert [c[1] for c in module.calls if c[0] == "execute"] == [2, 1]
+        with pytest.raises(Exception, match=r"latents must be \[512\] or \[3, 512\]"):
+            swapper.swap_aligned(crops, np.zeros(7, np.float32))
+    assert gpu.executed.count("simswap_preprocess_kernel") == 1
