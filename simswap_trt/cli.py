@@ -262,7 +262,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from skimage import data
     except ImportError:
-        raise SimswapError("the demo photos come from scikit-image: pip install 'simswap-trt[demo]'") from None
+        raise ConfigError("the demo photos come from scikit-image: pip install 'simswap-trt[demo]'") from None
     import cv2
 
     names = ("camera.png", "two-faces.png")

@@ -30,8 +30,8 @@ class NoFaceError(InputError):
     """No face was found where one is required (a source or reference image)."""
 
 
-class ConfigError(SimswapError):
-    """An argument or setting is out of range or contradicts another one."""
+class ConfigError(SimswapError, ValueError):
+    """An argument or setting is out of range or contradicts another one (also a ``ValueError``)."""
 
 
 class OutputError(SimswapError):
