@@ -239,3 +239,11 @@ def test_missing_tensorrt_points_to_the_extra_that_installs_the_lean_runtime(mon
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     (extra,) = [line for line in pyproject.splitlines() if line.startswith("trt-lean = ")]
     assert '"tensorrt-lean-' in extra  # the extra the message names installs the lean runtime
+
+
+def test_a_generator_offered_as_arcface_is_refused_by_name(tiny_checkpoints, tmp_path, capsys):
+    _, _, generator, _ = tiny_checkpoints
+    argv = ["convert", "--generator", str(generator), "--arcface", str(generator), "--output", str(tmp_path / "b")]
+    assert build_main(argv) == 1
+    one_error_line(capsys, f"{generator} is refused as ArcFace: not an IR-SE ArcFace state_dict")
+    assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []
