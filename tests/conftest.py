@@ -66,7 +66,7 @@ def astronaut_crop() -> np.ndarray:
     return np.ascontiguousarray(cv2.resize(face, (224, 224), interpolation=cv2.INTER_AREA))
 
 
-def gpu_available() -> bool:
+def _gpu_available() -> bool:
     try:
         from simswap_trt import cuda
 
@@ -78,7 +78,7 @@ def gpu_available() -> bool:
 
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` run only where a CUDA device is usable (``pytest -m gpu`` on a GPU machine)."""
-    if gpu_available():
+    if _gpu_available():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU with a working driver")
     for item in items:

@@ -4,7 +4,7 @@ generator, and its device-path comparison run on the CPU stand-in of the GPU."""
 import numpy as np
 import pytest
 import torch
-from conftest import gpu_available
+from conftest import _gpu_available
 from fake_gpu import install_fake_cuda
 
 from benchmarks import gpu_check
@@ -20,7 +20,7 @@ def test_arguments_have_defaults_and_refuse_non_positive_counts(capsys):
     assert "argument --faces: must be a positive integer, got 0" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(gpu_available(), reason="checks the situation of a machine without a usable GPU")
+@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_without_a_gpu_it_says_why_and_writes_nothing(tmp_path, capsys):
     output = tmp_path / "gpu-check.json"
     assert gpu_check.main(["--output", str(output)]) == 2

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import gpu_available
+from conftest import _gpu_available
 from fake_gpu import fake_cudart, install_fake_cuda, strict_runtime_module
 
 from simswap_build.engine_builder import register_plan
@@ -133,7 +133,7 @@ def test_caller_owned_gpu_arrays_are_validated():
         trt_engine.device_pointer(np.zeros((2, 3, 224, 224), np.float32), spec, "target")
 
 
-@pytest.mark.skipif(gpu_available(), reason="checks the situation of a machine without a usable GPU")
+@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_without_a_gpu_tensorrt_is_an_error_and_auto_says_why(plan_bundle, caplog):
     """The real situation of this machine: tensorrt_lean and cuda-python installed, no driver or GPU."""
     with pytest.raises(EngineError, match="no usable CUDA device for TensorRT: cudaGetDeviceCount failed"):
