@@ -16,7 +16,8 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
    ``done``); ``finish`` waits for ``done`` and writes the regions into copies of the input images.
 
 Batch k+1's upload and batch k-1's download overlap batch k's compute. A workspace is reused only once
-its previous batch is done, so its pinned buffers are never overwritten while a copy may read them.
+its previous batch is finished (``finish``), so its pinned buffers are never overwritten while a copy or
+the host may still read them; with more batches in flight than workspaces, another one is made.
 """
 
 from __future__ import annotations
@@ -106,6 +107,7 @@ class Workspace:
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
         self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
+        self.held = False  # by a started batch until it is finished
 
     def regions_view(self, nbytes: int) -> np.ndarray:
         if self.regions is None or self.regions.array.nbytes < nbytes:
@@ -152,16 +154,20 @@ class DeviceStages:
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
         self.kernels = kernels if kernels is not None else DeviceKernels()
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
-        self.workspaces = [Workspace() for _ in range(depth)]
-        self._turn = 0
+        self.workspaces = [Workspace() for _ in range(depth)]  # more are made when more batches are in flight
+        self._closed = False
 
     def _workspace(self) -> Workspace:
-        """The next workspace, once its previous batch is finished (its buffers may then be reused)."""
-        if not self.workspaces:
+        """A workspace no unfinished batch holds (a new one when every one is held), once its last batch's
+        device work is done, so that its buffers may be reused."""
+        if self._closed:
             raise EngineError("the device stages are closed")
-        ws = self.workspaces[self._turn % len(self.workspaces)]
-        self._turn += 1
+        ws = next((w for w in self.workspaces if not w.held), None)
+        if ws is None:
+            ws = Workspace()
+            self.workspaces.append(ws)
         ws.done.synchronize()
+        ws.held = True
         return ws
 
     def _generate(
@@ -226,6 +232,7 @@ class DeviceStages:
         ws.swapped.buffer.download(host, self.download_stream)
         ws.done.record(self.download_stream)
         ws.done.synchronize()
+        ws.held = False
         return host.astype(np.float32)
 
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
@@ -303,23 +310,24 @@ class DeviceStages:
         return DeviceTicket(images, ws, regions)
 
     def finish(self, ticket: DeviceTicket) -> list[np.ndarray]:
-        ticket.workspace.done.synchronize()
+        ws = ticket.workspace
+        ws.done.synchronize()
         outputs = [image.copy() for image in ticket.images]
-        view = ticket.workspace.regions.array if ticket.regions else None
         for image, (x0, y0, x1, y1), offset in ticket.regions:
-            outputs[image][y0:y1, x0:x1] = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(
-                y1 - y0, x1 - x0, 3
-            )
+            region = ws.regions.array[offset : offset + (y1 - y0) * (x1 - x0) * 3]
+            outputs[image][y0:y1, x0:x1] = region.reshape(y1 - y0, x1 - x0, 3)
+        ws.held = False
         return outputs
 
     def close(self) -> None:
         """Wait for the streams, then free every buffer, event and stream. Idempotent."""
-        workspaces, self.workspaces = self.workspaces, []
-        if workspaces:
-            self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
-            self.download_stream.synchronize()
-        for ws in workspaces:
+        if self._closed:
+            return
+        self._closed = True
+        self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
+        self.download_stream.synchronize()
+        for ws in self.workspaces:
             ws.free()
-        if workspaces:
-            self.upload_stream.free()
-            self.download_stream.free()
+        self.workspaces = []
+        self.upload_stream.free()
+        self.download_stream.free()

@@ -286,3 +286,21 @@ def test_aligned_crops_on_the_device_equal_the_host_path(tiny_bundle, host, monk
         with pytest.raises(Exception, match=r"latents must be \[512\] or \[3, 512\]"):
             swapper.swap_aligned(crops, np.zeros(7, np.float32))
     assert gpu.executed.count("simswap_preprocess_kernel") == 1
+
+
+def test_more_batches_in_flight_than_workspaces(tiny_bundle, host, monkeypatch, tmp_path):
+    """Each batch in flight keeps its workspace (its downloaded regions) until it is finished."""
+    bundle = plan_bundle(tiny_bundle, tmp_path / "b")
+    host_swapper = FaceSwapper(
+        bundle, OnnxRuntimeEngine(bundle.path_of("generator"), threads=2), OnnxRuntimeEngine(bundle.path_of("arcface"))
+    )
+    host_swapper.source_latent = latent()
+    install_device(monkeypatch, host, bundle)
+    first, second = scenes(224, bundle.alignment)
+    batches = [first, second, (second[0][::-1], second[1][::-1]), first]
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as swapper:
+        swapper.source_latent = latent()
+        got = list(swapper.swap_stream((FrameBatch(i, f) for i, f in batches), depth=3))
+    for (images, faces), results in zip(batches, got, strict=True):
+        for want, result in zip(host_swapper.swap_faces(images, faces), results, strict=True):
+            assert np.abs(result.image.astype(int) - want.image).max() <= 1
