@@ -34,7 +34,7 @@ from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback
 from simswap_trt.preprocess import stack_crops
-from simswap_trt.stages import Faces
+from simswap_trt.stages import Faces, Stages
 
 log = logging.getLogger(__name__)
 ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
@@ -144,9 +144,19 @@ class DeviceStages:
 
     name = "device (fused CUDA kernels, generator on TensorRT device buffers)"
 
-    def __init__(self, generator, crop_size: int, kernels: DeviceKernels | None = None, depth: int = 2) -> None:
+    def __init__(
+        self,
+        generator,
+        crop_size: int,
+        kernels: DeviceKernels | None = None,
+        depth: int = 2,
+        arcface=None,
+        host: Stages | None = None,
+    ) -> None:
+        """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
+        device too, else ``host`` (the host stages) computes the latents."""
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
-        self.generator, self.crop_size = generator, crop_size
+        self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
         floats = (np.float32, np.float16)
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
@@ -170,18 +180,12 @@ class DeviceStages:
         ws.held = True
         return ws
 
-    def _generate(
-        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
-    ) -> tuple[list[int], list[int], int]:
-        """Steps 1 and 2: upload ``frames`` and the tables, preprocess face k (``frame_of_face[k]`` through
-        crop→frame matrix ``inverse[k]``) into the generator's input, run the generator. Returns the frames'
-        and the tables' device addresses and the generator output's address."""
-        count, size = len(frame_of_face), self.crop_size
-        face_bytes = 3 * size * size
-        chunks = chunk_batches(count, self.generator.max_batch)
-        capacity = max(count, chunks[-1].start + self.generator.min_batch)  # room for padding the last chunk
-        latents = np.zeros((capacity, LATENT_SIZE), np.float32)
-        latents[:count] = latent  # one shared [512] latent, or one per face
+    def _upload(
+        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, extra
+    ) -> tuple[list[int], list[int]]:
+        """Step 1: ``frames``, the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
+        crop→frame matrix ``inverse[k]``) and ``extra`` in one upload. Returns the device addresses of the
+        frames and of the tables (frame addresses, pitches, widths, heights, frame of face, inverse, extra)."""
         tables = [
             np.zeros(len(frames), np.uint64),  # frame addresses, filled below
             np.array([f.strides[0] for f in frames], np.int32),
@@ -189,7 +193,7 @@ class DeviceStages:
             np.array([f.shape[0] for f in frames], np.int32),
             frame_of_face.astype(np.int32),
             inverse,
-            latents,
+            extra,
         ]
         addresses = ws.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
         frame_addresses, table_addresses = addresses[: len(frames)], addresses[len(frames) :]
@@ -198,7 +202,20 @@ class DeviceStages:
             ws.inputs.write(address, array)
         ws.inputs.upload(self.upload_stream)
         ws.uploaded.record(self.upload_stream)
+        return frame_addresses, table_addresses
 
+    def _generate(
+        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
+    ) -> tuple[list[int], list[int], int]:
+        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
+        Returns the frames' and the tables' device addresses and the generator output's address."""
+        count, size = len(frame_of_face), self.crop_size
+        face_bytes = 3 * size * size
+        chunks = chunk_batches(count, self.generator.max_batch)
+        capacity = max(count, chunks[-1].start + self.generator.min_batch)  # room for padding the last chunk
+        latents = np.zeros((capacity, LATENT_SIZE), np.float32)
+        latents[:count] = latent  # one shared [512] latent, or one per face
+        frame_addresses, table_addresses = self._upload(ws, frames, frame_of_face, inverse, latents)
         targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
         ws.compute.wait(ws.uploaded)
@@ -215,6 +232,47 @@ class DeviceStages:
                 ws.compute,
             )
         return frame_addresses, table_addresses, swapped
+
+    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+        """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
+        on TensorRT, else by the host stages (synchronous)."""
+        if not hasattr(self.arcface, "execute_device"):
+            return self.host.latents(images, faces)
+        if not faces:
+            return np.empty((0, LATENT_SIZE), np.float32)
+        ws = self._workspace()
+        used = sorted({i for i, _ in faces})
+        position = {image: k for k, image in enumerate(used)}
+        frame_of_face = np.array([position[i] for i, _ in faces], np.int32)
+        inverse = crop_to_frame_matrices([m for _, m in faces])
+        _, tables = self._upload(
+            ws, [np.ascontiguousarray(images[i]) for i in used], frame_of_face, inverse, inverse[:0]
+        )
+        crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
+        count, size, arcface = len(faces), self.crop_size, self.arcface
+        chunks = chunk_batches(count, arcface.max_batch)
+        capacity = max(count, chunks[-1].start + arcface.min_batch)
+        crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
+        latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
+        ws.compute.wait(ws.uploaded)
+        self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
+        for chunk in chunks:
+            arcface.execute_device(
+                {
+                    "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
+                    "latent": latents + chunk.start * LATENT_SIZE * 4,
+                },
+                max(chunk.stop - chunk.start, arcface.min_batch),
+                ws.compute,
+            )
+        ws.computed.record(ws.compute)
+        self.download_stream.wait(ws.computed)
+        host = ws.regions_view(count * LATENT_SIZE * 4)[: count * LATENT_SIZE * 4].view(np.float32)
+        ws.swapped.buffer.download(host, self.download_stream)
+        ws.done.record(self.download_stream)
+        ws.done.synchronize()
+        ws.held = False
+        return host.reshape(count, LATENT_SIZE).copy()
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,

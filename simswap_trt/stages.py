@@ -6,6 +6,7 @@ can run the stages implements the same three steps:
   still running);
 * ``finish(ticket)``: the output images (new arrays) of a started batch, in order;
 * ``generate_aligned(crops, latent)``: the generator's float32 [N,3,S,S] output for aligned uint8 BGR crops;
+* ``latents(images, faces)``: the ArcFace latent [N,512] of each face's crop;
 * ``close()``: release what the place holds (idempotent).
 
 ``HostStages`` is the CPU implementation (OpenCV/NumPy around any engine); the device implementation
@@ -35,6 +36,8 @@ class Stages(Protocol):
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray: ...
 
+    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray: ...
+
     def close(self) -> None: ...
 
 
@@ -48,9 +51,11 @@ class HostStages:
         self,
         crop_size: int,
         generate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        identify: Callable[[np.ndarray], np.ndarray],
         blend: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        self.crop_size, self._generate, self._blend = crop_size, generate, blend
+        """``generate(targets, latent)`` and ``identify(crops) -> latents`` run the engines on tensors."""
+        self.crop_size, self._generate, self._identify, self._blend = crop_size, generate, identify, blend
 
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> list[np.ndarray]:
         pasted: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
@@ -69,6 +74,9 @@ class HostStages:
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         return self._generate(crops_to_tensor(crops, self.crop_size), latent)
+
+    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+        return self._identify(crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size))
 
     def close(self) -> None:
         pass

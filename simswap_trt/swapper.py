@@ -31,7 +31,7 @@ from simswap_trt.stages import HostStages, Stages
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
 from simswap_trt.vision.parsing import FaceParser
-from simswap_trt.vision.warp import largest_face_crop, warp_faces
+from simswap_trt.vision.warp import largest_face_crop
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ class FaceSwapper:
     def _choose_stages(self, device_path: bool | None) -> Stages:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
-        host = HostStages(self.crop_size, self.generate, self.parser.blend if self.parser else None)
+        host = HostStages(self.crop_size, self.generate, self._latents, self.parser.blend if self.parser else None)
         on_tensorrt = hasattr(self.generator, "execute_device")
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
@@ -158,7 +158,7 @@ class FaceSwapper:
             from simswap_trt.device import DeviceStages
 
             try:
-                return DeviceStages(self.generator, self.crop_size)
+                return DeviceStages(self.generator, self.crop_size, arcface=self.arcface, host=host)
             except SimswapError as exc:
                 reason = str(exc)
         if device_path:
@@ -410,8 +410,7 @@ class FaceSwapper:
         ]
         if not flat:
             return [np.empty(0, np.float32) for _ in images]
-        cosine = self._latents(crops_to_tensor(warp_faces(images, flat, self.crop_size), self.crop_size))
-        cosine = (cosine @ self.reference_latent).astype(np.float32)
+        cosine = (self._stages.latents(images, flat) @ self.reference_latent).astype(np.float32)
         return list(np.split(cosine, np.cumsum([len(f) for f in faces])[:-1]))
 
     def _select(self, images, faces, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
@@ -426,8 +425,7 @@ class FaceSwapper:
             return np.array(sorted(best.values()), dtype=np.int64), {}
         if not faces:
             return np.empty(0, np.int64), {}
-        crops = warp_faces(images, [(i, m) for i, _, m in faces], self.crop_size)
-        cosine = self._latents(crops_to_tensor(crops, self.crop_size)) @ self.reference_latent
+        cosine = self._stages.latents(images, [(i, m) for i, _, m in faces]) @ self.reference_latent
         return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
 
     @staticmethod

@@ -321,17 +321,19 @@ class _Strict:
         object.__setattr__(self, name, value)
 
 
-def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30)):
+def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None):
     """A fake runtime module. ``io``: [(name, mode 'in'/'out', shape with -1 batch)], all float32;
-    ``fn(inputs dict) -> outputs dict`` is what executing the plan computes. ``set_input_shape`` returns
-    False for batches outside ``batch_range`` (the plan's profile), as TensorRT does."""
+    ``fn(inputs dict) -> outputs dict`` is what executing the plan computes. ``plans`` maps serialized plan
+    bytes to their own ``(io, fn)`` (several models); others get ``io`` and ``fn``. ``set_input_shape``
+    returns False for batches outside ``batch_range`` (the plan's profile), as TensorRT does."""
     calls = calls if calls is not None else []
+    plans = plans or {}
 
     class Context(_Strict):
         _real = lean.IExecutionContext
 
-        def __init__(self):
-            self._addresses, self._shapes = {}, {}
+        def __init__(self, io, fn):
+            self._addresses, self._shapes, self._io, self._fn = {}, {}, io, fn
 
         def set_tensor_address(self, name, ptr):
             self._addresses[name] = ptr
@@ -347,7 +349,7 @@ def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_
 
         def execute_async_v3(self, stream_handle):
             n = next(iter(self._shapes.values()))[0]
-            addresses = dict(self._addresses)  # TensorRT reads the bindings at enqueue time
+            addresses, io, fn = dict(self._addresses), self._io, self._fn  # TensorRT reads bindings at enqueue
 
             def execute():
                 inputs = {}
@@ -361,28 +363,34 @@ def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_
                     GPU.view(addresses[name], raw.size)[:] = raw
 
             GPU.enqueue(stream_handle, "execute", execute)
-            calls.append(("execute", n))
+            calls.append(("execute", n, tuple(name for name, _, _ in io)))
             return True
 
     class Engine(_Strict):
         _real = lean.ICudaEngine
-        num_io_tensors = len(io)
+
+        def __init__(self, io, fn):
+            self._io, self._fn = io, fn
+
+        @property
+        def num_io_tensors(self):
+            return len(self._io)
 
         def get_tensor_name(self, i):
-            return io[i][0]
+            return self._io[i][0]
 
         def get_tensor_shape(self, name):
-            return next(s for n, _, s in io if n == name)
+            return next(s for n, _, s in self._io if n == name)
 
         def get_tensor_dtype(self, name):
             return lean.DataType.FLOAT
 
         def get_tensor_mode(self, name):
-            mode = next(m for n, m, _ in io if n == name)
+            mode = next(m for n, m, _ in self._io if n == name)
             return lean.TensorIOMode.INPUT if mode == "in" else lean.TensorIOMode.OUTPUT
 
         def create_execution_context(self):
-            return Context()
+            return Context(self._io, self._fn)
 
     class Runtime(_Strict):
         _real = lean.Runtime
@@ -397,7 +405,7 @@ def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_
 
         def deserialize_cuda_engine(self, data):
             calls.append(("deserialize", len(data)))
-            return Engine()
+            return Engine(*plans.get(bytes(data), (io, fn)))
 
     class Logger(_Strict):
         _real = lean.Logger

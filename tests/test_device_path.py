@@ -20,49 +20,58 @@ from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
 from simswap_trt.plans import PlanEntry
 from simswap_trt.swapper import FrameBatch
-from simswap_trt.vision.align import templates
+from simswap_trt.vision.align import alignment_matrix, templates
 from simswap_trt.vision.detect import Detection
+from simswap_trt.vision.warp import warp_faces
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
 
 
-def plan_bundle(bundle, root, min_batch=1, max_batch=3, dla_core=None):
-    """A copy of ``bundle`` with a (fake) registered generator plan of the given profile."""
+def plan_bundle(bundle, root, min_batch=1, max_batch=3, dla_core=None, roles=("generator",)):
+    """A copy of ``bundle`` with (fake) registered plans for ``roles``, with the given profile."""
     shutil.copytree(bundle.root, root)
     bundle = Bundle.load(root)
     (root / "engines").mkdir()
-    plan_file = root / "engines" / "generator.plan"
-    plan_file.write_bytes(b"fake serialized plan")
-    model = bundle.models["generator"]
-    profile = {
-        spec.name: tuple((b, *spec.shape[1:]) for b in (min_batch, max_batch, max_batch)) for spec in model.inputs
-    }
-    entry = PlanEntry(
-        role="generator",
-        file="engines/generator.plan",
-        sha256=sha256_of(plan_file),
-        onnx_sha256=model.sha256,
-        precision="fp32",
-        tensorrt_version="11.4.0.106",
-        version_compatible=True,
-        hardware_compatibility="none",
-        gpu_name="Fake H100",
-        compute_capability=(9, 0),
-        profile=profile,
-        inputs=model.inputs,
-        outputs=model.outputs,
-        dla_core=dla_core,
-    )
-    return register_plan(bundle, entry)
+    for role in roles:
+        plan_file = root / "engines" / f"{role}.plan"
+        plan_file.write_bytes(PLAN_BYTES[role])
+        model = bundle.models[role]
+        profile = {
+            spec.name: tuple((b, *spec.shape[1:]) for b in (min_batch, max_batch, max_batch)) for spec in model.inputs
+        }
+        entry = PlanEntry(
+            role=role,
+            file=f"engines/{role}.plan",
+            sha256=sha256_of(plan_file),
+            onnx_sha256=model.sha256,
+            precision="fp32",
+            tensorrt_version="11.4.0.106",
+            version_compatible=True,
+            hardware_compatibility="none",
+            gpu_name="Fake H100",
+            compute_capability=(9, 0),
+            profile=profile,
+            inputs=model.inputs,
+            outputs=model.outputs,
+            dla_core=dla_core,
+        )
+        bundle = register_plan(bundle, entry)
+    return bundle
+
+
+PLAN_BYTES = {"generator": b"fake serialized plan", "arcface": b"fake arcface plan"}
 
 
 def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30)):
-    """The stand-in GPU, and a fake TensorRT whose plan runs the bundle's generator graph on ONNX Runtime."""
+    """The stand-in GPU, and a fake TensorRT whose plans run the bundle's graphs on ONNX Runtime."""
     gpu = install_fake_cuda(monkeypatch, host_lib=host)
-    graph = OnnxRuntimeEngine(bundle.path_of("generator"), threads=2)
+    generator = OnnxRuntimeEngine(bundle.path_of("generator"), threads=2)
+    arcface = OnnxRuntimeEngine(bundle.path_of("arcface"), threads=2)
     size = bundle.crop_size
     io = [("target", "in", (-1, 3, size, size)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, size, size))]
-    module = strict_runtime_module(lean, io, graph.run, batch_range=batch_range)
+    arcface_io = [("crop", "in", (-1, 3, size, size)), ("latent", "out", (-1, 512))]
+    plans = {PLAN_BYTES["arcface"]: (arcface_io, arcface.run)}
+    module = strict_runtime_module(lean, io, generator.run, batch_range=batch_range, plans=plans)
     monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
     return gpu, module
 
@@ -304,3 +313,31 @@ def test_more_batches_in_flight_than_workspaces(tiny_bundle, host, monkeypatch, 
     for (images, faces), results in zip(batches, got, strict=True):
         for want, result in zip(host_swapper.swap_faces(images, faces), results, strict=True):
             assert np.abs(result.image.astype(int) - want.image).max() <= 1
+
+
+def test_reference_selection_with_arcface_on_the_device(tiny_bundle, host, monkeypatch, tmp_path):
+    """With an ArcFace plan, the faces are preprocessed straight into its input on the device."""
+    bundle = plan_bundle(tiny_bundle, tmp_path / "b", roles=("generator", "arcface"))
+    (images, faces), _ = scenes(224, bundle.alignment)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="onnxruntime") as host_swapper:
+        matrix = alignment_matrix(faces[1][1].landmarks, bundle.alignment, 224)
+        reference = host_swapper.identity(warp_faces(images, [(1, matrix)], 224))  # the second frame's 2nd face
+        host_swapper.source_latent, host_swapper.reference_latent = latent(), reference
+        expected = host_swapper.similarities(images, faces)
+        ranked = np.sort(np.concatenate(expected))
+        threshold = float(ranked[3] + ranked[4]) / 2  # the reference face only (an untrained ArcFace finds
+        assert ranked[4] - ranked[3] > 1e-3  # every face alike: all similarities are near 1)
+        want = host_swapper.swap_faces(images, faces, "reference", threshold)
+    gpu, module = install_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="tensorrt") as swapper:
+        assert swapper.arcface.backend.startswith("tensorrt") and swapper.stages.startswith("device")
+        swapper.source_latent, swapper.reference_latent = latent(), reference
+        for got, exp in zip(swapper.similarities(images, faces), expected, strict=True):
+            np.testing.assert_allclose(got, exp, atol=1e-5)  # crops equal but for rare one-level pixels
+        results = swapper.swap_faces(images, faces, "reference", threshold)
+    for result, w in zip(results, want, strict=True):
+        assert [f.swapped for f in result.faces] == [f.swapped for f in w.faces]
+        assert np.abs(result.image.astype(int) - w.image).max() <= 1
+    arcface_runs = [c for c in module.calls if c[0] == "execute" and c[2] == ("crop", "latent")]
+    assert [c[1] for c in arcface_runs] == [3, 2, 3, 2]  # 5 faces, at most 3 per call; twice
+    assert gpu.executed.count("simswap_preprocess_kernel") == 3  # twice for ArcFace, once for the generator
