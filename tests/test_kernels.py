@@ -10,6 +10,7 @@ import ctypes
 import cv2
 import numpy as np
 import pytest
+from conftest import _gpu_available
 
 from simswap_build.bench.official_style import paste_back_official
 from simswap_trt.kernels import crop_to_frame_matrices, fatbin_targets, pack_pasteback
@@ -186,3 +187,16 @@ def test_shipped_source_compiles_with_nvrtc():
     ptx = b" " * size
     nvrtc.nvrtcGetPTX(program, ptx)
     assert all(name.encode() in ptx for name in KERNEL_NAMES)
+
+
+@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
+def test_unusable_kernels_are_a_clear_error(monkeypatch):
+    from simswap_trt.errors import EngineError
+    from simswap_trt.kernels import DeviceKernels
+
+    pytest.importorskip("cuda.core")
+    monkeypatch.setenv("SIMSWAP_KERNELS_FATBIN", "/nonexistent.fatbin")
+    with pytest.raises(
+        EngineError, match=r"the CUDA kernels are not usable \(compiling simswap_kernels.cu with NVRTC\)"
+    ):
+        DeviceKernels()
