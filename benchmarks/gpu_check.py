@@ -295,7 +295,7 @@ def check_cuda_layer() -> dict:
         cuda.DeviceBuffer(1 << 52)
         raise AssertionError("a 4 PiB allocation did not fail")
     except cuda.CudaOutOfMemory:
-        pass
+        cuda.runtime().cudaGetLastError()  # reset the error state before the next checks
 
     # a captured graph replays an upload + download
     cudart = cuda.runtime()
