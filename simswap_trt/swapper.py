@@ -137,6 +137,7 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
+        self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
         self._stages = self._choose_stages(device_path)
@@ -172,15 +173,11 @@ class FaceSwapper:
         return self._stages.name
 
     def close(self) -> None:
-        """Release the device path's buffers and every engine (generator, ArcFace, detector, parser).
-        Idempotent; use ``with FaceSwapper.from_bundle(...) as swapper:`` to close on exit."""
+        """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and
+        the default detector. Engines, detectors and parsers passed in stay the caller's. Idempotent; use
+        ``with FaceSwapper.from_bundle(...) as swapper:`` to close on exit."""
         self._stages.close()
-        engines = [self.generator, self.arcface]
-        for owner in (self._detector, self.parser):
-            engine = getattr(owner, "engine", None)
-            if isinstance(engine, Engine):
-                engines.append(engine)
-        for engine in engines:
+        for engine in self._owned:
             engine.close()
 
     def __enter__(self) -> FaceSwapper:
@@ -207,13 +204,16 @@ class FaceSwapper:
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
-        generator = open_engine(bundle, "generator", backend, providers, threads)
+        engines = [open_engine(bundle, "generator", backend, providers, threads)]
         try:
-            arcface = open_engine(bundle, "arcface", backend, providers, threads)
-            return cls(bundle, generator, arcface, detector, parser, max_batch, device_path)
+            engines.append(open_engine(bundle, "arcface", backend, providers, threads))
+            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path)
         except BaseException:
-            generator.close()
+            for engine in engines:
+                engine.close()
             raise
+        swapper._owned += engines
+        return swapper
 
     @property
     def crop_size(self) -> int:
@@ -223,6 +223,7 @@ class FaceSwapper:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = CenterFace()
+            self._owned.append(self._detector.engine)
         return self._detector
 
     # -- identities ---------------------------------------------------------------------------------------

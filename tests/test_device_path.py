@@ -5,6 +5,7 @@ of order unless events order them. The host path (OpenCV/NumPy, ONNX Runtime) is
 
 import logging
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -184,7 +185,8 @@ def test_stages_are_chosen_by_the_generator_backend(tiny_bundle, host, monkeypat
 def test_close_releases_everything_and_is_idempotent(tiny_bundle, host, monkeypatch, tmp_path):
     bundle = plan_bundle(tiny_bundle, tmp_path / "b")
     gpu, _ = install_device(monkeypatch, host, bundle)
-    swapper = FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto")
+    mine = SimpleNamespace(engine=OnnxRuntimeEngine(bundle.path_of("arcface")))  # a detector the caller owns
+    swapper = FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto", detector=mine)
     swapper.source_latent = latent()
     (images, faces), _ = scenes(224, bundle.alignment)
     in_flight = swapper.start_batch(images, faces)  # closing waits for work still in flight
@@ -199,6 +201,7 @@ def test_close_releases_everything_and_is_idempotent(tiny_bundle, host, monkeypa
         )
     with pytest.raises(EngineError, match="closed"):
         swapper.arcface.run({"crop": np.zeros((1, 3, 224, 224), np.float32)})
+    assert mine.engine.run({"crop": np.zeros((1, 3, 224, 224), np.float32)})["latent"].shape == (1, 512)
     assert in_flight.chosen
 
 
