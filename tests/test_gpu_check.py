@@ -60,3 +60,37 @@ def test_the_device_path_check_runs_on_the_stand_in(size, host, monkeypatch, tmp
     assert details["max_levels_vs_cpu"] <= 1
     assert gpu.executed.count("simswap_pasteback_kernel") >= 2 and gpu.executed.count("execute") >= 3
     assert not gpu.live  # the check closes what it opened
+
+
+@pytest.mark.parametrize("size", [224, 512])
+def test_the_kernel_check_runs_on_the_stand_in(size, host, monkeypatch):
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+    kernels = {name: name for name in ("simswap_preprocess_kernel", "simswap_pasteback_kernel")}
+    details = gpu_check.check_kernels(kernels, host, size)
+    assert details["preprocess_bit_exact"] and details["preprocess_max_levels_vs_cpu"] <= 1.001
+    assert details["pasteback_max_levels_vs_cpu"] <= 1
+    assert gpu.executed.count("simswap_preprocess_kernel") == gpu.executed.count("simswap_pasteback_kernel") == 1
+    assert not gpu.live
+
+
+def test_the_cuda_layer_check_runs_on_the_stand_in(monkeypatch):
+    from fake_gpu import fake_cudart
+
+    from simswap_trt import cuda
+
+    gpu = install_fake_cuda(monkeypatch)
+    calls = []
+    cudart = fake_cudart(calls)
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+
+    def allocate(nbytes):  # the stand-in refuses absurd sizes as cudaMalloc does
+        if nbytes > 1 << 40:
+            raise cuda.CudaOutOfMemory("cudaMalloc", "cudaErrorMemoryAllocation", 2)
+        return real(nbytes)
+
+    real = cuda.DeviceBuffer
+    monkeypatch.setattr(cuda, "DeviceBuffer", allocate)
+    details = gpu_check.check_cuda_layer()
+    assert details["copy_and_download_ms"] == 1.0  # the stand-in's event interval
+    assert ("graph launch", 1) in calls and ("cudaGraphDestroy", 1) in calls
+    assert not gpu.live
