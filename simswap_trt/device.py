@@ -23,6 +23,7 @@ the host may still read them; with more batches in flight than workspaces, anoth
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -166,6 +167,7 @@ class DeviceStages:
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.workspaces = [Workspace() for _ in range(depth)]  # more are made when more batches are in flight
         self._closed = False
+        self._lock = threading.RLock()  # calls from several threads enqueue one batch at a time
 
     def _workspace(self) -> Workspace:
         """A workspace no unfinished batch holds (a new one when every one is held), once its last batch's
@@ -233,7 +235,7 @@ class DeviceStages:
             )
         return frame_addresses, table_addresses, swapped
 
-    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+    def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
         on TensorRT, else by the host stages (synchronous)."""
         if not hasattr(self.arcface, "execute_device"):
@@ -274,7 +276,7 @@ class DeviceStages:
         ws.held = False
         return host.reshape(count, LATENT_SIZE).copy()
 
-    def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    def _generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
         sampled at its pixel centres: exactly ``crops_to_tensor``); returns the generator output as float32
         [N,3,S,S] (synchronous)."""
@@ -293,7 +295,7 @@ class DeviceStages:
         ws.held = False
         return host.astype(np.float32)
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+    def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         ws = self._workspace()
         if not faces:
             return DeviceTicket(images, ws, [])
@@ -367,6 +369,19 @@ class DeviceStages:
             log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
         return DeviceTicket(images, ws, regions)
 
+    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
+        with self._lock:
+            return self._start(images, faces, latent)
+
+    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+        with self._lock:
+            return self._latents(images, faces)
+
+    def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self._generate_aligned(crops, latent)
+
     def finish(self, ticket: DeviceTicket) -> list[np.ndarray]:
         ws = ticket.workspace
         ws.done.synchronize()
@@ -379,9 +394,10 @@ class DeviceStages:
 
     def close(self) -> None:
         """Wait for the streams, then free every buffer, event and stream. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
         self.download_stream.synchronize()
         for ws in self.workspaces:
