@@ -10,13 +10,13 @@ import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 
+from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
 from simswap_build.convert import reestimated_bundle
 from simswap_build.engine_builder import register_variants
 from simswap_build.fidelity import fidelity_report, psnr
 from simswap_build.precision import add_precisions, calibration_crops, fp16_graph
 from simswap_build.trt_compat import check_model
-from simswap_trt.bench.photos import face_photo_set
 from simswap_trt.bundle import Bundle
 from simswap_trt.errors import BundleError, InputError
 from simswap_trt.preprocess import crops_to_tensor
