@@ -99,6 +99,8 @@ RUN_PINNED = textwrap.dedent(
     import numpy as np
     from cuda.core import Device, LaunchConfig, ObjectCode, Program, ProgramOptions, launch  # the kernels' names
     from simswap_trt import FaceSwapper, cuda
+    from onnxconverter_common import float16  # simswap-build precision (FP16) on the device
+    import simswap_build.engine_builder, simswap_build.precision  # noqa: E401 - the builder without torch
     used = set()
     for path in __import__("pathlib").Path(repo, "simswap_trt").rglob("*.py"):
         used |= set(re.findall(r"(?:cudart|runtime\\(\\))\\.(\\w+)", path.read_text()))
@@ -111,7 +113,8 @@ RUN_PINNED = textwrap.dedent(
     crops = np.load(crops_file)
     swapper.set_source_crops(crops[:1])
     np.save(out_file, swapper.swap_aligned(crops))
-    names = ("numpy", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-core", "pillow")
+    names = ("numpy", "onnx", "onnxruntime", "opencv-python-headless", "cuda-bindings", "cuda-core")
+    names += ("onnxconverter-common",)
     print(json.dumps({
         "versions": {name: version(name) for name in names},
         "numpy_from": np.__file__,
