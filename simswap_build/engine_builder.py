@@ -12,6 +12,7 @@ plan, and records everything about the plan in the bundle manifest.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, replace
