@@ -3,7 +3,8 @@ ordering) without a GPU, and to check every TensorRT runtime attribute it touche
 ``tensorrt_lean`` bindings.
 
 * ``FakeCuda`` replaces ``simswap_trt.cuda``'s device, stream, event and buffer types with host memory:
-  "device pointers" are keys into a registry of numpy arrays, copies are ``np.copyto``.
+  "device pointers" are keys into a registry of numpy arrays, copies are ``np.copyto`` (counted in ``COPIES``);
+  mapped buffers register a view of their host array, so the "GPU" reads and writes it in place.
 * ``strict_runtime_module`` builds a fake ``tensorrt`` runtime module whose objects only allow attribute
   names that exist on the corresponding class of the real ``tensorrt_lean`` module; a name TensorRT does
   not have raises ``AttributeError``. Its execution context "runs" the plan as ``outputs = fn(inputs)``.

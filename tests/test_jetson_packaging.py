@@ -101,9 +101,19 @@ RUN_PINNED = textwrap.dedent(
     from simswap_trt import FaceSwapper, cuda
     from onnxconverter_common import float16  # simswap-build precision (FP16) on the device
     import simswap_build.engine_builder, simswap_build.precision  # noqa: E401 - the builder without torch
-    used = set()
+    used = set()  # cudart.X.Y chains and device attribute names in the runtime's sources
     for path in __import__("pathlib").Path(repo, "simswap_trt").rglob("*.py"):
-        used |= set(re.findall(r"(?:cudart|runtime\\(\\))\\.(\\w+)", path.read_text()))
+        text = path.read_text()
+        used |= set(re.findall(r"(?:cudart|runtime\\(\\))((?:\\.\\w+)+)", text))
+        used |= {".cudaDeviceAttr." + name for name in re.findall(r'"(cudaDevAttr\\w+)"', text)}
+
+    def exists(chain):
+        owner = cuda.runtime()
+        for name in chain.strip(".").split("."):
+            if not hasattr(owner, name):
+                return False
+            owner = getattr(owner, name)
+        return True
     try:
         cuda.device_info()
         gpu = "present"
@@ -118,7 +128,7 @@ RUN_PINNED = textwrap.dedent(
     print(json.dumps({
         "versions": {name: version(name) for name in names},
         "numpy_from": np.__file__,
-        "missing": sorted(name for name in used if not hasattr(cuda.runtime(), name)),
+        "missing": sorted(chain for chain in used if not exists(chain)),
         "used": len(used),
         "gpu": gpu,
     }))
