@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from simswap_trt.errors import InputError, SimswapError
+from simswap_trt.errors import BuildError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ def int8_graph(
     if len(crops) == 0:
         raise InputError("INT8 calibration needs at least one face crop")
     if role == "generator" and (latents is None or len(latents) != len(crops)):
-        raise SimswapError("generator calibration needs one identity latent per crop")
+        raise BuildError("generator calibration needs one identity latent per crop")
     feeds = _calibration_feeds(role, crops, latents)
     first = _quantize(model, feeds, exclude=[])
     sensitivity = conv_sensitivity(model, first, feeds[: min(len(feeds), 8)])
@@ -255,7 +255,7 @@ def add_precisions(
     bundle = Bundle.load(bundle_root)
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
-        raise SimswapError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
     crops = latents = None
     if "int8" in precisions:
         if calibration_folder is None:
