@@ -94,3 +94,13 @@ def test_engine_command_prints_the_placement(bundle_root, monkeypatch, capsys):
         "/blocks.0/InstanceNormalization, /blocks.0/style/Gemm\n"
         "  layer report: engines/generator.fp32.sm_87.trt10.3.0.26.dla.json" in out
     )
+
+
+def test_a_gpu_rebuild_removes_the_dla_report(bundle_root):
+    trt = fake_builder_module("10.3", INPUTS, [], layers=LAYERS)
+    dla = build_engine(bundle_root, "generator", BuildOptions(dla_core=0, progress=False), trt=trt)
+    assert (bundle_root / dla.extra["dla_report"]).is_file()
+    gpu = build_engine(bundle_root, "generator", BuildOptions(progress=False), trt=trt, overwrite=True)
+    assert gpu.file == dla.file and gpu.extra == {} and gpu.dla_core is None
+    assert not (bundle_root / dla.extra["dla_report"]).exists()
+    assert [plan.extra for plan in Bundle.load(bundle_root).plans] == [{}]
