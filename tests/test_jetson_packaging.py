@@ -3,11 +3,14 @@ with every pin part of the closure, a planted dependency without an aarch64 whee
 project's declared dependencies, and the runtime imports and swaps with exactly the pinned versions.
 
 The resolution tests need PyPI (CI has it); they skip, saying so, only when pip cannot connect at all. "The pinned
-versions on this machine" means the same versions as x86_64 / CPython 3.11 wheels: what runs is our code against
-those library versions (APIs, NumPy 1.x, cuda-python 12.x); the aarch64 wheels themselves are only resolved."""
+versions on this machine" means the same versions as x86_64 wheels, for CPython 3.10 where this machine has it (else
+the interpreter running the tests): what runs is our code against those library versions (APIs, NumPy 1.x,
+cuda-python 12.x, no site-packages); the aarch64 wheels themselves are only resolved."""
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -136,14 +139,26 @@ RUN_PINNED = textwrap.dedent(
 )
 
 
+def jetson_python() -> str:
+    """A CPython 3.10 (JetPack 6's Python) with pip, if this machine has one (on PATH or from pyenv), else this
+    interpreter."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    for candidate in [shutil.which("python3.10"), *sorted(pyenv.glob("versions/3.10*/bin/python3.10"))]:
+        probe = "import sys, pip; assert sys.version_info[:2] == (3, 10)"
+        if candidate and subprocess.run([candidate, "-c", probe], capture_output=True).returncode == 0:
+            return str(candidate)
+    return sys.executable
+
+
 def test_runtime_runs_with_the_pinned_versions(tmp_path, tiny_bundle, astronaut_crop):
+    python = jetson_python()
     target = tmp_path / "pinned"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--only-binary=:all:"]
+        [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile", "--only-binary=:all:"]
         + ["--target", str(target), "-r", str(check.REQUIREMENTS)],
         capture_output=True,
         text=True,
-        env={**check.os.environ, "PIP_CONFIG_FILE": check.os.devnull},
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
     )
     if install.returncode and any(sign in install.stderr for sign in OFFLINE):
         pytest.skip("PyPI is unreachable from here")
@@ -152,7 +167,7 @@ def test_runtime_runs_with_the_pinned_versions(tmp_path, tiny_bundle, astronaut_
     np.save(tmp_path / "crops.npy", crops)
     args = [str(target), str(ROOT), str(tiny_bundle.root), str(tmp_path / "crops.npy"), str(tmp_path / "out.npy")]
     # -S: no site-packages at all, so every import comes from the pinned folder (or the standard library)
-    result = subprocess.run([sys.executable, "-S", "-c", RUN_PINNED, *args], capture_output=True, text=True)
+    result = subprocess.run([python, "-S", "-c", RUN_PINNED, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     pins = check.read_pins(check.REQUIREMENTS)
