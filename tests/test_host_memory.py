@@ -3,6 +3,7 @@ host memory on integrated GPUs with I/O coherency, staged copies elsewhere), the
 cuda-python, and the mapped path gives the same results as the staged one on the CPU stand-in, without a
 single host<->device copy."""
 
+import json
 from types import SimpleNamespace
 
 import fake_gpu
@@ -114,3 +115,20 @@ def test_host_memory_can_be_forced(plan_bundle, fake_trt, monkeypatch, feeds):
     assert engine.host_memory == "staged"
     np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
     assert len(fake_gpu.COPIES) == 6
+
+
+def test_benchmark_compares_both_modes_on_one_plan(plan_bundle, fake_trt, monkeypatch, tmp_path, capsys):
+    """The harness of benchmarks/host_memory.py on the stand-in (its timings mean nothing here)."""
+    from benchmarks import host_memory
+
+    install_fake_cuda(monkeypatch, name="Fake GPU", integrated=True)
+    output = tmp_path / "host_memory.json"
+    argv = ["--bundle", str(plan_bundle.root), "--batches", "2", "7", "--repeats", "2", "--output", str(output)]
+    assert host_memory.main(argv) == 0
+    results = json.loads(output.read_text())
+    assert [row["batch"] for row in results["results"]] == [2, 7]
+    assert all(row["max_abs_difference"] == 0.0 for row in results["results"])  # mapped gives the staged outputs
+    assert results["auto_strategy"] == "mapped" and results["gpu"]["integrated"] is True
+    assert "mapped/staged" in capsys.readouterr().out
+    assert host_memory.main(argv) == 1  # results are replaced only with --overwrite
+    assert host_memory.main([*argv, "--overwrite"]) == 0
