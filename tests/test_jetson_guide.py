@@ -71,6 +71,9 @@ def test_repository_paths_in_the_guide_exist():
     paths = set(re.findall(r"\b((?:deploy|docs|tests)/[\w./-]+\.(?:txt|py|md))", GUIDE.read_text()))
     assert "deploy/jetson/requirements.txt" in paths
     assert [p for p in sorted(paths) if not (ROOT / p).is_file()] == []
+    modules = set(re.findall(r"python -m ([\w.]+)", GUIDE.read_text()))
+    assert "benchmarks.host_memory" in modules
+    assert [m for m in sorted(modules) if not (ROOT / (m.replace(".", "/") + ".py")).is_file()] == []
 
 
 def test_doctor_sample_is_what_doctor_prints_on_that_orin(tmp_path, monkeypatch, capsys):
