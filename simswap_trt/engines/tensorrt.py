@@ -157,14 +157,8 @@ class TensorRTEngine(Engine):
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
         self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
-        log.info(
-            "%s: %s, %d slots, max batch %d, %s host memory",
-            entry.file,
-            self.backend,
-            depth,
-            self.max_batch,
-            self.host_memory,
-        )
+        log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
+        log.info("%s: %s host memory for inputs and outputs", entry.file, self.host_memory)
 
     def _signature(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         trt, engine = self._trt, self._engine
