@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simswap_build.bench.measure import machine
 from simswap_trt import cuda
 from simswap_trt.backends import usable_plan
 from simswap_trt.bundle import Bundle
@@ -30,21 +31,6 @@ from simswap_trt.errors import SimswapError
 from simswap_trt.files import check_output, write_atomic
 
 MODES = ("staged", "mapped")
-
-
-def cpu() -> dict:
-    """CPU model and feature flags from /proc/cpuinfo (x86 "model name"/"flags", Arm "Features")."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return {
-        "model": fields.get("model name") or platform.processor() or platform.machine(),
-        "flags": fields.get("flags") or fields.get("Features", ""),
-    }
 
 
 def _timed(function, repeats: int) -> list[float]:
@@ -123,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "integrated": traits.integrated,
         },
         "auto_strategy": auto,
-        "machine": {"platform": platform.platform(), "cpu": cpu()},
+        "machine": machine(),
         "versions": {"tensorrt": plan.tensorrt_version, "python": platform.python_version(), "numpy": np.__version__},
         "results": rows,
     }

@@ -129,6 +129,7 @@ def test_benchmark_compares_both_modes_on_one_plan(plan_bundle, fake_trt, monkey
     assert [row["batch"] for row in results["results"]] == [2, 7]
     assert all(row["max_abs_difference"] == 0.0 for row in results["results"])  # mapped gives the staged outputs
     assert results["auto_strategy"] == "mapped" and results["gpu"]["integrated"] is True
+    assert results["machine"]["cpu_model"]  # CPU model and flags recorded with the figures
     assert "mapped/staged" in capsys.readouterr().out
     assert host_memory.main(argv) == 1  # results are replaced only with --overwrite
     assert host_memory.main([*argv, "--overwrite"]) == 0
