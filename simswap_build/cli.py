@@ -10,11 +10,15 @@ from pathlib import Path
 import onnx
 
 from simswap_build.architectures import GENERATOR_ARCHES
+from simswap_build.bundle_writer import check_bundle_output
 from simswap_build.precision import DEFAULT_KEEP_FP32
 from simswap_build.trt_compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
-from simswap_trt.errors import SimswapError
+from simswap_trt.cli_support import float_between, int_at_least, positive_int
+from simswap_trt.constants import ARCFACE_INPUT_SIZE
+from simswap_trt.errors import InputError, OutputError
+from simswap_trt.files import check_output, write_atomic
 
 EPILOG = """\
 examples:
@@ -36,6 +40,11 @@ simswap-trt never downloads or ships them. 'convert' needs torch: pip install 's
 def _convert(args: argparse.Namespace) -> int:
     from simswap_build.convert import convert_checkpoints
 
+    for path in (args.generator, args.arcface):
+        if not path.is_file():
+            raise InputError(f"checkpoint not found: {path}")
+    check_bundle_output(args.output, [args.generator, args.arcface], args.overwrite)
+
     bundle = convert_checkpoints(
         args.generator,
         args.arcface,
@@ -44,7 +53,7 @@ def _convert(args: argparse.Namespace) -> int:
         family=args.family,
         crop_size=args.crop_size,
         keep_weights=not args.no_weights,
-        overwrite=args.force,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote {bundle.root}: {bundle.models['generator'].architecture} generator, "
@@ -53,11 +62,18 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from simswap_build.bench.run import bench
+
+    return bench(args)
+
+
 def _untrained(args: argparse.Namespace) -> int:
     from simswap_build.convert import untrained_bundle
 
+    check_bundle_output(args.output, overwrite=args.overwrite)
     bundle = untrained_bundle(
-        args.output, arch=args.arch, crop_size=args.crop_size, seed=args.seed, overwrite=args.force
+        args.output, arch=args.arch, crop_size=args.crop_size, seed=args.seed, overwrite=args.overwrite
     )
     print(f"wrote {bundle.root}: UNTRAINED random weights ({args.arch}, {bundle.crop_size} px) - not a face swapper")
     return 0
@@ -79,7 +95,7 @@ def _engine(args: argparse.Namespace) -> int:
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
     for role in roles:
-        entry = build_engine(args.bundle, role, options, args.precision)
+        entry = build_engine(args.bundle, role, options, args.precision, overwrite=args.overwrite)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
             f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
@@ -91,6 +107,10 @@ def _precision(args: argparse.Namespace) -> int:
     from simswap_build.precision import add_precisions
 
     keep = {"generator": args.keep_fp32_generator, "arcface": args.keep_fp32_arcface}
+    bundle = Bundle.load(args.bundle)
+    existing = sorted({p for by in bundle.variants.values() for p in by} & set(args.precisions))
+    if existing and not args.overwrite:
+        raise OutputError(f"{args.bundle} already has {', '.join(existing)} graphs; pass --overwrite to replace them")
     sensitivity = add_precisions(args.bundle, args.images, args.precisions, keep)
     for role, layers in sensitivity.items():
         worst = sorted(layers, key=lambda name: -layers[name]["loss_db"])[: keep[role]]
@@ -113,11 +133,13 @@ def _validate(args: argparse.Namespace) -> int:
     from simswap_trt.bundle import Bundle
 
     bundle = Bundle.load(args.bundle)
+    if args.json and not check_output(args.json, overwrite=args.overwrite):
+        raise OutputError(f"{args.json} exists; pass --overwrite to replace it, or choose another --json")
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
     report = fidelity_report(bundle.root, crops)
     print_report(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
 
 
@@ -128,7 +150,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig.recipe(args.recipe, **overrides)
     except ValueError as exc:
-        raise SimswapError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     spec = RunSpec(
         data=args.data,
         out=args.out,
@@ -194,34 +216,40 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         "first released code (full feature matching, no gradient penalty, λ_id 20, β1 0.5)",
     )
     knobs = parser.add_argument_group("recipe knobs (default: the recipe's value)")
-    knobs.add_argument("--steps", type=int, help="train until this step (default 100000)")
-    knobs.add_argument("--batch-size", type=int, help="pairs per step (default 8)")
-    knobs.add_argument("--lr", type=float, help="Adam learning rate for G and D (default 2e-4)")
-    knobs.add_argument("--beta1", type=float, help="Adam β1")
-    knobs.add_argument("--beta2", type=float, help="Adam β2 (default 0.999)")
-    knobs.add_argument("--lambda-id", type=float, help="identity loss weight")
-    knobs.add_argument("--lambda-rec", type=float, help="reconstruction loss weight (same-identity steps)")
-    knobs.add_argument("--lambda-fm", type=float, help="feature matching weight")
-    knobs.add_argument("--lambda-gp", type=float, help="gradient penalty weight (0: none)")
+    knobs.add_argument("--steps", type=positive_int, help="train until this step (default 100000)")
+    knobs.add_argument("--batch-size", type=int_at_least(2), help="pairs per step, >= 2 (default 8)")
+    knobs.add_argument("--lr", type=float_between(0, 1), help="Adam learning rate for G and D (default 2e-4)")
+    knobs.add_argument("--beta1", type=float_between(0, 1), help="Adam β1")
+    knobs.add_argument("--beta2", type=float_between(0, 1), help="Adam β2 (default 0.999)")
+    knobs.add_argument("--lambda-id", type=float_between(0, 1e6), help="identity loss weight")
+    knobs.add_argument(
+        "--lambda-rec", type=float_between(0, 1e6), help="reconstruction loss weight (same-identity steps)"
+    )
+    knobs.add_argument("--lambda-fm", type=float_between(0, 1e6), help="feature matching weight")
+    knobs.add_argument("--lambda-gp", type=float_between(0, 1e6), help="gradient penalty weight (0: none)")
     knobs.add_argument(
         "--fm-first-layer",
-        type=int,
+        type=int_at_least(0),
         help="first discriminator layer (0-4) compared by feature matching: paper 3 (weak), pix2pixhd 0 (all)",
     )
-    knobs.add_argument("--ndf", type=int, help="discriminator width (default 64)")
-    knobs.add_argument("--checkpoint-every", type=int, help="save a resumable checkpoint every N steps (1000)")
-    knobs.add_argument("--snapshot-every", type=int, help="also keep STEP_net_G.pth every N steps (default never)")
-    knobs.add_argument("--seed", type=int, help="random seed (default 0)")
+    knobs.add_argument("--ndf", type=positive_int, help="discriminator width (default 64)")
+    knobs.add_argument("--checkpoint-every", type=positive_int, help="save a resumable checkpoint every N steps (1000)")
+    knobs.add_argument(
+        "--snapshot-every", type=int_at_least(0), help="also keep STEP_net_G.pth every N steps (default never)"
+    )
+    knobs.add_argument("--seed", type=int_at_least(0), help="random seed (default 0)")
     knobs.add_argument(
         "--mixed-precision",
         action="store_true",
         default=None,
         help="CUDA: float16 convolutions; norms and identity styles stay float32 (float16 norms diverge)",
     )
-    parser.add_argument("--crop-size", type=int, default=None, help="aligned crop size (default: the generator's)")
+    parser.add_argument(
+        "--crop-size", type=int_at_least(96), default=None, help="aligned crop size (default: the generator's)"
+    )
     parser.add_argument(
         "--min-face",
-        type=int,
+        type=int_at_least(0),
         default=DEFAULT_MIN_FACE,
         help="drop photos whose face region is narrower than this many pixels (default %(default)s)",
     )
@@ -233,17 +261,20 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     path: Path = args.path
-    files = (
-        [Bundle.load(path).path_of(role) for role in ("generator", "arcface")]
-        if (path / MANIFEST_NAME).is_file()
-        else [path]
-    )
+    if (path / MANIFEST_NAME).is_file():
+        bundle = Bundle.load(path)
+        files = [bundle.path_of(role) for role in bundle.models]
+        files += [bundle.root / entry.file for by in bundle.variants.values() for entry in by.values()]
+    elif path.is_file():
+        files = [path]
+    else:
+        raise InputError(f"{path} is neither an .onnx file nor a bundle folder (no {MANIFEST_NAME})")
     failed = 0
     for file in files:
         try:
             model = onnx.load(file, load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
-            raise SimswapError(f"{file} is not an ONNX model: {exc}") from exc
+            raise InputError(f"{file} is not an ONNX model: {exc}") from exc
         for target in args.trt:
             problems = check_model(model, target)
             print(f"{file.name}: TensorRT {target}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
@@ -288,12 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument(
         "--crop-size",
-        type=int,
+        type=int_at_least(ARCFACE_INPUT_SIZE),
         default=None,
-        help="aligned crop size (default: 224 for 224 models, 512 for 512 models)",
+        help=f"aligned crop size, >= {ARCFACE_INPUT_SIZE} (default: 224 for 224 models, 512 for 512 models)",
     )
     convert.add_argument("--no-weights", action="store_true", help="do not keep safetensors copies of the weights")
-    convert.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    convert.add_argument("--overwrite", "--force", action="store_true", help="replace an existing bundle at --output")
 
     untrained = sub.add_parser("untrained", help="a bundle with random weights, to try the pipeline (no torch needed)")
     untrained.add_argument("--output", type=Path, required=True, help="bundle directory to create")
@@ -301,10 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", choices=GENERATOR_ARCHES, default="224", help="generator architecture (default 224)"
     )
     untrained.add_argument(
-        "--crop-size", type=int, default=None, help="aligned crop size (default: the architecture's)"
+        "--crop-size",
+        type=int_at_least(ARCFACE_INPUT_SIZE),
+        default=None,
+        help=f"aligned crop size, >= {ARCFACE_INPUT_SIZE} (default: the architecture's)",
     )
-    untrained.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    untrained.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    untrained.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, >= 0 (default 0)")
+    untrained.add_argument("--overwrite", "--force", action="store_true", help="replace an existing bundle at --output")
 
     engine = sub.add_parser(
         "engine",
@@ -321,10 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="which of the bundle's graphs to build (fp16/int8: from 'simswap-build precision')",
     )
-    engine.add_argument("--min-batch", type=int, default=1, help="smallest batch the plan accepts (default 1)")
-    engine.add_argument("--opt-batch", type=int, default=8, help="batch the kernels are tuned for (default 8)")
-    engine.add_argument("--max-batch", type=int, default=32, help="largest batch; buffers are sized for it (32)")
-    engine.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit in MiB")
+    engine.add_argument("--min-batch", type=positive_int, default=1, help="smallest batch the plan accepts (default 1)")
+    engine.add_argument("--opt-batch", type=positive_int, default=8, help="batch the kernels are tuned for (default 8)")
+    engine.add_argument(
+        "--max-batch", type=positive_int, default=32, help="largest batch; buffers are sized for it (32)"
+    )
+    engine.add_argument("--workspace-mib", type=positive_int, default=None, help="builder workspace limit in MiB")
     engine.add_argument(
         "--version-compatible",
         action="store_true",
@@ -341,8 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="run on other GPUs (ampere_plus: any compute capability >= 8.0)",
     )
-    engine.add_argument("--dla-core", type=int, default=None, help="Jetson: build for this DLA core, GPU fallback")
+    engine.add_argument(
+        "--dla-core", type=int_at_least(0), default=None, help="Jetson: build for this DLA core, GPU fallback"
+    )
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
+    engine.add_argument("--overwrite", action="store_true", help="replace a plan built before for the same GPU")
 
     precision = sub.add_parser(
         "precision",
@@ -355,15 +394,16 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("bundle", type=Path, help="bundle directory")
     precision.add_argument("--images", type=Path, default=None, help="folder of photos with faces (INT8 calibration)")
     precision.add_argument("--precisions", nargs="+", choices=("fp16", "int8"), default=["fp16", "int8"])
+    precision.add_argument("--overwrite", action="store_true", help="replace FP16 / INT8 graphs made before")
     precision.add_argument(
         "--keep-fp32-generator",
-        type=int,
+        type=int_at_least(0),
         default=DEFAULT_KEEP_FP32["generator"],
         help="INT8: generator convolutions left in FP32, most sensitive first (default %(default)s)",
     )
     precision.add_argument(
         "--keep-fp32-arcface",
-        type=int,
+        type=int_at_least(0),
         default=DEFAULT_KEEP_FP32["arcface"],
         help="INT8: ArcFace convolutions left in FP32, most sensitive first (default %(default)s)",
     )
@@ -376,8 +416,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")
-    validate.add_argument("--limit", type=int, default=32, help="at most this many images (default 32)")
+    validate.add_argument("--limit", type=positive_int, default=32, help="at most this many images, >= 1 (default 32)")
     validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark stages, backends and the official-style baseline (JSON + plots)",
+        description="Measure stage latency, generator throughput per backend and batch, the official-style "
+        "baseline, the machine's ceiling and memory over a long run. Needs 'simswap-trt[bench]'; the "
+        "baseline also 'simswap-trt[build]'. 'simswap-trt bench' runs this command.",
+    )
+    from simswap_build.bench.run import add_arguments
+
+    add_arguments(bench)
 
     train = sub.add_parser(
         "train",
@@ -388,8 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_arguments(train)
     train.add_argument("--arch", choices=("224", "512"), default="224", help="generator layout (default 224)")
-    train.add_argument("--ngf", type=int, default=64, help="generator width (official 64)")
-    train.add_argument("--n-blocks", type=int, default=9, help="ID-injection blocks (official 9)")
+    train.add_argument("--ngf", type=int_at_least(2), default=64, help="generator width (official 64)")
+    train.add_argument("--n-blocks", type=positive_int, default=9, help="ID-injection blocks (official 9)")
 
     finetune = sub.add_parser(
         "finetune",
@@ -428,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "precision": _precision,
         "validate": _validate,
+        "bench": _bench,
         "train": _train,
         "finetune": _train,
     }
