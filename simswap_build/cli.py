@@ -169,6 +169,9 @@ def _train(args: argparse.Namespace) -> int:
     )
     info = run_training(spec, config)
     summary = info["summary"]
+    if not summary:
+        print(f"nothing to train: {args.out} is already at step {config.steps}")
+        return 0
     print(
         f"trained {info['generator']} generator to step {summary.get('steps', 0)} on {info['device']} "
         f"({info['faces']} faces of {info['identities']} identities); last losses: identity {summary['g_id']:.4f}, "
