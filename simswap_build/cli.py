@@ -210,7 +210,12 @@ def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder with one sub-folder of photos per identity, or a list file of 'IDENTITY<TAB>PATH' lines",
     )
     parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, face cache")
-    parser.add_argument("--arcface", type=Path, required=True, help="arcface_checkpoint.tar (frozen identity network)")
+    parser.add_argument(
+        "--arcface",
+        type=Path,
+        required=True,
+        help="arcface_checkpoint.tar, or a converted bundle folder (frozen identity network)",
+    )
     parser.add_argument(
         "--recipe",
         choices=("paper", "pix2pixhd"),

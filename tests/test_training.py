@@ -283,3 +283,14 @@ def test_train_and_finetune_commands(photo_folders, tiny_checkpoints, tmp_path, 
     start = torch.load(run / "latest_net_G.pth", weights_only=True)
     tuned_g = torch.load(tuned / "latest_net_G.pth", weights_only=True)
     assert list(start) == list(tuned_g) and not torch.equal(start["up1.1.weight"], tuned_g["up1.1.weight"])
+
+
+def test_arcface_from_a_converted_bundle_equals_the_checkpoint(tiny_checkpoints, tiny_bundle):
+    from simswap_build.training.models import load_arcface
+
+    _, reference, _, arcface_path = tiny_checkpoints
+    for source in (arcface_path, tiny_bundle.root):
+        loaded = load_arcface(source)
+        assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
+        for name, value in reference.state_dict().items():
+            assert torch.equal(loaded.state_dict()[name], value), (source, name)

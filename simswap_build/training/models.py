@@ -51,14 +51,42 @@ def load_generator(path: str | Path) -> Generator:
 
 
 def load_arcface(path: str | Path) -> ResNet:
-    """The frozen identity network from ``arcface_checkpoint.tar`` (either official format): eval mode,
-    no gradients to its weights."""
+    """The frozen identity network (eval mode, no gradients to its weights) from ``arcface_checkpoint.tar``
+    (either official format) or from a converted bundle folder that kept its weights."""
     from simswap_build.checkpoints import load_arcface as read_checkpoint
 
-    loaded = read_checkpoint(path)
-    arcface = ResNet(loaded.config)
-    _load_state(arcface, loaded.weights, str(path))
+    path = Path(path)
+    if path.is_dir():
+        config, weights = _bundle_arcface(path)
+    else:
+        loaded = read_checkpoint(path)
+        config, weights = loaded.config, loaded.weights
+    arcface = ResNet(config)
+    _load_state(arcface, weights, str(path))
     return freeze(arcface)
+
+
+def _bundle_arcface(folder: Path):
+    """ArcFace config and weights from a bundle's ``weights/arcface.safetensors`` (hash checked)."""
+    from safetensors.numpy import load_file
+
+    from simswap_build.architectures import arcface_keys, compare_keys, detect_arcface
+    from simswap_trt.bundle import Bundle
+    from simswap_trt.schema import sha256_of
+
+    bundle = Bundle.load(folder)
+    kept = bundle.models["arcface"].source.get("weights")
+    if not kept:
+        raise CheckpointError(f"{folder} was converted with --no-weights: pass arcface_checkpoint.tar instead")
+    file = bundle.root / kept["file"]
+    if sha256_of(file) != kept["sha256"]:
+        raise CheckpointError(f"{file} does not match the sha256 in {folder}'s manifest")
+    # num_batches_tracked (unused by inference) may come back as shape (1,); the strict check tolerates its absence
+    weights = {k: v for k, v in load_file(file).items() if not k.endswith("num_batches_tracked")}
+    shapes = {k: tuple(v.shape) for k, v in weights.items()}
+    config = detect_arcface(shapes)
+    compare_keys(arcface_keys(config), shapes, f"{file} (as ArcFace {config.name})")
+    return config, weights
 
 
 def freeze(model: nn.Module) -> nn.Module:
