@@ -144,6 +144,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("training needs PyTorch: pip install 'simswap-trt[train]'") from None
     from simswap_build.training import RunSpec, TrainConfig, run_training
 
     overrides = {field: getattr(args, field) for field in TRAIN_OVERRIDES if getattr(args, field) is not None}

@@ -294,3 +294,18 @@ def test_arcface_from_a_converted_bundle_equals_the_checkpoint(tiny_checkpoints,
         assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
         for name, value in reference.state_dict().items():
             assert torch.equal(loaded.state_dict()[name], value), (source, name)
+
+
+def test_train_without_torch_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None; from simswap_build.cli import main; "
+        f"sys.exit(main(['train', '{tmp_path}', '--out', '{tmp_path / 'run'}', '--arcface', 'a.tar']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (
+        result.returncode == 1
+        and result.stderr.strip() == "error: training needs PyTorch: pip install 'simswap-trt[train]'"
+    )
