@@ -10,6 +10,8 @@ the real ``tensorrt_lean`` bindings.
   (stream or event synchronize). Then only the work the wait needs runs, and among the streams that may
   run, the most recently enqueued work runs first. So work that is not ordered by an event wait really
   does run before its producer, and a missing ``stream.wait(event)`` or host synchronize fails a test.
+* Copies are counted in ``COPIES``; mapped buffers (integrated GPUs) register their host array itself as
+  device memory, so the "GPU" reads and writes it in place and copies of its own views are no-ops.
 * Kernels: ``launch`` is replaced by a queued call of the host build with the same argument packing
   (the host functions take the face or frame count that the device reads from ``gridDim.z``); launch
   grids must cover the crop and the regions.
@@ -95,6 +97,7 @@ class Op:
 
 
 GPU = FakeGpu()
+COPIES: list[tuple[str, int]] = []  # ("upload" | "download", bytes) of every host<->device copy enqueued
 
 
 class FakeStream:
@@ -157,6 +160,7 @@ class FakeDeviceBuffer:
 
     def upload(self, host, stream, offset=0):
         assert offset + host.nbytes <= self.nbytes
+        COPIES.append(("upload", host.nbytes))
         ptr = self.ptr
 
         def copy():  # reads the host memory when it executes, as a DMA does
@@ -166,6 +170,7 @@ class FakeDeviceBuffer:
 
     def download(self, host, stream, offset=0):
         assert offset + host.nbytes <= self.nbytes
+        COPIES.append(("download", host.nbytes))
         ptr = self.ptr
 
         def copy():
@@ -174,6 +179,7 @@ class FakeDeviceBuffer:
         GPU.enqueue(stream.handle, "download", copy)
 
     def download_rows(self, host, stream, offset, pitch):
+        COPIES.append(("download", host.nbytes))
         ptr, rows, width = self.ptr, host.shape[0], host[0].nbytes if host.shape[0] else 0
 
         def copy():
@@ -209,6 +215,31 @@ class FakePinnedBuffer:
     def free(self):
         if self.array is not None:
             GPU.pinned.pop(self.array.ctypes.data)
+            GPU.live.discard(self)
+            self.array = None
+
+
+class FakeMappedBuffer:
+    """Mapped pinned host memory: the "device" address is that of ``array`` itself (zero copy)."""
+
+    def __init__(self, shape, dtype):
+        self.array = np.zeros(shape, dtype)
+        self.nbytes = self.array.nbytes
+        self.ptr = self.array.ctypes.data
+        GPU.allocations[self.ptr] = self.array.reshape(-1).view(np.uint8)  # a view, not a copy
+        GPU.live.add(self)
+
+    def upload(self, host, stream, offset=0):
+        if not np.shares_memory(host, self.array):
+            FakeDeviceBuffer.upload(self, host, stream, offset)
+
+    def download(self, host, stream, offset=0):
+        if not np.shares_memory(host, self.array):
+            FakeDeviceBuffer.download(self, host, stream, offset)
+
+    def free(self):
+        if self.array is not None:
+            GPU.allocations.pop(self.ptr)
             GPU.live.discard(self)
             self.array = None
 
@@ -281,24 +312,27 @@ def fake_cudart(calls):
     )
 
 
-def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100", host_lib=None):
-    """Replace ``simswap_trt.cuda``'s types (and, with ``host_lib``, the kernels) by the stand-in; returns
-    the fresh ``FakeGpu``."""
+def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100", host_lib=None, integrated=False):
+    """Replace ``simswap_trt.cuda``'s types (and, with ``host_lib``, the kernels) by the stand-in, on a
+    discrete or ``integrated`` GPU; returns the fresh ``FakeGpu``."""
     global GPU
     GPU = FakeGpu()
+    COPIES.clear()
     info = cuda.DeviceInfo(name, compute_capability, 80 << 30, 13000, 13000)
     monkeypatch.setattr(cuda, "device_info", lambda device=0: info)
+    traits = cuda.MemoryTraits(integrated, True, compute_capability)
+    monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
     for attribute, fake in (
         ("DeviceBuffer", FakeDeviceBuffer),
         ("PinnedBuffer", FakePinnedBuffer),
+        ("MappedBuffer", FakeMappedBuffer),
         ("Stream", FakeStream),
         ("Event", FakeEvent),
     ):
         monkeypatch.setattr(cuda, attribute, fake)
     if host_lib is not None:
-        monkeypatch.setattr(
-            kernels_module, "load_device_kernels", lambda device=0: {n: n for n in kernels_module.KERNEL_NAMES}
-        )
+        names = {name: name for name in kernels_module.KERNEL_NAMES}
+        monkeypatch.setattr(kernels_module, "load_device_kernels", lambda device=0: names)
         monkeypatch.setattr(kernels_module, "launch", fake_launch(host_lib))
     return GPU
 
