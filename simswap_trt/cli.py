@@ -81,6 +81,10 @@ def _doctor(args: argparse.Namespace) -> int:
         )
     except SimswapError as exc:
         print(f"GPU           none usable: {exc}")
+    from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
+
+    for line in doctor_lines():
+        print(line)
     try:
         print(f"cuda-python   {importlib.metadata.version('cuda-bindings')}")
     except importlib.metadata.PackageNotFoundError:

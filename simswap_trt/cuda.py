@@ -207,3 +207,107 @@ class PinnedBuffer:
             self.array = None
             cuda_call("cudaFreeHost", runtime().cudaFreeHost(self.ptr))
             self.ptr = 0
+
+
+# -- integrated GPUs (Jetson): mapped pinned host memory instead of staging copies ---------------------------
+
+HOST_MEMORY_MODES = ("auto", "mapped", "staged")
+
+
+@dataclass(frozen=True)
+class MemoryTraits:
+    """The device attributes that decide how host data reaches the GPU."""
+
+    integrated: bool  # cudaDevAttrIntegrated: the GPU shares one DRAM with the CPU (Jetson)
+    can_map_host_memory: bool  # cudaDevAttrCanMapHostMemory
+    compute_capability: tuple[int, int]
+
+
+def memory_traits(device: int = 0) -> MemoryTraits:
+    """``MemoryTraits`` of ``device`` from ``cudaDeviceGetAttribute``."""
+    cudart = runtime()
+
+    def attribute(name: str) -> int:
+        value = cudart.cudaDeviceGetAttribute(getattr(cudart.cudaDeviceAttr, name), device)
+        return int(cuda_call("cudaDeviceGetAttribute", value))
+
+    return MemoryTraits(
+        integrated=bool(attribute("cudaDevAttrIntegrated")),
+        can_map_host_memory=bool(attribute("cudaDevAttrCanMapHostMemory")),
+        compute_capability=(
+            attribute("cudaDevAttrComputeCapabilityMajor"),
+            attribute("cudaDevAttrComputeCapabilityMinor"),
+        ),
+    )
+
+
+def host_memory_strategy(traits: MemoryTraits, requested: str = "auto") -> str:
+    """``"mapped"`` or ``"staged"`` for engine I/O buffers.
+
+    ``auto`` maps on integrated GPUs with I/O coherency (Xavier, sm_72, and later; every JetPack 6 module): the
+    CPU and GPU share one DRAM, so a staging copy would only copy DRAM to DRAM, while the GPU can read the
+    CPU-cached pinned pages directly. Discrete GPUs stay staged (pinned host buffer, device buffer,
+    asynchronous copies): mapped memory would be read over PCIe by every kernel. Older integrated GPUs (TX2,
+    Nano) read mapped memory uncached, so they stay staged too."""
+    if requested not in HOST_MEMORY_MODES:
+        raise EngineError(f"host memory must be one of {', '.join(HOST_MEMORY_MODES)}, got {requested!r}")
+    if requested == "mapped" and not traits.can_map_host_memory:
+        raise EngineError("host memory 'mapped' was requested, but this device cannot map host memory")
+    if requested != "auto":
+        return requested
+    coherent = traits.compute_capability >= (7, 2)
+    return "mapped" if traits.integrated and traits.can_map_host_memory and coherent else "staged"
+
+
+class MappedBuffer:
+    """Page-locked host memory mapped into the device's address space (``cudaHostAllocMapped``): ``array`` is
+    the host view and ``ptr`` the device address of the same bytes. It serves as both the host and the device
+    buffer of an engine slot: ``upload``/``download`` of a view of its own ``array`` copy nothing."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(shape)) * dtype.itemsize
+        cudart = runtime()
+        self.host_ptr = int(
+            cuda_call("cudaHostAlloc", cudart.cudaHostAlloc(max(self.nbytes, 1), cudart.cudaHostAllocMapped))
+        )
+        self.ptr = int(cuda_call("cudaHostGetDevicePointer", cudart.cudaHostGetDevicePointer(self.host_ptr, 0)))
+        raw = (ctypes.c_byte * max(self.nbytes, 1)).from_address(self.host_ptr)
+        self.array = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def _own(self, host: np.ndarray) -> bool:
+        return self.host_ptr <= host.ctypes.data < self.host_ptr + max(self.nbytes, 1)
+
+    def _copy(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        if nbytes > self.nbytes:
+            raise EngineError(f"copy of {nbytes} bytes does not fit a {self.nbytes}-byte mapped buffer")
+        cudart = runtime()
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDefault
+        cuda_call("cudaMemcpyAsync", cudart.cudaMemcpyAsync(dst, src, nbytes, kind, stream.handle))
+
+    def upload(self, host: np.ndarray, stream: Stream) -> None:
+        """Nothing to do for a view of ``array``; another host array is copied in, ordered on ``stream``."""
+        if not self._own(host):
+            self._copy(self.ptr, host.ctypes.data, host.nbytes, stream)
+
+    def download(self, host: np.ndarray, stream: Stream) -> None:
+        """Nothing to do for a view of ``array`` (read it after the stream's work); else copied out on ``stream``."""
+        if not self._own(host):
+            self._copy(host.ctypes.data, self.ptr, host.nbytes, stream)
+
+    def free(self) -> None:
+        if self.host_ptr:
+            self.array = None
+            cuda_call("cudaFreeHost", runtime().cudaFreeHost(self.host_ptr))
+            self.host_ptr = self.ptr = 0
+
+
+def io_buffers(shape: tuple[int, ...], dtype: np.dtype, strategy: str) -> tuple[Any, Any]:
+    """(host buffer with ``array``, device buffer with ``ptr``/``upload``/``download``) for one engine tensor:
+    one ``MappedBuffer`` in both roles when ``strategy`` is ``"mapped"``, else a ``PinnedBuffer`` and a
+    ``DeviceBuffer`` of the same size."""
+    if strategy == "mapped":
+        buffer = MappedBuffer(shape, dtype)
+        return buffer, buffer
+    host = PinnedBuffer(shape, dtype)
+    return host, DeviceBuffer(host.array.nbytes)

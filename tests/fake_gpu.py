@@ -3,7 +3,8 @@ ordering) without a GPU, and to check every TensorRT runtime attribute it touche
 ``tensorrt_lean`` bindings.
 
 * ``FakeCuda`` replaces ``simswap_trt.cuda``'s device, stream, event and buffer types with host memory:
-  "device pointers" are keys into a registry of numpy arrays, copies are ``np.copyto``.
+  "device pointers" are keys into a registry of numpy arrays, copies are ``np.copyto`` (counted in ``COPIES``);
+  mapped buffers register a view of their host array, so the "GPU" reads and writes it in place.
 * ``strict_runtime_module`` builds a fake ``tensorrt`` runtime module whose objects only allow attribute
   names that exist on the corresponding class of the real ``tensorrt_lean`` module; a name TensorRT does
   not have raises ``AttributeError``. Its execution context "runs" the plan as ``outputs = fn(inputs)``.
@@ -19,6 +20,7 @@ import numpy as np
 from simswap_trt import cuda
 
 DEVICE_MEMORY: dict[int, np.ndarray] = {}
+COPIES: list[tuple[str, int]] = []  # ("upload" | "download", bytes) of every host<->device copy
 _addresses = itertools.count(0x1000, 0x1000)
 
 
@@ -29,9 +31,11 @@ class FakeDeviceBuffer:
         DEVICE_MEMORY[self.ptr] = np.zeros(max(nbytes, 1), np.uint8)
 
     def upload(self, host, stream):
+        COPIES.append(("upload", host.nbytes))
         DEVICE_MEMORY[self.ptr][: host.nbytes] = np.frombuffer(np.ascontiguousarray(host).tobytes(), np.uint8)
 
     def download(self, host, stream):
+        COPIES.append(("download", host.nbytes))
         host[...] = np.frombuffer(DEVICE_MEMORY[self.ptr][: host.nbytes].tobytes(), host.dtype).reshape(host.shape)
 
     def free(self):
@@ -43,6 +47,28 @@ class FakePinnedBuffer:
         self.array = np.zeros(shape, dtype)
 
     def free(self):
+        self.array = None
+
+
+class FakeMappedBuffer:
+    """Mapped pinned host memory: the "device" address reaches the very bytes of ``array`` (zero copy)."""
+
+    def __init__(self, shape, dtype):
+        self.array = np.zeros(shape, dtype)
+        self.nbytes = self.array.nbytes
+        self.ptr = next(_addresses)
+        DEVICE_MEMORY[self.ptr] = self.array.reshape(-1).view(np.uint8)  # a view, not a copy
+
+    def upload(self, host, stream):
+        if not np.shares_memory(host, self.array):
+            FakeDeviceBuffer.upload(self, host, stream)
+
+    def download(self, host, stream):
+        if not np.shares_memory(host, self.array):
+            FakeDeviceBuffer.download(self, host, stream)
+
+    def free(self):
+        DEVICE_MEMORY.pop(self.ptr, None)
         self.array = None
 
 
@@ -73,14 +99,18 @@ class FakeEvent:
         pass
 
 
-def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100"):
+def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100", integrated=False):
     info = cuda.DeviceInfo(name, compute_capability, 80 << 30, 13000, 13000)
     monkeypatch.setattr(cuda, "device_info", lambda device=0: info)
+    traits = cuda.MemoryTraits(integrated, True, compute_capability)
+    monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
+    COPIES.clear()
     for attribute, fake in (
         ("DeviceBuffer", FakeDeviceBuffer),
         ("PinnedBuffer", FakePinnedBuffer),
         ("Stream", FakeStream),
         ("Event", FakeEvent),
+        ("MappedBuffer", FakeMappedBuffer),
     ):
         monkeypatch.setattr(cuda, attribute, fake)
 

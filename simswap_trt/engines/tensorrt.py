@@ -85,7 +85,7 @@ def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[
 class _Slot:
     """One execution context with its stream, buffers and captured graphs."""
 
-    def __init__(self, engine: Any, inputs, outputs, max_batch: int) -> None:
+    def __init__(self, engine: Any, inputs, outputs, max_batch: int, host_memory: str = "staged") -> None:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
@@ -96,8 +96,8 @@ class _Slot:
         self.host: dict[str, cuda.PinnedBuffer] = {}
         for spec in inputs + outputs:
             shape = (max_batch, *spec.shape[1:])
-            self.host[spec.name] = cuda.PinnedBuffer(shape, np.dtype(spec.dtype))
-            self.device[spec.name] = cuda.DeviceBuffer(self.host[spec.name].array.nbytes)
+            # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles, no copies
+            self.host[spec.name], self.device[spec.name] = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
             if not self.context.set_tensor_address(spec.name, self.device[spec.name].ptr):
                 raise EngineError(f"TensorRT refused the address of tensor {spec.name!r}")
         self.batch = -1
@@ -124,6 +124,7 @@ class TensorRTEngine(Engine):
         onnx_sha256: str | None = None,
         depth: int = 2,
         cuda_graphs: bool = False,
+        host_memory: str = "auto",
     ) -> None:
         trt, lean = import_tensorrt()
         here = runtime_info(trt, lean)
@@ -148,12 +149,16 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch = entry.max_batch
         self.cuda_graphs = cuda_graphs
-        self._slots = [_Slot(self._engine, self.inputs, self.outputs, self.max_batch) for _ in range(depth)]
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(), host_memory)  # "mapped" or "staged"
+        self._slots = [
+            _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
+        ]
         self._lock = threading.Lock()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
         self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
+        log.info("%s: %s host memory for inputs and outputs", entry.file, self.host_memory)
 
     def _signature(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         trt, engine = self._trt, self._engine
