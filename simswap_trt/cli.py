@@ -159,9 +159,9 @@ def _writable(pairs: list[tuple[Path, Path]], inputs: Sequence[Path], args: argp
     return todo
 
 
-def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], what: str, max_pixels: int) -> list[np.ndarray]:
-    """Read the --source / --reference photos; each must show a face, and the largest one is used."""
-    images = [read_image(p, max_pixels) for p in paths]
+def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], images: list[np.ndarray], what: str) -> list:
+    """The --source / --reference photos: each must show a face, and the largest one is used (said when
+    there are several)."""
     for path, faces in zip(paths, swapper.detect(images), strict=True):
         if not faces:
             raise NoFaceError(
@@ -183,10 +183,12 @@ def _swap(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped, 0 face(s) swapped")
         return EXIT_PARTIAL
+    sources = [read_image(p, args.max_pixels) for p in args.source]  # unreadable: an error before models load
+    references = [read_image(p, args.max_pixels) for p in args.reference or []]
     with _swapper(args, args.bundle) as swapper:
-        swapper.set_source(_face_photos(swapper, args.source, "source", args.max_pixels))
-        if args.reference:
-            swapper.set_reference(_face_photos(swapper, args.reference, "reference", args.max_pixels))
+        swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
+        if references:
+            swapper.set_reference(_face_photos(swapper, args.reference, references, "reference"))
         return _swap_files(swapper, todo, args, skipped)
 
 
