@@ -26,6 +26,7 @@ examples:
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ --select largest
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
                    --select reference --reference actor.jpg
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
 
@@ -101,6 +102,12 @@ def _bench(args: argparse.Namespace) -> int:
     from simswap_trt.bench.run import bench
 
     return bench(args)
+
+
+def _video(args: argparse.Namespace) -> int:
+    from simswap_trt.video.cli import run
+
+    return run(args)
 
 
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
@@ -353,6 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
 
+    from simswap_trt.video import cli as video_cli
+
+    video = sub.add_parser(
+        "video",
+        help="swap a source identity onto the faces of a video (audio kept, faces tracked and smoothed)",
+        description=video_cli.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    video_cli.add_arguments(video)
+    _add_pipeline_flags(video)
+    _add_runtime_flags(video, batch=8)
+
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
 
@@ -369,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "doctor": _doctor,
         "bench": _bench,
+        "video": _video,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

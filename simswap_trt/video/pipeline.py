@@ -92,15 +92,16 @@ def swap_video(
     codec: str = "libx264",
     crf: int | None = 18,
     overwrite: bool = False,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> VideoReport:
     """Swap the source identity of ``swapper`` onto the faces of the video ``target`` and write ``output``.
 
     Audio and subtitle streams are copied bit for bit; the video keeps its timestamps, size, aspect,
     rotation and colour description and is encoded with ``codec`` (``crf`` for libx264/libx265; 0 is
     lossless). Frames without a selected face are encoded from the decoded frame unchanged. ``start`` and
-    ``duration`` (seconds) select part of the clip. ``progress(n)`` is called after each ``n`` frames
-    written. Raises ``InputError`` for unreadable inputs and existing outputs (without ``overwrite``).
+    ``duration`` (seconds) select part of the clip. ``progress(written, expected)`` is called after each
+    frame written (``expected`` is None when the file does not tell). Raises ``InputError`` for unreadable
+    inputs and existing outputs (without ``overwrite``).
     """
     target, output = Path(target), Path(output)
     if output.exists() and not overwrite:
@@ -118,6 +119,7 @@ def swap_video(
         reader.close()
         partial.unlink(missing_ok=True)
         raise
+    expected = reader.frame_count
     stop = threading.Event()
     frames_in: queue.Queue = queue.Queue(options.window)
     frames_out: queue.Queue = queue.Queue(options.window)
@@ -152,7 +154,7 @@ def swap_video(
         counts["swapped"] += item.changed
         counts["bridged"] += sum(face.bridged for face in item.faces)
         if progress is not None:
-            progress(1)
+            progress(counts["frames"], expected)
 
     decoding, encoding = _Stage(decode, "video-decode"), _Stage(encode, "video-encode")
     swapping = threading.current_thread()
