@@ -51,9 +51,9 @@ def test_output_keeps_timing_audio_and_metadata(swapper, tmp_path):
         assert float(b.duration) == pytest.approx(float(a.duration), abs=0.05)
     first = output[0]
     assert (first.colorspace, first.color_range, first.color_primaries, first.color_trc) == (1, 1, 1, 1)
-    # the face was swapped (random generator); elsewhere only the BGR <-> YUV 4:2:0 round trip's rounding
-    diff = np.abs(first.to_ndarray(format="bgr24").astype(int) - source[0].to_ndarray(format="bgr24").astype(int))
-    assert diff[50:140, 65:140].mean() > 1 and diff[:, :40].mean() < 0.1
+    # the face was swapped (random generator); pixels away from it are the decoded input's, exactly
+    diff = np.abs(planes(first).astype(int) - planes(source[0]))
+    assert diff[50:140, 65:140].mean() > 1 and diff[:192, :40].max() == 0
 
 
 def test_variable_frame_rate_and_rotation_are_kept(swapper, tmp_path):
@@ -80,6 +80,35 @@ def test_frames_without_faces_are_bit_exact_and_faces_are_swapped(swapper, tmp_p
         else:
             change = np.abs(planes(a).astype(int) - planes(b).astype(int)).mean()
             assert change > 0.1, f"frame {i} not swapped ({change})"
+
+
+def test_changed_pixels_are_patched_into_the_decoded_frame():
+    """from_bgr against an independent reference: OpenCV's BGR -> I420 conversion of the changed area."""
+    import cv2
+
+    from simswap_trt.video.io import from_bgr, to_bgr
+
+    rng = np.random.default_rng(0)
+    like = av.VideoFrame.from_ndarray(rng.integers(0, 256, (90, 122, 3), np.uint8), format="bgr24")
+    like = like.reformat(format="yuv420p")
+    before = to_bgr(like)
+    after = before.copy()
+    after[31:52, 17:61] = rng.integers(0, 256, (21, 44, 3), np.uint8)  # odd edges: chroma sites shared
+    out = from_bgr(before, after, like).to_ndarray().astype(int)
+    source = like.to_ndarray().astype(int)
+    reference = cv2.cvtColor(np.ascontiguousarray(after[30:52, 16:62]), cv2.COLOR_BGR2YUV_I420).astype(int)
+    y = out[:90]
+    # luma: the changed pixels equal the reference (BT.601 limited range, within rounding), others untouched
+    assert np.abs(y[31:52, 17:61] - reference[:22][1:, 1:45]).max() <= 1
+    untouched = np.ones((90, 122), bool)
+    untouched[31:52, 17:61] = False
+    assert np.array_equal(y[untouched], source[:90][untouched])
+    # chroma: only the 2x2 sites touching the change differ
+    u_out, u_src = out.reshape(-1)[90 * 122 : 90 * 122 * 5 // 4], source.reshape(-1)[90 * 122 : 90 * 122 * 5 // 4]
+    u_out, u_src = u_out.reshape(45, 61), u_src.reshape(45, 61)
+    sites = np.zeros((45, 61), bool)
+    sites[15:26, 8:31] = True
+    assert np.array_equal(u_out[~sites], u_src[~sites]) and not np.array_equal(u_out[sites], u_src[sites])
 
 
 class Misses(FaceDetector):

@@ -32,10 +32,13 @@ except ImportError:  # the CLI and API explain how to install it
 log = logging.getLogger(__name__)
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
-# swscale's defaults round coarsely (a YUV -> BGR -> YUV round trip moves luma by ~1.7 levels on average);
-# accurate rounding with full-resolution chroma brings it to ~0.01
-TO_BGR = "BILINEAR|ACCURATE_RND|FULL_CHR_H_INT|FULL_CHR_H_INP"
-FROM_BGR = "AREA|ACCURATE_RND"
+# planar 4:2:0 formats whose pixels are patched in place (any other format is converted as a whole)
+PATCHED_FORMATS = ("yuv420p", "yuvj420p")
+# swscale's default rounding moves luma by ~1.7 levels on a YUV -> BGR -> YUV round trip; accurate
+# rounding (used where BGR is converted back) brings that to ~0.01
+ACCURATE = "AREA|ACCURATE_RND"
+
+log = logging.getLogger(__name__)
 
 
 def require_av() -> None:
@@ -69,27 +72,53 @@ def to_bgr(frame: av.VideoFrame) -> np.ndarray:
     """The frame as BGR uint8 as it is displayed (upright, so faces are found), converted with its own
     colour matrix and range."""
     image = frame.reformat(
-        format="bgr24",
-        src_colorspace=frame.colorspace or None,
-        src_color_range=frame.color_range or None,
-        interpolation=_flags(TO_BGR),
+        format="bgr24", src_colorspace=frame.colorspace or None, src_color_range=frame.color_range or None
     ).to_ndarray()
     turns = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
 
 
-def from_bgr(image: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
-    """A displayed BGR image (see ``to_bgr``) as a frame stored like ``like``: pixel format, orientation,
-    colour matrix, range and timestamps."""
-    turns = _quarter_turns(like)
-    image = np.ascontiguousarray(np.rot90(image, -turns)) if turns else image
-    out = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(
+def _to_format(image: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(
         format=like.format.name,
         dst_colorspace=like.colorspace or None,
         dst_color_range=like.color_range or None,
-        interpolation=_flags(FROM_BGR),
+        interpolation=_flags(ACCURATE),
     )
-    out.pts, out.time_base = like.pts, like.time_base
+
+
+def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
+    """The decoded frame ``like`` with the pixels where the displayed BGR image ``after`` differs from
+    ``before`` (its ``to_bgr``) replaced: every other pixel keeps its decoded value exactly. Formats other
+    than planar 4:2:0 are converted as a whole."""
+    turns = _quarter_turns(like)
+    if turns:
+        before, after = np.rot90(before, -turns), np.rot90(after, -turns)
+    h, w = after.shape[:2]
+    if like.format.name not in PATCHED_FORMATS or h % 2 or w % 2:
+        out = _to_format(after, like)
+    else:
+        changed = np.any(before != after, axis=2)
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        planes = like.to_ndarray()  # [1.5 h, w]: Y, then U and V with two chroma rows per row
+        if rows.size:
+            y0, y1 = rows[0] // 2 * 2, (rows[-1] + 2) // 2 * 2  # chroma sites cover 2x2 pixels
+            x0, x1 = cols[0] // 2 * 2, (cols[-1] + 2) // 2 * 2
+            patch = _to_format(after[y0:y1, x0:x1], like).to_ndarray()
+            ph, pw = y1 - y0, x1 - x0
+            mask = changed[y0:y1, x0:x1]
+            luma = planes[:h]
+            luma[y0:y1, x0:x1][mask] = patch[:ph][mask]
+            sites = mask.reshape(ph // 2, 2, pw // 2, 2).any(axis=(1, 3))
+            flat, patch = planes.reshape(-1), patch.reshape(-1)
+            for k in (0, 1):  # U, V: quarter-size planes after the luma
+                plane = flat[h * w * (4 + k) // 4 : h * w * (5 + k) // 4].reshape(h // 2, w // 2)
+                new = patch[ph * pw * (4 + k) // 4 : ph * pw * (5 + k) // 4].reshape(ph // 2, pw // 2)
+                plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2][sites] = new[sites]
+        out = av.VideoFrame.from_ndarray(planes, format=like.format.name)
+    out.pts = like.pts
+    if like.time_base is not None:
+        out.time_base = like.time_base
     for attribute in ("color_primaries", "color_trc", "colorspace", "color_range"):
         setattr(out, attribute, getattr(like, attribute))
     return out

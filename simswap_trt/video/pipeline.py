@@ -149,7 +149,8 @@ def swap_video(
         if not isinstance(item, SwappedFrame):
             writer.write_packet(item)
             return
-        writer.write_frame(from_bgr(item.image, item.payload) if item.changed else item.payload)
+        frame: Frame = item.payload
+        writer.write_frame(from_bgr(frame.image, item.image, frame.source) if item.changed else frame.source)
         counts["frames"] += 1
         counts["swapped"] += item.changed
         counts["bridged"] += sum(face.bridged for face in item.faces)
@@ -170,7 +171,7 @@ def swap_video(
                     done = True
                     break
                 batch.append(item)
-            finished = stream.push([f.image for f in batch], [f.time for f in batch], [f.source for f in batch])
+            finished = stream.push([f.image for f in batch], [f.time for f in batch], batch)
             for frame in finished + (stream.flush() if done else []):
                 _put(frames_out, frame, stop)
                 if not encoding.is_alive():
