@@ -202,7 +202,7 @@ def test_memory_stays_flat_over_a_clip_ten_times_the_window(tiny_bundle, tmp_pat
     landmarks = np.array([[36, 40], [60, 40], [48, 52], [38, 64], [58, 64]], np.float32)
     fixed = Detection(np.array([24, 20, 72, 80], np.float32), 0.9, landmarks)
     options = VideoOptions(batch=4, window=4)
-    in_flight = 2 * options.window + options.batch + options.tracking.max_gap
+    in_flight = 2 * options.window + 3 * options.batch + options.tracking.max_gap
     count = 10 * in_flight
     rng = np.random.default_rng(0)
     frames = [np.clip(face_frame(48, 48, 0.5, 0, size) + rng.integers(0, 8, (96, 96, 3)), 0, 255).astype(np.uint8)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from simswap_trt.errors import InputError, SimswapError
@@ -93,12 +94,13 @@ def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.V
     than planar 4:2:0 are converted as a whole."""
     turns = _quarter_turns(like)
     if turns:
-        before, after = np.rot90(before, -turns), np.rot90(after, -turns)
+        before, after = (np.ascontiguousarray(np.rot90(x, -turns)) for x in (before, after))
     h, w = after.shape[:2]
     if like.format.name not in PATCHED_FORMATS or h % 2 or w % 2:
         out = _to_format(after, like)
     else:
-        changed = np.any(before != after, axis=2)
+        diff = cv2.absdiff(before, after)  # as any(before != after, axis=2), ~5x faster
+        changed = (diff[..., 0] | diff[..., 1] | diff[..., 2]) != 0
         rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
         planes = like.to_ndarray()  # [1.5 h, w]: Y, then U and V with two chroma rows per row
         if rows.size:

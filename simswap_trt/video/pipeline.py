@@ -1,8 +1,9 @@
-"""Swap faces in a video file: decoding, swapping and encoding run at the same time in three stages
-joined by bounded queues, so a fixed number of frames is in flight whatever the video's length.
+"""Swap faces in a video file: decoding, detection, swapping and encoding run at the same time in four
+stages joined by bounded queues, so a fixed number of frames is in flight whatever the video's length.
 
-    decode thread --(frames, window)--> swap (caller's thread, batched) --(window)--> encode thread
-         \\------------------------- audio/subtitle packets -------------------------/
+    decode --(window frames)--> detect (batches) --(2 batches)--> track, smooth, swap (caller's thread)
+      |                                                                    |
+      +------------ audio/subtitle packets ------------> encode <--(window frames)
 
 The output is written to a hidden temporary file next to ``output`` and renamed at the end; an error or
 Ctrl-C deletes it, so no partial output is ever left.
@@ -122,6 +123,7 @@ def swap_video(
     expected = reader.frame_count
     stop = threading.Event()
     frames_in: queue.Queue = queue.Queue(options.window)
+    detected: queue.Queue = queue.Queue(2)  # batches of frames with their faces
     frames_out: queue.Queue = queue.Queue(options.window)
     counts = {"frames": 0, "swapped": 0, "bridged": 0}
 
@@ -157,11 +159,7 @@ def swap_video(
         if progress is not None:
             progress(counts["frames"], expected)
 
-    decoding, encoding = _Stage(decode, "video-decode"), _Stage(encode, "video-encode")
-    swapping = threading.current_thread()
-    try:
-        decoding.start()
-        encoding.start()
+    def detect() -> None:
         done = False
         while not done:
             batch: list[Frame] = []
@@ -171,11 +169,23 @@ def swap_video(
                     done = True
                     break
                 batch.append(item)
-            finished = stream.push([f.image for f in batch], [f.time for f in batch], batch)
-            for frame in finished + (stream.flush() if done else []):
+            if batch:
+                _put(detected, (batch, swapper.detect([f.image for f in batch])), stop)
+        _put(detected, _END, stop)
+
+    decoding, detecting = _Stage(decode, "video-decode"), _Stage(detect, "video-detect")
+    encoding = _Stage(encode, "video-encode")
+    swapping = threading.current_thread()
+    stages = (decoding, detecting, encoding)
+    try:
+        for stage in stages:
+            stage.start()
+        while (item := _get(detected, stop, detecting)) is not _END:
+            batch, detections = item
+            for frame in stream.push([f.image for f in batch], [f.time for f in batch], batch, detections):
                 _put(frames_out, frame, stop)
-                if not encoding.is_alive():
-                    raise encoding.error or RuntimeError("the encoder stopped")
+        for frame in stream.flush():
+            _put(frames_out, frame, stop)
         _put(frames_out, _END, stop)
         encoding.join()
         if encoding.error is not None:
@@ -184,7 +194,7 @@ def swap_video(
         os.replace(partial, output)
     except BaseException:
         stop.set()
-        for stage in (decoding, encoding):
+        for stage in stages:
             if stage.is_alive():
                 stage.join()
         writer.abort()

@@ -17,6 +17,7 @@ from simswap_trt.errors import InputError
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper
 from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
 from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
+from simswap_trt.vision.detect import Detection
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class VideoOptions:
     ``set_reference`` person (``"reference"``): a track is swapped when the mean cosine similarity of its
     first ``votes`` detections is at least ``threshold``, and the decision holds for the whole track.
     ``batch``: frames per detector/generator call. ``window``: frames queued between the decoding,
-    swapping and encoding stages (memory is bounded by about ``2 * window + batch + delay`` frames).
+    swapping and encoding stages (memory is bounded by about ``2 * window + 3 * batch + delay`` frames).
     """
 
     select: str = "all"
@@ -80,10 +81,18 @@ class StreamSwapper:
         """Frames between pushing a frame and getting it back (besides batching)."""
         return self.tracker.delay
 
-    def push(self, images: Sequence[np.ndarray], times: Sequence[float], payloads: Sequence[Any] | None = None):
-        """Add frames (with their times in seconds); returns the frames that are done, in order."""
+    def push(
+        self,
+        images: Sequence[np.ndarray],
+        times: Sequence[float],
+        payloads: Sequence[Any] | None = None,
+        detections: Sequence[list[Detection]] | None = None,
+    ) -> list[SwappedFrame]:
+        """Add frames (with their times in seconds, and their faces if already detected); returns the
+        frames that are done, in order."""
         payloads = [None] * len(images) if payloads is None else payloads
-        detections = self.swapper.detect(images) if len(images) else []
+        if detections is None:
+            detections = self.swapper.detect(images) if len(images) else []
         frames = [
             self.tracker.update(t, d, (image, payload))
             for image, t, d, payload in zip(images, times, detections, payloads, strict=True)
