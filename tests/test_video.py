@@ -14,7 +14,7 @@ from video_clips import FACE, SIZE, background, decoded, face_frame, moving_face
 
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.cli import main  # noqa: E402
-from simswap_trt.errors import InputError  # noqa: E402
+from simswap_trt.errors import InputError, OutputError  # noqa: E402
 from simswap_trt.video import TrackingOptions, VideoOptions, swap_frames, swap_video  # noqa: E402
 from simswap_trt.vision.detect import CenterFace, FaceDetector  # noqa: E402
 
@@ -179,7 +179,7 @@ def test_interruption_and_errors_leave_no_output(swapper, tmp_path):
         swap_video(swapper, clip, out, codec="no-such-codec")
     assert list(out.parent.iterdir()) == []
     out.write_bytes(b"keep")
-    with pytest.raises(InputError, match="overwrite"):
+    with pytest.raises(OutputError, match="overwrite"):
         swap_video(swapper, clip, out)
     assert out.read_bytes() == b"keep"
 

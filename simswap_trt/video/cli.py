@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from simswap_trt.errors import InputError
+from simswap_trt.cli_support import float_between, int_at_least, positive_int
+from simswap_trt.errors import InputError, OutputError
+from simswap_trt.files import check_output
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES
 
 DESCRIPTION = """\
@@ -37,11 +39,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output", type=Path, required=True, help="output video; .mp4, .mkv or .mov (.mkv takes any subtitle)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    parser.add_argument("--start", type=float, default=0.0, help="first second to process (default: 0)")
-    parser.add_argument("--duration", type=float, default=None, help="seconds to process (default: to the end)")
+    parser.add_argument("--start", type=float_between(0, 1e9), default=0.0, help="first second to process (default: 0)")
+    parser.add_argument(
+        "--duration", type=float_between(1e-3, 1e9), default=None, help="seconds to process (default: to the end)"
+    )
     parser.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default: %(default)s)")
     parser.add_argument(
-        "--crf", type=int, default=18, help="quality for libx264/libx265, lower is better, 0 lossless (default: 18)"
+        "--crf",
+        type=int_at_least(0),
+        default=18,
+        help="quality for libx264/libx265, lower is better, 0 lossless (default: 18)",
     )
     parser.add_argument(
         "--select",
@@ -52,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reference", type=Path, nargs="+", default=None, help="photo(s) of the person to replace")
     parser.add_argument(
         "--threshold",
-        type=float,
+        type=float_between(-1.0, 1.0),
         default=DEFAULT_MATCH_THRESHOLD,
         help="minimum mean cosine similarity of a track to --reference (default: %(default)s)",
     )
@@ -64,25 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-gap",
-        type=int,
+        type=int_at_least(0),
         default=tracking.max_gap,
         help="frames a tracked face may be missed by the detector and still be swapped (default: %(default)s)",
     )
     parser.add_argument(
         "--min-cutoff",
-        type=float,
+        type=float_between(1e-3, 1e3),
         default=smoothing.min_cutoff,
         help="One Euro cutoff at rest, Hz: lower removes more jitter (default: %(default)s)",
     )
     parser.add_argument(
         "--beta",
-        type=float,
+        type=float_between(0, 1e3),
         default=smoothing.beta,
         help="One Euro speed coefficient: higher follows fast moves with less lag (default: %(default)s)",
     )
     parser.add_argument("--no-smoothing", action="store_true", help="use the raw detector landmarks")
     parser.add_argument(
-        "--window", type=int, default=video.window, help="frames queued between stages (default: %(default)s)"
+        "--window", type=positive_int, default=video.window, help="frames queued between stages (default: %(default)s)"
     )
 
 
@@ -98,20 +105,17 @@ def run(args: argparse.Namespace) -> int:
 
     if args.select == "reference" and not args.reference:
         raise InputError("--select reference needs --reference IMAGE (the person to replace)")
-    try:
-        options = VideoOptions(
-            select=args.select,
-            threshold=args.threshold,
-            votes=args.votes,
-            batch=args.batch,
-            window=args.window,
-            tracking=TrackingOptions(max_gap=args.max_gap),
-            smoothing=SmoothingOptions(min_cutoff=args.min_cutoff, beta=args.beta, enabled=not args.no_smoothing),
-        )
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if args.output.exists() and not args.overwrite:
-        raise InputError(f"{args.output} exists; pass --overwrite to replace it")
+    options = VideoOptions(
+        select=args.select,
+        threshold=args.threshold,
+        votes=args.votes,
+        batch=args.batch,
+        window=args.window,
+        tracking=TrackingOptions(max_gap=args.max_gap),
+        smoothing=SmoothingOptions(min_cutoff=args.min_cutoff, beta=args.beta, enabled=not args.no_smoothing),
+    )
+    if not check_output(args.output, [args.target], args.overwrite):
+        raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
     swapper = _swapper(args, args.bundle)
     swapper.set_source([read_image(p) for p in args.source])
     if args.reference:

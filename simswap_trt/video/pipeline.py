@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from simswap_trt.errors import InputError
+from simswap_trt.errors import InputError, OutputError
+from simswap_trt.files import check_output, ensure_folder
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.video.io import Frame, VideoReader, VideoWriter, av, from_bgr, temporary_path
 from simswap_trt.video.stream import StreamSwapper, SwappedFrame, VideoOptions
@@ -102,17 +103,15 @@ def swap_video(
     lossless). Frames without a selected face are encoded from the decoded frame unchanged. ``start`` and
     ``duration`` (seconds) select part of the clip. ``progress(written, expected)`` is called after each
     frame written (``expected`` is None when the file does not tell). Raises ``InputError`` for unreadable
-    inputs and existing outputs (without ``overwrite``).
+    inputs and ``OutputError`` for outputs that may not be written (an existing one without ``overwrite``).
     """
     target, output = Path(target), Path(output)
-    if output.exists() and not overwrite:
-        raise InputError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
-    if output.exists() and output.resolve() == target.resolve():
-        raise InputError("the output must not be the input video: inputs are never overwritten")
+    if not check_output(output, [target], overwrite):
+        raise OutputError(f"{output} exists; pass overwrite=True (--overwrite) to replace it")
     began = time.perf_counter()
     stream = StreamSwapper(swapper, options)
     reader = VideoReader(target, start, duration)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(output.parent)
     partial = temporary_path(output)
     try:
         writer = VideoWriter(partial, reader, codec, crf)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from simswap_trt.errors import ConfigError
 from simswap_trt.video.tracking import TrackedFrame, face_scale
 
 
@@ -31,7 +32,7 @@ class SmoothingOptions:
 
     def __post_init__(self) -> None:
         if self.min_cutoff <= 0 or self.d_cutoff <= 0 or self.beta < 0:
-            raise ValueError("smoothing needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
+            raise ConfigError("smoothing needs min_cutoff > 0, d_cutoff > 0 and beta >= 0")
 
 
 def _alpha(cutoff: float, dt: float) -> float:

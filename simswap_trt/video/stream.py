@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from simswap_trt.errors import InputError
+from simswap_trt.errors import ConfigError, InputError
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper
 from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
 from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
@@ -41,9 +41,9 @@ class VideoOptions:
 
     def __post_init__(self) -> None:
         if self.select not in SELECT_MODES:
-            raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+            raise ConfigError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
         if self.batch < 1 or self.window < 1 or self.votes < 1:
-            raise InputError("batch, window and votes must be at least 1")
+            raise ConfigError("batch, window and votes must be at least 1")
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from simswap_trt.errors import ConfigError
 from simswap_trt.vision.detect import Detection
 
 
@@ -31,7 +32,7 @@ class TrackingOptions:
 
     def __post_init__(self) -> None:
         if self.max_gap < 0 or not 0 <= self.min_iou <= 1 or self.max_distance < 0:
-            raise ValueError("tracking needs max_gap >= 0, 0 <= min_iou <= 1 and max_distance >= 0")
+            raise ConfigError("tracking needs max_gap >= 0, 0 <= min_iou <= 1 and max_distance >= 0")
 
 
 @dataclass(frozen=True)
