@@ -14,7 +14,7 @@ from video_clips import FACE, SIZE, background, decoded, face_frame, moving_face
 
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.cli import main  # noqa: E402
-from simswap_trt.errors import InputError, OutputError  # noqa: E402
+from simswap_trt.errors import ConfigError, OutputError  # noqa: E402
 from simswap_trt.video import TrackingOptions, VideoOptions, swap_frames, swap_video  # noqa: E402
 from simswap_trt.vision.detect import CenterFace, FaceDetector  # noqa: E402
 
@@ -175,7 +175,7 @@ def test_interruption_and_errors_leave_no_output(swapper, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         swap_video(swapper, clip, out, progress=interrupt)
     assert list(out.parent.iterdir()) == []
-    with pytest.raises(InputError, match="codec"):
+    with pytest.raises(ConfigError, match="codec"):
         swap_video(swapper, clip, out, codec="no-such-codec")
     assert list(out.parent.iterdir()) == []
     out.write_bytes(b"keep")

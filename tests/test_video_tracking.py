@@ -176,3 +176,56 @@ def test_smoother_keeps_one_filter_per_track_and_restarts_new_tracks():
     assert set(smoother._filters) == {2}
     disabled = LandmarkSmoother(SmoothingOptions(enabled=False)).smooth(frame)
     assert disabled is frame
+
+
+# -- per-track selection (StreamSwapper with a stand-in swapper: the decisions are the point) --------------
+
+
+class StandInSwapper:
+    """Two faces per frame; similarities to the reference flicker around the threshold frame by frame."""
+
+    reference_latent = np.ones(512, np.float32)
+
+    def __init__(self, similarity: dict[float, list[float]]) -> None:
+        self.similarity = similarity  # face x position -> similarity per frame
+        self.frame = 0
+        self.masks: list[list[bool]] = []
+
+    def detect(self, images):
+        return [[face(100, 100), face(300, 100)] for _ in images]
+
+    def similarities(self, images, faces):
+        out = []
+        for per_frame in faces:
+            out.append(np.array([self.similarity[round(float(f.landmarks[2, 0]))].pop(0) for f in per_frame]))
+        return out
+
+    def swap_faces(self, images, faces, select, threshold=0.5):
+        from simswap_trt.swapper import SwapResult
+
+        self.masks += [list(m) for m in select]
+        return [SwapResult(image + 1, ()) for image in images]
+
+
+def test_reference_selection_is_decided_once_per_track():
+    from simswap_trt.video.stream import StreamSwapper, VideoOptions
+
+    frames = 12
+    # face at x=100: mean of its first 5 values 0.53 >= 0.5, though single frames fall below (0.45)
+    # face at x=300: mean 0.47 < 0.5, though single frames rise above (0.55)
+    similarity = {100: [0.6, 0.45, 0.6, 0.45, 0.55] * 3, 300: [0.55, 0.4, 0.55, 0.4, 0.45] * 3}
+    swapper = StandInSwapper(similarity)
+    stream = StreamSwapper(swapper, VideoOptions(select="reference", votes=5, batch=4))
+    assert stream.delay == 4  # frames wait until their tracks have 5 votes
+    images = [np.zeros((4, 4, 3), np.uint8) for _ in range(frames)]
+    out = []
+    for start in range(0, frames, 4):
+        out += stream.push(images[start : start + 4], [i / FPS for i in range(start, start + 4)])
+    out += stream.flush()
+    assert [f.index for f in out] == list(range(frames))
+    for frame in out:
+        by_x = {round(float(f.detection.landmarks[2, 0])): s for f, s in zip(frame.faces, frame.swapped, strict=True)}
+        assert by_x == {100: True, 300: False}
+    # only the first 5 detections of each track were scored
+    assert len(similarity[100]) == len(similarity[300]) == 10
+    assert all(frame.image is not images[frame.index] for frame in out)

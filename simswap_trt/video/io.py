@@ -4,7 +4,7 @@ every audio and subtitle packet unchanged into the output.
 The output video stream keeps the input's time base and frame timestamps (so variable frame rate stays
 variable), size, pixel format (where the encoder supports it), sample aspect ratio, display matrix
 (rotation) and colour description. Frames the caller does not change are encoded from the decoded frame
-itself, never through an RGB round trip.
+itself, never through an RGB round trip; in changed frames only the changed pixels are replaced.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from simswap_trt.errors import InputError, SimswapError
+from simswap_trt.errors import ConfigError, InputError, OutputError, SimswapError
 
 try:
     import av
@@ -242,7 +242,7 @@ class VideoWriter:
         try:
             self.container = av.open(str(path), "w")
         except (av.FFmpegError, ValueError) as exc:
-            raise InputError(f"{path.suffix or path}: no output container format for this name ({exc})") from None
+            raise OutputError(f"{path.suffix or path}: no output container format for this name ({exc})") from None
         try:
             self.video = self._add_video(reader, first, codec, crf)
             self.copies = {}
@@ -263,7 +263,7 @@ class VideoWriter:
         try:
             video = self.container.add_stream(codec, rate=reader.video.average_rate or reader.video.guessed_rate)
         except (av.FFmpegError, ValueError) as exc:
-            raise InputError(f"video codec {codec!r} is not available in this FFmpeg build ({exc})") from None
+            raise ConfigError(f"video codec {codec!r} is not available in this FFmpeg build ({exc})") from None
         formats = [f.name for f in video.codec_context.codec.video_formats or []]
         self.pix_fmt = first.format.name if not formats or first.format.name in formats else formats[0]
         video.width, video.height, video.pix_fmt = first.width, first.height, self.pix_fmt

@@ -107,10 +107,17 @@ class StreamSwapper:
 
     def _vote(self, frames) -> None:
         """Similarity to the reference of the first ``votes`` detections of each new track."""
-        needed = [
-            [f for f in frame.faces if len(self._votes.setdefault(f.track, [])) < self.options.votes]
-            for frame in frames
-        ]
+        wanted = {}  # track -> votes still missing
+        needed: list[list[TrackedFace]] = []
+        for frame in frames:
+            needed.append([])
+            for f in frame.faces:
+                if f.bridged or f.track in self._decisions:  # interpolated faces do not vote
+                    continue
+                missing = wanted.setdefault(f.track, self.options.votes - len(self._votes.setdefault(f.track, [])))
+                if missing > 0:
+                    needed[-1].append(f)
+                    wanted[f.track] = missing - 1
         if not any(needed):
             return
         similarities = self.swapper.similarities(
@@ -118,8 +125,7 @@ class StreamSwapper:
         )
         for faces, values in zip(needed, similarities, strict=True):
             for face, value in zip(faces, values, strict=True):
-                if len(self._votes[face.track]) < self.options.votes:
-                    self._votes[face.track].append(float(value))
+                self._votes[face.track].append(float(value))
 
     def _selected(self, faces: list[TrackedFace]) -> list[bool]:
         if self.options.select == "all":
