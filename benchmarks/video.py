@@ -183,7 +183,7 @@ def main() -> None:
     ax.bar(x + 0.2, [r["pipeline_fps"] for r in rows], 0.4, label="simswap-trt video")
     ax.set_xticks(x, [f"{r['faces']} face(s)" for r in rows])
     ax.set_ylabel("frames per second")
-    ax.set_title(f"1080p video end to end ({result['backend']}, {result['machine']['cpus']} CPUs)")
+    ax.set_title(f"1080p video end to end, {result['machine']['cpus']} CPUs", fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(args.output.with_suffix(".png"), dpi=100)

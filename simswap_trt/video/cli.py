@@ -21,7 +21,14 @@ and landmarks are smoothed per track with a One Euro filter (--min-cutoff, --bet
 does not shake. Audio and subtitle streams are copied unchanged; the video keeps its timestamps
 (variable frame rate too), size, aspect, rotation and colour description and is encoded with --codec
 (H.264, --crf 18 by default; --crf 0 is lossless). Frames without a selected face are encoded from the
-decoded frame unchanged. The output appears only when complete (Ctrl-C or an error leaves none).
+decoded frame unchanged, and in the others only the swapped pixels change. The output appears only when
+complete (Ctrl-C or an error leaves none).
+
+examples:
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
+  simswap-trt video --bundle B --source me.jpg --target in.mkv --output clip.mkv --start 60 --duration 10
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4 \\
+                    --select reference --reference actor.jpg --max-gap 5 --beta 8
 
 exit status: 0 written; 3 written, but damaged input packets were skipped; 1 nothing written."""
 
