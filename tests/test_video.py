@@ -291,3 +291,20 @@ def test_cli_video(tiny_bundle, tmp_path, capsys):
     assert len(decoded(out)) == 5
     assert main([*args, "--overwrite", "--select", "reference"]) == 1
     assert "--reference" in capsys.readouterr().err
+
+
+def test_cli_damaged_packets_are_skipped_with_exit_3(tiny_bundle, tmp_path, capsys):
+    import cv2
+
+    clip = write_clip(tmp_path / "in.mkv", moving_face(12), audio=False)
+    with av.open(str(clip)) as container:
+        pos, size = next((p.pos, p.size) for i, p in enumerate(container.demux(video=0)) if i == 5)
+    data = bytearray(clip.read_bytes())
+    data[pos + 4 : pos + size] = b"\xff" * (size - 4)  # the 6th frame's payload destroyed
+    (tmp_path / "damaged.mkv").write_bytes(bytes(data))
+    source = tmp_path / "me.png"
+    cv2.imwrite(str(source), FACE)
+    args = ["video", "--bundle", str(tiny_bundle.root), "--source", str(source), "--threads", "2"]
+    code = main([*args, "--target", str(tmp_path / "damaged.mkv"), "--output", str(tmp_path / "out.mkv")])
+    assert code == 3 and "1 damaged video packet(s)" in capsys.readouterr().out
+    assert len(decoded(tmp_path / "out.mkv")) == 11
