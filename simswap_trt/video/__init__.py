@@ -2,6 +2,7 @@
 gap bridging, One Euro landmark smoothing, and a threaded decode / swap / encode pipeline.
 
     from simswap_trt import FaceSwapper
+    from simswap_trt.images import read_image
     from simswap_trt.video import VideoOptions, swap_video
 
     swapper = FaceSwapper.from_bundle("bundle")
