@@ -83,7 +83,9 @@ def _untrained(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> int:
-    from simswap_build.engine_builder import BuildOptions, build_engine
+    import json
+
+    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report
 
     options = BuildOptions(
         min_batch=args.min_batch,
@@ -103,6 +105,9 @@ def _engine(args: argparse.Namespace) -> int:
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
             f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
         )
+        if "dla_report" in entry.extra:
+            report = json.loads((Path(args.bundle) / entry.extra["dla_report"]).read_text())
+            print(f"  {describe_dla_report(report)}\n  layer report: {entry.extra['dla_report']}")
     return 0
 
 
@@ -393,7 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on other GPUs (ampere_plus: any compute capability >= 8.0)",
     )
     engine.add_argument(
-        "--dla-core", type=int_at_least(0), default=None, help="Jetson: build for this DLA core, GPU fallback"
+        "--dla-core",
+        type=int_at_least(0),
+        default=None,
+        help="Jetson: build for this DLA core, GPU fallback; "
+        "reports which layers run on the DLA and which on the GPU (engines/*.dla.json)",
     )
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
     engine.add_argument("--overwrite", action="store_true", help="replace a plan built before for the same GPU")
