@@ -29,6 +29,7 @@ examples:
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ --select largest
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
                    --select reference --reference actor.jpg
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
 
@@ -114,6 +115,12 @@ def _run_builder(argv: Sequence[str]) -> int:
     return subprocess.call([sys.executable, "-m", "simswap_build.cli", *argv])
 
 
+def _video(args: argparse.Namespace) -> int:
+    from simswap_trt.video.cli import run
+
+    return run(args)
+
+
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     from simswap_trt.vision.detect import CenterFace, Scrfd
     from simswap_trt.vision.parsing import FaceParser
@@ -159,9 +166,9 @@ def _writable(pairs: list[tuple[Path, Path]], inputs: Sequence[Path], args: argp
     return todo
 
 
-def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], what: str, max_pixels: int) -> list[np.ndarray]:
-    """Read the --source / --reference photos; each must show a face, and the largest one is used."""
-    images = [read_image(p, max_pixels) for p in paths]
+def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], images: list[np.ndarray], what: str) -> list:
+    """The --source / --reference photos: each must show a face, and the largest one is used (said when
+    there are several)."""
     for path, faces in zip(paths, swapper.detect(images), strict=True):
         if not faces:
             raise NoFaceError(
@@ -183,10 +190,12 @@ def _swap(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped, 0 face(s) swapped")
         return EXIT_PARTIAL
+    sources = [read_image(p, args.max_pixels) for p in args.source]  # unreadable: an error before models load
+    references = [read_image(p, args.max_pixels) for p in args.reference or []]
     with _swapper(args, args.bundle) as swapper:
-        swapper.set_source(_face_photos(swapper, args.source, "source", args.max_pixels))
-        if args.reference:
-            swapper.set_reference(_face_photos(swapper, args.reference, "reference", args.max_pixels))
+        swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
+        if references:
+            swapper.set_reference(_face_photos(swapper, args.reference, references, "reference"))
         return _swap_files(swapper, todo, args, skipped)
 
 
@@ -441,6 +450,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(see 'simswap-trt bench --help')",
     )
 
+    from simswap_trt.video import cli as video_cli
+
+    video = sub.add_parser(
+        "video",
+        help="swap a source identity onto the faces of a video (audio kept, faces tracked and smoothed)",
+        description=video_cli.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    video_cli.add_arguments(video)
+    _add_pipeline_flags(video)
+    _add_runtime_flags(video, batch=8)
+
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
 
@@ -460,6 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "swap-aligned": _swap_aligned,
         "demo": _demo,
         "doctor": _doctor,
+        "video": _video,
     }
     return cli_support.run(build_parser(), argv, handlers)
 
