@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle, sha256_of
-from simswap_trt.engines.base import TensorSpec
+from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle
 from simswap_trt.errors import BundleError
+from simswap_trt.files import write_atomic
+from simswap_trt.schema import TensorSpec, sha256_of
 
 _ONNX_TO_NUMPY = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -115,3 +116,9 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Bundle.load(root, verify_hashes=False)
+
+
+def rewrite_manifest(updated: Bundle) -> Bundle:
+    """Replace ``updated.root``'s manifest with ``updated`` (atomically) and return the bundle reloaded."""
+    write_atomic(updated.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
+    return Bundle.load(updated.root)

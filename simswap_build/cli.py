@@ -49,6 +49,12 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from simswap_build.bench.run import bench
+
+    return bench(args)
+
+
 def _untrained(args: argparse.Namespace) -> int:
     from simswap_build.convert import untrained_bundle
 
@@ -327,6 +333,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--limit", type=int, default=32, help="at most this many images (default 32)")
     validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark stages, backends and the official-style baseline (JSON + plots)",
+        description="Measure stage latency, generator throughput per backend and batch, the official-style "
+        "baseline, the machine's ceiling and memory over a long run. Needs 'simswap-trt[bench]'; the "
+        "baseline also 'simswap-trt[build]'. 'simswap-trt bench' runs this command.",
+    )
+    from simswap_build.bench.run import add_arguments
+
+    add_arguments(bench)
+
     check = sub.add_parser("check", help="check ONNX graphs against TensorRT's ONNX parser rules (exit 1 on problems)")
     check.add_argument("path", type=Path, help="an .onnx file or a bundle directory")
     check.add_argument(
@@ -347,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "precision": _precision,
         "validate": _validate,
+        "bench": _bench,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

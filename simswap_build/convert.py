@@ -15,8 +15,9 @@ from simswap_build.architectures import ArcFaceConfig, Family, GeneratorConfig, 
 from simswap_build.bundle_writer import BundleModel, write_bundle
 from simswap_build.onnx_graphs import arcface_graph, generator_graph
 from simswap_build.trt_compat import TARGETS, check_model
-from simswap_trt.bundle import Bundle, sha256_of
+from simswap_trt.bundle import Bundle
 from simswap_trt.errors import SimswapError
+from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ plan, and records everything about the plan in the bundle manifest.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -20,11 +19,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from simswap_build.bundle_writer import rewrite_manifest
 from simswap_trt import cuda
-from simswap_trt.bundle import MANIFEST_NAME, Bundle, sha256_of
+from simswap_trt.bundle import Bundle
 from simswap_trt.errors import SimswapError
 from simswap_trt.files import write_atomic
 from simswap_trt.plans import HARDWARE_LEVELS, PlanEntry
+from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,11 @@ def register_variants(bundle: Bundle, graphs: dict, sources: Mapping[tuple[str, 
             base, file=file, sha256=sha256_of(bundle.root / file), precision=precision, source=source
         )
     updated = replace(bundle, variants=variants)
-    write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
-    return Bundle.load(bundle.root)
+    return rewrite_manifest(updated)
 
 
 def register_plan(bundle: Bundle, entry: PlanEntry) -> Bundle:
     """Rewrite the manifest with ``entry`` added (atomically), replacing a plan at the same file path."""
     plans = tuple(p for p in bundle.plans if p.file != entry.file) + (entry,)
     updated = replace(bundle, plans=plans)
-    write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
-    return Bundle.load(bundle.root)
+    return rewrite_manifest(updated)

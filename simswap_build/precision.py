@@ -111,9 +111,8 @@ def calibration_crops(
     from tqdm import tqdm
 
     from simswap_trt.images import list_images, read_image
-    from simswap_trt.vision.align import alignment_matrix
     from simswap_trt.vision.detect import CenterFace
-    from simswap_trt.vision.warp import warp_faces
+    from simswap_trt.vision.warp import largest_face_crop
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -140,8 +139,7 @@ def calibration_crops(
         if not faces:
             log.warning("calibration: no face in %s", path.name)
             continue
-        face = max(faces, key=lambda d: d.area)
-        crops.append(warp_faces([image], [(0, alignment_matrix(face.landmarks, alignment, crop_size))], crop_size)[0])
+        crops.append(largest_face_crop(image, faces, alignment, crop_size))
     if not crops:
         raise InputError(f"no usable face in the {len(files)} calibration image(s) of {folder}")
     stacked = np.stack(crops)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,10 +98,10 @@ def _doctor(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from simswap_trt.bench.run import bench
-
-    return bench(args)
+def _run_builder(argv: Sequence[str]) -> int:
+    """Run a ``simswap-build`` command in a child process: the runtime never imports the builder (which
+    may need torch), it only uses its command line."""
+    return subprocess.call([sys.executable, "-m", "simswap_build.cli", *argv])
 
 
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
@@ -217,15 +218,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _untrained_demo_bundle() -> Path:
     """An untrained official-224 bundle, made once per user and kept in the cache folder."""
-    from simswap_build.convert import untrained_bundle
-
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "simswap-trt" / "untrained-224"
     try:
         Bundle.load(cache)
+        return cache
     except SimswapError:
-        print(f"no --bundle given: creating an UNTRAINED demo bundle in {cache} (once) ...", file=sys.stderr)
-        shutil.rmtree(cache, ignore_errors=True)
-        untrained_bundle(cache)
+        pass
+    print(f"no --bundle given: creating an UNTRAINED demo bundle in {cache} (once) ...", file=sys.stderr)
+    shutil.rmtree(cache, ignore_errors=True)
+    if _run_builder(["untrained", "--output", str(cache)]) != 0:
+        raise SimswapError(f"could not create the demo bundle in {cache}; pass --bundle B instead")
     return cache
 
 
@@ -343,15 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
     _add_runtime_flags(aligned, batch=8)
 
-    bench = sub.add_parser(
+    # listed for --help only: main() hands 'bench ...' to 'simswap-build bench ...' before parsing
+    sub.add_parser(
         "bench",
-        help="benchmark stages, backends and the official-style baseline (JSON + plots)",
-        description="Measure stage latency, generator throughput per backend and batch, the official-style "
-        "baseline, the machine's ceiling and memory over a long run. Needs 'simswap-trt[bench]'.",
+        help="benchmark stages, backends and the official-style baseline: runs 'simswap-build bench' "
+        "(see 'simswap-trt bench --help')",
     )
-    from simswap_trt.bench.run import add_arguments
-
-    add_arguments(bench)
 
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
@@ -362,13 +361,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command is not None and argv[command] == "bench":  # the harness belongs to the builder's side
+        return _run_builder(argv)
     handlers = {
         "info": _info,
         "swap": _swap,
         "swap-aligned": _swap_aligned,
         "demo": _demo,
         "doctor": _doctor,
-        "bench": _bench,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

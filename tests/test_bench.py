@@ -8,9 +8,9 @@ import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.architectures import GeneratorConfig, generator_keys
+from simswap_build.bench.measure import Stats, conv_flops, measure, slope
 from simswap_build.convert import random_weights, untrained_bundle
 from simswap_build.onnx_graphs import generator_graph
-from simswap_trt.bench.measure import Stats, conv_flops, measure, slope
 
 
 def test_stats_median_and_spread():
@@ -39,7 +39,7 @@ def test_slope_of_a_known_series():
 
 
 def test_quick_run_report_is_consistent(tmp_path):
-    from simswap_trt.bench.run import run
+    from simswap_build.bench.run import run
 
     bundle = untrained_bundle(tmp_path / "b", generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE)
     results = run(bundle.root, tmp_path / "out", repeats=2, batches=[1, 2], memory_frames=3)

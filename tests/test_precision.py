@@ -13,6 +13,7 @@ from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 
 import simswap_build.precision as precision_module
+from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
 from simswap_build.convert import reestimated_bundle
 from simswap_build.engine_builder import register_variants
@@ -30,7 +31,6 @@ from simswap_build.precision import (
 from simswap_build.qdq import activation_histograms, quantizable_convs, run_batched, session
 from simswap_build.ranges import entropy_amax, mse_amax, percentile_amax
 from simswap_build.trt_compat import check_model
-from simswap_trt.bench.photos import face_photo_set
 from simswap_trt.bundle import Bundle
 from simswap_trt.errors import BundleError, InputError
 from simswap_trt.preprocess import crops_to_tensor

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.bundle import sha256_of
-from simswap_trt.engines.base import Engine, TensorSpec
+from simswap_trt.engines.base import Engine
 from simswap_trt.engines.scheduler import Pipeline, chunk_batches
 from simswap_trt.errors import BundleError, EngineError
 from simswap_trt.plans import PlanEntry, RuntimeInfo, plan_problems, rebuild_command
+from simswap_trt.schema import TensorSpec, sha256_of
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The benchmark harness: ``simswap-trt bench`` (or ``python -m benchmarks.run``).
+"""The benchmark harness: ``simswap-build bench`` (also ``simswap-trt bench``, ``python -m benchmarks.run``).
 
 It measures, in one run and on the same inputs:
 
@@ -31,12 +31,12 @@ import cv2
 import numpy as np
 import onnx
 
+from simswap_build.bench.measure import Stats, conv_ceiling_flops_per_second, conv_flops, measure, resident_kib, slope
 from simswap_trt.backends import open_engine, usable_plan
-from simswap_trt.bench.measure import Stats, conv_ceiling_flops_per_second, conv_flops, measure, resident_kib, slope
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines.onnxruntime import available_cpus
 from simswap_trt.errors import SimswapError
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
@@ -99,7 +99,7 @@ def stage_latencies(swapper: FaceSwapper, repeats: int) -> dict[str, Stats]:
     prepared = {i: faces(i) for i in range(-1, repeats)}  # -1: the warm-up input
     latent = swapper.source_latent
     swapped = {i: swapper.generate(p[3], latent) for i, p in prepared.items()}
-    paste_inputs = {i: (p[0], [(swapped[i][0].transpose(1, 2, 0)[..., ::-1] * 255, p[2])]) for i, p in prepared.items()}
+    paste_inputs = {i: (p[0], [(tensor_to_bgr(swapped[i][:1])[0], p[2])]) for i, p in prepared.items()}
     return {
         "detection": measure(lambda image: det.detect(image), frame, repeats),
         "alignment": measure(
@@ -170,7 +170,7 @@ def throughput(bundle: Bundle, batches: Sequence[int], repeats: int) -> tuple[li
 def baseline_end_to_end(swapper: FaceSwapper, repeats: int) -> Stats | str:
     """The official-style pipeline on the same frames, with the same detector, or why it was skipped."""
     try:
-        from simswap_trt.bench.official_style import OfficialStylePipeline
+        from simswap_build.bench.official_style import OfficialStylePipeline
 
         pipeline = OfficialStylePipeline.for_bundle(swapper.bundle)
     except ImportError:
