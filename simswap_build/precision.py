@@ -12,12 +12,14 @@ check it on a CPU.
   **check split**: the faces are split by content hash, calibration (activation histograms) sees only
   the calibration part, and per model (generator, ArcFace):
 
-  1. each range method (percentile, entropy, MSE) is tried on every activation; the method whose
-     all-INT8 graph scores best on the check split is kept;
+  1. each range method (percentile, entropy, MSE) sets every activation's range; the method whose
+     all-INT8 graph scores best on the check split goes first;
   2. every convolution is scored alone in INT8 (the rest FP32) on calibration faces: its sensitivity;
   3. the most sensitive convolutions are put back to FP32, fewest first (doubling, then bisection),
      until the check split's per-face minimum (generator PSNR, ArcFace cosine vs FP32) meets the goal
-     plus a margin; beyond the budget the recipe stops with a report (``PrecisionGoalError``).
+     plus a margin; the methods are then compared again with those fallbacks in place (a fragile layer
+     can mask their ranking), and a better one searches again. Beyond the budget the recipe stops with a
+     report (``PrecisionGoalError``).
 
   ArcFace computes the source identity once per swap, so when INT8 cannot hold its goal within the
   budget the INT8 recipe keeps it in FP16 (``arcface="auto"``); the report states what reference
@@ -256,30 +258,39 @@ def int8_search(
         for name in tqdm(convs, desc=f"INT8 {role} sensitivity", unit="conv", leave=False)
     }
     order = sorted(convs, key=lambda name: sensitivity[name])  # worst alone first; ties keep graph order
-    trail: dict[int, float] = {}
+    trails: dict[str, dict[int, float]] = {m: {0: method_scores[m]} for m in methods}
 
-    def trial(kept: int) -> float:
-        if kept not in trail:
-            graph = qdq_graph(model, ranges[best], [c for c in convs if c not in order[:kept]])
-            trail[kept] = _score(role, graph, check, reference)
-            log.info("INT8 %s: %d FP32 convolution(s) -> check split %.4f", role, kept, trail[kept])
-        return trail[kept]
+    def trial(method: str, kept: int) -> float:
+        if kept not in trails[method]:
+            graph = qdq_graph(model, ranges[method], [c for c in convs if c not in order[:kept]])
+            trails[method][kept] = _score(role, graph, check, reference)
+            log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %.4f", role, method, kept, trails[method][kept])
+        return trails[method][kept]
 
-    low, high, kept = -1, None, 0  # trial(low) fails, trial(high) meets
-    while True:  # 0, 1, 3, 7, ... up to the budget
-        if trial(kept) >= target:
-            high = kept
-            break
-        low = kept
-        if kept >= budget:
-            break
-        kept = min(budget, 2 * kept + 1)
-    while high is not None and high - low > 1:
-        middle = (low + high) // 2
-        if trial(middle) >= target:
-            high = middle
-        else:
-            low = middle
+    def fewest(method: str, high: int | None) -> int | None:
+        """The fewest FP32 fallbacks that meet the target: 0, 1, 3, 7, ... up to the budget (unless ``high``
+        is known to meet), then bisection. None if the budget does not."""
+        low, kept = -1, 0
+        while high is None:
+            if trial(method, kept) >= target:
+                high = kept
+            elif kept >= budget:
+                return None
+            else:
+                low, kept = kept, min(budget, 2 * kept + 1)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if trial(method, middle) >= target else (middle, high)
+        return high
+
+    kept = fewest(best, None)
+    at = budget if kept is None else kept
+    if at and len(methods) > 1:  # with the most fragile layers in FP32 the methods may rank differently
+        rival = max(methods, key=lambda m: trial(m, at))
+        if rival != best:
+            log.info("INT8 %s: with %d FP32 fallbacks %s ranges score best; searching again", role, at, rival)
+            best, kept = rival, fewest(rival, at) if trial(rival, at) >= target else None
+    trail = trails[best]
     report = {
         "metric": METRICS[role],
         "goal": goals.psnr_db if role == "generator" else goals.cosine,
@@ -290,18 +301,19 @@ def int8_search(
         "method_scores": method_scores,
         "sensitivity": {name: sensitivity[name] for name in order},
         "trail": {str(k): v for k, v in sorted(trail.items())},
-        "met": high is not None,
+        "trails": {m: {str(k): v for k, v in sorted(t.items())} for m, t in trails.items()},
+        "met": kept is not None,
     }
-    if high is None:
-        report["best"] = max(trail.values())
+    if kept is None:
+        report["best"] = max(v for t in trails.values() for v in t.values())
         raise PrecisionGoalError(
             f"INT8 {role}: the check split's worst face reaches {report['best']:.4g} {METRICS[role]} with up to "
             f"{budget} of {len(convs)} convolutions in FP32; the goal is {report['goal']} + margin "
             f"{report['margin']}. Add calibration photos like your footage, raise the budget, or use FP16",
             report,
         )
-    fp32_layers = order[:high]
-    report.update(fp32_layers=fp32_layers, check=trail[high])
+    fp32_layers = order[:kept]
+    report.update(fp32_layers=fp32_layers, check=trail[kept])
     graph = qdq_graph(model, ranges[best], [c for c in convs if c not in fp32_layers])
     graph.metadata_props.add(key="simswap_trt.range_method", value=best)
     return graph, report
@@ -349,7 +361,7 @@ def ms_per_face(model: Path | bytes, crops: np.ndarray, precision: str, repeats:
     return 1000 * float(np.median(times))
 
 
-def _arcface_int8(
+def arcface_for_int8(
     fp32: onnx.ModelProto,
     bundle_root: Path,
     split: FaceSplit,
@@ -421,7 +433,7 @@ def add_precisions(
         graphs["generator", "int8"], report["generator"] = int8_search(
             fp32["generator"], "generator", calibration, check, goals, budgets.get("generator"), method
         )
-        graphs["arcface", "int8"], report["arcface"] = _arcface_int8(
+        graphs["arcface", "int8"], report["arcface"] = arcface_for_int8(
             fp32["arcface"], bundle.root, split, goals, budgets.get("arcface"), arcface, method
         )
         chosen = report["arcface"]["graph"]

@@ -116,7 +116,9 @@ def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     )
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
-    return FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser, args.backend)
+    return FaceSwapper.from_bundle(
+        bundle, args.providers, args.threads, args.batch, detector, parser, args.backend, args.precision
+    )
 
 
 def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -180,7 +182,9 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
 
 def _swap_aligned(args: argparse.Namespace) -> int:
     pairs = _targets(args.target, args.output)
-    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch, backend=args.backend)
+    swapper = FaceSwapper.from_bundle(
+        args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
+    )
     swapper.set_source_crops([read_image(p) for p in args.source])
     for start in range(0, len(pairs), args.batch):
         chunk = pairs[start : start + args.batch]
@@ -246,6 +250,14 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         default="auto",
         help="auto: TensorRT where the bundle has a plan this machine can run, else ONNX Runtime (logged with "
         "-v); tensorrt: an error if it cannot run (default: auto)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default=None,
+        help="which of the bundle's graphs to run (from 'simswap-build precision'). ONNX Runtime: fp32 unless "
+        "asked; int8 runs its integer kernels and needs a CPU with VNNI or AMX (checked). TensorRT: the "
+        "fastest plan unless asked",
     )
 
 

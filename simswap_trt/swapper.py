@@ -115,15 +115,17 @@ class FaceSwapper:
         detector: FaceDetector | None = None,
         parser: FaceParser | None = None,
         backend: str = "auto",
+        precision: str | None = None,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
         run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
-        ``"tensorrt"`` (an error if it cannot run)."""
+        ``"tensorrt"`` (an error if it cannot run). ``precision``: ``"fp32"``, ``"fp16"`` or ``"int8"``
+        graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT)."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
-        generator = open_engine(bundle, "generator", backend, providers, threads)
-        arcface = open_engine(bundle, "arcface", backend, providers, threads)
+        generator = open_engine(bundle, "generator", backend, providers, threads, precision)
+        arcface = open_engine(bundle, "arcface", backend, providers, threads, precision)
         return cls(bundle, generator, arcface, detector, parser, max_batch)
 
     @property

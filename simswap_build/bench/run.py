@@ -34,7 +34,7 @@ import onnx
 from simswap_build.bench.measure import Stats, conv_ceiling_flops_per_second, conv_flops, measure, resident_kib, slope
 from simswap_trt.backends import open_engine, usable_plan
 from simswap_trt.bundle import Bundle
-from simswap_trt.engines.onnxruntime import available_cpus
+from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, available_cpus, cpu_flags
 from simswap_trt.errors import SimswapError
 from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.swapper import FaceSwapper
@@ -124,9 +124,12 @@ def throughput(bundle: Bundle, batches: Sequence[int], repeats: int) -> tuple[li
     engines, skipped = {"onnxruntime-cpu-fp32": open_engine(bundle, "generator", "onnxruntime")}, {}
     for precision in ("fp16", "int8"):
         if precision in bundle.variants.get("generator", {}):
-            engines[f"onnxruntime-cpu-{precision}"] = open_engine(
-                bundle, "generator", "onnxruntime", precision=precision
-            )
+            try:  # INT8: ONNX Runtime's integer kernels, only on CPUs where they are exact (VNNI / AMX)
+                engines[f"onnxruntime-cpu-{precision}"] = open_engine(
+                    bundle, "generator", "onnxruntime", precision=precision
+                )
+            except SimswapError as exc:
+                skipped[f"onnxruntime-cpu-{precision}"] = str(exc)
         else:
             skipped[f"onnxruntime-cpu-{precision}"] = f"the bundle has no {precision} graph (simswap-build precision)"
     for precision in ("fp32", "fp16", "int8"):
@@ -268,6 +271,7 @@ def run(bundle_path: Path | None, output: Path, repeats: int, batches: Sequence[
             "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(),
             "cpus": available_cpus(),
+            "cpu_int8_flags": sorted(cpu_flags() & {"avx2", "avx512f", *INT8_EXACT_FLAGS}),
         },
         "versions": _versions(),
         "bundle": {"path": str(bundle_path), "untrained": bundle.untrained, "crop_size": bundle.crop_size},
