@@ -251,13 +251,15 @@ def int8_search(
     best = max(methods, key=lambda m: method_scores[m])
     log.info("INT8 %s: range methods on the check split %s; using %s", role, method_scores, best)
 
-    probe = _subset(calibration, SENSITIVITY_FACES)
-    probe_reference = run_batched(session(model), probe)[0]
-    sensitivity = {
-        name: _score(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference)
-        for name in tqdm(convs, desc=f"INT8 {role} sensitivity", unit="conv", leave=False)
-    }
-    order = sorted(convs, key=lambda name: sensitivity[name])  # worst alone first; ties keep graph order
+    sensitivity: dict[str, float] = {}
+    if method_scores[best] < target and budget > 0:  # fallbacks needed: rank the convolutions
+        probe = _subset(calibration, SENSITIVITY_FACES)
+        probe_reference = run_batched(session(model), probe)[0]
+        sensitivity = {
+            name: _score(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference)
+            for name in tqdm(convs, desc=f"INT8 {role} sensitivity", unit="conv", leave=False)
+        }
+    order = sorted(convs, key=lambda name: sensitivity.get(name, 0.0))  # worst alone first; ties: graph order
     trails: dict[str, dict[int, float]] = {m: {0: method_scores[m]} for m in methods}
 
     def trial(method: str, kept: int) -> float:
@@ -299,7 +301,7 @@ def int8_search(
         "budget": budget,
         "method": best,
         "method_scores": method_scores,
-        "sensitivity": {name: sensitivity[name] for name in order},
+        "sensitivity": {name: sensitivity[name] for name in order if name in sensitivity},
         "trail": {str(k): v for k, v in sorted(trail.items())},
         "trails": {m: {str(k): v for k, v in sorted(t.items())} for m, t in trails.items()},
         "met": kept is not None,
