@@ -22,8 +22,8 @@ from typing import Any
 from simswap_build.bundle_writer import rewrite_manifest
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.errors import SimswapError
-from simswap_trt.files import write_atomic
+from simswap_trt.errors import BuildError, BundleError, ConfigError, OutputError
+from simswap_trt.files import check_output, ensure_folder, write_atomic
 from simswap_trt.plans import HARDWARE_LEVELS, PlanEntry
 from simswap_trt.schema import sha256_of
 
@@ -46,14 +46,14 @@ class BuildOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise SimswapError(
+            raise ConfigError(
                 f"batch profile must satisfy 1 <= min <= opt <= max, got "
                 f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
             )
         if self.hardware_compatibility not in HARDWARE_LEVELS:
-            raise SimswapError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}")
+            raise ConfigError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}")
         if self.exclude_lean_runtime and not self.version_compatible:
-            raise SimswapError("--exclude-lean-runtime only applies to --version-compatible plans")
+            raise ConfigError("--exclude-lean-runtime only applies to --version-compatible plans")
 
 
 def is_tensorrt_11(trt: ModuleType) -> bool:
@@ -65,12 +65,15 @@ def import_builder() -> ModuleType:
     try:
         import tensorrt as trt
     except ImportError:
-        raise SimswapError(
+        raise BuildError(
             "building engines needs the full TensorRT (tensorrt with its builder): NVIDIA's package index, an "
             "NGC container or JetPack. The PyPI 'tensorrt' wheels download it from NVIDIA's index at install time."
         ) from None
     if not hasattr(trt, "Builder"):
-        raise SimswapError(f"{trt.__name__} {trt.__version__} has no Builder (a runtime-only TensorRT)")
+        raise BuildError(
+            f"{trt.__name__} {trt.__version__} has no Builder (a runtime-only TensorRT): install the full TensorRT "
+            "(NVIDIA's package index, an NGC container or JetPack) to build plans"
+        )
     return trt
 
 
@@ -125,7 +128,7 @@ def _configure(trt: ModuleType, config: Any, options: BuildOptions) -> None:
     if options.hardware_compatibility != "none":
         level = getattr(trt.HardwareCompatibilityLevel, options.hardware_compatibility.upper(), None)
         if level is None:
-            raise SimswapError(
+            raise BuildError(
                 f"TensorRT {trt.__version__} has no hardware compatibility level {options.hardware_compatibility!r}"
             )
         config.hardware_compatibility_level = level
@@ -147,7 +150,7 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise SimswapError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
+            raise BuildError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
         config = builder.create_builder_config()
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
@@ -162,7 +165,7 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
         _configure(trt, config, options)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise SimswapError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
+            raise BuildError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
         write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
         return bytes(plan)
     finally:
@@ -175,18 +178,21 @@ def build_engine(
     options: BuildOptions = BuildOptions(),
     precision: str = "fp32",
     trt: ModuleType | None = None,
+    overwrite: bool = True,
 ) -> PlanEntry:
     """Build the plan of ``role`` from the bundle's graph on this machine's GPU and register it in the
-    bundle's manifest (replacing a plan for the same role, precision, GPU and TensorRT version)."""
+    bundle's manifest, replacing a plan for the same role, precision, GPU and TensorRT version (with
+    ``overwrite=False`` such a plan is an ``OutputError`` before anything is built)."""
     trt = trt or import_builder()
     bundle = Bundle.load(bundle_root)
     if role not in bundle.models:
-        raise SimswapError(f"the bundle has no {role} model")
+        raise BundleError(f"{bundle.root} has no {role} model; roles: {', '.join(bundle.models)}")
     model = bundle.model(role, precision)
     device = cuda.device_info()
     stem = f"{role}.{model.precision}.{device.sm}.trt{trt.__version__}"
-    engines = bundle.root / "engines"
-    engines.mkdir(exist_ok=True)
+    engines = ensure_folder(bundle.root / "engines")
+    if not check_output(engines / f"{stem}.plan", overwrite=overwrite):
+        raise OutputError(f"{engines / f'{stem}.plan'} exists; pass --overwrite to rebuild it")
     timing_cache = engines / f"timing.{device.sm}.trt{trt.__version__}.cache"
     plan = build_plan(trt, bundle.path_of(role, precision), options, timing_cache, engines / f"{stem}.build.log")
     write_atomic(engines / f"{stem}.plan", plan)

@@ -48,7 +48,7 @@ from simswap_build.qdq import (
     session,
 )
 from simswap_build.ranges import METHODS
-from simswap_trt.errors import InputError, SimswapError
+from simswap_trt.errors import BuildError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ ARCFACE_POLICIES = ("auto", "int8", "fp16")
 SENSITIVITY_FACES = 4  # calibration faces each single-layer trial runs on
 
 
-class PrecisionGoalError(SimswapError):
+class PrecisionGoalError(BuildError):
     """The INT8 recipe cannot meet its goals on the check split within the FP32 budget; ``report`` has the
     figures."""
 
@@ -239,7 +239,7 @@ def int8_search(
     from tqdm import tqdm
 
     if method != "auto" and method not in METHODS:
-        raise SimswapError(f"unknown range method {method!r}; choose auto or one of {', '.join(METHODS)}")
+        raise ConfigError(f"unknown range method {method!r}; choose auto or one of {', '.join(METHODS)}")
     convs = quantizable_convs(model)
     budget = (len(convs) + 1) // 2 if budget is None else min(budget, len(convs))
     target = goals.target(role)
@@ -417,9 +417,9 @@ def add_precisions(
     bundle = Bundle.load(bundle_root)
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
-        raise SimswapError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
     if arcface not in ARCFACE_POLICIES:
-        raise SimswapError(f"unknown ArcFace policy {arcface!r}; choose from {', '.join(ARCFACE_POLICIES)}")
+        raise ConfigError(f"unknown ArcFace policy {arcface!r}; choose from {', '.join(ARCFACE_POLICIES)}")
     budgets = budgets or {}
     graphs, report, sources = {}, {}, {}
     fp32 = {role: onnx.load(bundle.path_of(role)) for role in ("generator", "arcface")}

@@ -156,8 +156,11 @@ class Bundle:
                 created_with=dict(data.get("created_with", {})),
                 plans=tuple(PlanEntry.from_json(p) for p in data.get("engines", [])),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{manifest_path} is missing or has a malformed field: {exc!r}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(
+                f"{manifest_path} is missing a field or has one of the wrong type ({type(exc).__name__}: {exc}); "
+                "re-create the bundle with 'simswap-build convert' or restore the original manifest"
+            ) from exc
         bundle._validate(verify_hashes)
         return bundle
 

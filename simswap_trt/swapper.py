@@ -17,7 +17,7 @@ import numpy as np
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
-from simswap_trt.errors import BundleError, InputError, NoFaceError
+from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError
 from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_bgr, tensor_to_crops
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
@@ -61,10 +61,16 @@ class SwapResult:
 
 def check_image(image: np.ndarray, what: str = "image") -> None:
     """Images are uint8 BGR HxWx3 arrays (what ``cv2.imread`` / ``simswap_trt.images.read_image`` return)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.size == 0
+    ):
         got = f"{image.dtype}{list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
         raise InputError(
-            f"{what} must be a uint8 BGR array of shape [H, W, 3], got {got}; "
+            f"{what} must be a uint8 BGR array of shape [H, W, 3] with H, W >= 1, got {got}; "
             "read files with simswap_trt.images.read_image, which converts grey, RGBA and 16-bit"
         )
 
@@ -93,7 +99,7 @@ class FaceSwapper:
                     f"{[s.describe() for s in engine.inputs + engine.outputs]} does not match the bundle contract"
                 )
         if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         self.bundle = bundle
         self.generator = generator
         self.arcface = arcface

@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
+from skimage.metrics import peak_signal_noise_ratio
 
 import simswap_build.precision as precision_module
 from simswap_build.bench.photos import face_photo_set
@@ -171,8 +172,8 @@ def test_fidelity_numbers_are_recomputed_from_outputs(precision_bundle, photos):
     reference = run("generator", "fp32", {"target": targets, "latent": sources})
     for precision in ("fp16", "int8"):
         out = run("generator", precision, {"target": targets, "latent": sources})
-        mse = np.mean((reference.astype(np.float64) - out) ** 2)
-        assert report["precisions"][precision]["psnr_db"] == pytest.approx(10 * np.log10(1 / mse), rel=1e-6)
+        expected = peak_signal_noise_ratio(reference.astype(np.float64), out.astype(np.float64), data_range=1.0)
+        assert report["precisions"][precision]["psnr_db"] == pytest.approx(expected, rel=1e-6)
         assert report["precisions"][precision]["max_abs_error"] == pytest.approx(np.abs(reference - out).max())
     assert report["precisions"]["fp16"]["meets_goals"]  # FP16 keeps >= 45 dB even on this tiny model
     assert psnr(np.zeros(4), np.full(4, 0.1)) == pytest.approx(20.0)
@@ -270,7 +271,7 @@ def test_impossible_goal_stops_with_the_report(precision_bundle, photos, tmp_pat
     root = tmp_path / "b"
     shutil.copytree(precision_bundle.root, root)
     manifest = (root / "manifest.json").read_bytes()
-    args = ["precision", str(root), "--images", str(photos / "calibration"), "--precisions", "int8"]
+    args = ["precision", str(root), "--images", str(photos / "calibration"), "--precisions", "int8", "--overwrite"]
     code = build_main([*args, "--goal-psnr", "200", "--max-fp32-generator", "2", "--range-method", "percentile"])
     captured = capsys.readouterr()
     assert code == 1

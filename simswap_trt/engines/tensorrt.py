@@ -51,7 +51,7 @@ def import_tensorrt() -> tuple[ModuleType, bool]:
         return trt, True
     except ImportError:
         raise EngineError(
-            "TensorRT is not installed: pip install 'simswap-trt[trt]' for the lean runtime (runs "
+            "TensorRT is not installed: pip install 'simswap-trt[trt-lean]' for the lean runtime (runs "
             "version-compatible plans), or install the full tensorrt package (NVIDIA's index, NGC, JetPack)"
         ) from None
 
