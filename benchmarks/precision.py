@@ -16,21 +16,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from simswap_build.bench.measure import measure
+from simswap_build.bench.measure import machine, measure
 from simswap_build.bench.photos import face_photo_set, people_photo_set
 from simswap_build.convert import reestimated_bundle
 from simswap_build.fidelity import fidelity_report, print_report, psnr_per_face
 from simswap_build.precision import add_precisions, calibration_crops, feeds_for
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
-from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, available_cpus, cpu_flags, int8_kernels_exact
+from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, cpu_flags, int8_kernels_exact
+from simswap_trt.files import write_atomic
 
 
 def cpu_int8(bundle: Bundle, crops: np.ndarray, batches: list[int], repeats: int) -> dict:
@@ -120,24 +120,13 @@ def main() -> None:
     for role in ("generator", "arcface"):
         recipe[role].pop("sensitivity", None)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
+    write_atomic(
+        args.output,
         json.dumps(
             {
                 "benchmark": "precision",
                 "date": time.strftime("%Y-%m-%d"),
-                "machine": {
-                    "platform": platform.platform(),
-                    "processor": next(
-                        (
-                            line.split(":", 1)[1].strip()
-                            for line in Path("/proc/cpuinfo").read_text().splitlines()
-                            if line.startswith("model name")
-                        ),
-                        platform.processor(),
-                    ),
-                    "cpus": available_cpus(),
-                    "cpu_flags": flags,
-                },
+                "machine": {**machine(), "int8_relevant_flags": flags},
                 "model": "bundle" if not bundle.untrained else "random weights, BatchNorm re-estimated on faces",
                 "recipe": recipe,
                 "fidelity": fidelity,
@@ -146,8 +135,8 @@ def main() -> None:
             },
             indent=2,
             default=float,
-        )
-        + "\n"
+        ).encode()
+        + b"\n",
     )
     print(f"wrote {args.output}")
 

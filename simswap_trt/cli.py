@@ -17,7 +17,7 @@ from simswap_trt.backends import BACKENDS
 from simswap_trt.bundle import Bundle
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
-from simswap_trt.errors import ConfigError, InputError, NoFaceError, OutputError, SimswapError
+from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
 from simswap_trt.files import Inputs, check_output
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
@@ -29,6 +29,7 @@ examples:
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ --select largest
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
                    --select reference --reference actor.jpg
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
 
@@ -81,6 +82,10 @@ def _doctor(args: argparse.Namespace) -> int:
         )
     except SimswapError as exc:
         print(f"GPU           none usable: {exc}")
+    from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
+
+    for line in doctor_lines():
+        print(line)
     try:
         print(f"cuda-python   {importlib.metadata.version('cuda-bindings')}")
     except importlib.metadata.PackageNotFoundError:
@@ -108,6 +113,12 @@ def _run_builder(argv: Sequence[str]) -> int:
     """Run a ``simswap-build`` command in a child process: the runtime never imports the builder (which
     may need torch), it only uses its command line."""
     return subprocess.call([sys.executable, "-m", "simswap_build.cli", *argv])
+
+
+def _video(args: argparse.Namespace) -> int:
+    from simswap_trt.video.cli import run
+
+    return run(args)
 
 
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
@@ -157,9 +168,9 @@ def _writable(pairs: list[tuple[Path, Path]], inputs: Sequence[Path], args: argp
     return todo
 
 
-def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], what: str, max_pixels: int) -> list[np.ndarray]:
-    """Read the --source / --reference photos; each must show a face, and the largest one is used."""
-    images = [read_image(p, max_pixels) for p in paths]
+def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], images: list[np.ndarray], what: str) -> list:
+    """The --source / --reference photos: each must show a face, and the largest one is used (said when
+    there are several)."""
     for path, faces in zip(paths, swapper.detect(images), strict=True):
         if not faces:
             raise NoFaceError(
@@ -181,11 +192,13 @@ def _swap(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped, 0 face(s) swapped")
         return EXIT_PARTIAL
-    swapper = _swapper(args, args.bundle)
-    swapper.set_source(_face_photos(swapper, args.source, "source", args.max_pixels))
-    if args.reference:
-        swapper.set_reference(_face_photos(swapper, args.reference, "reference", args.max_pixels))
-    return _swap_files(swapper, todo, args, skipped)
+    sources = [read_image(p, args.max_pixels) for p in args.source]  # unreadable: an error before models load
+    references = [read_image(p, args.max_pixels) for p in args.reference or []]
+    with _swapper(args, args.bundle) as swapper:
+        swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
+        if references:
+            swapper.set_reference(_face_photos(swapper, args.reference, references, "reference"))
+        return _swap_files(swapper, todo, args, skipped)
 
 
 def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argparse.Namespace, skipped: int) -> int:
@@ -240,24 +253,24 @@ def _swap_aligned(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped")
         return EXIT_PARTIAL
-    swapper = FaceSwapper.from_bundle(
+    with FaceSwapper.from_bundle(
         args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
-    )
-    swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
-    written = 0
-    for start in range(0, len(todo), args.batch):
-        chunk, crops = [], []
-        for source, dest in todo[start : start + args.batch]:
-            try:
-                crops.append(_read_crop(source, swapper.crop_size))
-                chunk.append(dest)
-            except InputError as exc:
-                print(f"{source.name}: skipped, {exc}")
-                skipped += 1
-        if crops:
-            for dest, image in zip(chunk, swapper.swap_aligned(crops), strict=True):
-                write_image(dest, image, synthetic=not args.no_synthetic_tag)
-                written += 1
+    ) as swapper:
+        swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
+        written = 0
+        for start in range(0, len(todo), args.batch):
+            chunk, crops = [], []
+            for source, dest in todo[start : start + args.batch]:
+                try:
+                    crops.append(_read_crop(source, swapper.crop_size))
+                    chunk.append(dest)
+                except InputError as exc:
+                    print(f"{source.name}: skipped, {exc}")
+                    skipped += 1
+            if crops:
+                for dest, image in zip(chunk, swapper.swap_aligned(crops), strict=True):
+                    write_image(dest, image, synthetic=not args.no_synthetic_tag)
+                    written += 1
     print(f"done: {written} written, {skipped} skipped")
     return EXIT_PARTIAL if skipped else 0
 
@@ -276,15 +289,17 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{args.output / name} exists; pass --overwrite to replace it, or choose another --output"
             )
     bundle = args.bundle or _untrained_demo_bundle()
-    swapper = _swapper(args, bundle)
     astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
     camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)  # CC0
     both = np.hstack([camera, cv2.flip(astronaut, 1)])
-    swapper.set_source(astronaut)
-    for name, result in zip(names, swapper.swap_batch([camera, both]), strict=True):
+    with _swapper(args, bundle) as swapper:
+        swapper.set_source(astronaut)
+        results = swapper.swap_batch([camera, both])
+        untrained = swapper.bundle.untrained
+    for name, result in zip(names, results, strict=True):
         write_image(args.output / name, result.image, synthetic=True)
         print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
-    if swapper.bundle.untrained:
+    if untrained:
         print(
             "\nTHESE ARE NOT REAL SWAPS: the bundle has untrained random weights, so the faces are noise.\n"
             "Convert the official checkpoints (see README) and run: simswap-trt demo --bundle YOUR_BUNDLE"
@@ -303,7 +318,7 @@ def _untrained_demo_bundle() -> Path:
     print(f"no --bundle given: creating an UNTRAINED demo bundle in {cache} (once) ...", file=sys.stderr)
     shutil.rmtree(cache, ignore_errors=True)
     if _run_builder(["untrained", "--output", str(cache)]) != 0:
-        raise SimswapError(f"could not create the demo bundle in {cache}; pass --bundle B instead")
+        raise BundleError(f"could not create the demo bundle in {cache} (see above); pass --bundle B instead")
     return cache
 
 
@@ -445,6 +460,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(see 'simswap-trt bench --help')",
     )
 
+    from simswap_trt.video import cli as video_cli
+
+    video = sub.add_parser(
+        "video",
+        help="swap a source identity onto the faces of a video (audio kept, faces tracked and smoothed)",
+        description=video_cli.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    video_cli.add_arguments(video)
+    _add_pipeline_flags(video)
+    _add_runtime_flags(video, batch=8)
+
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
 
@@ -464,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "swap-aligned": _swap_aligned,
         "demo": _demo,
         "doctor": _doctor,
+        "video": _video,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

@@ -100,3 +100,51 @@ def test_registered_plan_roundtrips_and_tampering_is_refused(tiny_bundle, tmp_pa
     (root / "engines" / "generator.fp32.sm_90.plan").write_bytes(b"serialized plan, modified")
     with pytest.raises(BundleError, match="generator.fp32.sm_90.plan does not match the sha256"):
         Bundle.load(root)
+
+
+def test_plans_without_the_lean_runtime_are_refused_early_on_it():
+    entry = plan(version_compatible=True, lean_runtime_excluded=True)
+    assert PlanEntry.from_json(entry.to_json()) == entry
+    assert PlanEntry.from_json({k: v for k, v in plan().to_json().items() if k != "lean_runtime_excluded"}) == plan()
+    lean = RuntimeInfo("11.4.0.106", lean=True, compute_capability=(9, 0), gpu_name="NVIDIA H100")
+    assert plan_problems(entry, lean, "a" * 64) == [
+        "the plan was built with --exclude-lean-runtime, so TensorRT 11.4.0.106 (lean runtime) cannot load it; "
+        "rebuild without that flag or install the full tensorrt package"
+    ]
+    assert plan_problems(entry, H100, "a" * 64) == []  # the full runtime loads it
+    assert plan_problems(plan(version_compatible=True), lean, "a" * 64) == []
+
+
+def test_profile_minimum_is_the_largest_minimum_of_the_inputs():
+    profile = {
+        "target": ((2, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224)),
+        "latent": ((1, 512), (8, 512), (16, 512)),
+    }
+    assert (plan(profile=profile).min_batch, plan(profile=profile).max_batch) == (2, 16)
+
+
+def test_auto_prefers_int8_then_fp16_then_fp32_plans(tiny_bundle, monkeypatch):
+    """Listed fp32, fp16, int8 in the manifest; each runnable plan's graph hash matches its precision."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from simswap_trt import backends
+    from simswap_trt.engines import tensorrt
+
+    monkeypatch.setattr(tensorrt, "import_tensorrt", lambda: (SimpleNamespace(__version__="11.4.0.106"), False))
+    monkeypatch.setattr(tensorrt, "runtime_info", lambda trt, lean: H100)
+    fp32 = tiny_bundle.models["generator"]
+    variants = {p: replace(fp32, precision=p, sha256=p[-2:] * 32) for p in ("fp16", "int8")}
+    plans = tuple(
+        plan(file=f"engines/generator.{p}.plan", precision=p, onnx_sha256=sha)
+        for p, sha in (("fp32", fp32.sha256), ("fp16", "16" * 32), ("int8", "t8" * 32))
+    )
+    bundle = replace(tiny_bundle, variants={"generator": variants}, plans=plans)
+    assert backends.usable_plan(bundle, "generator").precision == "int8"
+    assert backends.usable_plan(bundle, "generator", "fp32").precision == "fp32"
+    stale_int8 = replace(bundle, plans=(*plans[:2], replace(plans[2], onnx_sha256="0" * 64)))
+    assert backends.usable_plan(stale_int8, "generator").precision == "fp16"
+    wrong_version = replace(plans[1], tensorrt_version="10.3.0")  # not version-compatible: 10.3.0 only
+    other_gpu = replace(plans[2], compute_capability=(8, 6), gpu_name="RTX 3090")
+    only_fp32 = replace(bundle, plans=(plans[0], wrong_version, other_gpu))
+    assert backends.usable_plan(only_fp32, "generator").precision == "fp32"
