@@ -34,8 +34,8 @@ from simswap_trt.files import write_atomic
 
 
 def cpu_int8(bundle: Bundle, crops: np.ndarray, batches: list[int], repeats: int) -> dict:
-    """ONNX Runtime's fused INT8 kernels vs the Q/DQ graph as written and vs FP32 (generator, per face),
-    and generator faces/s for FP32 and fused INT8."""
+    """ONNX Runtime's optimized INT8 run (integer kernels where it fuses them) vs the Q/DQ graph as written
+    and vs FP32 (generator, per face), and generator faces/s for FP32 and optimized INT8."""
     feeds = feeds_for("generator", bundle.root, crops)
     fp32 = OnnxRuntimeEngine(bundle.path_of("generator"))
     fused = OnnxRuntimeEngine(bundle.path_of("generator", "int8"))
@@ -109,7 +109,7 @@ def main() -> None:
     flags = sorted(cpu_flags() & {"avx2", "avx512f", *INT8_EXACT_FLAGS})
     print(f"\nCPU flags: {', '.join(flags)}; ONNX Runtime INT8 kernels exact here: {cpu['exact_flags_present']}")
     print(
-        f"  INT8 kernels vs Q/DQ as written: {cpu['kernels_vs_as_written_psnr_min_db']:.2f} dB (worst face); "
+        f"  INT8 optimized run vs Q/DQ as written: {cpu['kernels_vs_as_written_psnr_min_db']:.2f} dB (worst face); "
         f"vs FP32 {cpu['kernels_vs_fp32_psnr_min_db']:.2f} dB (as written: {cpu['as_written_vs_fp32_psnr_min_db']:.2f})"
     )
     for batch, ratio in cpu["int8_over_fp32"].items():

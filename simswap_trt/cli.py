@@ -345,8 +345,8 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         choices=("fp32", "fp16", "int8"),
         default=None,
         help="which of the bundle's graphs to run (from 'simswap-build precision'). ONNX Runtime: fp32 unless "
-        "asked; int8 runs its integer kernels and needs a CPU with VNNI or AMX (checked). TensorRT: the "
-        "fastest plan unless asked",
+        "asked; int8 needs a CPU with VNNI or AMX (checked), where its integer kernels compute the graph. "
+        "TensorRT: the fastest plan unless asked",
     )
 
 

@@ -392,7 +392,7 @@ def test_cpu_int8_kernels_follow_the_qdq_graph(precision_bundle, generator_feeds
     reference = run_batched(session(onnx.load(precision_bundle.path_of("generator"))), check)[0]
     as_written = run_batched(session(onnx.load(precision_bundle.path_of("generator", "int8"))), check)[0]
     kernels = open_engine(precision_bundle, "generator", "onnxruntime", precision="int8").run(check)["swapped"]
-    assert psnr_per_face(as_written, kernels).min() > 38  # the integer kernels compute the graph
+    assert psnr_per_face(as_written, kernels).min() > 38  # the optimized run computes the graph
     # and lose no more than 0.5 dB against FP32 than the graph itself does
     assert psnr_per_face(reference, kernels).min() >= psnr_per_face(reference, as_written).min() - 0.5
 
