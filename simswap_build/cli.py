@@ -11,7 +11,6 @@ import onnx
 
 from simswap_build.architectures import GENERATOR_ARCHES
 from simswap_build.bundle_writer import check_bundle_output
-from simswap_build.precision import DEFAULT_KEEP_FP32
 from simswap_build.trt_compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
@@ -111,21 +110,59 @@ def _engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _precision(args: argparse.Namespace) -> int:
-    from simswap_build.precision import add_precisions
+def _print_int8_report(report: dict) -> None:
+    split = report["split"]
+    print(
+        f"int8: {split['calibration_faces']} calibration faces, {split['check_faces']} check faces "
+        "(split by content hash; calibration never sees the check faces)"
+    )
+    for role in ("generator", "arcface"):
+        r = report[role]
+        goal = f"{r['metric']} >= {r['goal']} + margin {r['margin']}"
+        tried = ", ".join(f"{k} FP32: {v:.4g}" for k, v in r.get("trail", {}).items())
+        if r.get("graph") == "fp16":
+            print(f"  {role}: FP16 ({r['why']}); check split {r['metric']} {r['check']:.4f} ({goal})")
+            if tried:
+                print(f"    INT8 tried ({r['method']} ranges): {tried}")
+        else:
+            fallbacks = ", ".join(r["fp32_layers"]) or "none"
+            print(
+                f"  {role}: {goal} on the check split: met, {r['check']:.4g}, with {len(r['fp32_layers'])} of "
+                f"{r['convolutions']} convolutions in FP32 ({fallbacks}); {r['method']} ranges; tried {tried}"
+            )
+        if "ms_per_face" in r:
+            costs = ", ".join(f"{p} {ms:.1f} ms" for p, ms in r["ms_per_face"].items())
+            print(f"    reference selection runs ArcFace once per target face: {costs} per face (ONNX Runtime CPU)")
 
-    keep = {"generator": args.keep_fp32_generator, "arcface": args.keep_fp32_arcface}
+
+def _precision(args: argparse.Namespace) -> int:
+    from simswap_build.precision import Goals, PrecisionGoalError, add_precisions
+
     bundle = Bundle.load(args.bundle)
     existing = sorted({p for by in bundle.variants.values() for p in by} & set(args.precisions))
     if existing and not args.overwrite:
         raise OutputError(f"{args.bundle} already has {', '.join(existing)} graphs; pass --overwrite to replace them")
-    sensitivity = add_precisions(args.bundle, args.images, args.precisions, keep)
-    for role, layers in sensitivity.items():
-        worst = sorted(layers, key=lambda name: -layers[name]["loss_db"])[: keep[role]]
-        print(
-            f"int8 {role}: {len(layers)} convolutions quantized; kept in FP32 (most SQNR lost): "
-            + ", ".join(f"{name} {layers[name]['loss_db']:.1f} dB" for name in worst)
+    goals = Goals(args.goal_psnr, args.goal_cosine, args.margin_psnr, args.margin_cosine)
+    budgets = {"generator": args.max_fp32_generator, "arcface": args.max_fp32_arcface}
+    try:
+        report = add_precisions(
+            args.bundle,
+            args.images,
+            args.precisions,
+            goals,
+            budgets,
+            args.arcface,
+            args.range_method,
+            args.check_fraction,
         )
+    except PrecisionGoalError as exc:
+        print(
+            f"int8 {exc.report['metric']}: tried "
+            + ", ".join(f"{k} FP32: {v:.4g}" for k, v in exc.report.get("trail", {}).items())
+        )
+        raise
+    if report:
+        _print_int8_report(report)
     print(
         f"wrote {', '.join(args.precisions)} graphs into {args.bundle}; check them with "
         f"'simswap-build validate {args.bundle} --images HELD_OUT_FOLDER'"
@@ -412,31 +449,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="add FP16 and INT8 (Q/DQ) graphs to a bundle, calibrated on your photos",
         description="FP16: convolutions in FP16, instance norm / style / normalisations in FP32, FP32 I/O. "
         "INT8: symmetric Q/DQ around convolutions (per-channel weights, zero point 0), calibrated on "
-        "the largest face of each image in --images (detected and aligned by the runtime), with the "
-        "convolutions that lose the most signal-to-noise left in FP32. TensorRT 10.3 and 11.x build both.",
+        "the largest face of each image in --images (detected and aligned by the runtime). The faces are "
+        "split by content hash into calibration and check faces; the range method and the FP32 fallbacks "
+        "are chosen so that the check faces meet the goals below. TensorRT 10.3 and 11.x build both. "
+        "Use photos like the footage you will swap (lighting, pose, skin tones), at least a dozen.",
+        epilog="example: simswap-build precision B --images my_faces/ --goal-psnr 36",
     )
     precision.add_argument("bundle", type=Path, help="bundle directory")
     precision.add_argument("--images", type=Path, default=None, help="folder of photos with faces (INT8 calibration)")
     precision.add_argument("--precisions", nargs="+", choices=("fp16", "int8"), default=["fp16", "int8"])
     precision.add_argument("--overwrite", action="store_true", help="replace FP16 / INT8 graphs made before")
-    precision.add_argument(
-        "--keep-fp32-generator",
-        type=int_at_least(0),
-        default=DEFAULT_KEEP_FP32["generator"],
-        help="INT8: generator convolutions left in FP32, most sensitive first (default %(default)s)",
+    goals = precision.add_argument_group(
+        "INT8 goals",
+        "met on the worst face of a check split of --images that calibration never sees; the most sensitive "
+        "convolutions go back to FP32 until they are, or the command stops with a report (exit 1)",
     )
-    precision.add_argument(
-        "--keep-fp32-arcface",
+    goals.add_argument("--goal-psnr", type=float, default=35.0, help="generator PSNR vs FP32, dB (default 35)")
+    goals.add_argument("--goal-cosine", type=float, default=0.98, help="ArcFace cosine vs FP32 (default 0.98)")
+    goals.add_argument("--margin-psnr", type=float, default=1.0, help="dB above --goal-psnr to reach (default 1)")
+    goals.add_argument(
+        "--margin-cosine", type=float, default=0.005, help="above --goal-cosine to reach (default 0.005)"
+    )
+    goals.add_argument(
+        "--check-fraction",
+        type=cli_support.float_between(0.05, 0.95),
+        default=0.25,
+        help="share of the faces held out as check split (0.25)",
+    )
+    goals.add_argument(
+        "--max-fp32-generator",
         type=int_at_least(0),
-        default=DEFAULT_KEEP_FP32["arcface"],
-        help="INT8: ArcFace convolutions left in FP32, most sensitive first (default %(default)s)",
+        default=None,
+        help="most generator convolutions left FP32 (default: half)",
+    )
+    goals.add_argument(
+        "--max-fp32-arcface",
+        type=int_at_least(0),
+        default=None,
+        help="most ArcFace convolutions left FP32 (default: half)",
+    )
+    goals.add_argument(
+        "--range-method",
+        choices=("auto", "percentile", "entropy", "mse"),
+        default="auto",
+        help="activation ranges; auto keeps the one that scores best on the check split (default)",
+    )
+    goals.add_argument(
+        "--arcface",
+        choices=("auto", "int8", "fp16"),
+        default="auto",
+        help="ArcFace in the INT8 recipe: auto = INT8 if it meets --goal-cosine within its budget, else FP16 "
+        "(the source identity is computed once; reference selection runs it per target face)",
     )
 
     validate = sub.add_parser(
         "validate",
         help="fidelity of a bundle's FP16/INT8 graphs vs FP32 on held-out faces (exit 1 if a goal fails)",
-        description="PSNR and max abs error of generator outputs, ArcFace cosine, and identity cosine of the swaps, "
-        "per precision, on faces from --images (use photos that were not used for calibration).",
+        description="PSNR and max abs error of generator outputs, ArcFace cosine, the identity cosine of the "
+        "swaps against the source and against the FP32 swap, per precision, as means and per-face minima, on "
+        "faces from --images (use photos that were not used for calibration). The goals (the INT8 recipe's "
+        "recorded ones, FP16 >= 45 dB) must hold on the worst face.",
     )
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -313,19 +314,16 @@ def build_engine(
     return entry
 
 
-def register_variants(bundle: Bundle, graphs: dict, calibration: dict) -> Bundle:
-    """Save ``{(role, precision): graph}`` as ``<role>.<precision>.onnx`` and add them to the manifest."""
+def register_variants(bundle: Bundle, graphs: dict, sources: Mapping[tuple[str, str], dict] | None = None) -> Bundle:
+    """Save ``{(role, precision): graph}`` as ``<role>.<precision>.onnx`` and add them to the manifest, with
+    ``sources[(role, precision)]`` (calibration, goals, recipe) recorded in the entry's source."""
 
     variants = {role: dict(by) for role, by in bundle.variants.items()}
     for (role, precision), graph in graphs.items():
         file = f"{role}.{precision}.onnx"
         write_atomic(bundle.root / file, graph.SerializeToString())
         base = bundle.models[role]
-        source = {
-            "from": base.file,
-            "from_sha256": base.sha256,
-            **({"calibration": calibration} if precision == "int8" else {}),
-        }
+        source = {"from": base.file, "from_sha256": base.sha256, **(sources or {}).get((role, precision), {})}
         variants.setdefault(role, {})[precision] = replace(
             base, file=file, sha256=sha256_of(bundle.root / file), precision=precision, source=source
         )

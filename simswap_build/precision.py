@@ -7,33 +7,79 @@ check it on a CPU.
   normalisation and the latent's L2 normalisation stay FP32 behind Cast nodes (eps 1e-8 is 0 in FP16 and
   the mean of squares can overflow). Graph inputs and outputs stay FP32, so every precision has one
   contract.
-* INT8 (ONNX Runtime ``quantize_static``, QDQ format): symmetric INT8 activations and per-channel INT8
-  weights with zero points 0, only around Conv (what TensorRT fuses), calibrated on aligned faces from the
-  user's images; the style Gemms and everything else stay FP32. A sensitivity pass measures, for each
-  quantized convolution, how many dB of signal-to-quantization-noise ratio are lost between its input and
-  its output, and keeps the convolutions that lose most in FP32.
+* INT8 (``simswap_build.qdq``): symmetric per-tensor INT8 activations and per-channel INT8 weights with
+  zero points 0, around convolutions only; everything else FP32. Driven by accuracy goals measured on a
+  **check split**: the faces are split by content hash, calibration (activation histograms) sees only
+  the calibration part, and per model (generator, ArcFace):
+
+  1. each range method (percentile, entropy, MSE) sets every activation's range; the method whose
+     all-INT8 graph scores best on the check split goes first;
+  2. every convolution is scored alone in INT8 (the rest FP32) on calibration faces: its sensitivity;
+  3. the most sensitive convolutions are put back to FP32, fewest first (doubling, then bisection),
+     until the check split's per-face minimum (generator PSNR, ArcFace cosine vs FP32) meets the goal
+     plus a margin; the methods are then compared again with those fallbacks in place (a fragile layer
+     can mask their ranking), and a better one searches again. Beyond the budget the recipe stops with a
+     report (``PrecisionGoalError``).
+
+  ArcFace computes the source identity once per swap, so when INT8 cannot hold its goal within the
+  budget the INT8 recipe keeps it in FP16 (``arcface="auto"``); the report states what reference
+  selection, which runs it once per target face, costs per face.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import tempfile
+import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from simswap_build.qdq import (
+    activation_histograms,
+    activation_ranges,
+    qdq_graph,
+    quantizable_convs,
+    run_batched,
+    session,
+)
+from simswap_build.ranges import METHODS
 from simswap_trt.errors import BuildError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "int8")
-# Convolutions left in FP32 by the INT8 recipe, per role: measured on IR-SE-101 / G224 with BatchNorm
-# statistics from real faces, the fewest that reach the goals (generator >= 35 dB, ArcFace cosine >= 0.98).
-DEFAULT_KEEP_FP32 = {"generator": 4, "arcface": 20}
+ARCFACE_POLICIES = ("auto", "int8", "fp16")
+SENSITIVITY_FACES = 4  # calibration faces each single-layer trial runs on
+
+
+class PrecisionGoalError(BuildError):
+    """The INT8 recipe cannot meet its goals on the check split within the FP32 budget; ``report`` has the
+    figures."""
+
+    def __init__(self, message: str, report: dict):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Goals:
+    """INT8 accuracy goals, met on the check split's worst face with a margin."""
+
+    psnr_db: float = 35.0  # generator output vs FP32, per face
+    cosine: float = 0.98  # ArcFace latent vs FP32, per face
+    margin_psnr_db: float = 1.0
+    margin_cosine: float = 0.005
+
+    def target(self, role: str) -> float:
+        return self.psnr_db + self.margin_psnr_db if role == "generator" else self.cosine + self.margin_cosine
+
+
+METRICS = {"generator": "psnr_min_db", "arcface": "cosine_min"}
 
 
 def fp32_islands(model: onnx.ModelProto) -> list[str]:
@@ -104,133 +150,181 @@ def calibration_crops(
     return stacked
 
 
-def _calibration_feeds(role: str, crops: np.ndarray, latent: np.ndarray | None) -> list[dict[str, np.ndarray]]:
-    from simswap_trt.preprocess import crops_to_tensor
-
-    tensor = crops_to_tensor(crops, crops.shape[1])
-    if role == "arcface":
-        return [{"crop": tensor[i : i + 1]} for i in range(len(tensor))]
-    return [{"target": tensor[i : i + 1], "latent": latent[i : i + 1]} for i in range(len(tensor))]
+# -- check split ----------------------------------------------------------------------------------------
 
 
-# -- INT8 -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FaceSplit:
+    """Calibration and check faces, disjoint by content (sha256 of the aligned crop's pixels)."""
+
+    calibration: np.ndarray
+    check: np.ndarray
+    calibration_sha256: tuple[str, ...]
+    check_sha256: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {
+            "rule": "unique aligned crops ranked by sha256 of their pixels; the lowest ranks are the check split",
+            "calibration_faces": len(self.calibration),
+            "check_faces": len(self.check),
+            "calibration_sha256": list(self.calibration_sha256),
+            "check_sha256": list(self.check_sha256),
+        }
 
 
-def _quantize(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], exclude: Sequence[str]) -> onnx.ModelProto:
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
+def face_sha256(crop: np.ndarray) -> str:
+    """Content hash of an aligned crop (its shape and pixels)."""
+    crop = np.ascontiguousarray(crop)
+    return hashlib.sha256(str(crop.shape).encode() + crop.tobytes()).hexdigest()
+
+
+def split_faces(crops: np.ndarray, check_fraction: float = 0.25, min_check: int = 2) -> FaceSplit:
+    """Split ``crops`` by content hash: duplicates are dropped, the unique crops are ranked by their hash
+    and the first ``max(min_check, round(fraction * n))`` form the check split, which calibration never
+    sees. Independent of file names and order."""
+    if not 0 < check_fraction < 1:
+        raise InputError(f"the check fraction must be between 0 and 1, got {check_fraction}")
+    unique: dict[str, int] = {}
+    for i, crop in enumerate(crops):
+        unique.setdefault(face_sha256(crop), i)
+    if len(unique) < len(crops):
+        log.warning("calibration: %d duplicate face(s) dropped", len(crops) - len(unique))
+    ranked = sorted(unique)
+    n_check = max(min_check, round(check_fraction * len(ranked)))
+    if len(ranked) - n_check < 2:
+        raise InputError(
+            f"INT8 needs at least {n_check + 2} distinct faces ({n_check} for the check split, 2 for calibration); "
+            f"the calibration folder gave {len(ranked)}: add photos"
+        )
+    check, calibration = ranked[:n_check], ranked[n_check:]
+    return FaceSplit(
+        calibration=np.stack([crops[unique[h]] for h in calibration]),
+        check=np.stack([crops[unique[h]] for h in check]),
+        calibration_sha256=tuple(calibration),
+        check_sha256=tuple(check),
     )
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(feeds)
 
-        def get_next(self):
-            return next(self.items, None)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        source, target = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-        onnx.save(model, source)
-        quantize_static(
-            str(source),
-            str(target),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["Conv"],
-            per_channel=True,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            nodes_to_exclude=list(exclude),
-            calibrate_method=CalibrationMethod.Percentile,
-            extra_options={
-                "ActivationSymmetric": True,
-                "WeightSymmetric": True,
-                "QuantizeBias": False,
-                "AddQDQPairToWeight": True,
-                "QDQOpTypePerChannelSupportToAxis": {"Conv": 0},
-            },
-        )
-        return onnx.load(target)
+# -- INT8 search ------------------------------------------------------------------------------------------
 
 
-def conv_sensitivity(
-    fp32: onnx.ModelProto, int8: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]
-) -> dict[str, dict[str, float]]:
-    """For every convolution ``int8`` quantized: the SQNR (dB) of its output against the FP32 graph, and
-    the SQNR it loses between its input and its output (``loss_db``): the noise the layer itself adds
-    or amplifies. Q/DQ run as written (graph optimizations off: fake quantization)."""
-    import onnxruntime as ort
+def per_face_scores(role: str, reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """Generator: PSNR (dB) of each face's output; ArcFace: cosine of each face's latent (both vs FP32)."""
+    from simswap_build.fidelity import cosines, psnr_per_face
 
-    convs = {n.name: n for n in int8.graph.node if n.op_type == "Conv"}
-    quantized = [
-        n for n in fp32.graph.node if n.op_type == "Conv" and n.name in convs and convs[n.name].input[0] != n.input[0]
-    ]  # the int8 graph feeds it through Q/DQ
-    tensors = {n.name: (n.input[0], convs[n.name].input[0], n.output[0]) for n in quantized}
-    runs = []
-    for index, model in enumerate((fp32, int8)):
-        exposed = onnx.ModelProto()
-        exposed.CopyFrom(model)
-        wanted = {t[index] for t in tensors.values()} | {t[2] for t in tensors.values()}
-        exposed.graph.output.extend(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None) for t in wanted)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        session = ort.InferenceSession(exposed.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        names = [o.name for o in session.get_outputs()]
-        runs.append([dict(zip(names, session.run(None, f), strict=True)) for f in feeds])
-
-    def sqnr(reference_name: str, test_name: str) -> float:
-        signal = sum(float(np.sum(r[reference_name].astype(np.float64) ** 2)) for r in runs[0])
-        noise = sum(
-            float(np.sum((r[reference_name].astype(np.float64) - q[test_name]) ** 2))
-            for r, q in zip(*runs, strict=True)
-        )
-        return 10 * np.log10(signal / max(noise, 1e-30))
-
-    out = {}
-    for name, (fp32_in, int8_in, output) in tensors.items():
-        at_output = sqnr(output, output)
-        out[name] = {"sqnr_db": at_output, "loss_db": sqnr(fp32_in, int8_in) - at_output}
-    return out
+    return psnr_per_face(reference, output) if role == "generator" else cosines(reference, output)
 
 
-def int8_graph(
+def _score(role: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], reference: np.ndarray) -> float:
+    return float(per_face_scores(role, reference, run_batched(session(graph), feeds)[0]).min())
+
+
+def _subset(feeds: Mapping[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    return {k: v[:count] for k, v in feeds.items()}
+
+
+def int8_search(
     model: onnx.ModelProto,
     role: str,
-    crops: np.ndarray,
-    latents: np.ndarray | None = None,
-    keep_fp32: int = 4,
-) -> tuple[onnx.ModelProto, dict[str, dict[str, float]]]:
-    """The INT8 Q/DQ variant of ``model`` calibrated on aligned ``crops`` (and, for the generator, the
-    identity ``latents`` paired with them); the ``keep_fp32`` convolutions that lose the most SQNR are left in
-    FP32. Returns the graph and the per-layer sensitivity of the first, all-INT8 pass."""
-    if len(crops) == 0:
-        raise InputError("INT8 calibration needs at least one face crop")
-    if role == "generator" and (latents is None or len(latents) != len(crops)):
-        raise BuildError("generator calibration needs one identity latent per crop")
-    feeds = _calibration_feeds(role, crops, latents)
-    first = _quantize(model, feeds, exclude=[])
-    sensitivity = conv_sensitivity(model, first, feeds[: min(len(feeds), 8)])
-    worst = sorted(sensitivity, key=lambda name: -sensitivity[name]["loss_db"])[:keep_fp32]
-    if worst:
-        log.info(
-            "INT8 %s: keeping %s in FP32 (they lose %s dB)",
-            role,
-            worst,
-            [round(sensitivity[w]["loss_db"], 1) for w in worst],
+    calibration: Mapping[str, np.ndarray],
+    check: Mapping[str, np.ndarray],
+    goals: Goals = Goals(),
+    budget: int | None = None,
+    method: str = "auto",
+) -> tuple[onnx.ModelProto, dict]:
+    """The INT8 graph of ``model`` that meets ``goals`` on the ``check`` feeds with the fewest FP32
+    convolutions (calibrated on the ``calibration`` feeds only), and its report. ``budget``: the most
+    convolutions left in FP32 (default: half of them). Raises ``PrecisionGoalError`` when the budget is
+    not enough."""
+    from tqdm import tqdm
+
+    if method != "auto" and method not in METHODS:
+        raise ConfigError(f"unknown range method {method!r}; choose auto or one of {', '.join(METHODS)}")
+    convs = quantizable_convs(model)
+    budget = (len(convs) + 1) // 2 if budget is None else min(budget, len(convs))
+    target = goals.target(role)
+    histograms = activation_histograms(model, convs.values(), calibration)
+    reference = run_batched(session(model), check)[0]
+    methods = METHODS if method == "auto" else (method,)
+    ranges = {m: activation_ranges(histograms, m) for m in methods}
+    method_scores = {m: _score(role, qdq_graph(model, ranges[m], convs), check, reference) for m in methods}
+    best = max(methods, key=lambda m: method_scores[m])
+    log.info("INT8 %s: range methods on the check split %s; using %s", role, method_scores, best)
+
+    sensitivity: dict[str, float] = {}
+    if method_scores[best] < target and budget > 0:  # fallbacks needed: rank the convolutions
+        probe = _subset(calibration, SENSITIVITY_FACES)
+        probe_reference = run_batched(session(model), probe)[0]
+        sensitivity = {
+            name: _score(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference)
+            for name in tqdm(convs, desc=f"INT8 {role} sensitivity", unit="conv", leave=False)
+        }
+    order = sorted(convs, key=lambda name: sensitivity.get(name, 0.0))  # worst alone first; ties: graph order
+    trails: dict[str, dict[int, float]] = {m: {0: method_scores[m]} for m in methods}
+
+    def trial(method: str, kept: int) -> float:
+        if kept not in trails[method]:
+            graph = qdq_graph(model, ranges[method], [c for c in convs if c not in order[:kept]])
+            trails[method][kept] = _score(role, graph, check, reference)
+            log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %.4f", role, method, kept, trails[method][kept])
+        return trails[method][kept]
+
+    def fewest(method: str, high: int | None) -> int | None:
+        """The fewest FP32 fallbacks that meet the target: 0, 1, 3, 7, ... up to the budget (unless ``high``
+        is known to meet), then bisection. None if the budget does not."""
+        low, kept = -1, 0
+        while high is None:
+            if trial(method, kept) >= target:
+                high = kept
+            elif kept >= budget:
+                return None
+            else:
+                low, kept = kept, min(budget, 2 * kept + 1)
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if trial(method, middle) >= target else (middle, high)
+        return high
+
+    kept = fewest(best, None)
+    at = budget if kept is None else kept
+    if at and len(methods) > 1:  # with the most fragile layers in FP32 the methods may rank differently
+        rival = max(methods, key=lambda m: trial(m, at))
+        if rival != best:
+            log.info("INT8 %s: with %d FP32 fallbacks %s ranges score best; searching again", role, at, rival)
+            best, kept = rival, fewest(rival, at) if trial(rival, at) >= target else None
+    trail = trails[best]
+    report = {
+        "metric": METRICS[role],
+        "goal": goals.psnr_db if role == "generator" else goals.cosine,
+        "margin": goals.margin_psnr_db if role == "generator" else goals.margin_cosine,
+        "convolutions": len(convs),
+        "budget": budget,
+        "method": best,
+        "method_scores": method_scores,
+        "sensitivity": {name: sensitivity[name] for name in order if name in sensitivity},
+        "trail": {str(k): v for k, v in sorted(trail.items())},
+        "trails": {m: {str(k): v for k, v in sorted(t.items())} for m, t in trails.items()},
+        "met": kept is not None,
+    }
+    if kept is None:
+        report["best"] = max(v for t in trails.values() for v in t.values())
+        raise PrecisionGoalError(
+            f"INT8 {role}: the check split's worst face reaches {report['best']:.4g} {METRICS[role]} with up to "
+            f"{budget} of {len(convs)} convolutions in FP32; the goal is {report['goal']} + margin "
+            f"{report['margin']}. Add calibration photos like your footage, raise the budget, or use FP16",
+            report,
         )
-    final = _quantize(model, feeds, exclude=worst) if worst else first
-    final.metadata_props.add(key="simswap_trt.fp32_layers", value=",".join(worst))
-    return final, sensitivity
+    fp32_layers = order[:kept]
+    report.update(fp32_layers=fp32_layers, check=trail[kept])
+    graph = qdq_graph(model, ranges[best], [c for c in convs if c not in fp32_layers])
+    graph.metadata_props.add(key="simswap_trt.range_method", value=best)
+    return graph, report
 
 
 # -- bundle integration -------------------------------------------------------------------------------------
 
 
-def _rotated_latents(bundle_root: Path, crops: np.ndarray) -> np.ndarray:
+def identity_latents(bundle_root: Path, crops: np.ndarray) -> np.ndarray:
     """Each crop's FP32 ArcFace latent, shifted by one: target i gets identity i+1, a real swap pairing."""
     from simswap_trt.backends import open_engine
     from simswap_trt.bundle import Bundle
@@ -241,14 +335,82 @@ def _rotated_latents(bundle_root: Path, crops: np.ndarray) -> np.ndarray:
     return np.roll(latents, -1, axis=0)
 
 
+def feeds_for(role: str, bundle_root: Path, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """The model inputs for aligned ``crops``: the crops, and for the generator the rotated identities."""
+    from simswap_trt.preprocess import crops_to_tensor
+
+    tensor = crops_to_tensor(crops, crops.shape[1])
+    if role == "arcface":
+        return {"crop": tensor}
+    return {"target": tensor, "latent": identity_latents(bundle_root, crops)}
+
+
+def ms_per_face(model: Path | bytes, crops: np.ndarray, precision: str, repeats: int = 5) -> float:
+    """Median ONNX Runtime CPU time (ms) of one ArcFace call on one face, run as the runtime runs it (INT8
+    with integer kernels only on CPUs where they are exact, else Q/DQ as written)."""
+    from simswap_trt.engines import OnnxRuntimeEngine
+    from simswap_trt.engines.onnxruntime import int8_kernels_exact
+    from simswap_trt.preprocess import crops_to_tensor
+
+    engine = OnnxRuntimeEngine(model, optimize=precision != "int8" or int8_kernels_exact())
+    feed = {"crop": crops_to_tensor(crops[:1], crops.shape[1])}
+    engine.run(feed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        engine.run(feed)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times))
+
+
+def arcface_for_int8(
+    fp32: onnx.ModelProto,
+    bundle_root: Path,
+    split: FaceSplit,
+    goals: Goals,
+    budget: int | None,
+    policy: str,
+    method: str,
+) -> tuple[onnx.ModelProto, dict]:
+    """ArcFace in the INT8 recipe: INT8 when it holds the goal within the budget, else (``auto``) FP16."""
+    calibration, check = (feeds_for("arcface", bundle_root, c) for c in (split.calibration, split.check))
+    report: dict = {}
+    if policy != "fp16":
+        try:
+            graph, report = int8_search(fp32, "arcface", calibration, check, goals, budget, method)
+            report["graph"] = "int8"
+        except PrecisionGoalError as exc:
+            if policy == "int8":
+                raise
+            report = {**exc.report, "graph": "fp16", "why": str(exc)}
+    if policy == "fp16" or report["graph"] == "fp16":
+        graph = fp16_graph(fp32)
+        score = _score("arcface", graph, check, run_batched(session(fp32), check)[0])
+        report.update(graph="fp16", metric="cosine_min", goal=goals.cosine, margin=goals.margin_cosine, check=score)
+        report.setdefault("why", "requested (--arcface fp16)")
+        if score < goals.target("arcface"):
+            raise PrecisionGoalError(
+                f"INT8 recipe: even FP16 ArcFace reaches only cosine {score:.4f} on the check split's worst face "
+                f"(goal {goals.cosine} + margin {goals.margin_cosine})",
+                report,
+            )
+    return graph, report
+
+
 def add_precisions(
     bundle_root: str | Path,
     calibration_folder: Path | None,
     precisions: Sequence[str] = PRECISIONS,
-    keep_fp32: Mapping[str, int] = DEFAULT_KEEP_FP32,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Write the FP16 / INT8 variants of both graphs into the bundle and register them in its manifest.
-    Returns the INT8 sensitivity (per-layer SQNR, dB) by role."""
+    goals: Goals = Goals(),
+    budgets: Mapping[str, int | None] | None = None,
+    arcface: str = "auto",
+    method: str = "auto",
+    check_fraction: float = 0.25,
+) -> dict:
+    """Write the FP16 / INT8 variants of both graphs into the bundle and register them in its manifest,
+    with the INT8 recipe's goals, split, range methods, FP32 fallbacks and check-split figures. Returns
+    that INT8 report (empty without INT8). Nothing is written when a goal cannot be met
+    (``PrecisionGoalError``)."""
     from simswap_build.engine_builder import register_variants
     from simswap_trt.bundle import Bundle
 
@@ -256,20 +418,33 @@ def add_precisions(
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
         raise ConfigError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
-    crops = latents = None
+    if arcface not in ARCFACE_POLICIES:
+        raise ConfigError(f"unknown ArcFace policy {arcface!r}; choose from {', '.join(ARCFACE_POLICIES)}")
+    budgets = budgets or {}
+    graphs, report, sources = {}, {}, {}
+    fp32 = {role: onnx.load(bundle.path_of(role)) for role in ("generator", "arcface")}
+    if "fp16" in precisions:
+        graphs.update({(role, "fp16"): fp16_graph(model) for role, model in fp32.items()})
     if "int8" in precisions:
         if calibration_folder is None:
             raise InputError("INT8 needs calibration images: pass --images FOLDER (photos with faces)")
         crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size, cache_dir=bundle.root)
-        latents = _rotated_latents(bundle.root, crops)
-    graphs, sensitivity = {}, {}
-    for role in ("generator", "arcface"):
-        fp32 = onnx.load(bundle.path_of(role))
-        for precision in precisions:
-            if precision == "fp16":
-                graphs[(role, precision)] = fp16_graph(fp32)
-            else:
-                graphs[(role, precision)], sensitivity[role] = int8_graph(fp32, role, crops, latents, keep_fp32[role])
-    calibration = {"faces": len(crops), "folder": str(calibration_folder)} if crops is not None else {}
-    register_variants(bundle, graphs, calibration)
-    return sensitivity
+        split = split_faces(crops, check_fraction)
+        report = {"split": split.to_json(), "goals": asdict(goals), "folder": str(calibration_folder)}
+        calibration, check = (feeds_for("generator", bundle.root, c) for c in (split.calibration, split.check))
+        graphs["generator", "int8"], report["generator"] = int8_search(
+            fp32["generator"], "generator", calibration, check, goals, budgets.get("generator"), method
+        )
+        graphs["arcface", "int8"], report["arcface"] = arcface_for_int8(
+            fp32["arcface"], bundle.root, split, goals, budgets.get("arcface"), arcface, method
+        )
+        chosen = report["arcface"]["graph"]
+        report["arcface"]["ms_per_face"] = {
+            "fp32": ms_per_face(bundle.path_of("arcface"), split.check, "fp32"),
+            chosen: ms_per_face(graphs["arcface", "int8"].SerializeToString(), split.check, chosen),
+        }
+        for role in ("generator", "arcface"):
+            recipe = {k: v for k, v in report[role].items() if k != "sensitivity"}
+            sources[role, "int8"] = {"calibration": report["split"], "goals": report["goals"], "recipe": recipe}
+    register_variants(bundle, graphs, sources)
+    return report

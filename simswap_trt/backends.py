@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine, OnnxRuntimeEngine
+from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, int8_kernels_exact
 from simswap_trt.errors import EngineError
 from simswap_trt.plans import PlanEntry, plan_problems, rebuild_command
 
@@ -82,4 +83,9 @@ def open_engine(
                 raise
             level = logging.WARNING if any(p.role == role for p in bundle.plans) else logging.INFO
             log.log(level, "auto: the %s runs on ONNX Runtime because TensorRT cannot run it: %s", role, exc)
+    if precision == "int8" and providers[0] == "CPUExecutionProvider" and not int8_kernels_exact():
+        raise EngineError(
+            f"INT8 on this CPU: ONNX Runtime's INT8 kernels need one of {', '.join(INT8_EXACT_FLAGS)} to compute "
+            "the graph exactly (without them they saturate intermediate sums); run --precision fp32 (the default)"
+        )
     return OnnxRuntimeEngine(bundle.path_of(role, precision or "fp32"), providers, threads)

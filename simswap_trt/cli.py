@@ -133,7 +133,9 @@ def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     )
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
-    return FaceSwapper.from_bundle(bundle, args.providers, args.threads, args.batch, detector, parser, args.backend)
+    return FaceSwapper.from_bundle(
+        bundle, args.providers, args.threads, args.batch, detector, parser, args.backend, args.precision
+    )
 
 
 def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
@@ -252,7 +254,7 @@ def _swap_aligned(args: argparse.Namespace) -> int:
         print(f"done: 0 written, {skipped} skipped")
         return EXIT_PARTIAL
     with FaceSwapper.from_bundle(
-        args.bundle, args.providers, args.threads, args.batch, backend=args.backend
+        args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
     ) as swapper:
         swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
         written = 0
@@ -337,6 +339,14 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         default="auto",
         help="auto: TensorRT where the bundle has a plan this machine can run, else ONNX Runtime (logged with "
         "-v); tensorrt: an error if it cannot run (default: auto)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default=None,
+        help="which of the bundle's graphs to run (from 'simswap-build precision'). ONNX Runtime: fp32 unless "
+        "asked; int8 needs a CPU with VNNI or AMX (checked), where its integer kernels compute the graph. "
+        "TensorRT: the fastest plan unless asked",
     )
 
 

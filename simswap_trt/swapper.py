@@ -197,16 +197,18 @@ class FaceSwapper:
         parser: FaceParser | None = None,
         backend: str = "auto",
         device_path: bool | None = None,
+        precision: str | None = None,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
         run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
-        ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``."""
+        ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``,
+        ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT)."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
-        engines = [open_engine(bundle, "generator", backend, providers, threads)]
+        engines = [open_engine(bundle, "generator", backend, providers, threads, precision)]
         try:
-            engines.append(open_engine(bundle, "arcface", backend, providers, threads))
+            engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision))
             swapper = cls(bundle, *engines, detector, parser, max_batch, device_path)
         except BaseException:
             for engine in engines:

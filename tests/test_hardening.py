@@ -118,7 +118,7 @@ def test_swap_arguments_out_of_range(flag, value, message, photos, tmp_path, cap
         (["untrained", "--seed", "-1"], "argument --seed: must be a whole number >= 0, got -1"),
         (["validate", "B", "--images", "I", "--limit", "0"], "argument --limit: must be a whole number >= 1, got 0"),
         (["engine", "B", "--max-batch", "0"], "argument --max-batch: must be a whole number >= 1, got 0"),
-        (["precision", "B", "--keep-fp32-arcface", "-2"], "must be a whole number >= 0, got -2"),
+        (["precision", "B", "--max-fp32-arcface", "-2"], "must be a whole number >= 0, got -2"),
     ],
 )
 def test_builder_arguments_out_of_range(argv, message, tmp_path, capsys):

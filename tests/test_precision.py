@@ -1,5 +1,7 @@
 """Precision recipes: the graphs have exactly the structure TensorRT needs, calibration is deterministic
-and fails clearly on bad folders, and the fidelity report recomputes its numbers and fails a bad graph."""
+and fails clearly on bad folders, the INT8 search keeps a layer made fragile on purpose (and only it) in
+FP32, stops with a report on an impossible goal, never calibrates on a check face, the range methods
+agree with independent float64 computations, and the fidelity report recomputes its numbers."""
 
 import shutil
 
@@ -11,15 +13,30 @@ from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 from skimage.metrics import peak_signal_noise_ratio
 
+import simswap_build.precision as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
 from simswap_build.convert import reestimated_bundle
 from simswap_build.engine_builder import register_variants
-from simswap_build.fidelity import fidelity_report, psnr
-from simswap_build.precision import add_precisions, calibration_crops, fp16_graph
+from simswap_build.fidelity import fidelity_report, psnr, psnr_per_face
+from simswap_build.precision import (
+    Goals,
+    add_precisions,
+    calibration_crops,
+    face_sha256,
+    feeds_for,
+    fp16_graph,
+    int8_search,
+    split_faces,
+)
+from simswap_build.qdq import activation_histograms, quantizable_convs, run_batched, session
+from simswap_build.ranges import entropy_amax, mse_amax, percentile_amax
 from simswap_build.trt_compat import check_model
+from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle
-from simswap_trt.errors import BundleError, InputError
+from simswap_trt.engines import onnxruntime as onnxruntime_engine
+from simswap_trt.engines.onnxruntime import int8_kernels_exact
+from simswap_trt.errors import BundleError, EngineError, InputError
 from simswap_trt.preprocess import crops_to_tensor
 
 
@@ -32,13 +49,28 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def precision_bundle(photos, tmp_path_factory):
+def recipe(photos, tmp_path_factory):
+    """A tiny bundle with BatchNorm statistics from real faces, through the INT8 recipe with default goals;
+    records the crops every calibration (histogram) pass saw."""
     crops = calibration_crops(photos / "calibration", "multipose", 224)
     bundle = reestimated_bundle(
         tmp_path_factory.mktemp("p") / "b", crops, generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE
     )
-    add_precisions(bundle.root, photos / "calibration", keep_fp32={"generator": 1, "arcface": 1})
-    return Bundle.load(bundle.root)
+    seen = []
+
+    def recording(model, tensors, feeds, *args):
+        seen.append(next(iter(feeds.values())))
+        return activation_histograms(model, tensors, feeds, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(precision_module, "activation_histograms", recording)
+        report = add_precisions(bundle.root, photos / "calibration")
+    return Bundle.load(bundle.root), report, seen
+
+
+@pytest.fixture(scope="module")
+def precision_bundle(recipe):
+    return recipe[0]
 
 
 def value_types(model):
@@ -78,7 +110,11 @@ def test_int8_graph_is_symmetric_per_channel_qdq(precision_bundle):
         assert len(node.input) == 3 and not inits[node.input[2]].any(), node.name  # zero point 0
         assert inits[node.input[2]].dtype == np.int8
     producers = {o: n for n in model.graph.node for o in n.output}
-    fp32_layers = next(p.value for p in model.metadata_props if p.key == "simswap_trt.fp32_layers").split(",")
+    fp32_layers = [
+        name
+        for name in next(p.value for p in model.metadata_props if p.key == "simswap_trt.fp32_layers").split(",")
+        if name
+    ]
     for conv in (n for n in model.graph.node if n.op_type == "Conv"):
         weight_source = producers.get(conv.input[1])
         if conv.name in fp32_layers:
@@ -89,7 +125,10 @@ def test_int8_graph_is_symmetric_per_channel_qdq(precision_bundle):
         assert weight_quantize.op_type == "QuantizeLinear"
         out_channels = inits[weight_quantize.input[0]].shape[0]
         assert inits[weight_source.input[1]].shape == (out_channels,)  # one scale per output channel
-    assert len(fp32_layers) == 1
+    recorded = precision_bundle.model("generator", "int8").source["recipe"]["fp32_layers"]
+    assert fp32_layers == recorded and len(fp32_layers) < len(
+        quantizable_convs(onnx.load(precision_bundle.path_of("generator")))
+    )
     assert check_model(model, "10.3") == [] and check_model(model, "11.x") == []
 
 
@@ -99,7 +138,7 @@ def test_calibration_is_deterministic(photos, tmp_path, precision_bundle):
     np.testing.assert_array_equal(first, second)
     root = tmp_path / "again"
     shutil.copytree(precision_bundle.root, root)
-    add_precisions(root, photos / "calibration", ["int8"], keep_fp32={"generator": 1, "arcface": 1})
+    add_precisions(root, photos / "calibration", ["int8"])
     assert (root / "generator.int8.onnx").read_bytes() == (precision_bundle.root / "generator.int8.onnx").read_bytes()
 
 
@@ -165,3 +204,239 @@ def test_tampered_variant_is_refused(precision_bundle, tmp_path):
         Bundle.load(root)
     with pytest.raises(BundleError, match="has no int4 generator graph; create it with 'simswap-build precision"):
         Bundle.load(root, verify_hashes=False).model("generator", "int4")
+
+
+# -- INT8 search ---------------------------------------------------------------------------------------------
+
+
+def make_fragile(model: onnx.ModelProto, conv_name: str) -> onnx.ModelProto:
+    """The same function with one convolution made fragile: its input gains a constant channel of 1000 with
+    weight 0.01 (the bias compensates exactly in FP32). A per-tensor INT8 range either spans 1000 and
+    erases the real channels, or clips the constant and breaks the compensation."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    index, conv = next((i, n) for i, n in enumerate(out.graph.node) if n.name == conv_name)
+    weight = numpy_helper.to_array(inits[conv.input[1]])
+    bias = numpy_helper.to_array(inits[conv.input[2]])
+    extra = np.full((weight.shape[0], 1, *weight.shape[2:]), 0.01, np.float32)
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array(np.concatenate([weight, extra], 1), conv.input[1]))
+    inits[conv.input[2]].CopyFrom(numpy_helper.from_array(bias - np.float32(1000 * extra[0].sum()), conv.input[2]))
+    x = conv.input[0]
+    constants = {"fragile_start": [0], "fragile_end": [1], "fragile_axis": [1]}
+    for name, value in constants.items():
+        out.graph.initializer.append(numpy_helper.from_array(np.array(value, np.int64), name))
+    out.graph.initializer.append(numpy_helper.from_array(np.array(0, np.float32), "fragile_zero"))
+    out.graph.initializer.append(numpy_helper.from_array(np.array(1000, np.float32), "fragile_big"))
+    nodes = [
+        onnx.helper.make_node("Slice", [x, *constants], ["fragile_slice"], "fragile_slice"),
+        onnx.helper.make_node("Mul", ["fragile_slice", "fragile_zero"], ["fragile_zeros"], "fragile_mul"),
+        onnx.helper.make_node("Add", ["fragile_zeros", "fragile_big"], ["fragile_const"], "fragile_add"),
+        onnx.helper.make_node("Concat", [x, "fragile_const"], ["fragile_input"], "fragile_concat", axis=1),
+    ]
+    conv.input[0] = "fragile_input"
+    for offset, node in enumerate(nodes):
+        out.graph.node.insert(index + offset, node)
+    onnx.checker.check_model(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def generator_feeds(precision_bundle, photos):
+    split = split_faces(calibration_crops(photos / "calibration", "multipose", 224))
+    return tuple(feeds_for("generator", precision_bundle.root, c) for c in (split.calibration, split.check))
+
+
+def test_search_keeps_exactly_the_fragile_layer_in_fp32(recipe, generator_feeds):
+    bundle, report, _ = recipe
+    calibration, check = generator_feeds
+    model = onnx.load(bundle.path_of("generator"))
+    fragile = make_fragile(model, "BottleNeck.0.conv2")
+    reference = run_batched(session(model), check)[0]
+    np.testing.assert_allclose(run_batched(session(fragile), check)[0], reference, atol=2e-4)  # same function
+    # every layer in INT8 on the honest model (same faces, best range method): the goal sits 2 dB below that
+    honest = max(report["generator"]["method_scores"].values())
+    goals = Goals(psnr_db=honest - 2.5, margin_psnr_db=0.5)
+    graph, report = int8_search(fragile, "generator", calibration, check, goals)
+    assert report["fp32_layers"] == ["BottleNeck.0.conv2"]
+    assert report["trail"]["0"] < goals.psnr_db - 10  # the fragile layer in INT8 breaks the output
+    swapped = run_batched(session(graph), check)[0]
+    worst = psnr_per_face(run_batched(session(fragile), check)[0], swapped).min()
+    assert worst >= goals.psnr_db + goals.margin_psnr_db and worst == pytest.approx(report["check"], abs=1e-6)
+    fp32 = next(p.value for p in graph.metadata_props if p.key == "simswap_trt.fp32_layers")
+    assert fp32 == "BottleNeck.0.conv2"
+
+
+def test_impossible_goal_stops_with_the_report(precision_bundle, photos, tmp_path, capsys):
+    root = tmp_path / "b"
+    shutil.copytree(precision_bundle.root, root)
+    manifest = (root / "manifest.json").read_bytes()
+    args = ["precision", str(root), "--images", str(photos / "calibration"), "--precisions", "int8", "--overwrite"]
+    code = build_main([*args, "--goal-psnr", "200", "--max-fp32-generator", "2", "--range-method", "percentile"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "tried 0 FP32:" in captured.out and "2 FP32:" in captured.out
+    error = captured.err.strip().splitlines()[-1]
+    assert error.startswith("error: INT8 generator") and "up to 2 of 12 convolutions in FP32" in error
+    assert "goal is 200.0" in error
+    assert (root / "manifest.json").read_bytes() == manifest  # nothing written
+
+
+def test_check_split_never_contains_a_calibration_face(recipe, photos, astronaut_crop):
+    bundle, report, seen = recipe
+    crops = calibration_crops(photos / "calibration", "multipose", 224)
+    split = report["split"]
+    assert not set(split["check_sha256"]) & set(split["calibration_sha256"])
+    assert set(split["check_sha256"]) | set(split["calibration_sha256"]) == {face_sha256(c) for c in crops}
+    assert bundle.model("generator", "int8").source["calibration"] == split  # recorded in the manifest
+    check_tensors = crops_to_tensor(np.stack([c for c in crops if face_sha256(c) in split["check_sha256"]]), 224)
+    assert len(seen) == 2  # one calibration pass per model, none on check faces
+    for calibrated in seen:
+        assert len(calibrated) == split["calibration_faces"]
+        assert not any(np.array_equal(face, check) for face in calibrated for check in check_tensors)
+    # duplicates (the same face twice) can never straddle the split
+    faces = np.stack(
+        [astronaut_crop, astronaut_crop[::-1], astronaut_crop, astronaut_crop[:, ::-1], 255 - astronaut_crop]
+    )
+    parts = split_faces(faces, check_fraction=0.4)
+    assert len(parts.check) + len(parts.calibration) == 4
+    assert not {face_sha256(c) for c in parts.check} & {face_sha256(c) for c in parts.calibration}
+    assert list(parts.check_sha256) == sorted({face_sha256(c) for c in faces})[:2]
+
+
+def test_recipe_records_goals_and_meets_them_on_the_check_split(recipe):
+    bundle, report, _ = recipe
+    generator = bundle.model("generator", "int8").source
+    assert generator["goals"] == {"psnr_db": 35.0, "cosine": 0.98, "margin_psnr_db": 1.0, "margin_cosine": 0.005}
+    assert generator["recipe"]["check"] >= 36.0 and generator["recipe"]["method"] in ("percentile", "entropy", "mse")
+    assert set(generator["recipe"]["method_scores"]) == {"percentile", "entropy", "mse"}
+    arcface = bundle.model("arcface", "int8").source["recipe"]
+    assert arcface["check"] >= 0.985 and arcface["graph"] in ("int8", "fp16")
+    assert set(arcface["ms_per_face"]) == {"fp32", arcface["graph"]}
+
+
+# -- range methods against independent float64 computations on a fixed histogram ------------------------
+
+
+@pytest.fixture(scope="module")
+def histogram():
+    rng = np.random.default_rng(7)
+    values = np.abs(np.concatenate([rng.laplace(0, 1.0, 200_000), rng.normal(0, 12.0, 300)]))
+    counts, edges = np.histogram(values, bins=512, range=(0, values.max()))
+    return counts.astype(np.float64), edges[1] - edges[0]
+
+
+def test_percentile_range_matches_a_sorted_sample_count(histogram):
+    counts, width = histogram
+    for percentile in (99.0, 99.9, 99.99):
+        needed = percentile / 100 * counts.sum()
+        running, edge = 0.0, 0
+        while running < needed:  # walk the bins until enough values lie below the edge
+            running += counts[edge]
+            edge += 1
+        assert percentile_amax(counts, width, percentile) == pytest.approx(edge * width, rel=1e-12)
+
+
+def test_entropy_range_matches_a_direct_kl_minimisation(histogram):
+    from scipy.stats import entropy
+
+    counts, width = histogram
+    best = (np.inf, None)
+    for edge in range(128, len(counts) + 1):
+        reference = counts[:edge].tolist()
+        reference[-1] += counts[edge:].sum()
+        candidate = np.zeros(edge)
+        for level in range(128):  # bins [level*edge/128, (level+1)*edge/128) merge into one level
+            members = [j for j in range(edge) if level * edge <= j * 128 < (level + 1) * edge]
+            nonempty = [j for j in members if counts[j] > 0]
+            for j in nonempty:
+                candidate[j] = sum(counts[m] for m in members) / len(nonempty)
+        divergence = entropy(reference, candidate) if candidate.sum() else np.inf
+        if divergence <= best[0]:
+            best = (divergence, edge)
+    assert entropy_amax(counts, width) == pytest.approx(best[1] * width, rel=1e-12)
+
+
+def test_mse_range_matches_a_direct_error_sum(histogram):
+    counts, width = histogram
+    centres = [(j + 0.5) * width for j in range(len(counts))]
+    errors = []
+    for edge in range(1, len(counts) + 1):
+        amax = edge * width
+        step = amax / 127
+        total = 0.0
+        for centre, count in zip(centres, counts, strict=True):
+            quantized = min(127, max(-127, int(np.floor(centre / step + 0.5)))) * step
+            total += count * (centre - quantized) ** 2
+        errors.append(total)
+    assert mse_amax(counts, width) == pytest.approx((int(np.argmin(errors)) + 1) * width, rel=1e-12)
+
+
+# -- INT8 on the CPU -------------------------------------------------------------------------------------------
+
+
+def test_cpu_int8_needs_exact_kernels(precision_bundle, monkeypatch):
+    assert int8_kernels_exact(frozenset({"avx2", "avx512_vnni"})) and int8_kernels_exact(frozenset({"amx_int8"}))
+    assert not int8_kernels_exact(frozenset({"avx2", "avx512f", "fma"}))
+    monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    with pytest.raises(EngineError, match="INT8 on this CPU: ONNX Runtime's INT8 kernels need one of avx512_vnni"):
+        open_engine(precision_bundle, "generator", "onnxruntime", precision="int8")
+    monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx_vnni"}))
+    engine = open_engine(precision_bundle, "generator", "onnxruntime", precision="int8")
+    assert engine.backend == "onnxruntime[CPUExecutionProvider]"
+
+
+@pytest.mark.skipif(not int8_kernels_exact(), reason="this CPU has neither VNNI nor AMX")
+def test_cpu_int8_kernels_follow_the_qdq_graph(precision_bundle, generator_feeds):
+    _, check = generator_feeds
+    reference = run_batched(session(onnx.load(precision_bundle.path_of("generator"))), check)[0]
+    as_written = run_batched(session(onnx.load(precision_bundle.path_of("generator", "int8"))), check)[0]
+    kernels = open_engine(precision_bundle, "generator", "onnxruntime", precision="int8").run(check)["swapped"]
+    assert psnr_per_face(as_written, kernels).min() > 38  # the optimized run computes the graph
+    # and lose no more than 0.5 dB against FP32 than the graph itself does
+    assert psnr_per_face(reference, kernels).min() >= psnr_per_face(reference, as_written).min() - 0.5
+
+
+def test_arcface_stays_fp16_where_int8_costs_identity(precision_bundle, photos):
+    split = split_faces(calibration_crops(photos / "calibration", "multipose", 224))
+    model = onnx.load(precision_bundle.path_of("arcface"))
+    strict = Goals(cosine=0.99995, margin_cosine=0.0)  # beyond INT8 with no FP32 fallback allowed
+    graph, report = precision_module.arcface_for_int8(model, precision_bundle.root, split, strict, 0, "auto", "auto")
+    assert report["graph"] == "fp16" and not report["met"] and report["trail"]["0"] < 0.99995
+    types = value_types(graph)
+    assert all(types[n.input[1]] == TensorProto.FLOAT16 for n in graph.graph.node if n.op_type == "Conv")
+    check = crops_to_tensor(split.check, 224)
+    reference = session(model).run(None, {"crop": check})[0]
+    cosine = np.sum(reference * session(graph).run(None, {"crop": check})[0], 1)  # unit-length latents
+    assert report["check"] == pytest.approx(cosine.min(), abs=1e-5) and cosine.min() >= 0.99995
+    with pytest.raises(precision_module.PrecisionGoalError, match="INT8 arcface"):
+        precision_module.arcface_for_int8(model, precision_bundle.root, split, strict, 0, "int8", "auto")
+
+
+def test_int8_report_printout(recipe, capsys):
+    from simswap_build.cli import _print_int8_report
+
+    _, report, _ = recipe
+    _print_int8_report(report)
+    lines = capsys.readouterr().out.splitlines()
+    split = report["split"]
+    assert lines[0].startswith(f"int8: {split['calibration_faces']} calibration faces, {split['check_faces']} check")
+    generator = report["generator"]
+    assert lines[1].startswith("  generator: psnr_min_db >= 35.0 + margin 1.0 on the check split: met")
+    assert f"with {len(generator['fp32_layers'])} of 12 convolutions in FP32" in lines[1]
+    assert "reference selection runs ArcFace once per target face: fp32 " in lines[-1]
+
+
+def test_bench_has_a_cpu_int8_row_only_where_the_kernels_are_exact(precision_bundle, monkeypatch):
+    from simswap_build.bench.run import throughput
+
+    monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    rows, skipped = throughput(precision_bundle, [1], 1)
+    assert skipped["onnxruntime-cpu-int8"].startswith("INT8 on this CPU")
+    assert {r["backend"] for r in rows} == {"onnxruntime-cpu-fp32", "onnxruntime-cpu-fp16"}
+    monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    rows, skipped = throughput(precision_bundle, [1], 1)
+    assert "onnxruntime-cpu-int8" not in skipped
+    assert [r["engine"] for r in rows if r["backend"] == "onnxruntime-cpu-int8"] == [
+        "onnxruntime[CPUExecutionProvider]"
+    ]

@@ -34,3 +34,24 @@ def face_photo_set(folder: Path, count: int, seed: int) -> list[Path]:
         write_image(path, image)
         paths.append(path)
     return paths
+
+
+def people_photo_set(folder: Path, start: int, count: int) -> list[Path]:
+    """Write photos of ``count`` different people (PNG): faces ``start``, ``start + 1``, ... of scikit-image's
+    LFW subset (25x25 grey crops), enlarged to 200 px on a grey 400 px canvas so that the detector finds
+    them. Other people than the astronaut and camera photos, for checks on faces a recipe never saw."""
+    from skimage import data
+
+    faces = data.lfw_subset()[:100]  # the first 100 entries are faces
+    if start < 0 or start + count > len(faces):
+        raise ValueError(f"the LFW subset has {len(faces)} faces; asked for {start}..{start + count - 1}")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(start, start + count):
+        face = cv2.resize((faces[i] * 255).astype(np.uint8), (200, 200), interpolation=cv2.INTER_CUBIC)
+        canvas = np.full((400, 400), 128, np.uint8)
+        canvas[100:300, 100:300] = face
+        path = folder / f"person{i:03d}.png"
+        write_image(path, cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR))
+        paths.append(path)
+    return paths

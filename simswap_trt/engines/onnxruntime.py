@@ -89,3 +89,23 @@ class OnnxRuntimeEngine(Engine):
             raise EngineError(f"{self.backend}: the engine is closed")
         names = [spec.name for spec in self.outputs]
         return dict(zip(names, self._session.run(names, dict(feeds)), strict=True))
+
+
+# CPU features with which ONNX Runtime's INT8 convolutions accumulate u8 x s8 products in 32 bits (VNNI,
+# AMX). Without them its AVX2 path sums pairs of products in saturating 16-bit lanes: not the graph's result.
+INT8_EXACT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def int8_kernels_exact(flags: frozenset[str] | None = None) -> bool:
+    """Whether ONNX Runtime's fused INT8 kernels compute the Q/DQ graph exactly on this CPU."""
+    return bool(set(INT8_EXACT_FLAGS) & (cpu_flags() if flags is None else flags))
