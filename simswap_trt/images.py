@@ -95,3 +95,37 @@ def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) ->
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes (e.g. from a request or an object store) as ``read_image`` reads files:
+    the size is checked from the header before decoding; ``name`` says which input failed."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{name} is not a readable image: {exc}") from None
+    if width * height > max_pixels:
+        raise InputError(f"{name} is {width}x{height}, over the {max_pixels / 1e6:.0f} MP limit; downscale it")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{name} is not a readable image (corrupt, truncated or an unsupported format)")
+    return image
+
+
+def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = False) -> bytes:
+    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` tags PNG and JPEG."""
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise InputError(f"cannot encode an image as {suffix!r}")
+    data = encoded.tobytes()
+    return (tag_synthetic(data, suffix) or data) if synthetic else data
