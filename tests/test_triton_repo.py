@@ -72,14 +72,11 @@ def test_every_config_parses_and_states_the_contract(bundle_with_plans, tmp_path
             assert (version / "model.onnx").read_bytes() == bundle_with_plans.path_of(role).read_bytes()
         else:
             assert config.platform == "tensorrt_plan"
+            plans = {"{}.{}".format(*p.compute_capability): p for p in bundle_with_plans.plans if p.role == role}
+            assert set(config.cc_model_filenames) == set(plans)
             for capability, file in config.cc_model_filenames.items():
-                source = next(
-                    p
-                    for p in bundle_with_plans.plans
-                    plans = {"{}.{}".format(*p.compute_capability): p for p in bundle_with_plans.plans if p.role == role}
-                    source = plans[capability]
-                )
-                assert (version / file).read_bytes() == (bundle_with_plans.root / source.file).read_bytes()
+                source = bundle_with_plans.root / plans[capability].file
+                assert (version / file).read_bytes() == source.read_bytes()
     generator_trt = parse(tmp_path / "repo" / "simswap_generator_trt" / "config.pbtxt")
     assert set(generator_trt.cc_model_filenames) == {"8.6", "9.0"}
     assert generator_trt.max_batch_size == 4  # the sm 8.6 plan's profile allows no more
