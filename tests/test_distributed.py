@@ -94,3 +94,16 @@ def test_uri_paths_and_inputs_never_overwritten(cluster, tiny_bundle, folder, re
     check_against_single_process(reference, reports, ["a_astronaut.png", "b_group.png", "c_small.jpg"])
     with pytest.raises(Exception, match="is also an input"):
         run_job(tiny_bundle.root, reference.source_latent, [(sources[0], sources[0])], OPTIONS)
+
+
+def test_batch_command(cluster, tiny_bundle, folder, tmp_path, capsys):
+    from simswap_trt.cli import main
+
+    root, astronaut = folder
+    cv2.imwrite(str(tmp_path / "source.png"), astronaut)
+    argv = ["batch", "--ray", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "source.png")]
+    argv += ["--input", str(root), "--output", str(tmp_path / "out"), "--threads", "1", "--batch", "2"]
+    assert main(argv) == 3  # the corrupt and the faceless image
+    printed = capsys.readouterr().out
+    assert "e_corrupt.png: failed" in printed and "d_flat.png: skipped" in printed and "3 written" in printed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_astronaut.png", "b_group.png", "c_small.jpg"]

@@ -166,3 +166,39 @@ def test_server_stops_cleanly(server):
     for port in (config.http_port, config.grpc_port):
         with socket.socket() as s, pytest.raises(ConnectionRefusedError):
             s.connect(("127.0.0.1", port))
+
+
+def test_serve_command_in_a_fresh_process(tiny_bundle, photos, reference, tmp_path):
+    """The CLI sets up the Python backend stub's library path itself (no LD_LIBRARY_PATH given), serves,
+    and stops on SIGINT with status 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    source = tmp_path / "source.png"
+    cv2.imwrite(str(source), photos[0])
+    config = ServeConfig(http_port=free_port(), grpc_port=free_port())
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    command = [sys.executable, "-m", "simswap_trt.cli", "serve", "--bundle", str(tiny_bundle.root)]
+    command += ["--source", str(source), "--threads", "1", "--metrics-port", "0"]
+    command += ["--http-port", str(config.http_port), "--grpc-port", str(config.grpc_port)]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(120):  # bounded: at most about a minute
+            try:
+                with client("http", config) as c:
+                    if all(c.is_model_ready(m) for m in MODELS):
+                        break
+            except Exception:  # not listening yet
+                pass
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.5)
+        crops = random_crops(1, seed=11)
+        got = infer("grpc", config, "swap_aligned", {"crops": crops}, ["swapped"])["swapped"]
+        assert np.abs(got.astype(int) - reference.swap_aligned(crops)).max() <= 1
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
