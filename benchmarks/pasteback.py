@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from simswap_trt.bench.official_style import paste_back_official
+from simswap_build.bench.official_style import paste_back_official
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from simswap_build.bench.measure import measure
+from simswap_build.bench.photos import face_photo_set
 from simswap_build.convert import reestimated_bundle
 from simswap_build.fidelity import fidelity_report, print_report
 from simswap_build.precision import add_precisions, calibration_crops
 from simswap_trt.backends import open_engine
-from simswap_trt.bench.measure import measure
-from simswap_trt.bench.photos import face_photo_set
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines.onnxruntime import available_cpus
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.errors import CheckpointError
+from simswap_trt.errors import CheckpointError, ConfigError
 
 Layout = Literal["224", "512", "deep"]
 Family = Literal["official", "train"]
@@ -41,13 +41,13 @@ class GeneratorConfig:
 
     def __post_init__(self) -> None:
         if self.name not in GENERATOR_ARCHES:
-            raise ValueError(f"no SimSwap generator has family={self.family!r} with layout={self.layout!r}")
+            raise ConfigError(f"no SimSwap generator has family={self.family!r} with layout={self.layout!r}")
 
     @classmethod
     def from_name(cls, name: str, **kwargs: int) -> GeneratorConfig:
         """``"224"``, ``"512"``, ``"train-224"`` or ``"train-deep"``."""
         if name not in GENERATOR_ARCHES:
-            raise ValueError(f"unknown generator architecture {name!r}; choose one of {', '.join(GENERATOR_ARCHES)}")
+            raise ConfigError(f"unknown generator architecture {name!r}; choose one of {', '.join(GENERATOR_ARCHES)}")
         family, _, layout = name.rpartition("-")
         return cls(family=family or "official", layout=layout, **kwargs)  # type: ignore[arg-type]
 

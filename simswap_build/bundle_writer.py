@@ -7,8 +7,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import shutil
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle, sha256_of
-from simswap_trt.engines.base import TensorSpec
-from simswap_trt.errors import BundleError
+from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle
+from simswap_trt.errors import ConfigError, OutputError
+from simswap_trt.files import check_output, folder_mode, staging_folder, write_atomic
+from simswap_trt.schema import TensorSpec, sha256_of
 
 _ONNX_TO_NUMPY = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
 
@@ -64,13 +64,9 @@ def write_bundle(
     """Write ``models`` (by role) as a bundle at ``root`` and return it loaded and verified."""
     root = Path(root)
     if alignment not in ALIGNMENTS:
-        raise ValueError(f"unknown alignment {alignment!r}")
-    if root.exists() and not overwrite:
-        raise BundleError(f"{root} already exists; choose another --output or pass --force to replace it")
-    if root.exists() and not (root / MANIFEST_NAME).is_file():
-        raise BundleError(f"{root} exists and is not a bundle; refusing to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+        raise ConfigError(f"unknown alignment {alignment!r}; choose one of {', '.join(ALIGNMENTS)}")
+    check_bundle_output(root, overwrite=overwrite)
+    staging = staging_folder(root)
     try:
         manifest_models = {}
         for role, model in models.items():
@@ -80,7 +76,7 @@ def write_bundle(
             if model.weights is not None:
                 from safetensors.numpy import save_file
 
-                (staging / "weights").mkdir(exist_ok=True)
+                (staging / "weights").mkdir(mode=folder_mode(), exist_ok=True)
                 weights_file = f"weights/{role}.safetensors"
                 save_file({k: np.ascontiguousarray(v) for k, v in model.weights.items()}, staging / weights_file)
                 source["weights"] = {"file": weights_file, "sha256": sha256_of(staging / weights_file)}
@@ -115,3 +111,24 @@ def write_bundle(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Bundle.load(root, verify_hashes=False)
+
+
+def check_bundle_output(root: Path, inputs: Sequence[Path] = (), overwrite: bool = False) -> None:
+    """Before any work: ``root`` may become a bundle. An existing bundle is replaced only with ``overwrite``;
+    an existing folder that is not a bundle, or one holding an input of this run, never."""
+    root = Path(root)
+    if root.exists():
+        if not overwrite:
+            raise OutputError(f"{root} already exists; choose another --output or pass --overwrite to replace it")
+        if not (root / MANIFEST_NAME).is_file():
+            raise OutputError(f"{root} exists and is not a bundle; refusing to replace it: choose another --output")
+        for source in inputs:
+            if Path(source).resolve().is_relative_to(root.resolve()):
+                raise OutputError(f"{source} is inside {root}, which would be replaced: copy it elsewhere first")
+    check_output(root / MANIFEST_NAME if root.exists() else root, overwrite=True)
+
+
+def rewrite_manifest(updated: Bundle) -> Bundle:
+    """Replace ``updated.root``'s manifest with ``updated`` (atomically) and return the bundle reloaded."""
+    write_atomic(updated.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
+    return Bundle.load(updated.root)

@@ -97,7 +97,10 @@ def load_generator(path: str | Path, arch: str = "auto", family: Family = "offic
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a generator state_dict")
     state = _to_numpy(_strip_training_wrappers(raw, path), path)
-    detected = detect_generator(_shapes(state), family)
+    try:
+        detected = detect_generator(_shapes(state), family)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} is refused as a generator: {exc}") from None
     if arch != "auto":
         requested = GeneratorConfig.from_name(
             arch, ngf=detected.ngf, n_blocks=detected.n_blocks, latent_size=detected.latent_size
@@ -154,7 +157,12 @@ def load_arcface(path: str | Path) -> LoadedArcFace:
     else:
         raise CheckpointError(f"{path}: not an ArcFace checkpoint (found {type(raw).__name__})")
     weights = _to_numpy(state, path)
-    config = detect_arcface(_shapes(weights))
+    try:
+        config = detect_arcface(_shapes(weights))
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"{path} is refused as ArcFace: {exc}. --arcface takes the official arcface_checkpoint.tar"
+        ) from None
     compare_keys(arcface_keys(config), _shapes(weights), f"{path.name} (as ArcFace {config.name})")
     log.info("arcface %s: %s (%s)", path.name, config.name, source_format)
     return LoadedArcFace(config, weights, source_format)

@@ -10,11 +10,15 @@ from pathlib import Path
 import onnx
 
 from simswap_build.architectures import GENERATOR_ARCHES
+from simswap_build.bundle_writer import check_bundle_output
 from simswap_build.precision import DEFAULT_KEEP_FP32
 from simswap_build.trt_compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
-from simswap_trt.errors import SimswapError
+from simswap_trt.cli_support import int_at_least, positive_int
+from simswap_trt.constants import ARCFACE_INPUT_SIZE
+from simswap_trt.errors import InputError, OutputError
+from simswap_trt.files import check_output, write_atomic
 
 EPILOG = """\
 examples:
@@ -33,6 +37,11 @@ simswap-trt never downloads or ships them. 'convert' needs torch: pip install 's
 def _convert(args: argparse.Namespace) -> int:
     from simswap_build.convert import convert_checkpoints
 
+    for path in (args.generator, args.arcface):
+        if not path.is_file():
+            raise InputError(f"checkpoint not found: {path}")
+    check_bundle_output(args.output, [args.generator, args.arcface], args.overwrite)
+
     bundle = convert_checkpoints(
         args.generator,
         args.arcface,
@@ -41,7 +50,7 @@ def _convert(args: argparse.Namespace) -> int:
         family=args.family,
         crop_size=args.crop_size,
         keep_weights=not args.no_weights,
-        overwrite=args.force,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote {bundle.root}: {bundle.models['generator'].architecture} generator, "
@@ -50,11 +59,18 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from simswap_build.bench.run import bench
+
+    return bench(args)
+
+
 def _untrained(args: argparse.Namespace) -> int:
     from simswap_build.convert import untrained_bundle
 
+    check_bundle_output(args.output, overwrite=args.overwrite)
     bundle = untrained_bundle(
-        args.output, arch=args.arch, crop_size=args.crop_size, seed=args.seed, overwrite=args.force
+        args.output, arch=args.arch, crop_size=args.crop_size, seed=args.seed, overwrite=args.overwrite
     )
     print(f"wrote {bundle.root}: UNTRAINED random weights ({args.arch}, {bundle.crop_size} px) - not a face swapper")
     return 0
@@ -76,7 +92,7 @@ def _engine(args: argparse.Namespace) -> int:
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
     for role in roles:
-        entry = build_engine(args.bundle, role, options, args.precision)
+        entry = build_engine(args.bundle, role, options, args.precision, overwrite=args.overwrite)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
             f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
@@ -88,6 +104,10 @@ def _precision(args: argparse.Namespace) -> int:
     from simswap_build.precision import add_precisions
 
     keep = {"generator": args.keep_fp32_generator, "arcface": args.keep_fp32_arcface}
+    bundle = Bundle.load(args.bundle)
+    existing = sorted({p for by in bundle.variants.values() for p in by} & set(args.precisions))
+    if existing and not args.overwrite:
+        raise OutputError(f"{args.bundle} already has {', '.join(existing)} graphs; pass --overwrite to replace them")
     sensitivity = add_precisions(args.bundle, args.images, args.precisions, keep)
     for role, layers in sensitivity.items():
         worst = sorted(layers, key=lambda name: -layers[name]["loss_db"])[: keep[role]]
@@ -110,27 +130,32 @@ def _validate(args: argparse.Namespace) -> int:
     from simswap_trt.bundle import Bundle
 
     bundle = Bundle.load(args.bundle)
+    if args.json and not check_output(args.json, overwrite=args.overwrite):
+        raise OutputError(f"{args.json} exists; pass --overwrite to replace it, or choose another --json")
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
     report = fidelity_report(bundle.root, crops)
     print_report(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
 
 
 def _check(args: argparse.Namespace) -> int:
     path: Path = args.path
-    files = (
-        [Bundle.load(path).path_of(role) for role in ("generator", "arcface")]
-        if (path / MANIFEST_NAME).is_file()
-        else [path]
-    )
+    if (path / MANIFEST_NAME).is_file():
+        bundle = Bundle.load(path)
+        files = [bundle.path_of(role) for role in bundle.models]
+        files += [bundle.root / entry.file for by in bundle.variants.values() for entry in by.values()]
+    elif path.is_file():
+        files = [path]
+    else:
+        raise InputError(f"{path} is neither an .onnx file nor a bundle folder (no {MANIFEST_NAME})")
     failed = 0
     for file in files:
         try:
             model = onnx.load(file, load_external_data=False)
         except Exception as exc:  # onnx raises DecodeError and others for non-ONNX files
-            raise SimswapError(f"{file} is not an ONNX model: {exc}") from exc
+            raise InputError(f"{file} is not an ONNX model: {exc}") from exc
         for target in args.trt:
             problems = check_model(model, target)
             print(f"{file.name}: TensorRT {target}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
@@ -143,8 +168,6 @@ def _check(args: argparse.Namespace) -> int:
 def _triton_repo(args: argparse.Namespace) -> int:
     from simswap_build.triton_repo import RepoOptions, write_triton_repo
 
-    if args.max_batch < 1 or args.instances < 1 or args.queue_delay_us < 0:
-        raise SimswapError("--max-batch and --instances must be at least 1, --queue-delay-us at least 0")
     options = RepoOptions(
         args.max_batch, args.queue_delay_us, args.instances, tuple(args.gpus), args.onnx_on_cpu, args.precision
     )
@@ -188,12 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument(
         "--crop-size",
-        type=int,
+        type=int_at_least(ARCFACE_INPUT_SIZE),
         default=None,
-        help="aligned crop size (default: 224 for 224 models, 512 for 512 models)",
+        help=f"aligned crop size, >= {ARCFACE_INPUT_SIZE} (default: 224 for 224 models, 512 for 512 models)",
     )
     convert.add_argument("--no-weights", action="store_true", help="do not keep safetensors copies of the weights")
-    convert.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    convert.add_argument("--overwrite", "--force", action="store_true", help="replace an existing bundle at --output")
 
     untrained = sub.add_parser("untrained", help="a bundle with random weights, to try the pipeline (no torch needed)")
     untrained.add_argument("--output", type=Path, required=True, help="bundle directory to create")
@@ -201,10 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--arch", choices=GENERATOR_ARCHES, default="224", help="generator architecture (default 224)"
     )
     untrained.add_argument(
-        "--crop-size", type=int, default=None, help="aligned crop size (default: the architecture's)"
+        "--crop-size",
+        type=int_at_least(ARCFACE_INPUT_SIZE),
+        default=None,
+        help=f"aligned crop size, >= {ARCFACE_INPUT_SIZE} (default: the architecture's)",
     )
-    untrained.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    untrained.add_argument("--force", action="store_true", help="replace an existing bundle at --output")
+    untrained.add_argument("--seed", type=int_at_least(0), default=0, help="random seed, >= 0 (default 0)")
+    untrained.add_argument("--overwrite", "--force", action="store_true", help="replace an existing bundle at --output")
 
     engine = sub.add_parser(
         "engine",
@@ -221,10 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="which of the bundle's graphs to build (fp16/int8: from 'simswap-build precision')",
     )
-    engine.add_argument("--min-batch", type=int, default=1, help="smallest batch the plan accepts (default 1)")
-    engine.add_argument("--opt-batch", type=int, default=8, help="batch the kernels are tuned for (default 8)")
-    engine.add_argument("--max-batch", type=int, default=32, help="largest batch; buffers are sized for it (32)")
-    engine.add_argument("--workspace-mib", type=int, default=None, help="builder workspace limit in MiB")
+    engine.add_argument("--min-batch", type=positive_int, default=1, help="smallest batch the plan accepts (default 1)")
+    engine.add_argument("--opt-batch", type=positive_int, default=8, help="batch the kernels are tuned for (default 8)")
+    engine.add_argument(
+        "--max-batch", type=positive_int, default=32, help="largest batch; buffers are sized for it (32)"
+    )
+    engine.add_argument("--workspace-mib", type=positive_int, default=None, help="builder workspace limit in MiB")
     engine.add_argument(
         "--version-compatible",
         action="store_true",
@@ -241,8 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="run on other GPUs (ampere_plus: any compute capability >= 8.0)",
     )
-    engine.add_argument("--dla-core", type=int, default=None, help="Jetson: build for this DLA core, GPU fallback")
+    engine.add_argument(
+        "--dla-core", type=int_at_least(0), default=None, help="Jetson: build for this DLA core, GPU fallback"
+    )
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
+    engine.add_argument("--overwrite", action="store_true", help="replace a plan built before for the same GPU")
 
     precision = sub.add_parser(
         "precision",
@@ -255,15 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("bundle", type=Path, help="bundle directory")
     precision.add_argument("--images", type=Path, default=None, help="folder of photos with faces (INT8 calibration)")
     precision.add_argument("--precisions", nargs="+", choices=("fp16", "int8"), default=["fp16", "int8"])
+    precision.add_argument("--overwrite", action="store_true", help="replace FP16 / INT8 graphs made before")
     precision.add_argument(
         "--keep-fp32-generator",
-        type=int,
+        type=int_at_least(0),
         default=DEFAULT_KEEP_FP32["generator"],
         help="INT8: generator convolutions left in FP32, most sensitive first (default %(default)s)",
     )
     precision.add_argument(
         "--keep-fp32-arcface",
-        type=int,
+        type=int_at_least(0),
         default=DEFAULT_KEEP_FP32["arcface"],
         help="INT8: ArcFace convolutions left in FP32, most sensitive first (default %(default)s)",
     )
@@ -276,8 +308,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")
-    validate.add_argument("--limit", type=int, default=32, help="at most this many images (default 32)")
+    validate.add_argument("--limit", type=positive_int, default=32, help="at most this many images, >= 1 (default 32)")
     validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark stages, backends and the official-style baseline (JSON + plots)",
+        description="Measure stage latency, generator throughput per backend and batch, the official-style "
+        "baseline, the machine's ceiling and memory over a long run. Needs 'simswap-trt[bench]'; the "
+        "baseline also 'simswap-trt[build]'. 'simswap-trt bench' runs this command.",
+    )
+    from simswap_build.bench.run import add_arguments
+
+    add_arguments(bench)
 
     check = sub.add_parser("check", help="check ONNX graphs against TensorRT's ONNX parser rules (exit 1 on problems)")
     check.add_argument("path", type=Path, help="an .onnx file or a bundle directory")
@@ -299,10 +343,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     triton.add_argument("bundle", type=Path, help="bundle directory")
     triton.add_argument("output", type=Path, help="model repository folder to create")
-    triton.add_argument("--max-batch", type=int, default=8, help="max_batch_size (capped by the plans' profile)")
-    triton.add_argument("--queue-delay-us", type=int, default=500, help="dynamic batching queue delay (microseconds)")
-    triton.add_argument("--instances", type=int, default=1, help="instances per model (per GPU)")
-    triton.add_argument("--gpus", type=int, nargs="+", default=[], help="GPU ids for the instances (default: all)")
+    triton.add_argument(
+        "--max-batch", type=int_at_least(1), default=8, help="max_batch_size (capped by the plans' profile)"
+    )
+    triton.add_argument(
+        "--queue-delay-us", type=int_at_least(0), default=500, help="dynamic batching queue delay (microseconds)"
+    )
+    triton.add_argument("--instances", type=int_at_least(1), default=1, help="instances per model (per GPU)")
+    triton.add_argument(
+        "--gpus", type=int_at_least(0), nargs="+", default=[], help="GPU ids for the instances (default: all)"
+    )
     triton.add_argument("--onnx-on-cpu", action="store_true", help="run the ONNX models as CPU instances")
     triton.add_argument("--precision", default="fp32", help="which graphs and plans to export (default: fp32)")
     triton.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
@@ -317,6 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check": _check,
         "precision": _precision,
         "validate": _validate,
+        "bench": _bench,
         "triton-repo": _triton_repo,
     }
     return cli_support.run(build_parser(), argv, handlers)

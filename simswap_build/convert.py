@@ -15,8 +15,9 @@ from simswap_build.architectures import ArcFaceConfig, Family, GeneratorConfig, 
 from simswap_build.bundle_writer import BundleModel, write_bundle
 from simswap_build.onnx_graphs import arcface_graph, generator_graph
 from simswap_build.trt_compat import TARGETS, check_model
-from simswap_trt.bundle import Bundle, sha256_of
-from simswap_trt.errors import SimswapError
+from simswap_trt.bundle import Bundle
+from simswap_trt.errors import BuildError
+from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def alignment_for(config: GeneratorConfig) -> str:
 def _checked(graph, role: str):
     problems = [p for target in TARGETS for p in check_model(graph, target)]
     if problems:
-        raise SimswapError(f"the {role} graph is not TensorRT-compatible:\n" + "\n".join(map(str, problems)))
+        raise BuildError(f"the {role} graph is not TensorRT-compatible:\n" + "\n".join(map(str, problems)))
     return graph
 
 

@@ -12,18 +12,19 @@ plan, and records everything about the plan in the bundle manifest.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from simswap_build.bundle_writer import rewrite_manifest
 from simswap_trt import cuda
-from simswap_trt.bundle import MANIFEST_NAME, Bundle, sha256_of
-from simswap_trt.errors import SimswapError
-from simswap_trt.files import write_atomic
+from simswap_trt.bundle import Bundle
+from simswap_trt.errors import BuildError, BundleError, ConfigError, OutputError
+from simswap_trt.files import check_output, ensure_folder, write_atomic
 from simswap_trt.plans import HARDWARE_LEVELS, PlanEntry
+from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,14 @@ class BuildOptions:
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_batch <= self.opt_batch <= self.max_batch:
-            raise SimswapError(
+            raise ConfigError(
                 f"batch profile must satisfy 1 <= min <= opt <= max, got "
                 f"{self.min_batch}/{self.opt_batch}/{self.max_batch}"
             )
         if self.hardware_compatibility not in HARDWARE_LEVELS:
-            raise SimswapError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}")
+            raise ConfigError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}")
         if self.exclude_lean_runtime and not self.version_compatible:
-            raise SimswapError("--exclude-lean-runtime only applies to --version-compatible plans")
+            raise ConfigError("--exclude-lean-runtime only applies to --version-compatible plans")
 
 
 def is_tensorrt_11(trt: ModuleType) -> bool:
@@ -63,12 +64,15 @@ def import_builder() -> ModuleType:
     try:
         import tensorrt as trt
     except ImportError:
-        raise SimswapError(
+        raise BuildError(
             "building engines needs the full TensorRT (tensorrt with its builder): NVIDIA's package index, an "
             "NGC container or JetPack. The PyPI 'tensorrt' wheels download it from NVIDIA's index at install time."
         ) from None
     if not hasattr(trt, "Builder"):
-        raise SimswapError(f"{trt.__name__} {trt.__version__} has no Builder (a runtime-only TensorRT)")
+        raise BuildError(
+            f"{trt.__name__} {trt.__version__} has no Builder (a runtime-only TensorRT): install the full TensorRT "
+            "(NVIDIA's package index, an NGC container or JetPack) to build plans"
+        )
     return trt
 
 
@@ -123,7 +127,7 @@ def _configure(trt: ModuleType, config: Any, options: BuildOptions) -> None:
     if options.hardware_compatibility != "none":
         level = getattr(trt.HardwareCompatibilityLevel, options.hardware_compatibility.upper(), None)
         if level is None:
-            raise SimswapError(
+            raise BuildError(
                 f"TensorRT {trt.__version__} has no hardware compatibility level {options.hardware_compatibility!r}"
             )
         config.hardware_compatibility_level = level
@@ -145,7 +149,7 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
         parser = trt.OnnxParser(network, logger)
         if not parser.parse_from_file(str(onnx_path)):
             errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise SimswapError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
+            raise BuildError(f"TensorRT cannot parse {onnx_path}:\n  " + "\n  ".join(errors))
         config = builder.create_builder_config()
         profile = builder.create_optimization_profile()
         for i in range(network.num_inputs):
@@ -160,7 +164,7 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
         _configure(trt, config, options)
         plan = builder.build_serialized_network(network, config)
         if plan is None:
-            raise SimswapError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
+            raise BuildError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
         write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
         return bytes(plan)
     finally:
@@ -173,18 +177,21 @@ def build_engine(
     options: BuildOptions = BuildOptions(),
     precision: str = "fp32",
     trt: ModuleType | None = None,
+    overwrite: bool = True,
 ) -> PlanEntry:
     """Build the plan of ``role`` from the bundle's graph on this machine's GPU and register it in the
-    bundle's manifest (replacing a plan for the same role, precision, GPU and TensorRT version)."""
+    bundle's manifest, replacing a plan for the same role, precision, GPU and TensorRT version (with
+    ``overwrite=False`` such a plan is an ``OutputError`` before anything is built)."""
     trt = trt or import_builder()
     bundle = Bundle.load(bundle_root)
     if role not in bundle.models:
-        raise SimswapError(f"the bundle has no {role} model")
+        raise BundleError(f"{bundle.root} has no {role} model; roles: {', '.join(bundle.models)}")
     model = bundle.model(role, precision)
     device = cuda.device_info()
     stem = f"{role}.{model.precision}.{device.sm}.trt{trt.__version__}"
-    engines = bundle.root / "engines"
-    engines.mkdir(exist_ok=True)
+    engines = ensure_folder(bundle.root / "engines")
+    if not check_output(engines / f"{stem}.plan", overwrite=overwrite):
+        raise OutputError(f"{engines / f'{stem}.plan'} exists; pass --overwrite to rebuild it")
     timing_cache = engines / f"timing.{device.sm}.trt{trt.__version__}.cache"
     plan = build_plan(trt, bundle.path_of(role, precision), options, timing_cache, engines / f"{stem}.build.log")
     write_atomic(engines / f"{stem}.plan", plan)
@@ -231,13 +238,11 @@ def register_variants(bundle: Bundle, graphs: dict, calibration: dict) -> Bundle
             base, file=file, sha256=sha256_of(bundle.root / file), precision=precision, source=source
         )
     updated = replace(bundle, variants=variants)
-    write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
-    return Bundle.load(bundle.root)
+    return rewrite_manifest(updated)
 
 
 def register_plan(bundle: Bundle, entry: PlanEntry) -> Bundle:
     """Rewrite the manifest with ``entry`` added (atomically), replacing a plan at the same file path."""
     plans = tuple(p for p in bundle.plans if p.file != entry.file) + (entry,)
     updated = replace(bundle, plans=plans)
-    write_atomic(bundle.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
-    return Bundle.load(bundle.root)
+    return rewrite_manifest(updated)

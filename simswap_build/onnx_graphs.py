@@ -26,6 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
 from simswap_trt.constants import ARCFACE_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, INSTANCE_NORM_EPS
+from simswap_trt.errors import BuildError, ConfigError
 
 OPSET = 17  # parsed by TensorRT 10.x (JetPack 6's 10.3) and 11.x; Resize half_pixel needs >= 11
 IR_VERSION = 8  # the IR version that introduced opset 17; older parsers reject newer IR versions
@@ -92,7 +93,7 @@ class _Graph:
 
     def finish(self, name: str, inputs: list, outputs: list, metadata: dict[str, str]) -> onnx.ModelProto:
         if self.unused:
-            raise ValueError(f"graph writer left checkpoint tensors unused: {sorted(self.unused)[:5]}")
+            raise BuildError(f"graph writer left checkpoint tensors unused: {sorted(self.unused)[:5]}")
         graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="simswap-trt", ir_version=IR_VERSION
@@ -109,8 +110,9 @@ def _channel_vector(values: tuple[float, float, float]) -> np.ndarray:
 def generator_graph(weights: Mapping[str, np.ndarray], config: GeneratorConfig, crop_size: int) -> onnx.ModelProto:
     """The generator inference graph for ``config`` at a fixed ``crop_size`` and dynamic batch."""
     if crop_size % config.size_multiple:
-        raise ValueError(
-            f"{config.name} generators need a crop size divisible by {config.size_multiple}, got {crop_size}"
+        raise ConfigError(
+            f"{config.name} generators need a crop size divisible by {config.size_multiple}, got {crop_size}: "
+            "choose another --crop-size"
         )
     g = _Graph(weights)
     x = "target"
@@ -201,7 +203,7 @@ def _apply_style(g: _Graph, x: str, latent: str, style: str, dim: int, spatial_a
 def arcface_graph(weights: Mapping[str, np.ndarray], config: ArcFaceConfig, crop_size: int) -> onnx.ModelProto:
     """The identity graph: aligned ``crop_size`` crop in, L2-normalised latent out (dynamic batch)."""
     if crop_size < ARCFACE_INPUT_SIZE:
-        raise ValueError(f"ArcFace crops must be at least {ARCFACE_INPUT_SIZE} px, got {crop_size}")
+        raise ConfigError(f"ArcFace crops must be at least {ARCFACE_INPUT_SIZE} px, got {crop_size}: raise --crop-size")
     g = _Graph(weights)
     index = g.const(
         "subsample.index", (np.arange(ARCFACE_INPUT_SIZE) * crop_size // ARCFACE_INPUT_SIZE).astype(np.int64)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from simswap_trt.errors import InputError, SimswapError
+from simswap_trt.errors import BuildError, ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,8 @@ def calibration_crops(
     from tqdm import tqdm
 
     from simswap_trt.images import list_images, read_image
-    from simswap_trt.vision.align import alignment_matrix
     from simswap_trt.vision.detect import CenterFace
-    from simswap_trt.vision.warp import warp_faces
+    from simswap_trt.vision.warp import largest_face_crop
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -96,8 +95,7 @@ def calibration_crops(
         if not faces:
             log.warning("calibration: no face in %s", path.name)
             continue
-        face = max(faces, key=lambda d: d.area)
-        crops.append(warp_faces([image], [(0, alignment_matrix(face.landmarks, alignment, crop_size))], crop_size)[0])
+        crops.append(largest_face_crop(image, faces, alignment, crop_size))
     if not crops:
         raise InputError(f"no usable face in the {len(files)} calibration image(s) of {folder}")
     stacked = np.stack(crops)
@@ -212,7 +210,7 @@ def int8_graph(
     if len(crops) == 0:
         raise InputError("INT8 calibration needs at least one face crop")
     if role == "generator" and (latents is None or len(latents) != len(crops)):
-        raise SimswapError("generator calibration needs one identity latent per crop")
+        raise BuildError("generator calibration needs one identity latent per crop")
     feeds = _calibration_feeds(role, crops, latents)
     first = _quantize(model, feeds, exclude=[])
     sensitivity = conv_sensitivity(model, first, feeds[: min(len(feeds), 8)])
@@ -257,7 +255,7 @@ def add_precisions(
     bundle = Bundle.load(bundle_root)
     unknown = set(precisions) - set(PRECISIONS)
     if unknown:
-        raise SimswapError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
+        raise ConfigError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
     crops = latents = None
     if "int8" in precisions:
         if calibration_folder is None:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from simswap_trt.bundle import ROLES, Bundle
 from simswap_trt.engines.base import TensorSpec
-from simswap_trt.errors import SimswapError
-from simswap_trt.files import write_atomic
+from simswap_trt.errors import BuildError, OutputError, SimswapError
+from simswap_trt.files import staging_folder, write_atomic
 from simswap_trt.plans import PlanEntry
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ TRITON_TYPES = {
 }
 
 
-class TritonConfigError(SimswapError):
+class TritonConfigError(BuildError):
     """A ``config.pbtxt`` does not parse against Triton's model configuration schema, or breaks its rules."""
 
 
@@ -161,13 +160,12 @@ def write_triton_repo(
     bundle = Bundle.load(bundle_path)
     output = Path(output)
     if output.exists() and not overwrite:
-        raise SimswapError(f"{output} exists; choose a new folder or pass --overwrite to replace it")
+        raise OutputError(f"{output} exists; choose a new folder or pass --overwrite to replace it")
     models = _models(bundle, options)
     for name, text, _ in models:
         check_config(text, f"{name}/config.pbtxt")
     # build the repository next to its destination, then move it into place in one rename
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    staging = staging_folder(output)
     try:
         for name, text, files in models:
             write_atomic(staging / name / "config.pbtxt", text.encode())

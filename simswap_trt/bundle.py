@@ -14,7 +14,6 @@ Contract (shared by every precision and backend):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,23 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.engines.base import TensorSpec
 from simswap_trt.errors import BundleError
 from simswap_trt.plans import PlanEntry
+from simswap_trt.schema import TensorSpec, sha256_of
 
 BUNDLE_FORMAT = "simswap-trt-bundle"
 BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ALIGNMENTS = ("multipose", "ffhq")  # the official 224 templates ×S/112, or the FFHQ template ×S/512
 ROLES = ("generator", "arcface")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def contract(role: str, crop_size: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -165,8 +156,11 @@ class Bundle:
                 created_with=dict(data.get("created_with", {})),
                 plans=tuple(PlanEntry.from_json(p) for p in data.get("engines", [])),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise BundleError(f"{manifest_path} is missing or has a malformed field: {exc!r}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleError(
+                f"{manifest_path} is missing a field or has one of the wrong type ({type(exc).__name__}: {exc}); "
+                "re-create the bundle with 'simswap-build convert' or restore the original manifest"
+            ) from exc
         bundle._validate(verify_hashes)
         return bundle
 

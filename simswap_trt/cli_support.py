@@ -1,10 +1,12 @@
-"""What both command-line tools share: logging set-up and turning ``SimswapError`` into exit status 1."""
+"""What both command-line tools share: logging and --debug, argument types with ranges, and turning user
+errors into one line on stderr and an exit status (1: nothing done) instead of a traceback."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from simswap_trt.errors import SimswapError
@@ -12,18 +14,65 @@ from simswap_trt.errors import SimswapError
 
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="log what runs where (backend, threads, timings)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= ``minimum``; the message states the accepted range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"int>={minimum}"
+    return parse
+
+
+positive_int = int_at_least(1)
+
+
+def float_between(low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number in [``low``, ``high``]; the message states the accepted range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number in [{low:g}, {high:g}], got {text!r}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}], got {text}")
+        return value
+
+    parse.__name__ = f"number in [{low:g}, {high:g}]"
+    return parse
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handlers: dict[str, Callable]) -> int:
-    """Parse ``argv``, dispatch to ``handlers[args.command]``; user errors print one line and return 1."""
-    args = parser.parse_args(argv)
+    """Parse ``argv``, dispatch to ``handlers[args.command]``. Bad arguments (argparse prints the usage) and
+    user errors (one line, ``error: ...``; the traceback with ``--debug``) return 1."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 2:  # argparse has printed the usage and the error
+            return 1
+        raise
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
         return handlers[args.command](args) or 0
-    except SimswapError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (SimswapError, OSError, MemoryError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, MemoryError):
+            message = "out of memory: use smaller images (--max-pixels) or a smaller --batch"
+        print(f"error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

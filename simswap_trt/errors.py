@@ -28,3 +28,16 @@ class InputError(SimswapError):
 
 class NoFaceError(InputError):
     """No face was found where one is required (a source or reference image)."""
+
+
+class ConfigError(SimswapError, ValueError):
+    """An argument or setting is out of range or contradicts another one (also a ``ValueError``)."""
+
+
+class OutputError(SimswapError):
+    """An output cannot be written where asked: it is an input of the same run, it exists (without
+    overwrite), or its folder cannot be created or written."""
+
+
+class BuildError(SimswapError):
+    """The builder cannot produce a graph, plan or bundle from valid inputs (a tool or version limit)."""

@@ -1,21 +1,136 @@
-"""Atomic file output: write a temporary file in the destination folder, then rename it into place, so a
-reader never sees a partial file and an interrupted write leaves the old file intact."""
+"""The output policy of every command that writes.
+
+* ``check_output`` decides before any work whether a path may be written: never over an input of the
+  same run, an existing output only with ``overwrite``, and only where a folder exists or can be made
+  and written. Callers skip (and report) the outputs it answers False for.
+* ``write_atomic`` writes a temporary file in the destination folder and renames it into place, so a
+  reader never sees a partial file and an interrupted write leaves the old file intact. Files get the
+  mode the umask gives (0644 under umask 022), as a plain ``open`` would, not the temporary file's 0600.
+* ``staging_folder`` is the same for a folder written whole (a bundle): built next to its destination,
+  then renamed; mode from the umask (0755 under 022), not ``mkdtemp``'s 0700.
+
+Every OS error about an output becomes one ``OutputError`` naming the path.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from simswap_trt.errors import OutputError
+
+
+def current_umask() -> int:
+    """The process umask. Read from /proc where available: setting and restoring it is not thread-safe."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    return 0o666 & ~current_umask()
+
+
+def folder_mode() -> int:
+    return 0o777 & ~current_umask()
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class Inputs:
+    """The files a run reads, by identity (device, inode: hard links and symbolic links included), so that
+    no output of the run lands on one of them. Build it once for many ``check_output`` calls."""
+
+    def __init__(self, paths: Iterable[str | Path]) -> None:
+        self._ids = {i for i in map(_identity, map(Path, paths)) if i is not None}
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, (str, Path)) and _identity(Path(path)) in self._ids
+
+
+def check_output(path: str | Path, inputs: Inputs | Iterable[str | Path] = (), overwrite: bool = False) -> bool:
+    """Whether ``path`` will be written: True if it may be, False if it exists and ``overwrite`` is off
+    (the caller skips it and says so). Raises ``OutputError`` if it is one of ``inputs``, is a folder, or
+    sits where no folder can be created or written. Creates nothing."""
+    path = Path(path)
+    inputs = inputs if isinstance(inputs, Inputs) else Inputs(inputs)
+    if path in inputs:
+        raise OutputError(f"{path} is also an input of this run; inputs are never overwritten: choose another output")
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name as the output")
+    folder = path.parent
+    while not folder.exists():  # the nearest existing folder must let us create the missing ones
+        if folder.is_symlink():
+            raise OutputError(f"cannot create {path}: {folder} is a broken symbolic link")
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"cannot create {path}: {folder} is a file, not a folder")
+    try:  # a real probe: permission bits do not tell for root, read-only mounts or special file systems
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: the folder {folder} is not writable ({_reason(exc)})") from None
+    return overwrite or not path.exists()
+
+
+def ensure_folder(folder: str | Path) -> Path:
+    """Create ``folder`` and its parents if missing (modes from the umask); ``OutputError`` if impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"cannot create the folder {folder}: a file of that name exists") from None
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {folder}: {_reason(exc)}") from None
+    return folder
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically with the umask's file mode, creating missing folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    ensure_folder(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            os.fchmod(f.fileno(), file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
         raise
+
+
+def staging_folder(destination: str | Path) -> Path:
+    """A new empty folder next to ``destination`` (hidden name, umask mode) to build it in and then rename
+    into place; the caller removes it on failure."""
+    destination = Path(destination)
+    ensure_folder(destination.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+        staging.chmod(folder_mode())
+    except OSError as exc:
+        raise OutputError(f"cannot create {destination}: {_reason(exc)}") from None
+    return staging

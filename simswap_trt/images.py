@@ -30,13 +30,20 @@ def image_size(path: Path) -> tuple[int, int]:
         with warnings.catch_warnings():  # our own limit applies (read_image's max_pixels)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as image:
-                return image.size
+                frames = getattr(image, "n_frames", 1)
+                size = image.size
     except FileNotFoundError:
         raise InputError(f"image not found: {path}") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path} is refused as a decompression bomb: {exc}") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{path} is not a readable image: {exc}") from exc
+    if frames > 1:
+        raise InputError(
+            f"{path} has {frames} frames (animated or multi-page); only still images are swapped: extract its frames "
+            "(e.g. ffmpeg -i in.gif frames/%04d.png) and pass the folder as --target"
+        )
+    return size
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simswap_trt.engines.base import TensorSpec
+from simswap_trt.schema import TensorSpec
 
 HARDWARE_LEVELS = ("none", "ampere_plus", "same_compute_capability")
 

@@ -32,7 +32,12 @@ def crops_to_tensor(crops: Crops, crop_size: int) -> np.ndarray:
     return out
 
 
+def tensor_to_bgr(tensor: np.ndarray) -> np.ndarray:
+    """float32 [N,3,S,S] RGB in [0,1] → float [N,S,S,3] BGR in [0,255], neither rounded nor clipped (for
+    blending, which rounds once at the end)."""
+    return tensor.transpose(0, 2, 3, 1)[..., ::-1] * 255.0
+
+
 def tensor_to_crops(tensor: np.ndarray) -> np.ndarray:
     """float32 [N,3,S,S] RGB in [0,1] → uint8 [N,S,S,3] BGR, rounded to nearest and saturated."""
-    scaled = np.clip(tensor, 0.0, 1.0) * 255.0
-    return np.ascontiguousarray(np.rint(scaled).astype(np.uint8).transpose(0, 2, 3, 1)[..., ::-1])
+    return np.ascontiguousarray(np.rint(np.clip(tensor_to_bgr(tensor), 0.0, 255.0)).astype(np.uint8))

@@ -17,13 +17,13 @@ import numpy as np
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
-from simswap_trt.errors import BundleError, InputError, NoFaceError
-from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
+from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError
+from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_bgr, tensor_to_crops
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
 from simswap_trt.vision.parsing import FaceParser
 from simswap_trt.vision.pasteback import paste_back
-from simswap_trt.vision.warp import warp_faces
+from simswap_trt.vision.warp import largest_face_crop, warp_faces
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,16 @@ class SwapResult:
 
 def check_image(image: np.ndarray, what: str = "image") -> None:
     """Images are uint8 BGR HxWx3 arrays (what ``cv2.imread`` / ``simswap_trt.images.read_image`` return)."""
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.size == 0
+    ):
         got = f"{image.dtype}{list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
         raise InputError(
-            f"{what} must be a uint8 BGR array of shape [H, W, 3], got {got}; "
+            f"{what} must be a uint8 BGR array of shape [H, W, 3] with H, W >= 1, got {got}; "
             "read files with simswap_trt.images.read_image, which converts grey, RGBA and 16-bit"
         )
 
@@ -93,7 +99,7 @@ class FaceSwapper:
                     f"{[s.describe() for s in engine.inputs + engine.outputs]} does not match the bundle contract"
                 )
         if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
         self.bundle = bundle
         self.generator = generator
         self.arcface = arcface
@@ -163,13 +169,13 @@ class FaceSwapper:
         images = [images] if isinstance(images, np.ndarray) else list(images)
         for i, image in enumerate(images):
             check_image(image, f"{what} image {i}")
-        faces = []
-        for i, detections in enumerate(self.detector.detect_batch(images)):
-            if not detections:
+        crops = []
+        for i, (image, detections) in enumerate(zip(images, self.detector.detect_batch(images), strict=True)):
+            crop = largest_face_crop(image, detections, self.bundle.alignment, self.crop_size)
+            if crop is None:
                 raise NoFaceError(f"no face found in {what} image {i}")
-            largest = max(detections, key=lambda d: d.area)
-            faces.append((i, alignment_matrix(largest.landmarks, self.bundle.alignment, self.crop_size)))
-        return warp_faces(images, faces, self.crop_size)
+            crops.append(crop)
+        return np.stack(crops)
 
     def _latents(self, tensor: np.ndarray) -> np.ndarray:
         return np.concatenate(
@@ -273,7 +279,7 @@ class FaceSwapper:
         swapped = self.generate(targets[chosen], source) if chosen.size else targets[:0]
         if self.parser is not None and chosen.size:
             swapped = self.parser.blend(swapped, targets[chosen])
-        pasted = {int(f): crop for f, crop in zip(chosen, swapped.transpose(0, 2, 3, 1)[..., ::-1] * 255, strict=True)}
+        pasted = {int(f): crop for f, crop in zip(chosen, tensor_to_bgr(swapped), strict=True)}
 
         results = []
         for i, image in enumerate(images):

@@ -3,14 +3,13 @@ and a quick run whose report is internally consistent."""
 
 import json
 
-import numpy as np
 import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.architectures import GeneratorConfig, generator_keys
+from simswap_build.bench.measure import Stats, conv_flops, measure, slope
 from simswap_build.convert import random_weights, untrained_bundle
 from simswap_build.onnx_graphs import generator_graph
-from simswap_trt.bench.measure import Stats, conv_flops, measure, slope
 
 
 def test_stats_median_and_spread():
@@ -38,12 +37,22 @@ def test_slope_of_a_known_series():
     assert slope([7, 7, 7]) == pytest.approx(0.0)
 
 
-def test_quick_run_report_is_consistent(tmp_path):
-    from simswap_trt.bench.run import run
+def test_quick_run_report_from_a_known_clock(tmp_path, monkeypatch):
+    """Every timed call takes exactly 0.25 s on a fake clock, so each reported figure has a value
+    computed by hand: 1 face per frame -> 0.25 s per face; the baseline is as fast (ratio 1); batch b ->
+    4b faces/s; the ceiling conv (8x512x28x28, 512 3x3 filters) is 29.595 GFLOP per call -> 118.38 GFLOP/s."""
+    import itertools
+    from types import SimpleNamespace
 
+    from simswap_build.bench import measure as measure_module
+    from simswap_build.bench.run import run
+
+    ticks = itertools.count()
+    monkeypatch.setattr(measure_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * 0.25))
     bundle = untrained_bundle(tmp_path / "b", generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE)
     results = run(bundle.root, tmp_path / "out", repeats=2, batches=[1, 2], memory_frames=3)
     saved = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert saved == json.loads(json.dumps(results))
     assert saved["stages"].keys() == {
         "detection",
         "alignment",
@@ -53,22 +62,42 @@ def test_quick_run_report_is_consistent(tmp_path):
         "paste-back",
         "end-to-end",
     }
-    assert saved["end_to_end_per_face_s"] == saved["stages"]["end-to-end"]["median"] / saved["faces_per_frame"]
-    assert saved["speedup_vs_baseline"] == pytest.approx(
-        saved["baseline"]["median"] / saved["stages"]["end-to-end"]["median"]
-    )
+    for stats in [*saved["stages"].values(), saved["baseline"]]:
+        assert (stats["median"], stats["p10"], stats["p90"], stats["runs"]) == (0.25, 0.25, 0.25, 2)
+    assert saved["end_to_end_per_face_s"] == 0.25
+    assert saved["speedup_vs_baseline"] == 1.0
+    assert saved["ceiling"]["conv_flops_per_s"] == pytest.approx(118.380036096e9)
     rows = {(r["backend"], r["batch"]): r for r in saved["throughput"]}
     assert set(rows) == {("onnxruntime-cpu-fp32", 1), ("onnxruntime-cpu-fp32", 2)}
+    gflop = saved["ceiling"]["generator_gflop_per_face"]
+    assert 0 < gflop < 96.2  # the tiny generator, far below the full-size 96.2 GFLOP
     for (_, batch), row in rows.items():
-        assert row["faces_per_s"] == pytest.approx(batch / row["stats"]["median"])
+        assert row["faces_per_s"] == 4.0 * batch
+        assert row["fraction_of_ceiling"] == pytest.approx(4.0 * batch * gflop / 118.380036096)
     assert {"tensorrt-fp32", "onnxruntime-cpu-int8", "cuda-kernels"} <= saved["skipped"].keys()
     assert len(saved["memory"]["rss_kib"]) == 3 and all(v > 0 for v in saved["memory"]["rss_kib"])
     for path in results["plots"]:
         with open(path, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    ceiling = saved["ceiling"]["conv_flops_per_s"]
-    assert np.isfinite(ceiling) and ceiling > 1e8
-    for row in saved["throughput"]:
-        assert row["fraction_of_ceiling"] == pytest.approx(
-            row["faces_per_s"] * saved["ceiling"]["generator_gflop_per_face"] * 1e9 / ceiling
+
+
+def test_bench_commands_refuse_to_replace_results_without_overwrite(tmp_path, capsys):
+    """'simswap-trt bench' hands over to 'simswap-build bench'; existing results stop both before measuring."""
+    import subprocess
+    import sys
+
+    (tmp_path / "bench.json").write_text("{}")
+    for argv in (["-m", "simswap_trt.cli", "bench"], ["-m", "simswap_build.cli", "bench"]):
+        result = subprocess.run(
+            [sys.executable, *argv, "--output", str(tmp_path), "--repeats", "1"], capture_output=True, text=True
         )
+        assert result.returncode == 1
+        assert (
+            result.stderr
+            == f"error: {tmp_path / 'bench.json'} exists; pass --overwrite to replace it, or choose another --output\n"
+        )
+    assert (tmp_path / "bench.json").read_text() == "{}"
+    help_text = subprocess.run(
+        [sys.executable, "-m", "simswap_trt.cli", "bench", "--help"], capture_output=True, text=True
+    )
+    assert help_text.returncode == 0 and "--memory-frames" in help_text.stdout and "--overwrite" in help_text.stdout

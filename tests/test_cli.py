@@ -135,7 +135,8 @@ def test_wrong_crop_size_is_explained(tiny_bundle, tmp_path, capsys):
         ]
     )
     assert code == 1
-    assert "must be uint8 BGR of shape [224, 224, 3] for this bundle" in capsys.readouterr().err
+    assert "small.png is 100x100; this bundle needs aligned crops of 224x224" in capsys.readouterr().err
+    assert not (tmp_path / "o.png").exists()
 
 
 def test_python_m_entry_points():
@@ -235,7 +236,7 @@ def test_swap_argument_errors(tiny_bundle, photo_folder, tmp_path, capsys):
         str(tmp_path / "o.jpg"),
     ]
     assert trt_main(no_face) == 1
-    assert "no face found in source image 0" in capsys.readouterr().err
+    assert f"no face found in the source photo {photo_folder / 'wall.png'}" in capsys.readouterr().err
 
 
 def test_demo_with_a_bundle(tiny_bundle, tmp_path, capsys):

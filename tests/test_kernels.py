@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from simswap_trt.bench.official_style import paste_back_official
+from simswap_build.bench.official_style import paste_back_official
 from simswap_trt.kernels import crop_to_frame_matrices, fatbin_targets, pack_pasteback
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back

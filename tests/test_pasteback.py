@@ -5,7 +5,7 @@ overlapping faces; pixels outside every face region are untouched."""
 import numpy as np
 import pytest
 
-from simswap_trt.bench.official_style import paste_back_official
+from simswap_build.bench.official_style import paste_back_official
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import face_roi, paste_back
 

@@ -199,20 +199,55 @@ def fake_parser(path, face_box):
 
 
 def test_parsing_mask_blends_in_crop_space(tmp_path):
+    """Expected mask from an independent path: torch bilinear resize of the 0/1 face region (as upstream's
+    resize of the parsing map) and the torch SoftErosion above; blend checked in float64."""
     parser = FaceParser(fake_parser(tmp_path / "parser.onnx", (128, 128, 384, 384)), threads=1)
-    swapped = np.ones((1, 3, 224, 224), np.float32)
-    targets = np.zeros((1, 3, 224, 224), np.float32)
+    rng = np.random.default_rng(0)
+    swapped = rng.random((1, 3, 224, 224), dtype=np.float32)
+    targets = rng.random((1, 3, 224, 224), dtype=np.float32)
     blended = parser.blend(swapped, targets)
-    assert blended[0, :, 112, 112].tolist() == [1, 1, 1]  # inside the parsed face: the swap
-    assert blended[0, :, 5, 5].tolist() == [0, 0, 0]  # outside: the target
-    two_channel = np.zeros((512, 512))
-    two_channel[128:384, 128:384] = 255
-    expected = soft_erosion(
-        cv2.resize(np.stack([two_channel, np.zeros_like(two_channel)], -1), (224, 224))[..., 0] / 255
-    )
-    np.testing.assert_allclose(blended[0, 0], expected, atol=1e-6)
+    region = torch.zeros(1, 1, 512, 512, dtype=torch.float64)
+    region[..., 128:384, 128:384] = 1.0
+    resized = torch.nn.functional.interpolate(region, size=(224, 224), mode="bilinear", align_corners=False)
+    mask = soft_erosion_torch(resized[0, 0].numpy())
+    assert mask[112, 112] == 1.0 and mask[5, 5] == 0.0
+    expected = swapped[0].astype(np.float64) * mask + targets[0].astype(np.float64) * (1 - mask)
+    np.testing.assert_allclose(blended[0], expected, atol=2e-5)
     nothing = FaceParser(fake_parser(tmp_path / "none.onnx", (0, 0, 2, 2)), threads=1)  # < 5000 mask sum
     np.testing.assert_array_equal(nothing.blend(swapped, targets), swapped)
+
+
+def test_a_parser_given_to_face_swapper_blends_its_swaps(tiny_bundle, detector, photos, tmp_path):
+    astronaut = photos[0]
+    plain = FaceSwapper.from_bundle(tiny_bundle.root, threads=2, detector=detector)
+    empty = FaceSwapper.from_bundle(
+        tiny_bundle.root,
+        threads=2,
+        detector=detector,
+        parser=FaceParser(fake_parser(tmp_path / "e.onnx", (0, 0, 2, 2))),
+    )
+    boxed = FaceSwapper.from_bundle(
+        tiny_bundle.root,
+        threads=2,
+        detector=detector,
+        parser=FaceParser(fake_parser(tmp_path / "b.onnx", (128, 128, 384, 384))),
+    )
+    outputs = []
+    for swapper in (plain, empty, boxed):
+        swapper.set_source(astronaut)
+        outputs.append(swapper.swap(astronaut))
+    reference, unmasked, masked = outputs
+    np.testing.assert_array_equal(unmasked.image, reference.image)  # no face parsed: the plain swap is kept
+    changed = np.abs(masked.image.astype(int) - reference.image.astype(int)).max(axis=2) > 2
+    assert changed.any()  # the mask is used: outside its region the target's pixels come back
+    x1, y1, x2, y2 = reference.faces[0].box.astype(int)
+    centre = ((y1 + y2) // 2, (x1 + x2) // 2)
+    assert not changed[centre]  # inside the parsed region (mask 1) the swap is unchanged
+    # the mask only takes pixels back toward the photo (up to resampling and clipping of the swap)
+    moved = np.abs(reference.image.astype(int) - astronaut)
+    masked_moved = np.abs(masked.image.astype(int) - astronaut)
+    assert masked_moved.sum() < 0.9 * moved.sum()
+    assert np.mean(masked_moved > moved + 2) < 1e-3
 
 
 def test_swap_faces_with_given_faces_and_an_explicit_choice(swapper, photos):

@@ -92,7 +92,7 @@ def test_registered_plan_roundtrips_and_tampering_is_refused(tiny_bundle, tmp_pa
     shutil.copytree(tiny_bundle.root, root)
     (root / "engines").mkdir()
     (root / "engines" / "generator.fp32.sm_90.plan").write_bytes(b"serialized plan")
-    from simswap_trt.bundle import sha256_of
+    from simswap_trt.schema import sha256_of
 
     entry = plan(sha256=sha256_of(root / "engines" / "generator.fp32.sm_90.plan"))
     bundle = register_plan(Bundle.load(root), entry)

@@ -11,11 +11,12 @@ from fake_gpu import install_fake_cuda, strict_runtime_module
 from simswap_build.engine_builder import register_plan
 from simswap_trt import FaceSwapper
 from simswap_trt.backends import open_engine
-from simswap_trt.bundle import Bundle, sha256_of
+from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import BundleError, EngineError
 from simswap_trt.plans import PlanEntry
+from simswap_trt.schema import sha256_of
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
 

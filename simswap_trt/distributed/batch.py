@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_trt.errors import InputError, SimswapError
+from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
@@ -146,7 +146,7 @@ class SwapActor:
                 tag = o.synthetic_tag and result.swapped_count > 0
                 write_bytes(outputs[k], encode_image(result.image, Path(outputs[k]).suffix or ".png", tag))
                 status[k], swapped[k] = "written", result.swapped_count
-            except (InputError, OSError) as exc:
+            except (InputError, OutputError, OSError) as exc:
                 message[k] = f"{outputs[k]}: {exc}"
         return {
             "source": np.array(sources, dtype=object),
@@ -174,7 +174,7 @@ def run_job(
     inputs = {where(s) for s, _ in pairs}
     for _, output in pairs:
         if where(output) in inputs:
-            raise InputError(f"{output} is also an input: inputs are never overwritten")
+            raise OutputError(f"{output} is also an input: inputs are never overwritten")
     todo = [(s, o) for s, o in pairs if options.overwrite or not exists(o)]
     reports = {(s, o): ItemReport(s, o, "done before") for s, o in pairs}
     if todo:

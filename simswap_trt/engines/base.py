@@ -5,33 +5,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from simswap_trt.errors import EngineError
-
-Dim = int | str  # a static size, or the name of a dynamic axis ("batch")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, numpy dtype name and shape of one engine input or output; dynamic axes are named."""
-
-    name: str
-    dtype: str
-    shape: tuple[Dim, ...]
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
-
-    @classmethod
-    def from_json(cls, data: Mapping) -> TensorSpec:
-        return cls(str(data["name"]), str(data["dtype"]), tuple(data["shape"]))
-
-    def describe(self) -> str:
-        return f"{self.name}: {self.dtype}[{', '.join(map(str, self.shape))}]"
+from simswap_trt.schema import TensorSpec
 
 
 class Engine(ABC):

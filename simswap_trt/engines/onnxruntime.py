@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_trt.engines.base import Engine, TensorSpec
+from simswap_trt.engines.base import Engine
 from simswap_trt.errors import EngineError
+from simswap_trt.schema import TensorSpec
 
 log = logging.getLogger(__name__)
 

@@ -12,13 +12,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from simswap_trt.errors import ConfigError
+
 T = TypeVar("T")
 
 
 def chunk_batches(total: int, max_batch: int) -> list[slice]:
     """Contiguous slices covering ``range(total)`` exactly once, none longer than ``max_batch``."""
     if max_batch < 1:
-        raise ValueError("max_batch must be at least 1")
+        raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
     return [slice(start, min(start + max_batch, total)) for start in range(0, total, max_batch)]
 
 
@@ -31,7 +33,7 @@ class Pipeline(Generic[T]):
 
     def __init__(self, depth: int, submit: Callable[[int, slice], None], collect: Callable[[int, slice], T]):
         if depth < 1:
-            raise ValueError("depth must be at least 1")
+            raise ConfigError(f"depth must be at least 1, got {depth}")
         self.depth, self._submit, self._collect = depth, submit, collect
 
     def run(self, chunks: list[slice]) -> Iterator[T]:

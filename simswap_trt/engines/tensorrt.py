@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.bundle import sha256_of
-from simswap_trt.engines.base import Engine, TensorSpec
+from simswap_trt.engines.base import Engine
 from simswap_trt.engines.scheduler import Pipeline, chunk_batches
 from simswap_trt.errors import BundleError, EngineError
 from simswap_trt.plans import PlanEntry, RuntimeInfo, plan_problems, rebuild_command
+from simswap_trt.schema import TensorSpec, sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def import_tensorrt() -> tuple[ModuleType, bool]:
         return trt, True
     except ImportError:
         raise EngineError(
-            "TensorRT is not installed: pip install 'simswap-trt[trt]' for the lean runtime (runs "
+            "TensorRT is not installed: pip install 'simswap-trt[trt-lean]' for the lean runtime (runs "
             "version-compatible plans), or install the full tensorrt package (NVIDIA's index, NGC, JetPack)"
         ) from None
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from simswap_trt.errors import ConfigError
+
 MULTIPOSE_TEMPLATES_112 = np.array(
     [
         [[51.642, 50.115], [57.617, 49.990], [35.740, 69.007], [51.157, 89.050], [57.025, 89.702]],  # left profile
@@ -58,7 +60,7 @@ def templates(alignment: str, crop_size: int) -> np.ndarray:
         return MULTIPOSE_TEMPLATES_112 * (crop_size / 112.0)
     if alignment == "ffhq":
         return FFHQ_TEMPLATE_512[None] * (crop_size / 512.0)
-    raise ValueError(f"unknown alignment {alignment!r}")
+    raise ConfigError(f"unknown alignment {alignment!r}; choose multipose or ffhq")
 
 
 def alignment_matrix(landmarks: np.ndarray, alignment: str, crop_size: int) -> np.ndarray:

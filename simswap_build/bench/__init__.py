@@ -1,2 +1,2 @@
-"""Benchmark harness (``simswap-trt bench``): stage latency, throughput per backend, the official-style
+"""Benchmark harness (``simswap-build bench``): stage latency, throughput per backend, the official-style
 baseline, the machine's ceiling and a memory check. Needs the ``bench`` extra; the baseline needs ``build``."""

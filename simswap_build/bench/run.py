@@ -1,4 +1,4 @@
-"""The benchmark harness: ``simswap-trt bench`` (or ``python -m benchmarks.run``).
+"""The benchmark harness: ``simswap-build bench`` (also ``simswap-trt bench``, ``python -m benchmarks.run``).
 
 It measures, in one run and on the same inputs:
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.metadata
+import io
 import json
 import platform
 import tempfile
@@ -31,18 +32,21 @@ import cv2
 import numpy as np
 import onnx
 
+from simswap_build.bench.measure import Stats, conv_ceiling_flops_per_second, conv_flops, measure, resident_kib, slope
 from simswap_trt.backends import open_engine, usable_plan
-from simswap_trt.bench.measure import Stats, conv_ceiling_flops_per_second, conv_flops, measure, resident_kib, slope
 from simswap_trt.bundle import Bundle
+from simswap_trt.cli_support import int_at_least, positive_int
 from simswap_trt.engines.onnxruntime import available_cpus
-from simswap_trt.errors import SimswapError
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.errors import OutputError, SimswapError
+from simswap_trt.files import check_output, write_atomic
+from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.warp import warp_faces
 
 FRAME_SIZE = (1080, 1920)
+OUTPUTS = ("bench.json", "throughput.png", "stages.png")
 
 
 @functools.cache
@@ -99,7 +103,7 @@ def stage_latencies(swapper: FaceSwapper, repeats: int) -> dict[str, Stats]:
     prepared = {i: faces(i) for i in range(-1, repeats)}  # -1: the warm-up input
     latent = swapper.source_latent
     swapped = {i: swapper.generate(p[3], latent) for i, p in prepared.items()}
-    paste_inputs = {i: (p[0], [(swapped[i][0].transpose(1, 2, 0)[..., ::-1] * 255, p[2])]) for i, p in prepared.items()}
+    paste_inputs = {i: (p[0], [(tensor_to_bgr(swapped[i][:1])[0], p[2])]) for i, p in prepared.items()}
     return {
         "detection": measure(lambda image: det.detect(image), frame, repeats),
         "alignment": measure(
@@ -170,7 +174,7 @@ def throughput(bundle: Bundle, batches: Sequence[int], repeats: int) -> tuple[li
 def baseline_end_to_end(swapper: FaceSwapper, repeats: int) -> Stats | str:
     """The official-style pipeline on the same frames, with the same detector, or why it was skipped."""
     try:
-        from simswap_trt.bench.official_style import OfficialStylePipeline
+        from simswap_build.bench.official_style import OfficialStylePipeline
 
         pipeline = OfficialStylePipeline.for_bundle(swapper.bundle)
     except ImportError:
@@ -212,6 +216,12 @@ def memory_run(swapper: FaceSwapper, frames: int) -> dict:
     return result
 
 
+def _save(fig, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(path, buffer.getvalue())
+
+
 def plot(results: dict, folder: Path) -> list[str]:
     """Throughput vs batch, and the stage breakdown, as PNG files."""
     try:
@@ -229,14 +239,14 @@ def plot(results: dict, folder: Path) -> list[str]:
     ax.set(xlabel="batch", ylabel="faces / s", title="generator throughput (aligned crops)", xscale="log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(folder / "throughput.png")
+    _save(fig, folder / "throughput.png")
     written.append(str(folder / "throughput.png"))
     fig, ax = plt.subplots(figsize=(6, 4))
     stages = {k: v["median"] * 1e3 for k, v in results["stages"].items() if k != "end-to-end"}
     ax.barh(list(stages), list(stages.values()))
     ax.set(xlabel="ms per 1080p frame (1 face)", title="stage breakdown (median)")
     fig.tight_layout()
-    fig.savefig(folder / "stages.png")
+    _save(fig, folder / "stages.png")
     written.append(str(folder / "stages.png"))
     plt.close("all")
     return written
@@ -282,9 +292,8 @@ def run(bundle_path: Path | None, output: Path, repeats: int, batches: Sequence[
         "ceiling": {"conv_flops_per_s": ceiling, "generator_gflop_per_face": gflop},
         "memory": memory,
     }
-    output.mkdir(parents=True, exist_ok=True)
     results["plots"] = plot(results, output)
-    (output / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_atomic(output / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
     return results
 
 
@@ -341,18 +350,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="bundle to measure (default: an untrained full-size 224 bundle; speed does not depend on the weights)",
     )
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results"), help="folder for JSON and plots")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default 5)")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per measurement, >= 1 (default 5)")
     parser.add_argument(
         "--batches",
-        type=int,
+        type=positive_int,
         nargs="+",
         default=[1, 4, 8, 16, 32, 64],
         help="generator batch sizes (default: 1 4 8 16 32 64)",
     )
-    parser.add_argument("--memory-frames", type=int, default=40, help="frames of the memory run (default 40)")
+    parser.add_argument(
+        "--memory-frames", type=int_at_least(2), default=40, help="frames of the memory run, >= 2 (default 40)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
 
 
 def bench(args: argparse.Namespace) -> int:
+    for name in OUTPUTS:
+        if not check_output(args.output / name, overwrite=args.overwrite):
+            raise OutputError(
+                f"{args.output / name} exists; pass --overwrite to replace it, or choose another --output"
+            )
     results = run(args.bundle, args.output, args.repeats, args.batches, args.memory_frames)
     print_report(results)
     print(f"\nwrote {args.output / 'bench.json'}" + "".join(f", {p}" for p in results["plots"]))
