@@ -84,19 +84,7 @@ def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) ->
     """Encode by the file's suffix and write atomically (temporary file in the same folder, then rename).
     ``synthetic`` tags PNG and JPEG files as AI-generated."""
     path = Path(path)
-    try:
-        ok, encoded = cv2.imencode(path.suffix or ".png", image)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise InputError(f"cannot encode an image as {path.suffix!r} for {path}")
-    data = encoded.tobytes()
-    if synthetic:
-        tagged = tag_synthetic(data, path.suffix)
-        if tagged is None:
-            log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", path.name, path.suffix)
-        data = tagged or data
-    write_atomic(path, data)
+    write_atomic(path, encode_image(image, path.suffix or ".png", synthetic, str(path)))
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -126,13 +114,19 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     return image
 
 
-def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = False) -> bytes:
-    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` tags PNG and JPEG."""
+def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = False, name: str = "image") -> bytes:
+    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` tags PNG and JPEG
+    as AI-generated (other formats carry no tag: logged). ``name`` says what is encoded, for messages."""
     try:
         ok, encoded = cv2.imencode(suffix, image)
     except cv2.error:
         ok = False
     if not ok:
-        raise InputError(f"cannot encode an image as {suffix!r}")
+        raise InputError(f"cannot encode an image as {suffix!r} for {name}")
     data = encoded.tobytes()
-    return (tag_synthetic(data, suffix) or data) if synthetic else data
+    if synthetic:
+        tagged = tag_synthetic(data, suffix)
+        if tagged is None:
+            log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", name, suffix)
+        data = tagged or data
+    return data
