@@ -12,7 +12,7 @@ from conftest import random_crops
 
 pytest.importorskip("pytriton", reason="serving needs the 'serve' extra")
 if int(np.__version__.split(".")[0]) >= 2:
-    pytest.skip("PyTriton's bundled Python backend needs NumPy 1.x ('serve' pins it)", allow_module_level=True)
+    pytest.skip("PyTriton needs NumPy 1.x: run in the 'serve' environment (.ci/run)", allow_module_level=True)
 
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402

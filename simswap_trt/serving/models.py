@@ -18,8 +18,6 @@ from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.errors import InputError, NoFaceError
 from simswap_trt.images import MAX_PIXELS, decode_image, encode_image
 from simswap_trt.swapper import FaceSwapper
-from simswap_trt.vision.align import alignment_matrix
-from simswap_trt.vision.warp import warp_faces
 
 Request = Mapping[str, np.ndarray]
 # One row per face in the ``faces`` output of swap_image; rows of absent faces (padding) are NaN.
@@ -119,25 +117,23 @@ class SwapImage:
 
 class Identity:
     """``identity``: ``image`` encoded bytes [n,1] → ``latent`` float32 [n,512], the identity of each
-    image's largest face (as ``FaceSwapper.set_source`` computes it, without changing the server's source)."""
+    image's largest face, computed by ``FaceSwapper.set_source`` on a shallow copy (the server's source
+    identity stays as it is)."""
 
     def __init__(self, swapper: FaceSwapper, max_pixels: int = MAX_PIXELS) -> None:
         self.swapper = swapper
         self.max_pixels = max_pixels
 
     def __call__(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
-        names, images = [], []
+        answers = []
         for i, request in enumerate(requests):
+            latents = []
             for j, data in enumerate(_bytes_items(request, "image", i)):
-                names.append((i, f"request {i} image {j}"))
-                images.append(decode_image(data, names[-1][1], self.max_pixels))
-        swapper = self.swapper
-        faces = []
-        for (_, name), detections in zip(names, swapper.detect(images), strict=True):
-            if not detections:
-                raise NoFaceError(f"{name}: no face found")
-            largest = max(detections, key=lambda d: d.area)
-            faces.append((len(faces), alignment_matrix(largest.landmarks, swapper.bundle.alignment, swapper.crop_size)))
-        crops = warp_faces(images, faces, swapper.crop_size)
-        latents = np.stack([swapper.identity(crop) for crop in crops])
-        return [{"latent": latents[[k for k, (i, _) in enumerate(names) if i == n]]} for n in range(len(requests))]
+                name = f"request {i} image {j}"
+                image = decode_image(data, name, self.max_pixels)
+                try:
+                    latents.append(copy.copy(self.swapper).set_source(image))
+                except NoFaceError:
+                    raise NoFaceError(f"{name}: no face found") from None
+            answers.append({"latent": np.stack(latents)})
+        return answers
