@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
@@ -17,7 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from simswap_build.bench.measure import machine
 from simswap_build.bench.official_style import paste_back_official
+from simswap_trt.files import write_atomic
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
 
@@ -63,27 +64,23 @@ def main() -> None:
         print(f"{name:<30}{row['median_ms']:>12.2f}{row['min_ms']:>10.2f}{row['max_ms']:>10.2f}")
     print(f"speed-up (median ratio): {speedup:.1f}x; max abs difference {diff.max()} level(s)")
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
+    write_atomic(
+        args.output,
         json.dumps(
             {
                 "benchmark": "pasteback",
                 "frame": list(FRAME),
                 "faces": 1,
                 "repeats": args.repeats,
-                "machine": {
-                    "platform": platform.platform(),
-                    "processor": platform.processor(),
-                    "cpus": len(os.sched_getaffinity(0)),
-                },
+                "machine": machine(),
                 "versions": {"numpy": np.__version__, "opencv": cv2.__version__, "python": platform.python_version()},
                 "results": rows,
                 "speedup_median": speedup,
                 "max_abs_difference": int(diff.max()),
             },
             indent=2,
-        )
-        + "\n"
+        ).encode()
+        + b"\n",
     )
     print(f"wrote {args.output}")
 

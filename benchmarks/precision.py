@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from simswap_build.bench.measure import measure
+from simswap_build.bench.measure import machine, measure
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.convert import reestimated_bundle
 from simswap_build.fidelity import fidelity_report, print_report
@@ -27,6 +26,7 @@ from simswap_build.precision import add_precisions, calibration_crops
 from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines.onnxruntime import available_cpus
+from simswap_trt.files import write_atomic
 
 
 def speed(bundle: Bundle, precision: str, batch: int, repeats: int) -> float:
@@ -71,12 +71,12 @@ def main() -> None:
     for batch in args.batches:
         ratio = speeds["int8"][batch] / speeds["fp32"][batch]
         print(f"  batch {batch:>2}: fp32 {speeds['fp32'][batch]:.2f}, int8 {speeds['int8'][batch]:.2f} -> {ratio:.2f}x")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(
+    write_atomic(
+        args.output,
         json.dumps(
             {
                 "benchmark": "precision",
-                "machine": {"platform": platform.platform(), "cpus": available_cpus()},
+                "machine": machine(),
                 "model": "bundle"
                 if report["untrained"] is False
                 else "random weights, BatchNorm re-estimated on faces",
@@ -88,8 +88,8 @@ def main() -> None:
             },
             indent=2,
             default=float,
-        )
-        + "\n"
+        ).encode()
+        + b"\n",
     )
     print(f"wrote {args.output}")
 

@@ -31,7 +31,10 @@ examples:
   simswap-build engine bundles/simswap-224 --max-batch 32 --version-compatible
 
 Official weights (CC BY-NC 4.0, non-commercial) come from the SimSwap project's GitHub releases;
-simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'."""
+simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'.
+
+Existing bundles, plans, graphs and reports are replaced only with --overwrite; outputs get the modes
+your umask gives. Errors are one line (exit status 1); --debug shows the traceback."""
 
 
 def _convert(args: argparse.Namespace) -> int:

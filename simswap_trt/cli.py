@@ -17,7 +17,7 @@ from simswap_trt.backends import BACKENDS
 from simswap_trt.bundle import Bundle
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
-from simswap_trt.errors import ConfigError, InputError, NoFaceError, OutputError, SimswapError
+from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
 from simswap_trt.files import Inputs, check_output
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
@@ -301,7 +301,7 @@ def _untrained_demo_bundle() -> Path:
     print(f"no --bundle given: creating an UNTRAINED demo bundle in {cache} (once) ...", file=sys.stderr)
     shutil.rmtree(cache, ignore_errors=True)
     if _run_builder(["untrained", "--output", str(cache)]) != 0:
-        raise SimswapError(f"could not create the demo bundle in {cache}; pass --bundle B instead")
+        raise BundleError(f"could not create the demo bundle in {cache} (see above); pass --bundle B instead")
     return cache
 
 

@@ -53,8 +53,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     width, height = image_size(path)
     if width * height > max_pixels:
         raise InputError(
-            f"{path} is {width}x{height} ({width * height / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP limit; "
-            "downscale it or raise the limit (--max-pixels)"
+            f"{path} is {width}x{height} ({width * height:,} pixels), over the --max-pixels limit of {max_pixels:,}; "
+            "downscale it or raise the limit"
         )
     image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     if image is None:

@@ -101,3 +101,23 @@ def test_bench_commands_refuse_to_replace_results_without_overwrite(tmp_path, ca
         [sys.executable, "-m", "simswap_trt.cli", "bench", "--help"], capture_output=True, text=True
     )
     assert help_text.returncode == 0 and "--memory-frames" in help_text.stdout and "--overwrite" in help_text.stdout
+
+
+def test_machine_names_the_cpu_model_and_flags_from_proc_cpuinfo():
+    import re
+    from pathlib import Path
+
+    from simswap_build.bench.measure import machine
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo on this system")
+    text = cpuinfo.read_text()
+    described = machine()
+    model = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
+    flags = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+    if model:
+        assert described["cpu_model"] == model.group(1).strip()
+    if flags:
+        assert described["cpu_flags"].split() == flags.group(1).split()
+    assert described["cpus"] >= 1

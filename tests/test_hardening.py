@@ -3,6 +3,7 @@ documented exit status (1: nothing done, 3: some items skipped), no partial outp
 
 import os
 import stat
+import sys
 
 import cv2
 import numpy as np
@@ -223,3 +224,26 @@ def test_bundle_outputs_need_overwrite_and_are_checked_before_loading(tiny_check
     not_a_bundle.mkdir()
     assert build_main(["untrained", "--output", str(not_a_bundle), "--overwrite"]) == 1
     one_error_line(capsys, "exists and is not a bundle; refusing to replace it")
+
+
+def test_missing_tensorrt_points_to_the_extra_that_installs_the_lean_runtime(monkeypatch):
+    from pathlib import Path
+
+    from simswap_trt.engines.tensorrt import import_tensorrt
+    from simswap_trt.errors import EngineError
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_lean", None)
+    with pytest.raises(EngineError, match=r"pip install 'simswap-trt\[trt-lean\]' for the lean runtime"):
+        import_tensorrt()
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    (extra,) = [line for line in pyproject.splitlines() if line.startswith("trt-lean = ")]
+    assert '"tensorrt-lean-' in extra  # the extra the message names installs the lean runtime
+
+
+def test_a_generator_offered_as_arcface_is_refused_by_name(tiny_checkpoints, tmp_path, capsys):
+    _, _, generator, _ = tiny_checkpoints
+    argv = ["convert", "--generator", str(generator), "--arcface", str(generator), "--output", str(tmp_path / "b")]
+    assert build_main(argv) == 1
+    one_error_line(capsys, f"{generator} is refused as ArcFace: not an IR-SE ArcFace state_dict")
+    assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []

@@ -100,3 +100,30 @@ def test_registered_plan_roundtrips_and_tampering_is_refused(tiny_bundle, tmp_pa
     (root / "engines" / "generator.fp32.sm_90.plan").write_bytes(b"serialized plan, modified")
     with pytest.raises(BundleError, match="generator.fp32.sm_90.plan does not match the sha256"):
         Bundle.load(root)
+
+
+def test_auto_prefers_int8_then_fp16_then_fp32_plans(tiny_bundle, monkeypatch):
+    """Listed fp32, fp16, int8 in the manifest; each runnable plan's graph hash matches its precision."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from simswap_trt import backends
+    from simswap_trt.engines import tensorrt
+
+    monkeypatch.setattr(tensorrt, "import_tensorrt", lambda: (SimpleNamespace(__version__="11.4.0.106"), False))
+    monkeypatch.setattr(tensorrt, "runtime_info", lambda trt, lean: H100)
+    fp32 = tiny_bundle.models["generator"]
+    variants = {p: replace(fp32, precision=p, sha256=p[-2:] * 32) for p in ("fp16", "int8")}
+    plans = tuple(
+        plan(file=f"engines/generator.{p}.plan", precision=p, onnx_sha256=sha)
+        for p, sha in (("fp32", fp32.sha256), ("fp16", "16" * 32), ("int8", "t8" * 32))
+    )
+    bundle = replace(tiny_bundle, variants={"generator": variants}, plans=plans)
+    assert backends.usable_plan(bundle, "generator").precision == "int8"
+    assert backends.usable_plan(bundle, "generator", "fp32").precision == "fp32"
+    stale_int8 = replace(bundle, plans=(*plans[:2], replace(plans[2], onnx_sha256="0" * 64)))
+    assert backends.usable_plan(stale_int8, "generator").precision == "fp16"
+    wrong_version = replace(plans[1], tensorrt_version="10.3.0")  # not version-compatible: 10.3.0 only
+    other_gpu = replace(plans[2], compute_capability=(8, 6), gpu_name="RTX 3090")
+    only_fp32 = replace(bundle, plans=(plans[0], wrong_version, other_gpu))
+    assert backends.usable_plan(only_fp32, "generator").precision == "fp32"

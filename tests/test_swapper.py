@@ -70,3 +70,57 @@ def test_untrained_bundle_says_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         FaceSwapper.from_bundle(bundle.root)
     assert "UNTRAINED random weights" in caplog.text
+
+
+class RecordingEngine:
+    """Wraps an engine and records the batch size of every run."""
+
+    def __init__(self, engine, sizes):
+        self._engine, self._sizes = engine, sizes
+        self.inputs, self.outputs, self.backend = engine.inputs, engine.outputs, engine.backend
+
+    def run(self, feeds):
+        self._sizes.append(len(next(iter(feeds.values()))))
+        return self._engine.run(feeds)
+
+
+def test_arcface_batches_are_chunked_by_max_batch(tiny_bundle):
+    from simswap_trt.engines import OnnxRuntimeEngine
+
+    sizes = []
+    arcface = OnnxRuntimeEngine(tiny_bundle.path_of("arcface"), threads=2)
+    generator = OnnxRuntimeEngine(tiny_bundle.path_of("generator"), threads=2)
+    swapper = FaceSwapper(tiny_bundle, generator, RecordingEngine(arcface, sizes), max_batch=2)
+    crops = random_crops(5, seed=7)
+    latent = swapper.identity(crops)
+    assert sizes == [2, 2, 1]
+    # float64 reference from one crop per call on a separate engine
+    reference = OnnxRuntimeEngine(tiny_bundle.path_of("arcface"), threads=1)
+    singles = np.concatenate([reference.run({"crop": crops_to_tensor(c, 224)})["latent"] for c in crops])
+    mean = singles.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(latent, mean / np.linalg.norm(mean), atol=1e-6)
+
+
+def test_detector_batches_are_chunked_and_equal_single_calls():
+    import cv2
+    from skimage import data
+
+    from simswap_trt.vision.detect import CenterFace
+
+    sizes = []
+
+    class Recording(CenterFace):
+        def _decode(self, canvas, scales, shapes):
+            sizes.append(len(canvas))
+            return super()._decode(canvas, scales, shapes)
+
+    detector = Recording(threads=2)
+    astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])
+    images = [np.roll(astronaut, 7 * i, axis=1) for i in range(5)] + [cv2.flip(astronaut, 1)]
+    batched = detector.detect_batch(images, batch_size=4)
+    assert sizes == [4, 2]
+    for image, faces in zip(images, batched, strict=True):
+        (single,) = detector.detect(image)
+        (face,) = faces
+        np.testing.assert_allclose(face.landmarks, single.landmarks, atol=1e-3)
+        np.testing.assert_allclose(face.box, single.box, atol=1e-3)

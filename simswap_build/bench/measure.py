@@ -109,3 +109,25 @@ def slope(values: list[float]) -> float:
     if len(values) < 2:
         return 0.0
     return float(np.polyfit(np.arange(len(values)), np.asarray(values, float), 1)[0])
+
+
+def machine() -> dict:
+    """What a figure was measured on: CPU model and flags (from /proc/cpuinfo, empty where unavailable),
+    the CPUs this process may use, and the platform."""
+    import os
+    import platform
+
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return {
+        "cpu_model": info.get("model name", platform.processor() or platform.machine()),
+        "cpu_flags": info.get("flags", ""),
+        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "platform": platform.platform(),
+    }

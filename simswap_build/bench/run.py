@@ -32,11 +32,18 @@ import cv2
 import numpy as np
 import onnx
 
-from simswap_build.bench.measure import Stats, conv_ceiling_flops_per_second, conv_flops, measure, resident_kib, slope
+from simswap_build.bench.measure import (
+    Stats,
+    conv_ceiling_flops_per_second,
+    conv_flops,
+    machine,
+    measure,
+    resident_kib,
+    slope,
+)
 from simswap_trt.backends import open_engine, usable_plan
 from simswap_trt.bundle import Bundle
 from simswap_trt.cli_support import int_at_least, positive_int
-from simswap_trt.engines.onnxruntime import available_cpus
 from simswap_trt.errors import OutputError, SimswapError
 from simswap_trt.files import check_output, write_atomic
 from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
@@ -274,11 +281,7 @@ def run(bundle_path: Path | None, output: Path, repeats: int, batches: Sequence[
     results = {
         "benchmark": "simswap-trt bench",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": available_cpus(),
-        },
+        "machine": machine(),
         "versions": _versions(),
         "bundle": {"path": str(bundle_path), "untrained": bundle.untrained, "crop_size": bundle.crop_size},
         "frame": list(FRAME_SIZE),
@@ -299,7 +302,7 @@ def run(bundle_path: Path | None, output: Path, repeats: int, batches: Sequence[
 
 def print_report(results: dict) -> None:
     print(
-        f"simswap-trt bench: {results['machine']['processor']}, {results['machine']['cpus']} CPUs, "
+        f"simswap-trt bench: {results['machine']['cpu_model']}, {results['machine']['cpus']} CPUs, "
         f"{'untrained ' if results['bundle']['untrained'] else ''}{results['bundle']['crop_size']} px bundle"
     )
     print(f"\nstages on a {results['frame'][1]}x{results['frame'][0]} frame, 1 face (ONNX Runtime CPU), ms:")
