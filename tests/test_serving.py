@@ -159,6 +159,33 @@ def test_bad_requests_get_errors_and_the_server_keeps_serving(server, reference,
         assert np.abs(good.astype(int) - reference.swap_aligned(crops)).max() <= 1
 
 
+def test_a_failed_start_is_retried_on_a_fresh_server(tiny_bundle, reference, monkeypatch, caplog):
+    """PyTriton's multi-instance set-up can race under CPU load; ``start`` then tries a fresh server."""
+    from simswap_trt.serving import server as serving_server
+
+    calls = []
+    real_bind = serving_server.bind_models
+
+    def flaky_bind(triton, swappers, config):
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise InferenceServerException("load failed for model 'swap_image': Connection refused")
+        real_bind(triton, swappers, config)
+
+    monkeypatch.setattr(serving_server, "bind_models", flaky_bind)
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=1)
+    swapper.source_latent = reference.source_latent
+    config = ServeConfig(http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    triton = start([swapper], config)
+    try:
+        assert calls == [0, 1] and "Triton start 1 of 3 failed" in caplog.text
+        crops = random_crops(1, seed=12)
+        got = infer("http", config, "swap_aligned", {"crops": crops}, ["swapped"])["swapped"]
+        assert np.abs(got.astype(int) - reference.swap_aligned(crops)).max() <= 1
+    finally:
+        triton.stop()
+
+
 def test_server_stops_cleanly(server):
     triton, config = server
     triton.stop()

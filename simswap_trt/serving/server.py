@@ -25,6 +25,7 @@ from simswap_trt.swapper import FaceSwapper
 log = logging.getLogger(__name__)
 
 MODELS = ("swap_image", "swap_aligned", "identity")
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -100,33 +101,49 @@ def bind_models(triton, swappers: Sequence[FaceSwapper], config: ServeConfig) ->
         )
 
 
+def _triton_config(config: ServeConfig):
+    from pytriton.triton import TritonConfig
+
+    return TritonConfig(
+        http_address=config.host,
+        http_port=config.http_port,
+        grpc_address=config.host,
+        grpc_port=config.grpc_port,
+        metrics_port=config.metrics_port,
+        allow_metrics=config.metrics_port > 0,
+        exit_timeout_secs=config.exit_timeout_s,
+    )
+
+
 def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
     """Start Triton with the models bound and return the running ``pytriton.triton.Triton`` (stop it with
     ``.stop()`` or use it as a context manager). Health: ``/v2/health/ready`` on the HTTP port."""
     stub_environment()
     try:
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.exceptions import PyTritonError
+        from pytriton.triton import Triton
+        from tritonclient.utils import InferenceServerException
     except ImportError:
         raise SimswapError("serving needs PyTriton: pip install 'simswap-trt[serve]'") from None
     if not swappers:
         raise SimswapError("serving needs at least one swapper instance")
-    triton = Triton(
-        config=TritonConfig(
-            http_address=config.host,
-            http_port=config.http_port,
-            grpc_address=config.host,
-            grpc_port=config.grpc_port,
-            metrics_port=config.metrics_port,
-            allow_metrics=config.metrics_port > 0,
-            exit_timeout_secs=config.exit_timeout_s,
-        )
-    )
-    try:
-        bind_models(triton, swappers, config)
-        triton.run()
-    except BaseException:
-        triton.stop()
-        raise
+    # PyTriton's instances 1..N-1 of a model fetch their set-up from instance 0 over a Unix socket, without
+    # retrying; under CPU contention one can connect before instance 0 listens, and the model fails to load.
+    # A fresh server is tried again, at most START_ATTEMPTS times.
+    for attempt in range(1, START_ATTEMPTS + 1):
+        triton = Triton(config=_triton_config(config))
+        try:
+            bind_models(triton, swappers, config)
+            triton.run()
+            break
+        except (PyTritonError, InferenceServerException) as exc:  # a model failed to load
+            triton.stop()
+            if attempt == START_ATTEMPTS:
+                raise SimswapError(f"Triton could not load the models: {str(exc).splitlines()[0]}") from exc
+            log.warning("Triton start %d of %d failed (%s); starting again", attempt, START_ATTEMPTS, exc)
+        except BaseException:
+            triton.stop()
+            raise
     log.info(
         "Triton serves %s on %s (HTTP %d, gRPC %d), %d instance(s), max batch %d, queue delay %d us",
         ", ".join(MODELS),
