@@ -21,7 +21,7 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.errors import SimswapError
-from simswap_trt.kernels import crop_to_frame_matrices, load_device_kernels, pack_pasteback
+from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, load_device_kernels, pack_pasteback
 from simswap_trt.preprocess import crops_to_tensor
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
@@ -38,18 +38,21 @@ def main() -> int:
     args = parser.parse_args()
     try:
         device = cuda.device_info()
-        kernels = load_device_kernels()
+        kernels = DeviceKernels(load_device_kernels())
     except SimswapError as exc:
         print(f"skipped: {exc}")
         return 2
-    from cuda.core import Device, LaunchConfig, launch
+    from cuda.core import EventOptions, Stream
 
     rng = np.random.default_rng(0)
     size, n = 224, args.frames
     frames = [rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8) for _ in range(n)]
     matrices = [alignment_matrix(LANDMARKS + rng.normal(0, 3, (5, 2)), "multipose", size) for _ in range(n)]
-    crops = (rng.random((n, size, size, 3), dtype=np.float32) * 255).astype(np.float32)
-    stream = Device().create_stream()
+    generator_out = rng.random((n, 3, size, size), dtype=np.float32)  # the generator's layout, as the kernel reads it
+    crops = generator_out.transpose(0, 2, 3, 1)[..., ::-1] * 255  # the CPU paste-back's BGR [0, 255] crops
+    cuda_stream = cuda.Stream()
+    stream = Stream.from_handle(cuda_stream.handle)
+    timing = EventOptions(timing_enabled=True)  # cuda.core events do not time by default
 
     device_frames = [cuda.DeviceBuffer.from_array(f) for f in frames]
     pointers = cuda.DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
@@ -64,47 +67,41 @@ def main() -> int:
     )
     out = cuda.DeviceBuffer(n * 3 * size * size * 4)
     batch = pack_pasteback([f.shape for f in frames], [[m] for m in matrices], size)
+    device_crops = cuda.DeviceBuffer.from_array(generator_out)
+    crop_table = np.array([device_crops.ptr + i * generator_out[0].nbytes for i in range(n)], np.uint64)
     tables = [
         cuda.DeviceBuffer.from_array(a)
-        for a in (batch.union_rois, batch.face_begin, crops, batch.forward, batch.rois, batch.masks, batch.mask_offsets)
-    ]
-    width = int((batch.union_rois[:, 2] - batch.union_rois[:, 0]).max())
-    height = int((batch.union_rois[:, 3] - batch.union_rois[:, 1]).max())
+        for a in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
+    ] + [cuda.DeviceBuffer.from_array(batch.mask_offsets)]
 
     def gpu_time(run) -> float:
-        start, end = stream.record(), None
+        start = stream.record(options=timing)
         for _ in range(args.repeats):
             run()
-        end = stream.record()
+        end = stream.record(options=timing)
         end.sync()
         return (end - start) / args.repeats / 1e3  # cuda.core events subtract to milliseconds
 
     preprocess_gpu = gpu_time(
-        lambda: launch(
-            stream,
-            LaunchConfig(grid=(14, 14, n), block=(16, 16, 1)),
-            kernels["simswap_preprocess_kernel"],
-            np.uint64(pointers.ptr),
-            np.uint64(pitches.ptr),
-            np.uint64(widths.ptr),
-            np.uint64(heights.ptr),
-            np.uint64(frame_of_face.ptr),
-            np.uint64(inverse.ptr),
-            np.int32(size),
-            np.int32(0),
-            np.uint64(out.ptr),
+        lambda: kernels.preprocess(
+            cuda_stream.handle,
+            *[b.ptr for b in (pointers, pitches, widths, heights, frame_of_face, inverse)],
+            n,
+            size,
+            False,
+            out.ptr,
         )
     )
     pasteback_gpu = gpu_time(
-        lambda: launch(
-            stream,
-            LaunchConfig(grid=(-(-width // 16), -(-height // 16), n), block=(16, 16, 1)),
-            kernels["simswap_pasteback_kernel"],
-            np.uint64(pointers.ptr),
-            np.uint64(pitches.ptr),
-            *[np.uint64(t.ptr) for t in tables[:3]],
-            np.int32(size),
-            *[np.uint64(t.ptr) for t in tables[3:]],
+        lambda: kernels.pasteback(
+            cuda_stream.handle,
+            pointers.ptr,
+            pitches.ptr,
+            batch.union_rois,
+            *[t.ptr for t in tables[:3]],
+            size,
+            False,
+            *[t.ptr for t in tables[3:]],
         )
     )
 

@@ -15,7 +15,7 @@ from simswap_build.precision import DEFAULT_KEEP_FP32
 from simswap_build.trt_compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
-from simswap_trt.cli_support import int_at_least, positive_int
+from simswap_trt.cli_support import float_between, int_at_least, positive_int
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
 from simswap_trt.errors import InputError, OutputError
 from simswap_trt.files import check_output, write_atomic
@@ -29,6 +29,9 @@ examples:
   simswap-build untrained --output bundles/untrained-224
   simswap-build check bundles/simswap-224
   simswap-build engine bundles/simswap-224 --max-batch 32 --version-compatible
+  simswap-build train faces/ --out runs/mine --arcface arcface_model/arcface_checkpoint.tar
+  simswap-build finetune --generator checkpoints/people/latest_net_G.pth faces/ --out runs/ft \
+                         --arcface arcface_model/arcface_checkpoint.tar --steps 20000
 
 Official weights (CC BY-NC 4.0, non-commercial) come from the SimSwap project's GitHub releases;
 simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'.
@@ -80,7 +83,9 @@ def _untrained(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> int:
-    from simswap_build.engine_builder import BuildOptions, build_engine
+    import json
+
+    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report
 
     options = BuildOptions(
         min_batch=args.min_batch,
@@ -100,6 +105,9 @@ def _engine(args: argparse.Namespace) -> int:
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
             f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
         )
+        if "dla_report" in entry.extra:
+            report = json.loads((Path(args.bundle) / entry.extra["dla_report"]).read_text())
+            print(f"  {describe_dla_report(report)}\n  layer report: {entry.extra['dla_report']}")
     return 0
 
 
@@ -141,6 +149,134 @@ def _validate(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise InputError("training needs PyTorch: pip install 'simswap-trt[train]'") from None
+    from simswap_build.training import RunSpec, TrainConfig, run_training
+
+    overrides = {field: getattr(args, field) for field in TRAIN_OVERRIDES if getattr(args, field) is not None}
+    try:
+        config = TrainConfig.recipe(args.recipe, **overrides)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    spec = RunSpec(
+        data=args.data,
+        out=args.out,
+        arcface=args.arcface,
+        generator=getattr(args, "generator", None),
+        discriminators=tuple(args.discriminators) if getattr(args, "discriminators", None) else None,
+        arch=getattr(args, "arch", "224"),
+        ngf=getattr(args, "ngf", 64),
+        n_blocks=getattr(args, "n_blocks", 9),
+        crop_size=args.crop_size,
+        min_face=args.min_face,
+        device=args.device,
+        resume=args.resume,
+        plot=args.plot,
+        progress=not args.no_progress,
+    )
+    info = run_training(spec, config)
+    summary = info["summary"]
+    if not summary:
+        print(f"nothing to train: {args.out} is already at step {config.steps}")
+        return 0
+    print(
+        f"trained {info['generator']} generator to step {summary.get('steps', 0)} on {info['device']} "
+        f"({info['faces']} faces of {info['identities']} identities); last losses: identity {summary['g_id']:.4f}, "
+        f"reconstruction {summary['g_rec']:.4f}, D {summary['d_total']:.4f}"
+    )
+    print(f"generator: {args.out / 'latest_net_G.pth'} (convert it with 'simswap-build convert --generator ...')")
+    return 0
+
+
+TRAIN_OVERRIDES = (
+    "batch_size",
+    "steps",
+    "lr",
+    "beta1",
+    "beta2",
+    "lambda_id",
+    "lambda_rec",
+    "lambda_fm",
+    "lambda_gp",
+    "fm_first_layer",
+    "ndf",
+    "checkpoint_every",
+    "snapshot_every",
+    "seed",
+    "mixed_precision",
+)
+
+
+def _add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by 'train' and 'finetune'; unset recipe knobs keep the recipe's value."""
+    from simswap_build.training.data import DEFAULT_MIN_FACE
+
+    parser.add_argument(
+        "data",
+        type=Path,
+        help="folder with one sub-folder of photos per identity, or a list file of 'IDENTITY<TAB>PATH' lines",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, face cache")
+    parser.add_argument(
+        "--arcface",
+        type=Path,
+        required=True,
+        help="arcface_checkpoint.tar, or a converted bundle folder (frozen identity network)",
+    )
+    parser.add_argument(
+        "--recipe",
+        choices=("paper", "pix2pixhd"),
+        default="paper",
+        help="'paper' (default): weak feature matching, gradient penalty, λ_id 10, Adam β1 0; 'pix2pixhd': the "
+        "first released code (full feature matching, no gradient penalty, λ_id 20, β1 0.5)",
+    )
+    knobs = parser.add_argument_group("recipe knobs (default: the recipe's value)")
+    knobs.add_argument("--steps", type=positive_int, help="train until this step (default 100000)")
+    knobs.add_argument("--batch-size", type=int_at_least(2), help="pairs per step, >= 2 (default 8)")
+    knobs.add_argument("--lr", type=float_between(0, 1), help="Adam learning rate for G and D (default 2e-4)")
+    knobs.add_argument("--beta1", type=float_between(0, 1), help="Adam β1")
+    knobs.add_argument("--beta2", type=float_between(0, 1), help="Adam β2 (default 0.999)")
+    knobs.add_argument("--lambda-id", type=float_between(0, 1e6), help="identity loss weight")
+    knobs.add_argument(
+        "--lambda-rec", type=float_between(0, 1e6), help="reconstruction loss weight (same-identity steps)"
+    )
+    knobs.add_argument("--lambda-fm", type=float_between(0, 1e6), help="feature matching weight")
+    knobs.add_argument("--lambda-gp", type=float_between(0, 1e6), help="gradient penalty weight (0: none)")
+    knobs.add_argument(
+        "--fm-first-layer",
+        type=int_at_least(0),
+        help="first discriminator layer (0-4) compared by feature matching: paper 3 (weak), pix2pixhd 0 (all)",
+    )
+    knobs.add_argument("--ndf", type=positive_int, help="discriminator width (default 64)")
+    knobs.add_argument("--checkpoint-every", type=positive_int, help="save a resumable checkpoint every N steps (1000)")
+    knobs.add_argument(
+        "--snapshot-every", type=int_at_least(0), help="also keep STEP_net_G.pth every N steps (default never)"
+    )
+    knobs.add_argument("--seed", type=int_at_least(0), help="random seed (default 0)")
+    knobs.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        default=None,
+        help="CUDA: float16 convolutions; norms and identity styles stay float32 (float16 norms diverge)",
+    )
+    parser.add_argument(
+        "--crop-size", type=int_at_least(96), default=None, help="aligned crop size (default: the generator's)"
+    )
+    parser.add_argument(
+        "--min-face",
+        type=int_at_least(0),
+        default=DEFAULT_MIN_FACE,
+        help="drop photos whose face region is narrower than this many pixels (default %(default)s)",
+    )
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available, default), 'cpu', 'cuda:0', ...")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--plot", action="store_true", help="also write losses.png (needs matplotlib)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -273,7 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run on other GPUs (ampere_plus: any compute capability >= 8.0)",
     )
     engine.add_argument(
-        "--dla-core", type=int_at_least(0), default=None, help="Jetson: build for this DLA core, GPU fallback"
+        "--dla-core",
+        type=int_at_least(0),
+        default=None,
+        help="Jetson: build for this DLA core, GPU fallback; "
+        "reports which layers run on the DLA and which on the GPU (engines/*.dla.json)",
     )
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
     engine.add_argument("--overwrite", action="store_true", help="replace a plan built before for the same GPU")
@@ -326,6 +466,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
 
+    train = sub.add_parser(
+        "train",
+        help="train a generator from scratch as the SimSwap paper does (needs torch: the 'train' extra)",
+        description="Detect and align the faces of DATA with the runtime's pipeline (cached in OUT/faces), then "
+        "train a generator against a two-scale PatchGAN with the frozen ArcFace. Writes OUT/latest_net_G.pth in "
+        "the official format, OUT/checkpoint.pth (resume with --resume), OUT/log.csv and OUT/run.json.",
+    )
+    _add_training_arguments(train)
+    train.add_argument("--arch", choices=("224", "512"), default="224", help="generator layout (default 224)")
+    train.add_argument("--ngf", type=int_at_least(2), default=64, help="generator width (official 64)")
+    train.add_argument("--n-blocks", type=positive_int, default=9, help="ID-injection blocks (official 9)")
+
+    finetune = sub.add_parser(
+        "finetune",
+        help="continue training an official (or own) generator on your faces",
+        description="As 'train', starting from --generator (an official latest_net_G.pth / 550000_net_G.pth "
+        "or a run's output) and, when given, its discriminators; a new discriminator otherwise.",
+    )
+    finetune.add_argument("--generator", type=Path, required=True, help="generator state_dict (.pth) to start from")
+    finetune.add_argument(
+        "--discriminators",
+        type=Path,
+        nargs=2,
+        metavar=("D1", "D2"),
+        default=None,
+        help="latest_net_D1.pth and latest_net_D2.pth to start the discriminator from",
+    )
+    _add_training_arguments(finetune)
+
     check = sub.add_parser("check", help="check ONNX graphs against TensorRT's ONNX parser rules (exit 1 on problems)")
     check.add_argument("path", type=Path, help="an .onnx file or a bundle directory")
     check.add_argument(
@@ -371,6 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "precision": _precision,
         "validate": _validate,
         "bench": _bench,
+        "train": _train,
+        "finetune": _train,
         "triton-repo": _triton_repo,
     }
     return cli_support.run(build_parser(), argv, handlers)

@@ -12,7 +12,9 @@ plan, and records everything about the plan in the bundle manifest.
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
@@ -135,12 +137,21 @@ def _configure(trt: ModuleType, config: Any, options: BuildOptions) -> None:
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # layer types in the DLA report
     if options.progress:
         config.progress_monitor = _make_progress_monitor(trt)
 
 
-def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_cache: Path, log_file: Path) -> bytes:
-    """Parse ``onnx_path`` into a strongly typed network and build a serialized plan."""
+def build_plan(
+    trt: ModuleType,
+    onnx_path: Path,
+    options: BuildOptions,
+    timing_cache: Path,
+    log_file: Path,
+    dla_report: dict | None = None,
+) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build a serialized plan. With a DLA core in
+    ``options``, ``dla_report`` (if given) is filled with where the layers run (see ``placement_report``)."""
     logger = _make_logger(trt, log_file)
     try:
         builder = trt.Builder(logger)
@@ -162,13 +173,87 @@ def build_plan(trt: ModuleType, onnx_path: Path, options: BuildOptions, timing_c
         cache = config.create_timing_cache(timing_cache.read_bytes() if timing_cache.is_file() else b"")
         config.set_timing_cache(cache, False)
         _configure(trt, config, options)
+        eligible = network_placement(config, network) if options.dla_core is not None else {}
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise BuildError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
         write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        if options.dla_core is not None and dla_report is not None:
+            layers = inspect_engine(trt, bytes(plan), options.dla_core, logger)
+            dla_report.update(placement_report(eligible, layers, options.dla_core, trt.__version__))
         return bytes(plan)
     finally:
         logger.file.close()
+
+
+# -- where the layers of a DLA plan run --------------------------------------------------------------------
+# TensorRT compiles each run of DLA layers into one engine layer named "{ForeignNode[first...last]}" (first and
+# last network layer of the subgraph), with "<tensor> to nvm" / "<tensor> from nvm" / "... copy finish" layers
+# moving data between GPU and DLA memory; layers that fall back to the GPU keep their names ("a + b" when fused).
+DLA_SUBGRAPH = re.compile(r"^\{ForeignNode\[(?P<first>.+?)(?:\.\.\.(?P<last>.+))?\]\}$")
+DLA_TRANSFER = re.compile(r" (?:to|from) nvm$| copy finish$")
+
+
+def network_placement(config: Any, network: Any) -> dict[str, str]:
+    """``{network layer name: "dla" | "gpu"}``: whether the builder can place each layer on the DLA."""
+    layers = (network.get_layer(i) for i in range(network.num_layers))
+    return {layer.name: "dla" if config.can_run_on_DLA(layer) else "gpu" for layer in layers}
+
+
+def inspect_engine(trt: ModuleType, plan: bytes, dla_core: int, logger: Any) -> list[dict]:
+    """The plan's engine layers from TensorRT's engine inspector (JSON), deserialized on ``dla_core``."""
+    runtime = trt.Runtime(logger)
+    runtime.DLA_core = dla_core
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise BuildError(f"TensorRT could not deserialize the plan it built on DLA core {dla_core}; see the build log")
+    info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+    return [layer if isinstance(layer, dict) else {"Name": layer} for layer in info["Layers"]]
+
+
+def placement_report(eligible: dict[str, str], engine_layers: list[dict], dla_core: int, version: str) -> dict:
+    """Which network layers run on the DLA and which fall back to the GPU, from the builder's per-layer
+    eligibility and the built engine's layers: an eligible layer that appears in a GPU engine layer fell back
+    after all (e.g. DLA's limit on subgraphs per core)."""
+    engine, on_gpu = [], set()
+    for layer in engine_layers:
+        name = layer["Name"]
+        subgraph = DLA_SUBGRAPH.match(name)
+        if subgraph and eligible.get(subgraph["first"]) == "dla":
+            device = "dla"
+        elif DLA_TRANSFER.search(name):
+            device = "transfer"
+        else:
+            device = "gpu"
+            on_gpu.update(part.strip() for part in name.split(" + "))
+        engine.append({"name": name, "type": layer.get("LayerType", ""), "device": device})
+    network = {"dla": [], "gpu": []}
+    for name, where in eligible.items():
+        network["gpu" if where == "gpu" or name in on_gpu else "dla"].append(name)
+    return {
+        "dla_core": dla_core,
+        "tensorrt_version": version,
+        "summary": {
+            "network_layers_on_dla": len(network["dla"]),
+            "network_layers_on_gpu": len(network["gpu"]),
+            "dla_subgraphs": sum(layer["device"] == "dla" for layer in engine),
+        },
+        "network_layers": network,
+        "engine_layers": engine,
+    }
+
+
+def describe_dla_report(report: dict, shown: int = 8) -> str:
+    """One paragraph for the console: how much runs on the DLA, and the first layers that fall back."""
+    summary, gpu = report["summary"], report["network_layers"]["gpu"]
+    total = summary["network_layers_on_dla"] + summary["network_layers_on_gpu"]
+    text = (
+        f"DLA core {report['dla_core']}: {summary['network_layers_on_dla']} of {total} network layers on the DLA "
+        f"in {summary['dla_subgraphs']} subgraph(s), {summary['network_layers_on_gpu']} on the GPU"
+    )
+    if gpu:
+        text += ": " + ", ".join(gpu[:shown]) + (f" and {len(gpu) - shown} more" if len(gpu) > shown else "")
+    return text
 
 
 def build_engine(
@@ -193,8 +278,13 @@ def build_engine(
     if not check_output(engines / f"{stem}.plan", overwrite=overwrite):
         raise OutputError(f"{engines / f'{stem}.plan'} exists; pass --overwrite to rebuild it")
     timing_cache = engines / f"timing.{device.sm}.trt{trt.__version__}.cache"
-    plan = build_plan(trt, bundle.path_of(role, precision), options, timing_cache, engines / f"{stem}.build.log")
+    dla: dict = {}
+    plan = build_plan(trt, bundle.path_of(role, precision), options, timing_cache, engines / f"{stem}.build.log", dla)
     write_atomic(engines / f"{stem}.plan", plan)
+    if dla:  # next to the plan, and named in its manifest entry
+        write_atomic(engines / f"{stem}.dla.json", (json.dumps(dla, indent=2) + "\n").encode())
+    else:  # a GPU plan replacing a DLA one: its report no longer describes the plan
+        (engines / f"{stem}.dla.json").unlink(missing_ok=True)
     profile = {
         spec.name: tuple(
             (batch, *spec.shape[1:]) for batch in (options.min_batch, options.opt_batch, options.max_batch)
@@ -216,6 +306,8 @@ def build_engine(
         inputs=model.inputs,
         outputs=model.outputs,
         dla_core=options.dla_core,
+        lean_runtime_excluded=options.exclude_lean_runtime,
+        extra={"dla_report": f"engines/{stem}.dla.json"} if dla else {},
     )
     register_plan(bundle, entry)
     return entry

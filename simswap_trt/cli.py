@@ -83,6 +83,10 @@ def _doctor(args: argparse.Namespace) -> int:
         )
     except SimswapError as exc:
         print(f"GPU           none usable: {exc}")
+    from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
+
+    for line in doctor_lines():
+        print(line)
     try:
         print(f"cuda-python   {importlib.metadata.version('cuda-bindings')}")
     except importlib.metadata.PackageNotFoundError:
@@ -157,9 +161,9 @@ def _writable(pairs: list[tuple[Path, Path]], inputs: Sequence[Path], args: argp
     return todo
 
 
-def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], what: str, max_pixels: int) -> list[np.ndarray]:
-    """Read the --source / --reference photos; each must show a face, and the largest one is used."""
-    images = [read_image(p, max_pixels) for p in paths]
+def _face_photos(swapper: FaceSwapper, paths: Sequence[Path], images: list[np.ndarray], what: str) -> list:
+    """The --source / --reference photos: each must show a face, and the largest one is used (said when
+    there are several)."""
     for path, faces in zip(paths, swapper.detect(images), strict=True):
         if not faces:
             raise NoFaceError(
@@ -181,11 +185,13 @@ def _swap(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped, 0 face(s) swapped")
         return EXIT_PARTIAL
-    swapper = _swapper(args, args.bundle)
-    swapper.set_source(_face_photos(swapper, args.source, "source", args.max_pixels))
-    if args.reference:
-        swapper.set_reference(_face_photos(swapper, args.reference, "reference", args.max_pixels))
-    return _swap_files(swapper, todo, args, skipped)
+    sources = [read_image(p, args.max_pixels) for p in args.source]  # unreadable: an error before models load
+    references = [read_image(p, args.max_pixels) for p in args.reference or []]
+    with _swapper(args, args.bundle) as swapper:
+        swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
+        if references:
+            swapper.set_reference(_face_photos(swapper, args.reference, references, "reference"))
+        return _swap_files(swapper, todo, args, skipped)
 
 
 def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argparse.Namespace, skipped: int) -> int:
@@ -240,22 +246,24 @@ def _swap_aligned(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped")
         return EXIT_PARTIAL
-    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch, backend=args.backend)
-    swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
-    written = 0
-    for start in range(0, len(todo), args.batch):
-        chunk, crops = [], []
-        for source, dest in todo[start : start + args.batch]:
-            try:
-                crops.append(_read_crop(source, swapper.crop_size))
-                chunk.append(dest)
-            except InputError as exc:
-                print(f"{source.name}: skipped, {exc}")
-                skipped += 1
-        if crops:
-            for dest, image in zip(chunk, swapper.swap_aligned(crops), strict=True):
-                write_image(dest, image, synthetic=not args.no_synthetic_tag)
-                written += 1
+    with FaceSwapper.from_bundle(
+        args.bundle, args.providers, args.threads, args.batch, backend=args.backend
+    ) as swapper:
+        swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
+        written = 0
+        for start in range(0, len(todo), args.batch):
+            chunk, crops = [], []
+            for source, dest in todo[start : start + args.batch]:
+                try:
+                    crops.append(_read_crop(source, swapper.crop_size))
+                    chunk.append(dest)
+                except InputError as exc:
+                    print(f"{source.name}: skipped, {exc}")
+                    skipped += 1
+            if crops:
+                for dest, image in zip(chunk, swapper.swap_aligned(crops), strict=True):
+                    write_image(dest, image, synthetic=not args.no_synthetic_tag)
+                    written += 1
     print(f"done: {written} written, {skipped} skipped")
     return EXIT_PARTIAL if skipped else 0
 
@@ -274,15 +282,17 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{args.output / name} exists; pass --overwrite to replace it, or choose another --output"
             )
     bundle = args.bundle or _untrained_demo_bundle()
-    swapper = _swapper(args, bundle)
     astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
     camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)  # CC0
     both = np.hstack([camera, cv2.flip(astronaut, 1)])
-    swapper.set_source(astronaut)
-    for name, result in zip(names, swapper.swap_batch([camera, both]), strict=True):
+    with _swapper(args, bundle) as swapper:
+        swapper.set_source(astronaut)
+        results = swapper.swap_batch([camera, both])
+        untrained = swapper.bundle.untrained
+    for name, result in zip(names, results, strict=True):
         write_image(args.output / name, result.image, synthetic=True)
         print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
-    if swapper.bundle.untrained:
+    if untrained:
         print(
             "\nTHESE ARE NOT REAL SWAPS: the bundle has untrained random weights, so the faces are noise.\n"
             "Convert the official checkpoints (see README) and run: simswap-trt demo --bundle YOUR_BUNDLE"

@@ -99,6 +99,14 @@ class Stream:
         self._stream = cuda_call(
             "cudaStreamCreateWithFlags", cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking)
         )
+        self._owned = True
+
+    @classmethod
+    def wrap(cls, handle: int) -> Stream:
+        """A caller-owned stream (e.g. ``torch.cuda.current_stream().cuda_stream``); never destroyed here."""
+        stream = cls.__new__(cls)
+        stream._stream, stream._owned = handle, False
+        return stream
 
     @property
     def handle(self) -> int:
@@ -107,17 +115,26 @@ class Stream:
     def synchronize(self) -> None:
         cuda_call("cudaStreamSynchronize", runtime().cudaStreamSynchronize(self._stream))
 
+    def wait(self, event: Event) -> None:
+        """Work enqueued on this stream after this call starts only once ``event``'s last record completed."""
+        cuda_call("cudaStreamWaitEvent", runtime().cudaStreamWaitEvent(self._stream, event._event, 0))
+
     def free(self) -> None:
+        """Wait for the stream's work, then destroy it. A second call does nothing."""
         if self._stream is not None:
-            cuda_call("cudaStreamDestroy", runtime().cudaStreamDestroy(self._stream))
+            self.synchronize()
+            if self._owned:
+                cuda_call("cudaStreamDestroy", runtime().cudaStreamDestroy(self._stream))
             self._stream = None
 
 
 class Event:
-    """A CUDA event for ordering work across streams and for timing."""
+    """A CUDA event for ordering work across streams and, with ``timing``, for timing it."""
 
-    def __init__(self) -> None:
-        self._event = cuda_call("cudaEventCreate", runtime().cudaEventCreate())
+    def __init__(self, timing: bool = True) -> None:
+        cudart = runtime()
+        flags = cudart.cudaEventDefault if timing else cudart.cudaEventDisableTiming
+        self._event = cuda_call("cudaEventCreateWithFlags", cudart.cudaEventCreateWithFlags(flags))
 
     def record(self, stream: Stream) -> None:
         cuda_call("cudaEventRecord", runtime().cudaEventRecord(self._event, stream.handle))
@@ -141,25 +158,54 @@ class DeviceBuffer:
         self.nbytes = nbytes
         self.ptr = int(cuda_call("cudaMalloc", runtime().cudaMalloc(max(nbytes, 1))))
 
-    def upload(self, host: np.ndarray, stream: Stream) -> None:
-        """Asynchronous host→device copy; ``host`` should be pinned (a ``PinnedBuffer`` view) to overlap."""
-        self._check(host.nbytes)
+    def upload(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
+        """Asynchronous host→device copy to ``ptr + offset``; ``host`` should be pinned (a ``PinnedBuffer``
+        view) to overlap, and must not change until the copy has completed."""
+        self._check(offset + host.nbytes)
         cudart = runtime()
         cuda_call(
             "cudaMemcpyAsync",
             cudart.cudaMemcpyAsync(
-                self.ptr, host.ctypes.data, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream.handle
+                self.ptr + offset,
+                host.ctypes.data,
+                host.nbytes,
+                cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                stream.handle,
             ),
         )
 
-    def download(self, host: np.ndarray, stream: Stream) -> None:
-        """Asynchronous device→host copy into ``host`` (pinned for overlap)."""
-        self._check(host.nbytes)
+    def download(self, host: np.ndarray, stream: Stream, offset: int = 0) -> None:
+        """Asynchronous device→host copy from ``ptr + offset`` into ``host`` (pinned for overlap)."""
+        self._check(offset + host.nbytes)
         cudart = runtime()
         cuda_call(
             "cudaMemcpyAsync",
             cudart.cudaMemcpyAsync(
-                host.ctypes.data, self.ptr, host.nbytes, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream.handle
+                host.ctypes.data,
+                self.ptr + offset,
+                host.nbytes,
+                cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                stream.handle,
+            ),
+        )
+
+    def download_rows(self, host: np.ndarray, stream: Stream, offset: int, pitch: int) -> None:
+        """Asynchronous copy of a rectangle into the C-contiguous ``host`` [rows, ...]: ``host.shape[0]``
+        rows of ``host[0].nbytes`` bytes each, starting at ``ptr + offset``, ``pitch`` bytes apart."""
+        rows, width = host.shape[0], host[0].nbytes if host.shape[0] else 0
+        self._check(offset + max(rows - 1, 0) * pitch + width)
+        cudart = runtime()
+        cuda_call(
+            "cudaMemcpy2DAsync",
+            cudart.cudaMemcpy2DAsync(
+                host.ctypes.data,
+                width,
+                self.ptr + offset,
+                pitch,
+                width,
+                rows,
+                cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                stream.handle,
             ),
         )
 
@@ -207,3 +253,107 @@ class PinnedBuffer:
             self.array = None
             cuda_call("cudaFreeHost", runtime().cudaFreeHost(self.ptr))
             self.ptr = 0
+
+
+# -- integrated GPUs (Jetson): mapped pinned host memory instead of staging copies ---------------------------
+
+HOST_MEMORY_MODES = ("auto", "mapped", "staged")
+
+
+@dataclass(frozen=True)
+class MemoryTraits:
+    """The device attributes that decide how host data reaches the GPU."""
+
+    integrated: bool  # cudaDevAttrIntegrated: the GPU shares one DRAM with the CPU (Jetson)
+    can_map_host_memory: bool  # cudaDevAttrCanMapHostMemory
+    compute_capability: tuple[int, int]
+
+
+def memory_traits(device: int = 0) -> MemoryTraits:
+    """``MemoryTraits`` of ``device`` from ``cudaDeviceGetAttribute``."""
+    cudart = runtime()
+
+    def attribute(name: str) -> int:
+        value = cudart.cudaDeviceGetAttribute(getattr(cudart.cudaDeviceAttr, name), device)
+        return int(cuda_call("cudaDeviceGetAttribute", value))
+
+    return MemoryTraits(
+        integrated=bool(attribute("cudaDevAttrIntegrated")),
+        can_map_host_memory=bool(attribute("cudaDevAttrCanMapHostMemory")),
+        compute_capability=(
+            attribute("cudaDevAttrComputeCapabilityMajor"),
+            attribute("cudaDevAttrComputeCapabilityMinor"),
+        ),
+    )
+
+
+def host_memory_strategy(traits: MemoryTraits, requested: str = "auto") -> str:
+    """``"mapped"`` or ``"staged"`` for engine I/O buffers.
+
+    ``auto`` maps on integrated GPUs with I/O coherency (Xavier, sm_72, and later; every JetPack 6 module): the
+    CPU and GPU share one DRAM, so a staging copy would only copy DRAM to DRAM, while the GPU can read the
+    CPU-cached pinned pages directly. Discrete GPUs stay staged (pinned host buffer, device buffer,
+    asynchronous copies): mapped memory would be read over PCIe by every kernel. Older integrated GPUs (TX2,
+    Nano) read mapped memory uncached, so they stay staged too."""
+    if requested not in HOST_MEMORY_MODES:
+        raise EngineError(f"host memory must be one of {', '.join(HOST_MEMORY_MODES)}, got {requested!r}")
+    if requested == "mapped" and not traits.can_map_host_memory:
+        raise EngineError("host memory 'mapped' was requested, but this device cannot map host memory")
+    if requested != "auto":
+        return requested
+    coherent = traits.compute_capability >= (7, 2)
+    return "mapped" if traits.integrated and traits.can_map_host_memory and coherent else "staged"
+
+
+class MappedBuffer:
+    """Page-locked host memory mapped into the device's address space (``cudaHostAllocMapped``): ``array`` is
+    the host view and ``ptr`` the device address of the same bytes. It serves as both the host and the device
+    buffer of an engine slot: ``upload``/``download`` of a view of its own ``array`` copy nothing."""
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        dtype = np.dtype(dtype)
+        self.nbytes = int(np.prod(shape)) * dtype.itemsize
+        cudart = runtime()
+        self.host_ptr = int(
+            cuda_call("cudaHostAlloc", cudart.cudaHostAlloc(max(self.nbytes, 1), cudart.cudaHostAllocMapped))
+        )
+        self.ptr = int(cuda_call("cudaHostGetDevicePointer", cudart.cudaHostGetDevicePointer(self.host_ptr, 0)))
+        raw = (ctypes.c_byte * max(self.nbytes, 1)).from_address(self.host_ptr)
+        self.array = np.frombuffer(raw, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+
+    def _own(self, host: np.ndarray) -> bool:
+        return self.host_ptr <= host.ctypes.data < self.host_ptr + max(self.nbytes, 1)
+
+    def _copy(self, dst: int, src: int, nbytes: int, stream: Stream) -> None:
+        if nbytes > self.nbytes:
+            raise EngineError(f"copy of {nbytes} bytes does not fit a {self.nbytes}-byte mapped buffer")
+        cudart = runtime()
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDefault
+        cuda_call("cudaMemcpyAsync", cudart.cudaMemcpyAsync(dst, src, nbytes, kind, stream.handle))
+
+    def upload(self, host: np.ndarray, stream: Stream) -> None:
+        """Nothing to do for a view of ``array``; another host array is copied in, ordered on ``stream``."""
+        if not self._own(host):
+            self._copy(self.ptr, host.ctypes.data, host.nbytes, stream)
+
+    def download(self, host: np.ndarray, stream: Stream) -> None:
+        """Nothing to do for a view of ``array`` (read it after the stream's work); else copied out on ``stream``."""
+        if not self._own(host):
+            self._copy(host.ctypes.data, self.ptr, host.nbytes, stream)
+
+    def free(self) -> None:
+        if self.host_ptr:
+            self.array = None
+            cuda_call("cudaFreeHost", runtime().cudaFreeHost(self.host_ptr))
+            self.host_ptr = self.ptr = 0
+
+
+def io_buffers(shape: tuple[int, ...], dtype: np.dtype, strategy: str) -> tuple[Any, Any]:
+    """(host buffer with ``array``, device buffer with ``ptr``/``upload``/``download``) for one engine tensor:
+    one ``MappedBuffer`` in both roles when ``strategy`` is ``"mapped"``, else a ``PinnedBuffer`` and a
+    ``DeviceBuffer`` of the same size."""
+    if strategy == "mapped":
+        buffer = MappedBuffer(shape, dtype)
+        return buffer, buffer
+    host = PinnedBuffer(shape, dtype)
+    return host, DeviceBuffer(host.array.nbytes)

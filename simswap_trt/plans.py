@@ -41,11 +41,16 @@ class PlanEntry:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     dla_core: int | None = None
+    lean_runtime_excluded: bool = False  # built with --exclude-lean-runtime: the lean runtime cannot load it
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def max_batch(self) -> int:
         return min(shapes[2][0] for shapes in self.profile.values())
+
+    @property
+    def min_batch(self) -> int:
+        return max(shapes[0][0] for shapes in self.profile.values())
 
     def to_json(self) -> dict:
         return {
@@ -63,6 +68,7 @@ class PlanEntry:
             "inputs": [s.to_json() for s in self.inputs],
             "outputs": [s.to_json() for s in self.outputs],
             "dla_core": self.dla_core,
+            "lean_runtime_excluded": self.lean_runtime_excluded,
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
@@ -83,6 +89,7 @@ class PlanEntry:
             inputs=tuple(TensorSpec.from_json(s) for s in data["inputs"]),
             outputs=tuple(TensorSpec.from_json(s) for s in data["outputs"]),
             dla_core=data.get("dla_core"),
+            lean_runtime_excluded=bool(data.get("lean_runtime_excluded", False)),
             extra=dict(data.get("extra", {})),
         )
 
@@ -110,6 +117,11 @@ def plan_problems(entry: PlanEntry, here: RuntimeInfo, onnx_sha256: str | None =
     runtime_name = f"TensorRT {here.tensorrt_version}{' (lean runtime)' if here.lean else ''}"
     if here.lean and not entry.version_compatible:
         problems.append(f"the plan is not version-compatible, and {runtime_name} runs only version-compatible plans")
+    elif here.lean and entry.lean_runtime_excluded:
+        problems.append(
+            f"the plan was built with --exclude-lean-runtime, so {runtime_name} cannot load it; "
+            "rebuild without that flag or install the full tensorrt package"
+        )
     elif not entry.version_compatible and built != running:
         problems.append(
             f"the plan was built with TensorRT {entry.tensorrt_version} and only runs on that "

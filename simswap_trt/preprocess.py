@@ -12,15 +12,13 @@ from simswap_trt.errors import InputError
 Crops = np.ndarray | Sequence[np.ndarray]
 
 
-def crops_to_tensor(crops: Crops, crop_size: int) -> np.ndarray:
-    """Stack aligned BGR uint8 crops (a list of SxSx3 arrays or one Nx S x S x3 array) into float32
-    [N,3,S,S] RGB in [0,1], written once into a single contiguous buffer."""
+def stack_crops(crops: Crops, crop_size: int) -> np.ndarray:
+    """Aligned BGR uint8 crops (a list of SxSx3 arrays or one N x S x S x 3 array) as one checked uint8
+    [N,S,S,3] array."""
     if isinstance(crops, np.ndarray) and crops.ndim == 3:
         crops = crops[None]
-    count = len(crops)
-    if count == 0:
+    if len(crops) == 0:
         raise InputError("no crops given")
-    out = np.empty((count, 3, crop_size, crop_size), np.float32)
     for i, crop in enumerate(crops):
         crop = np.asarray(crop)
         if crop.dtype != np.uint8 or crop.shape != (crop_size, crop_size, 3):
@@ -28,7 +26,15 @@ def crops_to_tensor(crops: Crops, crop_size: int) -> np.ndarray:
                 f"crop {i} is {crop.dtype}{list(crop.shape)}; aligned crops must be uint8 BGR of shape "
                 f"[{crop_size}, {crop_size}, 3] for this bundle"
             )
-        np.multiply(crop[:, :, ::-1].transpose(2, 0, 1), np.float32(1 / 255), out=out[i])
+    return np.asarray(crops) if isinstance(crops, np.ndarray) else np.stack(crops)
+
+
+def crops_to_tensor(crops: Crops, crop_size: int) -> np.ndarray:
+    """Stack aligned BGR uint8 crops (see ``stack_crops``) into float32 [N,3,S,S] RGB in [0,1], written once
+    into a single contiguous buffer."""
+    crops = stack_crops(crops, crop_size)
+    out = np.empty((len(crops), 3, crop_size, crop_size), np.float32)
+    np.multiply(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32(1 / 255), out=out)
     return out
 
 

@@ -3,27 +3,35 @@
 It loads a bundle, computes a source identity once, and swaps faces in whole images (detect → align →
 warp → generator → paste back) or in already aligned crops. ``swap_batch`` gathers the selected faces of
 all its images into batched generator calls.
+
+The order of the stages is written once, here. Where they run is a ``Stages`` object: on the host
+(``HostStages``: OpenCV/NumPy around any engine), or on the device when the generator runs on TensorRT
+(``DeviceStages``: fused kernels and the plan on device buffers, frames uploaded once per batch, only the
+changed regions downloaded). The choice is logged. ``start_batch``/``finish_batch`` and ``swap_stream``
+keep batches of frames in flight, so the device works on one batch while the host prepares the next.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
-from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError
-from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_bgr, tensor_to_crops
+from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
+from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
+from simswap_trt.stages import HostStages, Stages
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
 from simswap_trt.vision.parsing import FaceParser
-from simswap_trt.vision.pasteback import paste_back
-from simswap_trt.vision.warp import largest_face_crop, warp_faces
+from simswap_trt.vision.warp import largest_face_crop
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,26 @@ class SwapResult:
         return sum(face.swapped for face in self.faces)
 
 
+@dataclass(frozen=True)
+class FrameBatch:
+    """Frames and their faces, as ``swap_faces`` takes them: a unit of work for ``swap_stream``."""
+
+    images: Sequence[np.ndarray]
+    faces: Sequence[Sequence[Detection]]
+    select: str | Sequence[Sequence[bool]] = "all"
+    threshold: float = DEFAULT_MATCH_THRESHOLD
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A started batch (``FaceSwapper.start_batch``): finish it with ``finish_batch``, in start order."""
+
+    ticket: Any
+    faces: tuple[tuple[int, Detection, np.ndarray], ...]  # (image index, detection, matrix) of every face
+    chosen: frozenset[int]
+    similarity: dict[int, float]
+
+
 def check_image(image: np.ndarray, what: str = "image") -> None:
     """Images are uint8 BGR HxWx3 arrays (what ``cv2.imread`` / ``simswap_trt.images.read_image`` return)."""
     if (
@@ -91,6 +119,7 @@ class FaceSwapper:
         detector: FaceDetector | None = None,
         parser: FaceParser | None = None,
         max_batch: int = 16,
+        device_path: bool | None = None,
     ) -> None:
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
@@ -108,8 +137,54 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
+        self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
+        self._stages = self._choose_stages(device_path)
+        log.info("stages: %s", self._stages.name)
+
+    def _choose_stages(self, device_path: bool | None) -> Stages:
+        """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
+        (``True``: an error if it cannot run); else the host path."""
+        host = HostStages(self.crop_size, self.generate, self._latents, self.parser.blend if self.parser else None)
+        on_tensorrt = hasattr(self.generator, "execute_device")
+        if device_path is False or (device_path is None and not on_tensorrt):
+            return host
+        reason = None
+        if not on_tensorrt:
+            reason = f"the generator runs on {self.generator.backend}, not TensorRT"
+        elif self.parser is not None:
+            reason = "the parsing-mask blend runs on the host only"
+        if reason is None:
+            from simswap_trt.device import DeviceStages
+
+            try:
+                return DeviceStages(self.generator, self.crop_size, arcface=self.arcface, host=host)
+            except SimswapError as exc:
+                reason = str(exc)
+        if device_path:
+            raise ConfigError(f"the device path cannot run: {reason}; use device_path=None or False")
+        log.warning("the generator runs on TensorRT but pre- and post-processing run on the host: %s", reason)
+        return host
+
+    @property
+    def stages(self) -> str:
+        """Where pre-processing, generator and paste-back run (host or device), in words."""
+        return self._stages.name
+
+    def close(self) -> None:
+        """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and
+        the default detector. Engines, detectors and parsers passed in stay the caller's. Idempotent; use
+        ``with FaceSwapper.from_bundle(...) as swapper:`` to close on exit."""
+        self._stages.close()
+        for engine in self._owned:
+            engine.close()
+
+    def __enter__(self) -> FaceSwapper:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @classmethod
     def from_bundle(
@@ -121,16 +196,24 @@ class FaceSwapper:
         detector: FaceDetector | None = None,
         parser: FaceParser | None = None,
         backend: str = "auto",
+        device_path: bool | None = None,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
         run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
-        ``"tensorrt"`` (an error if it cannot run)."""
+        ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
-        generator = open_engine(bundle, "generator", backend, providers, threads)
-        arcface = open_engine(bundle, "arcface", backend, providers, threads)
-        return cls(bundle, generator, arcface, detector, parser, max_batch)
+        engines = [open_engine(bundle, "generator", backend, providers, threads)]
+        try:
+            engines.append(open_engine(bundle, "arcface", backend, providers, threads))
+            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path)
+        except BaseException:
+            for engine in engines:
+                engine.close()
+            raise
+        swapper._owned += engines
+        return swapper
 
     @property
     def crop_size(self) -> int:
@@ -140,6 +223,7 @@ class FaceSwapper:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = CenterFace()
+            self._owned.append(self._detector.engine)
         return self._detector
 
     # -- identities ---------------------------------------------------------------------------------------
@@ -190,11 +274,7 @@ class FaceSwapper:
     def generate(self, targets: np.ndarray, latents: np.ndarray) -> np.ndarray:
         """Run the generator on float32 [N,3,S,S] targets with [512] (shared) or [N,512] latents, in
         chunks of at most ``max_batch``; returns float32 [N,3,S,S] RGB in [0,1]."""
-        latents = np.asarray(latents, np.float32)
-        if latents.shape == (LATENT_SIZE,):
-            latents = np.broadcast_to(latents, (len(targets), LATENT_SIZE))
-        if latents.shape != (len(targets), LATENT_SIZE):
-            raise InputError(f"latents must be [{LATENT_SIZE}] or [{len(targets)}, {LATENT_SIZE}], got {latents.shape}")
+        latents = np.broadcast_to(self._check_latents(latents, len(targets)), (len(targets), LATENT_SIZE))
         out = np.empty_like(targets)
         for i in range(0, len(targets), self.max_batch):
             feeds = {
@@ -203,6 +283,13 @@ class FaceSwapper:
             }
             out[i : i + self.max_batch] = self.generator.run(feeds)["swapped"]
         return out
+
+    @staticmethod
+    def _check_latents(latents: np.ndarray, count: int) -> np.ndarray:
+        latents = np.asarray(latents, np.float32)
+        if latents.shape not in ((LATENT_SIZE,), (count, LATENT_SIZE)):
+            raise InputError(f"latents must be [{LATENT_SIZE}] or [{count}, {LATENT_SIZE}], got {latents.shape}")
+        return latents
 
     def _require_source(self, latent: np.ndarray | None) -> np.ndarray:
         if latent is not None:
@@ -213,8 +300,9 @@ class FaceSwapper:
 
     def swap_aligned(self, crops: Crops, latent: np.ndarray | None = None) -> np.ndarray:
         """Swap the source identity (or ``latent``) onto aligned BGR crops; returns uint8 [N,S,S,3] BGR."""
-        latent = self._require_source(latent)
-        return tensor_to_crops(self.generate(crops_to_tensor(crops, self.crop_size), latent))
+        count = 1 if isinstance(crops, np.ndarray) and crops.ndim == 3 else len(crops)
+        latent = self._check_latents(self._require_source(latent), count)
+        return tensor_to_crops(self._stages.generate_aligned(crops, latent))
 
     def swap(self, image: np.ndarray, select: str = "all", threshold: float = DEFAULT_MATCH_THRESHOLD) -> SwapResult:
         """Swap the source identity onto the selected faces of one image. See ``swap_batch``."""
@@ -249,6 +337,17 @@ class FaceSwapper:
         ``faces[i]`` are the faces of ``images[i]``. ``select`` is a mode as in ``swap_batch``, or one
         sequence of booleans per image saying which of its faces to swap (decided by the caller).
         """
+        return self.finish_batch(self.start_batch(images, faces, select, threshold))
+
+    def start_batch(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Sequence[Sequence[Detection]],
+        select: str | Sequence[Sequence[bool]] = "all",
+        threshold: float = DEFAULT_MATCH_THRESHOLD,
+    ) -> InFlight:
+        """``swap_faces`` in two halves: start the work (on the device path it returns while the device
+        works) and ``finish_batch`` it later. The images must not change until then."""
         explicit = not isinstance(select, str)
         if not explicit and select not in SELECT_MODES:
             raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
@@ -262,32 +361,44 @@ class FaceSwapper:
         for i, image in enumerate(images):
             check_image(image, f"image {i}")
 
-        flat = [
+        flat = tuple(
             (i, d, alignment_matrix(d.landmarks, self.bundle.alignment, self.crop_size))
             for i, per_image in enumerate(faces)
             for d in per_image
-        ]
-        crops = warp_faces(images, [(i, m) for i, _, m in flat], self.crop_size)
-        size = self.crop_size
-        targets = crops_to_tensor(crops, size) if flat else np.empty((0, 3, size, size), np.float32)
+        )
         if explicit:
             chosen = np.flatnonzero([bool(b) for mask in select for b in mask]).astype(np.int64)
             similarity: dict[int, float] = {}
         else:
-            chosen, similarity = self._select(flat, targets, select, threshold)
+            chosen, similarity = self._select(images, flat, select, threshold)
+        ticket = self._stages.start(images, [(flat[f][0], flat[f][2]) for f in chosen], source)
+        return InFlight(ticket, flat, frozenset(int(f) for f in chosen), similarity)
 
-        swapped = self.generate(targets[chosen], source) if chosen.size else targets[:0]
-        if self.parser is not None and chosen.size:
-            swapped = self.parser.blend(swapped, targets[chosen])
-        pasted = {int(f): crop for f, crop in zip(chosen, tensor_to_bgr(swapped), strict=True)}
-
+    def finish_batch(self, batch: InFlight) -> list[SwapResult]:
+        """The results of a ``start_batch`` (waiting for the device if needed)."""
+        outputs = self._stages.finish(batch.ticket)
         results = []
-        for i, image in enumerate(images):
-            mine = [f for f, face in enumerate(flat) if face[0] == i]
-            out = paste_back(image, [(pasted[f], flat[f][2]) for f in mine if f in pasted])
-            info = tuple(self._info(flat[f][1], flat[f][2], f in pasted, similarity.get(f)) for f in mine)
+        for i, out in enumerate(outputs):
+            info = tuple(
+                self._info(d, m, f in batch.chosen, batch.similarity.get(f))
+                for f, (image, d, m) in enumerate(batch.faces)
+                if image == i
+            )
             results.append(SwapResult(out, info))
         return results
+
+    def swap_stream(self, batches: Iterable[FrameBatch], depth: int = 2) -> Iterator[list[SwapResult]]:
+        """``swap_faces`` over a stream of batches, in order, with up to ``depth`` batches in flight: batch
+        k+1 is started (uploaded, enqueued) before batch k is finished."""
+        if depth < 1:
+            raise InputError("depth must be at least 1")
+        in_flight: deque[InFlight] = deque()
+        for batch in batches:
+            if len(in_flight) == depth:
+                yield self.finish_batch(in_flight.popleft())
+            in_flight.append(self.start_batch(batch.images, batch.faces, batch.select, batch.threshold))
+        while in_flight:
+            yield self.finish_batch(in_flight.popleft())
 
     def similarities(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]]) -> list[np.ndarray]:
         """Cosine similarity of each given face to the ``set_reference`` identity: one float32 array per image."""
@@ -300,11 +411,10 @@ class FaceSwapper:
         ]
         if not flat:
             return [np.empty(0, np.float32) for _ in images]
-        cosine = self._latents(crops_to_tensor(warp_faces(images, flat, self.crop_size), self.crop_size))
-        cosine = (cosine @ self.reference_latent).astype(np.float32)
+        cosine = (self._stages.latents(images, flat) @ self.reference_latent).astype(np.float32)
         return list(np.split(cosine, np.cumsum([len(f) for f in faces])[:-1]))
 
-    def _select(self, faces, targets, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
+    def _select(self, images, faces, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
         """Indices (into ``faces``) to swap, in detection order, and each face's similarity if computed."""
         if select == "all":
             return np.arange(len(faces)), {}
@@ -316,7 +426,7 @@ class FaceSwapper:
             return np.array(sorted(best.values()), dtype=np.int64), {}
         if not faces:
             return np.empty(0, np.int64), {}
-        cosine = self._latents(targets) @ self.reference_latent
+        cosine = self._stages.latents(images, [(i, m) for i, _, m in faces]) @ self.reference_latent
         return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
 
     @staticmethod

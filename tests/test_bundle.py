@@ -7,7 +7,7 @@ import pytest
 
 from simswap_build.bundle_writer import write_bundle
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
-from simswap_trt.errors import BundleError
+from simswap_trt.errors import BundleError, OutputError
 
 
 @pytest.fixture()
@@ -77,9 +77,9 @@ def test_writer_never_clobbers(tmp_path, tiny_bundle):
     models = {role: BundleModel(onnx.load(tiny_bundle.path_of(role)), "x") for role in ("generator", "arcface")}
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    with pytest.raises(BundleError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists; choose another --output or pass --overwrite"):
         write_bundle(tmp_path / "notes", models, 224, "multipose", untrained=False)
-    with pytest.raises(BundleError, match="is not a bundle; refusing to replace it"):
+    with pytest.raises(OutputError, match="is not a bundle; refusing to replace it"):
         write_bundle(tmp_path / "notes", models, 224, "multipose", untrained=False, overwrite=True)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
     write_bundle(tmp_path / "b", models, 224, "multipose", untrained=True)

@@ -100,3 +100,31 @@ def test_max_pixels_refuses_large_targets_and_sources(tiny_bundle, photos, tmp_p
         == 1
     )
     one_error_line(capsys, "big.png is 1024x1024 (1,048,576 pixels), over the --max-pixels limit of 300,000")
+
+
+def test_parsing_model_flag_reaches_the_swap(tiny_bundle, photos, tmp_path, capsys):  # noqa: F811
+    from test_pipeline import fake_parser
+
+    plain, masked = tmp_path / "plain.png", tmp_path / "masked.png"
+    assert swap(tiny_bundle.root, photos / "astronaut.png", photos / "camera.png", plain) == 0
+    parser = fake_parser(tmp_path / "parser.onnx", (128, 128, 384, 384))
+    assert (
+        swap(tiny_bundle.root, photos / "astronaut.png", photos / "camera.png", masked, "--parsing-model", str(parser))
+        == 0
+    )
+    camera = cv2.imread(str(photos / "camera.png")).astype(int)
+    plain_moved = np.abs(cv2.imread(str(plain)).astype(int) - camera).sum()
+    masked_moved = np.abs(cv2.imread(str(masked)).astype(int) - camera).sum()
+    assert masked_moved < 0.9 * plain_moved  # outside the parsed face region the target's pixels come back
+    assert (
+        swap(
+            tiny_bundle.root,
+            photos / "astronaut.png",
+            photos / "camera.png",
+            tmp_path / "x.png",
+            "--parsing-model",
+            str(tmp_path / "none.onnx"),
+        )
+        == 1
+    )
+    one_error_line(capsys, f"face-parsing model not found: {tmp_path / 'none.onnx'}")

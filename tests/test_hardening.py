@@ -247,3 +247,11 @@ def test_a_generator_offered_as_arcface_is_refused_by_name(tiny_checkpoints, tmp
     assert build_main(argv) == 1
     one_error_line(capsys, f"{generator} is refused as ArcFace: not an IR-SE ArcFace state_dict")
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unreadable_source_fails_before_the_models_load(photos, tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n")
+    assert swap(tmp_path / "no-bundle", bad, photos / "camera.png", tmp_path / "o.png") == 1
+    one_error_line(capsys, f"{bad} is not a readable image")
+    assert not (tmp_path / "o.png").exists()

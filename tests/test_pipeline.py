@@ -140,7 +140,7 @@ def test_no_face(swapper):
 
 def test_bad_images_and_arguments(swapper):
     with pytest.raises(
-        InputError, match=r"image 0 must be a uint8 BGR array of shape \[H, W, 3\], got uint8\[10, 10\]"
+        InputError, match=r"image 0 must be a uint8 BGR array of shape \[H, W, 3\] with H, W >= 1, got uint8\[10, 10\]"
     ):
         swapper.swap(np.zeros((10, 10), np.uint8))
     with pytest.raises(InputError, match="select must be one of all, largest, reference"):

@@ -102,6 +102,27 @@ def test_registered_plan_roundtrips_and_tampering_is_refused(tiny_bundle, tmp_pa
         Bundle.load(root)
 
 
+def test_plans_without_the_lean_runtime_are_refused_early_on_it():
+    entry = plan(version_compatible=True, lean_runtime_excluded=True)
+    assert PlanEntry.from_json(entry.to_json()) == entry
+    assert PlanEntry.from_json({k: v for k, v in plan().to_json().items() if k != "lean_runtime_excluded"}) == plan()
+    lean = RuntimeInfo("11.4.0.106", lean=True, compute_capability=(9, 0), gpu_name="NVIDIA H100")
+    assert plan_problems(entry, lean, "a" * 64) == [
+        "the plan was built with --exclude-lean-runtime, so TensorRT 11.4.0.106 (lean runtime) cannot load it; "
+        "rebuild without that flag or install the full tensorrt package"
+    ]
+    assert plan_problems(entry, H100, "a" * 64) == []  # the full runtime loads it
+    assert plan_problems(plan(version_compatible=True), lean, "a" * 64) == []
+
+
+def test_profile_minimum_is_the_largest_minimum_of_the_inputs():
+    profile = {
+        "target": ((2, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224)),
+        "latent": ((1, 512), (8, 512), (16, 512)),
+    }
+    assert (plan(profile=profile).min_batch, plan(profile=profile).max_batch) == (2, 16)
+
+
 def test_auto_prefers_int8_then_fp16_then_fp32_plans(tiny_bundle, monkeypatch):
     """Listed fp32, fp16, int8 in the manifest; each runnable plan's graph hash matches its precision."""
     from dataclasses import replace

@@ -6,10 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-from fake_gpu import install_fake_cuda, strict_runtime_module
+from conftest import _gpu_available
+from fake_gpu import fake_cudart, install_fake_cuda, strict_runtime_module
 
 from simswap_build.engine_builder import register_plan
-from simswap_trt import FaceSwapper
+from simswap_trt import FaceSwapper, cuda
 from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
@@ -132,6 +133,7 @@ def test_caller_owned_gpu_arrays_are_validated():
         trt_engine.device_pointer(np.zeros((2, 3, 224, 224), np.float32), spec, "target")
 
 
+@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_without_a_gpu_tensorrt_is_an_error_and_auto_says_why(plan_bundle, caplog):
     """The real situation of this machine: tensorrt_lean and cuda-python installed, no driver or GPU."""
     with pytest.raises(EngineError, match="no usable CUDA device for TensorRT: cudaGetDeviceCount failed"):
@@ -183,3 +185,46 @@ def test_synchronous_backends_offer_the_same_submit_collect(tiny_bundle):
     np.testing.assert_array_equal(
         engine.collect(engine.submit({"crop": crops}))["latent"], engine.run({"crop": crops})["latent"]
     )
+
+
+def test_cuda_graphs_replay_only_on_an_unchanged_shape_and_are_destroyed_on_close(plan_bundle, fake_trt, monkeypatch):
+    cudart = fake_cudart(fake_trt.calls)
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+    engine = trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True)
+    rng = np.random.default_rng(3)
+    for n in (2, 2, 3, 2, 2):
+        feeds = {"target": rng.random((n, 3, 224, 224), dtype=np.float32), "latent": rng.random((n, 512), np.float32)}
+        np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
+    steps = [c[0] for c in fake_trt.calls if c[0] in ("execute", "end capture", "graph launch")]
+    # batch 2: run, capture; replay; batch 3: run, capture; batch 2 after the shape change: run once; replay
+    assert steps == ["execute", "execute", "end capture", "graph launch", "execute", "execute", "end capture"] + [
+        "execute",
+        "graph launch",
+    ]
+    engine.close()
+    engine.close()  # idempotent
+    destroyed = [c for c in fake_trt.calls if c[0] in ("cudaGraphExecDestroy", "cudaGraphDestroy")]
+    assert sorted(destroyed) == [("cudaGraphDestroy", 1), ("cudaGraphDestroy", 2)] + [
+        ("cudaGraphExecDestroy", 1),
+        ("cudaGraphExecDestroy", 2),
+    ]
+
+
+def test_a_failed_capture_leaves_the_stream_usable(plan_bundle, fake_trt, monkeypatch):
+    cudart = fake_cudart(fake_trt.calls)
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+    with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as engine:
+        context = engine._slots[0].context
+        execute = type(context).execute_async_v3
+
+        def refuses_under_capture(self, handle):
+            if fake_trt.calls[-1][0] == "execute":  # the second enqueue in a row is the capture
+                raise RuntimeError("operation not permitted when stream is capturing")
+            return execute(self, handle)
+
+        monkeypatch.setattr(type(context), "execute_async_v3", refuses_under_capture)
+        feeds = {"target": np.ones((2, 3, 224, 224), np.float32), "latent": np.ones((2, 512), np.float32)}
+        for _ in range(2):
+            np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
+        assert [c[0] for c in fake_trt.calls].count("end capture") == 1  # tried once, then plain enqueues
+        assert 2 in engine._slots[0].graph_failed

@@ -41,8 +41,10 @@ class _Enum:
         raise AttributeError(f"{self._qualified}.{name} does not exist in this TensorRT version")
 
 
-def fake_builder_module(version, inputs, record):
-    """A fake ``tensorrt`` whose classes allow exactly the attributes the version's data file lists."""
+def fake_builder_module(version, inputs, record, layers=(), dla_subgraph_limit=16):
+    """A fake ``tensorrt`` whose classes allow exactly the attributes the version's data file lists.
+    ``layers``: the network's (name, DLA-capable) layers; built for a DLA core, the engine places them as
+    TensorRT does (see ``DlaEngineLayers``), at most ``dla_subgraph_limit`` DLA subgraphs."""
     data = api(version)
     allowed = {cls: set(names) for cls, names in data["classes"].items()}
 
@@ -118,6 +120,9 @@ def fake_builder_module(version, inputs, record):
         def set_flag(self, flag):
             record.append(("flag", flag.name))
 
+        def can_run_on_DLA(self, layer):
+            return layer._dla
+
     class Tensor(Strict):
         _api = "ITensor"
 
@@ -142,6 +147,23 @@ def fake_builder_module(version, inputs, record):
         def get_input(self, i):
             return Tensor(*inputs[i])
 
+        @property
+        def num_layers(self):
+            return len(layers)
+
+        def get_layer(self, i):
+            return Layer(*layers[i])
+
+    class Layer(Strict):
+        _api = "ILayer"
+
+        def __init__(self, name, dla):
+            self._name, self._dla = name, dla
+
+        @property
+        def name(self):
+            return self._name
+
     class Builder(Strict):
         _api = "Builder"
 
@@ -159,7 +181,36 @@ def fake_builder_module(version, inputs, record):
             return Profile()
 
         def build_serialized_network(self, network, config):
+            device = getattr(config, "default_device_type", None)
+            on_dla = device is not None and device.name == "DLA"
+            built[:] = [dla_engine_layers(layers, dla_subgraph_limit, on_dla, config)]
             return HostMemory(b"serialized plan")
+
+    built = []
+
+    class Inspector(Strict):
+        _api = "EngineInspector"
+
+        def get_engine_information(self, format):
+            if format is not module.LayerInformationFormat.JSON:
+                return "\n".join(layer if isinstance(layer, str) else layer["Name"] for layer in built[0])
+            return json.dumps({"Layers": built[0], "Bindings": [name for name, _ in inputs]})
+
+    class CudaEngine(Strict):
+        _api = "ICudaEngine"
+
+        def create_engine_inspector(self):
+            return Inspector()
+
+    class Runtime(Strict):
+        _api = "Runtime"
+
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            record.append(("deserialize", bytes(data)))
+            return CudaEngine()
 
     class OnnxParser(Strict):
         _api = "OnnxParser"
@@ -182,9 +233,35 @@ def fake_builder_module(version, inputs, record):
     for name, members in data["enums"].items():
         if "." not in name:
             setattr(module, name, _Enum(name, members))
-    for cls in (Builder, OnnxParser, ILogger, IProgressMonitor):
+    for cls in (Builder, OnnxParser, ILogger, IProgressMonitor, Runtime):
         setattr(module, cls._api, cls)
     return module
+
+
+def dla_engine_layers(layers, limit, on_dla, config):
+    """The engine layers TensorRT makes of ``layers`` (name, DLA-capable): each run of DLA-capable layers is one
+    "{ForeignNode[first...last]}" between "to nvm" / "from nvm" transfers, up to ``limit`` subgraphs (later
+    runs fall back to the GPU); GPU layers keep their names, consecutive ones fused as "a + b". Names only
+    unless the plan was built with detailed profiling verbosity, as the engine inspector reports them."""
+    runs = []
+    for name, dla in layers:
+        dla = dla and on_dla
+        if runs and runs[-1][0] == dla:
+            runs[-1][1].append(name)
+        else:
+            runs.append((dla, [name]))
+    engine, subgraphs = [], 0
+    for dla, names in runs:
+        if dla and subgraphs < limit:
+            subgraphs += 1
+            span = names[0] if len(names) == 1 else f"{names[0]}...{names[-1]}"
+            engine += [f"{names[0]} to nvm", f"{{ForeignNode[{span}]}}", f"{names[-1]} from nvm"]
+        else:
+            engine.append(" + ".join(names))
+    detailed = getattr(config, "profiling_verbosity", None)
+    if detailed is not None and detailed.name == "DETAILED":
+        return [{"Name": name} for name in engine]  # the real inspector adds types, tactics, tensors
+    return engine
 
 
 GENERATOR_INPUTS = [("target", (-1, 3, 224, 224)), ("latent", (-1, 512))]

@@ -87,7 +87,7 @@ class ResNet(nn.Module):
 def identity_latent(model: ResNet, crop_rgb01: torch.Tensor) -> torch.Tensor:
     """The official source path: ImageNet-normalise the aligned crop, nearest-resize to 112 (index
     ``floor(i * S / 112)``), run ArcFace, L2-normalise (``F.normalize`` eps 1e-12)."""
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=crop_rgb01.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=crop_rgb01.device).view(1, 3, 1, 1)
     x = nn.functional.interpolate((crop_rgb01 - mean) / std, size=(ARCFACE_INPUT_SIZE, ARCFACE_INPUT_SIZE))
     return nn.functional.normalize(model(x), p=2, dim=1)

@@ -1,5 +1,5 @@
-"""The paper's two-scale PatchGAN discriminator (``netD1``/``netD2``), used only to recognise and strip
-discriminator weights offered to the converter; inference never runs it."""
+"""The paper's two-scale PatchGAN discriminator (``netD1``/``netD2``): trained by ``simswap_build.training``
+and recognised (and refused) by the converter; inference never runs it. Hinge outputs: no sigmoid."""
 
 from __future__ import annotations
 
@@ -16,16 +16,17 @@ def _stage(c_in: int, c_out: int, stride: int, norm: bool) -> nn.Sequential:
 
 
 class PatchDiscriminator(nn.Module):
-    """One scale: four stride-2 stages, a stride-1 stage and a 1-channel logit conv; returns all 6 maps."""
+    """One scale: four stride-2 stages, a stride-1 stage and a 1-channel logit conv; returns all 6 maps.
+    ``ndf`` is the first stage's width (64 in the paper; smaller for experiments)."""
 
-    def __init__(self, input_nc: int = 3) -> None:
+    def __init__(self, input_nc: int = 3, ndf: int = 64) -> None:
         super().__init__()
-        self.down1 = _stage(input_nc, 64, 2, norm=False)
-        self.down2 = _stage(64, 128, 2, norm=True)
-        self.down3 = _stage(128, 256, 2, norm=True)
-        self.down4 = _stage(256, 512, 2, norm=True)
-        self.conv1 = _stage(512, 512, 1, norm=True)
-        self.conv2 = nn.Sequential(nn.Conv2d(512, 1, 4, stride=1, padding=1))
+        self.down1 = _stage(input_nc, ndf, 2, norm=False)
+        self.down2 = _stage(ndf, ndf * 2, 2, norm=True)
+        self.down3 = _stage(ndf * 2, ndf * 4, 2, norm=True)
+        self.down4 = _stage(ndf * 4, ndf * 8, 2, norm=True)
+        self.conv1 = _stage(ndf * 8, ndf * 8, 1, norm=True)
+        self.conv2 = nn.Sequential(nn.Conv2d(ndf * 8, 1, 4, stride=1, padding=1))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outputs = []
@@ -38,10 +39,10 @@ class PatchDiscriminator(nn.Module):
 class MultiscaleDiscriminator(nn.Module):
     """``netD1`` sees the image, ``netD2`` the image average-pooled by 2 (3x3, padding 1, no pad counting)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ndf: int = 64) -> None:
         super().__init__()
-        self.netD1 = PatchDiscriminator()
-        self.netD2 = PatchDiscriminator()
+        self.netD1 = PatchDiscriminator(ndf=ndf)
+        self.netD2 = PatchDiscriminator(ndf=ndf)
         self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

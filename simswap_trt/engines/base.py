@@ -17,7 +17,8 @@ class Engine(ABC):
     """Runs one model. ``run`` validates names, dtypes and shapes, then calls the backend's ``_run_impl``.
 
     Backends set ``inputs``, ``outputs`` and ``backend`` (a short description such as
-    ``"onnxruntime[CPUExecutionProvider]"``) in their constructor.
+    ``"onnxruntime[CPUExecutionProvider]"``) in their constructor. ``close()`` (or ``with engine:``)
+    releases what the backend holds; a second ``close()`` does nothing.
     """
 
     inputs: tuple[TensorSpec, ...]
@@ -42,6 +43,15 @@ class Engine(ABC):
     def collect(self, ticket: Any) -> dict[str, np.ndarray]:
         """The outputs of a ``submit``, waiting for them if needed. Collect tickets in submission order."""
         return self._collect_impl(ticket)
+
+    def close(self) -> None:  # noqa: B027 - backends that hold nothing need no close
+        """Release the backend's sessions and buffers. Idempotent; the engine cannot run afterwards."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @abstractmethod
     def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

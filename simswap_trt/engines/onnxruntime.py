@@ -81,6 +81,11 @@ class OnnxRuntimeEngine(Engine):
         shape = tuple(d if isinstance(d, int) else str(d) for d in value.shape)
         return TensorSpec(value.name, _ORT_TYPES[value.type], shape)
 
+    def close(self) -> None:
+        self._session = None
+
     def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._session is None:
+            raise EngineError(f"{self.backend}: the engine is closed")
         names = [spec.name for spec in self.outputs]
         return dict(zip(names, self._session.run(names, dict(feeds)), strict=True))

@@ -9,7 +9,11 @@ downloaded (see ``scheduler.Pipeline``). Optionally each (slot, batch size) is c
 after its first run; if capture fails the engine keeps using ``execute_async_v3``.
 
 ``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
-loop can prepare frame k+1 on the CPU while the GPU works on frame k.
+loop can prepare frame k+1 on the CPU while the GPU works on frame k. ``execute_device`` runs on device
+buffers the caller owns (the fused device path binds its own batch buffers), ordered after the caller's
+stream by an event and before the caller's later work by another; ``run_device`` does the same for torch /
+CuPy arrays. Chunks below the profile minimum are padded up to it. ``close()`` (or ``with``) waits for
+the streams and frees every buffer, context and captured graph.
 
 Thread safety: one engine serializes its calls with a lock (the slots are shared). For concurrency,
 create one engine per thread; they share nothing but the plan file.
@@ -85,32 +89,50 @@ def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[
 class _Slot:
     """One execution context with its stream, buffers and captured graphs."""
 
-    def __init__(self, engine: Any, inputs, outputs, max_batch: int) -> None:
+    def __init__(self, engine: Any, inputs, outputs, max_batch: int, host_memory: str = "staged") -> None:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         self.stream = cuda.Stream()
         self.started = cuda.Event()
         self.done = cuda.Event()
+        self.ready = cuda.Event(timing=False)  # recorded on a caller's stream by execute_device
         self.device: dict[str, cuda.DeviceBuffer] = {}
         self.host: dict[str, cuda.PinnedBuffer] = {}
         for spec in inputs + outputs:
             shape = (max_batch, *spec.shape[1:])
-            self.host[spec.name] = cuda.PinnedBuffer(shape, np.dtype(spec.dtype))
-            self.device[spec.name] = cuda.DeviceBuffer(self.host[spec.name].array.nbytes)
-            if not self.context.set_tensor_address(spec.name, self.device[spec.name].ptr):
-                raise EngineError(f"TensorRT refused the address of tensor {spec.name!r}")
+            # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles, no copies
+            self.host[spec.name], self.device[spec.name] = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
+        self.addresses: dict[str, int] = {}
+        self.bind({name: buffer.ptr for name, buffer in self.device.items()})
         self.batch = -1
         self.pending = 0  # items enqueued by submit() and not yet collected
-        self.graphs: dict[int, Any] = {}
+        self.graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (graph, executable), on the slot's own buffers
         self.graph_failed: set[int] = set()
 
+    def bind(self, addresses: Mapping[str, int]) -> None:
+        for name, address in addresses.items():
+            if self.addresses.get(name) != address:
+                if not self.context.set_tensor_address(name, address):
+                    raise EngineError(f"TensorRT refused the address of tensor {name!r}")
+                self.addresses[name] = address
+
+    def own_buffers(self) -> bool:
+        return all(self.addresses[name] == buffer.ptr for name, buffer in self.device.items())
+
     def free(self) -> None:
+        self.stream.synchronize()  # nothing may still read or write what is freed below
+        cudart = cuda.runtime()
+        for graph, executable in self.graphs.values():
+            cuda.cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(executable))
+            cuda.cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(graph))
+        self.graphs.clear()
         for buffer in (*self.device.values(), *self.host.values()):
             buffer.free()
+        for event in (self.started, self.done, self.ready):
+            event.free()
         self.stream.free()
-        self.started.free()
-        self.done.free()
+        self.context = None
 
 
 class TensorRTEngine(Engine):
@@ -124,6 +146,7 @@ class TensorRTEngine(Engine):
         onnx_sha256: str | None = None,
         depth: int = 2,
         cuda_graphs: bool = False,
+        host_memory: str = "auto",
     ) -> None:
         trt, lean = import_tensorrt()
         here = runtime_info(trt, lean)
@@ -142,18 +165,25 @@ class TensorRTEngine(Engine):
         self._runtime = trt.Runtime(self._logger)
         if entry.version_compatible:
             self._runtime.engine_host_code_allowed = True  # trusted: the plan matched the manifest hash
+        if entry.dla_core is not None:
+            self._runtime.DLA_core = entry.dla_core  # the core the plan's DLA layers run on (Jetson)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
             raise EngineError(f"TensorRT could not deserialize {path} (see the TensorRT log above)")
         self.inputs, self.outputs = self._signature()
-        self.max_batch = entry.max_batch
+        self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        self._slots = [_Slot(self._engine, self.inputs, self.outputs, self.max_batch) for _ in range(depth)]
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(), host_memory)  # "mapped" or "staged"
+        self._slots = [
+            _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
+        ]
         self._lock = threading.Lock()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
+        self._device_calls = 0  # execute_device calls; slot = call % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
         self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
+        log.info("%s: %s host memory for inputs and outputs", entry.file, self.host_memory)
 
     def _signature(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         trt, engine = self._trt, self._engine
@@ -190,22 +220,30 @@ class TensorRTEngine(Engine):
         return results
 
     def _start(self, slot: _Slot, feeds: Mapping[str, np.ndarray]) -> None:
-        """Stage inputs in the slot's pinned buffers, then upload, execute and download on its stream."""
+        """Stage inputs in the slot's pinned buffers, then upload, execute and download on its stream. A
+        chunk below the profile minimum is padded with zeros up to it (the padding's outputs are dropped)."""
         n = len(next(iter(feeds.values())))
+        padded = max(n, self.min_batch)
+        slot.bind({name: buffer.ptr for name, buffer in slot.device.items()})
         slot.started.record(slot.stream)
         for spec in self.inputs:
-            staging = slot.host[spec.name].array[:n]
-            staging[...] = feeds[spec.name]
+            staging = slot.host[spec.name].array[:padded]
+            staging[:n] = feeds[spec.name]
+            staging[n:] = 0
             slot.device[spec.name].upload(staging, slot.stream)
-        self._enqueue(slot, n)
+        self._enqueue(slot, padded)
         for spec in self.outputs:
             slot.device[spec.name].download(slot.host[spec.name].array[:n], slot.stream)
         slot.done.record(slot.stream)
         slot.pending = n
 
     def _check_idle(self) -> None:
+        if not self._slots:
+            raise EngineError("the engine is closed")
         if any(slot.pending for slot in self._slots):
             raise EngineError("submitted batches are still in flight: collect their tickets first")
+        for slot in self._slots:
+            slot.done.synchronize()  # an execute_device run may still use the slot's context
 
     def _submit_impl(self, feeds: Mapping[str, np.ndarray]) -> int:
         n = len(next(iter(feeds.values())))
@@ -214,9 +252,12 @@ class TensorRTEngine(Engine):
                 f"submit takes at most the profile maximum ({self.max_batch}); run() chunks larger batches"
             )
         with self._lock:
+            if not self._slots:
+                raise EngineError("the engine is closed")
             ticket, slot = self._tickets, self._slots[self._tickets % len(self._slots)]
             if slot.pending:
                 raise EngineError(f"all {len(self._slots)} slots are in flight: collect the oldest ticket first")
+            slot.done.synchronize()  # an execute_device run may still use the slot's context
             self._start(slot, feeds)
             self._tickets += 1
         return ticket
@@ -230,18 +271,27 @@ class TensorRTEngine(Engine):
         slot.pending = 0
         return outputs
 
+    def _set_batch(self, slot: _Slot, n: int) -> bool:
+        """Set every input's batch to ``n``; True when the shape changed."""
+        if slot.batch == n:
+            return False
+        slot.batch = -1  # unknown until every input accepted the new shape
+        for spec in self.inputs:
+            if not slot.context.set_input_shape(spec.name, (n, *spec.shape[1:])):
+                raise EngineError(f"TensorRT refused shape {(n, *spec.shape[1:])} for {spec.name!r}")
+        slot.batch = n
+        return True
+
     def _enqueue(self, slot: _Slot, n: int) -> None:
-        if slot.batch != n:
-            for spec in self.inputs:
-                if not slot.context.set_input_shape(spec.name, (n, *spec.shape[1:])):
-                    raise EngineError(f"TensorRT refused shape {(n, *spec.shape[1:])} for {spec.name!r}")
-            slot.batch = n
-        if self.cuda_graphs and n in slot.graphs:
-            cuda.cuda_call("cudaGraphLaunch", cuda.runtime().cudaGraphLaunch(slot.graphs[n], slot.stream.handle))
+        changed = self._set_batch(slot, n)
+        graphs = self.cuda_graphs and slot.own_buffers()  # a graph replays the addresses it was captured with
+        if graphs and n in slot.graphs and not changed:  # after a shape change TensorRT must enqueue once first
+            executable = slot.graphs[n][1]
+            cuda.cuda_call("cudaGraphLaunch", cuda.runtime().cudaGraphLaunch(executable, slot.stream.handle))
             return
         if not slot.context.execute_async_v3(slot.stream.handle):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        if self.cuda_graphs and n not in slot.graph_failed:
+        if graphs and n not in slot.graphs and n not in slot.graph_failed:
             self._capture(slot, n)  # the first run above did any lazy initialisation outside the capture
 
     def _capture(self, slot: _Slot, n: int) -> None:
@@ -251,40 +301,73 @@ class TensorRTEngine(Engine):
             "cudaStreamBeginCapture",
             cudart.cudaStreamBeginCapture(handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
         )
-        enqueued = slot.context.execute_async_v3(handle)
-        graph = cudart.cudaStreamEndCapture(handle)
-        if not enqueued or graph[0] != cudart.cudaError_t.cudaSuccess:
+        enqueued = False
+        try:
+            enqueued = slot.context.execute_async_v3(handle)
+        except Exception as exc:  # TensorRT raises its own types; the plain path below still works
+            log.info("TensorRT could not enqueue under capture: %s", exc)
+        finally:  # always end the capture, so the stream stays usable whatever happened
+            error, graph = cudart.cudaStreamEndCapture(handle)
+        if not enqueued or error != cudart.cudaError_t.cudaSuccess:
             cudart.cudaGetLastError()  # clear the capture error
+            if error == cudart.cudaError_t.cudaSuccess:
+                cudart.cudaGraphDestroy(graph)
             slot.graph_failed.add(n)
             log.info("CUDA graph capture failed for batch %d; using execute_async_v3", n)
             return
-        slot.graphs[n] = cuda.cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph[1], 0))
+        executable = cuda.cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0))
+        slot.graphs[n] = (graph, executable)
+
+    def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
+        """Enqueue one run on device memory the caller owns: ``addresses`` maps every tensor name to a device
+        address holding (inputs) or receiving (outputs) ``batch`` items. The run starts after the work
+        already enqueued on ``stream`` and the work enqueued on ``stream`` afterwards starts after the run
+        (events), so producers and consumers on ``stream`` need no synchronization. ``batch`` must lie in the
+        plan's profile (``min_batch``..``max_batch``): allocate room for the padding. Returns once enqueued."""
+        names = {s.name for s in self.inputs + self.outputs}
+        if set(addresses) != names:
+            raise EngineError(f"execute_device needs every tensor: {sorted(names)}; got {sorted(addresses)}")
+        if not self.min_batch <= batch <= self.max_batch:
+            raise EngineError(
+                f"batch {batch} is outside the plan's profile {self.min_batch}..{self.max_batch}"
+                + (" (pad it up to the minimum)" if batch < self.min_batch else " (cut it into chunks)")
+            )
+        with self._lock:
+            if not self._slots:
+                raise EngineError("the engine is closed")
+            slot = self._slots[self._device_calls % len(self._slots)]
+            if slot.pending:
+                raise EngineError("submitted batches are still in flight: collect their tickets first")
+            slot.done.synchronize()  # the slot's previous run finished: its context may be changed again
+            slot.ready.record(stream)
+            slot.stream.wait(slot.ready)
+            self._set_batch(slot, batch)
+            slot.bind(addresses)
+            slot.started.record(slot.stream)
+            self._enqueue(slot, batch)
+            slot.done.record(slot.stream)
+            stream.wait(slot.done)
+            self._device_calls += 1
 
     def run_device(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any], stream: int) -> None:
-        """Run on caller-owned GPU arrays (torch / CuPy / pycuda, via ``__cuda_array_interface__``) on the
-        caller's ``stream`` handle, without copies. Batch must not exceed the profile maximum. Returns
-        once the work is enqueued; synchronize ``stream`` before reading ``outputs``."""
+        """Run on caller-owned GPU arrays (torch / CuPy / pycuda, via ``__cuda_array_interface__``) ordered on
+        the caller's ``stream`` handle, without copies (see ``execute_device``). Every array must hold the
+        same batch. Synchronize ``stream`` before reading ``outputs`` on the host."""
         specs = {s.name: s for s in self.inputs + self.outputs}
+        unknown = (set(inputs) | set(outputs)) - set(specs)
+        if unknown:
+            raise EngineError(f"run_device: unknown tensors {sorted(unknown)}; the engine has {sorted(specs)}")
         bound = {name: device_pointer(array, specs[name], name) for name, array in {**inputs, **outputs}.items()}
-        if set(bound) != set(specs):
-            raise EngineError(f"run_device needs every tensor: {sorted(specs)}; got {sorted(bound)}")
-        batch = bound[self.inputs[0].name][1][0]
-        if batch > self.max_batch:
-            raise EngineError(f"batch {batch} exceeds the plan's profile maximum {self.max_batch}")
-        with self._lock:
-            slot = self._slots[0]
-            for spec in self.inputs:
-                slot.context.set_input_shape(spec.name, bound[spec.name][1])
-            slot.batch = -1
-            for name, (pointer, _) in bound.items():
-                slot.context.set_tensor_address(name, pointer)
-            ok = slot.context.execute_async_v3(stream)
-            for name, buffer in slot.device.items():  # restore the slot's own buffers
-                slot.context.set_tensor_address(name, buffer.ptr)
-        if not ok:
-            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        batches = {name: shape[0] for name, (_, shape) in bound.items()}
+        if len(set(batches.values())) > 1:
+            raise EngineError(f"run_device: every array must hold the same batch, got {batches}")
+        batch = next(iter(batches.values()), 0)
+        self.execute_device({name: pointer for name, (pointer, _) in bound.items()}, batch, cuda.Stream.wrap(stream))
 
     def close(self) -> None:
-        for slot in self._slots:
-            slot.free()
-        self._slots = []
+        """Wait for this engine's streams, then free its buffers, graphs and contexts. Idempotent."""
+        with self._lock:
+            slots, self._slots = self._slots, []
+            for slot in slots:
+                slot.free()
+            self._engine = None

@@ -2,15 +2,17 @@
 
 * ``simswap_kernels.cuh``: the per-pixel math, shared by the device kernels and a host build.
 * ``simswap_kernels.cu``: ``simswap_preprocess_kernel`` (bilinear inverse-affine sampling of every face of
-  a batch, possibly from different frames, BGR→RGB, /255, NCHW float32 straight into the engine's input
-  buffer) and ``simswap_pasteback_kernel`` (inverse warp restricted to each face's region, the official
-  border mask, blend in order, truncate once).
+  a batch, possibly from different frames, BGR→RGB, /255, NCHW float32 or float16 straight into the
+  engine's input buffer) and ``simswap_pasteback_kernel`` (reads each face's generator output where it
+  lies, NCHW RGB [0, 1]; inverse warp restricted to each face's region, the official border mask, blend in
+  order, truncate once).
 * ``host.cpp``: the same math in loops, built by CMake (``simswap_kernels_host``) for the CPU tests.
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
 next to this file) with cuda.core; without one it compiles the ``.cu`` source with NVRTC at first use.
 The border masks depend only on the geometry and are computed on the CPU (OpenCV, exactly the official
-steps) while the generator runs; ``pack_pasteback`` lays them out for the kernel.
+steps) while the generator runs; ``pack_pasteback`` lays them out for the kernel. ``DeviceKernels``
+launches both with grids computed from the crop size and the regions.
 """
 
 from __future__ import annotations
@@ -22,44 +24,53 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_trt.errors import EngineError
+from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.vision.align import invert_affine
 from simswap_trt.vision.pasteback import border_mask, face_roi
 
 SOURCE_DIR = Path(__file__).parent
 KERNEL_NAMES = ("simswap_preprocess_kernel", "simswap_pasteback_kernel")
+BLOCK = (16, 16, 1)
 
 
 @dataclass(frozen=True)
 class PasteBackBatch:
-    """Everything the paste-back kernel reads besides frames and crops, for a batch of frames."""
+    """Everything the paste-back kernel reads besides frames and crops, for a batch of frames. Every face
+    keeps its packed position (the crops are indexed by it); a face whose region lies outside its frame
+    gets an empty region and is listed in ``outside``."""
 
     union_rois: np.ndarray  # int32 [frames, 4]: x0, y0, x1, y1 covering every face of the frame
     face_begin: np.ndarray  # int32 [frames + 1]: faces of frame f are face_begin[f]:face_begin[f + 1]
     forward: np.ndarray  # float32 [faces, 6]: frame→crop matrices
-    rois: np.ndarray  # int32 [faces, 4]
+    rois: np.ndarray  # int32 [faces, 4], (0, 0, 0, 0) for faces outside their frame
     masks: np.ndarray  # float32, every face's border mask over its ROI, concatenated
     mask_offsets: np.ndarray  # int64 [faces]
+    outside: tuple[int, ...]  # packed positions of the faces outside their frame (nothing to paste)
 
 
 def pack_pasteback(
     frame_shapes: Sequence[tuple[int, ...]], matrices: Sequence[Sequence[np.ndarray]], crop_size: int
 ) -> PasteBackBatch:
     """Regions, masks and matrices of ``matrices[f]`` (the faces of frame f, in paste order)."""
-    union_rois, face_begin, forward, rois, masks, offsets = [], [0], [], [], [], []
+    union_rois, face_begin, forward, rois, masks, offsets, outside = [], [0], [], [], [], [], []
     offset = 0
     for shape, faces in zip(frame_shapes, matrices, strict=True):
-        placed = [(m, roi) for m in faces if (roi := face_roi(m, crop_size, shape))]
-        for matrix, roi in placed:
-            mask = border_mask(matrix, crop_size, roi)
+        placed = []
+        for matrix in faces:
+            roi = face_roi(matrix, crop_size, shape)
+            if roi is None:
+                outside.append(len(forward))
+            else:
+                mask = border_mask(matrix, crop_size, roi)
+                masks.append(mask.ravel())
+                placed.append(roi)
             forward.append(np.asarray(matrix, np.float32).reshape(6))
-            rois.append(roi)
-            masks.append(mask.ravel())
+            rois.append(roi or (0, 0, 0, 0))
             offsets.append(offset)
-            offset += mask.size
-        face_begin.append(face_begin[-1] + len(placed))
+            offset += mask.size if roi else 0
+        face_begin.append(face_begin[-1] + len(faces))
         if placed:
-            r = np.array([roi for _, roi in placed])
+            r = np.array(placed)
             union_rois.append([r[:, 0].min(), r[:, 1].min(), r[:, 2].max(), r[:, 3].max()])
         else:
             union_rois.append([0, 0, 0, 0])
@@ -70,6 +81,7 @@ def pack_pasteback(
         rois=np.array(rois, np.int32).reshape(-1, 4),
         masks=np.concatenate(masks).astype(np.float32) if masks else np.zeros(1, np.float32),
         mask_offsets=np.array(offsets, np.int64),
+        outside=tuple(outside),
     )
 
 
@@ -85,18 +97,104 @@ def load_device_kernels(device: int = 0):
         from cuda.core import Device, ObjectCode, Program, ProgramOptions
     except ImportError:
         raise EngineError("the CUDA kernels need cuda-python: pip install 'simswap-trt[trt]'") from None
-    gpu = Device(device)
-    gpu.set_current()
     fatbin = Path(os.environ.get("SIMSWAP_KERNELS_FATBIN", SOURCE_DIR / "simswap_kernels.fatbin"))
-    if fatbin.is_file():
-        module = ObjectCode.from_fatbin(str(fatbin))
-    else:
-        arch = "sm_" + "".join(str(v) for v in gpu.compute_capability)
-        source = (SOURCE_DIR / "simswap_kernels.cu").read_text()
-        options = ProgramOptions(arch=arch, include_path=[str(SOURCE_DIR)], fma=False)  # as nvcc -fmad=false
-        program = Program(source, code_type="c++", options=options)
-        module = program.compile("cubin")
-    return {name: module.get_kernel(name) for name in KERNEL_NAMES}
+    try:
+        gpu = Device(device)
+        gpu.set_current()
+        if fatbin.is_file():
+            module = ObjectCode.from_fatbin(str(fatbin))
+        else:
+            arch = "sm_" + "".join(str(v) for v in gpu.compute_capability)
+            source = (SOURCE_DIR / "simswap_kernels.cu").read_text()
+            options = ProgramOptions(arch=arch, include_path=[str(SOURCE_DIR)], fma=False)  # as nvcc -fmad=false
+            module = Program(source, code_type="c++", options=options).compile("cubin")
+        return {name: module.get_kernel(name) for name in KERNEL_NAMES}
+    except SimswapError:
+        raise
+    except Exception as exc:  # driver missing, libnvrtc missing, compile or load errors: all name their cause
+        how = f"loading {fatbin}" if fatbin.is_file() else "compiling simswap_kernels.cu with NVRTC"
+        raise EngineError(
+            f"the CUDA kernels are not usable ({how}): {type(exc).__name__}: {exc}. Build the fatbin with CMake "
+            "(SIMSWAP_KERNELS_FATBIN=build/simswap_kernels.fatbin) or install libnvrtc (pip install nvidia-cuda-nvrtc)"
+        ) from exc
+
+
+def launch(stream: int, kernel, grid: tuple[int, int, int], args: Sequence[np.generic]) -> None:
+    """Launch ``kernel`` on the CUDA stream handle ``stream`` with ``BLOCK``-sized blocks."""
+    from cuda.core import LaunchConfig, Stream
+    from cuda.core import launch as launch_kernel
+
+    launch_kernel(Stream.from_handle(stream), LaunchConfig(grid=grid, block=BLOCK), kernel, *args)
+
+
+def _blocks(extent: int, block: int) -> int:
+    return max(1, -(-int(extent) // block))
+
+
+def preprocess_grid(size: int, faces: int) -> tuple[int, int, int]:
+    """One thread per crop pixel, one grid layer per face, for any crop size."""
+    return _blocks(size, BLOCK[0]), _blocks(size, BLOCK[1]), faces
+
+
+def pasteback_grid(union_rois: np.ndarray) -> tuple[int, int, int]:
+    """One thread per pixel of the widest and tallest region, one grid layer per frame."""
+    extent = union_rois[:, 2:] - union_rois[:, :2]
+    return _blocks(extent[:, 0].max(), BLOCK[0]), _blocks(extent[:, 1].max(), BLOCK[1]), len(union_rois)
+
+
+class DeviceKernels:
+    """The two kernels with their argument packing and launch geometry. Arguments are device addresses
+    (``int``) of the tables the kernels read; see ``simswap_kernels.cu``."""
+
+    def __init__(self, kernels=None) -> None:
+        self.kernels = kernels if kernels is not None else load_device_kernels()
+
+    def preprocess(
+        self,
+        stream: int,
+        frames: int,
+        pitches: int,
+        widths: int,
+        heights: int,
+        frame_of_face: int,
+        inverse: int,
+        faces: int,
+        size: int,
+        half: bool,
+        out: int,
+    ) -> None:
+        """Every face of a batch into ``out`` (NCHW, float16 with ``half``), one launch."""
+        if faces:
+            pointers = (frames, pitches, widths, heights, frame_of_face, inverse)
+            args = [*map(np.uint64, pointers), np.int32(size), np.int32(half), np.uint64(out)]
+            launch(stream, self.kernels["simswap_preprocess_kernel"], preprocess_grid(size, faces), args)
+
+    def pasteback(
+        self,
+        stream: int,
+        frames: int,
+        pitches: int,
+        union_rois_host: np.ndarray,
+        union_rois: int,
+        face_begin: int,
+        crops: int,
+        size: int,
+        half: bool,
+        forward: int,
+        rois: int,
+        masks: int,
+        mask_offsets: int,
+    ) -> None:
+        """Every face of a batch of frames into its frame, one launch; ``crops`` is the device table of
+        per-face generator output addresses."""
+        if len(union_rois_host):
+            args = [
+                *map(np.uint64, (frames, pitches, union_rois, face_begin, crops)),
+                np.int32(size),
+                np.int32(half),
+                *map(np.uint64, (forward, rois, masks, mask_offsets)),
+            ]
+            launch(stream, self.kernels["simswap_pasteback_kernel"], pasteback_grid(union_rois_host), args)
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:

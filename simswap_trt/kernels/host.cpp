@@ -20,14 +20,15 @@ void simswap_preprocess_host(const uint8_t* const* frames, const int* pitches, c
 }
 
 void simswap_pasteback_host(uint8_t* const* frames, const int* pitches, int frame_count, const int* union_rois,
-                            const int* face_begin, const float* crops, int size, const Affine* forward,
-                            const int* rois, const float* masks, const long long* mask_offsets) {
+                            const int* face_begin, const void* const* crops, int size, int half,
+                            const Affine* forward, const int* rois, const float* masks,
+                            const long long* mask_offsets) {
     for (int frame = 0; frame < frame_count; ++frame) {
         const int* u = union_rois + 4 * frame;
         for (int y = u[1]; y < u[3]; ++y)
             for (int x = u[0]; x < u[2]; ++x)
                 pasteback_pixel(frames[frame], pitches[frame], face_begin[frame], face_begin[frame + 1], crops, size,
-                                forward, rois, masks, mask_offsets, x, y);
+                                half, forward, rois, masks, mask_offsets, x, y);
     }
 }
 }

@@ -19,17 +19,18 @@ extern "C" __global__ void simswap_preprocess_kernel(const uint8_t* const* frame
 }
 
 // One thread per pixel of each frame's region of interest (the union of its faces' regions); blockIdx.z
-// is the frame, whose faces are [face_begin[f], face_begin[f + 1]).
+// is the frame, whose faces are [face_begin[f], face_begin[f + 1]). `crops[face]` is that face's generator
+// output where it lies (NCHW RGB [0, 1], float32 or, with `half`, float16).
 extern "C" __global__ void simswap_pasteback_kernel(uint8_t* const* frames, const int* pitches,
                                                     const int* union_rois, const int* face_begin,
-                                                    const float* crops, int size, const Affine* forward,
-                                                    const int* rois, const float* masks,
+                                                    const void* const* crops, int size, int half,
+                                                    const Affine* forward, const int* rois, const float* masks,
                                                     const long long* mask_offsets) {
     int frame = blockIdx.z;
     const int* u = union_rois + 4 * frame;
     int x = u[0] + blockIdx.x * blockDim.x + threadIdx.x;
     int y = u[1] + blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= u[2] || y >= u[3]) return;
-    pasteback_pixel(frames[frame], pitches[frame], face_begin[frame], face_begin[frame + 1], crops, size, forward,
-                    rois, masks, mask_offsets, x, y);
+    pasteback_pixel(frames[frame], pitches[frame], face_begin[frame], face_begin[frame + 1], crops, size, half,
+                    forward, rois, masks, mask_offsets, x, y);
 }

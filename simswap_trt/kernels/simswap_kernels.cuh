@@ -33,11 +33,6 @@ SIMSWAP_HD float pixel_u8(const uint8_t* image, int pitch, int width, int height
     return (x >= 0 && y >= 0 && x < width && y < height) ? (float)image[y * pitch + 3 * x + c] : 0.0f;
 }
 
-// Channel c of a float interleaved 3-channel crop (size x size) at integer (x, y); 0 outside.
-SIMSWAP_HD float pixel_f32(const float* crop, int size, int x, int y, int c) {
-    return (x >= 0 && y >= 0 && x < size && y < size) ? crop[(y * size + x) * 3 + c] : 0.0f;
-}
-
 SIMSWAP_HD float lerp_f32(float a, float b, float t) { return a + (b - a) * t; }
 
 // Bilinear sample of all 3 channels of a uint8 image at (fx, fy).
@@ -50,18 +45,6 @@ SIMSWAP_HD void sample_u8(const uint8_t* image, int pitch, int width, int height
                              pixel_u8(image, pitch, width, height, x0 + 1, y0, c), ax);
         float bottom = lerp_f32(pixel_u8(image, pitch, width, height, x0, y0 + 1, c),
                                 pixel_u8(image, pitch, width, height, x0 + 1, y0 + 1, c), ax);
-        out[c] = lerp_f32(top, bottom, ay);
-    }
-}
-
-// Bilinear sample of all 3 channels of a float crop at (fx, fy).
-SIMSWAP_HD void sample_f32(const float* crop, int size, float fx, float fy, float out[3]) {
-    float x0f = simswap_floorf(fx), y0f = simswap_floorf(fy);
-    float ax = fx - x0f, ay = fy - y0f;
-    int x0 = (int)x0f, y0 = (int)y0f;
-    for (int c = 0; c < 3; ++c) {
-        float top = lerp_f32(pixel_f32(crop, size, x0, y0, c), pixel_f32(crop, size, x0 + 1, y0, c), ax);
-        float bottom = lerp_f32(pixel_f32(crop, size, x0, y0 + 1, c), pixel_f32(crop, size, x0 + 1, y0 + 1, c), ax);
         out[c] = lerp_f32(top, bottom, ay);
     }
 }
@@ -96,15 +79,60 @@ SIMSWAP_HD uint16_t half_bits(float value) {
     return (uint16_t)(sign + half);
 }
 
-// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv` and return RGB
-// in [0, 1].
+SIMSWAP_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+#endif
+}
+
+// The float value of IEEE binary16 bits (exact).
+SIMSWAP_HD float half_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exponent = (h >> 10) & 0x1fu, mantissa = h & 0x3ffu;
+    if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in float
+        float v = (float)mantissa * 5.9604644775390625e-8f;
+        return sign ? -v : v;
+    }
+    if (exponent == 31) return bits_float(sign | 0x7f800000u | (mantissa << 13));
+    return bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
+}
+
+// BGR channel c, scaled to [0, 255], of a generator output crop at integer (x, y); 0 outside. The crop is
+// the generator's own layout: NCHW RGB in [0, 1] (3 x size x size), float32 or, with `half`, float16.
+SIMSWAP_HD float generator_pixel(const void* crop, int half, int size, int x, int y, int c) {
+    if (x < 0 || y < 0 || x >= size || y >= size) return 0.0f;
+    long long index = (long long)(2 - c) * size * size + (long long)y * size + x;
+    float v = half ? half_to_float(((const uint16_t*)crop)[index]) : ((const float*)crop)[index];
+    return v * 255.0f;
+}
+
+// Bilinear sample of all 3 (BGR, [0, 255]) channels of a generator output crop at (fx, fy).
+SIMSWAP_HD void sample_generator(const void* crop, int half, int size, float fx, float fy, float out[3]) {
+    float x0f = simswap_floorf(fx), y0f = simswap_floorf(fy);
+    float ax = fx - x0f, ay = fy - y0f;
+    int x0 = (int)x0f, y0 = (int)y0f;
+    for (int c = 0; c < 3; ++c) {
+        float top = lerp_f32(generator_pixel(crop, half, size, x0, y0, c),
+                             generator_pixel(crop, half, size, x0 + 1, y0, c), ax);
+        float bottom = lerp_f32(generator_pixel(crop, half, size, x0, y0 + 1, c),
+                                generator_pixel(crop, half, size, x0 + 1, y0 + 1, c), ax);
+        out[c] = lerp_f32(top, bottom, ay);
+    }
+}
+
+// Preprocess one crop pixel (x, y): sample the BGR frame through crop->frame matrix `inv`, round to a
+// level (the uint8 crop that OpenCV's warp, the CPU pipeline and the official code make) and return RGB in
+// [0, 1].
 SIMSWAP_HD void preprocess_pixel(const uint8_t* frame, int pitch, int width, int height, Affine inv, int x, int y,
                                  float rgb[3]) {
     float fx = inv.m[0] * (float)x + (inv.m[1] * (float)y + inv.m[2]);
     float fy = inv.m[3] * (float)x + (inv.m[4] * (float)y + inv.m[5]);
     float bgr[3];
     sample_u8(frame, pitch, width, height, fx, fy, bgr);
-    for (int c = 0; c < 3; ++c) rgb[c] = bgr[2 - c] * (1.0f / 255.0f);
+    for (int c = 0; c < 3; ++c) rgb[c] = rintf(bgr[2 - c]) * (1.0f / 255.0f);
 }
 
 // Store the pixel into the NCHW generator input of one face (3 x size x size), as float32 or float16 bits.
@@ -118,15 +146,16 @@ SIMSWAP_HD void store_nchw(void* out, int half, int size, int x, int y, const fl
     }
 }
 
-// Blend one frame pixel (x, y) with a swapped face: `crop` is the BGR swap in [0, 255] (size x size x 3
-// floats), `forward` the frame->crop matrix, `mask` the official border mask in [0, 1] for this pixel.
-// `value` holds the pixel's running (not yet truncated) BGR values and is updated in place.
-SIMSWAP_HD void blend_pixel(const float* crop, int size, Affine forward, float mask, int x, int y, float value[3]) {
+// Blend one frame pixel (x, y) with a swapped face: `crop` is the generator output (see generator_pixel),
+// `forward` the frame->crop matrix, `mask` the official border mask in [0, 1] for this pixel. `value` holds
+// the pixel's running (not yet truncated) BGR values and is updated in place.
+SIMSWAP_HD void blend_pixel(const void* crop, int half, int size, Affine forward, float mask, int x, int y,
+                            float value[3]) {
     if (mask <= 0.0f) return;
     float fx = forward.m[0] * (float)x + (forward.m[1] * (float)y + forward.m[2]);
     float fy = forward.m[3] * (float)x + (forward.m[4] * (float)y + forward.m[5]);
     float face[3];
-    sample_f32(crop, size, fx, fy, face);
+    sample_generator(crop, half, size, fx, fy, face);
     for (int c = 0; c < 3; ++c) value[c] = mask * face[c] + (1.0f - mask) * value[c];
 }
 
@@ -134,10 +163,11 @@ SIMSWAP_HD void blend_pixel(const float* crop, int size, Affine forward, float m
 SIMSWAP_HD uint8_t truncate_u8(float v) { return (uint8_t)(v < 0.0f ? 0.0f : (v > 255.0f ? 255.0f : v)); }
 
 // Paste-back of one frame pixel (x, y): faces [face_begin, face_end) whose region contains it are blended
-// in order, then the pixel is truncated once. `rois` are x0, y0, x1, y1 per face; `masks` the faces'
-// official border masks over their regions, concatenated at `mask_offsets`.
-SIMSWAP_HD void pasteback_pixel(uint8_t* frame, int pitch, int face_begin, int face_end, const float* crops, int size,
-                                const Affine* forward, const int* rois, const float* masks,
+// in order, then the pixel is truncated once. `crops[face]` points to each face's generator output, `rois`
+// are x0, y0, x1, y1 per face (empty for a face outside the frame); `masks` the faces' official border
+// masks over their regions, concatenated at `mask_offsets`.
+SIMSWAP_HD void pasteback_pixel(uint8_t* frame, int pitch, int face_begin, int face_end, const void* const* crops,
+                                int size, int half, const Affine* forward, const int* rois, const float* masks,
                                 const long long* mask_offsets, int x, int y) {
     uint8_t* pixel = frame + (long long)y * pitch + 3 * x;
     float value[3] = {(float)pixel[0], (float)pixel[1], (float)pixel[2]};
@@ -146,7 +176,7 @@ SIMSWAP_HD void pasteback_pixel(uint8_t* frame, int pitch, int face_begin, int f
         const int* r = rois + 4 * face;
         if (x < r[0] || y < r[1] || x >= r[2] || y >= r[3]) continue;
         float mask = masks[mask_offsets[face] + (long long)(y - r[1]) * (r[2] - r[0]) + (x - r[0])];
-        blend_pixel(crops + (long long)face * size * size * 3, size, forward[face], mask, x, y, value);
+        blend_pixel(crops[face], half, size, forward[face], mask, x, y, value);
         touched = true;
     }
     if (touched)

@@ -77,9 +77,13 @@ def test_whole_pipeline_on_tensorrt_matches_onnxruntime(gpu_bundle):
     from skimage import data
 
     image = np.ascontiguousarray(data.astronaut()[..., ::-1])
-    results = []
+    results, aligned = [], []
+    crops = random_crops(5, seed=9)
     for backend in ("tensorrt", "onnxruntime"):
-        swapper = FaceSwapper.from_bundle(gpu_bundle.root, backend=backend)
-        swapper.set_source(image)
-        results.append(swapper.swap(image).image.astype(int))
+        with FaceSwapper.from_bundle(gpu_bundle.root, backend=backend) as swapper:
+            assert swapper.stages.startswith("device" if backend == "tensorrt" else "host")
+            swapper.set_source(image)
+            results.append(swapper.swap(image).image.astype(int))
+            aligned.append(swapper.swap_aligned(crops).astype(int))
     assert np.abs(results[0] - results[1]).max() <= 3
+    assert np.abs(aligned[0] - aligned[1]).max() <= 3

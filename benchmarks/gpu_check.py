@@ -1,0 +1,572 @@
+"""GPU check for a short lease: every GPU line that runs without TensorRT, in a few minutes.
+
+    python -m benchmarks.gpu_check [--faces 64] [--stream-batches 8] [--repeats 20]
+
+Needs an NVIDIA GPU with a CUDA 13 driver, cuda-python (cuda.bindings, cuda.core) and torch with CUDA;
+CuPy is recorded when present. TensorRT is not needed; where it is installed, the ``-m gpu`` test suite
+runs as well. Checks, in order:
+
+1. kernels: the CMake fatbin (when cmake and nvcc exist) and NVRTC, against the host build of the same
+   per-pixel code (bit-exact) and against the CPU pipeline (within 1 level), for 224 and 512 crops;
+2. the cuda layer: device and pinned buffers, rectangle downloads, two streams ordered by an event, event
+   timing, CUDA graph capture and replay, the out-of-memory error;
+3. the device path of FaceSwapper (DeviceStages) with a torch stand-in for the TensorRT generator
+   (an elementwise function of the crop and latent, run on the device buffers it is given) against the
+   CPU path with the same function, on frames with several faces, faces at and beyond the border;
+4. a frame-stream loop (``swap_stream``, two batches in flight) on 1080p frames;
+5. kernel throughput: preprocess and paste-back of ``--faces`` faces from 1080p frames (target: each
+   <= 1 ms on an H100/H200-class GPU).
+
+Writes benchmarks/results/gpu-check.json (device, driver, versions, figures, each check's outcome). Without
+a usable GPU it says why and exits 2; a failed check exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from simswap_trt import cuda
+from simswap_trt.bundle import contract
+from simswap_trt.errors import SimswapError
+from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, load_device_kernels, pack_pasteback
+from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
+from simswap_trt.vision.align import alignment_matrix, templates
+from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.warp import warp_faces
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results" / "gpu-check.json"
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--faces", type=positive, default=64, help="faces per batch for kernel throughput (64)")
+    parser.add_argument("--stream-batches", type=positive, default=8, help="batches in the frame-stream loop (8)")
+    parser.add_argument("--repeats", type=positive, default=20, help="timed repeats per kernel (20)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
+    return parser.parse_args(argv)
+
+
+# -- the stand-in generator: the same elementwise function on the CPU (NumPy) and on the device (torch) ------
+
+
+def standin_numpy(target: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """What the stand-in generator computes: a smooth, crop- and latent-dependent change of the crop."""
+    shift = latent.mean(axis=1, dtype=np.float32)[:, None, None, None]
+    return np.clip(1.0 - target * np.float32(0.8) + shift, 0.0, 1.0).astype(np.float32)
+
+
+def standin_torch(target, latent):
+    import torch
+
+    shift = latent.mean(dim=1)[:, None, None, None]
+    return torch.clamp(1.0 - target * 0.8 + shift, 0.0, 1.0)
+
+
+class StandinEngine:
+    """A TensorRT-shaped generator engine (``execute_device`` on device addresses, ordered on the caller's
+    stream) computing ``standin_torch`` with torch on the device buffers it is given, without copies."""
+
+    backend = "torch stand-in"
+
+    def __init__(self, crop_size: int, max_batch: int = 16) -> None:
+        self.inputs, self.outputs = contract("generator", crop_size)
+        self.crop_size, self.min_batch, self.max_batch = crop_size, 1, max_batch
+        self.calls = 0
+
+    def execute_device(self, addresses, batch: int, stream) -> None:
+        import torch
+
+        size = self.crop_size
+
+        def tensor(address: int, shape: tuple[int, ...]):
+            view = _ArrayInterface(address, shape)
+            return torch.as_tensor(view, device="cuda")
+
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):  # in order on the caller's stream
+            target = tensor(addresses["target"], (batch, 3, size, size))
+            latent = tensor(addresses["latent"], (batch, 512))
+            tensor(addresses["swapped"], (batch, 3, size, size)).copy_(standin_torch(target, latent))
+        self.calls += 1
+
+    def run(self, feeds):
+        return {"swapped": standin_numpy(feeds["target"], feeds["latent"])}
+
+    def close(self) -> None:
+        pass
+
+
+class _ArrayInterface:
+    """float32 device memory at ``address`` described by ``__cuda_array_interface__`` (for torch / CuPy)."""
+
+    def __init__(self, address: int, shape: tuple[int, ...]) -> None:
+        self.__cuda_array_interface__ = {
+            "shape": shape,
+            "typestr": "<f4",
+            "data": (address, False),
+            "strides": None,
+            "version": 3,
+            "stream": None,
+        }
+
+
+# -- scenes --------------------------------------------------------------------------------------------------
+
+
+def face_landmarks(center, size: float, angle: float, crop: int, alignment: str = "multipose") -> np.ndarray:
+    template = templates(alignment, crop)[-1 if alignment == "ffhq" else 2]
+    a = np.deg2rad(angle)
+    rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    return ((template - crop / 2) * (size / crop) @ rotation.T + np.asarray(center, float)).astype(np.float32)
+
+
+def smooth_frame(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([128 + 100 * np.sin(x / 23 + c) * np.cos(y / 31 - c) for c in range(3)], -1)
+    return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+# -- checks --------------------------------------------------------------------------------------------------
+
+
+class Report:
+    """Outcomes and figures of the checks, printed as they come."""
+
+    def __init__(self) -> None:
+        self.checks: dict[str, dict] = {}
+        self.figures: dict[str, float] = {}
+
+    def run(self, name: str, check: Callable[[], dict | None]) -> None:
+        start = time.perf_counter()
+        try:
+            details = check() or {}
+            outcome = {"ok": True, **details}
+        except Exception as exc:  # a check that fails is reported, and the others still run
+            outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        outcome["seconds"] = round(time.perf_counter() - start, 2)
+        self.checks[name] = outcome
+        print(f"{'ok  ' if outcome['ok'] else 'FAIL'} {name} ({outcome['seconds']} s) {outcome.get('error', '')}")
+
+    @property
+    def ok(self) -> bool:
+        return all(c["ok"] for c in self.checks.values())
+
+
+def build_kernels(folder: Path) -> dict:
+    """CMake build of the host library and, with nvcc, the fatbin."""
+    if not shutil.which("cmake"):
+        return {"skipped": "cmake is not installed: no host build to compare with"}
+    for step in (["cmake", "-S", str(ROOT), "-B", str(folder)], ["cmake", "--build", str(folder), "-j8"]):
+        subprocess.run(step, check=True, capture_output=True, text=True)
+    return {"fatbin": (folder / "simswap_kernels.fatbin").is_file()}
+
+
+def host_library(folder: Path):
+    path = folder / "libsimswap_kernels_host.so"
+    if not path.is_file():
+        return None
+    lib = ctypes.CDLL(str(path))
+    lib.simswap_preprocess_host.restype = lib.simswap_pasteback_host.restype = None
+    return lib
+
+
+def _pointers(arrays) -> ctypes.Array:
+    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
+
+
+def _ptr(array: np.ndarray) -> ctypes.c_void_p:
+    return ctypes.c_void_p(array.ctypes.data)
+
+
+def check_kernels(kernels: dict, host, size: int) -> dict:
+    """Both kernels on the device vs the host build (bit-exact) and the CPU pipeline (1 level)."""
+    device = DeviceKernels(kernels)
+    rng = np.random.default_rng(size)
+    frames = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in ((481, 643), (333, 517), (300, 401))]
+    faces = [(0, (320, 240), 180, 0), (1, (250, 170), 150, 90), (0, (20, 10), 160, 17), (2, (395, 296), 120, -35)]
+    matrices = [alignment_matrix(face_landmarks(c, s, a, size), "multipose", size) for _, c, s, a in faces]
+    frame_of_face = np.array([f for f, *_ in faces], np.int32)
+    stream = cuda.Stream()
+    on_device = [cuda.DeviceBuffer.from_array(f) for f in frames]
+    tables = [
+        np.array([b.ptr for b in on_device], np.uint64),
+        np.array([f.strides[0] for f in frames], np.int32),
+        np.array([f.shape[1] for f in frames], np.int32),
+        np.array([f.shape[0] for f in frames], np.int32),
+        frame_of_face,
+        crop_to_frame_matrices(matrices),
+    ]
+    table_buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda.DeviceBuffer(len(faces) * 3 * size * size * 4)
+    device.preprocess(stream.handle, *[b.ptr for b in table_buffers], len(faces), size, False, out.ptr)
+    stream.synchronize()
+    got = out.to_array(np.empty((len(faces), 3, size, size), np.float32))
+    cpu = crops_to_tensor(warp_faces(frames, list(zip(frame_of_face.tolist(), matrices, strict=True)), size), size)
+    details = {"preprocess_max_levels_vs_cpu": float(np.abs(got - cpu).max() * 255)}
+    if details["preprocess_max_levels_vs_cpu"] > 1.001:
+        raise AssertionError(f"preprocess differs from the CPU crop by {details['preprocess_max_levels_vs_cpu']}")
+    if host is not None:
+        expected = np.zeros_like(got)
+        host.simswap_preprocess_host(
+            _pointers(frames), *[_ptr(t) for t in tables[1:]], len(faces), size, 0, _ptr(expected)
+        )
+        if not np.array_equal(got, expected):
+            raise AssertionError(f"preprocess is not bit-exact with the host build: {np.abs(got - expected).max()}")
+        details["preprocess_bit_exact"] = True
+
+    generator_out = rng.random((len(faces), 3, size, size), dtype=np.float32)
+    order = np.argsort(frame_of_face, kind="stable")
+    per_frame = [[matrices[i] for i in order if frame_of_face[i] == f] for f in range(len(frames))]
+    batch = pack_pasteback([f.shape for f in frames], per_frame, size)
+    crops = cuda.DeviceBuffer.from_array(generator_out[order])
+    crop_table = np.array([crops.ptr + i * generator_out[0].nbytes for i in range(len(faces))], np.uint64)
+    paste_tables = [batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks]
+    paste_buffers = [cuda.DeviceBuffer.from_array(t) for t in (*paste_tables, batch.mask_offsets)]
+    device.pasteback(
+        stream.handle,
+        table_buffers[0].ptr,
+        table_buffers[1].ptr,
+        batch.union_rois,
+        *[b.ptr for b in paste_buffers[:3]],
+        size,
+        False,
+        *[b.ptr for b in paste_buffers[3:]],
+    )
+    stream.synchronize()
+    swaps = tensor_to_bgr(generator_out)
+    worst = 0
+    for f, frame in enumerate(frames):
+        got_frame = on_device[f].to_array(frame)
+        mine = [i for i in order if frame_of_face[i] == f]
+        cpu_frame = paste_back(frame, [(swaps[i], matrices[i]) for i in mine])
+        worst = max(worst, int(np.abs(got_frame.astype(int) - cpu_frame).max()))
+    details["pasteback_max_levels_vs_cpu"] = worst
+    if worst > 1:
+        raise AssertionError(f"paste-back differs from the CPU paste-back by {worst} levels")
+    for buffer in (*on_device, *table_buffers, out, crops, *paste_buffers):
+        buffer.free()
+    stream.free()
+    return details
+
+
+def check_cuda_layer() -> dict:
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (301, 433, 3), dtype=np.uint8)
+    pinned = cuda.PinnedBuffer(data.shape, np.uint8)
+    pinned.array[...] = data
+    device = cuda.DeviceBuffer(data.nbytes)
+    first, second = cuda.Stream(), cuda.Stream()
+    uploaded = cuda.Event(timing=False)
+    start, end = cuda.Event(), cuda.Event()
+    start.record(first)
+    device.upload(pinned.array, first)
+    uploaded.record(first)
+    second.wait(uploaded)  # the download on the other stream starts after the upload
+    region = cuda.PinnedBuffer((100, 57 * 3), np.uint8)
+    device.download_rows(region.array, second, offset=40 * data.strides[0] + 30 * 3, pitch=data.strides[0])
+    end.record(second)
+    end.synchronize()
+    if not np.array_equal(region.array.reshape(100, 57, 3), data[40:140, 30:87]):
+        raise AssertionError("a rectangle downloaded on a second stream after an event is wrong")
+    elapsed = end.elapsed_ms(start)
+    if not elapsed >= 0:
+        raise AssertionError(f"event timing gave {elapsed}")
+    try:
+        cuda.DeviceBuffer(1 << 52)
+        raise AssertionError("a 4 PiB allocation did not fail")
+    except cuda.CudaOutOfMemory:
+        cuda.runtime().cudaGetLastError()  # reset the error state before the next checks
+
+    # a captured graph replays an upload + download
+    cudart = cuda.runtime()
+    back = cuda.PinnedBuffer(data.shape, np.uint8)
+    cuda.cuda_call(
+        "cudaStreamBeginCapture",
+        cudart.cudaStreamBeginCapture(first.handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+    )
+    device.download(back.array, first)
+    graph = cuda.cuda_call("cudaStreamEndCapture", cudart.cudaStreamEndCapture(first.handle))
+    executable = cuda.cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0))
+    cuda.cuda_call("cudaGraphLaunch", cudart.cudaGraphLaunch(executable, first.handle))
+    first.synchronize()
+    cuda.cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(executable))
+    cuda.cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(graph))
+    if not np.array_equal(back.array, data):
+        raise AssertionError("the replayed graph did not copy the buffer back")
+    for owner in (pinned, device, region, back, uploaded, start, end, first, second):
+        owner.free()
+    return {"copy_and_download_ms": round(elapsed, 4)}
+
+
+def swappers(crop_size: int, folder: Path, max_batch: int = 16):
+    """A host-path and a device-path FaceSwapper over an untrained bundle with the stand-in generator."""
+    from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
+    from simswap_build.convert import untrained_bundle
+    from simswap_trt import FaceSwapper
+    from simswap_trt.bundle import Bundle
+    from simswap_trt.engines import OnnxRuntimeEngine
+
+    arch = "224" if crop_size == 224 else "512"
+    root = folder / f"bundle-{crop_size}"
+    small = GeneratorConfig.from_name(arch, ngf=8, n_blocks=1), ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
+    bundle = Bundle.load(root) if root.is_dir() else untrained_bundle(root, arch, None, 0, *small)  # graphs unused
+    arcface = OnnxRuntimeEngine(bundle.path_of("arcface"))
+    latent = np.random.default_rng(1).normal(size=512).astype(np.float32)
+    latent /= np.linalg.norm(latent)
+    host = FaceSwapper(bundle, StandinEngine(crop_size, max_batch), arcface, device_path=False)
+    device = FaceSwapper(bundle, StandinEngine(crop_size, max_batch), arcface, device_path=True)
+    host.source_latent = device.source_latent = latent
+    return host, device
+
+
+def check_device_path(folder: Path, crop_size: int) -> dict:
+    from simswap_trt.swapper import FrameBatch
+    from simswap_trt.vision.detect import Detection
+
+    host, device = swappers(crop_size, folder, max_batch=3)
+    alignment = host.bundle.alignment
+    rng = np.random.default_rng(2)
+
+    def face(center, size, angle):
+        landmarks = face_landmarks(center, size, angle, crop_size, alignment)
+        return Detection(np.r_[landmarks.min(0), landmarks.max(0)].astype(np.float32), 0.9, landmarks)
+
+    first_faces = [  # a face fully outside between two inside, a face at the border, a frame without faces
+        [face((100, 120), 120, 0), face((5000, 90), 120, 0), face((330, 160), 100, 12)],
+        [face((12, 20), 110, 90)],
+        [],
+    ]
+    batches = [
+        FrameBatch(
+            [smooth_frame(rng, 301, 433), smooth_frame(rng, 257, 389), smooth_frame(rng, 120, 170)], first_faces
+        ),
+        FrameBatch([smooth_frame(rng, 211, 307)], [[face((150, 100), 140, 180), face((170, 120), 100, 5)]]),
+    ]
+    worst = 0
+    for batch, results in zip(batches, device.swap_stream(batches), strict=True):
+        for want, got in zip(host.swap_faces(batch.images, batch.faces), results, strict=True):
+            worst = max(worst, int(np.abs(got.image.astype(int) - want.image).max()))
+    device.close()
+    host.close()
+    if worst > 1:
+        raise AssertionError(f"the device path differs from the CPU path by {worst} levels")
+    return {"max_levels_vs_cpu": worst}
+
+
+def check_frame_stream(folder: Path, batches: int) -> dict:
+    """``swap_stream`` over 1080p frames, 4 frames of 2 faces per batch, two batches in flight."""
+    from simswap_trt.swapper import FrameBatch
+    from simswap_trt.vision.detect import Detection
+
+    host, device = swappers(224, folder)
+    rng = np.random.default_rng(3)
+    frames = [smooth_frame(rng, 1080, 1920) for _ in range(4)]
+    faces = [
+        [
+            Detection(np.zeros(4, np.float32), 0.9, face_landmarks((600 + 40 * k, 500), 230, 5, 224)),
+            Detection(np.zeros(4, np.float32), 0.9, face_landmarks((1300 - 40 * k, 560), 200, -8, 224)),
+        ]
+        for k in range(4)
+    ]
+    stream = [FrameBatch(frames, faces) for _ in range(batches)]
+    first = next(iter(device.swap_stream(stream[:1])))  # warm-up, and the output against the CPU path
+    worst = max(
+        int(np.abs(g.image.astype(int) - w.image).max())
+        for g, w in zip(first, host.swap_faces(frames, faces), strict=True)
+    )
+    start = time.perf_counter()
+    for _ in device.swap_stream(stream):
+        pass
+    seconds = time.perf_counter() - start
+    device.close()
+    host.close()
+    if worst > 1:
+        raise AssertionError(f"the streamed output differs from the CPU path by {worst} levels")
+    return {"frames_per_s": round(batches * len(frames) / seconds, 1), "max_levels_vs_cpu": worst}
+
+
+def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
+    """Preprocess and paste-back of ``faces`` faces from 1080p frames (one face per frame), event-timed."""
+    from cuda.core import EventOptions, Stream
+
+    device = DeviceKernels(kernels)
+    rng = np.random.default_rng(4)
+    size, frame = 224, rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    matrices = [alignment_matrix(face_landmarks((900 + rng.normal(0, 20), 560), 230, 3, size), "multipose", size)]
+    matrices *= faces
+    frames = [cuda.DeviceBuffer.from_array(frame) for _ in range(faces)]
+    tables = [
+        np.array([b.ptr for b in frames], np.uint64),
+        np.full(faces, frame.strides[0], np.int32),
+        np.full(faces, 1920, np.int32),
+        np.full(faces, 1080, np.int32),
+        np.arange(faces, dtype=np.int32),
+        crop_to_frame_matrices(matrices),
+    ]
+    table_buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda.DeviceBuffer(faces * 3 * size * size * 4)
+    batch = pack_pasteback([frame.shape] * faces, [[m] for m in matrices], size)
+    crop_table = np.array([out.ptr + i * 3 * size * size * 4 for i in range(faces)], np.uint64)
+    paste = [
+        cuda.DeviceBuffer.from_array(t)
+        for t in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
+    ] + [cuda.DeviceBuffer.from_array(batch.mask_offsets)]
+    stream = cuda.Stream()
+    core_stream = Stream.from_handle(stream.handle)
+    timing = EventOptions(timing_enabled=True)
+
+    def timed(run) -> float:
+        run()
+        begin = core_stream.record(options=timing)
+        for _ in range(repeats):
+            run()
+        end = core_stream.record(options=timing)
+        end.sync()
+        return (end - begin) / repeats
+
+    preprocess_ms = timed(
+        lambda: device.preprocess(stream.handle, *[b.ptr for b in table_buffers], faces, size, False, out.ptr)
+    )
+    pasteback_ms = timed(
+        lambda: device.pasteback(
+            stream.handle,
+            table_buffers[0].ptr,
+            table_buffers[1].ptr,
+            batch.union_rois,
+            *[b.ptr for b in paste[:3]],
+            size,
+            False,
+            *[b.ptr for b in paste[3:]],
+        )
+    )
+    for buffer in (*frames, *table_buffers, out, *paste):
+        buffer.free()
+    stream.free()
+    return {"faces": faces, "preprocess_ms": round(preprocess_ms, 4), "pasteback_ms": round(pasteback_ms, 4)}
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name, module in (
+        ("cuda-bindings", "cuda.bindings"),
+        ("cuda-core", "cuda.core"),
+        ("torch", "torch"),
+        ("cupy", "cupy"),
+        ("tensorrt", "tensorrt"),
+    ):
+        try:
+            found[name] = __import__(module, fromlist=["__version__"]).__version__
+        except Exception:  # not installed, or broken: recorded as absent
+            found[name] = None
+    nvcc = shutil.which("nvcc")
+    if nvcc:
+        found["nvcc"] = (
+            subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout.strip().split("\n")[-1]
+        )
+    return found
+
+
+def usable_gpu() -> tuple[cuda.DeviceInfo | None, str]:
+    """The GPU's properties, or None and why the check cannot run."""
+    try:
+        info = cuda.device_info()
+    except SimswapError as exc:
+        return None, f"no usable CUDA device: {exc}"
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None, "torch has no CUDA support here (the device-path check runs its stand-in engine on torch)"
+    except ImportError:
+        return None, "torch is not installed (the device-path check runs its stand-in engine on torch)"
+    return info, ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info, reason = usable_gpu()
+    if info is None:
+        print(f"skipped: {reason}")
+        return 2
+    print(f"{info.name} ({info.sm}), driver {info.driver_version}, runtime {info.runtime_version}")
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="simswap-gpu-check-") as scratch:
+        folder = Path(scratch)
+        report.run("build kernels (CMake)", lambda: build_kernels(folder / "build"))
+        host = host_library(folder / "build")
+        fatbin = folder / "build" / "simswap_kernels.fatbin"
+        sources = [("fatbin", fatbin)] if fatbin.is_file() else []
+        sources.append(("nvrtc", Path("/nonexistent")))
+        loaded = {}
+        for name, path in sources:
+
+            def load(path=path, name=name):
+                os.environ["SIMSWAP_KERNELS_FATBIN"] = str(path)  # a missing file means: compile with NVRTC
+                loaded[name] = load_device_kernels()
+
+            report.run(f"load kernels ({name})", load)
+            for size in (224, 512):
+                if name in loaded:
+                    report.run(f"kernels {name} {size}", lambda n=name, s=size: check_kernels(loaded[n], host, s))
+        report.run("cuda layer", check_cuda_layer)
+        for size in (224, 512):
+            report.run(f"device path {size}", lambda s=size: check_device_path(folder, s))
+        report.run("frame stream", lambda: check_frame_stream(folder, args.stream_batches))
+        kernels = next(iter(loaded.values()), None)
+        if kernels is not None:
+            report.run("kernel throughput", lambda: check_throughput(kernels, args.faces, args.repeats))
+        if versions()["tensorrt"]:
+            report.run("pytest -m gpu (TensorRT)", _gpu_suite)
+    result = {
+        "benchmark": "gpu-check",
+        "device": info.name,
+        "compute_capability": list(info.compute_capability),
+        "driver_version": info.driver_version,
+        "runtime_version": info.runtime_version,
+        "versions": versions(),
+        "ok": report.ok,
+        "checks": report.checks,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    temporary = args.output.with_name(args.output.name + ".tmp")
+    temporary.write_text(json.dumps(result, indent=2) + "\n")
+    temporary.replace(args.output)
+    print(f"{'all checks passed' if report.ok else 'SOME CHECKS FAILED'}; results in {args.output}")
+    return 0 if report.ok else 1
+
+
+def _gpu_suite() -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "gpu")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    if result.returncode:
+        raise AssertionError(result.stdout[-2000:])
+    return {"summary": result.stdout.strip().splitlines()[-1]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

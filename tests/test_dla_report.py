@@ -1,0 +1,106 @@
+"""The DLA layer report of `simswap-build engine --dla-core N`: built against the strict stand-ins of the
+TensorRT 10.3 and 11.x APIs (builder, runtime, engine inspector; tests/data/trt_api), parsed into which network
+layers run on the DLA and which fall back to the GPU, stored next to the plan and named in the manifest."""
+
+import json
+import shutil
+
+import pytest
+from fake_gpu import install_fake_cuda
+from test_trt_conformance import fake_builder_module
+
+from simswap_build import cli as build_cli
+from simswap_build import engine_builder
+from simswap_build.engine_builder import BuildOptions, build_engine
+from simswap_trt.bundle import Bundle
+
+# a generator-like network: convolutions the DLA takes, instance norm / style layers it does not
+LAYERS = [
+    ("/enc/conv0/Conv", True),
+    ("/enc/relu0/Relu", True),
+    ("/blocks.0/InstanceNormalization", False),
+    ("/blocks.0/style/Gemm", False),
+    ("/dec/conv0/Conv", True),
+    ("/dec/relu0/Relu", True),
+    ("/dec/out/Tanh", True),
+]
+DLA_CAPABLE = [name for name, dla in LAYERS if dla]
+NOT_CAPABLE = [name for name, dla in LAYERS if not dla]
+INPUTS = [("target", (-1, 3, 224, 224)), ("latent", (-1, 512))]
+
+
+@pytest.fixture()
+def bundle_root(tiny_bundle, tmp_path, monkeypatch):
+    install_fake_cuda(monkeypatch, compute_capability=(8, 7), name="Orin")
+    root = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle.root, root)
+    return root
+
+
+@pytest.mark.parametrize("version", ["10.3", "11.x"])
+def test_dla_report_is_parsed_and_stored_next_to_the_plan(bundle_root, version):
+    record = []
+    trt = fake_builder_module(version, INPUTS, record, layers=LAYERS)
+    entry = build_engine(bundle_root, "generator", BuildOptions(dla_core=1, progress=False), trt=trt)
+    report_file = entry.extra["dla_report"]
+    assert report_file == entry.file.removesuffix(".plan") + ".dla.json"  # next to the plan
+    assert Bundle.load(bundle_root).plans[0].extra == {"dla_report": report_file}  # named in the manifest
+    report = json.loads((bundle_root / report_file).read_text())
+    assert report["dla_core"] == 1 and report["tensorrt_version"] == trt.__version__
+    assert report["network_layers"] == {"dla": DLA_CAPABLE, "gpu": NOT_CAPABLE}
+    assert report["summary"] == {"network_layers_on_dla": 5, "network_layers_on_gpu": 2, "dla_subgraphs": 2}
+    assert [(layer["name"], layer["device"]) for layer in report["engine_layers"]] == [
+        ("/enc/conv0/Conv to nvm", "transfer"),
+        ("{ForeignNode[/enc/conv0/Conv.../enc/relu0/Relu]}", "dla"),
+        ("/enc/relu0/Relu from nvm", "transfer"),
+        ("/blocks.0/InstanceNormalization + /blocks.0/style/Gemm", "gpu"),
+        ("/dec/conv0/Conv to nvm", "transfer"),
+        ("{ForeignNode[/dec/conv0/Conv.../dec/out/Tanh]}", "dla"),
+        ("/dec/out/Tanh from nvm", "transfer"),
+    ]
+    settings = {name: value for name, value, *_ in record if isinstance(name, str)}
+    assert settings["IBuilderConfig.profiling_verbosity"].name == "DETAILED"
+    assert settings["Runtime.DLA_core"] == 1  # the plan was inspected on the core it was built for
+
+
+def test_layers_past_the_subgraph_limit_are_reported_on_the_gpu(bundle_root):
+    trt = fake_builder_module("10.3", INPUTS, [], layers=LAYERS, dla_subgraph_limit=1)
+    entry = build_engine(bundle_root, "generator", BuildOptions(dla_core=0, progress=False), trt=trt)
+    report = json.loads((bundle_root / entry.extra["dla_report"]).read_text())
+    assert report["network_layers"] == {
+        "dla": ["/enc/conv0/Conv", "/enc/relu0/Relu"],
+        "gpu": [*NOT_CAPABLE, "/dec/conv0/Conv", "/dec/relu0/Relu", "/dec/out/Tanh"],  # eligible, fell back
+    }
+    assert report["summary"]["dla_subgraphs"] == 1
+
+
+def test_gpu_plans_have_no_report(bundle_root):
+    record = []
+    trt = fake_builder_module("11.x", INPUTS, record, layers=LAYERS)
+    entry = build_engine(bundle_root, "generator", BuildOptions(progress=False), trt=trt)
+    assert entry.extra == {}
+    assert not list((bundle_root / "engines").glob("*.dla.json"))
+    assert not [r for r in record if r[0] == "deserialize"]
+
+
+def test_engine_command_prints_the_placement(bundle_root, monkeypatch, capsys):
+    trt = fake_builder_module("10.3", INPUTS, [], layers=LAYERS)
+    monkeypatch.setattr(engine_builder, "import_builder", lambda: trt)
+    argv = ["engine", str(bundle_root), "--role", "generator", "--dla-core", "0", "--no-progress"]
+    assert build_cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        "DLA core 0: 5 of 7 network layers on the DLA in 2 subgraph(s), 2 on the GPU: "
+        "/blocks.0/InstanceNormalization, /blocks.0/style/Gemm\n"
+        "  layer report: engines/generator.fp32.sm_87.trt10.3.0.26.dla.json" in out
+    )
+
+
+def test_a_gpu_rebuild_removes_the_dla_report(bundle_root):
+    trt = fake_builder_module("10.3", INPUTS, [], layers=LAYERS)
+    dla = build_engine(bundle_root, "generator", BuildOptions(dla_core=0, progress=False), trt=trt)
+    assert (bundle_root / dla.extra["dla_report"]).is_file()
+    gpu = build_engine(bundle_root, "generator", BuildOptions(progress=False), trt=trt, overwrite=True)
+    assert gpu.file == dla.file and gpu.extra == {} and gpu.dla_core is None
+    assert not (bundle_root / dla.extra["dla_report"]).exists()
+    assert [plan.extra for plan in Bundle.load(bundle_root).plans] == [{}]

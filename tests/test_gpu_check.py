@@ -1,0 +1,96 @@
+"""The GPU check (benchmarks/gpu_check.py) without a GPU: its arguments, its refusal to run, its stand-in
+generator, and its device-path comparison run on the CPU stand-in of the GPU."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import _gpu_available
+from fake_gpu import install_fake_cuda
+
+from benchmarks import gpu_check
+
+
+def test_arguments_have_defaults_and_refuse_non_positive_counts(capsys):
+    args = gpu_check.parse_args([])
+    assert (args.faces, args.stream_batches, args.repeats) == (64, 8, 20)
+    assert args.output.name == "gpu-check.json" and args.output.parent.name == "results"
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.parse_args(["--faces", "0"])
+    assert exit_info.value.code == 2
+    assert "argument --faces: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
+def test_without_a_gpu_it_says_why_and_writes_nothing(tmp_path, capsys):
+    output = tmp_path / "gpu-check.json"
+    assert gpu_check.main(["--output", str(output)]) == 2
+    assert capsys.readouterr().out.startswith("skipped: no usable CUDA device: cudaGetDeviceCount failed")
+    assert not output.exists()
+
+
+def test_the_stand_in_generator_is_the_same_function_in_numpy_and_torch():
+    rng = np.random.default_rng(0)
+    target, latent = rng.random((3, 3, 16, 16), dtype=np.float32), rng.normal(size=(3, 512)).astype(np.float32)
+    expected = np.clip(
+        1 - target.astype(np.float64) * 0.8 + latent.astype(np.float64).mean(1)[:, None, None, None], 0, 1
+    )
+    np.testing.assert_allclose(gpu_check.standin_numpy(target, latent), expected, atol=1e-6)
+    got = gpu_check.standin_torch(torch.from_numpy(target), torch.from_numpy(latent)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [224, 512])
+def test_the_device_path_check_runs_on_the_stand_in(size, host, monkeypatch, tmp_path):
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+
+    def execute_device(self, addresses, batch, stream):  # the torch engine's work, on the stand-in's memory
+        def view(name, shape):
+            return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
+
+        image = (batch, 3, self.crop_size, self.crop_size)
+
+        def run():
+            view("swapped", image)[...] = gpu_check.standin_numpy(view("target", image), view("latent", (batch, 512)))
+
+        gpu.enqueue(stream.handle, "execute", run)
+        self.calls += 1
+
+    monkeypatch.setattr(gpu_check.StandinEngine, "execute_device", execute_device)
+    details = gpu_check.check_device_path(tmp_path, size)
+    assert details["max_levels_vs_cpu"] <= 1
+    assert gpu.executed.count("simswap_pasteback_kernel") >= 2 and gpu.executed.count("execute") >= 3
+    assert not gpu.live  # the check closes what it opened
+
+
+@pytest.mark.parametrize("size", [224, 512])
+def test_the_kernel_check_runs_on_the_stand_in(size, host, monkeypatch):
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+    kernels = {name: name for name in ("simswap_preprocess_kernel", "simswap_pasteback_kernel")}
+    details = gpu_check.check_kernels(kernels, host, size)
+    assert details["preprocess_bit_exact"] and details["preprocess_max_levels_vs_cpu"] <= 1.001
+    assert details["pasteback_max_levels_vs_cpu"] <= 1
+    assert gpu.executed.count("simswap_preprocess_kernel") == gpu.executed.count("simswap_pasteback_kernel") == 1
+    assert not gpu.live
+
+
+def test_the_cuda_layer_check_runs_on_the_stand_in(monkeypatch):
+    from fake_gpu import fake_cudart
+
+    from simswap_trt import cuda
+
+    gpu = install_fake_cuda(monkeypatch)
+    calls = []
+    cudart = fake_cudart(calls)
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+
+    def allocate(nbytes):  # the stand-in refuses absurd sizes as cudaMalloc does
+        if nbytes > 1 << 40:
+            raise cuda.CudaOutOfMemory("cudaMalloc", "cudaErrorMemoryAllocation", 2)
+        return real(nbytes)
+
+    real = cuda.DeviceBuffer
+    monkeypatch.setattr(cuda, "DeviceBuffer", allocate)
+    details = gpu_check.check_cuda_layer()
+    assert details["copy_and_download_ms"] == 1.0  # the stand-in's event interval
+    assert ("graph launch", 1) in calls and ("cudaGraphDestroy", 1) in calls
+    assert not gpu.live

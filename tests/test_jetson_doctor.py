@@ -1,0 +1,110 @@
+"""`simswap-trt doctor` on a Jetson, from fake L4T files and fake `dpkg-query` / `nvpmodel` commands: module,
+L4T and JetPack release, power mode, integrated memory and the engines' host memory, DLA cores (from the
+strict TensorRT runtime stand-in); and what it says on a discrete GPU and where nothing is readable."""
+
+import stat
+
+import pytest
+from fake_gpu import install_fake_cuda, strict_runtime_module
+
+from simswap_trt import cli, jetson
+from simswap_trt.engines import tensorrt as trt_engine
+
+lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
+
+ORIN_RELEASE = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025\n"
+NVPMODEL = 'echo "NV Power Mode: MAXN"; echo 0'
+
+
+def fake_commands(tmp_path, monkeypatch, packages, nvpmodel=NVPMODEL):
+    """A PATH holding only a fake dpkg-query (answering for ``packages``) and, if given, a fake nvpmodel."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cases = "".join(f'  {name}) printf "%s" "{version}";;\n' for name, version in packages.items())
+    scripts = {"dpkg-query": f'#!/bin/sh\ncase "$3" in\n{cases}  *) exit 1;;\nesac\n'}
+    if nvpmodel:
+        scripts["nvpmodel"] = f'#!/bin/sh\n[ "$1" = "-q" ] || exit 2\n{nvpmodel}\n'
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", str(bin_dir))
+
+
+def fake_files(tmp_path, monkeypatch, release=None, model=None):
+    for attribute, name, text in (("TEGRA_RELEASE", "nv_tegra_release", release), ("MODEL_FILE", "model", model)):
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        monkeypatch.setattr(jetson, attribute, path)
+
+
+def fake_tensorrt(monkeypatch, dla_cores):
+    module = strict_runtime_module(lean, [], lambda inputs: {})
+    module.Runtime.num_DLA_cores = dla_cores  # a name the real tensorrt_lean.Runtime has
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, False))
+
+
+def doctor(capsys):
+    assert cli.main(["doctor"]) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_doctor_on_an_orin(tmp_path, monkeypatch, capsys):
+    fake_files(tmp_path, monkeypatch, ORIN_RELEASE, "NVIDIA Jetson AGX Orin Developer Kit\0")
+    fake_commands(tmp_path, monkeypatch, {"nvidia-l4t-core": "36.4.3-20250107174145", "nvidia-jetpack": "6.2+b77"})
+    install_fake_cuda(monkeypatch, compute_capability=(8, 7), name="Orin", integrated=True)
+    fake_tensorrt(monkeypatch, dla_cores=2)
+    out = doctor(capsys)
+    assert "Jetson        NVIDIA Jetson AGX Orin Developer Kit: L4T 36.4.3, JetPack 6.2" in out
+    assert "power mode    MAXN (mode 0)" in out
+    assert "GPU memory    integrated: shared with the CPU; engines use mapped pinned host memory, no copies" in out
+    assert "DLA cores     2 (build with: simswap-build engine B --dla-core 0)" in out
+
+
+def test_jetpack_from_the_l4t_release_and_unreadable_power_mode(tmp_path, monkeypatch, capsys):
+    """No release file, no nvidia-jetpack package, no nvpmodel: L4T from nvidia-l4t-core, JetPack from the table."""
+    fake_files(tmp_path, monkeypatch)
+    fake_commands(tmp_path, monkeypatch, {"nvidia-l4t-core": "36.3.0-20240506102626"}, nvpmodel=None)
+    install_fake_cuda(monkeypatch, compute_capability=(8, 7), name="Orin", integrated=True)
+    fake_tensorrt(monkeypatch, dla_cores=0)
+    out = doctor(capsys)
+    assert "Jetson        unknown module: L4T 36.3.0, JetPack 6.0" in out
+    assert "power mode    not readable (nvpmodel -q)" in out
+    assert "DLA cores     0" in out  # Orin Nano / NX 8GB: no DLA
+
+
+def test_doctor_on_a_discrete_gpu_says_nothing_about_jetson(tmp_path, monkeypatch, capsys):
+    fake_files(tmp_path, monkeypatch)
+    fake_commands(tmp_path, monkeypatch, {})
+    install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="H100", integrated=False)
+    fake_tensorrt(monkeypatch, dla_cores=0)
+    out = doctor(capsys)
+    assert "GPU memory    discrete: engines stage copies through pinned host buffers" in out
+    assert not [line for line in out if line.startswith(("Jetson", "power mode", "DLA cores"))]
+
+
+@pytest.mark.parametrize(
+    "release,package,expected",
+    [
+        ("# R36 (release), REVISION: 4.0, GCID: 37537400, BOARD: generic, EABI: aarch64", None, "36.4.0"),
+        ("# R35 (release), REVISION: 5.0, GCID: 35550185, BOARD: t186ref, EABI: aarch64", None, "35.5.0"),
+        ("# R36 (release), REVISION: 4", None, "36.4.0"),
+        (None, "36.4.4-20250616085344", "36.4.4"),
+        ("garbage", None, None),
+    ],
+)
+def test_l4t_release_parsing(release, package, expected):
+    assert jetson.l4t_release(release, package) == expected
+
+
+@pytest.mark.parametrize(
+    "output,expected",
+    [
+        ("NV Power Mode: 15W\n1\n", "15W (mode 1)"),
+        ("NVPM WARN: fan mode is not set!\nNV Power Mode: MAXN_SUPER\n2\n", "MAXN_SUPER (mode 2)"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_power_mode_parsing(output, expected):
+    assert jetson.power_mode(output) == expected
