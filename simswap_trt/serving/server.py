@@ -13,6 +13,7 @@ import os
 import sysconfig
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 
 import numpy as np
@@ -127,16 +128,17 @@ def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
         raise SimswapError("serving needs PyTriton: pip install 'simswap-trt[serve]'") from None
     if not swappers:
         raise SimswapError("serving needs at least one swapper instance")
-    # PyTriton's instances 1..N-1 of a model fetch their set-up from instance 0 over a Unix socket, without
-    # retrying; under CPU contention one can connect before instance 0 listens, and the model fails to load.
-    # A fresh server is tried again, at most START_ATTEMPTS times.
+    # PyTriton's start-up has short timeouts and races: instances 1..N-1 of a model fetch their set-up from
+    # instance 0 over a Unix socket, without retrying, and its own client polls the starting server. Under
+    # CPU contention a model can fail to load, or a poll can fail; a fresh server is tried again, at most
+    # START_ATTEMPTS times.
     for attempt in range(1, START_ATTEMPTS + 1):
         triton = Triton(config=_triton_config(config))
         try:
             bind_models(triton, swappers, config)
             triton.run()
             break
-        except (PyTritonError, InferenceServerException) as exc:  # a model failed to load
+        except (PyTritonError, InferenceServerException, HTTPException, ConnectionError, TimeoutError) as exc:
             triton.stop()
             if attempt == START_ATTEMPTS:
                 raise SimswapError(f"Triton could not load the models: {str(exc).splitlines()[0]}") from exc
