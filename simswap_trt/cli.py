@@ -29,6 +29,7 @@ examples:
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ --select largest
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
                    --select reference --reference actor.jpg
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
   simswap-trt serve --bundle B --source me.jpg       # Triton Inference Server (PyTriton) on 127.0.0.1
@@ -114,6 +115,12 @@ def _run_builder(argv: Sequence[str]) -> int:
     """Run a ``simswap-build`` command in a child process: the runtime never imports the builder (which
     may need torch), it only uses its command line."""
     return subprocess.call([sys.executable, "-m", "simswap_build.cli", *argv])
+
+
+def _video(args: argparse.Namespace) -> int:
+    from simswap_trt.video.cli import run
+
+    return run(args)
 
 
 def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
@@ -568,6 +575,18 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
     _add_runtime_flags(batch, batch=8)
 
+    from simswap_trt.video import cli as video_cli
+
+    video = sub.add_parser(
+        "video",
+        help="swap a source identity onto the faces of a video (audio kept, faces tracked and smoothed)",
+        description=video_cli.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    video_cli.add_arguments(video)
+    _add_pipeline_flags(video)
+    _add_runtime_flags(video, batch=8)
+
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")
 
@@ -589,6 +608,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor": _doctor,
         "serve": _serve,
         "batch": _batch,
+        "video": _video,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

@@ -180,11 +180,11 @@ def test_shipped_source_compiles_with_nvrtc():
     options = [b"--gpu-architecture=compute_80", b"--fmad=false", f"--include-path={SOURCE_DIR}".encode()]
     (result,) = nvrtc.nvrtcCompileProgram(program, len(options), options)
     _, log_size = nvrtc.nvrtcGetProgramLogSize(program)
-    log = b" " * log_size
+    log = bytearray(log_size)  # NVRTC writes into it; b" " * 1 would be the interpreter-wide b" " object
     nvrtc.nvrtcGetProgramLog(program, log)
     assert result == nvrtc.nvrtcResult.NVRTC_SUCCESS, log.decode(errors="replace")
     _, size = nvrtc.nvrtcGetPTXSize(program)
-    ptx = b" " * size
+    ptx = bytearray(size)
     nvrtc.nvrtcGetPTX(program, ptx)
     assert all(name.encode() in ptx for name in KERNEL_NAMES)
 

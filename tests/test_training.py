@@ -309,3 +309,17 @@ def test_train_without_torch_is_a_one_line_error(tmp_path):
         result.returncode == 1
         and result.stderr.strip() == "error: training needs PyTorch: pip install 'simswap-trt[train]'"
     )
+
+
+def test_the_512_layout_trains_and_exports_as_a_512_checkpoint(faces, arcface, tmp_path):
+    from simswap_build.checkpoints import load_generator
+    from simswap_build.training.models import new_generator
+
+    generator = new_generator("512", ngf=8, n_blocks=1)
+    trainer = Trainer(TrainConfig(batch_size=2, ndf=8), generator, copy.deepcopy(arcface), faces)
+    before = copy.deepcopy(generator.state_dict())
+    values = trainer.train_step()
+    assert all(np.isfinite(v) for v in values.values())
+    assert not torch.equal(before["down0.0.weight"], generator.state_dict()["down0.0.weight"])
+    loaded = load_generator(export_generator(generator, tmp_path / "550000_net_G.pth"))
+    assert loaded.config.name == "512" and loaded.config.ngf == 8

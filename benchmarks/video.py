@@ -1,0 +1,193 @@
+"""Video end to end: the simswap-trt pipeline (decode / batched swap / encode overlapped, tracking and
+smoothing on) against the naive loop (decode one frame, swap it as an image, encode it), on the same
+synthetic 1080p clip with one and with several faces, in the same run. Prints a table, writes JSON (with
+the CPU model and flags) and a bar chart to benchmarks/results/.
+
+    python -m benchmarks.video [--bundle B] [--frames 48] [--repeats 1]
+
+Without --bundle an UNTRAINED reduced-width 224 bundle (generator ngf 16, 3 blocks) is made for the run.
+On a CPU the full-size generator takes seconds per face, which no pipeline can hide; the reduced one
+makes decoding, detection, paste-back and encoding weigh as they do next to a fast (GPU) generator,
+which is what the pipeline overlaps. Pass --bundle for any other bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from skimage import data
+
+from simswap_trt import FaceSwapper
+from simswap_trt.video import VideoOptions, swap_video
+
+SIZE = (1920, 1080)
+FPS = 24
+
+
+def cpu_facts() -> dict:
+    facts = {"cpus": len(os.sched_getaffinity(0)), "platform": platform.platform()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                facts.setdefault("model", value.strip())
+            if key.strip() == "flags":
+                facts.setdefault("flags", value.split())
+    except OSError:
+        pass
+    return facts
+
+
+def make_clip(path: Path, faces: int, frames: int) -> Path:
+    """A 1080p clip of ``faces`` astronaut faces (public domain) drifting over a gradient, with a sine tone."""
+    face = np.ascontiguousarray(data.astronaut()[20:240, 110:330, ::-1])
+    w, h = SIZE
+    x, y = np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h))
+    backdrop = np.stack([60 + 120 * x, 90 + 60 * y, 150 - 80 * x * y], -1).astype(np.uint8)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=FPS)
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        video.codec_context.options = {"crf": "18", "preset": "veryfast"}
+        tone = container.add_stream("aac", rate=48000)
+        for i in range(frames):
+            image = backdrop.copy()
+            for k in range(faces):
+                matrix = cv2.getRotationMatrix2D((110, 110), 0.3 * i * (-1) ** k, 1.2 + 0.1 * k)
+                matrix[:, 2] += [300 + 550 * k + 3 * i - 110, 420 + 60 * k - 110]
+                mask = cv2.warpAffine(np.full((220, 220), 255, np.uint8), matrix, SIZE) > 128
+                image[mask] = cv2.warpAffine(face, matrix, SIZE)[mask]
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        t = np.arange(int(frames / FPS * 48000)) / 48000
+        samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+        for start in range(0, len(samples), 1024):
+            chunk = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 48000, start
+            container.mux(tone.encode(chunk))
+        container.mux(tone.encode(None))
+    return path
+
+
+def naive(swapper: FaceSwapper, clip: Path, output: Path) -> int:
+    """One frame at a time: decode, swap as an image, encode (video only, same codec and CRF)."""
+    with av.open(str(clip)) as source, av.open(str(output), "w") as sink:
+        stream = sink.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        stream.codec_context.options = {"crf": "18"}
+        count = 0
+        for frame in source.decode(video=0):
+            image = swapper.swap(frame.to_ndarray(format="bgr24")).image
+            out = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            out.pts = count
+            sink.mux(stream.encode(out))
+            count += 1
+        sink.mux(stream.encode(None))
+    return count
+
+
+def timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle (default: untrained full-size 224)")
+    parser.add_argument("--frames", type=int, default=48, help="clip length in frames at 24 fps (default: 48)")
+    parser.add_argument("--faces", type=int, nargs="+", default=[1, 3], help="faces per clip (default: 1 3)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "video.json")
+    args = parser.parse_args()
+
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        model = "given bundle"
+        if args.bundle is None:
+            from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
+            from simswap_build.convert import untrained_bundle
+
+            # ArcFace only sets the source identity here (select="all"), so it is reduced too
+            args.bundle, model = folder / "bundle", "untrained reduced-width 224 (generator ngf 16, 3 blocks)"
+            generator, arcface = GeneratorConfig(ngf=16, n_blocks=3), ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
+            untrained_bundle(args.bundle, generator_config=generator, arcface_config=arcface)
+        swapper = FaceSwapper.from_bundle(args.bundle, max_batch=args.batch)
+        swapper.set_source(np.ascontiguousarray(data.astronaut()[..., ::-1]))
+        options = VideoOptions(batch=args.batch)
+        for faces in args.faces:
+            clip = make_clip(folder / f"clip{faces}.mp4", faces, args.frames)
+            swap_video(swapper, clip, folder / "warm.mp4", options, duration=8 / FPS, overwrite=True)  # warm-up
+            times = {"naive": [], "pipeline": []}
+            for _ in range(args.repeats):
+                times["naive"].append(timed(lambda clip=clip: naive(swapper, clip, folder / "naive.mp4")))
+                times["pipeline"].append(
+                    timed(lambda clip=clip: swap_video(swapper, clip, folder / "out.mp4", options, overwrite=True))
+                )
+            fps = {name: args.frames / statistics.median(t) for name, t in times.items()}
+            rows.append(
+                {
+                    "faces": faces,
+                    "frames": args.frames,
+                    "naive_fps": fps["naive"],
+                    "pipeline_fps": fps["pipeline"],
+                    "speedup_median": fps["pipeline"] / fps["naive"],
+                    "seconds": times,
+                }
+            )
+
+    print(f"video end to end, {SIZE[0]}x{SIZE[1]}, {args.frames} frames, batch {args.batch}, {args.repeats} run(s)")
+    print(f"{'faces':>6}{'naive fps':>12}{'pipeline fps':>14}{'speed-up':>10}")
+    for row in rows:
+        print(f"{row['faces']:>6}{row['naive_fps']:>12.2f}{row['pipeline_fps']:>14.2f}{row['speedup_median']:>9.2f}x")
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "video",
+        "frame": list(SIZE),
+        "fps": FPS,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "model": model,
+        "untrained_bundle": swapper.bundle.untrained,
+        "backend": swapper.generator.backend,
+        "machine": cpu_facts(),
+        "versions": {"pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info, "python": platform.python_version()},
+        "results": rows,
+    }
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(5, 3))
+    x = np.arange(len(rows))
+    ax.bar(x - 0.2, [r["naive_fps"] for r in rows], 0.4, label="naive loop")
+    ax.bar(x + 0.2, [r["pipeline_fps"] for r in rows], 0.4, label="simswap-trt video")
+    ax.set_xticks(x, [f"{r['faces']} face(s)" for r in rows])
+    ax.set_ylabel("frames per second")
+    ax.set_title(f"1080p video end to end, {result['machine']['cpus']} CPUs", fontsize=10)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.output.with_suffix(".png"), dpi=100)
+
+
+if __name__ == "__main__":
+    main()

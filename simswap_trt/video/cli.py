@@ -1,0 +1,158 @@
+"""``simswap-trt video``: arguments and handler (registered by simswap_trt.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from simswap_trt.cli_support import float_between, int_at_least, positive_int
+from simswap_trt.errors import InputError, OutputError
+from simswap_trt.files import check_output
+from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES
+
+DESCRIPTION = """\
+Swap the identity of --source onto the faces of the video --target and write --output.
+
+Frames are decoded, swapped in batches and encoded at the same time, with a fixed number of frames in
+flight. Faces are tracked from frame to frame: a face the detector misses for up to --max-gap frames is
+filled in from its track, --select reference decides once per track (from its first --votes frames),
+and landmarks are smoothed per track with a One Euro filter (--min-cutoff, --beta) so the swapped face
+does not shake. Audio and subtitle streams are copied unchanged; the video keeps its timestamps
+(variable frame rate too), size, aspect, rotation and colour description and is encoded with --codec
+(H.264, --crf 18 by default; --crf 0 is lossless). Frames without a selected face are encoded from the
+decoded frame unchanged, and in the others only the swapped pixels change. The output appears only when
+complete (Ctrl-C or an error leaves none).
+
+examples:
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
+  simswap-trt video --bundle B --source me.jpg --target in.mkv --output clip.mkv --start 60 --duration 10
+  simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4 \\
+                    --select reference --reference actor.jpg --max-gap 5 --beta 8
+
+exit status: 0 written; 3 written, but damaged input packets were skipped; 1 nothing written."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from simswap_trt.video.smoothing import SmoothingOptions
+    from simswap_trt.video.stream import VideoOptions
+    from simswap_trt.video.tracking import TrackingOptions
+
+    video, tracking, smoothing = VideoOptions(), TrackingOptions(), SmoothingOptions()
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    parser.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
+    parser.add_argument("--target", type=Path, required=True, help="video to change (anything FFmpeg reads)")
+    parser.add_argument(
+        "--output", type=Path, required=True, help="output video; .mp4, .mkv or .mov (.mkv takes any subtitle)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--start", type=float_between(0, 1e9), default=0.0, help="first second to process (default: 0)")
+    parser.add_argument(
+        "--duration", type=float_between(1e-3, 1e9), default=None, help="seconds to process (default: to the end)"
+    )
+    parser.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default: %(default)s)")
+    parser.add_argument(
+        "--crf",
+        type=int_at_least(0),
+        default=18,
+        help="quality for libx264/libx265, lower is better, 0 lossless (default: 18)",
+    )
+    parser.add_argument(
+        "--select",
+        choices=SELECT_MODES,
+        default="all",
+        help="faces to swap: all, the largest per frame, or the tracks matching --reference (default: all)",
+    )
+    parser.add_argument("--reference", type=Path, nargs="+", default=None, help="photo(s) of the person to replace")
+    parser.add_argument(
+        "--threshold",
+        type=float_between(-1.0, 1.0),
+        default=DEFAULT_MATCH_THRESHOLD,
+        help="minimum mean cosine similarity of a track to --reference (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--votes",
+        type=int,
+        default=video.votes,
+        help="detections per track that decide --select reference (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-gap",
+        type=int_at_least(0),
+        default=tracking.max_gap,
+        help="frames a tracked face may be missed by the detector and still be swapped (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-cutoff",
+        type=float_between(1e-3, 1e3),
+        default=smoothing.min_cutoff,
+        help="One Euro cutoff at rest, Hz: lower removes more jitter (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--beta",
+        type=float_between(0, 1e3),
+        default=smoothing.beta,
+        help="One Euro speed coefficient: higher follows fast moves with less lag (default: %(default)s)",
+    )
+    parser.add_argument("--no-smoothing", action="store_true", help="use the raw detector landmarks")
+    parser.add_argument(
+        "--window", type=positive_int, default=video.window, help="frames queued between stages (default: %(default)s)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from simswap_trt.cli import _swapper
+    from simswap_trt.images import read_image
+    from simswap_trt.video.pipeline import swap_video
+    from simswap_trt.video.smoothing import SmoothingOptions
+    from simswap_trt.video.stream import VideoOptions
+    from simswap_trt.video.tracking import TrackingOptions
+
+    if args.select == "reference" and not args.reference:
+        raise InputError("--select reference needs --reference IMAGE (the person to replace)")
+    options = VideoOptions(
+        select=args.select,
+        threshold=args.threshold,
+        votes=args.votes,
+        batch=args.batch,
+        window=args.window,
+        tracking=TrackingOptions(max_gap=args.max_gap),
+        smoothing=SmoothingOptions(min_cutoff=args.min_cutoff, beta=args.beta, enabled=not args.no_smoothing),
+    )
+    if not check_output(args.output, [args.target], args.overwrite):
+        raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
+    swapper = _swapper(args, args.bundle)
+    swapper.set_source([read_image(p) for p in args.source])
+    if args.reference:
+        swapper.set_reference([read_image(p) for p in args.reference])
+    bar = tqdm(unit="frame", disable=not sys.stderr.isatty())
+
+    def progress(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        report = swap_video(
+            swapper,
+            args.target,
+            args.output,
+            options,
+            args.start,
+            args.duration,
+            args.codec,
+            args.crf,
+            args.overwrite,
+            progress,
+        )
+    finally:
+        bar.close()
+    print(
+        f"done: {report.frames} frames, {report.frames_swapped} with a swapped face, {report.tracks} track(s), "
+        f"{report.bridged} face(s) bridged, {report.fps:.1f} fps -> {args.output}"
+    )
+    if report.damaged:
+        print(f"{report.damaged} damaged video packet(s) could not be decoded and were skipped")
+        return 3
+    return 0

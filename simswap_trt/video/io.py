@@ -1,0 +1,309 @@
+"""Video files in and out with PyAV (FFmpeg): demux and decode the input, encode the video and copy
+every audio and subtitle packet unchanged into the output.
+
+The output video stream keeps the input's time base and frame timestamps (so variable frame rate stays
+variable), size, pixel format (where the encoder supports it), sample aspect ratio, display matrix
+(rotation) and colour description. Frames the caller does not change are encoded from the decoded frame
+itself, never through an RGB round trip; in changed frames only the changed pixels are replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from simswap_trt.errors import ConfigError, InputError, OutputError, SimswapError
+
+try:
+    import av
+    from av.sidedata.sidedata import Type as SideDataType
+    from av.video.frame import PictureType
+    from av.video.reformatter import Interpolation
+except ImportError:  # the CLI and API explain how to install it
+    av = None
+
+log = logging.getLogger(__name__)
+
+COPIED_STREAM_TYPES = ("audio", "subtitle")
+# planar 4:2:0 formats whose pixels are patched in place (any other format is converted as a whole)
+PATCHED_FORMATS = ("yuv420p", "yuvj420p")
+# swscale's default rounding moves luma by ~1.7 levels on a YUV -> BGR -> YUV round trip; accurate
+# rounding (used where BGR is converted back) brings that to ~0.01
+ACCURATE = "AREA|ACCURATE_RND"
+
+log = logging.getLogger(__name__)
+
+
+def require_av() -> None:
+    if av is None:
+        raise SimswapError("video needs PyAV: pip install 'simswap-trt[video]'")
+
+
+@dataclass
+class Frame:
+    """A decoded video frame: ``image`` BGR uint8 for the swapper, ``source`` the decoded frame itself."""
+
+    index: int
+    time: float  # seconds, from the input's timestamps
+    image: np.ndarray
+    source: av.VideoFrame
+
+
+def _flags(names: str) -> int:
+    flags = 0
+    for name in names.split("|"):
+        flags |= Interpolation[name]
+    return flags
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns from the stored to the displayed picture (the display matrix)."""
+    return round((frame.rotation or 0) / 90) % 4
+
+
+def to_bgr(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as BGR uint8 as it is displayed (upright, so faces are found), converted with its own
+    colour matrix and range."""
+    image = frame.reformat(
+        format="bgr24", src_colorspace=frame.colorspace or None, src_color_range=frame.color_range or None
+    ).to_ndarray()
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _to_format(image: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24").reformat(
+        format=like.format.name,
+        dst_colorspace=like.colorspace or None,
+        dst_color_range=like.color_range or None,
+        interpolation=_flags(ACCURATE),
+    )
+
+
+def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
+    """The decoded frame ``like`` with the pixels where the displayed BGR image ``after`` differs from
+    ``before`` (its ``to_bgr``) replaced: every other pixel keeps its decoded value exactly. Formats other
+    than planar 4:2:0 are converted as a whole."""
+    turns = _quarter_turns(like)
+    if turns:
+        before, after = (np.ascontiguousarray(np.rot90(x, -turns)) for x in (before, after))
+    h, w = after.shape[:2]
+    if like.format.name not in PATCHED_FORMATS or h % 2 or w % 2:
+        out = _to_format(after, like)
+    else:
+        diff = cv2.absdiff(before, after)  # as any(before != after, axis=2), ~5x faster
+        changed = (diff[..., 0] | diff[..., 1] | diff[..., 2]) != 0
+        rows, cols = np.flatnonzero(changed.any(axis=1)), np.flatnonzero(changed.any(axis=0))
+        planes = like.to_ndarray()  # [1.5 h, w]: Y, then U and V with two chroma rows per row
+        if rows.size:
+            y0, y1 = rows[0] // 2 * 2, (rows[-1] + 2) // 2 * 2  # chroma sites cover 2x2 pixels
+            x0, x1 = cols[0] // 2 * 2, (cols[-1] + 2) // 2 * 2
+            patch = _to_format(after[y0:y1, x0:x1], like).to_ndarray()
+            ph, pw = y1 - y0, x1 - x0
+            mask = changed[y0:y1, x0:x1]
+            luma = planes[:h]
+            luma[y0:y1, x0:x1][mask] = patch[:ph][mask]
+            sites = mask.reshape(ph // 2, 2, pw // 2, 2).any(axis=(1, 3))
+            flat, patch = planes.reshape(-1), patch.reshape(-1)
+            for k in (0, 1):  # U, V: quarter-size planes after the luma
+                plane = flat[h * w * (4 + k) // 4 : h * w * (5 + k) // 4].reshape(h // 2, w // 2)
+                new = patch[ph * pw * (4 + k) // 4 : ph * pw * (5 + k) // 4].reshape(ph // 2, pw // 2)
+                plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2][sites] = new[sites]
+        out = av.VideoFrame.from_ndarray(planes, format=like.format.name)
+    out.pts = like.pts
+    if like.time_base is not None:
+        out.time_base = like.time_base
+    for attribute in ("color_primaries", "color_trc", "colorspace", "color_range"):
+        setattr(out, attribute, getattr(like, attribute))
+    return out
+
+
+class VideoReader:
+    """The first video stream of a file, decoded from ``start`` seconds for ``duration`` seconds, and the
+    audio and subtitle packets of the same span. Opening decodes the first frame, so a file without
+    frames fails here, before any output is created."""
+
+    def __init__(self, path: str | Path, start: float = 0.0, duration: float | None = None) -> None:
+        require_av()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InputError(f"{self.path}: no such file")
+        if start < 0 or (duration is not None and duration <= 0):
+            raise InputError("--start must be >= 0 and --duration > 0")
+        try:
+            self.container = av.open(str(self.path), metadata_errors="ignore")
+        except av.FFmpegError as exc:
+            msg = f"{self.path}: not a readable video ({exc.strerror or exc}); is it a complete file?"
+            raise InputError(msg) from None
+        if not self.container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in self.container.streams})) or "no streams"
+            self.container.close()
+            raise InputError(f"{self.path}: no video stream ({kinds}); give a video file")
+        self.video = self.container.streams.video[0]
+        self.video.thread_type = "AUTO"
+        self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
+        skipped = [s for s in self.container.streams if s is not self.video and s not in self.copied]
+        if len(self.container.streams.video) > 1 or skipped:
+            log.warning("%s: only the first video stream and the audio/subtitle streams are kept", self.path)
+        self.start, self.end = start, None if duration is None else start + duration
+        self.decode_errors = 0
+        if start > 0:
+            self.container.seek(int(start / self.video.time_base), stream=self.video, backward=True)
+        self._items = self._demux()
+        self._early: list[av.Packet] = []
+        for item in self._items:
+            if isinstance(item, Frame):
+                self.first = item
+                break
+            self._early.append(item)
+        else:
+            self.container.close()
+            where = f" after {start:g} s" if start else ""
+            raise InputError(f"{self.path}: the video stream has no decodable frames{where}")
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames to expect (from the container's frame count or duration), for progress; None if unknown."""
+        rate = self.video.average_rate or self.video.guessed_rate
+        duration = self.video.duration * self.video.time_base if self.video.duration else None
+        if duration is None and self.container.duration:
+            duration = Fraction(self.container.duration, 1_000_000)
+        total = self.video.frames or (int(duration * rate) if duration and rate else None)
+        if total and rate and (self.start or self.end):
+            span = (self.end or float(duration or 0)) - self.start
+            total = min(total, max(int(span * rate), 0))
+        return total or None
+
+    def __iter__(self) -> Iterator[Frame | av.Packet]:
+        """The first frame, then frames and copied packets in file order."""
+        yield from self._early
+        self._early = []
+        yield self.first
+        yield from self._items
+
+    def _in_span(self, time: float) -> bool:
+        # from the very beginning when not trimmed: audio priming packets have negative timestamps
+        return (not self.start or time >= self.start - 1e-9) and (self.end is None or time < self.end - 1e-9)
+
+    def _demux(self) -> Iterator[Frame | av.Packet]:
+        index, video_done = 0, False
+        for packet in self.container.demux([self.video, *self.copied]):
+            stream = packet.stream
+            if stream is not self.video:
+                if packet.dts is None and packet.pts is None:
+                    continue  # an empty flush packet
+                time = float((packet.pts if packet.pts is not None else packet.dts) * stream.time_base)
+                if self._in_span(time):
+                    yield packet
+                elif self.end is not None and time >= self.end and video_done:
+                    return
+                continue
+            if video_done:
+                continue
+            try:
+                frames = packet.decode()
+            except av.InvalidDataError as exc:
+                self.decode_errors += 1
+                log.warning("%s: a damaged video packet was skipped (%s)", self.path, exc)
+                continue
+            for frame in frames:
+                time = float(frame.time) if frame.pts is not None else index / float(self.video.guessed_rate or 25)
+                if self.end is not None and time >= self.end - 1e-9:
+                    video_done = True
+                    break
+                if self._in_span(time):
+                    yield Frame(index, time, to_bgr(frame), frame)
+                    index += 1
+
+    def close(self) -> None:
+        self.container.close()
+
+
+def temporary_path(output: Path) -> Path:
+    """A hidden file next to ``output`` with the same suffix (FFmpeg picks the container format by it)."""
+    return output.with_name(f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{output.suffix}")
+
+
+class VideoWriter:
+    """Encode frames and copy packets into ``path``, mirroring ``reader``'s streams. Timestamps are shifted
+    by the reader's start, so a trimmed clip starts at zero."""
+
+    def __init__(self, path: Path, reader: VideoReader, codec: str = "libx264", crf: int | None = 18) -> None:
+        require_av()
+        first = reader.first.source
+        try:
+            self.container = av.open(str(path), "w")
+        except (av.FFmpegError, ValueError) as exc:
+            raise OutputError(f"{path.suffix or path}: no output container format for this name ({exc})") from None
+        try:
+            self.video = self._add_video(reader, first, codec, crf)
+            self.copies = {}
+            for stream in reader.copied:
+                try:
+                    self.copies[stream.index] = self.container.add_stream_from_template(stream)
+                except (av.FFmpegError, ValueError) as exc:
+                    raise InputError(
+                        f"the {stream.type} stream #{stream.index} ({stream.codec_context.name}) cannot be copied "
+                        f"into {path.suffix}: {exc}; write .mkv, which takes any stream"
+                    ) from None
+        except BaseException:
+            self.container.close()
+            raise
+        self.shift = reader.start
+
+    def _add_video(self, reader: VideoReader, first: av.VideoFrame, codec: str, crf: int | None):
+        try:
+            video = self.container.add_stream(codec, rate=reader.video.average_rate or reader.video.guessed_rate)
+        except (av.FFmpegError, ValueError) as exc:
+            raise ConfigError(f"video codec {codec!r} is not available in this FFmpeg build ({exc})") from None
+        formats = [f.name for f in video.codec_context.codec.video_formats or []]
+        self.pix_fmt = first.format.name if not formats or first.format.name in formats else formats[0]
+        video.width, video.height, video.pix_fmt = first.width, first.height, self.pix_fmt
+        video.time_base = reader.video.time_base
+        video.codec_context.time_base = reader.video.time_base
+        if reader.video.sample_aspect_ratio:
+            video.sample_aspect_ratio = reader.video.sample_aspect_ratio
+        for attribute in ("color_primaries", "color_trc", "colorspace", "color_range"):
+            setattr(video.codec_context, attribute, getattr(first, attribute))
+        matrix = first.side_data.get(SideDataType.DISPLAYMATRIX)
+        if matrix is not None:
+            video.set_display_matrix(list(np.frombuffer(bytes(matrix), np.int32)))
+        if crf is not None and codec in ("libx264", "libx265", "libx264rgb"):
+            video.codec_context.options = {"crf": str(crf)}
+        return video
+
+    def write_frame(self, frame: av.VideoFrame) -> None:
+        if frame.format.name != self.pix_fmt:
+            frame = frame.reformat(format=self.pix_fmt)
+        frame.pict_type = PictureType.NONE  # the encoder chooses frame types, not the input's decoder
+        frame.pts -= round(self.shift / self.video.time_base)
+        self.container.mux(self.video.encode(frame))
+
+    def write_packet(self, packet: av.Packet) -> None:
+        stream = self.copies[packet.stream.index]
+        offset = round(self.shift / packet.time_base) if self.shift else 0
+        if packet.pts is not None:
+            packet.pts -= offset
+        if packet.dts is not None:
+            packet.dts -= offset
+        packet.stream = stream
+        self.container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and finish the file."""
+        self.container.mux(self.video.encode(None))
+        self.container.close()
+
+    def abort(self) -> None:
+        try:
+            self.container.close()
+        except Exception:  # the file is deleted anyway; the original error matters
+            log.debug("closing an aborted output failed", exc_info=True)

@@ -1,0 +1,183 @@
+"""Face swapping over a sequence of frames: batched detection, tracking, per-track selection, smoothing.
+
+``StreamSwapper`` takes frames in batches and gives back swapped frames in order, ``delay`` frames later
+(the tracker's look-ahead for bridging gaps and, with ``select="reference"``, for deciding per track).
+``swap_frames`` wraps it as a generator for live use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from simswap_trt.errors import ConfigError, InputError
+from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper
+from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
+from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
+from simswap_trt.vision.detect import Detection
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How video is swapped.
+
+    ``select``: ``"all"`` faces, the ``"largest"`` face of each frame, or the tracks of the
+    ``set_reference`` person (``"reference"``): a track is swapped when the mean cosine similarity of its
+    first ``votes`` detections is at least ``threshold``, and the decision holds for the whole track.
+    ``batch``: frames per detector/generator call. ``window``: frames queued between the decoding,
+    swapping and encoding stages (memory is bounded by about ``2 * window + 3 * batch + delay`` frames).
+    """
+
+    select: str = "all"
+    threshold: float = DEFAULT_MATCH_THRESHOLD
+    votes: int = 5
+    batch: int = 8
+    window: int = 16
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
+
+    def __post_init__(self) -> None:
+        if self.select not in SELECT_MODES:
+            raise ConfigError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+        if self.batch < 1 or self.window < 1 or self.votes < 1:
+            raise ConfigError("batch, window and votes must be at least 1")
+
+
+@dataclass
+class SwappedFrame:
+    """One output frame: ``image`` is the input array itself when no face was swapped in it."""
+
+    index: int
+    time: float
+    image: np.ndarray
+    faces: list[TrackedFace]  # smoothed landmarks
+    swapped: list[bool]  # per face
+    payload: Any = None
+
+    @property
+    def changed(self) -> bool:
+        return any(self.swapped)
+
+
+class StreamSwapper:
+    """Swap the source identity of ``swapper`` through a sequence of frames (see the module docstring)."""
+
+    def __init__(self, swapper: FaceSwapper, options: VideoOptions = VideoOptions()) -> None:
+        if options.select == "reference" and swapper.reference_latent is None:
+            raise InputError('select="reference" needs a reference identity: call set_reference(images) first')
+        self.swapper = swapper
+        self.options = options
+        look_ahead = options.votes - 1 if options.select == "reference" else 0
+        self.tracker = Tracker(options.tracking, delay=look_ahead)
+        self.smoother = LandmarkSmoother(options.smoothing)
+        self._votes: dict[int, list[float]] = {}
+        self._decisions: dict[int, bool] = {}
+
+    @property
+    def delay(self) -> int:
+        """Frames between pushing a frame and getting it back (besides batching)."""
+        return self.tracker.delay
+
+    def push(
+        self,
+        images: Sequence[np.ndarray],
+        times: Sequence[float],
+        payloads: Sequence[Any] | None = None,
+        detections: Sequence[list[Detection]] | None = None,
+    ) -> list[SwappedFrame]:
+        """Add frames (with their times in seconds, and their faces if already detected); returns the
+        frames that are done, in order."""
+        payloads = [None] * len(images) if payloads is None else payloads
+        if detections is None:
+            detections = self.swapper.detect(images) if len(images) else []
+        frames = [
+            self.tracker.update(t, d, (image, payload))
+            for image, t, d, payload in zip(images, times, detections, payloads, strict=True)
+        ]
+        if self.options.select == "reference":
+            self._vote(frames)
+        return self._finish(self.tracker.release())
+
+    def flush(self) -> list[SwappedFrame]:
+        """Finish every frame still held (at the end of the stream)."""
+        return self._finish(self.tracker.release(final=True))
+
+    def _vote(self, frames) -> None:
+        """Similarity to the reference of the first ``votes`` detections of each new track."""
+        wanted = {}  # track -> votes still missing
+        needed: list[list[TrackedFace]] = []
+        for frame in frames:
+            needed.append([])
+            for f in frame.faces:
+                if f.bridged or f.track in self._decisions:  # interpolated faces do not vote
+                    continue
+                missing = wanted.setdefault(f.track, self.options.votes - len(self._votes.setdefault(f.track, [])))
+                if missing > 0:
+                    needed[-1].append(f)
+                    wanted[f.track] = missing - 1
+        if not any(needed):
+            return
+        similarities = self.swapper.similarities(
+            [frame.payload[0] for frame in frames], [[f.detection for f in faces] for faces in needed]
+        )
+        for faces, values in zip(needed, similarities, strict=True):
+            for face, value in zip(faces, values, strict=True):
+                self._votes[face.track].append(float(value))
+
+    def _selected(self, faces: list[TrackedFace]) -> list[bool]:
+        if self.options.select == "all":
+            return [True] * len(faces)
+        if self.options.select == "largest":
+            largest = max(range(len(faces)), key=lambda i: faces[i].detection.area, default=-1)
+            return [i == largest for i in range(len(faces))]
+        for face in faces:
+            if face.track not in self._decisions:
+                votes = self._votes.pop(face.track, [])
+                self._decisions[face.track] = bool(votes) and float(np.mean(votes)) >= self.options.threshold
+        return [self._decisions[face.track] for face in faces]
+
+    def _finish(self, frames) -> list[SwappedFrame]:
+        out = []
+        for frame in frames:
+            frame = self.smoother.smooth(frame)
+            image, payload = frame.payload
+            out.append(SwappedFrame(frame.index, frame.time, image, frame.faces, self._selected(frame.faces), payload))
+        todo = [f for f in out if f.changed]
+        if todo:
+            results = self.swapper.swap_faces(
+                [f.image for f in todo],
+                [[face.detection for face in f.faces] for f in todo],
+                [f.swapped for f in todo],
+            )
+            for frame, result in zip(todo, results, strict=True):
+                frame.image = result.image
+        live = self.tracker.live_tracks
+        self.smoother.keep_only(live)
+        self._decisions = {t: d for t, d in self._decisions.items() if t in live}
+        self._votes = {t: v for t, v in self._votes.items() if t in live}
+        return out
+
+
+def swap_frames(
+    swapper: FaceSwapper,
+    frames: Iterable[np.ndarray],
+    fps: float = 30.0,
+    options: VideoOptions = VideoOptions(),
+) -> Iterator[np.ndarray]:
+    """Swap faces in a stream of BGR frames (a camera, a decoder) with tracking and smoothing; yields the
+    output frames in order, ``options.batch - 1 + delay`` frames behind the input at most. Frames are
+    timed at ``fps``. Frames without a selected face are yielded as the very input arrays."""
+    stream = StreamSwapper(swapper, options)
+    batch: list[np.ndarray] = []
+    times: list[float] = []
+    for index, image in enumerate(frames):
+        batch.append(image)
+        times.append(index / fps)
+        if len(batch) == options.batch:
+            yield from (f.image for f in stream.push(batch, times))
+            batch, times = [], []
+    yield from (f.image for f in stream.push(batch, times))
+    yield from (f.image for f in stream.flush())

@@ -1,0 +1,310 @@
+"""Video files end to end on short synthetic clips (tests/video_clips.py): timestamps, audio, metadata,
+bit-exact pass-through, gap bridging, bounded memory, interruption, bad inputs, the CLI."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+
+from video_clips import FACE, SIZE, background, decoded, face_frame, moving_face, packets, planes, write_clip  # noqa: E402
+
+from simswap_trt import FaceSwapper  # noqa: E402
+from simswap_trt.cli import main  # noqa: E402
+from simswap_trt.errors import ConfigError, OutputError  # noqa: E402
+from simswap_trt.video import TrackingOptions, VideoOptions, swap_frames, swap_video  # noqa: E402
+from simswap_trt.vision.detect import CenterFace, FaceDetector  # noqa: E402
+
+LOSSLESS = 0  # libx264 --crf 0: decoded output equals what was encoded, so pass-through is checked exactly
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return CenterFace(threads=2)
+
+
+@pytest.fixture(scope="module")
+def swapper(tiny_bundle, detector):
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=2, max_batch=8, detector=detector)
+    swapper.set_source(np.ascontiguousarray(FACE))
+    return swapper
+
+
+def times_of(frames) -> list[float]:
+    return [float(f.time) for f in frames]
+
+
+def test_output_keeps_timing_audio_and_metadata(swapper, tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", moving_face(24), colour=True, sar=Fraction(4, 3))
+    report = swap_video(swapper, clip, tmp_path / "out.mp4", crf=LOSSLESS)
+    source, output = decoded(clip), decoded(tmp_path / "out.mp4")
+    assert report.frames == len(output) == len(source) == 24
+    assert report.frames_swapped == 24 and report.tracks == 1
+    assert times_of(output) == times_of(source)
+    assert packets(tmp_path / "out.mp4") == packets(clip)  # audio copied bit for bit, same timestamps
+    with av.open(str(clip)) as a, av.open(str(tmp_path / "out.mp4")) as b:
+        va, vb = a.streams.video[0], b.streams.video[0]
+        assert (vb.width, vb.height, vb.sample_aspect_ratio) == (va.width, va.height, Fraction(4, 3))
+        assert float(b.duration) == pytest.approx(float(a.duration), abs=0.05)
+    first = output[0]
+    assert (first.colorspace, first.color_range, first.color_primaries, first.color_trc) == (1, 1, 1, 1)
+    # the face was swapped (random generator); pixels away from it are the decoded input's, exactly
+    diff = np.abs(planes(first).astype(int) - planes(source[0]))
+    assert diff[50:140, 65:140].mean() > 1 and diff[:192, :40].max() == 0
+
+
+def test_variable_frame_rate_and_rotation_are_kept(swapper, tmp_path):
+    times = np.cumsum([0.0] + [0.03, 0.05, 0.04, 0.09] * 5)
+    upright = moving_face(len(times), size=(SIZE[1], SIZE[0]))  # portrait, displayed after a quarter turn
+    stored = [np.ascontiguousarray(np.rot90(f, -1)) for f in upright]
+    clip = write_clip(tmp_path / "in.mkv", stored, times=list(times), rotation=90)
+    report = swap_video(swapper, clip, tmp_path / "out.mkv")
+    output = decoded(tmp_path / "out.mkv")
+    assert times_of(output) == pytest.approx(list(times), abs=1e-6)
+    assert output[0].rotation == 90 and (output[0].width, output[0].height) == SIZE
+    assert report.frames_swapped == len(times)  # found upright: the display rotation was applied
+
+
+def test_frames_without_faces_are_bit_exact_and_faces_are_swapped(swapper, tmp_path):
+    frames = moving_face(10) + [background()] * 6 + moving_face(10)
+    clip = write_clip(tmp_path / "in.mp4", frames, audio=False)
+    report = swap_video(swapper, clip, tmp_path / "out.mp4", crf=LOSSLESS)
+    source, output = decoded(clip), decoded(tmp_path / "out.mp4")
+    assert report.frames_swapped == 20 and report.tracks == 2  # the face came back as a new track
+    for i, (a, b) in enumerate(zip(source, output, strict=True)):
+        if 10 <= i < 16:
+            np.testing.assert_array_equal(planes(a), planes(b), err_msg=f"frame {i}")
+        else:
+            change = np.abs(planes(a).astype(int) - planes(b).astype(int)).mean()
+            assert change > 0.1, f"frame {i} not swapped ({change})"
+
+
+def test_changed_pixels_are_patched_into_the_decoded_frame():
+    """from_bgr against an independent reference: OpenCV's BGR -> I420 conversion of the changed area."""
+    import cv2
+
+    from simswap_trt.video.io import from_bgr, to_bgr
+
+    rng = np.random.default_rng(0)
+    like = av.VideoFrame.from_ndarray(rng.integers(0, 256, (90, 122, 3), np.uint8), format="bgr24")
+    like = like.reformat(format="yuv420p")
+    before = to_bgr(like)
+    after = before.copy()
+    after[31:52, 17:61] = rng.integers(0, 256, (21, 44, 3), np.uint8)  # odd edges: chroma sites shared
+    out = from_bgr(before, after, like).to_ndarray().astype(int)
+    source = like.to_ndarray().astype(int)
+    reference = cv2.cvtColor(np.ascontiguousarray(after[30:52, 16:62]), cv2.COLOR_BGR2YUV_I420).astype(int)
+    y = out[:90]
+    # luma: the changed pixels equal the reference (BT.601 limited range, within rounding), others untouched
+    assert np.abs(y[31:52, 17:61] - reference[:22][1:, 1:45]).max() <= 1
+    untouched = np.ones((90, 122), bool)
+    untouched[31:52, 17:61] = False
+    assert np.array_equal(y[untouched], source[:90][untouched])
+    # chroma: only the 2x2 sites touching the change differ
+    u_out, u_src = out.reshape(-1)[90 * 122 : 90 * 122 * 5 // 4], source.reshape(-1)[90 * 122 : 90 * 122 * 5 // 4]
+    u_out, u_src = u_out.reshape(45, 61), u_src.reshape(45, 61)
+    sites = np.zeros((45, 61), bool)
+    sites[15:26, 8:31] = True
+    assert np.array_equal(u_out[~sites], u_src[~sites]) and not np.array_equal(u_out[sites], u_src[sites])
+
+
+class Misses(FaceDetector):
+    """Wraps a detector and reports no face on chosen frames (counted over all calls)."""
+
+    def __init__(self, inner: FaceDetector, misses: set[int]) -> None:
+        self.inner, self.misses, self.input_size, self.seen = inner, misses, inner.input_size, 0
+
+    def detect_batch(self, images, batch_size=8):
+        found = self.inner.detect_batch(images, batch_size)
+        out = [[] if self.seen + i in self.misses else f for i, f in enumerate(found)]
+        self.seen += len(images)
+        return out
+
+    def _decode(self, canvas, scales, shapes):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize("max_gap, swapped", [(2, True), (0, False)])
+def test_a_face_missed_for_two_frames_is_swapped_from_its_track(tiny_bundle, detector, tmp_path, max_gap, swapped):
+    clip = write_clip(tmp_path / "in.mp4", moving_face(16), audio=False)
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=2, detector=Misses(detector, {7, 8}))
+    swapper.set_source(np.ascontiguousarray(FACE))
+    swapper.detector.seen = 0  # count video frames only
+    options = VideoOptions(tracking=TrackingOptions(max_gap=max_gap))
+    report = swap_video(swapper, clip, tmp_path / "out.mp4", options, crf=LOSSLESS)
+    source, output = decoded(clip), decoded(tmp_path / "out.mp4")
+    assert report.bridged == (2 if swapped else 0)
+    for i in (7, 8):
+        same = np.array_equal(planes(source[i]), planes(output[i]))
+        assert same is not swapped, f"frame {i}"
+
+
+def test_start_and_duration_take_part_of_the_clip(swapper, tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", moving_face(30))
+    swap_video(swapper, clip, tmp_path / "out.mp4", start=0.4, duration=0.5)
+    output = decoded(tmp_path / "out.mp4")
+    assert times_of(output) == pytest.approx([i / 25 for i in range(13)], abs=1e-6)  # frames 10..22, from 0
+    source_audio, audio = packets(clip), packets(tmp_path / "out.mp4")
+    first = [data for _, data in source_audio].index(audio[0][1])
+    # a contiguous run of the input's audio packets, unchanged, shifted to start with the video
+    assert [d for _, d in audio] == [d for _, d in source_audio[first : first + len(audio)]]
+    assert abs(audio[0][0] / 16000 - (source_audio[first][0] / 16000 - 0.4)) < 1e-6
+    assert 0.4 <= len(audio) * 1024 / 16000 <= 0.6
+
+
+def test_swap_frames_generator_keeps_order_and_returns_faceless_frames_as_is(swapper):
+    frames = moving_face(5) + [background()] * 4 + moving_face(4)  # a gap longer than max_gap (3)
+    out = list(swap_frames(swapper, frames, fps=25, options=VideoOptions(batch=4)))
+    assert len(out) == len(frames)
+    assert all(out[i] is frames[i] for i in range(5, 9))
+    assert all(np.abs(out[i].astype(int) - frames[i]).mean() > 0.1 for i in (*range(5), *range(9, 13)))
+
+
+def test_interruption_and_errors_leave_no_output(swapper, tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", moving_face(20))
+    out = tmp_path / "out" / "out.mp4"
+
+    def interrupt(count, total, seen=[]):  # noqa: B006 - counts calls
+        seen.append(count)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        swap_video(swapper, clip, out, progress=interrupt)
+    assert list(out.parent.iterdir()) == []
+    with pytest.raises(ConfigError, match="codec"):
+        swap_video(swapper, clip, out, codec="no-such-codec")
+    assert list(out.parent.iterdir()) == []
+    out.write_bytes(b"keep")
+    with pytest.raises(OutputError, match="overwrite"):
+        swap_video(swapper, clip, out)
+    assert out.read_bytes() == b"keep"
+
+
+def test_memory_stays_flat_over_a_clip_ten_times_the_window(tiny_bundle, tmp_path):
+    """A fixed face on tiny frames, 10x more frames than can be in flight: RSS must not grow with them."""
+
+    class Fixed(FaceDetector):
+        input_size = 64
+
+        def detect_batch(self, images, batch_size=8):
+            return [[fixed] for _ in images]
+
+        def _decode(self, canvas, scales, shapes):
+            raise NotImplementedError
+
+    from simswap_trt.vision.detect import Detection
+
+    size = (96, 96)
+    landmarks = np.array([[36, 40], [60, 40], [48, 52], [38, 64], [58, 64]], np.float32)
+    fixed = Detection(np.array([24, 20, 72, 80], np.float32), 0.9, landmarks)
+    options = VideoOptions(batch=4, window=4)
+    in_flight = 2 * options.window + 3 * options.batch + options.tracking.max_gap
+    count = 10 * in_flight
+    rng = np.random.default_rng(0)
+    frames = [np.clip(face_frame(48, 48, 0.5, 0, size) + rng.integers(0, 8, (96, 96, 3)), 0, 255).astype(np.uint8)]
+    clip = write_clip(tmp_path / "long.mp4", frames * count, audio=True)
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=2, detector=Fixed())
+    swapper.set_source_crops(np.zeros((1, 224, 224, 3), np.uint8))
+    rss = []
+
+    def sample(_count, _total):
+        with open("/proc/self/statm") as f:
+            rss.append(int(f.read().split()[1]) * 4096)
+
+    swap_video(swapper, clip, tmp_path / "warm.mp4", options, duration=2.0)  # allocator and engines warmed up
+    rss.clear()
+    report = swap_video(swapper, clip, tmp_path / "out.mp4", options, progress=sample)
+    assert report.frames == count == len(rss)
+    half = np.array(rss[count // 4 :], float)
+    slope = np.polyfit(np.arange(len(half)), half, 1)[0]
+    # growth per frame well under one frame's worth of pixels (27 KiB): nothing is kept per frame
+    assert slope * len(half) < 2 * 2**20, f"RSS grew {slope * len(half) / 2**20:.2f} MiB over {len(half)} frames"
+
+
+def make_bad_inputs(folder):
+    good = write_clip(folder / "good.mp4", moving_face(8))
+    data = good.read_bytes()
+    (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (folder / "notes.txt").write_text("not a video\n")
+    for name in ("tone.m4a", "empty.mkv"):  # audio only; a video stream without frames (and audio)
+        with av.open(str(folder / name), "w") as container:
+            if name == "empty.mkv":
+                video = container.add_stream("libx264", rate=25)
+                video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+            stream = container.add_stream("aac", rate=16000)
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, 0
+            container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+    return good
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("truncated.mp4", "not a readable video"),
+        ("notes.txt", "not a readable video"),
+        ("tone.m4a", "no video stream (audio)"),
+        ("empty.mkv", "no decodable frames"),
+        ("missing.mp4", "no such file"),
+    ],
+)
+def test_cli_bad_inputs_exit_1_with_one_line(tiny_bundle, tmp_path, capsys, name, message):
+    make_bad_inputs(tmp_path)
+    out = tmp_path / "out" / "out.mp4"
+    source = tmp_path / "me.png"
+    import cv2
+
+    cv2.imwrite(str(source), FACE)
+    code = main(
+        ["video", "--bundle", str(tiny_bundle.root), "--source", str(source), "--target", str(tmp_path / name)]
+        + ["--output", str(out), "--threads", "2"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and message in err and "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+def test_cli_video(tiny_bundle, tmp_path, capsys):
+    import cv2
+
+    clip = write_clip(tmp_path / "in.mp4", moving_face(12))
+    source = tmp_path / "me.png"
+    cv2.imwrite(str(source), FACE)
+    out = tmp_path / "out.mkv"
+    args = ["video", "--bundle", str(tiny_bundle.root), "--source", str(source), "--target", str(clip)]
+    args += ["--output", str(out), "--threads", "2", "--max-gap", "1", "--min-cutoff", "0.5", "--beta", "3"]
+    assert main(args) == 0
+    assert "12 frames, 12 with a swapped face, 1 track" in capsys.readouterr().out
+    assert len(decoded(out)) == 12
+    # MP4 -> MKV: Matroska has no negative timestamps, so the muxer shifts every stream by the audio's
+    # priming delay (64 ms) alike; the packets themselves are unchanged
+    (a, b), shift = (packets(clip), packets(out)), 1024
+    assert [d for _, d in b] == [d for _, d in a] and [t for t, _ in b] == [(t + shift) // 16 for t, _ in a]
+    assert [round(f.time * 1000) for f in decoded(out)] == [round(f.time * 1000) + 64 for f in decoded(clip)]
+    assert main(args) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite", "--start", "0.2", "--duration", "0.2", "--crf", "30"]) == 0
+    assert len(decoded(out)) == 5
+    assert main([*args, "--overwrite", "--select", "reference"]) == 1
+    assert "--reference" in capsys.readouterr().err
+
+
+def test_cli_damaged_packets_are_skipped_with_exit_3(tiny_bundle, tmp_path, capsys):
+    import cv2
+
+    clip = write_clip(tmp_path / "in.mkv", moving_face(12), audio=False)
+    with av.open(str(clip)) as container:
+        pos, size = next((p.pos, p.size) for i, p in enumerate(container.demux(video=0)) if i == 5)
+    data = bytearray(clip.read_bytes())
+    data[pos + 4 : pos + size] = b"\xff" * (size - 4)  # the 6th frame's payload destroyed
+    (tmp_path / "damaged.mkv").write_bytes(bytes(data))
+    source = tmp_path / "me.png"
+    cv2.imwrite(str(source), FACE)
+    args = ["video", "--bundle", str(tiny_bundle.root), "--source", str(source), "--threads", "2"]
+    code = main([*args, "--target", str(tmp_path / "damaged.mkv"), "--output", str(tmp_path / "out.mkv")])
+    assert code == 3 and "1 damaged video packet(s)" in capsys.readouterr().out
+    assert len(decoded(tmp_path / "out.mkv")) == 11
