@@ -105,7 +105,12 @@ def timed(function) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=None, help="bundle (default: untrained full-size 224)")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="bundle (default: an untrained reduced-width 224 bundle made for the run)",
+    )
     parser.add_argument("--frames", type=int, default=48, help="clip length in frames at 24 fps (default: 48)")
     parser.add_argument("--faces", type=int, nargs="+", default=[1, 3], help="faces per clip (default: 1 3)")
     parser.add_argument("--repeats", type=int, default=1)
