@@ -341,6 +341,17 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _triton_repo(args: argparse.Namespace) -> int:
+    from simswap_build.triton_repo import RepoOptions, write_triton_repo
+
+    options = RepoOptions(
+        args.max_batch, args.queue_delay_us, args.instances, tuple(args.gpus), args.onnx_on_cpu, args.precision
+    )
+    for config in write_triton_repo(args.bundle, args.output, options, args.overwrite):
+        print(f"wrote {config} (checked against Triton's model configuration schema)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simswap-build",
@@ -565,6 +576,30 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(TARGETS),
         help="TensorRT generations to check against (default: all)",
     )
+
+    triton = sub.add_parser(
+        "triton-repo",
+        help="a Triton Inference Server model repository of the bundle's engines (ONNX and TensorRT)",
+        description="Write config.pbtxt files (checked against Triton's model configuration schema), the "
+        "graphs and plans, and a README on pre/post-processing, for serving the bare engines with "
+        "tritonserver. For serving whole images use 'simswap-trt serve'. The schema check needs "
+        "tritonclient (pip install 'simswap-trt[serve]').",
+    )
+    triton.add_argument("bundle", type=Path, help="bundle directory")
+    triton.add_argument("output", type=Path, help="model repository folder to create")
+    triton.add_argument(
+        "--max-batch", type=int_at_least(1), default=8, help="max_batch_size (capped by the plans' profile)"
+    )
+    triton.add_argument(
+        "--queue-delay-us", type=int_at_least(0), default=500, help="dynamic batching queue delay (microseconds)"
+    )
+    triton.add_argument("--instances", type=int_at_least(1), default=1, help="instances per model (per GPU)")
+    triton.add_argument(
+        "--gpus", type=int_at_least(0), nargs="+", default=[], help="GPU ids for the instances (default: all)"
+    )
+    triton.add_argument("--onnx-on-cpu", action="store_true", help="run the ONNX models as CPU instances")
+    triton.add_argument("--precision", default="fp32", help="which graphs and plans to export (default: fp32)")
+    triton.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     return parser
 
 
@@ -579,6 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _bench,
         "train": _train,
         "finetune": _train,
+        "triton-repo": _triton_repo,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

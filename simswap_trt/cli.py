@@ -32,6 +32,8 @@ examples:
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
+  simswap-trt serve --bundle B --source me.jpg       # Triton Inference Server (PyTriton) on 127.0.0.1
+  simswap-trt batch --ray auto --bundle B --source me.jpg --input s3://bucket/in --output s3://bucket/out
 
 Bundles come from 'simswap-build convert' (official checkpoints) or 'simswap-build untrained'.
 Images are read and written with OpenCV (BGR); outputs are tagged as synthetic unless
@@ -322,6 +324,67 @@ def _untrained_demo_bundle() -> Path:
     return cache
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from simswap_trt.serving import MODELS, ServeConfig, start
+
+    swappers = [_swapper(args, args.bundle) for _ in range(args.instances)]
+    if args.source:
+        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source])
+        for swapper in swappers[1:]:
+            swapper.source_latent = latent
+    config = ServeConfig(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        max_batch=args.max_batch,
+        queue_delay_us=args.queue_delay_us,
+        select=args.select,
+        image_format="." + args.image_format,
+        synthetic_tag=not args.no_synthetic_tag,
+    )
+    triton = start(swappers, config)
+    print(
+        f"serving {', '.join(MODELS)} on {args.host}: HTTP {args.http_port}, gRPC {args.grpc_port} "
+        f"(ready: http://{args.host}:{args.http_port}/v2/health/ready); Ctrl-C stops"
+    )
+    try:
+        triton.serve()
+    finally:
+        triton.stop()
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from simswap_trt.distributed import JobOptions, list_inputs, output_for, run_job
+
+    inputs = list_inputs(args.input) if not args.input.endswith(tuple(IMAGE_SUFFIXES)) else [args.input]
+    if not inputs:
+        raise InputError(f"no images in {args.input} (looked for {' '.join(IMAGE_SUFFIXES)})")
+    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch, backend=args.backend)
+    latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
+    options = JobOptions(
+        actors=args.actors,
+        batch=args.batch,
+        gpus_per_actor=args.gpus_per_actor,
+        threads=args.threads,
+        backend=args.backend,
+        select=args.select,
+        copy_unchanged=args.copy_unchanged,
+        synthetic_tag=not args.no_synthetic_tag,
+        overwrite=args.overwrite,
+        max_pixels=args.max_pixels,
+    )
+    reports = run_job(args.bundle, latent, [(s, output_for(s, args.output)) for s in inputs], options, args.ray)
+    counts = {}
+    for report in reports:
+        counts[report.status] = counts.get(report.status, 0) + 1
+        if report.status in ("failed", "skipped"):
+            print(f"{report.source}: {report.status}, {report.message}")
+    print("done: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    return EXIT_PARTIAL if counts.get("failed") or counts.get("skipped") else 0
+
+
 def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument(
         "--batch", type=positive_int, default=batch, help=f"images per batched call, >= 1 (default: {batch})"
@@ -460,6 +523,68 @@ def build_parser() -> argparse.ArgumentParser:
         "(see 'simswap-trt bench --help')",
     )
 
+    serve = sub.add_parser(
+        "serve",
+        help="serve swap_image, swap_aligned and identity on Triton Inference Server (PyTriton)",
+        description="Start Triton Inference Server with three models: swap_image (encoded image [+ latent] -> "
+        "swapped image + faces), swap_aligned (aligned crops + latent -> swapped crops) and identity (image -> "
+        "latent). Triton batches requests dynamically. Requests without a latent use --source. Needs "
+        "'simswap-trt[serve]' (PyTriton; NumPy 1.x). Listens on 127.0.0.1 unless --host says otherwise.",
+    )
+    serve.add_argument("--bundle", type=Path, required=True, help="bundle directory")
+    serve.add_argument("--source", type=Path, nargs="*", default=[], help="photo(s) of the default identity")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address; 0.0.0.0: all (default: %(default)s)")
+    serve.add_argument("--http-port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: %(default)s)")
+    serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port, 0 for none")
+    serve.add_argument("--instances", type=positive_int, default=1, help="swapper instances per model (default: 1)")
+    serve.add_argument(
+        "--max-batch", type=positive_int, default=16, help="Triton max_batch_size (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--queue-delay-us",
+        type=cli_support.int_at_least(0),
+        default=2000,
+        help="dynamic batching queue delay in µs (default: %(default)s)",
+    )
+    serve.add_argument("--select", choices=("all", "largest"), default="all", help="swap_image: faces to swap")
+    serve.add_argument("--image-format", choices=("png", "jpg"), default="png", help="swap_image: output encoding")
+    serve.add_argument("--no-synthetic-tag", action="store_true", help="do not tag returned images as synthetic")
+    serve.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
+    _add_pipeline_flags(serve)
+    _add_runtime_flags(serve, batch=16)
+
+    batch = sub.add_parser(
+        "batch",
+        help="swap a large folder of images over a Ray cluster (Ray Data)",
+        description="Swap --source onto every image of --input with a pool of Ray actors, one FaceSwapper each "
+        "(one GPU each where the cluster has GPUs). Each failed image is reported and the job goes on; "
+        "outputs are written atomically and a rerun skips those already written. Paths may be local "
+        "(shared by the nodes) or URIs (s3://, gs://, file://). Needs 'simswap-trt[ray]'.",
+    )
+    batch.add_argument(
+        "--ray",
+        nargs="?",
+        const=None,
+        default=None,
+        metavar="ADDRESS",
+        help="Ray cluster address (auto, ray://host:10001); without one: RAY_ADDRESS or a new local cluster",
+    )
+    batch.add_argument("--bundle", type=Path, required=True, help="bundle directory (readable by every node)")
+    batch.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
+    batch.add_argument("--input", required=True, help="image folder or URI prefix (or one image)")
+    batch.add_argument("--output", required=True, help="output folder or URI prefix")
+    batch.add_argument("--actors", type=positive_int, default=2, help="actors, each with one swapper (default: 2)")
+    batch.add_argument(
+        "--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0"
+    )
+    batch.add_argument("--select", choices=("all", "largest"), default="all", help="faces to swap (default: all)")
+    batch.add_argument("--copy-unchanged", action="store_true", help="write images without a face unchanged")
+    batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
+    batch.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
+    _add_runtime_flags(batch, batch=8)
+
     from simswap_trt.video import cli as video_cli
 
     video = sub.add_parser(
@@ -491,6 +616,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "swap-aligned": _swap_aligned,
         "demo": _demo,
         "doctor": _doctor,
+        "serve": _serve,
+        "batch": _batch,
         "video": _video,
     }
     return cli_support.run(build_parser(), argv, handlers)

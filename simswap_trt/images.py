@@ -84,21 +84,49 @@ def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) ->
     """Encode by the file's suffix and write atomically (temporary file in the same folder, then rename).
     ``synthetic`` tags PNG and JPEG files as AI-generated."""
     path = Path(path)
-    try:
-        ok, encoded = cv2.imencode(path.suffix or ".png", image)
-    except cv2.error:
-        ok = False
-    if not ok:
-        raise InputError(f"cannot encode an image as {path.suffix!r} for {path}")
-    data = encoded.tobytes()
-    if synthetic:
-        tagged = tag_synthetic(data, path.suffix)
-        if tagged is None:
-            log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", path.name, path.suffix)
-        data = tagged or data
-    write_atomic(path, data)
+    write_atomic(path, encode_image(image, path.suffix or ".png", synthetic, str(path)))
 
 
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes (e.g. from a request or an object store) as ``read_image`` reads files:
+    the size is checked from the header before decoding; ``name`` says which input failed."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                width, height = header.size
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{name} is not a readable image: {exc}") from None
+    if width * height > max_pixels:
+        raise InputError(f"{name} is {width}x{height}, over the {max_pixels / 1e6:.0f} MP limit; downscale it")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"{name} is not a readable image (corrupt, truncated or an unsupported format)")
+    return image
+
+
+def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = False, name: str = "image") -> bytes:
+    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` tags PNG and JPEG
+    as AI-generated (other formats carry no tag: logged). ``name`` says what is encoded, for messages."""
+    try:
+        ok, encoded = cv2.imencode(suffix, image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise InputError(f"cannot encode an image as {suffix!r} for {name}")
+    data = encoded.tobytes()
+    if synthetic:
+        tagged = tag_synthetic(data, suffix)
+        if tagged is None:
+            log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", name, suffix)
+        data = tagged or data
+    return data

@@ -6,13 +6,14 @@ import json
 import shutil
 
 import pytest
-from fake_gpu import install_fake_cuda
+from fake_gpu import install_fake_cuda, strict_runtime_module
 from test_trt_conformance import fake_builder_module
 
 from simswap_build import cli as build_cli
 from simswap_build import engine_builder
 from simswap_build.engine_builder import BuildOptions, build_engine
 from simswap_trt.bundle import Bundle
+from simswap_trt.engines import tensorrt as trt_engine
 
 # a generator-like network: convolutions the DLA takes, instance norm / style layers it does not
 LAYERS = [
@@ -104,3 +105,20 @@ def test_a_gpu_rebuild_removes_the_dla_report(bundle_root):
     assert gpu.file == dla.file and gpu.extra == {} and gpu.dla_core is None
     assert not (bundle_root / dla.extra["dla_report"]).exists()
     assert [plan.extra for plan in Bundle.load(bundle_root).plans] == [{}]
+
+
+def test_a_built_dla_plan_is_deserialized_on_its_core(bundle_root, monkeypatch):
+    """Builder to runtime: the core given to `engine --dla-core` is recorded with the plan and set on the
+    runtime before the plan is deserialized."""
+    lean = pytest.importorskip("tensorrt_lean")
+    builder = fake_builder_module("10.3", INPUTS, [], layers=LAYERS)
+    build_engine(bundle_root, "generator", BuildOptions(dla_core=1, progress=False), trt=builder)
+    (plan,) = Bundle.load(bundle_root).plans
+    assert plan.dla_core == 1
+    io = [("target", "in", (-1, 3, 224, 224)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, 224, 224))]
+    runtime = strict_runtime_module(lean, io, lambda inputs: {}, version=builder.__version__)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (runtime, False))
+    with trt_engine.TensorRTEngine(bundle_root, plan):
+        pass
+    deserialized = next(i for i, call in enumerate(runtime.calls) if call[0] == "deserialize")
+    assert ("DLA_core", 1) in runtime.calls[:deserialized]

@@ -1,0 +1,6 @@
+"""Batch jobs over a Ray cluster with Ray Data (``pip install 'simswap-trt[ray]'``). Importing this package
+does not import Ray; ``run_job`` does."""
+
+from simswap_trt.distributed.batch import STATUSES, ItemReport, JobOptions, list_inputs, output_for, run_job
+
+__all__ = ["STATUSES", "ItemReport", "JobOptions", "list_inputs", "output_for", "run_job"]

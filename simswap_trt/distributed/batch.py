@@ -1,0 +1,214 @@
+"""Swapping a large set of images over a Ray cluster with Ray Data.
+
+The driver computes the source identity once and lists the work; finished outputs are left out before Ray
+starts, so a rerun only does what is missing. Ray Data feeds batches of file names to a pool of actors,
+each holding one ``FaceSwapper`` (on one GPU with ``gpus_per_actor=1``). An actor reads, swaps and
+writes each item (atomically: a temporary file, then a rename or move) and answers one report per item, so a
+failed item is reported and does not fail the job. Paths may be local (shared by the cluster's nodes) or
+URIs that pyarrow's filesystems open (``s3://``, ``gs://``, ``file://``...).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from simswap_trt.errors import InputError, OutputError, SimswapError
+from simswap_trt.files import write_atomic
+from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
+from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("written", "skipped", "failed", "done before")
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How the job runs. ``gpus_per_actor`` None: 1 when the cluster has GPUs, else 0 (logged)."""
+
+    actors: int = 2
+    batch: int = 8  # items per actor call (and the swapper's max batch)
+    gpus_per_actor: float | None = None
+    cpus_per_actor: float = 1.0
+    threads: int | None = None  # ONNX Runtime threads per actor (default: the CPUs it may use)
+    backend: str = "auto"
+    select: str = "all"
+    threshold: float = DEFAULT_MATCH_THRESHOLD
+    copy_unchanged: bool = False
+    synthetic_tag: bool = True
+    overwrite: bool = False
+    max_pixels: int = MAX_PIXELS
+
+
+@dataclass(frozen=True)
+class ItemReport:
+    """What happened to one input: ``status`` is one of ``STATUSES``; ``message`` says why for the others."""
+
+    source: str
+    output: str
+    status: str
+    message: str = ""
+    faces_swapped: int = 0
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _fs(uri: str):
+    from pyarrow import fs
+
+    return fs.FileSystem.from_uri(uri)
+
+
+def read_bytes(path: str) -> bytes:
+    if not is_uri(path):
+        return Path(path).read_bytes()
+    filesystem, inner = _fs(path)
+    with filesystem.open_input_stream(inner) as f:
+        return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Atomic: readers see the old object or the whole new one, never a partial file."""
+    if not is_uri(path):
+        write_atomic(path, data)
+        return
+    filesystem, inner = _fs(path)
+    parent, name = inner.rsplit("/", 1)
+    filesystem.create_dir(parent, recursive=True)
+    temporary = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    with filesystem.open_output_stream(temporary) as f:
+        f.write(data)
+    filesystem.move(temporary, inner)
+
+
+def exists(path: str) -> bool:
+    if not is_uri(path):
+        return Path(path).exists()
+    from pyarrow import fs
+
+    filesystem, inner = _fs(path)
+    return filesystem.get_file_info(inner).type != fs.FileType.NotFound
+
+
+def list_inputs(folder: str) -> list[str]:
+    """The images directly inside a folder or URI prefix, sorted by name."""
+    if not is_uri(folder):
+        return [str(p) for p in list_images(Path(folder))]
+    from pyarrow import fs
+
+    filesystem, inner = _fs(folder)
+    scheme = folder.split("://", 1)[0]
+    infos = filesystem.get_file_info(fs.FileSelector(inner))
+    found = [i.path for i in infos if i.type == fs.FileType.File and Path(i.path).suffix.lower() in IMAGE_SUFFIXES]
+    return [f"{scheme}://{p}" for p in sorted(found)]
+
+
+def output_for(source: str, output_folder: str) -> str:
+    return f"{output_folder.rstrip('/')}/{source.rsplit('/', 1)[-1]}"
+
+
+class SwapActor:
+    """One Ray actor: one ``FaceSwapper``; called with batches of ``source``/``output`` columns."""
+
+    def __init__(self, bundle: str, latent: np.ndarray, options: dict) -> None:
+        from simswap_trt.swapper import FaceSwapper
+
+        self.options = JobOptions(**options)
+        o = self.options
+        self.swapper = FaceSwapper.from_bundle(bundle, threads=o.threads, max_batch=o.batch, backend=o.backend)
+        self.swapper.source_latent = np.asarray(latent, np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        o = self.options
+        sources, outputs = [str(s) for s in batch["source"]], [str(s) for s in batch["output"]]
+        status, message, swapped = ["failed"] * len(sources), [""] * len(sources), [0] * len(sources)
+        images, readable = [], []
+        for k, source in enumerate(sources):
+            try:
+                images.append(decode_image(read_bytes(source), source, o.max_pixels))
+                readable.append(k)
+            except (InputError, OSError) as exc:
+                message[k] = str(exc)
+        results = self.swapper.swap_batch(images, o.select, o.threshold) if images else []
+        for k, result in zip(readable, results, strict=True):
+            if not result.swapped_count and not o.copy_unchanged:
+                status[k], message[k] = "skipped", f"{len(result.faces)} face(s), none selected"
+                continue
+            try:
+                tag = o.synthetic_tag and result.swapped_count > 0
+                write_bytes(outputs[k], encode_image(result.image, Path(outputs[k]).suffix or ".png", tag))
+                status[k], swapped[k] = "written", result.swapped_count
+            except (InputError, OutputError, OSError) as exc:
+                message[k] = f"{outputs[k]}: {exc}"
+        return {
+            "source": np.array(sources, dtype=object),
+            "output": np.array(outputs, dtype=object),
+            "status": np.array(status, dtype=object),
+            "message": np.array(message, dtype=object),
+            "faces_swapped": np.array(swapped, np.int64),
+        }
+
+
+def run_job(
+    bundle: str | Path,
+    latent: np.ndarray,
+    pairs: Sequence[tuple[str, str]],
+    options: JobOptions = JobOptions(),
+    address: str | None = None,
+) -> list[ItemReport]:
+    """Swap ``latent`` onto every ``(source, output)`` pair whose output does not exist yet (all of them
+    with ``overwrite``); returns one report per pair, in order. Connects to the Ray cluster at ``address``
+    (None: ``RAY_ADDRESS`` or a new local cluster) unless Ray is already initialised."""
+
+    def where(path: str) -> str:
+        return path if is_uri(path) else str(Path(path).resolve())
+
+    inputs = {where(s) for s, _ in pairs}
+    for _, output in pairs:
+        if where(output) in inputs:
+            raise OutputError(f"{output} is also an input: inputs are never overwritten")
+    todo = [(s, o) for s, o in pairs if options.overwrite or not exists(o)]
+    reports = {(s, o): ItemReport(s, o, "done before") for s, o in pairs}
+    if todo:
+        for row in _run_ray(str(bundle), latent, todo, options, address):
+            key = (row["source"], row["output"])
+            reports[key] = ItemReport(*key, row["status"], row["message"], int(row["faces_swapped"]))
+    return [reports[(s, o)] for s, o in pairs]
+
+
+def _run_ray(bundle: str, latent: np.ndarray, todo, options: JobOptions, address: str | None) -> list[dict]:
+    try:
+        import ray
+    except ImportError:
+        raise SimswapError("the Ray batch job needs Ray Data: pip install 'simswap-trt[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    gpus = options.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    log.info(
+        "Ray job: %d item(s), %d actor(s) with %g GPU and %g CPU each",
+        len(todo),
+        options.actors,
+        gpus,
+        options.cpus_per_actor,
+    )
+    dataset = ray.data.from_items([{"source": s, "output": o} for s, o in todo])
+    swapped = dataset.map_batches(
+        SwapActor,
+        fn_constructor_kwargs={"bundle": bundle, "latent": latent, "options": asdict(options)},
+        batch_size=options.batch,
+        batch_format="numpy",
+        concurrency=options.actors,
+        num_gpus=gpus,
+        num_cpus=options.cpus_per_actor,
+    )
+    return swapped.take_all()
