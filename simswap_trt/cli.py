@@ -136,7 +136,7 @@ def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
     return FaceSwapper.from_bundle(
-        bundle, args.providers, args.threads, args.batch, detector, parser, args.backend, args.precision
+        bundle, args.providers, args.threads, args.batch, detector, parser, args.backend, precision=args.precision
     )
 
 
@@ -361,7 +361,9 @@ def _batch(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.input) if not args.input.endswith(tuple(IMAGE_SUFFIXES)) else [args.input]
     if not inputs:
         raise InputError(f"no images in {args.input} (looked for {' '.join(IMAGE_SUFFIXES)})")
-    swapper = FaceSwapper.from_bundle(args.bundle, args.providers, args.threads, args.batch, backend=args.backend)
+    swapper = FaceSwapper.from_bundle(
+        args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
+    )
     latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
     options = JobOptions(
         actors=args.actors,
@@ -369,6 +371,7 @@ def _batch(args: argparse.Namespace) -> int:
         gpus_per_actor=args.gpus_per_actor,
         threads=args.threads,
         backend=args.backend,
+        precision=args.precision,
         select=args.select,
         copy_unchanged=args.copy_unchanged,
         synthetic_tag=not args.no_synthetic_tag,

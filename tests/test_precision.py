@@ -5,6 +5,7 @@ agree with independent float64 computations, and the fidelity report recomputes 
 
 import shutil
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -440,3 +441,15 @@ def test_bench_has_a_cpu_int8_row_only_where_the_kernels_are_exact(precision_bun
     assert [r["engine"] for r in rows if r["backend"] == "onnxruntime-cpu-int8"] == [
         "onnxruntime[CPUExecutionProvider]"
     ]
+
+
+def test_runtime_precision_flag_reaches_the_engines(tiny_bundle, astronaut_crop, tmp_path, capsys):
+    from simswap_trt.cli import main as trt_main
+
+    crop = tmp_path / "crop.png"
+    assert cv2.imwrite(str(crop), astronaut_crop)
+    argv = ["swap-aligned", "--bundle", str(tiny_bundle.root), "--source", str(crop), "--target", str(crop)]
+    assert trt_main([*argv, "--output", str(tmp_path / "out.png"), "--precision", "fp16"]) == 1
+    assert "has no fp16 generator graph; create it with 'simswap-build precision" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists()
+    assert trt_main([*argv, "--output", str(tmp_path / "out.png"), "--precision", "fp32"]) == 0

@@ -38,6 +38,7 @@ class JobOptions:
     cpus_per_actor: float = 1.0
     threads: int | None = None  # ONNX Runtime threads per actor (default: the CPUs it may use)
     backend: str = "auto"
+    precision: str | None = None  # which of the bundle's graphs (default: FP32 on ONNX Runtime)
     select: str = "all"
     threshold: float = DEFAULT_MATCH_THRESHOLD
     copy_unchanged: bool = False
@@ -123,7 +124,9 @@ class SwapActor:
 
         self.options = JobOptions(**options)
         o = self.options
-        self.swapper = FaceSwapper.from_bundle(bundle, threads=o.threads, max_batch=o.batch, backend=o.backend)
+        self.swapper = FaceSwapper.from_bundle(
+            bundle, threads=o.threads, max_batch=o.batch, backend=o.backend, precision=o.precision
+        )
         self.swapper.source_latent = np.asarray(latent, np.float32)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
