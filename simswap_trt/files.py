@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 from simswap_trt.errors import OutputError
 
@@ -105,6 +106,13 @@ def ensure_folder(folder: str | Path) -> Path:
 
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with the umask's file mode, creating missing folders."""
+    write_atomic_with(path, lambda f: f.write(data))
+
+
+def write_atomic_with(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` into a temporary file next to ``path``, then rename it into place with the umask's
+    file mode, creating missing folders; an interrupted write leaves any previous file intact. For large
+    outputs streamed by a writer (arrays, checkpoints)."""
     path = Path(path)
     ensure_folder(path.parent)
     try:
@@ -113,7 +121,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             os.fchmod(f.fileno(), file_mode())
         os.replace(tmp, path)
     except BaseException as exc:

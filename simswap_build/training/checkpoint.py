@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from simswap_build.models import Generator, MultiscaleDiscriminator
-from simswap_build.training.files import save_atomic
 from simswap_build.training.trainer import Trainer
 from simswap_trt.errors import CheckpointError
+from simswap_trt.files import write_atomic_with
 
 CHECKPOINT = "checkpoint.pth"
 GENERATOR = "latest_net_G.pth"
@@ -26,7 +26,7 @@ DISCRIMINATORS = ("latest_net_D1.pth", "latest_net_D2.pth")
 
 def save_torch(path: Path, obj: object) -> None:
     """``torch.save`` written atomically (temporary file, then rename)."""
-    save_atomic(Path(path), lambda f: torch.save(obj, f))
+    write_atomic_with(Path(path), lambda f: torch.save(obj, f))
 
 
 def export_generator(generator: Generator, path: str | Path) -> Path:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_build.training.files import save_atomic
 from simswap_trt.errors import InputError
+from simswap_trt.files import write_atomic_with
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,9 @@ def prepare_faces(
         raise InputError(f"no usable face in the {len(sources)} image(s) of {data} (min face {min_face} px)")
     faces = FaceSet(np.stack(crops), np.asarray(identities, np.int64), tuple(names), tuple(files))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    save_atomic(crops_path, lambda f: np.save(f, faces.crops))
+    write_atomic_with(crops_path, lambda f: np.save(f, faces.crops))
     meta = {"identities": identities, "names": names, "files": files, "dropped": dropped}
-    save_atomic(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    write_atomic_with(meta_path, lambda f: f.write(json.dumps(meta).encode()))
     return faces
 
 

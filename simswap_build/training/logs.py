@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_build.training.files import save_atomic
 from simswap_build.training.trainer import LOSS_NAMES
+from simswap_trt.files import write_atomic_with
 
 COLUMNS = ("step", "same_identity", *LOSS_NAMES, "seconds")
 
@@ -39,7 +39,7 @@ class LossLog:
             writer = csv.DictWriter(text, COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-            save_atomic(self.path, lambda f: f.write(text.getvalue().encode()))
+            write_atomic_with(self.path, lambda f: f.write(text.getvalue().encode()))
         elif rows:
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, COLUMNS).writerows(rows)
@@ -66,7 +66,7 @@ def summary(rows: list[dict], last: int = 100) -> dict:
 
 
 def write_json(path: Path, data: dict) -> None:
-    save_atomic(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    write_atomic_with(path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
 
 
 def plot_losses(rows: list[dict], path: Path, window: int = 50) -> None:
@@ -91,4 +91,4 @@ def plot_losses(rows: list[dict], path: Path, window: int = 50) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    save_atomic(path, lambda f: f.write(buffer.getvalue()))
+    write_atomic_with(path, lambda f: f.write(buffer.getvalue()))
