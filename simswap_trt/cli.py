@@ -356,11 +356,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from simswap_trt.distributed import JobOptions, list_inputs, output_for, run_job
+    from simswap_trt.distributed import VIDEO_SUFFIXES, JobOptions, list_inputs, output_for, run_job
 
-    inputs = list_inputs(args.input) if not args.input.endswith(tuple(IMAGE_SUFFIXES)) else [args.input]
+    suffixes = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
+    inputs = list_inputs(args.input) if not args.input.lower().endswith(suffixes) else [args.input]
     if not inputs:
-        raise InputError(f"no images in {args.input} (looked for {' '.join(IMAGE_SUFFIXES)})")
+        raise InputError(f"no images or videos in {args.input} (looked for {' '.join(suffixes)})")
     swapper = FaceSwapper.from_bundle(
         args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
     )
@@ -559,11 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     batch = sub.add_parser(
         "batch",
-        help="swap a large folder of images over a Ray cluster (Ray Data)",
-        description="Swap --source onto every image of --input with a pool of Ray actors, one FaceSwapper each "
-        "(one GPU each where the cluster has GPUs). Each failed image is reported and the job goes on; "
-        "outputs are written atomically and a rerun skips those already written. Paths may be local "
-        "(shared by the nodes) or URIs (s3://, gs://, file://). Needs 'simswap-trt[ray]'.",
+        help="swap a large folder of images and videos over a Ray cluster (Ray Data)",
+        description="Swap --source onto every image and video of --input with a pool of Ray actors, one "
+        "FaceSwapper each (one GPU each where the cluster has GPUs). Each failed item is reported and the job "
+        "goes on; outputs are written atomically and a rerun skips those already written. Paths may be local "
+        "(shared by the nodes) or URIs (s3://, gs://, file://). Videos (.mp4 .mkv .mov .avi .webm) are swapped "
+        "whole by one actor as 'simswap-trt video' does (faces tracked and smoothed, audio kept, H.264 CRF 18), "
+        "need local or shared paths (not URIs) and 'simswap-trt[video]'; a video without any selected face is "
+        "skipped. Needs 'simswap-trt[ray]'.",
     )
     batch.add_argument(
         "--ray",
@@ -575,14 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_argument("--bundle", type=Path, required=True, help="bundle directory (readable by every node)")
     batch.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
-    batch.add_argument("--input", required=True, help="image folder or URI prefix (or one image)")
+    batch.add_argument("--input", required=True, help="folder or URI prefix of images and videos (or one file)")
     batch.add_argument("--output", required=True, help="output folder or URI prefix")
     batch.add_argument("--actors", type=positive_int, default=2, help="actors, each with one swapper (default: 2)")
     batch.add_argument(
         "--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0"
     )
     batch.add_argument("--select", choices=("all", "largest"), default="all", help="faces to swap (default: all)")
-    batch.add_argument("--copy-unchanged", action="store_true", help="write images without a face unchanged")
+    batch.add_argument("--copy-unchanged", action="store_true", help="write images and videos without a face unchanged")
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
     batch.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
     batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")

@@ -1,6 +1,14 @@
 """Batch jobs over a Ray cluster with Ray Data (``pip install 'simswap-trt[ray]'``). Importing this package
 does not import Ray; ``run_job`` does."""
 
-from simswap_trt.distributed.batch import STATUSES, ItemReport, JobOptions, list_inputs, output_for, run_job
+from simswap_trt.distributed.batch import (
+    STATUSES,
+    VIDEO_SUFFIXES,
+    ItemReport,
+    JobOptions,
+    list_inputs,
+    output_for,
+    run_job,
+)
 
-__all__ = ["STATUSES", "ItemReport", "JobOptions", "list_inputs", "output_for", "run_job"]
+__all__ = ["STATUSES", "VIDEO_SUFFIXES", "ItemReport", "JobOptions", "list_inputs", "output_for", "run_job"]

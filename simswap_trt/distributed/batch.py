@@ -1,11 +1,13 @@
-"""Swapping a large set of images over a Ray cluster with Ray Data.
+"""Swapping a large set of images and videos over a Ray cluster with Ray Data.
 
 The driver computes the source identity once and lists the work; finished outputs are left out before Ray
 starts, so a rerun only does what is missing. Ray Data feeds batches of file names to a pool of actors,
 each holding one ``FaceSwapper`` (on one GPU with ``gpus_per_actor=1``). An actor reads, swaps and
 writes each item (atomically: a temporary file, then a rename or move) and answers one report per item, so a
 failed item is reported and does not fail the job. Paths may be local (shared by the cluster's nodes) or
-URIs that pyarrow's filesystems open (``s3://``, ``gs://``, ``file://``...).
+URIs that pyarrow's filesystems open (``s3://``, ``gs://``, ``file://``...). Videos (``VIDEO_SUFFIXES``) are
+swapped by the actor's swapper with ``simswap_trt.video.swap_video``, one whole video per item; they need
+local (shared) paths, since PyAV reads files, and the ``video`` extra.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ import numpy as np
 
 from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import write_atomic
-from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
+from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
 
 log = logging.getLogger(__name__)
 
 STATUSES = ("written", "skipped", "failed", "done before")
+# containers FFmpeg reads; the output keeps the input's name and container (encoded H.264, like 'simswap-trt video')
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ class JobOptions:
 
 @dataclass(frozen=True)
 class ItemReport:
-    """What happened to one input: ``status`` is one of ``STATUSES``; ``message`` says why for the others."""
+    """What happened to one input: ``status`` is one of ``STATUSES``; ``message`` says why for the others.
+    ``faces_swapped``: faces swapped in an image, frames with a swapped face in a video."""
 
     source: str
     output: str
@@ -99,16 +104,23 @@ def exists(path: str) -> bool:
     return filesystem.get_file_info(inner).type != fs.FileType.NotFound
 
 
+def is_video(path: str) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
 def list_inputs(folder: str) -> list[str]:
-    """The images directly inside a folder or URI prefix, sorted by name."""
+    """The images and videos directly inside a folder or URI prefix, sorted by name."""
+    suffixes = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
     if not is_uri(folder):
-        return [str(p) for p in list_images(Path(folder))]
+        return [
+            str(p) for p in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+        ]
     from pyarrow import fs
 
     filesystem, inner = _fs(folder)
     scheme = folder.split("://", 1)[0]
     infos = filesystem.get_file_info(fs.FileSelector(inner))
-    found = [i.path for i in infos if i.type == fs.FileType.File and Path(i.path).suffix.lower() in IMAGE_SUFFIXES]
+    found = [i.path for i in infos if i.type == fs.FileType.File and Path(i.path).suffix.lower() in suffixes]
     return [f"{scheme}://{p}" for p in sorted(found)]
 
 
@@ -135,6 +147,9 @@ class SwapActor:
         status, message, swapped = ["failed"] * len(sources), [""] * len(sources), [0] * len(sources)
         images, readable = [], []
         for k, source in enumerate(sources):
+            if is_video(source):
+                status[k], message[k], swapped[k] = self._video(source, outputs[k])
+                continue
             try:
                 images.append(decode_image(read_bytes(source), source, o.max_pixels))
                 readable.append(k)
@@ -158,6 +173,25 @@ class SwapActor:
             "message": np.array(message, dtype=object),
             "faces_swapped": np.array(swapped, np.int64),
         }
+
+    def _video(self, source: str, output: str) -> tuple[str, str, int]:
+        """Status, message and frames with a swapped face for one video."""
+        o = self.options
+        if is_uri(source) or is_uri(output):
+            return "failed", "videos need local or shared paths (PyAV reads files), not URIs", 0
+        from simswap_trt.video import VideoOptions, swap_video
+
+        try:
+            report = swap_video(
+                self.swapper, source, output, VideoOptions(o.select, o.threshold, batch=o.batch), overwrite=o.overwrite
+            )
+        except (SimswapError, OSError) as exc:  # SimswapError: also a missing 'video' extra (PyAV)
+            return "failed", str(exc), 0
+        if not report.frames_swapped and not o.copy_unchanged:
+            Path(output).unlink()
+            return "skipped", f"{report.frames} frame(s), no face selected in any", 0
+        damaged = f"{report.damaged} damaged packet(s) skipped" if report.damaged else ""
+        return "written", damaged, report.frames_swapped
 
 
 def run_job(
