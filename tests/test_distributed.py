@@ -107,3 +107,69 @@ def test_batch_command(cluster, tiny_bundle, folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "e_corrupt.png: failed" in printed and "d_flat.png: skipped" in printed and "3 written" in printed
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_astronaut.png", "b_group.png", "c_small.jpg"]
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, folder):
+    """An image, a short clip with a moving face, a clip without a face and a truncated clip."""
+    pytest.importorskip("av", reason="video items need the 'video' extra")
+    from video_clips import background, moving_face, write_clip
+
+    root = tmp_path_factory.mktemp("ray_mixed")
+    cv2.imwrite(str(root / "a_astronaut.png"), folder[1])
+    write_clip(root / "b_clip.mp4", moving_face(12, CLIP_SIZE))
+    write_clip(root / "c_noface.mkv", [background(CLIP_SIZE)] * 4)
+    data = (root / "b_clip.mp4").read_bytes()
+    (root / "d_corrupt.mov").write_bytes(data[: len(data) // 3])
+    return root
+
+
+CLIP_SIZE = (160, 120)
+
+
+def test_videos_swapped_like_single_process_and_not_redone(cluster, tiny_bundle, mixed_folder, reference, tmp_path):
+    from video_clips import decoded, planes
+
+    from simswap_trt.video import VideoOptions, swap_video
+
+    out = tmp_path / "out"
+    pairs = [(s, output_for(s, str(out))) for s in list_inputs(str(mixed_folder))]
+    assert [s.rsplit("/", 1)[-1] for s, _ in pairs] == [
+        "a_astronaut.png",
+        "b_clip.mp4",
+        "c_noface.mkv",
+        "d_corrupt.mov",
+    ]
+    reports = run_job(tiny_bundle.root, reference.source_latent, pairs, OPTIONS)
+    by_name = {r.source.rsplit("/", 1)[-1]: r for r in reports}
+    assert [by_name[n].status for n in sorted(by_name)] == ["written", "written", "skipped", "failed"]
+    assert "no face selected" in by_name["c_noface.mkv"].message
+    assert "d_corrupt.mov" in by_name["d_corrupt.mov"].message  # the one-line reason names the file
+    check_against_single_process(reference, [by_name["a_astronaut.png"]], ["a_astronaut.png"])
+
+    # the single-process video pipeline on the same clip, with the actor's detector/generator batch size
+    expected = swap_video(reference, mixed_folder / "b_clip.mp4", tmp_path / "expected.mp4", VideoOptions(batch=2))
+    assert by_name["b_clip.mp4"].faces_swapped == expected.frames_swapped >= 1
+    want, got = decoded(tmp_path / "expected.mp4"), decoded(out / "b_clip.mp4")
+    assert len(got) == len(want) == 12
+    # same swapper inputs, batches and threads give the same BGR frames, and libx264 (same settings) is
+    # deterministic, so the encoded outputs decode to the same pixels
+    for a, b in zip(got, want, strict=True):
+        assert np.array_equal(planes(a), planes(b))
+    assert sorted(p.name for p in out.iterdir()) == ["a_astronaut.png", "b_clip.mp4"]  # no temp files
+
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = run_job(tiny_bundle.root, reference.source_latent, pairs, OPTIONS)
+    assert {r.source.rsplit("/", 1)[-1]: r.status for r in again} == {
+        "a_astronaut.png": "done before",
+        "b_clip.mp4": "done before",
+        "c_noface.mkv": "skipped",
+        "d_corrupt.mov": "failed",
+    }
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_video_uri_is_reported(cluster, tiny_bundle, mixed_folder, reference, tmp_path):
+    source = f"file://{mixed_folder}/b_clip.mp4"
+    [report] = run_job(tiny_bundle.root, reference.source_latent, [(source, f"file://{tmp_path}/b.mp4")], OPTIONS)
+    assert report.status == "failed" and "local or shared paths" in report.message
