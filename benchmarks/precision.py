@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_build.bench.measure import machine, measure
+from simswap_build.bench.measure import generator_feeds, machine, measure
 from simswap_build.bench.photos import face_photo_set, people_photo_set
 from simswap_build.convert import reestimated_bundle
 from simswap_build.fidelity import fidelity_report, print_report, psnr_per_face
@@ -53,12 +53,7 @@ def cpu_int8(bundle: Bundle, crops: np.ndarray, batches: list[int], repeats: int
         for batch in batches:
 
             def make(i: int, batch: int = batch) -> dict[str, np.ndarray]:
-                rng = np.random.default_rng(i + 77)
-                latent = rng.normal(size=(batch, 512)).astype(np.float32)
-                return {
-                    "target": rng.random((batch, 3, size, size), dtype=np.float32),
-                    "latent": latent / np.linalg.norm(latent, axis=1, keepdims=True),
-                }
+                return generator_feeds(i + 77, batch, size)
 
             out["faces_per_s"].setdefault(name, {})[str(batch)] = batch / measure(engine.run, make, repeats).median
     out["int8_over_fp32"] = {

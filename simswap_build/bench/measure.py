@@ -50,6 +50,16 @@ def measure(call: Callable[[Any], Any], make_input: Callable[[int], Any], repeat
     return Stats.of(seconds)
 
 
+def generator_feeds(seed: int, batch: int, size: int) -> dict[str, np.ndarray]:
+    """Random generator inputs for timing: a [batch,3,size,size] target in [0,1] and unit latents."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(batch, 512)).astype(np.float32)
+    return {
+        "target": rng.random((batch, 3, size, size), dtype=np.float32),
+        "latent": latent / np.linalg.norm(latent, axis=1, keepdims=True),
+    }
+
+
 def conv_ceiling_flops_per_second(repeats: int = 5) -> float:
     """Measured throughput of the generator's dominant operation on ONNX Runtime's CPU kernels: a
     512→512 3x3 convolution at 28x28 (the ID blocks), batch 8, with all available threads."""

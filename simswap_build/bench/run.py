@@ -36,6 +36,7 @@ from simswap_build.bench.measure import (
     Stats,
     conv_ceiling_flops_per_second,
     conv_flops,
+    generator_feeds,
     machine,
     measure,
     resident_kib,
@@ -156,12 +157,7 @@ def throughput(bundle: Bundle, batches: Sequence[int], repeats: int) -> tuple[li
         for batch in batches:
 
             def make(i: int, batch: int = batch) -> dict[str, np.ndarray]:
-                rng = np.random.default_rng(i + 10_000)
-                latent = rng.normal(size=(batch, 512)).astype(np.float32)
-                return {
-                    "target": rng.random((batch, 3, size, size), dtype=np.float32),
-                    "latent": latent / np.linalg.norm(latent, axis=1, keepdims=True),
-                }
+                return generator_feeds(i + 10_000, batch, size)
 
             try:
                 stats = measure(engine.run, make, repeats)
