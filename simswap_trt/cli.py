@@ -342,6 +342,7 @@ def _serve(args: argparse.Namespace) -> int:
         select=args.select,
         image_format="." + args.image_format,
         synthetic_tag=not args.no_synthetic_tag,
+        max_pixels=args.max_pixels,
     )
     triton = start(swappers, config)
     print(

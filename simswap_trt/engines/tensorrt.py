@@ -103,8 +103,9 @@ class _Slot:
             shape = (max_batch, *spec.shape[1:])
             # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles, no copies
             self.host[spec.name], self.device[spec.name] = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
+        self.own = {name: buffer.ptr for name, buffer in self.device.items()}  # the slot's own addresses
         self.addresses: dict[str, int] = {}
-        self.bind({name: buffer.ptr for name, buffer in self.device.items()})
+        self.bind(self.own)
         self.batch = -1
         self.pending = 0  # items enqueued by submit() and not yet collected
         self.graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (graph, executable), on the slot's own buffers
@@ -118,7 +119,7 @@ class _Slot:
                 self.addresses[name] = address
 
     def own_buffers(self) -> bool:
-        return all(self.addresses[name] == buffer.ptr for name, buffer in self.device.items())
+        return all(self.addresses[name] == address for name, address in self.own.items())
 
     def free(self) -> None:
         self.stream.synchronize()  # nothing may still read or write what is freed below
@@ -224,7 +225,7 @@ class TensorRTEngine(Engine):
         chunk below the profile minimum is padded with zeros up to it (the padding's outputs are dropped)."""
         n = len(next(iter(feeds.values())))
         padded = max(n, self.min_batch)
-        slot.bind({name: buffer.ptr for name, buffer in slot.device.items()})
+        slot.bind(slot.own)
         slot.started.record(slot.stream)
         for spec in self.inputs:
             staging = slot.host[spec.name].array[:padded]
@@ -341,7 +342,6 @@ class TensorRTEngine(Engine):
             slot.done.synchronize()  # the slot's previous run finished: its context may be changed again
             slot.ready.record(stream)
             slot.stream.wait(slot.ready)
-            self._set_batch(slot, batch)
             slot.bind(addresses)
             slot.started.record(slot.stream)
             self._enqueue(slot, batch)

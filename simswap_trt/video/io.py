@@ -39,8 +39,6 @@ PATCHED_FORMATS = ("yuv420p", "yuvj420p")
 # rounding (used where BGR is converted back) brings that to ~0.01
 ACCURATE = "AREA|ACCURATE_RND"
 
-log = logging.getLogger(__name__)
-
 
 def require_av() -> None:
     if av is None:

@@ -80,9 +80,10 @@ class LandmarkSmoother:
         faces = []
         for face in frame.faces:
             landmarks = face.detection.landmarks
-            smoothed = self._filters.setdefault(face.track, OneEuroFilter(self.options))(
-                frame.time, landmarks, face_scale(landmarks)
-            )
+            smoothing = self._filters.get(face.track)
+            if smoothing is None:
+                smoothing = self._filters[face.track] = OneEuroFilter(self.options)
+            smoothed = smoothing(frame.time, landmarks, face_scale(landmarks))
             faces.append(replace(face, detection=replace(face.detection, landmarks=smoothed.astype(np.float32))))
         return replace(frame, faces=faces)
 
