@@ -317,6 +317,7 @@ def int8_search(
     fp32_layers = order[:kept]
     report.update(fp32_layers=fp32_layers, check=trail[kept])
     graph = qdq_graph(model, ranges[best], [c for c in convs if c not in fp32_layers])
+    onnx.checker.check_model(graph)  # once, on the graph kept (the search builds many)
     graph.metadata_props.add(key="simswap_trt.range_method", value=best)
     return graph, report
 

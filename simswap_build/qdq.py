@@ -131,5 +131,4 @@ def qdq_graph(model: onnx.ModelProto, ranges: Mapping[str, float], quantize: Ite
     del out.metadata_props[:]
     out.metadata_props.extend(kept)
     out.metadata_props.add(key="simswap_trt.fp32_layers", value=",".join(fp32))
-    onnx.checker.check_model(out)
     return out

@@ -1,7 +1,6 @@
 """Every simswap-trt / simswap-build command in docs/jetson.md parses with the real CLI parsers (subcommand,
 flags, choices, required arguments), every repository path it names exists, and its sample of doctor's Jetson
-lines is what doctor prints for that device. Commands of a subcommand this build does not have yet (the video
-command) are skipped, naming it, until it lands."""
+lines is what doctor prints for that device."""
 
 import argparse
 import re
@@ -58,8 +57,6 @@ def test_the_guide_has_the_commands_it_promises():
 def test_guide_command_parses(argv):
     parser = PARSERS[argv[0]]()
     if argv[1] not in subcommands(parser):
-        if argv[1] == "video":
-            pytest.skip(f"'{argv[0]} video' is not in this build yet: checked once it is")
         pytest.fail(f"{argv[0]} has no subcommand {argv[1]!r}")
     try:
         parser.parse_args(argv[1:])

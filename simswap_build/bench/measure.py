@@ -124,8 +124,9 @@ def slope(values: list[float]) -> float:
 def machine() -> dict:
     """What a figure was measured on: CPU model and flags (from /proc/cpuinfo, empty where unavailable),
     the CPUs this process may use, and the platform."""
-    import os
     import platform
+
+    from simswap_trt.engines.onnxruntime import available_cpus
 
     info: dict[str, str] = {}
     try:
@@ -138,6 +139,6 @@ def machine() -> dict:
     return {
         "cpu_model": info.get("model name", platform.processor() or platform.machine()),
         "cpu_flags": info.get("flags", ""),
-        "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpus": available_cpus(),
         "platform": platform.platform(),
     }
