@@ -7,6 +7,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -22,40 +23,46 @@ MAX_PIXELS = 100_000_000
 SYNTHETIC_TAG = "Synthetic image: faces were swapped by simswap-trt (AI-generated content)"
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
+def image_size(source: Path | BinaryIO, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of an image file (or file-like object) from its header, without decoding the pixels.
+    Animated and multi-page images are refused. ``name`` says which input failed (default: the path)."""
     from PIL import Image, UnidentifiedImageError
 
+    name = name or str(source)
     try:
-        with warnings.catch_warnings():  # our own limit applies (read_image's max_pixels)
+        with warnings.catch_warnings():  # our own limit applies (max_pixels)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 frames = getattr(image, "n_frames", 1)
                 size = image.size
     except FileNotFoundError:
-        raise InputError(f"image not found: {path}") from None
+        raise InputError(f"image not found: {name}") from None
     except Image.DecompressionBombError as exc:
-        raise InputError(f"{path} is refused as a decompression bomb: {exc}") from None
+        raise InputError(f"{name} is refused as a decompression bomb: {exc}") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise InputError(f"{path} is not a readable image: {exc}") from exc
+        raise InputError(f"{name} is not a readable image: {exc}") from exc
     if frames > 1:
         raise InputError(
-            f"{path} has {frames} frames (animated or multi-page); only still images are swapped: extract its frames "
+            f"{name} has {frames} frames (animated or multi-page); only still images are swapped: extract its frames "
             "(e.g. ffmpeg -i in.gif frames/%04d.png) and pass the folder as --target"
         )
     return size
+
+
+def _check_pixels(name: str | Path, size: tuple[int, int], max_pixels: int) -> None:
+    width, height = size
+    if width * height > max_pixels:
+        raise InputError(
+            f"{name} is {width}x{height} ({width * height:,} pixels), over the --max-pixels limit of {max_pixels:,}; "
+            "downscale it or raise the limit"
+        )
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read an image file as uint8 BGR HxWx3: grey is expanded to 3 channels, alpha is dropped (not
     composited), 16-bit is scaled to 8-bit. Files over ``max_pixels`` are refused before decoding."""
     path = Path(path)
-    width, height = image_size(path)
-    if width * height > max_pixels:
-        raise InputError(
-            f"{path} is {width}x{height} ({width * height:,} pixels), over the --max-pixels limit of {max_pixels:,}; "
-            "downscale it or raise the limit"
-        )
+    _check_pixels(path, image_size(path), max_pixels)
     image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"{path} is not a readable image (corrupt, truncated or an unsupported format)")
@@ -97,17 +104,7 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     the size is checked from the header before decoding; ``name`` says which input failed."""
     import io
 
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as header:
-                width, height = header.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{name} is not a readable image: {exc}") from None
-    if width * height > max_pixels:
-        raise InputError(f"{name} is {width}x{height}, over the {max_pixels / 1e6:.0f} MP limit; downscale it")
+    _check_pixels(name, image_size(io.BytesIO(data), name), max_pixels)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         raise InputError(f"{name} is not a readable image (corrupt, truncated or an unsupported format)")
