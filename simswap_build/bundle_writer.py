@@ -17,7 +17,7 @@ import onnx
 
 from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle
 from simswap_trt.errors import ConfigError, OutputError
-from simswap_trt.files import check_output, folder_mode, staging_folder, write_atomic
+from simswap_trt.files import check_output, folder_mode, replace_folder, staging_folder, write_atomic
 from simswap_trt.schema import TensorSpec, sha256_of
 
 _ONNX_TO_NUMPY = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -100,13 +100,7 @@ def write_bundle(
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
         Bundle.load(staging)
-        if root.exists():  # swap in the complete new bundle, then drop the old one
-            old = staging.with_name(staging.name + ".old")
-            root.rename(old)
-            staging.rename(root)
-            shutil.rmtree(old)
-        else:
-            staging.rename(root)
+        replace_folder(staging, root)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

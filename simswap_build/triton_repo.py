@@ -18,7 +18,7 @@ from pathlib import Path
 from simswap_trt.bundle import ROLES, Bundle
 from simswap_trt.engines.base import TensorSpec
 from simswap_trt.errors import BuildError, OutputError, SimswapError
-from simswap_trt.files import staging_folder, write_atomic
+from simswap_trt.files import replace_folder, staging_folder, write_atomic
 from simswap_trt.plans import PlanEntry
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,7 @@ def write_triton_repo(
             for target, source in files.items():
                 shutil.copyfile(bundle.root / source, staging / name / "1" / target)
         write_atomic(staging / "README.md", readme(bundle, [m[0] for m in models]).encode())
-        if output.exists():
-            shutil.rmtree(output)
-        staging.rename(output)
+        replace_folder(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

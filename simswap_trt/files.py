@@ -142,3 +142,18 @@ def staging_folder(destination: str | Path) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot create {destination}: {_reason(exc)}") from None
     return staging
+
+
+def replace_folder(staging: Path, destination: Path) -> None:
+    """Move a complete ``staging`` folder (from ``staging_folder``) to ``destination``. An existing
+    destination is renamed aside first and removed only once the new one is in place, so a failed rename
+    never loses the old one."""
+    import shutil
+
+    if not destination.exists():
+        staging.rename(destination)
+        return
+    old = staging.with_name(staging.name + ".old")
+    destination.rename(old)
+    staging.rename(destination)
+    shutil.rmtree(old)
