@@ -139,6 +139,17 @@ class DeviceTicket:
     regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
 
 
+def frames_with_faces(
+    images: Sequence[np.ndarray], faces: Faces
+) -> tuple[list[int], dict[int, int], list[np.ndarray], np.ndarray]:
+    """Only frames with faces are uploaded: their image indices, each one's position among them, the frames
+    (contiguous), and each face's frame position."""
+    used = sorted({i for i, _ in faces})
+    position = {image: k for k, image in enumerate(used)}
+    frames = [np.ascontiguousarray(images[i]) for i in used]
+    return used, position, frames, np.array([position[i] for i, _ in faces], np.int32)
+
+
 class DeviceStages:
     """Pre-processing, generator and paste-back on the device, around a TensorRT generator engine (anything
     with ``execute_device``, ``inputs``/``outputs``, ``min_batch`` and ``max_batch``)."""
@@ -243,13 +254,9 @@ class DeviceStages:
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
         ws = self._workspace()
-        used = sorted({i for i, _ in faces})
-        position = {image: k for k, image in enumerate(used)}
-        frame_of_face = np.array([position[i] for i, _ in faces], np.int32)
+        _, _, frames, frame_of_face = frames_with_faces(images, faces)
         inverse = crop_to_frame_matrices([m for _, m in faces])
-        _, tables = self._upload(
-            ws, [np.ascontiguousarray(images[i]) for i in used], frame_of_face, inverse, inverse[:0]
-        )
+        _, tables = self._upload(ws, frames, frame_of_face, inverse, inverse[:0])
         crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
         count, size, arcface = len(faces), self.crop_size, self.arcface
         chunks = chunk_batches(count, arcface.max_batch)
@@ -267,14 +274,7 @@ class DeviceStages:
                 max(chunk.stop - chunk.start, arcface.min_batch),
                 ws.compute,
             )
-        ws.computed.record(ws.compute)
-        self.download_stream.wait(ws.computed)
-        host = ws.regions_view(count * LATENT_SIZE * 4)[: count * LATENT_SIZE * 4].view(np.float32)
-        ws.swapped.buffer.download(host, self.download_stream)
-        ws.done.record(self.download_stream)
-        ws.done.synchronize()
-        ws.held = False
-        return host.reshape(count, LATENT_SIZE).copy()
+        return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
 
     def _generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
@@ -284,26 +284,28 @@ class DeviceStages:
         frames = list(stack_crops(crops, self.crop_size))
         identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
         _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
+        shape = (len(frames), 3, self.crop_size, self.crop_size)
+        return self._download_output(ws, shape, self.output_dtype).astype(np.float32)
+
+    def _download_output(self, ws: Workspace, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Wait for the workspace's compute, download the start of its output buffer as ``shape`` of ``dtype``
+        into its pinned region buffer and release the workspace (synchronous; the view is reused later)."""
         ws.computed.record(ws.compute)
         self.download_stream.wait(ws.computed)
-        shape = (len(frames), 3, self.crop_size, self.crop_size)
-        out = ws.regions_view(int(np.prod(shape)) * self.output_dtype.itemsize)
-        host = out[: int(np.prod(shape)) * self.output_dtype.itemsize].view(self.output_dtype).reshape(shape)
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        host = ws.regions_view(nbytes)[:nbytes].view(dtype).reshape(shape)
         ws.swapped.buffer.download(host, self.download_stream)
         ws.done.record(self.download_stream)
         ws.done.synchronize()
         ws.held = False
-        return host.astype(np.float32)
+        return host
 
     def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         ws = self._workspace()
         if not faces:
             return DeviceTicket(images, ws, [])
-        used = sorted({i for i, _ in faces})
-        position = {image: k for k, image in enumerate(used)}  # only frames with faces are uploaded
+        used, position, frames, frame_of_face = frames_with_faces(images, faces)
         size, face_bytes = self.crop_size, 3 * self.crop_size * self.crop_size
-        frames = [np.ascontiguousarray(images[i]) for i in used]
-        frame_of_face = np.array([position[i] for i, _ in faces], np.int32)
         frame_addresses, tables, swapped = self._generate(
             ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent
         )
