@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
 
+from benchmarks.gpu_check import face_landmarks, smooth_frame
 from simswap_build.architectures import GeneratorConfig
 from simswap_build.engine_builder import register_plan
 from simswap_trt import FaceSwapper, cuda
@@ -21,7 +22,7 @@ from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
 from simswap_trt.plans import PlanEntry
 from simswap_trt.swapper import FrameBatch
-from simswap_trt.vision.align import alignment_matrix, templates
+from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import Detection
 from simswap_trt.vision.warp import warp_faces
 
@@ -79,12 +80,9 @@ def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30)):
 
 def face(center, size, angle, crop, alignment):
     """A detection whose landmarks are the alignment template, scaled, rotated and moved to ``center``."""
-    template = templates(alignment, crop)[-1 if alignment == "ffhq" else 2]
-    a = np.deg2rad(angle)
-    rotation = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    landmarks = (template - crop / 2) * (size / crop) @ rotation.T + np.asarray(center, float)
+    landmarks = face_landmarks(center, size, angle, crop, alignment)
     box = np.r_[landmarks.min(0) - size / 4, landmarks.max(0) + size / 4].astype(np.float32)
-    return Detection(box, 0.9, landmarks.astype(np.float32))
+    return Detection(box, 0.9, landmarks)
 
 
 def scenes(crop, alignment, seed=0):
@@ -93,9 +91,7 @@ def scenes(crop, alignment, seed=0):
     rng = np.random.default_rng(seed)
 
     def frame(h, w):  # smooth content, so that interpolation differences stay small, plus some noise
-        y, x = np.mgrid[0:h, 0:w]
-        base = np.stack([128 + 100 * np.sin(x / 23 + c) * np.cos(y / 31 - c) for c in range(3)], -1)
-        return np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+        return smooth_frame(rng, h, w)
 
     first = [frame(301, 433), frame(257, 389), frame(120, 170)]
     first_faces = [
