@@ -357,12 +357,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from simswap_trt.distributed import VIDEO_SUFFIXES, JobOptions, list_inputs, output_for, run_job
+    from simswap_trt.distributed import INPUT_SUFFIXES, JobOptions, list_inputs, output_for, run_job
 
-    suffixes = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
-    inputs = list_inputs(args.input) if not args.input.lower().endswith(suffixes) else [args.input]
+    inputs = list_inputs(args.input) if not args.input.lower().endswith(INPUT_SUFFIXES) else [args.input]
     if not inputs:
-        raise InputError(f"no images or videos in {args.input} (looked for {' '.join(suffixes)})")
+        raise InputError(f"no images or videos in {args.input} (looked for {' '.join(INPUT_SUFFIXES)})")
     swapper = FaceSwapper.from_bundle(
         args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
     )

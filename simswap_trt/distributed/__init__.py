@@ -2,6 +2,7 @@
 does not import Ray; ``run_job`` does."""
 
 from simswap_trt.distributed.batch import (
+    INPUT_SUFFIXES,
     STATUSES,
     VIDEO_SUFFIXES,
     ItemReport,
@@ -11,4 +12,13 @@ from simswap_trt.distributed.batch import (
     run_job,
 )
 
-__all__ = ["STATUSES", "VIDEO_SUFFIXES", "ItemReport", "JobOptions", "list_inputs", "output_for", "run_job"]
+__all__ = [
+    "INPUT_SUFFIXES",
+    "STATUSES",
+    "VIDEO_SUFFIXES",
+    "ItemReport",
+    "JobOptions",
+    "list_inputs",
+    "output_for",
+    "run_job",
+]

@@ -22,7 +22,7 @@ import numpy as np
 
 from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import write_atomic
-from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image
+from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("written", "skipped", "failed", "done before")
 # containers FFmpeg reads; the output keeps the input's name and container (encoded H.264, like 'simswap-trt video')
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -110,17 +111,14 @@ def is_video(path: str) -> bool:
 
 def list_inputs(folder: str) -> list[str]:
     """The images and videos directly inside a folder or URI prefix, sorted by name."""
-    suffixes = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
     if not is_uri(folder):
-        return [
-            str(p) for p in sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        ]
+        return [str(p) for p in list_images(Path(folder), INPUT_SUFFIXES)]
     from pyarrow import fs
 
     filesystem, inner = _fs(folder)
     scheme = folder.split("://", 1)[0]
     infos = filesystem.get_file_info(fs.FileSelector(inner))
-    found = [i.path for i in infos if i.type == fs.FileType.File and Path(i.path).suffix.lower() in suffixes]
+    found = [i.path for i in infos if i.type == fs.FileType.File and Path(i.path).suffix.lower() in INPUT_SUFFIXES]
     return [f"{scheme}://{p}" for p in sorted(found)]
 
 
