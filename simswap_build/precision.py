@@ -372,8 +372,10 @@ def arcface_for_int8(
     budget: int | None,
     policy: str,
     method: str,
+    fp16: onnx.ModelProto | None = None,
 ) -> tuple[onnx.ModelProto, dict]:
-    """ArcFace in the INT8 recipe: INT8 when it holds the goal within the budget, else (``auto``) FP16."""
+    """ArcFace in the INT8 recipe: INT8 when it holds the goal within the budget, else (``auto``) FP16
+    (``fp16``, when the caller has already converted it)."""
     calibration, check = (feeds_for("arcface", bundle_root, c) for c in (split.calibration, split.check))
     report: dict = {}
     if policy != "fp16":
@@ -385,7 +387,7 @@ def arcface_for_int8(
                 raise
             report = {**exc.report, "graph": "fp16", "why": str(exc)}
     if policy == "fp16" or report["graph"] == "fp16":
-        graph = fp16_graph(fp32)
+        graph = fp16 or fp16_graph(fp32)
         score = _score("arcface", graph, check, run_batched(session(fp32), check)[0])
         report.update(graph="fp16", metric="cosine_min", goal=goals.cosine, margin=goals.margin_cosine, check=score)
         report.setdefault("why", "requested (--arcface fp16)")
@@ -437,7 +439,14 @@ def add_precisions(
             fp32["generator"], "generator", calibration, check, goals, budgets.get("generator"), method
         )
         graphs["arcface", "int8"], report["arcface"] = arcface_for_int8(
-            fp32["arcface"], bundle.root, split, goals, budgets.get("arcface"), arcface, method
+            fp32["arcface"],
+            bundle.root,
+            split,
+            goals,
+            budgets.get("arcface"),
+            arcface,
+            method,
+            graphs.get(("arcface", "fp16")),
         )
         chosen = report["arcface"]["graph"]
         report["arcface"]["ms_per_face"] = {
