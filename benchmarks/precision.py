@@ -36,7 +36,8 @@ from simswap_trt.files import write_atomic
 def cpu_int8(bundle: Bundle, crops: np.ndarray, batches: list[int], repeats: int) -> dict:
     """ONNX Runtime's optimized INT8 run (integer kernels where it fuses them) vs the Q/DQ graph as written
     and vs FP32 (generator, per face), and generator faces/s for FP32 and optimized INT8."""
-    feeds = feeds_for("generator", bundle.root, crops)
+    (feeds,) = feeds_for(bundle.root, crops)
+    feeds = feeds["generator"]
     fp32 = OnnxRuntimeEngine(bundle.path_of("generator"))
     fused = OnnxRuntimeEngine(bundle.path_of("generator", "int8"))
     written = OnnxRuntimeEngine(bundle.path_of("generator", "int8"), optimize=False)

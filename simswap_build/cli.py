@@ -11,6 +11,7 @@ import onnx
 
 from simswap_build.architectures import GENERATOR_ARCHES
 from simswap_build.bundle_writer import check_bundle_output
+from simswap_build.precision import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK, Goals
 from simswap_build.trt_compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
@@ -111,24 +112,28 @@ def _engine(args: argparse.Namespace) -> int:
 
 
 def _print_int8_report(report: dict) -> None:
-    split = report["split"]
+    split, goals = report["split"], report["goals"]
     print(
         f"int8: {split['calibration_faces']} calibration faces, {split['check_faces']} check faces "
-        "(split by content hash; calibration never sees the check faces)"
+        "(split by content hash; calibration never sees the check faces); accepted when the check faces' lower "
+        f"tolerance bound ({goals['coverage']:.0%} of faces, {goals['confidence']:.0%} confidence) and worst face "
+        "meet the goal"
     )
     for role in ("generator", "arcface"):
         r = report[role]
-        goal = f"{r['metric']} >= {r['goal']} + margin {r['margin']}"
-        tried = ", ".join(f"{k} FP32: {v:.4g}" for k, v in r.get("trail", {}).items())
+        c = r["check"]
+        goal = f"{r['metric']} >= {r['goal']}"
+        figures = f"bound {c['bound']:.4g} (k {r['bound']['k']:.2f}), worst {c['worst']:.4g}, mean {c['mean']:.4g}"
+        tried = ", ".join(f"{k} FP32: {v['bound']:.4g}" for k, v in r.get("trail", {}).items())
         if r.get("graph") == "fp16":
-            print(f"  {role}: FP16 ({r['why']}); check split {r['metric']} {r['check']:.4f} ({goal})")
+            print(f"  {role}: FP16 ({r['why']}); check split {figures} ({goal})")
             if tried:
-                print(f"    INT8 tried ({r['method']} ranges): {tried}")
+                print(f"    INT8 tried ({r['method']} ranges), bounds: {tried}")
         else:
             fallbacks = ", ".join(r["fp32_layers"]) or "none"
             print(
-                f"  {role}: {goal} on the check split: met, {r['check']:.4g}, with {len(r['fp32_layers'])} of "
-                f"{r['convolutions']} convolutions in FP32 ({fallbacks}); {r['method']} ranges; tried {tried}"
+                f"  {role}: {goal} on the check split: met, {figures}, with {len(r['fp32_layers'])} of "
+                f"{r['convolutions']} convolutions in FP32 ({fallbacks}); {r['method']} ranges; bounds tried {tried}"
             )
         if "ms_per_face" in r:
             costs = ", ".join(f"{p} {ms:.1f} ms" for p, ms in r["ms_per_face"].items())
@@ -136,13 +141,13 @@ def _print_int8_report(report: dict) -> None:
 
 
 def _precision(args: argparse.Namespace) -> int:
-    from simswap_build.precision import Goals, PrecisionGoalError, add_precisions
+    from simswap_build.precision import PrecisionGoalError, add_precisions
 
     bundle = Bundle.load(args.bundle)
     existing = sorted({p for by in bundle.variants.values() for p in by} & set(args.precisions))
     if existing and not args.overwrite:
         raise OutputError(f"{args.bundle} already has {', '.join(existing)} graphs; pass --overwrite to replace them")
-    goals = Goals(args.goal_psnr, args.goal_cosine, args.margin_psnr, args.margin_cosine)
+    goals = Goals(args.goal_psnr, args.goal_cosine, args.coverage, args.confidence)
     budgets = {"generator": args.max_fp32_generator, "arcface": args.max_fp32_arcface}
     try:
         report = add_precisions(
@@ -157,8 +162,8 @@ def _precision(args: argparse.Namespace) -> int:
         )
     except PrecisionGoalError as exc:
         print(
-            f"int8 {exc.report['metric']}: tried "
-            + ", ".join(f"{k} FP32: {v:.4g}" for k, v in exc.report.get("trail", {}).items())
+            f"int8 {exc.report['metric']}: lower bounds tried "
+            + ", ".join(f"{k} FP32: {v['bound']:.4g}" for k, v in exc.report.get("trail", {}).items())
         )
         raise
     if report:
@@ -470,22 +475,38 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--images", type=Path, default=None, help="folder of photos with faces (INT8 calibration)")
     precision.add_argument("--precisions", nargs="+", choices=("fp16", "int8"), default=["fp16", "int8"])
     precision.add_argument("--overwrite", action="store_true", help="replace FP16 / INT8 graphs made before")
+    default = Goals()
     goals = precision.add_argument_group(
         "INT8 goals",
-        "met on the worst face of a check split of --images that calibration never sees; the most sensitive "
-        "convolutions go back to FP32 until they are, or the command stops with a report (exit 1)",
+        "per face, met on a check split of --images that calibration never sees: the check faces' one-sided "
+        "normal tolerance bound (mean - k*sd of PSNR in dB and of log(1 - cosine); --coverage of all faces above "
+        "it with --confidence) and their worst face must reach each goal. The most sensitive convolutions go "
+        "back to FP32 until they do, or the command stops with a report (exit 1)",
     )
-    goals.add_argument("--goal-psnr", type=float, default=35.0, help="generator PSNR vs FP32, dB (default 35)")
-    goals.add_argument("--goal-cosine", type=float, default=0.98, help="ArcFace cosine vs FP32 (default 0.98)")
-    goals.add_argument("--margin-psnr", type=float, default=1.0, help="dB above --goal-psnr to reach (default 1)")
     goals.add_argument(
-        "--margin-cosine", type=float, default=0.005, help="above --goal-cosine to reach (default 0.005)"
+        "--goal-psnr", type=float, default=default.psnr_db, help=f"generator PSNR vs FP32, dB ({default.psnr_db})"
+    )
+    goals.add_argument(
+        "--goal-cosine", type=float, default=default.cosine, help=f"ArcFace cosine vs FP32 ({default.cosine})"
+    )
+    goals.add_argument(
+        "--coverage",
+        type=float_between(0.5, 0.999),
+        default=default.coverage,
+        help=f"share of faces the bound must hold for ({default.coverage})",
+    )
+    goals.add_argument(
+        "--confidence",
+        type=float_between(0.5, 0.999),
+        default=default.confidence,
+        help=f"confidence of the bound ({default.confidence})",
     )
     goals.add_argument(
         "--check-fraction",
         type=cli_support.float_between(0.05, 0.95),
-        default=0.25,
-        help="share of the faces held out as check split (0.25)",
+        default=CHECK_FRACTION,
+        help=f"share of the distinct faces held out as check split ({CHECK_FRACTION}; at least {MIN_CHECK} faces, "
+        f"at least {MIN_CALIBRATION} left for calibration: fewer faces are refused)",
     )
     goals.add_argument(
         "--max-fp32-generator",
@@ -509,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arcface",
         choices=("auto", "int8", "fp16"),
         default="auto",
-        help="ArcFace in the INT8 recipe: auto = INT8 if it meets --goal-cosine within its budget, else FP16 "
+        help="ArcFace in the INT8 recipe: auto = INT8 if its bound meets --goal-cosine within its budget, else FP16 "
         "(the source identity is computed once; reference selection runs it per target face)",
     )
 

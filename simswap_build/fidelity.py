@@ -20,12 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
+from simswap_build.precision import Goals
 from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.preprocess import crops_to_tensor
 
-GOALS = {"fp16": {"psnr_min_db": 45.0}, "int8": {"psnr_min_db": 35.0, "arcface_cosine_min": 0.98}}
+FP16_GOALS = {"psnr_min_db": 45.0}
+
+
+def _default_goals(precision: str) -> dict[str, float]:
+    if precision == "fp16":
+        return dict(FP16_GOALS)
+    return {"psnr_min_db": Goals().psnr_db, "arcface_cosine_min": Goals().cosine} if precision == "int8" else {}
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -50,7 +57,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _goals(bundle: Bundle, precision: str) -> dict[str, float]:
     """The goals recorded by the INT8 recipe (``simswap-build precision --goal-*``), else the defaults."""
-    goals = dict(GOALS.get(precision, {}))
+    goals = _default_goals(precision)
     recorded = bundle.variants.get("generator", {}).get(precision)
     if precision == "int8" and recorded is not None and "goals" in recorded.source:
         goals = {

@@ -16,13 +16,18 @@ check it on a CPU.
      all-INT8 graph scores best on the check split goes first;
   2. every convolution is scored alone in INT8 (the rest FP32) on calibration faces: its sensitivity;
   3. the most sensitive convolutions are put back to FP32, fewest first (doubling, then bisection),
-     until the check split's per-face minimum (generator PSNR, ArcFace cosine vs FP32) meets the goal
-     plus a margin; the methods are then compared again with those fallbacks in place (a fragile layer
-     can mask their ranking), and a better one searches again. Beyond the budget the recipe stops with a
-     report (``PrecisionGoalError``).
+     until a candidate is accepted: the lower tolerance bound of the check faces' per-face scores
+     (generator PSNR, ArcFace cosine vs FP32; ``simswap_build.tolerance``: at least ``coverage`` of all
+     faces above it, with ``confidence``) and the worst check face both reach the goal. A small check
+     split widens the bound, so it asks for more fallbacks by itself. The methods are then compared
+     again with those fallbacks in place (a fragile layer can mask their ranking), and a better one
+     searches again. Beyond the budget the recipe stops with a report (``PrecisionGoalError``).
 
-  ArcFace computes the source identity once per swap, so when INT8 cannot hold its goal within the
-  budget the INT8 recipe keeps it in FP16 (``arcface="auto"``); the report states what reference
+  The check split is ``CHECK_FRACTION`` of the distinct faces, at least ``MIN_CHECK``, with at least
+  ``MIN_CALIBRATION`` left for calibration; fewer faces are refused.
+
+  ArcFace computes the source identity once per swap, so unless INT8 clears its goal by the bound within
+  the budget the INT8 recipe keeps it in FP16 (``arcface="auto"``); the report states what reference
   selection, which runs it once per target face, costs per face.
 """
 
@@ -39,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from simswap_build import tolerance
 from simswap_build.qdq import (
     activation_histograms,
     activation_ranges,
@@ -55,6 +61,9 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp16", "int8")
 ARCFACE_POLICIES = ("auto", "int8", "fp16")
 SENSITIVITY_FACES = 4  # calibration faces each single-layer trial runs on
+CHECK_FRACTION = 0.4  # share of the distinct faces held out as the check split ...
+MIN_CHECK = 6  # ... but at least this many (the tolerance bound of fewer faces is very wide)
+MIN_CALIBRATION = 4  # faces left for the activation histograms
 
 
 class PrecisionGoalError(BuildError):
@@ -68,15 +77,20 @@ class PrecisionGoalError(BuildError):
 
 @dataclass(frozen=True)
 class Goals:
-    """INT8 accuracy goals, met on the check split's worst face with a margin."""
+    """INT8 accuracy goals per face (the one definition of their defaults): the check split's lower
+    tolerance bound (``coverage`` of faces, with ``confidence``) and its worst face must reach them."""
 
     psnr_db: float = 35.0  # generator output vs FP32, per face
     cosine: float = 0.98  # ArcFace latent vs FP32, per face
-    margin_psnr_db: float = 1.0
-    margin_cosine: float = 0.005
+    coverage: float = tolerance.COVERAGE
+    confidence: float = tolerance.CONFIDENCE
 
-    def target(self, role: str) -> float:
-        return self.psnr_db + self.margin_psnr_db if role == "generator" else self.cosine + self.margin_cosine
+    def goal(self, role: str) -> float:
+        return self.psnr_db if role == "generator" else self.cosine
+
+    def bound(self, role: str, scores: np.ndarray) -> float:
+        """The lower tolerance bound of per-face ``scores`` (``simswap_build.tolerance``)."""
+        return tolerance.lower_bound(role, scores, self.coverage, self.confidence)
 
 
 METRICS = {"generator": "psnr_min_db", "arcface": "cosine_min"}
@@ -161,10 +175,15 @@ class FaceSplit:
     check: np.ndarray
     calibration_sha256: tuple[str, ...]
     check_sha256: tuple[str, ...]
+    fraction: float = CHECK_FRACTION
+    min_check: int = MIN_CHECK
 
     def to_json(self) -> dict:
         return {
-            "rule": "unique aligned crops ranked by sha256 of their pixels; the lowest ranks are the check split",
+            "rule": (
+                "unique aligned crops ranked by sha256 of their pixels; the lowest ranks are the check split: "
+                f"{self.fraction:g} of them, at least {self.min_check}, at least {MIN_CALIBRATION} left for calibration"
+            ),
             "calibration_faces": len(self.calibration),
             "check_faces": len(self.check),
             "calibration_sha256": list(self.calibration_sha256),
@@ -178,30 +197,40 @@ def face_sha256(crop: np.ndarray) -> str:
     return hashlib.sha256(str(crop.shape).encode() + crop.tobytes()).hexdigest()
 
 
-def split_faces(crops: np.ndarray, check_fraction: float = 0.25, min_check: int = 2) -> FaceSplit:
+def check_count(faces: int, fraction: float = CHECK_FRACTION, min_check: int = MIN_CHECK) -> int:
+    """How many of ``faces`` distinct faces the check split takes: ``max(min_check, round(fraction * faces))``.
+    Raises ``InputError`` when fewer than ``MIN_CALIBRATION`` would be left for calibration."""
+    if not 0 < fraction < 1:
+        raise InputError(f"the check fraction must be between 0 and 1, got {fraction}")
+    n_check = max(min_check, round(fraction * faces))
+    if faces - n_check < MIN_CALIBRATION:
+        raise InputError(
+            f"INT8 needs at least {n_check + MIN_CALIBRATION} distinct faces ({n_check} for the check split, "
+            f"{MIN_CALIBRATION} for calibration); the calibration folder gave {faces}: add photos (a dozen or more "
+            "of different people, like your footage)"
+        )
+    return n_check
+
+
+def split_faces(crops: np.ndarray, check_fraction: float = CHECK_FRACTION, min_check: int = MIN_CHECK) -> FaceSplit:
     """Split ``crops`` by content hash: duplicates are dropped, the unique crops are ranked by their hash
-    and the first ``max(min_check, round(fraction * n))`` form the check split, which calibration never
-    sees. Independent of file names and order."""
-    if not 0 < check_fraction < 1:
-        raise InputError(f"the check fraction must be between 0 and 1, got {check_fraction}")
+    and the first ``check_count(n)`` form the check split, which calibration never sees. Independent of
+    file names and order."""
     unique: dict[str, int] = {}
     for i, crop in enumerate(crops):
         unique.setdefault(face_sha256(crop), i)
     if len(unique) < len(crops):
         log.warning("calibration: %d duplicate face(s) dropped", len(crops) - len(unique))
     ranked = sorted(unique)
-    n_check = max(min_check, round(check_fraction * len(ranked)))
-    if len(ranked) - n_check < 2:
-        raise InputError(
-            f"INT8 needs at least {n_check + 2} distinct faces ({n_check} for the check split, 2 for calibration); "
-            f"the calibration folder gave {len(ranked)}: add photos"
-        )
+    n_check = check_count(len(ranked), check_fraction, min_check)
     check, calibration = ranked[:n_check], ranked[n_check:]
     return FaceSplit(
         calibration=np.stack([crops[unique[h]] for h in calibration]),
         check=np.stack([crops[unique[h]] for h in check]),
         calibration_sha256=tuple(calibration),
         check_sha256=tuple(check),
+        fraction=check_fraction,
+        min_check=min_check,
     )
 
 
@@ -215,12 +244,43 @@ def per_face_scores(role: str, reference: np.ndarray, output: np.ndarray) -> np.
     return psnr_per_face(reference, output) if role == "generator" else cosines(reference, output)
 
 
-def _score(role: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], reference: np.ndarray) -> float:
-    return float(per_face_scores(role, reference, run_batched(session(graph), feeds)[0]).min())
+def _scores(role: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], reference: np.ndarray) -> np.ndarray:
+    return per_face_scores(role, reference, run_batched(session(graph), feeds)[0])
 
 
 def _subset(feeds: Mapping[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
     return {k: v[:count] for k, v in feeds.items()}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate graph on the check split: its lower tolerance bound, worst face and mean."""
+
+    bound: float
+    worst: float
+    mean: float
+
+    @classmethod
+    def of(cls, role: str, scores: np.ndarray, goals: Goals) -> Trial:
+        return cls(goals.bound(role, scores), float(scores.min()), float(scores.mean()))
+
+    @property
+    def score(self) -> float:
+        """What a candidate is ranked and accepted on: the bound, or the worst face where that is lower."""
+        return min(self.bound, self.worst)
+
+    def meets(self, goal: float) -> bool:
+        return self.score >= goal
+
+
+def _bound_report(role: str, goals: Goals, faces: int) -> dict:
+    return {
+        "method": tolerance.METHODS[role],
+        "coverage": goals.coverage,
+        "confidence": goals.confidence,
+        "k": tolerance.tolerance_factor(faces, goals.coverage, goals.confidence),
+        "check_faces": faces,
+    }
 
 
 def int8_search(
@@ -232,49 +292,51 @@ def int8_search(
     budget: int | None = None,
     method: str = "auto",
 ) -> tuple[onnx.ModelProto, dict]:
-    """The INT8 graph of ``model`` that meets ``goals`` on the ``check`` feeds with the fewest FP32
-    convolutions (calibrated on the ``calibration`` feeds only), and its report. ``budget``: the most
-    convolutions left in FP32 (default: half of them). Raises ``PrecisionGoalError`` when the budget is
-    not enough."""
+    """The INT8 graph of ``model`` whose ``check`` faces' lower tolerance bound and worst face meet
+    ``goals`` with the fewest FP32 convolutions (calibrated on the ``calibration`` feeds only), and its
+    report. ``budget``: the most convolutions left in FP32 (default: half of them). Raises
+    ``PrecisionGoalError`` when the budget is not enough."""
     from tqdm import tqdm
 
     if method != "auto" and method not in METHODS:
         raise ConfigError(f"unknown range method {method!r}; choose auto or one of {', '.join(METHODS)}")
     convs = quantizable_convs(model)
     budget = (len(convs) + 1) // 2 if budget is None else min(budget, len(convs))
-    target = goals.target(role)
+    goal = goals.goal(role)
     histograms = activation_histograms(model, convs.values(), calibration)
     reference = run_batched(session(model), check)[0]
     methods = METHODS if method == "auto" else (method,)
     ranges = {m: activation_ranges(histograms, m) for m in methods}
-    method_scores = {m: _score(role, qdq_graph(model, ranges[m], convs), check, reference) for m in methods}
-    best = max(methods, key=lambda m: method_scores[m])
-    log.info("INT8 %s: range methods on the check split %s; using %s", role, method_scores, best)
+    trails: dict[str, dict[int, Trial]] = {
+        m: {0: Trial.of(role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference), goals)}
+        for m in methods
+    }
+    best = max(methods, key=lambda m: trails[m][0].score)
+    log.info("INT8 %s: range methods on the check split %s; using %s", role, trails, best)
 
     sensitivity: dict[str, float] = {}
-    if method_scores[best] < target and budget > 0:  # fallbacks needed: rank the convolutions
+    if not trails[best][0].meets(goal) and budget > 0:  # fallbacks needed: rank the convolutions
         probe = _subset(calibration, SENSITIVITY_FACES)
         probe_reference = run_batched(session(model), probe)[0]
         sensitivity = {
-            name: _score(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference)
+            name: float(_scores(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference).min())
             for name in tqdm(convs, desc=f"INT8 {role} sensitivity", unit="conv", leave=False)
         }
     order = sorted(convs, key=lambda name: sensitivity.get(name, 0.0))  # worst alone first; ties: graph order
-    trails: dict[str, dict[int, float]] = {m: {0: method_scores[m]} for m in methods}
 
-    def trial(method: str, kept: int) -> float:
+    def trial(method: str, kept: int) -> Trial:
         if kept not in trails[method]:
             graph = qdq_graph(model, ranges[method], [c for c in convs if c not in order[:kept]])
-            trails[method][kept] = _score(role, graph, check, reference)
-            log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %.4f", role, method, kept, trails[method][kept])
+            trails[method][kept] = Trial.of(role, _scores(role, graph, check, reference), goals)
+            log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %s", role, method, kept, trails[method][kept])
         return trails[method][kept]
 
     def fewest(method: str, high: int | None) -> int | None:
-        """The fewest FP32 fallbacks that meet the target: 0, 1, 3, 7, ... up to the budget (unless ``high``
+        """The fewest FP32 fallbacks that meet the goal: 0, 1, 3, 7, ... up to the budget (unless ``high``
         is known to meet), then bisection. None if the budget does not."""
         low, kept = -1, 0
         while high is None:
-            if trial(method, kept) >= target:
+            if trial(method, kept).meets(goal):
                 high = kept
             elif kept >= budget:
                 return None
@@ -282,40 +344,41 @@ def int8_search(
                 low, kept = kept, min(budget, 2 * kept + 1)
         while high - low > 1:
             middle = (low + high) // 2
-            low, high = (low, middle) if trial(method, middle) >= target else (middle, high)
+            low, high = (low, middle) if trial(method, middle).meets(goal) else (middle, high)
         return high
 
     kept = fewest(best, None)
     at = budget if kept is None else kept
     if at and len(methods) > 1:  # with the most fragile layers in FP32 the methods may rank differently
-        rival = max(methods, key=lambda m: trial(m, at))
+        rival = max(methods, key=lambda m: trial(m, at).score)
         if rival != best:
             log.info("INT8 %s: with %d FP32 fallbacks %s ranges score best; searching again", role, at, rival)
-            best, kept = rival, fewest(rival, at) if trial(rival, at) >= target else None
-    trail = trails[best]
+            best, kept = rival, fewest(rival, at) if trial(rival, at).meets(goal) else None
     report = {
         "metric": METRICS[role],
-        "goal": goals.psnr_db if role == "generator" else goals.cosine,
-        "margin": goals.margin_psnr_db if role == "generator" else goals.margin_cosine,
+        "goal": goal,
+        "bound": _bound_report(role, goals, len(reference)),
         "convolutions": len(convs),
         "budget": budget,
         "method": best,
-        "method_scores": method_scores,
+        "method_scores": {m: trails[m][0].score for m in methods},
         "sensitivity": {name: sensitivity[name] for name in order if name in sensitivity},
-        "trail": {str(k): v for k, v in sorted(trail.items())},
-        "trails": {m: {str(k): v for k, v in sorted(t.items())} for m, t in trails.items()},
+        "trail": {str(k): asdict(v) for k, v in sorted(trails[best].items())},
+        "trails": {m: {str(k): v.score for k, v in sorted(t.items())} for m, t in trails.items()},
         "met": kept is not None,
     }
     if kept is None:
-        report["best"] = max(v for t in trails.values() for v in t.values())
+        closest = max((t for ts in trails.values() for t in ts.values()), key=lambda t: t.score)
+        report["best"] = asdict(closest)
         raise PrecisionGoalError(
-            f"INT8 {role}: the check split's worst face reaches {report['best']:.4g} {METRICS[role]} with up to "
-            f"{budget} of {len(convs)} convolutions in FP32; the goal is {report['goal']} + margin "
-            f"{report['margin']}. Add calibration photos like your footage, raise the budget, or use FP16",
+            f"INT8 {role}: with up to {budget} of {len(convs)} convolutions in FP32 the check split reaches at best "
+            f"a lower bound of {closest.bound:.4g} (worst face {closest.worst:.4g}) for {METRICS[role]}; the goal is "
+            f"{goal} for {goals.coverage:.0%} of faces with {goals.confidence:.0%} confidence. Add calibration photos "
+            "like your footage, raise the budget, or use FP16",
             report,
         )
     fp32_layers = order[:kept]
-    report.update(fp32_layers=fp32_layers, check=trail[kept])
+    report.update(fp32_layers=fp32_layers, check=asdict(trails[best][kept]))
     graph = qdq_graph(model, ranges[best], [c for c in convs if c not in fp32_layers])
     onnx.checker.check_model(graph)  # once, on the graph kept (the search builds many)
     graph.metadata_props.add(key="simswap_trt.range_method", value=best)
@@ -325,25 +388,21 @@ def int8_search(
 # -- bundle integration -------------------------------------------------------------------------------------
 
 
-def identity_latents(bundle_root: Path, crops: np.ndarray) -> np.ndarray:
-    """Each crop's FP32 ArcFace latent, shifted by one: target i gets identity i+1, a real swap pairing."""
+def feeds_for(bundle_root: Path, *groups: np.ndarray) -> list[dict[str, dict[str, np.ndarray]]]:
+    """The model inputs for each group of aligned crops, ``{role: feeds}``: ArcFace reads the crops, the
+    generator the crops with each one's FP32 ArcFace latent shifted by one within its group (target i gets
+    identity i+1, a real swap pairing). The FP32 ArcFace is opened once for all groups."""
     from simswap_trt.backends import open_engine
     from simswap_trt.bundle import Bundle
     from simswap_trt.preprocess import crops_to_tensor
 
     arcface = open_engine(Bundle.load(bundle_root), "arcface", "onnxruntime")
-    latents = arcface.run({"crop": crops_to_tensor(crops, crops.shape[1])})["latent"]
-    return np.roll(latents, -1, axis=0)
-
-
-def feeds_for(role: str, bundle_root: Path, crops: np.ndarray) -> dict[str, np.ndarray]:
-    """The model inputs for aligned ``crops``: the crops, and for the generator the rotated identities."""
-    from simswap_trt.preprocess import crops_to_tensor
-
-    tensor = crops_to_tensor(crops, crops.shape[1])
-    if role == "arcface":
-        return {"crop": tensor}
-    return {"target": tensor, "latent": identity_latents(bundle_root, crops)}
+    feeds = []
+    for crops in groups:
+        tensor = crops_to_tensor(crops, crops.shape[1])
+        latents = np.roll(arcface.run({"crop": tensor})["latent"], -1, axis=0)
+        feeds.append({"arcface": {"crop": tensor}, "generator": {"target": tensor, "latent": latents}})
+    return feeds
 
 
 def ms_per_face(model: Path | bytes, crops: np.ndarray, precision: str, repeats: int = 5) -> float:
@@ -366,8 +425,8 @@ def ms_per_face(model: Path | bytes, crops: np.ndarray, precision: str, repeats:
 
 def arcface_for_int8(
     fp32: onnx.ModelProto,
-    bundle_root: Path,
-    split: FaceSplit,
+    calibration: Mapping[str, np.ndarray],
+    check: Mapping[str, np.ndarray],
     goals: Goals,
     budget: int | None,
     policy: str,
@@ -375,8 +434,7 @@ def arcface_for_int8(
     fp16: onnx.ModelProto | None = None,
 ) -> tuple[onnx.ModelProto, dict]:
     """ArcFace in the INT8 recipe: INT8 when it holds the goal within the budget, else (``auto``) FP16
-    (``fp16``, when the caller has already converted it)."""
-    calibration, check = (feeds_for("arcface", bundle_root, c) for c in (split.calibration, split.check))
+    (``fp16``, when the caller has already converted it). ``calibration`` and ``check``: ArcFace feeds."""
     report: dict = {}
     if policy != "fp16":
         try:
@@ -388,13 +446,17 @@ def arcface_for_int8(
             report = {**exc.report, "graph": "fp16", "why": str(exc)}
     if policy == "fp16" or report["graph"] == "fp16":
         graph = fp16 or fp16_graph(fp32)
-        score = _score("arcface", graph, check, run_batched(session(fp32), check)[0])
-        report.update(graph="fp16", metric="cosine_min", goal=goals.cosine, margin=goals.margin_cosine, check=score)
+        result = Trial.of("arcface", _scores("arcface", graph, check, run_batched(session(fp32), check)[0]), goals)
+        faces = len(next(iter(check.values())))
+        report.update(
+            graph="fp16", metric=METRICS["arcface"], goal=goals.cosine, bound=_bound_report("arcface", goals, faces)
+        )
+        report.update(check=asdict(result))
         report.setdefault("why", "requested (--arcface fp16)")
-        if score < goals.target("arcface"):
+        if not result.meets(goals.cosine):
             raise PrecisionGoalError(
-                f"INT8 recipe: even FP16 ArcFace reaches only cosine {score:.4f} on the check split's worst face "
-                f"(goal {goals.cosine} + margin {goals.margin_cosine})",
+                f"INT8 recipe: even FP16 ArcFace reaches only a cosine bound of {result.bound:.4f} (worst face "
+                f"{result.worst:.4f}) on the check split; the goal is {goals.cosine}",
                 report,
             )
     return graph, report
@@ -408,7 +470,7 @@ def add_precisions(
     budgets: Mapping[str, int | None] | None = None,
     arcface: str = "auto",
     method: str = "auto",
-    check_fraction: float = 0.25,
+    check_fraction: float = CHECK_FRACTION,
 ) -> dict:
     """Write the FP16 / INT8 variants of both graphs into the bundle and register them in its manifest,
     with the INT8 recipe's goals, split, range methods, FP32 fallbacks and check-split figures. Returns
@@ -434,14 +496,20 @@ def add_precisions(
         crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size, cache_dir=bundle.root)
         split = split_faces(crops, check_fraction)
         report = {"split": split.to_json(), "goals": asdict(goals), "folder": str(calibration_folder)}
-        calibration, check = (feeds_for("generator", bundle.root, c) for c in (split.calibration, split.check))
+        calibration, check = feeds_for(bundle.root, split.calibration, split.check)
         graphs["generator", "int8"], report["generator"] = int8_search(
-            fp32["generator"], "generator", calibration, check, goals, budgets.get("generator"), method
+            fp32["generator"],
+            "generator",
+            calibration["generator"],
+            check["generator"],
+            goals,
+            budgets.get("generator"),
+            method,
         )
         graphs["arcface", "int8"], report["arcface"] = arcface_for_int8(
             fp32["arcface"],
-            bundle.root,
-            split,
+            calibration["arcface"],
+            check["arcface"],
             goals,
             budgets.get("arcface"),
             arcface,
