@@ -12,16 +12,18 @@ check it on a CPU.
   **check split**: the faces are split by content hash, calibration (activation histograms) sees only
   the calibration part, and per model (generator, ArcFace):
 
-  1. each range method (percentile, entropy, MSE) sets every activation's range; the method whose
-     all-INT8 graph scores best on the check split goes first;
+  1. each range method (max, percentile, entropy, MSE) sets every activation's range, and each all-INT8
+     graph is scored on the check split; the search uses max ranges (no value calibration saw is
+     clipped: ranges fitted tighter clip unseen faces' larger activations, which a check split drawn
+     like the calibration faces does not reveal), and the clipping methods only when max cannot meet
+     the goal within the budget (the best of them at the budget);
   2. every convolution is scored alone in INT8 (the rest FP32) on calibration faces: its sensitivity;
   3. the most sensitive convolutions are put back to FP32, fewest first (doubling, then bisection),
      until a candidate is accepted: the lower tolerance bound of the check faces' per-face scores
      (generator PSNR, ArcFace cosine vs FP32; ``simswap_build.tolerance``: at least ``coverage`` of all
      faces above it, with ``confidence``) and the worst check face both reach the goal. A small check
-     split widens the bound, so it asks for more fallbacks by itself. The methods are then compared
-     again with those fallbacks in place (a fragile layer can mask their ranking), and a better one
-     searches again. Beyond the budget the recipe stops with a report (``PrecisionGoalError``).
+     split widens the bound, so it asks for more fallbacks by itself. Beyond the budget the recipe stops
+     with a report (``PrecisionGoalError``).
 
   The check split is ``CHECK_FRACTION`` of the distinct faces, at least ``MIN_CHECK``, with at least
   ``MIN_CALIBRATION`` left for calibration; fewer faces are refused.
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp16", "int8")
 ARCFACE_POLICIES = ("auto", "int8", "fp16")
 SENSITIVITY_FACES = 4  # calibration faces each single-layer trial runs on
+CLIP_FREE = "max"  # the range method the automatic choice tries first
 CHECK_FRACTION = 0.4  # share of the distinct faces held out as the check split ...
 MIN_CHECK = 6  # ... but at least this many (the tolerance bound of fewer faces is very wide)
 MIN_CALIBRATION = 4  # faces left for the activation histograms
@@ -311,8 +314,10 @@ def int8_search(
         m: {0: Trial.of(role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference), goals)}
         for m in methods
     }
-    best = max(methods, key=lambda m: trails[m][0].score)
-    log.info("INT8 %s: range methods on the check split %s; using %s", role, trails, best)
+    # clip-free ranges first: a range fitted to the calibration faces clips the larger activations of unseen
+    # faces, which a check split drawn like the calibration faces does not show
+    best = CLIP_FREE if method == "auto" else method
+    log.info("INT8 %s: range methods on the check split %s; searching with %s", role, trails, best)
 
     sensitivity: dict[str, float] = {}
     if not trails[best][0].meets(goal) and budget > 0:  # fallbacks needed: rank the convolutions
@@ -348,12 +353,11 @@ def int8_search(
         return high
 
     kept = fewest(best, None)
-    at = budget if kept is None else kept
-    if at and len(methods) > 1:  # with the most fragile layers in FP32 the methods may rank differently
-        rival = max(methods, key=lambda m: trial(m, at).score)
-        if rival != best:
-            log.info("INT8 %s: with %d FP32 fallbacks %s ranges score best; searching again", role, at, rival)
-            best, kept = rival, fewest(rival, at) if trial(rival, at).meets(goal) else None
+    if kept is None and len(methods) > 1:  # the clipping methods, best at the budget first
+        rival = max((m for m in methods if m != best), key=lambda m: trial(m, budget).score)
+        log.info("INT8 %s: %s ranges cannot meet the goal; trying %s ranges", role, best, rival)
+        if trial(rival, budget).meets(goal):
+            best, kept = rival, fewest(rival, budget)
     report = {
         "metric": METRICS[role],
         "goal": goal,
@@ -497,6 +501,7 @@ def add_precisions(
         split = split_faces(crops, check_fraction)
         report = {"split": split.to_json(), "goals": asdict(goals), "folder": str(calibration_folder)}
         calibration, check = feeds_for(bundle.root, split.calibration, split.check)
+        started = time.perf_counter()
         graphs["generator", "int8"], report["generator"] = int8_search(
             fp32["generator"],
             "generator",
@@ -506,6 +511,8 @@ def add_precisions(
             budgets.get("generator"),
             method,
         )
+        report["generator"]["seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
         graphs["arcface", "int8"], report["arcface"] = arcface_for_int8(
             fp32["arcface"],
             calibration["arcface"],
@@ -516,6 +523,7 @@ def add_precisions(
             method,
             graphs.get(("arcface", "fp16")),
         )
+        report["arcface"]["seconds"] = time.perf_counter() - started
         chosen = report["arcface"]["graph"]
         report["arcface"]["ms_per_face"] = {
             "fp32": ms_per_face(bundle.path_of("arcface"), split.check, "fp32"),

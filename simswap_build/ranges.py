@@ -3,6 +3,7 @@
 A histogram here is ``counts`` over ``len(counts)`` bins of equal ``width`` starting at 0: bin ``j`` holds
 the values with ``j * width <= |x| < (j + 1) * width``. Every method returns an upper bin edge.
 
+* ``max``: the upper edge of the last non-empty bin, the largest |x| seen: nothing seen is clipped.
 * ``percentile``: the smallest edge below which ``percentile`` % of the values lie.
 * ``entropy``: TensorRT's entropy calibration. For every window of the first ``i >= 128`` bins, the
   reference distribution P is the window with everything above it added to its last bin; the candidate Q
@@ -16,10 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-METHODS = ("percentile", "entropy", "mse")
+METHODS = ("max", "percentile", "entropy", "mse")
 BINS = 2048
 LEVELS = 128  # positive INT8 levels: 0..127, so 128 values per sign
 PERCENTILE = 99.99
+
+
+def max_amax(counts: np.ndarray, width: float) -> float:
+    """The upper edge of the last non-empty bin."""
+    return float((int(np.flatnonzero(counts)[-1]) + 1) * width)
 
 
 def percentile_amax(counts: np.ndarray, width: float, percentile: float = PERCENTILE) -> float:
@@ -80,6 +86,8 @@ def amax_from_histogram(method: str, counts: np.ndarray, width: float) -> float:
     """The ``method``'s amax for one tensor's histogram (0 for a tensor that is always 0)."""
     if width <= 0 or not np.any(counts):
         return 0.0
+    if method == "max":
+        return max_amax(counts, width)
     if method == "percentile":
         return percentile_amax(counts, width)
     if method == "entropy":

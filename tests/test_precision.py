@@ -35,7 +35,7 @@ from simswap_build.precision import (
     split_faces,
 )
 from simswap_build.qdq import activation_histograms, quantizable_convs, run_batched, session
-from simswap_build.ranges import entropy_amax, mse_amax, percentile_amax
+from simswap_build.ranges import entropy_amax, max_amax, mse_amax, percentile_amax
 from simswap_build.tolerance import lower_bound, tolerance_factor
 from simswap_build.trt_compat import check_model
 from simswap_trt.backends import open_engine
@@ -260,9 +260,9 @@ def test_search_keeps_exactly_the_fragile_layer_in_fp32(recipe, generator_feeds)
     fragile = make_fragile(model, "BottleNeck.0.conv2")
     reference = run_batched(session(model), check)[0]
     np.testing.assert_allclose(run_batched(session(fragile), check)[0], reference, atol=2e-4)  # same function
-    # every layer in INT8 on the honest model (same faces, best range method): the goal sits 2 dB below its
-    # lower tolerance bound
-    honest = max(report["generator"]["method_scores"].values())
+    # every layer in INT8 on the honest model (same faces, clip-free ranges, which the search tries first):
+    # the goal sits 2 dB below its lower tolerance bound
+    honest = report["generator"]["method_scores"]["max"]
     goals = Goals(psnr_db=honest - 2.0)
     graph, report = int8_search(fragile, "generator", calibration, check, goals)
     assert report["fp32_layers"] == ["BottleNeck.0.conv2"]
@@ -321,8 +321,8 @@ def test_recipe_records_goals_and_meets_them_on_the_check_split(recipe):
     check, bound = generator["recipe"]["check"], generator["recipe"]["bound"]
     assert min(check["bound"], check["worst"]) >= 35.0 and check["bound"] < check["mean"]
     assert bound["k"] == pytest.approx(3.0919, abs=1e-4) and bound["check_faces"] == 6  # k for n = 6: Natrella A-7
-    assert generator["recipe"]["method"] in ("percentile", "entropy", "mse")
-    assert set(generator["recipe"]["method_scores"]) == {"percentile", "entropy", "mse"}
+    assert generator["recipe"]["method"] in ("max", "percentile", "entropy", "mse")
+    assert set(generator["recipe"]["method_scores"]) == {"max", "percentile", "entropy", "mse"}
     arcface = bundle.model("arcface", "int8").source["recipe"]
     assert min(arcface["check"]["bound"], arcface["check"]["worst"]) >= 0.98 and arcface["graph"] in ("int8", "fp16")
     assert set(arcface["ms_per_face"]) == {"fp32", arcface["graph"]}
@@ -384,6 +384,14 @@ def histogram():
     values = np.abs(np.concatenate([rng.laplace(0, 1.0, 200_000), rng.normal(0, 12.0, 300)]))
     counts, edges = np.histogram(values, bins=512, range=(0, values.max()))
     return counts.astype(np.float64), edges[1] - edges[0]
+
+
+def test_max_range_is_the_largest_value(histogram):
+    counts, width = histogram
+    rng = np.random.default_rng(7)  # the fixture's sample
+    values = np.abs(np.concatenate([rng.laplace(0, 1.0, 200_000), rng.normal(0, 12.0, 300)]))
+    assert max_amax(counts, width) == pytest.approx(values.max(), rel=1e-12)
+    assert max_amax(np.array([3.0, 0, 1, 0, 0]), 0.5) == 1.5  # the last non-empty bin's upper edge
 
 
 def test_percentile_range_matches_a_sorted_sample_count(histogram):
