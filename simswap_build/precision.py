@@ -62,7 +62,17 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "int8")
 ARCFACE_POLICIES = ("auto", "int8", "fp16")
-SENSITIVITY_FACES = 4  # calibration faces each single-layer trial runs on
+SENSITIVITY_FACES = 4  # calibration faces each single-layer trial runs on (as photographed)
+# Each face of both parts also as photographed differently: calibration sees these variants of its faces,
+# and a check face scores the worst of its variants
+VARIANTS = (
+    "as is",
+    "mirrored",
+    "darker (x0.8 - 16)",
+    "brighter (x1.2 + 16)",
+    "turned 6 deg, 6 % larger",
+    "turned -6 deg, 6 % smaller",
+)
 CLIP_FREE = "max"  # the range method the automatic choice tries first
 CHECK_FRACTION = 0.4  # share of the distinct faces held out as the check split ...
 MIN_CHECK = 6  # ... but at least this many (the tolerance bound of fewer faces is very wide)
@@ -200,6 +210,23 @@ def face_sha256(crop: np.ndarray) -> str:
     return hashlib.sha256(str(crop.shape).encode() + crop.tobytes()).hexdigest()
 
 
+def face_variants(crops: np.ndarray) -> np.ndarray:
+    """Each aligned crop in the ``VARIANTS`` (consecutive: face i's variants at ``i * len(VARIANTS)``...)."""
+    import cv2
+
+    size = crops.shape[1]
+    out = []
+    for crop in crops:
+        lit = crop.astype(np.float32)
+        out += [crop, crop[:, ::-1]]
+        for gain, offset in ((0.8, -16), (1.2, 16)):
+            out.append(np.clip(np.rint(lit * gain + offset), 0, 255).astype(np.uint8))
+        for angle, scale in ((6, 1.06), (-6, 0.94)):
+            matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+            out.append(cv2.warpAffine(crop, matrix, (size, size), borderMode=cv2.BORDER_REFLECT))
+    return np.stack([np.ascontiguousarray(c) for c in out])
+
+
 def check_count(faces: int, fraction: float = CHECK_FRACTION, min_check: int = MIN_CHECK) -> int:
     """How many of ``faces`` distinct faces the check split takes: ``max(min_check, round(fraction * faces))``.
     Raises ``InputError`` when fewer than ``MIN_CALIBRATION`` would be left for calibration."""
@@ -247,12 +274,21 @@ def per_face_scores(role: str, reference: np.ndarray, output: np.ndarray) -> np.
     return psnr_per_face(reference, output) if role == "generator" else cosines(reference, output)
 
 
-def _scores(role: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], reference: np.ndarray) -> np.ndarray:
-    return per_face_scores(role, reference, run_batched(session(graph), feeds)[0])
+def _scores(
+    role: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], reference: np.ndarray, variants: int = 1
+) -> np.ndarray:
+    """Per-face scores; with ``variants`` consecutive samples per face, each face's worst."""
+    return worst_variant(per_face_scores(role, reference, run_batched(session(graph), feeds)[0]), variants)
 
 
-def _subset(feeds: Mapping[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
-    return {k: v[:count] for k, v in feeds.items()}
+def worst_variant(scores: np.ndarray, variants: int) -> np.ndarray:
+    """Each face's worst score, from ``variants`` consecutive scores per face."""
+    return scores.reshape(-1, variants).min(axis=1)
+
+
+def _subset(feeds: Mapping[str, np.ndarray], count: int, variants: int = 1) -> dict[str, np.ndarray]:
+    """The first ``count`` faces as photographed (the first of each face's ``variants``)."""
+    return {k: v[::variants][:count] for k, v in feeds.items()}
 
 
 @dataclass(frozen=True)
@@ -294,11 +330,13 @@ def int8_search(
     goals: Goals = Goals(),
     budget: int | None = None,
     method: str = "auto",
+    variants: int = 1,
 ) -> tuple[onnx.ModelProto, dict]:
     """The INT8 graph of ``model`` whose ``check`` faces' lower tolerance bound and worst face meet
     ``goals`` with the fewest FP32 convolutions (calibrated on the ``calibration`` feeds only), and its
-    report. ``budget``: the most convolutions left in FP32 (default: half of them). Raises
-    ``PrecisionGoalError`` when the budget is not enough."""
+    report. ``budget``: the most convolutions left in FP32 (default: half of them). ``variants``: the feeds
+    hold that many consecutive samples per face (``face_variants``), and a check face scores its worst.
+    Raises ``PrecisionGoalError`` when the budget is not enough."""
     from tqdm import tqdm
 
     if method != "auto" and method not in METHODS:
@@ -311,7 +349,7 @@ def int8_search(
     methods = METHODS if method == "auto" else (method,)
     ranges = {m: activation_ranges(histograms, m) for m in methods}
     trails: dict[str, dict[int, Trial]] = {
-        m: {0: Trial.of(role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference), goals)}
+        m: {0: Trial.of(role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference, variants), goals)}
         for m in methods
     }
     # clip-free ranges first: a range fitted to the calibration faces clips the larger activations of unseen
@@ -321,7 +359,7 @@ def int8_search(
 
     sensitivity: dict[str, float] = {}
     if not trails[best][0].meets(goal) and budget > 0:  # fallbacks needed: rank the convolutions
-        probe = _subset(calibration, SENSITIVITY_FACES)
+        probe = _subset(calibration, SENSITIVITY_FACES, variants)
         probe_reference = run_batched(session(model), probe)[0]
         sensitivity = {
             name: float(_scores(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference).min())
@@ -332,7 +370,7 @@ def int8_search(
     def trial(method: str, kept: int) -> Trial:
         if kept not in trails[method]:
             graph = qdq_graph(model, ranges[method], [c for c in convs if c not in order[:kept]])
-            trails[method][kept] = Trial.of(role, _scores(role, graph, check, reference), goals)
+            trails[method][kept] = Trial.of(role, _scores(role, graph, check, reference, variants), goals)
             log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %s", role, method, kept, trails[method][kept])
         return trails[method][kept]
 
@@ -361,7 +399,7 @@ def int8_search(
     report = {
         "metric": METRICS[role],
         "goal": goal,
-        "bound": _bound_report(role, goals, len(reference)),
+        "bound": _bound_report(role, goals, len(reference) // variants),
         "convolutions": len(convs),
         "budget": budget,
         "method": best,
@@ -392,19 +430,22 @@ def int8_search(
 # -- bundle integration -------------------------------------------------------------------------------------
 
 
-def feeds_for(bundle_root: Path, *groups: np.ndarray) -> list[dict[str, dict[str, np.ndarray]]]:
+def feeds_for(bundle_root: Path, *groups: np.ndarray, variants: bool = False) -> list[dict[str, dict[str, np.ndarray]]]:
     """The model inputs for each group of aligned crops, ``{role: feeds}``: ArcFace reads the crops, the
     generator the crops with each one's FP32 ArcFace latent shifted by one within its group (target i gets
-    identity i+1, a real swap pairing). The FP32 ArcFace is opened once for all groups."""
+    identity i+1, a real swap pairing). With ``variants``, every crop in its ``VARIANTS`` (consecutive),
+    each swapped with the identity of the next face as photographed. The FP32 ArcFace is opened once."""
     from simswap_trt.backends import open_engine
     from simswap_trt.bundle import Bundle
     from simswap_trt.preprocess import crops_to_tensor
 
     arcface = open_engine(Bundle.load(bundle_root), "arcface", "onnxruntime")
+    copies = len(VARIANTS) if variants else 1
     feeds = []
     for crops in groups:
-        tensor = crops_to_tensor(crops, crops.shape[1])
-        latents = np.roll(arcface.run({"crop": tensor})["latent"], -1, axis=0)
+        latents = arcface.run({"crop": crops_to_tensor(crops, crops.shape[1])})["latent"]
+        tensor = crops_to_tensor(face_variants(crops) if variants else crops, crops.shape[1])
+        latents = np.repeat(np.roll(latents, -1, axis=0), copies, axis=0)
         feeds.append({"arcface": {"crop": tensor}, "generator": {"target": tensor, "latent": latents}})
     return feeds
 
@@ -436,13 +477,15 @@ def arcface_for_int8(
     policy: str,
     method: str,
     fp16: onnx.ModelProto | None = None,
+    variants: int = 1,
 ) -> tuple[onnx.ModelProto, dict]:
     """ArcFace in the INT8 recipe: INT8 when it holds the goal within the budget, else (``auto``) FP16
-    (``fp16``, when the caller has already converted it). ``calibration`` and ``check``: ArcFace feeds."""
+    (``fp16``, when the caller has already converted it). ``calibration`` and ``check``: ArcFace feeds
+    with ``variants`` samples per face."""
     report: dict = {}
     if policy != "fp16":
         try:
-            graph, report = int8_search(fp32, "arcface", calibration, check, goals, budget, method)
+            graph, report = int8_search(fp32, "arcface", calibration, check, goals, budget, method, variants)
             report["graph"] = "int8"
         except PrecisionGoalError as exc:
             if policy == "int8":
@@ -450,8 +493,9 @@ def arcface_for_int8(
             report = {**exc.report, "graph": "fp16", "why": str(exc)}
     if policy == "fp16" or report["graph"] == "fp16":
         graph = fp16 or fp16_graph(fp32)
-        result = Trial.of("arcface", _scores("arcface", graph, check, run_batched(session(fp32), check)[0]), goals)
-        faces = len(next(iter(check.values())))
+        reference = run_batched(session(fp32), check)[0]
+        result = Trial.of("arcface", _scores("arcface", graph, check, reference, variants), goals)
+        faces = len(reference) // variants
         report.update(
             graph="fp16", metric=METRICS["arcface"], goal=goals.cosine, bound=_bound_report("arcface", goals, faces)
         )
@@ -500,7 +544,12 @@ def add_precisions(
         crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size, cache_dir=bundle.root)
         split = split_faces(crops, check_fraction)
         report = {"split": split.to_json(), "goals": asdict(goals), "folder": str(calibration_folder)}
-        calibration, check = feeds_for(bundle.root, split.calibration, split.check)
+        report["split"]["variants"] = {
+            "each face": list(VARIANTS),
+            "calibration": "histograms over every variant of the calibration faces",
+            "check": "a check face scores the worst of its variants",
+        }
+        calibration, check = feeds_for(bundle.root, split.calibration, split.check, variants=True)
         started = time.perf_counter()
         graphs["generator", "int8"], report["generator"] = int8_search(
             fp32["generator"],
@@ -510,6 +559,7 @@ def add_precisions(
             goals,
             budgets.get("generator"),
             method,
+            len(VARIANTS),
         )
         report["generator"]["seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -522,6 +572,7 @@ def add_precisions(
             arcface,
             method,
             graphs.get(("arcface", "fp16")),
+            len(VARIANTS),
         )
         report["arcface"]["seconds"] = time.perf_counter() - started
         chosen = report["arcface"]["graph"]

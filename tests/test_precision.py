@@ -24,11 +24,13 @@ from simswap_build.engine_builder import register_variants
 from simswap_build.fidelity import fidelity_report, psnr, psnr_per_face
 from simswap_build.precision import (
     MIN_CALIBRATION,
+    VARIANTS,
     Goals,
     add_precisions,
     calibration_crops,
     check_count,
     face_sha256,
+    face_variants,
     feeds_for,
     fp16_graph,
     int8_search,
@@ -266,7 +268,7 @@ def test_search_keeps_exactly_the_fragile_layer_in_fp32(recipe, generator_feeds)
     goals = Goals(psnr_db=honest - 2.0)
     graph, report = int8_search(fragile, "generator", calibration, check, goals)
     assert report["fp32_layers"] == ["BottleNeck.0.conv2"]
-    assert report["trail"]["0"]["worst"] < goals.psnr_db - 10  # the fragile layer in INT8 breaks the output
+    assert report["trail"]["0"]["worst"] < goals.psnr_db - 5  # the fragile layer in INT8 breaks the output
     swapped = run_batched(session(graph), check)[0]
     faces = psnr_per_face(run_batched(session(fragile), check)[0], swapped)
     assert report["check"]["worst"] == pytest.approx(faces.min(), abs=1e-6)
@@ -299,10 +301,11 @@ def test_check_split_never_contains_a_calibration_face(recipe, photos, astronaut
     assert not set(split["check_sha256"]) & set(split["calibration_sha256"])
     assert set(split["check_sha256"]) | set(split["calibration_sha256"]) == {face_sha256(c) for c in crops}
     assert bundle.model("generator", "int8").source["calibration"] == split  # recorded in the manifest
-    check_tensors = crops_to_tensor(np.stack([c for c in crops if face_sha256(c) in split["check_sha256"]]), 224)
+    check_faces = np.stack([c for c in crops if face_sha256(c) in split["check_sha256"]])
+    check_tensors = crops_to_tensor(face_variants(check_faces), 224)  # and none of their variants
     assert len(seen) == 2  # one calibration pass per model, none on check faces
     for calibrated in seen:
-        assert len(calibrated) == split["calibration_faces"]
+        assert len(calibrated) == split["calibration_faces"] * len(VARIANTS)
         assert not any(np.array_equal(face, check) for face in calibrated for check in check_tensors)
     # duplicates (the same face twice) can never straddle the split
     distinct = [np.roll(astronaut_crop, shift, axis=1) for shift in range(10)]
@@ -364,6 +367,22 @@ def test_lower_bounds_on_fixed_scores():
     assert lower_bound("arcface", np.array(cos)) < min(cos)  # wider than the sample, as n = 7 asks
     with pytest.raises(ValueError, match="at least 2 samples"):
         lower_bound("generator", np.array([40.0]))
+
+
+def test_face_variants_and_worst_variant_scores(astronaut_crop):
+    variants = face_variants(np.stack([astronaut_crop, astronaut_crop[::-1]]))
+    assert variants.shape == (2 * len(VARIANTS), 224, 224, 3)
+    np.testing.assert_array_equal(variants[0], astronaut_crop)
+    np.testing.assert_array_equal(variants[1], cv2.flip(astronaut_crop, 1))
+    darker = cv2.addWeighted(astronaut_crop, 0.8, astronaut_crop, 0.0, -16)  # saturating, as OpenCV rounds
+    brighter = cv2.addWeighted(astronaut_crop, 1.2, astronaut_crop, 0.0, 16)
+    assert np.abs(variants[2].astype(int) - darker).max() <= 1 and np.abs(variants[3].astype(int) - brighter).max() <= 1
+    np.testing.assert_array_equal(variants[len(VARIANTS)], astronaut_crop[::-1])
+    # a face scores the worst of its variants: errors 0.01, 0.1 (face 0) and 0.001, 0.02 (face 1)
+    reference = np.zeros((4, 3, 2, 2))
+    output = reference + np.array([0.01, 0.1, 0.001, 0.02])[:, None, None, None]
+    scores = precision_module.per_face_scores("generator", reference, output)
+    np.testing.assert_allclose(precision_module.worst_variant(scores, 2), [20.0, 10 * np.log10(1 / 0.02**2)])
 
 
 def test_default_check_split_rule():
