@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from simswap_trt.errors import EngineError
+from simswap_trt.errors import ConfigError, EngineError
 
 
 class CudaError(EngineError):
@@ -357,3 +357,44 @@ def io_buffers(shape: tuple[int, ...], dtype: np.dtype, strategy: str) -> tuple[
         return buffer, buffer
     host = PinnedBuffer(shape, dtype)
     return host, DeviceBuffer(host.array.nbytes)
+
+
+# -- device choice: which GPU an engine, its buffers, streams and kernels live on ---------------------------
+
+
+def device_count() -> int:
+    """The number of CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applies); 0 without a driver."""
+    cudart = runtime()
+    try:
+        return int(cuda_call("cudaGetDeviceCount", cudart.cudaGetDeviceCount()))
+    except CudaError:  # no driver or no device
+        return 0
+
+
+def set_device(device: int) -> None:
+    """Make ``device`` the calling thread's current device (its primary context, which TensorRT and cuda.core
+    use too): allocations, streams, events and launches that follow go to it."""
+    cuda_call("cudaSetDevice", runtime().cudaSetDevice(device))
+
+
+def check_device(device: int) -> DeviceInfo:
+    """``device_info`` of ``device``, or a ``DeviceNotFoundError`` naming the devices this process can use."""
+    count = device_count()
+    if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < count:
+        available = ", ".join(f"{d} ({device_info(d).name})" for d in range(count)) or "none"
+        raise DeviceNotFoundError(
+            f"there is no CUDA device {device!r}; available devices: {available}. Pick one of them (ids count "
+            "the devices CUDA_VISIBLE_DEVICES leaves visible, from 0)"
+        )
+    return device_info(device)
+
+
+def activate(device: int | None) -> None:
+    """``set_device(device)``, unless ``device`` is None (the thread's current device is then used as it is).
+    CUDA keeps the current device per thread, so every entry point of an object bound to a device calls this."""
+    if device is not None:
+        set_device(device)
+
+
+class DeviceNotFoundError(ConfigError):
+    """A CUDA device id that does not exist here was asked for."""

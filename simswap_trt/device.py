@@ -164,9 +164,13 @@ class DeviceStages:
         depth: int = 2,
         arcface=None,
         host: Stages | None = None,
+        device: int | None = None,
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
-        device too, else ``host`` (the host stages) computes the latents."""
+        device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
+        buffers, streams and kernels (default: the current device), made current by every entry point."""
+        self.device = device
+        cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
@@ -174,7 +178,7 @@ class DeviceStages:
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
             described = ", ".join(spec.describe() for spec in specs.values())
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
-        self.kernels = kernels if kernels is not None else DeviceKernels()
+        self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.workspaces = [Workspace() for _ in range(depth)]  # more are made when more batches are in flight
         self._closed = False
@@ -374,17 +378,21 @@ class DeviceStages:
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
         with self._lock:
+            cuda.activate(self.device)
             return self._start(images, faces, latent)
 
     def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         with self._lock:
+            cuda.activate(self.device)
             return self._latents(images, faces)
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         with self._lock:
+            cuda.activate(self.device)
             return self._generate_aligned(crops, latent)
 
     def finish(self, ticket: DeviceTicket) -> list[np.ndarray]:
+        cuda.activate(self.device)
         ws = ticket.workspace
         ws.done.synchronize()
         outputs = [image.copy() for image in ticket.images]
@@ -400,6 +408,7 @@ class DeviceStages:
             if self._closed:
                 return
             self._closed = True
+        cuda.activate(self.device)
         self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
         self.download_stream.synchronize()
         for ws in self.workspaces:

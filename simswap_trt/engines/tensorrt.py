@@ -60,9 +60,10 @@ def import_tensorrt() -> tuple[ModuleType, bool]:
         ) from None
 
 
-def runtime_info(trt: ModuleType, lean: bool) -> RuntimeInfo:
-    device = cuda.device_info()
-    return RuntimeInfo(trt.__version__, lean, device.compute_capability, device.name)
+def runtime_info(trt: ModuleType, lean: bool, device: int | None = None) -> RuntimeInfo:
+    """What decides whether a plan runs here: the TensorRT version and ``device`` (default: the current one)."""
+    info = cuda.device_info() if device is None else cuda.check_device(device)
+    return RuntimeInfo(trt.__version__, lean, info.compute_capability, info.name)
 
 
 def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[int, ...]]:
@@ -148,9 +149,14 @@ class TensorRTEngine(Engine):
         depth: int = 2,
         cuda_graphs: bool = False,
         host_memory: str = "auto",
+        device: int | None = None,
     ) -> None:
+        """``device``: the CUDA device id the plan, its contexts and buffers live on (default: the calling
+        thread's current device); every call of the engine makes it current first."""
         trt, lean = import_tensorrt()
-        here = runtime_info(trt, lean)
+        here = runtime_info(trt, lean, device)
+        self.device = device
+        cuda.activate(device)
         problems = plan_problems(entry, here, onnx_sha256)
         if problems:
             raise EngineError(
@@ -174,7 +180,8 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(), host_memory)  # "mapped" or "staged"
+        traits = cuda.memory_traits(device or 0)
+        self.host_memory = cuda.host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
         self._slots = [
             _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
         ]
@@ -182,7 +189,8 @@ class TensorRTEngine(Engine):
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self._device_calls = 0  # execute_device calls; slot = call % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
-        self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
+        on = here.gpu_name if device is None else f"{here.gpu_name}, device {device}"
+        self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{on}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
         log.info("%s: %s host memory for inputs and outputs", entry.file, self.host_memory)
 
@@ -214,6 +222,7 @@ class TensorRTEngine(Engine):
 
         gpu_ms: list[float] = []
         with self._lock:
+            cuda.activate(self.device)
             self._check_idle()
             for _ in Pipeline(len(self._slots), submit, collect).run(chunks):
                 pass
@@ -253,6 +262,7 @@ class TensorRTEngine(Engine):
                 f"submit takes at most the profile maximum ({self.max_batch}); run() chunks larger batches"
             )
         with self._lock:
+            cuda.activate(self.device)
             if not self._slots:
                 raise EngineError("the engine is closed")
             ticket, slot = self._tickets, self._slots[self._tickets % len(self._slots)]
@@ -264,6 +274,7 @@ class TensorRTEngine(Engine):
         return ticket
 
     def _collect_impl(self, ticket: int) -> dict[str, np.ndarray]:
+        cuda.activate(self.device)
         slot = self._slots[ticket % len(self._slots)]
         if not slot.pending or ticket < self._tickets - len(self._slots):
             raise EngineError(f"ticket {ticket} was already collected")
@@ -334,6 +345,7 @@ class TensorRTEngine(Engine):
                 + (" (pad it up to the minimum)" if batch < self.min_batch else " (cut it into chunks)")
             )
         with self._lock:
+            cuda.activate(self.device)
             if not self._slots:
                 raise EngineError("the engine is closed")
             slot = self._slots[self._device_calls % len(self._slots)]
@@ -367,6 +379,7 @@ class TensorRTEngine(Engine):
     def close(self) -> None:
         """Wait for this engine's streams, then free its buffers, graphs and contexts. Idempotent."""
         with self._lock:
+            cuda.activate(self.device)
             slots, self._slots = self._slots, []
             for slot in slots:
                 slot.free()

@@ -90,9 +90,9 @@ def crop_to_frame_matrices(matrices: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([invert_affine(np.asarray(m, np.float64)).reshape(6) for m in matrices], np.float32)
 
 
-def load_device_kernels(device: int = 0):
-    """The two kernels as cuda.core ``Kernel`` objects: from the CMake-built fatbin when present, else
-    compiled from source with NVRTC for this GPU."""
+def load_device_kernels(device: int | None = None):
+    """The kernels as cuda.core ``Kernel`` objects on ``device`` (default: the current one): from the
+    CMake-built fatbin when present, else compiled from source with NVRTC for this GPU."""
     try:
         from cuda.core import Device, ObjectCode, Program, ProgramOptions
     except ImportError:
@@ -146,8 +146,8 @@ class DeviceKernels:
     """The two kernels with their argument packing and launch geometry. Arguments are device addresses
     (``int``) of the tables the kernels read; see ``simswap_kernels.cu``."""
 
-    def __init__(self, kernels=None) -> None:
-        self.kernels = kernels if kernels is not None else load_device_kernels()
+    def __init__(self, kernels=None, device: int | None = None) -> None:
+        self.kernels = kernels if kernels is not None else load_device_kernels(device)
 
     def preprocess(
         self,
