@@ -33,7 +33,7 @@ from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback
+from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback, parsing_blend
 from simswap_trt.preprocess import stack_crops
 from simswap_trt.stages import Faces, Stages
 
@@ -109,6 +109,8 @@ class Workspace:
         self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
         self.held = False  # by a started batch until it is finished
+        self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
+        self.crops: cuda.PinnedBuffer | None = None  # target crops downloaded for a host face parser
 
     def regions_view(self, nbytes: int) -> np.ndarray:
         if self.regions is None or self.regions.array.nbytes < nbytes:
@@ -127,7 +129,22 @@ class Workspace:
             self.regions = None
         for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
             event.free()
+        self.free_parsing()
         self.compute.free()
+
+    def crops_view(self, nbytes: int) -> np.ndarray:
+        if self.crops is None or self.crops.array.nbytes < nbytes:
+            if self.crops is not None:
+                self.crops.free()
+            self.crops = cuda.PinnedBuffer((_aligned(max(nbytes, 1)),), np.uint8)
+        return self.crops.array[:nbytes]
+
+    def free_parsing(self) -> None:
+        for event in (self.preprocessed, self.crops_downloaded):
+            event.free()
+        if self.crops is not None:
+            self.crops.free()
+            self.crops = None
 
 
 @dataclass
@@ -165,14 +182,23 @@ class DeviceStages:
         arcface=None,
         host: Stages | None = None,
         device: int | None = None,
+        parser=None,
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
         device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
-        buffers, streams and kernels (default: the current device), made current by every entry point."""
+        buffers, streams and kernels (default: the current device), made current by every entry point. ``parser``:
+        a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``)."""
         self.device = device
         cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
+        self.parser = parser
+        if parser is not None:
+            log.info(
+                "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
+                "blend runs on the device",
+                parser.engine.backend,
+            )
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
         floats = (np.float32, np.float16)
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
@@ -238,6 +264,7 @@ class DeviceStages:
         ws.compute.wait(ws.uploaded)
         half_in = self.target_dtype == np.float16
         self.kernels.preprocess(ws.compute.handle, *table_addresses[:6], count, size, half_in, targets)
+        ws.preprocessed.record(ws.compute)
         for chunk in chunks:
             self.generator.execute_device(
                 {
@@ -314,6 +341,7 @@ class DeviceStages:
             ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent
         )
         frames_table, pitches = tables[:2]
+        parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
 
         # 3. border masks on the host while the device works, then their upload
         per_frame = [[m for i, m in faces if i == image] for image in used]
@@ -330,6 +358,7 @@ class DeviceStages:
             batch.rois,
             batch.masks,
             batch.mask_offsets,
+            *parsing,
         ]
         mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
         for address, array in zip(mask_addresses, pasteback_tables, strict=True):
@@ -339,7 +368,13 @@ class DeviceStages:
 
         # 4. paste-back on the device
         ws.compute.wait(ws.masks_uploaded)
-        union, begin, crops, forward, rois, masks, offsets = mask_addresses
+        union, begin, crops, forward, rois, masks, offsets = mask_addresses[:7]
+        if parsing:
+            half_in, half_out = self.target_dtype == np.float16, self.output_dtype == np.float16
+            parsing_blend(
+                self.kernels, ws.compute.handle, swapped, half_out, ws.targets.buffer.ptr, half_in,
+                *mask_addresses[7:], len(parsing[1]), size,
+            )  # fmt: skip
         self.kernels.pasteback(
             ws.compute.handle,
             frames_table,
@@ -374,6 +409,24 @@ class DeviceStages:
         if batch.outside:
             log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
         return DeviceTicket(images, ws, regions)
+
+    def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
+        """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded
+        (while the generator runs) and parsed on the host. Returns [masks float32 [M,S,S], faces int32 [M]]
+        for the M faces with a mask, or [] when no face has one (their swaps are pasted unblended)."""
+        size = self.crop_size
+        shape = (count, 3, size, size)
+        nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
+        crops = ws.crops_view(nbytes).view(self.target_dtype).reshape(shape)
+        self.download_stream.wait(ws.preprocessed)
+        ws.targets.buffer.download(crops, self.download_stream)
+        ws.crops_downloaded.record(self.download_stream)
+        ws.crops_downloaded.synchronize()
+        masks = self.parser.masks(crops.astype(np.float32))
+        masked = [k for k, mask in enumerate(masks) if mask is not None]
+        if not masked:
+            return []
+        return [np.stack([masks[k] for k in masked]).astype(np.float32), np.array(masked, np.int32)]
 
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""

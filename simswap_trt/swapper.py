@@ -158,13 +158,18 @@ class FaceSwapper:
         reason = None
         if not on_tensorrt:
             reason = f"the generator runs on {self.generator.backend}, not TensorRT"
-        elif self.parser is not None:
-            reason = "the parsing-mask blend runs on the host only"
         if reason is None:
             from simswap_trt.device import DeviceStages
 
             try:
-                return DeviceStages(self.generator, self.crop_size, arcface=self.arcface, host=host, device=self.device)
+                return DeviceStages(
+                    self.generator,
+                    self.crop_size,
+                    arcface=self.arcface,
+                    host=host,
+                    device=self.device,
+                    parser=self.parser,
+                )
             except SimswapError as exc:
                 reason = str(exc)
         if device_path:

@@ -276,22 +276,40 @@ def fake_launch(host_lib):
 
     def launch(stream, kernel, grid, args):
         values = [int(a) for a in args]
+        if kernel == "simswap_parsing_blend_kernel":
+            return launch_parsing_blend(host_lib, stream, grid, values)
         if kernel == "simswap_preprocess_kernel":
             size = values[6]
             assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
             GPU.check_on(stream, values[:6] + values[8:])  # device memory of the stream's device
             function, count_at, types = host_lib.simswap_preprocess_host, 6, "pppppp" + "ii" + "p"
         else:
-            union = GPU.view(values[2], grid[2] * 16).view(np.int32).reshape(-1, 4)
-            extent = union[:, 2:] - union[:, :2]
-            assert (grid[0] * BLOCK[0] >= extent[:, 0]).all() and (grid[1] * BLOCK[1] >= extent[:, 1]).all()
             GPU.check_on(stream, values[:5] + values[7:])
             function, count_at, types = host_lib.simswap_pasteback_host, 2, "ppppp" + "ii" + "pppp"
         converted = [ctypes.c_void_p(v) if t == "p" else ctypes.c_int(v) for v, t in zip(values, types, strict=True)]
         converted.insert(count_at, ctypes.c_int(grid[2]))
-        GPU.enqueue(stream, kernel, lambda: function(*converted))
+
+        def run():
+            if kernel == "simswap_pasteback_kernel":  # the regions the kernel reads when it runs
+                union = GPU.view(values[2], grid[2] * 16).view(np.int32).reshape(-1, 4)
+                extent = union[:, 2:] - union[:, :2]
+                assert (grid[0] * BLOCK[0] >= extent[:, 0]).all() and (grid[1] * BLOCK[1] >= extent[:, 1]).all()
+            function(*converted)
+
+        GPU.enqueue(stream, kernel, run)
 
     return launch
+
+
+def launch_parsing_blend(host_lib, stream, grid, values):
+    """The parsing-blend kernel on the stand-in: the host build over the ``grid[2]`` masked faces."""
+    size = values[6]
+    assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
+    GPU.check_on(stream, [values[0], values[2], values[4], values[5]])
+    types = "pipipp" + "i"
+    converted = [ctypes.c_void_p(v) if t == "p" else ctypes.c_int(v) for v, t in zip(values, types, strict=True)]
+    converted.insert(6, ctypes.c_int(grid[2]))
+    GPU.enqueue(stream, "simswap_parsing_blend_kernel", lambda: host_lib.simswap_parsing_blend_host(*converted))
 
 
 def fake_cudart(calls):

@@ -6,6 +6,8 @@
   engine's input buffer) and ``simswap_pasteback_kernel`` (reads each face's generator output where it
   lies, NCHW RGB [0, 1]; inverse warp restricted to each face's region, the official border mask, blend in
   order, truncate once).
+* ``simswap_parsing_blend_kernel``: the optional parsing-mask blend (official ``--use_mask``), in crop space:
+  each masked face's generator output blended in place with its generator input, before the paste-back.
 * ``host.cpp``: the same math in loops, built by CMake (``simswap_kernels_host``) for the CPU tests.
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
@@ -29,7 +31,7 @@ from simswap_trt.vision.align import invert_affine
 from simswap_trt.vision.pasteback import border_mask, face_roi
 
 SOURCE_DIR = Path(__file__).parent
-KERNEL_NAMES = ("simswap_preprocess_kernel", "simswap_pasteback_kernel")
+KERNEL_NAMES = ("simswap_preprocess_kernel", "simswap_pasteback_kernel", "simswap_parsing_blend_kernel")
 BLOCK = (16, 16, 1)
 
 
@@ -195,6 +197,27 @@ class DeviceKernels:
                 *map(np.uint64, (forward, rois, masks, mask_offsets)),
             ]
             launch(stream, self.kernels["simswap_pasteback_kernel"], pasteback_grid(union_rois_host), args)
+
+
+def parsing_blend(
+    kernels: DeviceKernels,
+    stream: int,
+    swapped: int,
+    half_out: bool,
+    targets: int,
+    half_in: bool,
+    masks: int,
+    faces: int,
+    count: int,
+    size: int,
+) -> None:
+    """Blend ``count`` faces (device table ``faces`` of their batch positions) of the generator output
+    ``swapped`` with the generator input ``targets`` by their parsing masks (``masks``: float32
+    [count, size, size]), one launch; the output is rewritten in place (float16 with ``half_out``)."""
+    if count:
+        args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
+        args += [np.uint64(masks), np.uint64(faces), np.int32(size)]
+        launch(stream, kernels.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, count), args)
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:
