@@ -10,6 +10,7 @@ driver; on JetPack 6 / CUDA 12 install cuda-python 12.x).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -398,3 +399,52 @@ def activate(device: int | None) -> None:
 
 class DeviceNotFoundError(ConfigError):
     """A CUDA device id that does not exist here was asked for."""
+
+
+# -- CUDA graphs of a longer sequence (kernels and TensorRT enqueues) -----------------------------------------
+
+
+class GraphCaptureError(EngineError):
+    """Stream capture of a sequence failed (e.g. a call that cannot be captured); the stream is usable."""
+
+
+class Graph:
+    """The work a callable enqueues on a stream, captured once as a CUDA graph and replayed with one launch.
+    The replay uses the kernel arguments and addresses of the capture (the memory they point to may change)."""
+
+    def __init__(self, graph: Any, executable: Any) -> None:
+        self._graph, self._executable = graph, executable
+
+    @classmethod
+    def capture(cls, stream: Stream, enqueue: Callable[[], Any]) -> Graph:
+        """Capture ``enqueue()`` on ``stream`` (nothing runs); ``GraphCaptureError`` if it cannot be captured.
+        The capture is always ended, so the stream stays usable whatever happened."""
+        cudart = runtime()
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        cuda_call("cudaStreamBeginCapture", cudart.cudaStreamBeginCapture(stream.handle, mode))
+        failure = None
+        try:
+            enqueue()
+        except Exception as exc:  # TensorRT and cuda.core raise their own types
+            failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            error, graph = cudart.cudaStreamEndCapture(stream.handle)
+        if failure is None and error != cudart.cudaError_t.cudaSuccess:
+            failure = f"cudaStreamEndCapture: {error}"
+        if failure is not None:
+            cudart.cudaGetLastError()  # clear the capture error
+            if error == cudart.cudaError_t.cudaSuccess:
+                cudart.cudaGraphDestroy(graph)
+            raise GraphCaptureError(f"CUDA graph capture failed: {failure}")
+        return cls(graph, cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0)))
+
+    def launch(self, stream: Stream) -> None:
+        cuda_call("cudaGraphLaunch", runtime().cudaGraphLaunch(self._executable, stream.handle))
+
+    def free(self) -> None:
+        """Destroy the executable and the graph (after the streams that replay it are synchronized)."""
+        if self._executable is not None:
+            cudart = runtime()
+            cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(self._executable))
+            cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(self._graph))
+            self._graph = self._executable = None

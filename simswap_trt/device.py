@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,12 +34,21 @@ from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback, parsing_blend
+from simswap_trt.kernels import (
+    DeviceKernels,
+    PasteBackBatch,
+    crop_to_frame_matrices,
+    pack_pasteback,
+    parsing_blend,
+    pasteback_grid,
+)
 from simswap_trt.preprocess import stack_crops
 from simswap_trt.stages import Faces, Stages
 
 log = logging.getLogger(__name__)
 ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
+GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
+MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped)
 
 
 def _aligned(offset: int) -> int:
@@ -111,6 +121,9 @@ class Workspace:
         self.held = False  # by a started batch until it is finished
         self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
         self.crops: cuda.PinnedBuffer | None = None  # target crops downloaded for a host face parser
+        self.contexts: list = []  # graph mode: the generator's execution contexts, one per chunk of a batch
+        self.graphs: OrderedDict[tuple, cuda.Graph] = OrderedDict()  # graph mode: by launch signature
+        self.graph_failed: set[tuple] = set()
 
     def regions_view(self, nbytes: int) -> np.ndarray:
         if self.regions is None or self.regions.array.nbytes < nbytes:
@@ -130,7 +143,16 @@ class Workspace:
         for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
             event.free()
         self.free_parsing()
+        self.free_graphs()
         self.compute.free()
+
+    def free_graphs(self) -> None:
+        for graph in self.graphs.values():
+            graph.free()
+        self.graphs.clear()
+        for context in self.contexts:
+            context.free()
+        self.contexts = []
 
     def crops_view(self, nbytes: int) -> np.ndarray:
         if self.crops is None or self.crops.array.nbytes < nbytes:
@@ -154,6 +176,18 @@ class DeviceTicket:
     images: Sequence[np.ndarray]
     workspace: Workspace
     regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
+
+
+@dataclass
+class Staged:
+    """A batch's inputs on the device: frame and table addresses, generator input and output, chunks."""
+
+    frames: list[int]
+    tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
+    targets: int
+    swapped: int
+    count: int
+    chunks: list[slice]
 
 
 def frames_with_faces(
@@ -183,16 +217,22 @@ class DeviceStages:
         host: Stages | None = None,
         device: int | None = None,
         parser=None,
+        graphs: bool = False,
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
         device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
         buffers, streams and kernels (default: the current device), made current by every entry point. ``parser``:
-        a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``)."""
+        a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``). ``graphs``:
+        replay each batch's whole sequence (preprocess, generator, paste-back) as one CUDA graph (see
+        ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence."""
         self.device = device
         cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
         self.parser = parser
+        self.graphs = graphs and parser is None
+        if graphs:
+            log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else "off (face parser)")
         if parser is not None:
             log.info(
                 "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
@@ -247,35 +287,54 @@ class DeviceStages:
         ws.uploaded.record(self.upload_stream)
         return frame_addresses, table_addresses
 
-    def _generate(
+    def _stage(
         self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
-    ) -> tuple[list[int], list[int], int]:
-        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
-        Returns the frames' and the tables' device addresses and the generator output's address."""
-        count, size = len(frame_of_face), self.crop_size
-        face_bytes = 3 * size * size
+    ) -> Staged:
+        """Step 1 (upload) and the generator's input and output buffers, with room for padding the last chunk
+        up to the plan's minimum batch."""
+        count, face_bytes = len(frame_of_face), 3 * self.crop_size * self.crop_size
         chunks = chunk_batches(count, self.generator.max_batch)
-        capacity = max(count, chunks[-1].start + self.generator.min_batch)  # room for padding the last chunk
+        capacity = max(count, chunks[-1].start + self.generator.min_batch)
         latents = np.zeros((capacity, LATENT_SIZE), np.float32)
         latents[:count] = latent  # one shared [512] latent, or one per face
         frame_addresses, table_addresses = self._upload(ws, frames, frame_of_face, inverse, latents)
         targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
-        ws.compute.wait(ws.uploaded)
+        return Staged(frame_addresses, table_addresses, targets, swapped, count, chunks)
+
+    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> bool:
+        """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
+        in chunks: through ``execute_device`` (event-ordered engine slots), or with ``contexts`` (one per
+        chunk, see ``TensorRTEngine.device_context``) straight on the compute stream, as a graph capture
+        needs. Returns whether a context's batch changed (TensorRT then needs this eager run before a replay)."""
+        face_bytes, changed = 3 * self.crop_size * self.crop_size, False
         half_in = self.target_dtype == np.float16
-        self.kernels.preprocess(ws.compute.handle, *table_addresses[:6], count, size, half_in, targets)
-        ws.preprocessed.record(ws.compute)
-        for chunk in chunks:
-            self.generator.execute_device(
-                {
-                    "target": targets + chunk.start * face_bytes * self.target_dtype.itemsize,
-                    "latent": table_addresses[6] + chunk.start * LATENT_SIZE * 4,
-                    "swapped": swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
-                },
-                max(chunk.stop - chunk.start, self.generator.min_batch),
-                ws.compute,
-            )
-        return frame_addresses, table_addresses, swapped
+        tables = staged.tables
+        self.kernels.preprocess(ws.compute.handle, *tables[:6], staged.count, self.crop_size, half_in, staged.targets)
+        if contexts is None:
+            ws.preprocessed.record(ws.compute)  # a host face parser downloads the crops from here
+        for k, chunk in enumerate(staged.chunks):
+            addresses = {
+                "target": staged.targets + chunk.start * face_bytes * self.target_dtype.itemsize,
+                "latent": tables[6] + chunk.start * LATENT_SIZE * 4,
+                "swapped": staged.swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
+            }
+            batch = max(chunk.stop - chunk.start, self.generator.min_batch)
+            if contexts is None:
+                self.generator.execute_device(addresses, batch, ws.compute)
+            else:
+                changed |= contexts[k].enqueue(addresses, batch, ws.compute)
+        return changed
+
+    def _generate(
+        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
+    ) -> tuple[list[int], list[int], int]:
+        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
+        Returns the frames' and the tables' device addresses and the generator output's address."""
+        staged = self._stage(ws, frames, frame_of_face, inverse, latent)
+        ws.compute.wait(ws.uploaded)
+        self._enqueue_generate(ws, staged)
+        return staged.frames, staged.tables, staged.swapped
 
     def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
@@ -336,60 +395,17 @@ class DeviceStages:
         if not faces:
             return DeviceTicket(images, ws, [])
         used, position, frames, frame_of_face = frames_with_faces(images, faces)
-        size, face_bytes = self.crop_size, 3 * self.crop_size * self.crop_size
-        frame_addresses, tables, swapped = self._generate(
-            ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent
-        )
-        frames_table, pitches = tables[:2]
-        parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
-
-        # 3. border masks on the host while the device works, then their upload
-        per_frame = [[m for i, m in faces if i == image] for image in used]
-        order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
-        batch = pack_pasteback([f.shape for f in frames], per_frame, size)
-        crop_table = np.array(
-            [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
-        ).reshape(-1)
-        pasteback_tables = [
-            batch.union_rois,
-            batch.face_begin,
-            crop_table,
-            batch.forward,
-            batch.rois,
-            batch.masks,
-            batch.mask_offsets,
-            *parsing,
-        ]
-        mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
-        for address, array in zip(mask_addresses, pasteback_tables, strict=True):
-            ws.masks.write(address, array)
-        ws.masks.upload(self.upload_stream)
-        ws.masks_uploaded.record(self.upload_stream)
-
-        # 4. paste-back on the device
-        ws.compute.wait(ws.masks_uploaded)
-        union, begin, crops, forward, rois, masks, offsets = mask_addresses[:7]
-        if parsing:
-            half_in, half_out = self.target_dtype == np.float16, self.output_dtype == np.float16
-            parsing_blend(
-                self.kernels, ws.compute.handle, swapped, half_out, ws.targets.buffer.ptr, half_in,
-                *mask_addresses[7:], len(parsing[1]), size,
-            )  # fmt: skip
-        self.kernels.pasteback(
-            ws.compute.handle,
-            frames_table,
-            pitches,
-            batch.union_rois,
-            union,
-            begin,
-            crops,
-            size,
-            self.output_dtype == np.float16,
-            forward,
-            rois,
-            masks,
-            offsets,
-        )
+        staged = self._stage(ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent)
+        if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
+            batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
+            self._run_graphed(ws, staged, batch, mask_addresses)
+        else:
+            ws.compute.wait(ws.uploaded)
+            self._enqueue_generate(ws, staged)
+            parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
+            batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+            ws.compute.wait(ws.masks_uploaded)
+            self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
         ws.computed.record(ws.compute)
 
         # 5. download only the changed regions
@@ -403,12 +419,113 @@ class DeviceStages:
         for image, (x0, y0, x1, y1), offset in regions:
             frame = frames[position[image]]
             host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
-            start = frame_addresses[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
+            start = staged.frames[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
             ws.inputs.device.download_rows(host, self.download_stream, start, frame.strides[0])
         ws.done.record(self.download_stream)
         if batch.outside:
             log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
         return DeviceTicket(images, ws, regions)
+
+    def _upload_pasteback(
+        self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], swapped: int, parsing
+    ) -> tuple[PasteBackBatch, list[int]]:
+        """Step 3: the border masks on the host (while the device works), then the paste-back tables'
+        upload (event ``masks_uploaded``). Returns the batch and the tables' device addresses."""
+        face_bytes = 3 * self.crop_size * self.crop_size
+        per_frame = [[m for i, m in faces if i == image] for image in used]
+        order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
+        batch = pack_pasteback([f.shape for f in frames], per_frame, self.crop_size)
+        crop_table = np.array(
+            [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
+        ).reshape(-1)
+        # the masks, whose size changes with every batch, last: the other tables keep their addresses (graphs)
+        pasteback_tables = [
+            batch.union_rois,
+            batch.face_begin,
+            crop_table,
+            batch.forward,
+            batch.rois,
+            batch.mask_offsets,
+            batch.masks,
+            *parsing,
+        ]
+        mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
+        for address, array in zip(mask_addresses, pasteback_tables, strict=True):
+            ws.masks.write(address, array)
+        ws.masks.upload(self.upload_stream)
+        ws.masks_uploaded.record(self.upload_stream)
+        return batch, mask_addresses
+
+    def _enqueue_pasteback(
+        self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int], parsing, grid_rois=None
+    ) -> None:
+        """Step 4 on the compute stream: the parsing-mask blend (with a parser), then one paste-back launch
+        that reads the generator's output where it lies. ``grid_rois``: regions for the launch grid only."""
+        union, begin, crops, forward, rois, offsets, masks = mask_addresses[:7]
+        half_out = self.output_dtype == np.float16
+        if parsing:
+            half_in = self.target_dtype == np.float16
+            parsing_blend(
+                self.kernels, ws.compute.handle, staged.swapped, half_out, staged.targets, half_in,
+                *mask_addresses[7:], len(parsing[1]), self.crop_size,
+            )  # fmt: skip
+        self.kernels.pasteback(
+            ws.compute.handle,
+            *staged.tables[:2],  # frames, pitches
+            batch.union_rois if grid_rois is None else grid_rois,
+            union,
+            begin,
+            crops,
+            self.crop_size,
+            half_out,
+            forward,
+            rois,
+            masks,
+            offsets,
+        )
+
+    def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int]) -> None:
+        """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
+        the compute stream once both uploads are done. The generator runs on contexts of the workspace's own
+        (one per chunk), enqueued on the compute stream. The first batch of a signature, or one after a
+        context's batch changed, runs eagerly (TensorRT's rule: enqueue once after a shape change); the
+        first one is then captured and later ones replay it. A capture failure is logged and the signature
+        keeps running eagerly. The paste-back grid is rounded up (``GRAPH_GRID_STEP``) so that batches of
+        a video whose faces move a little share one graph."""
+        ws.compute.wait(ws.uploaded)
+        ws.compute.wait(ws.masks_uploaded)
+        while len(ws.contexts) < len(staged.chunks):
+            ws.contexts.append(self.generator.device_context())
+        contexts = ws.contexts[: len(staged.chunks)]
+        grid_rois = batch.union_rois.copy()
+        extent = grid_rois[:, 2:] - grid_rois[:, :2]
+        grid_rois[:, 2:] = grid_rois[:, :2] + -(-extent // GRAPH_GRID_STEP) * GRAPH_GRID_STEP
+        batches = tuple(max(c.stop - c.start, self.generator.min_batch) for c in staged.chunks)
+        key = (staged.count, batches, tuple(staged.tables), staged.targets, staged.swapped, tuple(mask_addresses))
+        key += (pasteback_grid(grid_rois),)
+
+        def sequence() -> bool:
+            changed = self._enqueue_generate(ws, staged, contexts)
+            self._enqueue_pasteback(ws, staged, batch, mask_addresses, [], grid_rois)
+            return changed
+
+        graph = ws.graphs.get(key)
+        if graph is not None and all(c.batch == n for c, n in zip(contexts, batches, strict=True)):
+            ws.graphs.move_to_end(key)
+            graph.launch(ws.compute)
+            return
+        sequence()
+        if graph is not None or key in ws.graph_failed:
+            return
+        try:
+            ws.graphs[key] = cuda.Graph.capture(ws.compute, sequence)
+        except cuda.GraphCaptureError as exc:
+            ws.graph_failed.add(key)
+            log.info("%s; batches of %d faces run without a graph", exc, staged.count)
+            return
+        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one
+            ws.compute.synchronize()
+            ws.graphs.popitem(last=False)[1].free()
 
     def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
         """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded

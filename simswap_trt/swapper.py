@@ -121,10 +121,13 @@ class FaceSwapper:
         max_batch: int = 16,
         device_path: bool | None = None,
         device: int | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         """``device``: the CUDA device id the device path (buffers, streams, kernels) runs on, the same as the
         TensorRT engines' (``from_bundle`` opens them there); an id that does not exist is a
-        ``DeviceNotFoundError`` naming the available ones. Default: the current device."""
+        ``DeviceNotFoundError`` naming the available ones. Default: the current device. ``cuda_graphs``: on
+        the device path, replay each batch's whole sequence (preprocess, generator, paste-back) as a CUDA
+        graph captured per batch size (not with a parser)."""
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -143,6 +146,7 @@ class FaceSwapper:
         self._detector = detector
         self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
         self.device = self._check_device(device)
+        self.cuda_graphs = cuda_graphs
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
         self._stages = self._choose_stages(device_path)
@@ -169,6 +173,7 @@ class FaceSwapper:
                     host=host,
                     device=self.device,
                     parser=self.parser,
+                    graphs=self.cuda_graphs,
                 )
             except SimswapError as exc:
                 reason = str(exc)
@@ -222,12 +227,13 @@ class FaceSwapper:
         device_path: bool | None = None,
         precision: str | None = None,
         device: int | None = None,
+        cuda_graphs: bool = False,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
         run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
         ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``,
         ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT). ``device``:
-        the CUDA device id for the TensorRT engines and the device path (see ``FaceSwapper``)."""
+        the CUDA device id for the TensorRT engines and the device path; ``cuda_graphs``: see ``FaceSwapper``."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
@@ -238,7 +244,7 @@ class FaceSwapper:
         engines = [open_engine(bundle, "generator", backend, providers, threads, precision, device=device)]
         try:
             engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision, device=device))
-            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path, device)
+            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path, device, cuda_graphs)
         except BaseException:
             for engine in engines:
                 engine.close()

@@ -186,6 +186,7 @@ class TensorRTEngine(Engine):
             _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
         ]
         self._lock = threading.Lock()
+        self._device_contexts: list[DeviceContext] = []  # handed out by device_context()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self._device_calls = 0  # execute_device calls; slot = call % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
@@ -383,4 +384,62 @@ class TensorRTEngine(Engine):
             slots, self._slots = self._slots, []
             for slot in slots:
                 slot.free()
+            for context in self._device_contexts:
+                context.free()
             self._engine = None
+
+    def device_context(self) -> DeviceContext:
+        """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
+        events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by ``close()``
+        at the latest; each costs the plan's activation memory."""
+        with self._lock:
+            if self._engine is None:
+                raise EngineError("the engine is closed")
+            cuda.activate(self.device)
+            context = DeviceContext(self)
+            self._device_contexts.append(context)
+            return context
+
+
+class DeviceContext:
+    """One TensorRT execution context that a single caller enqueues on its own stream (see
+    ``TensorRTEngine.device_context``). It keeps its batch between runs: a graph captured with it replays
+    only while that batch is unchanged."""
+
+    def __init__(self, engine: TensorRTEngine) -> None:
+        self._engine = engine
+        self.context = engine._engine.create_execution_context()
+        if self.context is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.batch = -1
+        self.addresses: dict[str, int] = {}
+
+    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> bool:
+        """Enqueue one run on device ``addresses`` (every tensor, ``batch`` items, within the profile) on
+        ``stream``. Returns True when the batch changed: TensorRT needs such an eager run before a graph
+        captured with this context is replayed."""
+        engine = self._engine
+        if self.context is None:
+            raise EngineError("the engine is closed")
+        if set(addresses) != {s.name for s in engine.inputs + engine.outputs}:
+            raise EngineError(f"enqueue needs every tensor of the plan; got {sorted(addresses)}")
+        if not engine.min_batch <= batch <= engine.max_batch:
+            raise EngineError(f"batch {batch} is outside the plan's profile {engine.min_batch}..{engine.max_batch}")
+        changed = batch != self.batch
+        if changed:
+            self.batch = -1  # unknown until every input accepted the new shape
+            for spec in engine.inputs:
+                if not self.context.set_input_shape(spec.name, (batch, *spec.shape[1:])):
+                    raise EngineError(f"TensorRT refused shape {(batch, *spec.shape[1:])} for {spec.name!r}")
+            self.batch = batch
+        for name, address in addresses.items():
+            if self.addresses.get(name) != address:
+                if not self.context.set_tensor_address(name, address):
+                    raise EngineError(f"TensorRT refused the address of tensor {name!r}")
+                self.addresses[name] = address
+        if not self.context.execute_async_v3(stream.handle):
+            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        return changed
+
+    def free(self) -> None:
+        self.context = None
