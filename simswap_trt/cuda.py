@@ -342,6 +342,18 @@ class MappedBuffer:
         if not self._own(host):
             self._copy(host.ctypes.data, self.ptr, host.nbytes, stream)
 
+    def download_rows(self, host: np.ndarray, stream: Stream, offset: int, pitch: int) -> None:
+        """``DeviceBuffer.download_rows`` out of the mapped bytes (a copy within the shared DRAM, ordered on
+        ``stream``), so that the buffer may be reused while ``host`` is read."""
+        rows, width = host.shape[0], host[0].nbytes if host.shape[0] else 0
+        if offset + max(rows - 1, 0) * pitch + width > self.nbytes:
+            raise EngineError(f"copy of {rows} rows does not fit a {self.nbytes}-byte mapped buffer")
+        cudart = runtime()
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDefault
+        source = self.ptr + offset
+        call = cudart.cudaMemcpy2DAsync(host.ctypes.data, width, source, pitch, width, rows, kind, stream.handle)
+        cuda_call("cudaMemcpy2DAsync", call)
+
     def free(self) -> None:
         if self.host_ptr:
             self.array = None

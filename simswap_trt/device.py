@@ -58,12 +58,15 @@ def _aligned(offset: int) -> int:
 class Staging:
     """A pinned host buffer and a device buffer of the same size, grown on demand and reused. ``layout``
     places arrays front to back (aligned) and returns their device addresses; ``write`` fills the pinned
-    mirror; ``upload`` copies the used part in one asynchronous copy."""
+    mirror; ``upload`` copies the used part in one asynchronous copy. With ``host_memory="mapped"``
+    (integrated GPUs, see ``cuda.host_memory_strategy``) one mapped pinned buffer is both: the kernels read
+    what the host wrote, and ``upload`` copies nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_memory: str = "staged") -> None:
         self.pinned: cuda.PinnedBuffer | None = None
         self.device: cuda.DeviceBuffer | None = None
         self.used = 0
+        self.host_memory = host_memory
 
     def layout(self, sizes: Sequence[int]) -> list[int]:
         offsets, end = [], 0
@@ -73,7 +76,7 @@ class Staging:
         if self.device is None or self.device.nbytes < end:
             self.free()
             capacity = _aligned(max(end, 1) * 5 // 4)  # some headroom: frame sizes vary a little
-            self.pinned, self.device = cuda.PinnedBuffer((capacity,), np.uint8), cuda.DeviceBuffer(capacity)
+            self.pinned, self.device = cuda.io_buffers((capacity,), np.uint8, self.host_memory)
         self.used = end
         return [self.device.ptr + offset for offset in offsets]
 
@@ -112,9 +115,10 @@ class DeviceArray:
 class Workspace:
     """Everything one batch in flight uses: a compute stream, staging, device buffers and events."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_memory: str = "staged") -> None:
         self.compute = cuda.Stream()
-        self.inputs, self.masks = Staging(), Staging()  # frames + preprocessing tables; paste-back tables
+        # frames + preprocessing tables; paste-back tables
+        self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
         self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
@@ -218,13 +222,16 @@ class DeviceStages:
         device: int | None = None,
         parser=None,
         graphs: bool = False,
+        host_memory: str = "auto",
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
         device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
         buffers, streams and kernels (default: the current device), made current by every entry point. ``parser``:
         a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``). ``graphs``:
         replay each batch's whole sequence (preprocess, generator, paste-back) as one CUDA graph (see
-        ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence."""
+        ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence.
+        ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
+        maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere)."""
         self.device = device
         cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
@@ -245,8 +252,11 @@ class DeviceStages:
             described = ", ".join(spec.describe() for spec in specs.values())
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
         self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device or 0), host_memory)
+        log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
-        self.workspaces = [Workspace() for _ in range(depth)]  # more are made when more batches are in flight
+        # more workspaces are made when more batches are in flight
+        self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
         self._closed = False
         self._lock = threading.RLock()  # calls from several threads enqueue one batch at a time
 
@@ -257,7 +267,7 @@ class DeviceStages:
             raise EngineError("the device stages are closed")
         ws = next((w for w in self.workspaces if not w.held), None)
         if ws is None:
-            ws = Workspace()
+            ws = Workspace(self.host_memory)
             self.workspaces.append(ws)
         ws.done.synchronize()
         ws.held = True

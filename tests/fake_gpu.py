@@ -264,6 +264,9 @@ class FakeMappedBuffer:
         if not np.shares_memory(host, self.array):
             FakeDeviceBuffer.download(self, host, stream, offset)
 
+    def download_rows(self, host, stream, offset, pitch):
+        FakeDeviceBuffer.download_rows(self, host, stream, offset, pitch)
+
     def free(self):
         if self.array is not None:
             GPU.allocations.pop(self.ptr)
