@@ -6,36 +6,16 @@ import ctypes
 import logging
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from test_device_path import install_device, latent, plan_bundle, scenes
 from test_pipeline import fake_parser
 
+from benchmarks.gpu_check import content_parser
 from simswap_trt import FaceSwapper
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.vision.parsing import FaceParser
 
 pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
-
-
-def content_parser(path):
-    """A parser ONNX whose labels follow the crop's content: skin (1) where the normalised red channel is
-    above 0, inner mouth (11) where green is above 0.8 and red is not, else background (0)."""
-    weight = np.zeros((19, 3, 1, 1), np.float32)
-    bias = np.full(19, -100.0, np.float32)
-    weight[1, 0], bias[1] = 1.0, 0.0
-    weight[11, 1], bias[11] = 1.0, -0.8
-    bias[0] = 0.0
-    graph = helper.make_graph(
-        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])],
-        "content_parser",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 512, 512])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
-    )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
-    return path
 
 
 def swap_both_ways(bundle, parser, monkeypatch, host, batches):
