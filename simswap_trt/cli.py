@@ -77,11 +77,12 @@ def _doctor(args: argparse.Namespace) -> int:
         return f"{v // 1000}.{v % 1000 // 10}"
 
     try:
-        device = cuda.device_info()
-        print(
-            f"GPU           {device.name} ({device.sm}, {device.total_memory / 2**30:.0f} GiB), driver CUDA "
-            f"{cuda_version(device.driver_version)}, runtime CUDA {cuda_version(device.runtime_version)}"
-        )
+        for index in range(max(cuda.device_count(), 1)):  # every visible device, by the id --device takes
+            device = cuda.device_info(index)
+            print(
+                f"{f'GPU {index}':<14}{device.name} ({device.sm}, {device.total_memory / 2**30:.0f} GiB), driver "
+                f"CUDA {cuda_version(device.driver_version)}, runtime CUDA {cuda_version(device.runtime_version)}"
+            )
     except SimswapError as exc:
         print(f"GPU           none usable: {exc}")
     from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
@@ -147,6 +148,7 @@ def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) 
         args.backend,
         precision=args.precision,
         device=device,
+        cuda_graphs=getattr(args, "cuda_graphs", False),
     )
 
 
@@ -273,6 +275,7 @@ def _swap_aligned(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         device=args.device,
+        cuda_graphs=args.cuda_graphs,
     ) as swapper:
         swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
         written = 0
@@ -440,6 +443,12 @@ def _add_device_flag(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="CUDA device id for TensorRT and the device path, counted among the devices CUDA_VISIBLE_DEVICES "
         "leaves visible (default: the first); 'simswap-trt doctor' lists them",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="device path: replay each batch's preprocess, generator and paste-back as one CUDA graph per batch "
+        "size (fewer launches for small batches; each chunk of a batch gets its own TensorRT context)",
     )
 
 

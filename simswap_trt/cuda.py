@@ -433,7 +433,11 @@ class Graph:
         The capture is always ended, so the stream stays usable whatever happened."""
         cudart = runtime()
         mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
-        cuda_call("cudaStreamBeginCapture", cudart.cudaStreamBeginCapture(stream.handle, mode))
+        try:
+            cuda_call("cudaStreamBeginCapture", cudart.cudaStreamBeginCapture(stream.handle, mode))
+        except CudaError as exc:
+            cudart.cudaGetLastError()
+            raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from None
         failure = None
         try:
             enqueue()

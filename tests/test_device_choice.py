@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fake_gpu import FakeDeviceBuffer, FakeStream
+from fake_gpu import FakeDeviceBuffer, FakeStream, fake_cudart
 from test_device_path import install_device, latent, plan_bundle, scenes
 
 from simswap_trt import FaceSwapper, cli, cuda
@@ -116,3 +116,36 @@ def test_serve_places_instances_round_robin(tiny_bundle, host, monkeypatch, tmp_
 )
 def test_ray_actors_use_their_assigned_gpu(gpu_ids, visible, expected):
     assert assigned_device(gpu_ids, visible) == expected
+
+
+def test_the_cli_lists_the_devices_and_swaps_on_the_one_chosen(
+    tiny_bundle, host, monkeypatch, tmp_path, capsys, caplog
+):
+    import cv2
+    from skimage import data
+
+    from simswap_trt.images import read_image
+
+    bundle = plan_bundle(tiny_bundle, tmp_path / "b")
+    astronaut = tmp_path / "astronaut.png"
+    cv2.imwrite(str(astronaut), np.ascontiguousarray(data.astronaut()[..., ::-1]))
+    common = ["swap", "--bundle", str(bundle.root), "--source", str(astronaut), "--target", str(astronaut)]
+    assert cli.main([*common, "--output", str(tmp_path / "host.png"), "--backend", "onnxruntime"]) == 0
+    _, module = install_device(monkeypatch, host, bundle, devices=2)
+    calls = module.calls
+    cudart = fake_cudart(calls)
+    monkeypatch.setattr("simswap_trt.jetson.doctor_lines", lambda: [])  # Jetson lines: tests/test_jetson_doctor.py
+    assert cli.main(["doctor"]) == 0
+    listed = capsys.readouterr().out
+    assert "GPU 0         Fake H100 (sm_90" in listed and "GPU 1         Fake H100 (sm_90" in listed
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+    argv = [*common, "--output", str(tmp_path / "device.png"), "--device", "1", "--cuda-graphs"]
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        assert cli.main(argv) == 0
+    log = caplog.text
+    assert "CUDA device 1: Fake H100" in log and "CUDA graphs of the whole per-batch sequence: on" in log
+    assert [c[0] for c in calls if c[0] == "end capture"] == ["end capture"]  # one batch: run, captured
+    assert "stages: device" in log
+    device, reference = read_image(tmp_path / "device.png"), read_image(tmp_path / "host.png")
+    assert np.abs(device.astype(int) - reference).max() <= 1
+    assert np.abs(device.astype(int) - read_image(astronaut)).max() > 50  # a face was swapped
