@@ -18,6 +18,11 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
 Batch k+1's upload and batch k-1's download overlap batch k's compute. A workspace is reused only once
 its previous batch is finished (``finish``), so its pinned buffers are never overwritten while a copy or
 the host may still read them; with more batches in flight than workspaces, another one is made.
+
+Options: ``device`` (the CUDA device everything lives on, made current at every entry point); a face
+``parser`` (step 3 also downloads the target crops and parses them on the host; a blend kernel rewrites
+the masked swaps before step 4); ``graphs`` (steps 2 and 4 replayed as one CUDA graph per launch
+signature, the masks uploaded before them); mapped staging on integrated GPUs (step 1 copies nothing).
 """
 
 from __future__ import annotations
