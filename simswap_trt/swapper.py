@@ -215,6 +215,14 @@ class FaceSwapper:
                 engine.close()
             raise
         swapper._owned += engines
+        if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
+            from simswap_trt.device_detect import open_device_detector
+
+            swapper._detector = open_device_detector(
+                bundle, getattr(swapper._stages, "kernels", None), providers, threads
+            )
+            if swapper._detector is not None:
+                swapper._owned.append(swapper._detector)
         return swapper
 
     @property

