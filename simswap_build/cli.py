@@ -84,7 +84,7 @@ def _untrained(args: argparse.Namespace) -> int:
 def _engine(args: argparse.Namespace) -> int:
     import json
 
-    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report
+    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report, import_builder
 
     options = BuildOptions(
         min_batch=args.min_batch,
@@ -98,6 +98,7 @@ def _engine(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
+    import_builder()  # before the detector graph is added: without a builder nothing changes
     if args.role == "detector" or (args.role == "all" and not args.no_detector):
         from simswap_build.detector_graph import ensure_detector
 
