@@ -137,6 +137,7 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
+        self._detector_options: dict[str, Any] = {}  # providers and threads of the default detector
         self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
@@ -215,6 +216,7 @@ class FaceSwapper:
                 engine.close()
             raise
         swapper._owned += engines
+        swapper._detector_options = {"providers": providers, "threads": threads}
         if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
             from simswap_trt.device_detect import open_device_detector
 
@@ -232,7 +234,7 @@ class FaceSwapper:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = CenterFace()
+            self._detector = CenterFace(**self._detector_options)
             self._owned.append(self._detector.engine)
         return self._detector
 

@@ -188,3 +188,19 @@ def test_the_builder_adds_the_detector_graph_and_builds_its_plan(tiny_bundle, tm
     # rebuilding only the detector keeps the graph and replaces its plan
     entry = build_engine(root, "detector", BuildOptions(max_batch=8, progress=False), trt=trt)
     assert entry.max_batch == 8 and Bundle.load(root).detector.sha256 == detector.sha256
+
+
+def test_the_swap_command_detects_on_the_device(bundle, photos, host, monkeypatch, tmp_path, caplog, capsys):
+    from simswap_trt.cli import main as trt_main
+
+    gpu, module = install_device(monkeypatch, host, bundle)
+    cv2.imwrite(str(tmp_path / "source.png"), photos[0])
+    cv2.imwrite(str(tmp_path / "target.png"), photos[1])
+    argv = ["swap", "--bundle", str(bundle.root), "--source", str(tmp_path / "source.png")]
+    argv += ["--target", str(tmp_path / "target.png"), "--output", str(tmp_path / "out.png"), "--threads", "2"]
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        assert trt_main(argv) == 0
+    assert "detection: device (letterbox kernel" in caplog.text
+    assert "target.png: 2 face(s), 2 swapped" in capsys.readouterr().out
+    assert gpu.executed.count("simswap_letterbox_kernel") == 3  # source (checked, then its identity), target
+    assert not gpu.live
