@@ -204,3 +204,28 @@ def test_the_swap_command_detects_on_the_device(bundle, photos, host, monkeypatc
     assert "target.png: 2 face(s), 2 swapped" in capsys.readouterr().out
     assert gpu.executed.count("simswap_letterbox_kernel") == 3  # source (checked, then its identity), target
     assert not gpu.live
+
+
+def test_a_detector_plan_that_does_not_fit_the_decoder_is_refused():
+    from types import SimpleNamespace
+
+    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.errors import EngineError
+    from simswap_trt.schema import TensorSpec
+
+    decoder = SimpleNamespace(input_size=640, normalisation=CenterFace.normalisation)
+    heatmap = TensorSpec("537", "float32", ("batch", 1, 160, 160))
+    wrong_canvas = SimpleNamespace(inputs=(TensorSpec("input.1", "float32", ("batch", 3, 320, 320)),), outputs=())
+    with pytest.raises(
+        EngineError, match=r"input input.1: float32\[batch, 3, 320, 320\] is not \[batch, 3, 640, 640\]"
+    ):
+        DeviceDetector(decoder, wrong_canvas, kernels=None)
+    uint8 = SimpleNamespace(inputs=(TensorSpec("input.1", "uint8", ("batch", 3, 640, 640)),), outputs=(heatmap,))
+    with pytest.raises(EngineError, match="must be float32 or float16, got uint8"):
+        DeviceDetector(decoder, uint8, kernels=None)
+    dynamic = SimpleNamespace(
+        inputs=(TensorSpec("input.1", "float32", ("batch", 3, 640, 640)),),
+        outputs=(TensorSpec("537", "float32", ("batch", 1, "h", "w")),),
+    )
+    with pytest.raises(EngineError, match="outputs must be fixed but for the batch"):
+        DeviceDetector(decoder, dynamic, kernels=None)
