@@ -22,6 +22,12 @@ runs as well. Checks, in order:
 7. detection on the device (``DeviceDetector``) with a torch stand-in for the detector plan (an average
    pool of the canvas, run on the device buffers it is given) against the same function of the CPU
    detector's input, and its time for 8 1080p frames.
+8. devices: every visible device listed, a bad id refused naming them, with several GPUs the device
+   path on the last one (``FaceSwapper(device=N)``);
+9. the parsing-mask blend kernel vs the host build (bit-exact) and the device path with a face parser vs
+   the CPU path;
+10. CUDA graphs of the whole per-batch sequence (``cuda_graphs=True``, a CUDA-kernel stand-in generator
+    that can be captured) vs the eager sequence: equal outputs, a graph per batch size, time per batch.
 
 Writes benchmarks/results/gpu-check.json (device, driver, versions, figures, each check's outcome). Without
 a usable GPU it says why and exits 2; a failed check exits 1.
@@ -743,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
         if kernels is not None:
             report.run("letterbox throughput", lambda: check_letterbox_throughput(kernels, args.repeats))
             report.run("device detection", lambda: check_device_detection(kernels))
+        report.run("devices", lambda: check_devices(folder))
+        if kernels is not None:
+            report.run("parsing blend", lambda: check_parsing_blend(kernels, host, folder))
+        report.run("graphs of the whole sequence", lambda: check_graphs(folder, args.stream_batches))
         if versions()["tensorrt"]:
             report.run("pytest -m gpu (TensorRT)", _gpu_suite)
     result = {
@@ -778,3 +788,241 @@ def _gpu_suite() -> dict:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- device choice, the parsing-mask blend, graphs of the whole per-batch sequence -------------------------
+
+STANDIN_KERNEL = r"""
+extern "C" __global__ void standin_generator(const float* target, const float* latent, float* out, int size) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y * blockDim.y + threadIdx.y, n = blockIdx.z;
+    if (x >= size || y >= size) return;
+    float sum = 0.0f;
+    for (int i = 0; i < 512; ++i) sum += latent[n * 512 + i];
+    for (int c = 0; c < 3; ++c) {
+        long long i = ((long long)(n * 3 + c) * size + y) * size + x;
+        out[i] = fminf(fmaxf(1.0f - target[i] * 0.8f + sum / 512.0f, 0.0f), 1.0f);
+    }
+}
+"""
+
+
+def standin_kernel(device: int | None = None):
+    """``standin_numpy`` as a CUDA kernel (NVRTC) on ``device``: unlike torch, it can be captured in a graph."""
+    from cuda.core import Device, Program, ProgramOptions
+
+    gpu = Device(device)
+    gpu.set_current()
+    options = ProgramOptions(arch="sm_" + "".join(str(v) for v in gpu.compute_capability))
+    return Program(STANDIN_KERNEL, code_type="c++", options=options).compile("cubin").get_kernel("standin_generator")
+
+
+class KernelStandinEngine(StandinEngine):
+    """The stand-in generator as one kernel launch on the caller's stream, with ``device_context`` (what
+    the device stages capture in a CUDA graph with ``cuda_graphs=True``)."""
+
+    backend = "CUDA-kernel stand-in"
+
+    def __init__(self, crop_size: int, max_batch: int = 16, kernel=None, device: int | None = None) -> None:
+        super().__init__(crop_size, max_batch)
+        self.kernel, self.device = kernel, device
+
+    def execute_device(self, addresses, batch: int, stream) -> None:
+        self.launch(addresses, batch, stream)
+        self.calls += 1
+
+    def launch(self, addresses, batch: int, stream) -> None:
+        from simswap_trt.kernels import launch, preprocess_grid
+
+        pointers = [np.uint64(addresses[name]) for name in ("target", "latent", "swapped")]
+        grid = preprocess_grid(self.crop_size, batch)
+        launch(stream.handle, self.kernel, grid, [*pointers, np.int32(self.crop_size)])
+
+    def device_context(self) -> StandinContext:
+        return StandinContext(self)
+
+
+class StandinContext:
+    """``TensorRTEngine.device_context``'s interface for the kernel stand-in."""
+
+    def __init__(self, engine: KernelStandinEngine) -> None:
+        self.engine, self.batch = engine, -1
+
+    def enqueue(self, addresses, batch: int, stream) -> bool:
+        changed, self.batch = batch != self.batch, batch
+        self.engine.launch(addresses, batch, stream)
+        return changed
+
+    def free(self) -> None:
+        pass
+
+
+def content_parser(path: Path) -> Path:
+    """A face-parser ONNX whose labels follow the crop's content (a 1x1 convolution): skin (1) where the
+    normalised red channel is above 0, inner mouth (11) where green is above 0.8 and red is not, else 0."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.zeros((19, 3, 1, 1), np.float32)
+    bias = np.full(19, -100.0, np.float32)
+    weight[1, 0], bias[1] = 1.0, 0.0
+    weight[11, 1], bias[11] = 1.0, -0.8
+    bias[0] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])],
+        "content_parser",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 512, 512])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def kernel_swappers(folder: Path, crop_size: int = 224, max_batch: int = 16, **device_options):
+    """A host-path FaceSwapper and a device-path one (``device_options``: ``device``, ``parser``,
+    ``cuda_graphs``) with the kernel stand-in generator, over ``swappers``' untrained bundle."""
+    from simswap_trt import FaceSwapper
+
+    base, torch_device = swappers(crop_size, folder, max_batch)
+    for swapper in (base, torch_device):
+        swapper.close()
+    bundle, arcface, parser, on = base.bundle, base.arcface, device_options.get("parser"), device_options.get("device")
+    host = FaceSwapper(bundle, StandinEngine(crop_size, max_batch), arcface, parser=parser, device_path=False)
+    engine = KernelStandinEngine(crop_size, max_batch, standin_kernel(on), on)
+    device = FaceSwapper(bundle, engine, arcface, device_path=True, **device_options)
+    host.source_latent = device.source_latent = base.source_latent
+    return host, device
+
+
+def video_batches(count: int, faces_per_frame: int = 2, frames: int = 4, seed: int = 3) -> list:
+    """``count`` batches of 1080p frames with ``faces_per_frame`` faces drifting a few pixels per batch."""
+    from simswap_trt.swapper import FrameBatch
+    from simswap_trt.vision.detect import Detection
+
+    rng = np.random.default_rng(seed)
+    images = [smooth_frame(rng, 1080, 1920) for _ in range(frames)]
+    batches = []
+    for b in range(count):
+        faces = [
+            [
+                Detection(np.zeros(4, np.float32), 0.9, face_landmarks((500 + 300 * f + 3 * b, 520), 220, 4, 224))
+                for f in range(faces_per_frame)
+            ]
+            for _ in images
+        ]
+        batches.append(FrameBatch(images, faces))
+    return batches
+
+
+def worst_levels(results, expected) -> int:
+    return max(
+        int(np.abs(g.image.astype(int) - w.image).max())
+        for got, want in zip(results, expected, strict=True)
+        for g, w in zip(got, want, strict=True)
+    )
+
+
+def check_devices(folder: Path) -> dict:
+    """Every visible device listed; a bad id refused naming them; with several, the device path on the last."""
+    count = cuda.device_count()
+    listed = [f"{d}: {cuda.device_info(d).name}" for d in range(count)]
+    try:
+        cuda.check_device(count)
+        raise AssertionError(f"device id {count} was accepted with {count} devices")
+    except cuda.DeviceNotFoundError as exc:
+        if listed and listed[0].split(": ")[1] not in str(exc):
+            raise AssertionError(f"the error does not name the devices: {exc}") from None
+    details: dict = {"devices": listed}
+    if count > 1:
+        last = count - 1
+        host, device = kernel_swappers(folder, device=last, max_batch=4)
+        batches = video_batches(2)
+        worst = worst_levels(device.swap_stream(batches), [host.swap_faces(b.images, b.faces) for b in batches])
+        device.close()
+        host.close()
+        if worst > 1:
+            raise AssertionError(f"the device path on device {last} differs from the CPU path by {worst} levels")
+        details.update(device_path_on=last, max_levels_vs_cpu=worst)
+    return details
+
+
+def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
+    """The blend kernel vs the host build (bit-exact, float32 and float16 buffers), then the device path with
+    a face parser vs the CPU path with it."""
+    from simswap_trt.kernels import parsing_blend
+    from simswap_trt.vision.parsing import FaceParser
+
+    device_kernels, rng, size = DeviceKernels(kernels), np.random.default_rng(5), 224
+    stream = cuda.Stream()
+    exact = []
+    for half_in, half_out in ((False, False), (True, True)):
+        swapped = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_out else np.float32)
+        targets = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_in else np.float32)
+        masks, faces = rng.random((2, size, size), dtype=np.float32), np.array([2, 0], np.int32)
+        buffers = [cuda.DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
+        parsing_blend(device_kernels, stream.handle, buffers[0].ptr, half_out, buffers[1].ptr, half_in,
+                      buffers[2].ptr, buffers[3].ptr, 2, size)  # fmt: skip
+        stream.synchronize()
+        got = buffers[0].to_array(swapped)
+        if host is not None:
+            expected = swapped.copy()
+            host.simswap_parsing_blend_host.restype = None
+            host.simswap_parsing_blend_host(_ptr(expected), int(half_out), _ptr(targets), int(half_in), _ptr(masks),
+                                            _ptr(faces), 2, size)  # fmt: skip
+            if not np.array_equal(got, expected):
+                raise AssertionError(f"the blend (half {half_in}/{half_out}) is not bit-exact with the host build")
+            exact.append(True)
+        for buffer in buffers:
+            buffer.free()
+    stream.free()
+    parser = FaceParser(content_parser(folder / "parser.onnx"))
+    host_swapper, device = kernel_swappers(folder, max_batch=4, parser=parser)
+    batches = video_batches(2)
+    worst = worst_levels(device.swap_stream(batches), [host_swapper.swap_faces(b.images, b.faces) for b in batches])
+    device.close()
+    host_swapper.close()
+    if worst > 1:
+        raise AssertionError(f"the device path with a parser differs from the CPU path by {worst} levels")
+    return {"blend_bit_exact": bool(exact) and all(exact), "parser_max_levels_vs_cpu": worst}
+
+
+def check_graphs(folder: Path, batches: int) -> dict:
+    """The whole per-batch sequence replayed as CUDA graphs vs the same sequence enqueued eagerly: equal
+    outputs, a graph per batch size, and the time per batch of both (two batch sizes of 1080p frames)."""
+    launches = []
+    launch = cuda.Graph.launch
+
+    def counted(graph, stream):
+        launches.append(graph)
+        launch(graph, stream)
+
+    host, eager = kernel_swappers(folder, max_batch=8)
+    _, graphed = kernel_swappers(folder, max_batch=8, cuda_graphs=True)
+    stream = video_batches(batches) + video_batches(batches, faces_per_frame=1)  # 8, then 4 faces per batch
+    timings = {}
+    cuda.Graph.launch = counted
+    try:
+        results = {}
+        for name, swapper in (("eager", eager), ("graphs", graphed)):
+            list(swapper.swap_stream(stream[:1]))  # warm-up (and the first capture)
+            start = time.perf_counter()
+            results[name] = list(swapper.swap_stream(stream))
+            timings[name] = (time.perf_counter() - start) / len(stream) * 1e3
+    finally:
+        cuda.Graph.launch = launch
+    captured = sum(len(ws.graphs) for ws in graphed._stages.workspaces)
+    worst = worst_levels(results["graphs"], results["eager"])
+    cpu = worst_levels(results["graphs"][:1], [host.swap_faces(stream[0].images, stream[0].faces)])
+    for swapper in (host, eager, graphed):
+        swapper.close()
+    if worst or cpu > 1:
+        raise AssertionError(f"graph replays differ from the eager sequence by {worst} levels (CPU path: {cpu})")
+    if not launches or captured < 2:
+        raise AssertionError(f"{len(launches)} replays, {captured} graphs: expected replays and a graph per size")
+    return {
+        "graphs": captured,
+        "replays": len(launches),
+        "eager_ms_per_batch": round(timings["eager"], 3),
+        "graph_ms_per_batch": round(timings["graphs"], 3),
+        "graph_vs_eager": round(timings["graphs"] / timings["eager"], 3),
+    }

@@ -6,9 +6,11 @@
   engine's input buffer) and ``simswap_pasteback_kernel`` (reads each face's generator output where it
   lies, NCHW RGB [0, 1]; inverse warp restricted to each face's region, the official border mask, blend in
   order, truncate once).
-  ``simswap_letterbox_kernel`` makes the face detector's input: every frame of a batch resized onto the
+* ``simswap_letterbox_kernel``: makes the face detector's input: every frame of a batch resized onto the
   detector's square canvas (cv2.resize INTER_LINEAR geometry), zero padding, normalised per detector, NCHW
   float32 or float16 straight into the detector engine's input buffer.
+* ``simswap_parsing_blend_kernel``: the optional parsing-mask blend (official ``--use_mask``), in crop space:
+  each masked face's generator output blended in place with its generator input, before the paste-back.
 * ``host.cpp``: the same math in loops, built by CMake (``simswap_kernels_host``) for the CPU tests.
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
@@ -32,7 +34,12 @@ from simswap_trt.vision.align import invert_affine
 from simswap_trt.vision.pasteback import border_mask, face_roi
 
 SOURCE_DIR = Path(__file__).parent
-KERNEL_NAMES = ("simswap_preprocess_kernel", "simswap_pasteback_kernel", "simswap_letterbox_kernel")
+KERNEL_NAMES = (
+    "simswap_preprocess_kernel",
+    "simswap_pasteback_kernel",
+    "simswap_letterbox_kernel",
+    "simswap_parsing_blend_kernel",
+)
 BLOCK = (16, 16, 1)
 
 
@@ -93,9 +100,9 @@ def crop_to_frame_matrices(matrices: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([invert_affine(np.asarray(m, np.float64)).reshape(6) for m in matrices], np.float32)
 
 
-def load_device_kernels(device: int = 0):
-    """The two kernels as cuda.core ``Kernel`` objects: from the CMake-built fatbin when present, else
-    compiled from source with NVRTC for this GPU."""
+def load_device_kernels(device: int | None = None):
+    """The kernels as cuda.core ``Kernel`` objects on ``device`` (default: the current one): from the
+    CMake-built fatbin when present, else compiled from source with NVRTC for this GPU."""
     try:
         from cuda.core import Device, ObjectCode, Program, ProgramOptions
     except ImportError:
@@ -154,8 +161,8 @@ class DeviceKernels:
     """The two kernels with their argument packing and launch geometry. Arguments are device addresses
     (``int``) of the tables the kernels read; see ``simswap_kernels.cu``."""
 
-    def __init__(self, kernels=None) -> None:
-        self.kernels = kernels if kernels is not None else load_device_kernels()
+    def __init__(self, kernels=None, device: int | None = None) -> None:
+        self.kernels = kernels if kernels is not None else load_device_kernels(device)
 
     def preprocess(
         self,
@@ -236,6 +243,27 @@ def letterbox(
             np.uint64(out),
         ]
         launch(stream, kernels.kernels["simswap_letterbox_kernel"], letterbox_grid(canvas, count), args)
+
+
+def parsing_blend(
+    kernels: DeviceKernels,
+    stream: int,
+    swapped: int,
+    half_out: bool,
+    targets: int,
+    half_in: bool,
+    masks: int,
+    faces: int,
+    count: int,
+    size: int,
+) -> None:
+    """Blend ``count`` faces (device table ``faces`` of their batch positions) of the generator output
+    ``swapped`` with the generator input ``targets`` by their parsing masks (``masks``: float32
+    [count, size, size]), one launch; the output is rewritten in place (float16 with ``half_out``)."""
+    if count:
+        args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
+        args += [np.uint64(masks), np.uint64(faces), np.int32(size)]
+        launch(stream, kernels.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, count), args)
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:

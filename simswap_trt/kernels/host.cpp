@@ -46,4 +46,15 @@ void simswap_letterbox_host(const uint8_t* const* frames, const int* pitches, co
             }
     }
 }
+
+void simswap_parsing_blend_host(void* swapped, int half_out, const void* targets, int half_in, const float* masks,
+                                const int* faces, int count, int size) {
+    long long values = 3LL * size * size;
+    for (int k = 0; k < count; ++k)
+        for (int y = 0; y < size; ++y)
+            for (int x = 0; x < size; ++x)
+                parsing_blend_pixel((char*)swapped + faces[k] * values * (half_out ? 2 : 4), half_out,
+                                    (const char*)targets + faces[k] * values * (half_in ? 2 : 4), half_in,
+                                    masks + (long long)k * size * size, size, x, y);
+}
 }

@@ -51,3 +51,17 @@ extern "C" __global__ void simswap_letterbox_kernel(const uint8_t* const* frames
                     scales[2 * f + 1], swap_rb, mean, scale, x, y, value);
     store_nchw((char*)out + (long long)f * 3 * canvas * canvas * (half ? 2 : 4), half, canvas, x, y, value);
 }
+
+// One thread per crop pixel; blockIdx.z is the k-th face with a parsing mask, face `faces[k]` of the batch.
+// Blends that face's generator output (`swapped`, rewritten in place) with its generator input (`targets`)
+// by mask k of `masks` (size x size each), before the paste-back reads the output.
+extern "C" __global__ void simswap_parsing_blend_kernel(void* swapped, int half_out, const void* targets, int half_in,
+                                                        const float* masks, const int* faces, int size) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= size || y >= size) return;
+    long long k = blockIdx.z, face = faces[k], values = 3LL * size * size;
+    parsing_blend_pixel((char*)swapped + face * values * (half_out ? 2 : 4), half_out,
+                        (const char*)targets + face * values * (half_in ? 2 : 4), half_in, masks + k * size * size,
+                        size, x, y);
+}

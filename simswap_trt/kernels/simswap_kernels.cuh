@@ -211,3 +211,35 @@ SIMSWAP_HD void letterbox_pixel(const uint8_t* frame, int pitch, int width, int 
     }
     for (int c = 0; c < 3; ++c) out[c] = (level[swap_rb ? 2 - c : c] - mean) * scale;
 }
+
+// -- parsing-mask blend (the official --use_mask), in crop space before paste-back ----------------------------
+
+// One value of an NCHW tensor stored as float32 or, with `half`, float16.
+SIMSWAP_HD float load_value(const void* data, int half, long long index) {
+    return half ? half_to_float(((const uint16_t*)data)[index]) : ((const float*)data)[index];
+}
+
+SIMSWAP_HD void store_value(void* data, int half, long long index, float v) {
+    if (half)
+        ((uint16_t*)data)[index] = half_bits(v);
+    else
+        ((float*)data)[index] = v;
+}
+
+// swap * mask + target * (1 - mask), in float32 and in this order (as the host path's NumPy expression).
+SIMSWAP_HD float parsing_blend(float swapped, float target, float mask) {
+    return swapped * mask + target * (1.0f - mask);
+}
+
+// Crop pixel (x, y) of one face: its generator output `swapped` (NCHW RGB [0, 1], rewritten in place) blended
+// with its generator input `target` (the preprocessed target crop) by its parsing mask `mask` (size x size).
+SIMSWAP_HD void parsing_blend_pixel(void* swapped, int half_out, const void* target, int half_in, const float* mask,
+                                    int size, int x, int y) {
+    long long plane = (long long)size * size, index = (long long)y * size + x;
+    float m = mask[index];
+    for (int c = 0; c < 3; ++c) {
+        long long i = c * plane + index;
+        float blended = parsing_blend(load_value(swapped, half_out, i), load_value(target, half_in, i), m);
+        store_value(swapped, half_out, i, blended);
+    }
+}
