@@ -43,11 +43,20 @@ class DeviceDetector:
     """``decoder``'s detection (a CenterFace or SCRFD of the same canvas: its thresholds and ``decode``) with
     its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
     ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
-    interface of ``FaceDetector``: ``detect`` and ``detect_batch``."""
+    interface of ``FaceDetector``: ``detect`` and ``detect_batch``. ``device``: the CUDA device id of its buffers,
+    streams and launches (made current by every entry point); ``host_memory``: ``"staged"`` or ``"mapped"``
+    (see ``Staging``)."""
 
     name = "device (letterbox kernel, detector on TensorRT device buffers)"
 
-    def __init__(self, decoder: EngineDetector, engine: Any, kernels: DeviceKernels) -> None:
+    def __init__(
+        self,
+        decoder: EngineDetector,
+        engine: Any,
+        kernels: DeviceKernels,
+        device: int | None = None,
+        host_memory: str = "staged",
+    ) -> None:
         spec = engine.inputs[0]
         canvas = decoder.input_size
         if len(engine.inputs) != 1 or tuple(spec.shape[1:]) != (3, canvas, canvas):
@@ -57,12 +66,13 @@ class DeviceDetector:
         if any(not all(isinstance(d, int) for d in out.shape[1:]) for out in engine.outputs):
             described = ", ".join(out.describe() for out in engine.outputs)
             raise EngineError(f"the detector plan's outputs must be fixed but for the batch, got {described}")
-        self.decoder, self.engine, self.kernels = decoder, engine, kernels
+        self.decoder, self.engine, self.kernels, self.device = decoder, engine, kernels, device
+        cuda.activate(device)
         self.input_size, self.normalisation = canvas, decoder.normalisation
         self.input_dtype = np.dtype(spec.dtype)
         self.upload_stream, self.compute, self.download_stream = cuda.Stream(), cuda.Stream(), cuda.Stream()
         self.uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(3))
-        self.inputs = Staging()  # frames + letterbox tables
+        self.inputs = Staging(host_memory)  # frames + letterbox tables
         self.canvas, self.outputs = DeviceArray(), DeviceArray()
         self.results: cuda.PinnedBuffer | None = None
         self._closed = False
@@ -76,6 +86,7 @@ class DeviceDetector:
         with self._lock:
             if self._closed:
                 raise EngineError("the device detector is closed")
+            cuda.activate(self.device)
             for chunk in chunk_batches(len(images), min(batch_size, self.engine.max_batch)):
                 results += self._detect(images[chunk])
         return results
@@ -147,6 +158,7 @@ class DeviceDetector:
             if self._closed:
                 return
             self._closed = True
+        cuda.activate(self.device)
         self.engine.close()  # first: its runs read and write the buffers freed below
         for stream in (self.upload_stream, self.compute, self.download_stream):
             stream.synchronize()
@@ -162,11 +174,13 @@ class DeviceDetector:
 
 
 def open_device_detector(
-    bundle: Bundle, kernels: DeviceKernels | None, providers: Sequence[str], threads: int | None
+    bundle: Bundle, stages: Any, providers: Sequence[str], threads: int | None
 ) -> DeviceDetector | None:
-    """The device detector of ``bundle`` when the swap runs on the device (``kernels``) and the bundle has a
-    detector plan this machine can run, else None (detection then runs on the host). The choice is logged."""
+    """The device detector of ``bundle`` on the device of ``stages`` when they are the device stages and the
+    bundle has a detector plan this machine can run, else None (detection then runs on the host). The
+    choice is logged."""
     where = "detection: host (ONNX Runtime)"
+    kernels, device = getattr(stages, "kernels", None), getattr(stages, "device", None)
     if kernels is None:
         log.info("%s: the swap runs on the host", where)
         return None
@@ -178,14 +192,14 @@ def open_device_detector(
     from simswap_trt.backends import open_engine
 
     try:
-        engine = open_engine(bundle, "detector", "tensorrt", providers, threads)
+        engine = open_engine(bundle, "detector", "tensorrt", providers, threads, device=device)
     except SimswapError as exc:
         log.warning("%s: the detector plan cannot run: %s", where, exc)
         return None
     try:
         cls = HOST_DETECTORS[bundle.detector.architecture]
         decoder = cls(bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads)
-        detector = DeviceDetector(decoder, engine, kernels)
+        detector = DeviceDetector(decoder, engine, kernels, device, getattr(stages, "host_memory", "staged"))
     except SimswapError as exc:
         engine.close()
         log.warning("%s: %s", where, exc)

@@ -255,9 +255,7 @@ class FaceSwapper:
         if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
             from simswap_trt.device_detect import open_device_detector
 
-            swapper._detector = open_device_detector(
-                bundle, getattr(swapper._stages, "kernels", None), providers, threads
-            )
+            swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
             if swapper._detector is not None:
                 swapper._owned.append(swapper._detector)
         return swapper

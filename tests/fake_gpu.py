@@ -308,11 +308,10 @@ def fake_launch(host_lib):
 
 def fake_letterbox_launch(host_lib, stream, grid, args):
     """The letterbox kernel on the stand-in: the grid must cover the canvas, one layer per frame; every
-    table and the output are device memory."""
+    table and the output are memory of the stream's device, which must be current."""
     frames, pitches, widths, heights, resized, scales, canvas, swap_rb, mean, scale, half, out = args
     assert grid[0] * BLOCK[0] >= int(canvas) and grid[1] * BLOCK[1] >= int(canvas), f"grid {grid} misses {canvas}"
-    for address in (frames, pitches, widths, heights, resized, scales, out):
-        GPU.view(int(address), 1)
+    GPU.check_on(stream, [int(a) for a in (frames, pitches, widths, heights, resized, scales, out)])
     pointers = [ctypes.c_void_p(int(a)) for a in (frames, pitches, widths, heights, resized, scales)]
     converted = [
         *pointers,

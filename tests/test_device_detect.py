@@ -10,6 +10,7 @@ import logging
 import shutil
 
 import cv2
+import fake_gpu
 import numpy as np
 import pytest
 from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
@@ -71,9 +72,10 @@ def detector_bundle(bundle, root, roles=("generator", "detector"), max_batch=4):
     return bundle
 
 
-def install_device(monkeypatch, host, bundle):
-    """The stand-in GPU, and a fake TensorRT whose plans run the bundle's graphs on ONNX Runtime."""
-    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+def install_device(monkeypatch, host, bundle, **gpu_options):
+    """The stand-in GPU (``gpu_options``: see ``install_fake_cuda``), and a fake TensorRT whose plans run the
+    bundle's graphs on ONNX Runtime."""
+    gpu = install_fake_cuda(monkeypatch, host_lib=host, **gpu_options)
     generator = OnnxRuntimeEngine(bundle.path_of("generator"), threads=2)
     detector = OnnxRuntimeEngine(bundle.path_of("detector"), threads=2)
     size, canvas = bundle.crop_size, bundle.detector_canvas
@@ -134,6 +136,25 @@ def test_the_whole_swap_with_device_detection_equals_the_host_path(bundle, photo
         assert np.abs(result.image.astype(int) - want.image).max() <= 1
         assert np.abs(result.image.astype(int) - photo).max() > 50  # faces were really swapped
     assert gpu.executed.count("simswap_letterbox_kernel") == 2
+
+
+@pytest.mark.parametrize("integrated", [False, True])
+def test_device_detection_on_the_chosen_device(bundle, photos, host, monkeypatch, integrated):
+    """On device 1 of two (the stand-in refuses launches on another device's stream or memory), and on an
+    integrated GPU, where the frames reach the kernel through mapped memory without an upload."""
+    expected = CenterFace(threads=2).detect_batch(photos)
+    gpu, _ = install_device(monkeypatch, host, bundle, devices=2, integrated=integrated)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto", device=1) as swapper:
+        before = len(fake_gpu.COPIES)
+        got = swapper.detect(photos)
+        uploads = [nbytes for kind, nbytes in fake_gpu.COPIES[before:] if kind == "upload"]
+    assert [len(faces) for faces in got] == [len(faces) for faces in expected]
+    for want, faces in zip(expected, got, strict=True):
+        for w, g in zip(want, faces, strict=True):
+            assert np.abs(g.landmarks - w.landmarks).max() <= 0.5
+    frames = sum(photo.nbytes for photo in photos)
+    assert (sum(uploads) < frames) if integrated else (sum(uploads) >= frames)
+    assert not gpu.live
 
 
 def test_a_missing_event_wait_fails(bundle, photos, host, monkeypatch):
