@@ -250,3 +250,22 @@ def test_a_detector_plan_that_does_not_fit_the_decoder_is_refused():
     )
     with pytest.raises(EngineError, match="outputs must be fixed but for the batch"):
         DeviceDetector(decoder, dynamic, kernels=None)
+
+
+def test_the_bundle_refuses_a_malformed_detector_graph(bundle):
+    import json
+
+    from simswap_trt.errors import BundleError
+
+    manifest = json.loads((bundle.root / "manifest.json").read_text())
+    assert Bundle.load(bundle.root).detector_canvas == 640
+    for field, value in (("architecture", "yolo"), ("outputs", manifest["models"]["detector"]["outputs"][:3])):
+        broken = json.loads(json.dumps(manifest))
+        broken["models"]["detector"][field] = value
+        (bundle.root / "manifest.json").write_text(json.dumps(broken))
+        with pytest.raises(BundleError, match="the detector graph must be centerface or scrfd"):
+            Bundle.load(bundle.root)
+    del manifest["models"]["detector"]  # a detector plan without its graph
+    (bundle.root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="TensorRT plan engines/detector.plan has unknown role 'detector'"):
+        Bundle.load(bundle.root)
