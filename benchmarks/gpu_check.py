@@ -16,12 +16,18 @@ runs as well. Checks, in order:
 4. a frame-stream loop (``swap_stream``, two batches in flight) on 1080p frames;
 5. kernel throughput: preprocess and paste-back of ``--faces`` faces from 1080p frames (target: each
    <= 1 ms on an H100/H200-class GPU);
-6. devices: every visible device listed, a bad id refused naming them, with several GPUs the device
+6. the detector-input kernel (letterbox + normalisation, CenterFace and SCRFD, FP32 and FP16) from the
+   fatbin and NVRTC against the host build (bit-exact) and the CPU detector's input (within 1 level), and
+   its time for 8 1080p frames onto the 640 canvas;
+7. detection on the device (``DeviceDetector``) with a torch stand-in for the detector plan (an average
+   pool of the canvas, run on the device buffers it is given) against the same function of the CPU
+   detector's input, and its time for 8 1080p frames.
+8. devices: every visible device listed, a bad id refused naming them, with several GPUs the device
    path on the last one (``FaceSwapper(device=N)``);
-7. the parsing-mask blend kernel vs the host build (bit-exact) and the device path with a face parser vs
+9. the parsing-mask blend kernel vs the host build (bit-exact) and the device path with a face parser vs
    the CPU path;
-8. CUDA graphs of the whole per-batch sequence (``cuda_graphs=True``, a CUDA-kernel stand-in generator
-   that can be captured) vs the eager sequence: equal outputs, a graph per batch size, time per batch.
+10. CUDA graphs of the whole per-batch sequence (``cuda_graphs=True``, a CUDA-kernel stand-in generator
+    that can be captured) vs the eager sequence: equal outputs, a graph per batch size, time per batch.
 
 Writes benchmarks/results/gpu-check.json (device, driver, versions, figures, each check's outcome). Without
 a usable GPU it says why and exits 2; a failed check exits 1.
@@ -471,6 +477,203 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
     return {"faces": faces, "preprocess_ms": round(preprocess_ms, 4), "pasteback_ms": round(pasteback_ms, 4)}
 
 
+# -- detection on the device ----------------------------------------------------------------------------------
+
+
+def letterbox_on_device(kernels: dict, frames: list[np.ndarray], canvas: int, normalisation, half: bool):
+    """The letterbox kernel on ``frames``: the output (float32, or float16 with ``half``) [N, 3, C, C]."""
+    from simswap_trt.kernels import letterbox
+    from simswap_trt.vision.detect import letterbox_size
+
+    sizes = [letterbox_size(f.shape, canvas) for f in frames]
+    on_device = [cuda.DeviceBuffer.from_array(f) for f in frames]
+    tables = [
+        np.array([b.ptr for b in on_device], np.uint64),
+        np.array([f.strides[0] for f in frames], np.int32),
+        np.array([f.shape[1] for f in frames], np.int32),
+        np.array([f.shape[0] for f in frames], np.int32),
+        np.array([(w, h) for h, w in sizes], np.int32),
+        np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
+    ]
+    buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
+    dtype = np.float16 if half else np.float32
+    out = cuda.DeviceBuffer(len(frames) * 3 * canvas * canvas * np.dtype(dtype).itemsize)
+    stream = cuda.Stream()
+    device = DeviceKernels(kernels)
+    letterbox(device, stream.handle, *[b.ptr for b in buffers], len(frames), canvas, normalisation, half, out.ptr)
+    stream.synchronize()
+    result = out.to_array(np.empty((len(frames), 3, canvas, canvas), dtype))
+    for buffer in (*on_device, *buffers, out):
+        buffer.free()
+    stream.free()
+    return result, tables
+
+
+def check_letterbox(kernels: dict, host) -> dict:
+    """The detector-input kernel vs the host build (bit-exact) and the CPU detector's input (OpenCV's
+    fixed-point resize: within 1 level), for both detectors, FP32 and FP16, odd frame sizes."""
+    from simswap_trt.vision.detect import CenterFace, Scrfd, letterbox, normalise
+
+    rng = np.random.default_rng(5)
+    frames = [smooth_frame(rng, h, w) for h, w in ((301, 433), (433, 301), (97, 61), (1080, 1921))]
+    canvas, details = 160, {}
+    for kind, normalisation in (("centerface", CenterFace.normalisation), ("scrfd", Scrfd.normalisation)):
+        cpu = normalise(letterbox(frames, canvas)[0], normalisation)
+        for half in (False, True):
+            got, tables = letterbox_on_device(kernels, frames, canvas, normalisation, half)
+            levels = float(np.abs(got.astype(np.float32) - cpu).max() / normalisation[2])
+            details[f"{kind}_{'fp16' if half else 'fp32'}_max_levels_vs_cpu"] = round(levels, 4)
+            if levels > (1.07 if half else 1.001):  # FP16 rounds values of 128..255 by up to 1/16 level
+                raise AssertionError(f"{kind} letterbox differs from the CPU detector input by {levels} levels")
+            if host is not None:
+                expected = np.zeros_like(got)
+                host.simswap_letterbox_host.restype = None
+                swap_rb, mean, scale = normalisation
+                host.simswap_letterbox_host(
+                    _pointers(frames),
+                    *[_ptr(t) for t in tables[1:]],
+                    len(frames),
+                    canvas,
+                    int(swap_rb),
+                    ctypes.c_float(mean),
+                    ctypes.c_float(scale),
+                    int(half),
+                    _ptr(expected),
+                )
+                if not np.array_equal(got, expected):
+                    raise AssertionError(f"{kind} letterbox is not bit-exact with the host build")
+                details["bit_exact_with_host_build"] = True
+    return details
+
+
+def check_letterbox_throughput(kernels: dict, repeats: int, count: int = 8, canvas: int = 640) -> dict:
+    """The letterbox kernel for ``count`` 1080p frames onto the detector canvas, event-timed."""
+    from cuda.core import EventOptions, Stream
+
+    from simswap_trt.kernels import letterbox
+    from simswap_trt.vision.detect import CenterFace, letterbox_size
+
+    frame = np.random.default_rng(6).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    h, w = letterbox_size(frame.shape, canvas)
+    frames = [cuda.DeviceBuffer.from_array(frame) for _ in range(count)]
+    tables = [
+        np.array([b.ptr for b in frames], np.uint64),
+        np.full(count, frame.strides[0], np.int32),
+        np.full(count, 1920, np.int32),
+        np.full(count, 1080, np.int32),
+        np.tile(np.array([w, h], np.int32), count),
+        np.tile(np.array([1920 / w, 1080 / h], np.float32), count),
+    ]
+    buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda.DeviceBuffer(count * 3 * canvas * canvas * 4)
+    stream, device = cuda.Stream(), DeviceKernels(kernels)
+    core_stream, timing = Stream.from_handle(stream.handle), EventOptions(timing_enabled=True)
+
+    def run() -> None:
+        pointers = [b.ptr for b in buffers]
+        letterbox(device, stream.handle, *pointers, count, canvas, CenterFace.normalisation, False, out.ptr)
+
+    run()
+    begin = core_stream.record(options=timing)
+    for _ in range(repeats):
+        run()
+    end = core_stream.record(options=timing)
+    end.sync()
+    milliseconds = (end - begin) / repeats
+    for buffer in (*frames, *buffers, out):
+        buffer.free()
+    stream.free()
+    return {"frames": count, "canvas": canvas, "letterbox_ms": round(milliseconds, 4)}
+
+
+def detector_standin_numpy(blob: np.ndarray) -> list[np.ndarray]:
+    """What the stand-in detector computes from its input: CenterFace-shaped outputs whose heatmap is the
+    4x4 average of the first input channel / 255, the other maps zero."""
+    n, _, c, _ = blob.shape
+    heat = blob[:, :1].reshape(n, 1, c // 4, 4, c // 4, 4).mean(axis=(3, 5), dtype=np.float64) / 255
+    zeros = [np.zeros((n, k, c // 4, c // 4), np.float32) for k in (2, 2, 10)]
+    return [heat.astype(np.float32), *zeros]
+
+
+class StandinDetectorEngine:
+    """A TensorRT-shaped detector engine computing ``detector_standin_numpy`` with torch on the device
+    buffers it is given (``execute_device``, ordered on the caller's stream), without copies."""
+
+    backend = "torch stand-in"
+
+    def __init__(self, canvas: int, max_batch: int = 4) -> None:
+        from simswap_trt.schema import TensorSpec
+
+        maps = canvas // 4
+        self.canvas, self.min_batch, self.max_batch = canvas, 1, max_batch
+        self.inputs = (TensorSpec("input.1", "float32", ("batch", 3, canvas, canvas)),)
+        self.outputs = tuple(
+            TensorSpec(name, "float32", ("batch", k, maps, maps))
+            for name, k in (("537", 1), ("538", 2), ("539", 2), ("540", 10))
+        )
+        self.calls = 0
+
+    def execute_device(self, addresses, batch: int, stream) -> None:
+        import torch
+
+        def tensor(name: str, shape: tuple[int, ...]):
+            return torch.as_tensor(_ArrayInterface(addresses[name], shape), device="cuda")
+
+        c, m = self.canvas, self.canvas // 4
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):
+            blob = tensor("input.1", (batch, 3, c, c))
+            pooled = torch.nn.functional.avg_pool2d(blob[:, :1].double(), 4) / 255
+            tensor("537", (batch, 1, m, m)).copy_(pooled.float())
+            for spec in self.outputs[1:]:
+                tensor(spec.name, (batch, spec.shape[1], m, m)).zero_()
+        self.calls += 1
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingDecoder:
+    """A CenterFace-like decoder that keeps the detector outputs it is given (and finds no face)."""
+
+    def __init__(self, canvas: int) -> None:
+        from simswap_trt.vision.detect import CenterFace
+
+        self.input_size, self.normalisation, self.engine = canvas, CenterFace.normalisation, StandinDetectorEngine(32)
+        self.outputs: list[list[np.ndarray]] = []
+
+    def decode(self, outputs, scales, shapes):
+        self.outputs.append(outputs)
+        return [[] for _ in shapes]
+
+
+def check_device_detection(kernels: dict, canvas: int = 640) -> dict:
+    """``DeviceDetector`` (upload, letterbox kernel, stand-in plan on its buffers, output download) vs the
+    stand-in's function of the CPU detector's input: the heatmap within 1/255 (each canvas level within 1)."""
+    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.vision.detect import letterbox, normalise
+
+    rng = np.random.default_rng(7)
+    frames = [smooth_frame(rng, h, w) for h, w in ((301, 433), (433, 301), (97, 61), (720, 1281), (211, 157))]
+    decoder = RecordingDecoder(canvas)
+    engine = StandinDetectorEngine(canvas, max_batch=4)
+    detector = DeviceDetector(decoder, engine, DeviceKernels(kernels))
+    try:
+        detector.detect_batch(frames)  # two calls of the plan: 4 + 1 frames
+        got = np.concatenate([outputs[0] for outputs in decoder.outputs])
+        expected = detector_standin_numpy(normalise(letterbox(frames, canvas)[0], decoder.normalisation))[0]
+        worst = float(np.abs(got - expected).max() * 255)
+        if worst > 1.001 or engine.calls != 2:
+            raise AssertionError(f"device detection's heatmap differs by {worst} levels ({engine.calls} plan calls)")
+        big = [smooth_frame(rng, 1080, 1920) for _ in range(8)]
+        detector.detect_batch(big)  # warm-up
+        start = time.perf_counter()
+        detector.detect_batch(big, batch_size=4)
+        milliseconds = (time.perf_counter() - start) * 1e3
+    finally:
+        detector.close()
+    return {"max_heatmap_levels_vs_cpu": round(worst, 4), "detect_8_1080p_frames_ms": round(milliseconds, 2)}
+
+
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for name, module in (
@@ -541,6 +744,11 @@ def main(argv: list[str] | None = None) -> int:
         kernels = next(iter(loaded.values()), None)
         if kernels is not None:
             report.run("kernel throughput", lambda: check_throughput(kernels, args.faces, args.repeats))
+        for name, loaded_kernels in loaded.items():
+            report.run(f"letterbox {name}", lambda k=loaded_kernels: check_letterbox(k, host))
+        if kernels is not None:
+            report.run("letterbox throughput", lambda: check_letterbox_throughput(kernels, args.repeats))
+            report.run("device detection", lambda: check_device_detection(kernels))
         report.run("devices", lambda: check_devices(folder))
         if kernels is not None:
             report.run("parsing blend", lambda: check_parsing_blend(kernels, host, folder))

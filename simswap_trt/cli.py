@@ -126,15 +126,12 @@ def _video(args: argparse.Namespace) -> int:
 
 def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) -> FaceSwapper:
     """The swapper the pipeline flags ask for, on CUDA ``device`` (default: --device, if the command has it)."""
-    from simswap_trt.vision.detect import CenterFace, Scrfd
+    from simswap_trt.vision.detect import Scrfd
     from simswap_trt.vision.parsing import FaceParser
 
     scrfd = getattr(args, "scrfd", None)
-    detector = (
-        Scrfd(scrfd, providers=args.providers, threads=args.threads)
-        if scrfd
-        else CenterFace(providers=args.providers, threads=args.threads)
-    )
+    # without --scrfd the swapper detects with the bundle's detector plan on the device path, else CenterFace
+    detector = Scrfd(scrfd, providers=args.providers, threads=args.threads) if scrfd else None
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
     device = getattr(args, "device", None) if device is None else device

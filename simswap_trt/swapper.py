@@ -144,6 +144,7 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
+        self._detector_options: dict[str, Any] = {}  # providers and threads of the default detector
         self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
         self.device = self._check_device(device)
         self.cuda_graphs = cuda_graphs
@@ -250,6 +251,13 @@ class FaceSwapper:
                 engine.close()
             raise
         swapper._owned += engines
+        swapper._detector_options = {"providers": providers, "threads": threads}
+        if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
+            from simswap_trt.device_detect import open_device_detector
+
+            swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
+            if swapper._detector is not None:
+                swapper._owned.append(swapper._detector)
         return swapper
 
     @property
@@ -259,7 +267,7 @@ class FaceSwapper:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = CenterFace()
+            self._detector = CenterFace(**self._detector_options)
             self._owned.append(self._detector.engine)
         return self._detector
 

@@ -278,6 +278,8 @@ def fake_launch(host_lib):
     """``simswap_trt.kernels.launch`` on the stand-in: the host build, queued on the stream."""
 
     def launch(stream, kernel, grid, args):
+        if kernel == "simswap_letterbox_kernel":
+            return fake_letterbox_launch(host_lib, stream, grid, args)
         values = [int(a) for a in args]
         if kernel == "simswap_parsing_blend_kernel":
             return launch_parsing_blend(host_lib, stream, grid, values)
@@ -302,6 +304,27 @@ def fake_launch(host_lib):
         GPU.enqueue(stream, kernel, run)
 
     return launch
+
+
+def fake_letterbox_launch(host_lib, stream, grid, args):
+    """The letterbox kernel on the stand-in: the grid must cover the canvas, one layer per frame; every
+    table and the output are memory of the stream's device, which must be current."""
+    frames, pitches, widths, heights, resized, scales, canvas, swap_rb, mean, scale, half, out = args
+    assert grid[0] * BLOCK[0] >= int(canvas) and grid[1] * BLOCK[1] >= int(canvas), f"grid {grid} misses {canvas}"
+    GPU.check_on(stream, [int(a) for a in (frames, pitches, widths, heights, resized, scales, out)])
+    pointers = [ctypes.c_void_p(int(a)) for a in (frames, pitches, widths, heights, resized, scales)]
+    converted = [
+        *pointers,
+        ctypes.c_int(grid[2]),
+        ctypes.c_int(int(canvas)),
+        ctypes.c_int(int(swap_rb)),
+        ctypes.c_float(float(mean)),
+        ctypes.c_float(float(scale)),
+        ctypes.c_int(int(half)),
+        ctypes.c_void_p(int(out)),
+    ]
+    host_lib.simswap_letterbox_host.restype = None
+    GPU.enqueue(stream, "simswap_letterbox_kernel", lambda: host_lib.simswap_letterbox_host(*converted))
 
 
 def launch_parsing_blend(host_lib, stream, grid, values):
