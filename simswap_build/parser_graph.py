@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from simswap_build.bundle_writer import _specs, rewrite_manifest
@@ -45,6 +46,20 @@ def parser_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def check_parser_graph(graph: onnx.ModelProto, source: Path) -> None:
+    """Run ``graph`` once on ONNX Runtime (two zero images): its output must really be [2, 19, 512, 512]."""
+    from simswap_trt.engines import OnnxRuntimeEngine
+
+    engine = OnnxRuntimeEngine(graph.SerializeToString(), threads=1, name=source.name)
+    image = np.zeros((2, 3, PARSING_SIZE, PARSING_SIZE), np.float32)
+    shape = engine.run({engine.inputs[0].name: image})[engine.outputs[0].name].shape
+    if shape != (2, PARSING_CLASSES, PARSING_SIZE, PARSING_SIZE):
+        raise ConfigError(
+            f"{source} is not a face parser for --parsing-model: [2, 3, 512, 512] images give a first output of "
+            f"shape {list(shape)}, not [2, {PARSING_CLASSES}, 512, 512]"
+        )
+
+
 def add_parser(bundle_root: str | Path, model_path: str | Path) -> Bundle:
     """Write the parser graph of ``model_path`` into the bundle as ``parser.onnx`` and declare it in the
     manifest (replacing a previous parser)."""
@@ -53,6 +68,7 @@ def add_parser(bundle_root: str | Path, model_path: str | Path) -> Bundle:
         raise ConfigError(f"face-parsing model not found: {source}")
     bundle = Bundle.load(bundle_root)
     graph = parser_graph(onnx.load(str(source)))
+    check_parser_graph(graph, source)
     file = f"{PARSER}.onnx"
     write_atomic(bundle.root / file, graph.SerializeToString())
     entry = ModelEntry(
