@@ -91,9 +91,14 @@ class FrameSlot:
         self.pins = 0  # uploads and swaps using the slot now: it is not reused meanwhile
         self.stamp = 0  # order of the uploads
 
-    def free(self) -> None:
+    def wait_idle(self) -> None:
+        """Host wait until its upload is done (the pinned mirror is no longer read) and no swap reads or writes
+        its frames any more."""
         self.uploaded.synchronize()
         self.released.synchronize()
+
+    def free(self) -> None:
+        self.wait_idle()
         self.staging.free()
         self.uploaded.free()
         self.released.free()
@@ -145,8 +150,7 @@ class ResidentFrames:
                 slot = min(idle, key=lambda s: (any(s.frames), s.stamp))
                 self._forget(slot)
             slot.pins += 1
-        slot.uploaded.synchronize()  # its pinned mirror is no longer being copied
-        slot.released.synchronize()  # no swap reads or writes its frames any more
+        slot.wait_idle()
         return slot
 
     def keep(self, slot: FrameSlot, images: Sequence[np.ndarray] = (), addresses: Sequence[int] = ()) -> None:
