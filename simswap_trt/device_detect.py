@@ -215,7 +215,9 @@ def open_device_detector(
         return None
     try:
         cls = HOST_DETECTORS[bundle.detector.architecture]
-        decoder = cls(bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads)
+        decoder = cls(
+            bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads, device=device
+        )
         detector = DeviceDetector(decoder, engine, kernels, device, frames=stages.frames)
     except SimswapError as exc:
         engine.close()
