@@ -150,7 +150,11 @@ class ResidentFrames:
                 slot = min(idle, key=lambda s: (any(s.frames), s.stamp))
                 self._forget(slot)
             slot.pins += 1
-        slot.wait_idle()
+        try:
+            slot.wait_idle()
+        except BaseException:
+            self.keep(slot)
+            raise
         return slot
 
     def keep(self, slot: FrameSlot, images: Sequence[np.ndarray] = (), addresses: Sequence[int] = ()) -> None:
