@@ -393,7 +393,9 @@ class FaceSwapper:
         return self.swap_faces(images, self.detect(images), select, threshold)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """The faces of each image (one batched detector call), in score order."""
+        """The faces of each image (one batched detector call), in score order. With detection on the device the
+        frames stay there for a swap of the same arrays (``swap_faces``, ``start_batch``, ``swap_stream``), which
+        then does not upload them again: do not change them in place in between (pass a new array instead)."""
         for i, image in enumerate(images):
             check_image(image, f"image {i}")
         return self.detector.detect_batch(images)
