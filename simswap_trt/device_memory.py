@@ -124,10 +124,10 @@ class ResidentFrames:
     array objects then ``find``s their device copies: it orders its work after the slot's ``uploaded``
     event, and with ``consume`` (the paste-back writes into the copy) the copy is no longer offered; it
     ``release``s the slots after its last device work on them (``released`` recorded on that stream). A
-    slot is reused, oldest first and those whose frames were all taken before the others, once its upload
-    and the work of every swap that used it are done (host waits); at most ``capacity`` slots exist unless
-    every one is in use. Frames must not change in place between their upload and the swap: the swap
-    would read them as they were uploaded. Thread-safe."""
+    slot is reused, oldest first, once its upload and the work of every swap that used it are done (host
+    waits); at most ``capacity`` slots exist unless every one is in use. A frame whose slot was reused
+    before its swap is uploaded by the swap (as any frame not found). Frames must not change in place between
+    their upload and the swap: the swap would read them as they were uploaded. Thread-safe."""
 
     def __init__(self, host_memory: str = "staged", capacity: int = RESIDENT_UPLOADS) -> None:
         self.host_memory, self.capacity = host_memory, capacity
@@ -147,7 +147,7 @@ class ResidentFrames:
                 slot = FrameSlot(self.host_memory)
                 self.slots.append(slot)
             else:
-                slot = min(idle, key=lambda s: (any(s.frames), s.stamp))
+                slot = min(idle, key=lambda s: s.stamp)  # the oldest: its swaps are the likeliest to be done
                 self._forget(slot)
             slot.pins += 1
         try:

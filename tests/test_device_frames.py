@@ -127,6 +127,23 @@ def test_two_batches_in_flight_keep_their_frames(bundle, photos, host, monkeypat
     assert max(np.abs(got.astype(int) - want).max() for got, want in first_batch) > 50
 
 
+def test_frames_whose_slot_was_reused_are_uploaded_by_the_swap(bundle, photos, host, monkeypatch):
+    flipped = [cv2.flip(photo, 1) for photo in photos]
+    install_device(monkeypatch, host, bundle)
+    with device_swapper(bundle) as swapper:
+        swapper._stages.frames.capacity = 1
+        faces = swapper.detect(photos)
+        swapper.detect(flipped)  # reuses the only slot: the photos are no longer on the device
+        got = [r.image for r in swapper.swap_faces(photos, faces)]
+        assert [uploads_of(photo) for photo in photos] == [2, 2, 2]
+    install_device(monkeypatch, host, bundle)
+    not_resident(monkeypatch)
+    with device_swapper(bundle) as swapper:
+        want = [r.image for r in swapper.swap_faces(photos, faces)]
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
 def test_the_swap_waits_for_the_upload_of_the_frames(bundle, photos, host, monkeypatch):
     """Frames put on the device by an asynchronous producer (as detection does, without its host wait): the
     swap orders itself after their upload; without that one wait it reads memory not yet written."""
