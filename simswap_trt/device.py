@@ -4,7 +4,9 @@ generator's TensorRT plan on device buffers.
 Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffered):
 
 1. the frames and the preprocessing tables are written into one reused pinned staging buffer and uploaded
-   with one asynchronous copy on the upload stream (event ``uploaded``);
+   with one asynchronous copy on the upload stream (event ``uploaded``). Frames that device detection
+   uploaded (``self.frames``: ``ResidentFrames``, the same array objects) are not uploaded again: the
+   kernels read them where detection put them, and ``uploaded`` follows their upload;
 2. the compute stream waits for it, then one preprocess launch writes every face straight into the
    generator's input buffer (FP16 when the plan's input is FP16), and the generator runs on it in chunks
    of at most the plan's maximum batch, through ``execute_device`` (no copies between kernels and plan);
@@ -13,17 +15,24 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
 4. the compute stream waits for the masks; one paste-back launch reads the generator's output where it
    lies and blends every face into its frame on the device (event ``computed``);
 5. the download stream waits for it and copies back only each frame's union of face regions (event
-   ``done``); ``finish`` waits for ``done`` and writes the regions into copies of the input images.
+   ``done``; and each resident frame's slot ``released``, after which detection may upload into it again);
+   ``finish`` waits for ``done`` and writes the regions into copies of the input images.
 
 Batch k+1's upload and batch k-1's download overlap batch k's compute. A workspace is reused only once
 its previous batch is finished (``finish``), so its pinned buffers are never overwritten while a copy or
 the host may still read them; with more batches in flight than workspaces, another one is made.
+
+Options: ``device`` (the CUDA device everything lives on, made current at every entry point); a face
+``parser`` (step 3 also downloads the target crops and parses them on the host; a blend kernel rewrites
+the masked swaps before step 4); ``graphs`` (steps 2 and 4 replayed as one CUDA graph per launch
+signature, the masks uploaded before them); mapped staging on integrated GPUs (step 1 copies nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,90 +40,51 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.device_memory import DeviceArray, ResidentFrame, ResidentFrames, Staging, aligned
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback
+from simswap_trt.kernels import (
+    DeviceKernels,
+    PasteBackBatch,
+    crop_to_frame_matrices,
+    pack_pasteback,
+    parser_input,
+    parser_labels,
+    parsing_blend,
+    pasteback_grid,
+)
 from simswap_trt.preprocess import stack_crops
 from simswap_trt.stages import Faces, Stages
+from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
 
 log = logging.getLogger(__name__)
-ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
-
-
-def _aligned(offset: int) -> int:
-    return -(-offset // ALIGN) * ALIGN
-
-
-class Staging:
-    """A pinned host buffer and a device buffer of the same size, grown on demand and reused. ``layout``
-    places arrays front to back (aligned) and returns their device addresses; ``write`` fills the pinned
-    mirror; ``upload`` copies the used part in one asynchronous copy."""
-
-    def __init__(self) -> None:
-        self.pinned: cuda.PinnedBuffer | None = None
-        self.device: cuda.DeviceBuffer | None = None
-        self.used = 0
-
-    def layout(self, sizes: Sequence[int]) -> list[int]:
-        offsets, end = [], 0
-        for size in sizes:
-            offsets.append(_aligned(end))
-            end = offsets[-1] + size
-        if self.device is None or self.device.nbytes < end:
-            self.free()
-            capacity = _aligned(max(end, 1) * 5 // 4)  # some headroom: frame sizes vary a little
-            self.pinned, self.device = cuda.PinnedBuffer((capacity,), np.uint8), cuda.DeviceBuffer(capacity)
-        self.used = end
-        return [self.device.ptr + offset for offset in offsets]
-
-    def write(self, address: int, array: np.ndarray) -> None:
-        offset = address - self.device.ptr
-        self.pinned.array[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)[...] = array
-
-    def upload(self, stream: cuda.Stream) -> None:
-        self.device.upload(self.pinned.array[: self.used], stream)
-
-    def free(self) -> None:
-        for buffer in (self.pinned, self.device):
-            if buffer is not None:
-                buffer.free()
-        self.pinned = self.device = None
-
-
-class DeviceArray:
-    """A device buffer of at least ``nbytes``, grown on demand (its contents are not kept)."""
-
-    def __init__(self) -> None:
-        self.buffer: cuda.DeviceBuffer | None = None
-
-    def reserve(self, nbytes: int) -> int:
-        if self.buffer is None or self.buffer.nbytes < nbytes:
-            self.free()
-            self.buffer = cuda.DeviceBuffer(nbytes)
-        return self.buffer.ptr
-
-    def free(self) -> None:
-        if self.buffer is not None:
-            self.buffer.free()
-            self.buffer = None
+GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
+MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped)
 
 
 class Workspace:
     """Everything one batch in flight uses: a compute stream, staging, device buffers and events."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_memory: str = "staged") -> None:
         self.compute = cuda.Stream()
-        self.inputs, self.masks = Staging(), Staging()  # frames + preprocessing tables; paste-back tables
+        # frames not yet on the device + preprocessing tables; paste-back tables
+        self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
         self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
         self.held = False  # by a started batch until it is finished
+        self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
+        self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
+        self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
+        self.contexts: list = []  # graph mode: the generator's execution contexts, one per chunk of a batch
+        self.graphs: OrderedDict[tuple, cuda.Graph] = OrderedDict()  # graph mode: by launch signature
+        self.graph_failed: set[tuple] = set()
 
     def regions_view(self, nbytes: int) -> np.ndarray:
         if self.regions is None or self.regions.array.nbytes < nbytes:
             if self.regions is not None:
                 self.regions.free()
-            self.regions = cuda.PinnedBuffer((_aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
+            self.regions = cuda.PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
         return self.regions.array
 
     def free(self) -> None:
@@ -127,7 +97,33 @@ class Workspace:
             self.regions = None
         for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
             event.free()
+        self.free_parsing()
+        self.free_graphs()
         self.compute.free()
+
+    def free_graphs(self) -> None:
+        for graph in self.graphs.values():
+            graph.free()
+        self.graphs.clear()
+        for context in self.contexts:
+            context.free()
+        self.contexts = []
+
+    def crops_view(self, nbytes: int) -> np.ndarray:
+        if self.crops is None or self.crops.array.nbytes < nbytes:
+            if self.crops is not None:
+                self.crops.free()
+            self.crops = cuda.PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
+        return self.crops.array[:nbytes]
+
+    def free_parsing(self) -> None:
+        for event in (self.preprocessed, self.crops_downloaded):
+            event.free()
+        if self.crops is not None:
+            self.crops.free()
+            self.crops = None
+        for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
+            owner.free()
 
 
 @dataclass
@@ -139,15 +135,27 @@ class DeviceTicket:
     regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
 
 
-def frames_with_faces(
-    images: Sequence[np.ndarray], faces: Faces
-) -> tuple[list[int], dict[int, int], list[np.ndarray], np.ndarray]:
-    """Only frames with faces are uploaded: their image indices, each one's position among them, the frames
-    (contiguous), and each face's frame position."""
+@dataclass
+class Staged:
+    """A batch's inputs on the device: frame and table addresses (and each frame's buffer), generator input and
+    output, chunks."""
+
+    frames: list[int]
+    buffers: list[cuda.DeviceBuffer]
+    tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
+    targets: int
+    swapped: int
+    count: int
+    chunks: list[slice]
+
+
+def frames_with_faces(images: Sequence[np.ndarray], faces: Faces) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+    """Only frames with faces are used: their image indices, the frames (contiguous), and each face's frame
+    position among them."""
     used = sorted({i for i, _ in faces})
     position = {image: k for k, image in enumerate(used)}
     frames = [np.ascontiguousarray(images[i]) for i in used]
-    return used, position, frames, np.array([position[i] for i, _ in faces], np.int32)
+    return used, frames, np.array([position[i] for i, _ in faces], np.int32)
 
 
 class DeviceStages:
@@ -164,19 +172,55 @@ class DeviceStages:
         depth: int = 2,
         arcface=None,
         host: Stages | None = None,
+        device: int | None = None,
+        parser=None,
+        graphs: bool = False,
+        host_memory: str = "auto",
+        parser_engine=None,
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
-        device too, else ``host`` (the host stages) computes the latents."""
+        device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
+        buffers, streams and kernels (default: the current device), made current by every entry point. ``parser``:
+        a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``). ``graphs``:
+        replay each batch's whole sequence (preprocess, generator, paste-back) as one CUDA graph (see
+        ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence.
+        ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
+        maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere).
+        ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device."""
+        self.device = device
+        cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
+        self.parser = parser
+        self.graphs = graphs and parser is None
+        if graphs:
+            log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else "off (face parser)")
+        self.parser_engine = parser_engine if parser is not None else None
+        if self.parser_engine is not None:
+            log.info(
+                "face parser: %s on the device (input and labels kernels, only the labels come back); the "
+                "parsing-mask blend runs on the device",
+                parser_engine.backend,
+            )
+        elif parser is not None:
+            log.info(
+                "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
+                "blend runs on the device",
+                parser.engine.backend,
+            )
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
         floats = (np.float32, np.float16)
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
             described = ", ".join(spec.describe() for spec in specs.values())
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
-        self.kernels = kernels if kernels is not None else DeviceKernels()
+        self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device or 0), host_memory)
+        log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
-        self.workspaces = [Workspace() for _ in range(depth)]  # more are made when more batches are in flight
+        self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
+        # more workspaces are made when more batches are in flight
+        self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
+        self.frames = ResidentFrames(self.host_memory)  # frames device detection uploaded (DeviceDetector)
         self._closed = False
         self._lock = threading.RLock()  # calls from several threads enqueue one batch at a time
 
@@ -187,18 +231,27 @@ class DeviceStages:
             raise EngineError("the device stages are closed")
         ws = next((w for w in self.workspaces if not w.held), None)
         if ws is None:
-            ws = Workspace()
+            ws = Workspace(self.host_memory)
             self.workspaces.append(ws)
         ws.done.synchronize()
         ws.held = True
         return ws
 
     def _upload(
-        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, extra
-    ) -> tuple[list[int], list[int]]:
-        """Step 1: ``frames``, the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
-        crop→frame matrix ``inverse[k]``) and ``extra`` in one upload. Returns the device addresses of the
-        frames and of the tables (frame addresses, pitches, widths, heights, frame of face, inverse, extra)."""
+        self,
+        ws: Workspace,
+        frames: list[np.ndarray],
+        frame_of_face: np.ndarray,
+        inverse: np.ndarray,
+        extra,
+        resident: Sequence[ResidentFrame | None],
+    ) -> tuple[list[int], list[int], list[cuda.DeviceBuffer]]:
+        """Step 1: the ``frames`` (contiguous) not already on the device (``resident``: each frame's device copy
+        from detection, or None), the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
+        crop→frame matrix ``inverse[k]``) and ``extra`` in one upload; event ``uploaded`` also follows the
+        uploads of the resident frames. Returns the device addresses of the frames and of the tables (frame
+        addresses, pitches, widths, heights, frame of face, inverse, extra), and each frame's buffer."""
+        fresh = [f for f, r in zip(frames, resident, strict=True) if r is None]
         tables = [
             np.zeros(len(frames), np.uint64),  # frame addresses, filled below
             np.array([f.strides[0] for f in frames], np.int32),
@@ -208,43 +261,73 @@ class DeviceStages:
             inverse,
             extra,
         ]
-        addresses = ws.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
-        frame_addresses, table_addresses = addresses[: len(frames)], addresses[len(frames) :]
+        addresses = ws.inputs.layout([f.nbytes for f in fresh] + [t.nbytes for t in tables])
+        uploaded, table_addresses = iter(addresses[: len(fresh)]), addresses[len(fresh) :]
+        frame_addresses = [next(uploaded) if r is None else r.address for r in resident]
         tables[0][:] = frame_addresses
-        for address, array in zip(addresses, frames + tables, strict=True):
+        for address, array in zip(addresses, fresh + tables, strict=True):
             ws.inputs.write(address, array)
         ws.inputs.upload(self.upload_stream)
+        for slot in {id(r.slot): r.slot for r in resident if r is not None}.values():
+            self.upload_stream.wait(slot.uploaded)  # the frames detection uploaded
         ws.uploaded.record(self.upload_stream)
-        return frame_addresses, table_addresses
+        buffers = [ws.inputs.device if r is None else r.buffer for r in resident]
+        return frame_addresses, table_addresses, buffers
+
+    def _stage(
+        self,
+        ws: Workspace,
+        frames: list[np.ndarray],
+        frame_of_face: np.ndarray,
+        inverse: np.ndarray,
+        latent,
+        resident: Sequence[ResidentFrame | None],
+    ) -> Staged:
+        """Step 1 (upload) and the generator's input and output buffers, with room for padding the last chunk
+        up to the plan's minimum batch."""
+        count, face_bytes = len(frame_of_face), 3 * self.crop_size * self.crop_size
+        chunks = chunk_batches(count, self.generator.max_batch)
+        capacity = max(count, chunks[-1].start + self.generator.min_batch)
+        latents = np.zeros((capacity, LATENT_SIZE), np.float32)
+        latents[:count] = latent  # one shared [512] latent, or one per face
+        frame_addresses, table_addresses, buffers = self._upload(ws, frames, frame_of_face, inverse, latents, resident)
+        targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
+        swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
+        return Staged(frame_addresses, buffers, table_addresses, targets, swapped, count, chunks)
+
+    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> bool:
+        """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
+        in chunks: through ``execute_device`` (event-ordered engine slots), or with ``contexts`` (one per
+        chunk, see ``TensorRTEngine.device_context``) straight on the compute stream, as a graph capture
+        needs. Returns whether a context's batch changed (TensorRT then needs this eager run before a replay)."""
+        face_bytes, changed = 3 * self.crop_size * self.crop_size, False
+        half_in = self.target_dtype == np.float16
+        tables = staged.tables
+        self.kernels.preprocess(ws.compute.handle, *tables[:6], staged.count, self.crop_size, half_in, staged.targets)
+        if contexts is None:
+            ws.preprocessed.record(ws.compute)  # a host face parser downloads the crops from here
+        for k, chunk in enumerate(staged.chunks):
+            addresses = {
+                "target": staged.targets + chunk.start * face_bytes * self.target_dtype.itemsize,
+                "latent": tables[6] + chunk.start * LATENT_SIZE * 4,
+                "swapped": staged.swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
+            }
+            batch = max(chunk.stop - chunk.start, self.generator.min_batch)
+            if contexts is None:
+                self.generator.execute_device(addresses, batch, ws.compute)
+            else:
+                changed |= contexts[k].enqueue(addresses, batch, ws.compute)
+        return changed
 
     def _generate(
         self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
     ) -> tuple[list[int], list[int], int]:
         """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
         Returns the frames' and the tables' device addresses and the generator output's address."""
-        count, size = len(frame_of_face), self.crop_size
-        face_bytes = 3 * size * size
-        chunks = chunk_batches(count, self.generator.max_batch)
-        capacity = max(count, chunks[-1].start + self.generator.min_batch)  # room for padding the last chunk
-        latents = np.zeros((capacity, LATENT_SIZE), np.float32)
-        latents[:count] = latent  # one shared [512] latent, or one per face
-        frame_addresses, table_addresses = self._upload(ws, frames, frame_of_face, inverse, latents)
-        targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
-        swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
+        staged = self._stage(ws, frames, frame_of_face, inverse, latent, [None] * len(frames))
         ws.compute.wait(ws.uploaded)
-        half_in = self.target_dtype == np.float16
-        self.kernels.preprocess(ws.compute.handle, *table_addresses[:6], count, size, half_in, targets)
-        for chunk in chunks:
-            self.generator.execute_device(
-                {
-                    "target": targets + chunk.start * face_bytes * self.target_dtype.itemsize,
-                    "latent": table_addresses[6] + chunk.start * LATENT_SIZE * 4,
-                    "swapped": swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
-                },
-                max(chunk.stop - chunk.start, self.generator.min_batch),
-                ws.compute,
-            )
-        return frame_addresses, table_addresses, swapped
+        self._enqueue_generate(ws, staged)
+        return staged.frames, staged.tables, staged.swapped
 
     def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
@@ -254,27 +337,31 @@ class DeviceStages:
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
         ws = self._workspace()
-        _, _, frames, frame_of_face = frames_with_faces(images, faces)
+        used, frames, frame_of_face = frames_with_faces(images, faces)
         inverse = crop_to_frame_matrices([m for _, m in faces])
-        _, tables = self._upload(ws, frames, frame_of_face, inverse, inverse[:0])
-        crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
-        count, size, arcface = len(faces), self.crop_size, self.arcface
-        chunks = chunk_batches(count, arcface.max_batch)
-        capacity = max(count, chunks[-1].start + arcface.min_batch)
-        crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
-        latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
-        ws.compute.wait(ws.uploaded)
-        self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
-        for chunk in chunks:
-            arcface.execute_device(
-                {
-                    "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
-                    "latent": latents + chunk.start * LATENT_SIZE * 4,
-                },
-                max(chunk.stop - chunk.start, arcface.min_batch),
-                ws.compute,
-            )
-        return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
+        resident = self.frames.find([images[i] for i in used], consume=False)  # read only
+        try:
+            _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
+            crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
+            count, size, arcface = len(faces), self.crop_size, self.arcface
+            chunks = chunk_batches(count, arcface.max_batch)
+            capacity = max(count, chunks[-1].start + arcface.min_batch)
+            crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
+            latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
+            ws.compute.wait(ws.uploaded)
+            self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
+            for chunk in chunks:
+                arcface.execute_device(
+                    {
+                        "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
+                        "latent": latents + chunk.start * LATENT_SIZE * 4,
+                    },
+                    max(chunk.stop - chunk.start, arcface.min_batch),
+                    ws.compute,
+                )
+            return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
+        finally:
+            self.frames.release(resident, self.download_stream)
 
     def _generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
@@ -304,87 +391,219 @@ class DeviceStages:
         ws = self._workspace()
         if not faces:
             return DeviceTicket(images, ws, [])
-        used, position, frames, frame_of_face = frames_with_faces(images, faces)
-        size, face_bytes = self.crop_size, 3 * self.crop_size * self.crop_size
-        frame_addresses, tables, swapped = self._generate(
-            ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent
-        )
-        frames_table, pitches = tables[:2]
+        used, frames, frame_of_face = frames_with_faces(images, faces)
+        resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
+        try:
+            staged = self._stage(
+                ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
+            )
+            if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
+                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
+                self._run_graphed(ws, staged, batch, mask_addresses)
+            else:
+                ws.compute.wait(ws.uploaded)
+                self._enqueue_generate(ws, staged)
+                parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
+                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+                ws.compute.wait(ws.masks_uploaded)
+                self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
+            ws.computed.record(ws.compute)
+            regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
+        finally:
+            self.frames.release(resident, self.download_stream)  # after the downloads from them
+        if batch.outside:
+            log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
+        return DeviceTicket(images, ws, regions)
 
-        # 3. border masks on the host while the device works, then their upload
+    def _download_regions(
+        self, ws: Workspace, staged: Staged, union_rois: np.ndarray, used: list[int], frames: list[np.ndarray]
+    ) -> list[tuple[int, tuple[int, int, int, int], int]]:
+        """Step 5: once the compute is done, only each frame's union of face regions comes back, from wherever
+        the frame lies on the device, into the workspace's pinned region buffer (event ``done``). Returns
+        (image, region, offset in the buffer) of each non-empty region."""
+        self.download_stream.wait(ws.computed)
+        regions, total = [], 0
+        for k, (x0, y0, x1, y1) in enumerate(union_rois.tolist()):
+            if x1 > x0 and y1 > y0:
+                regions.append((k, (x0, y0, x1, y1), total))
+                total += (y1 - y0) * (x1 - x0) * 3
+        view = ws.regions_view(total)
+        for k, (x0, y0, x1, y1), offset in regions:
+            pitch, buffer = frames[k].strides[0], staged.buffers[k]
+            host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
+            start = staged.frames[k] - buffer.ptr + y0 * pitch + x0 * 3
+            buffer.download_rows(host, self.download_stream, start, pitch)
+        ws.done.record(self.download_stream)
+        return [(used[k], region, offset) for k, region, offset in regions]
+
+    def _upload_pasteback(
+        self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], swapped: int, parsing
+    ) -> tuple[PasteBackBatch, list[int]]:
+        """Step 3: the border masks on the host (while the device works), then the paste-back tables'
+        upload (event ``masks_uploaded``). Returns the batch and the tables' device addresses."""
+        face_bytes = 3 * self.crop_size * self.crop_size
         per_frame = [[m for i, m in faces if i == image] for image in used]
         order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
-        batch = pack_pasteback([f.shape for f in frames], per_frame, size)
+        batch = pack_pasteback([f.shape for f in frames], per_frame, self.crop_size)
         crop_table = np.array(
             [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
         ).reshape(-1)
+        # the masks, whose size changes with every batch, last: the other tables keep their addresses (graphs)
         pasteback_tables = [
             batch.union_rois,
             batch.face_begin,
             crop_table,
             batch.forward,
             batch.rois,
-            batch.masks,
             batch.mask_offsets,
+            batch.masks,
+            *parsing,
         ]
         mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
         for address, array in zip(mask_addresses, pasteback_tables, strict=True):
             ws.masks.write(address, array)
         ws.masks.upload(self.upload_stream)
         ws.masks_uploaded.record(self.upload_stream)
+        return batch, mask_addresses
 
-        # 4. paste-back on the device
-        ws.compute.wait(ws.masks_uploaded)
-        union, begin, crops, forward, rois, masks, offsets = mask_addresses
+    def _enqueue_pasteback(
+        self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int], parsing, grid_rois=None
+    ) -> None:
+        """Step 4 on the compute stream: the parsing-mask blend (with a parser), then one paste-back launch
+        that reads the generator's output where it lies. ``grid_rois``: regions for the launch grid only."""
+        union, begin, crops, forward, rois, offsets, masks = mask_addresses[:7]
+        half_out = self.output_dtype == np.float16
+        if parsing:
+            half_in = self.target_dtype == np.float16
+            parsing_blend(
+                self.kernels, ws.compute.handle, staged.swapped, half_out, staged.targets, half_in,
+                *mask_addresses[7:], len(parsing[1]), self.crop_size,
+            )  # fmt: skip
         self.kernels.pasteback(
             ws.compute.handle,
-            frames_table,
-            pitches,
-            batch.union_rois,
+            *staged.tables[:2],  # frames, pitches
+            batch.union_rois if grid_rois is None else grid_rois,
             union,
             begin,
             crops,
-            size,
-            self.output_dtype == np.float16,
+            self.crop_size,
+            half_out,
             forward,
             rois,
             masks,
             offsets,
         )
-        ws.computed.record(ws.compute)
 
-        # 5. download only the changed regions
-        self.download_stream.wait(ws.computed)
-        regions, total = [], 0
-        for k, (x0, y0, x1, y1) in enumerate(batch.union_rois.tolist()):
-            if x1 > x0 and y1 > y0:
-                regions.append((used[k], (x0, y0, x1, y1), total))
-                total += (y1 - y0) * (x1 - x0) * 3
-        view = ws.regions_view(total)
-        for image, (x0, y0, x1, y1), offset in regions:
-            frame = frames[position[image]]
-            host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
-            start = frame_addresses[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
-            ws.inputs.device.download_rows(host, self.download_stream, start, frame.strides[0])
-        ws.done.record(self.download_stream)
-        if batch.outside:
-            log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
-        return DeviceTicket(images, ws, regions)
+    def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int]) -> None:
+        """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
+        the compute stream once both uploads are done. The generator runs on contexts of the workspace's own
+        (one per chunk), enqueued on the compute stream. The first batch of a signature, or one after a
+        context's batch changed, runs eagerly (TensorRT's rule: enqueue once after a shape change); the
+        first one is then captured and later ones replay it. A capture failure is logged and the signature
+        keeps running eagerly. The paste-back grid is rounded up (``GRAPH_GRID_STEP``) so that batches of
+        a video whose faces move a little share one graph."""
+        ws.compute.wait(ws.uploaded)
+        ws.compute.wait(ws.masks_uploaded)
+        while len(ws.contexts) < len(staged.chunks):
+            ws.contexts.append(self.generator.device_context())
+        contexts = ws.contexts[: len(staged.chunks)]
+        grid_rois = batch.union_rois.copy()
+        extent = grid_rois[:, 2:] - grid_rois[:, :2]
+        grid_rois[:, 2:] = grid_rois[:, :2] + -(-extent // GRAPH_GRID_STEP) * GRAPH_GRID_STEP
+        batches = tuple(max(c.stop - c.start, self.generator.min_batch) for c in staged.chunks)
+        key = (staged.count, batches, tuple(staged.tables), staged.targets, staged.swapped, tuple(mask_addresses))
+        key += (pasteback_grid(grid_rois),)
+
+        def sequence() -> bool:
+            changed = self._enqueue_generate(ws, staged, contexts)
+            self._enqueue_pasteback(ws, staged, batch, mask_addresses, [], grid_rois)
+            return changed
+
+        graph = ws.graphs.get(key)
+        if graph is not None and all(c.batch == n for c, n in zip(contexts, batches, strict=True)):
+            ws.graphs.move_to_end(key)
+            graph.launch(ws.compute)
+            return
+        sequence()
+        if graph is not None or key in ws.graph_failed:
+            return
+        try:
+            ws.graphs[key] = cuda.Graph.capture(ws.compute, sequence)
+        except cuda.GraphCaptureError as exc:
+            ws.graph_failed.add(key)
+            log.info("%s; batches of %d faces run without a graph", exc, staged.count)
+            return
+        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one
+            ws.compute.synchronize()
+            ws.graphs.popitem(last=False)[1].free()
+
+    def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
+        """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded
+        (while the generator runs) and parsed on the host. Returns [masks float32 [M,S,S], faces int32 [M]]
+        for the M faces with a mask, or [] when no face has one (their swaps are pasted unblended)."""
+        size = self.crop_size
+        if self.parser_engine is not None:
+            masks = [mask_from_labels(labels, size) for labels in self._parse_on_device(ws, count)]
+        else:
+            shape = (count, 3, size, size)
+            nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
+            crops = ws.crops_view(nbytes).view(self.target_dtype).reshape(shape)
+            self.download_stream.wait(ws.preprocessed)
+            ws.targets.buffer.download(crops, self.download_stream)
+            ws.crops_downloaded.record(self.download_stream)
+            ws.crops_downloaded.synchronize()
+            masks = self.parser.masks(crops.astype(np.float32))
+        masked = [k for k, mask in enumerate(masks) if mask is not None]
+        if not masked:
+            return []
+        return [np.stack([masks[k] for k in masked]).astype(np.float32), np.array(masked, np.int32)]
+
+    def _parse_on_device(self, ws: Workspace, count: int) -> np.ndarray:
+        """The face parser's class maps uint8 [count, 512, 512] of the batch's target crops, on the parse
+        stream (beside the generator on the compute stream): one launch makes the parser's input from the
+        generator's input, the parser's plan runs in chunks, one launch reduces its logits to labels, and only
+        the labels come back (synchronous)."""
+        engine, plane = self.parser_engine, PARSING_SIZE * PARSING_SIZE
+        chunks = chunk_batches(count, engine.max_batch)
+        capacity = max(count, chunks[-1].start + engine.min_batch)
+        inputs = ws.parser_inputs.reserve(capacity * 3 * plane * 4)
+        logits = ws.parser_logits.reserve(capacity * PARSING_CLASSES * plane * 4)
+        labels = ws.parser_labels.reserve(count * plane)
+        stream = self.parse_stream
+        stream.wait(ws.preprocessed)
+        half = self.target_dtype == np.float16
+        parser_input(self.kernels, stream.handle, ws.targets.buffer.ptr, half, count, self.crop_size, inputs)
+        for chunk in chunks:
+            addresses = {
+                engine.inputs[0].name: inputs + chunk.start * 3 * plane * 4,
+                engine.outputs[0].name: logits + chunk.start * PARSING_CLASSES * plane * 4,
+            }
+            engine.execute_device(addresses, max(chunk.stop - chunk.start, engine.min_batch), stream)
+        parser_labels(self.kernels, stream.handle, logits, count, labels)
+        host = ws.crops_view(count * plane).reshape(count, PARSING_SIZE, PARSING_SIZE)
+        ws.parser_labels.buffer.download(host, stream)
+        ws.crops_downloaded.record(stream)
+        ws.crops_downloaded.synchronize()
+        return host
 
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
         with self._lock:
+            cuda.activate(self.device)
             return self._start(images, faces, latent)
 
     def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         with self._lock:
+            cuda.activate(self.device)
             return self._latents(images, faces)
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         with self._lock:
+            cuda.activate(self.device)
             return self._generate_aligned(crops, latent)
 
     def finish(self, ticket: DeviceTicket) -> list[np.ndarray]:
+        cuda.activate(self.device)
         ws = ticket.workspace
         ws.done.synchronize()
         outputs = [image.copy() for image in ticket.images]
@@ -400,10 +619,16 @@ class DeviceStages:
             if self._closed:
                 return
             self._closed = True
+        cuda.activate(self.device)
         self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
         self.download_stream.synchronize()
+        if self.parse_stream is not None:
+            self.parse_stream.synchronize()
         for ws in self.workspaces:
             ws.free()
         self.workspaces = []
+        self.frames.close()
         self.upload_stream.free()
         self.download_stream.free()
+        if self.parse_stream is not None:
+            self.parse_stream.free()
