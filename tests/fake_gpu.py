@@ -249,6 +249,7 @@ def fake_launch(host_lib):
 
     def launch(stream, kernel, grid, args):
         values = [int(a) for a in args]
+        covered = None
         if kernel == "simswap_preprocess_kernel":
             size = values[6]
             assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
@@ -256,15 +257,24 @@ def fake_launch(host_lib):
                 GPU.view(address, 1)  # device memory, not host memory
             function, count_at, types = host_lib.simswap_preprocess_host, 6, "pppppp" + "ii" + "p"
         else:
-            union = GPU.view(values[2], grid[2] * 16).view(np.int32).reshape(-1, 4)
-            extent = union[:, 2:] - union[:, :2]
-            assert (grid[0] * BLOCK[0] >= extent[:, 0]).all() and (grid[1] * BLOCK[1] >= extent[:, 1]).all()
+
+            def covered():  # when the kernel runs: the regions are uploaded by work queued before it
+                union = GPU.view(values[2], grid[2] * 16).view(np.int32).reshape(-1, 4)
+                extent = union[:, 2:] - union[:, :2]
+                assert (grid[0] * BLOCK[0] >= extent[:, 0]).all() and (grid[1] * BLOCK[1] >= extent[:, 1]).all()
+
             for address in values[:5] + values[7:]:
                 GPU.view(address, 1)
             function, count_at, types = host_lib.simswap_pasteback_host, 2, "ppppp" + "ii" + "pppp"
         converted = [ctypes.c_void_p(v) if t == "p" else ctypes.c_int(v) for v, t in zip(values, types, strict=True)]
         converted.insert(count_at, ctypes.c_int(grid[2]))
-        GPU.enqueue(stream, kernel, lambda: function(*converted))
+
+        def run():
+            if covered is not None:
+                covered()
+            function(*converted)
+
+        GPU.enqueue(stream, kernel, run)
 
     return launch
 
