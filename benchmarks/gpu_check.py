@@ -15,7 +15,19 @@ runs as well. Checks, in order:
    CPU path with the same function, on frames with several faces, faces at and beyond the border;
 4. a frame-stream loop (``swap_stream``, two batches in flight) on 1080p frames;
 5. kernel throughput: preprocess and paste-back of ``--faces`` faces from 1080p frames (target: each
-   <= 1 ms on an H100/H200-class GPU).
+   <= 1 ms on an H100/H200-class GPU);
+6. the detector-input kernel (letterbox + normalisation, CenterFace and SCRFD, FP32 and FP16) from the
+   fatbin and NVRTC against the host build (bit-exact) and the CPU detector's input (within 1 level), and
+   its time for 8 1080p frames onto the 640 canvas;
+7. detection on the device (``DeviceDetector``) with a torch stand-in for the detector plan (an average
+   pool of the canvas, run on the device buffers it is given) against the same function of the CPU
+   detector's input, and its time for 8 1080p frames.
+8. devices: every visible device listed, a bad id refused naming them, with several GPUs the device
+   path on the last one (``FaceSwapper(device=N)``);
+9. the parsing-mask blend kernel vs the host build (bit-exact) and the device path with a face parser vs
+   the CPU path;
+10. CUDA graphs of the whole per-batch sequence (``cuda_graphs=True``, a CUDA-kernel stand-in generator
+    that can be captured) vs the eager sequence: equal outputs, a graph per batch size, time per batch.
 
 Writes benchmarks/results/gpu-check.json (device, driver, versions, figures, each check's outcome). Without
 a usable GPU it says why and exits 2; a failed check exits 1.
@@ -465,6 +477,203 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
     return {"faces": faces, "preprocess_ms": round(preprocess_ms, 4), "pasteback_ms": round(pasteback_ms, 4)}
 
 
+# -- detection on the device ----------------------------------------------------------------------------------
+
+
+def letterbox_on_device(kernels: dict, frames: list[np.ndarray], canvas: int, normalisation, half: bool):
+    """The letterbox kernel on ``frames``: the output (float32, or float16 with ``half``) [N, 3, C, C]."""
+    from simswap_trt.kernels import letterbox
+    from simswap_trt.vision.detect import letterbox_size
+
+    sizes = [letterbox_size(f.shape, canvas) for f in frames]
+    on_device = [cuda.DeviceBuffer.from_array(f) for f in frames]
+    tables = [
+        np.array([b.ptr for b in on_device], np.uint64),
+        np.array([f.strides[0] for f in frames], np.int32),
+        np.array([f.shape[1] for f in frames], np.int32),
+        np.array([f.shape[0] for f in frames], np.int32),
+        np.array([(w, h) for h, w in sizes], np.int32),
+        np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
+    ]
+    buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
+    dtype = np.float16 if half else np.float32
+    out = cuda.DeviceBuffer(len(frames) * 3 * canvas * canvas * np.dtype(dtype).itemsize)
+    stream = cuda.Stream()
+    device = DeviceKernels(kernels)
+    letterbox(device, stream.handle, *[b.ptr for b in buffers], len(frames), canvas, normalisation, half, out.ptr)
+    stream.synchronize()
+    result = out.to_array(np.empty((len(frames), 3, canvas, canvas), dtype))
+    for buffer in (*on_device, *buffers, out):
+        buffer.free()
+    stream.free()
+    return result, tables
+
+
+def check_letterbox(kernels: dict, host) -> dict:
+    """The detector-input kernel vs the host build (bit-exact) and the CPU detector's input (OpenCV's
+    fixed-point resize: within 1 level), for both detectors, FP32 and FP16, odd frame sizes."""
+    from simswap_trt.vision.detect import CenterFace, Scrfd, letterbox, normalise
+
+    rng = np.random.default_rng(5)
+    frames = [smooth_frame(rng, h, w) for h, w in ((301, 433), (433, 301), (97, 61), (1080, 1921))]
+    canvas, details = 160, {}
+    for kind, normalisation in (("centerface", CenterFace.normalisation), ("scrfd", Scrfd.normalisation)):
+        cpu = normalise(letterbox(frames, canvas)[0], normalisation)
+        for half in (False, True):
+            got, tables = letterbox_on_device(kernels, frames, canvas, normalisation, half)
+            levels = float(np.abs(got.astype(np.float32) - cpu).max() / normalisation[2])
+            details[f"{kind}_{'fp16' if half else 'fp32'}_max_levels_vs_cpu"] = round(levels, 4)
+            if levels > (1.07 if half else 1.001):  # FP16 rounds values of 128..255 by up to 1/16 level
+                raise AssertionError(f"{kind} letterbox differs from the CPU detector input by {levels} levels")
+            if host is not None:
+                expected = np.zeros_like(got)
+                host.simswap_letterbox_host.restype = None
+                swap_rb, mean, scale = normalisation
+                host.simswap_letterbox_host(
+                    _pointers(frames),
+                    *[_ptr(t) for t in tables[1:]],
+                    len(frames),
+                    canvas,
+                    int(swap_rb),
+                    ctypes.c_float(mean),
+                    ctypes.c_float(scale),
+                    int(half),
+                    _ptr(expected),
+                )
+                if not np.array_equal(got, expected):
+                    raise AssertionError(f"{kind} letterbox is not bit-exact with the host build")
+                details["bit_exact_with_host_build"] = True
+    return details
+
+
+def check_letterbox_throughput(kernels: dict, repeats: int, count: int = 8, canvas: int = 640) -> dict:
+    """The letterbox kernel for ``count`` 1080p frames onto the detector canvas, event-timed."""
+    from cuda.core import EventOptions, Stream
+
+    from simswap_trt.kernels import letterbox
+    from simswap_trt.vision.detect import CenterFace, letterbox_size
+
+    frame = np.random.default_rng(6).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    h, w = letterbox_size(frame.shape, canvas)
+    frames = [cuda.DeviceBuffer.from_array(frame) for _ in range(count)]
+    tables = [
+        np.array([b.ptr for b in frames], np.uint64),
+        np.full(count, frame.strides[0], np.int32),
+        np.full(count, 1920, np.int32),
+        np.full(count, 1080, np.int32),
+        np.tile(np.array([w, h], np.int32), count),
+        np.tile(np.array([1920 / w, 1080 / h], np.float32), count),
+    ]
+    buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda.DeviceBuffer(count * 3 * canvas * canvas * 4)
+    stream, device = cuda.Stream(), DeviceKernels(kernels)
+    core_stream, timing = Stream.from_handle(stream.handle), EventOptions(timing_enabled=True)
+
+    def run() -> None:
+        pointers = [b.ptr for b in buffers]
+        letterbox(device, stream.handle, *pointers, count, canvas, CenterFace.normalisation, False, out.ptr)
+
+    run()
+    begin = core_stream.record(options=timing)
+    for _ in range(repeats):
+        run()
+    end = core_stream.record(options=timing)
+    end.sync()
+    milliseconds = (end - begin) / repeats
+    for buffer in (*frames, *buffers, out):
+        buffer.free()
+    stream.free()
+    return {"frames": count, "canvas": canvas, "letterbox_ms": round(milliseconds, 4)}
+
+
+def detector_standin_numpy(blob: np.ndarray) -> list[np.ndarray]:
+    """What the stand-in detector computes from its input: CenterFace-shaped outputs whose heatmap is the
+    4x4 average of the first input channel / 255, the other maps zero."""
+    n, _, c, _ = blob.shape
+    heat = blob[:, :1].reshape(n, 1, c // 4, 4, c // 4, 4).mean(axis=(3, 5), dtype=np.float64) / 255
+    zeros = [np.zeros((n, k, c // 4, c // 4), np.float32) for k in (2, 2, 10)]
+    return [heat.astype(np.float32), *zeros]
+
+
+class StandinDetectorEngine:
+    """A TensorRT-shaped detector engine computing ``detector_standin_numpy`` with torch on the device
+    buffers it is given (``execute_device``, ordered on the caller's stream), without copies."""
+
+    backend = "torch stand-in"
+
+    def __init__(self, canvas: int, max_batch: int = 4) -> None:
+        from simswap_trt.schema import TensorSpec
+
+        maps = canvas // 4
+        self.canvas, self.min_batch, self.max_batch = canvas, 1, max_batch
+        self.inputs = (TensorSpec("input.1", "float32", ("batch", 3, canvas, canvas)),)
+        self.outputs = tuple(
+            TensorSpec(name, "float32", ("batch", k, maps, maps))
+            for name, k in (("537", 1), ("538", 2), ("539", 2), ("540", 10))
+        )
+        self.calls = 0
+
+    def execute_device(self, addresses, batch: int, stream) -> None:
+        import torch
+
+        def tensor(name: str, shape: tuple[int, ...]):
+            return torch.as_tensor(_ArrayInterface(addresses[name], shape), device="cuda")
+
+        c, m = self.canvas, self.canvas // 4
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):
+            blob = tensor("input.1", (batch, 3, c, c))
+            pooled = torch.nn.functional.avg_pool2d(blob[:, :1].double(), 4) / 255
+            tensor("537", (batch, 1, m, m)).copy_(pooled.float())
+            for spec in self.outputs[1:]:
+                tensor(spec.name, (batch, spec.shape[1], m, m)).zero_()
+        self.calls += 1
+
+    def close(self) -> None:
+        pass
+
+
+class RecordingDecoder:
+    """A CenterFace-like decoder that keeps the detector outputs it is given (and finds no face)."""
+
+    def __init__(self, canvas: int) -> None:
+        from simswap_trt.vision.detect import CenterFace
+
+        self.input_size, self.normalisation, self.engine = canvas, CenterFace.normalisation, StandinDetectorEngine(32)
+        self.outputs: list[list[np.ndarray]] = []
+
+    def decode(self, outputs, scales, shapes):
+        self.outputs.append(outputs)
+        return [[] for _ in shapes]
+
+
+def check_device_detection(kernels: dict, canvas: int = 640) -> dict:
+    """``DeviceDetector`` (upload, letterbox kernel, stand-in plan on its buffers, output download) vs the
+    stand-in's function of the CPU detector's input: the heatmap within 1/255 (each canvas level within 1)."""
+    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.vision.detect import letterbox, normalise
+
+    rng = np.random.default_rng(7)
+    frames = [smooth_frame(rng, h, w) for h, w in ((301, 433), (433, 301), (97, 61), (720, 1281), (211, 157))]
+    decoder = RecordingDecoder(canvas)
+    engine = StandinDetectorEngine(canvas, max_batch=4)
+    detector = DeviceDetector(decoder, engine, DeviceKernels(kernels))
+    try:
+        detector.detect_batch(frames)  # two calls of the plan: 4 + 1 frames
+        got = np.concatenate([outputs[0] for outputs in decoder.outputs])
+        expected = detector_standin_numpy(normalise(letterbox(frames, canvas)[0], decoder.normalisation))[0]
+        worst = float(np.abs(got - expected).max() * 255)
+        if worst > 1.001 or engine.calls != 2:
+            raise AssertionError(f"device detection's heatmap differs by {worst} levels ({engine.calls} plan calls)")
+        big = [smooth_frame(rng, 1080, 1920) for _ in range(8)]
+        detector.detect_batch(big)  # warm-up
+        start = time.perf_counter()
+        detector.detect_batch(big, batch_size=4)
+        milliseconds = (time.perf_counter() - start) * 1e3
+    finally:
+        detector.close()
+    return {"max_heatmap_levels_vs_cpu": round(worst, 4), "detect_8_1080p_frames_ms": round(milliseconds, 2)}
+
+
 def versions() -> dict[str, str | None]:
     found: dict[str, str | None] = {"python": platform.python_version()}
     for name, module in (
@@ -535,6 +744,15 @@ def main(argv: list[str] | None = None) -> int:
         kernels = next(iter(loaded.values()), None)
         if kernels is not None:
             report.run("kernel throughput", lambda: check_throughput(kernels, args.faces, args.repeats))
+        for name, loaded_kernels in loaded.items():
+            report.run(f"letterbox {name}", lambda k=loaded_kernels: check_letterbox(k, host))
+        if kernels is not None:
+            report.run("letterbox throughput", lambda: check_letterbox_throughput(kernels, args.repeats))
+            report.run("device detection", lambda: check_device_detection(kernels))
+        report.run("devices", lambda: check_devices(folder))
+        if kernels is not None:
+            report.run("parsing blend", lambda: check_parsing_blend(kernels, host, folder))
+        report.run("graphs of the whole sequence", lambda: check_graphs(folder, args.stream_batches))
         if versions()["tensorrt"]:
             report.run("pytest -m gpu (TensorRT)", _gpu_suite)
     result = {
@@ -570,3 +788,241 @@ def _gpu_suite() -> dict:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# -- device choice, the parsing-mask blend, graphs of the whole per-batch sequence -------------------------
+
+STANDIN_KERNEL = r"""
+extern "C" __global__ void standin_generator(const float* target, const float* latent, float* out, int size) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x, y = blockIdx.y * blockDim.y + threadIdx.y, n = blockIdx.z;
+    if (x >= size || y >= size) return;
+    float sum = 0.0f;
+    for (int i = 0; i < 512; ++i) sum += latent[n * 512 + i];
+    for (int c = 0; c < 3; ++c) {
+        long long i = ((long long)(n * 3 + c) * size + y) * size + x;
+        out[i] = fminf(fmaxf(1.0f - target[i] * 0.8f + sum / 512.0f, 0.0f), 1.0f);
+    }
+}
+"""
+
+
+def standin_kernel(device: int | None = None):
+    """``standin_numpy`` as a CUDA kernel (NVRTC) on ``device``: unlike torch, it can be captured in a graph."""
+    from cuda.core import Device, Program, ProgramOptions
+
+    gpu = Device(device)
+    gpu.set_current()
+    options = ProgramOptions(arch="sm_" + "".join(str(v) for v in gpu.compute_capability))
+    return Program(STANDIN_KERNEL, code_type="c++", options=options).compile("cubin").get_kernel("standin_generator")
+
+
+class KernelStandinEngine(StandinEngine):
+    """The stand-in generator as one kernel launch on the caller's stream, with ``device_context`` (what
+    the device stages capture in a CUDA graph with ``cuda_graphs=True``)."""
+
+    backend = "CUDA-kernel stand-in"
+
+    def __init__(self, crop_size: int, max_batch: int = 16, kernel=None, device: int | None = None) -> None:
+        super().__init__(crop_size, max_batch)
+        self.kernel, self.device = kernel, device
+
+    def execute_device(self, addresses, batch: int, stream) -> None:
+        self.launch(addresses, batch, stream)
+        self.calls += 1
+
+    def launch(self, addresses, batch: int, stream) -> None:
+        from simswap_trt.kernels import launch, preprocess_grid
+
+        pointers = [np.uint64(addresses[name]) for name in ("target", "latent", "swapped")]
+        grid = preprocess_grid(self.crop_size, batch)
+        launch(stream.handle, self.kernel, grid, [*pointers, np.int32(self.crop_size)])
+
+    def device_context(self) -> StandinContext:
+        return StandinContext(self)
+
+
+class StandinContext:
+    """``TensorRTEngine.device_context``'s interface for the kernel stand-in."""
+
+    def __init__(self, engine: KernelStandinEngine) -> None:
+        self.engine, self.batch = engine, -1
+
+    def enqueue(self, addresses, batch: int, stream) -> bool:
+        changed, self.batch = batch != self.batch, batch
+        self.engine.launch(addresses, batch, stream)
+        return changed
+
+    def free(self) -> None:
+        pass
+
+
+def content_parser(path: Path) -> Path:
+    """A face-parser ONNX whose labels follow the crop's content (a 1x1 convolution): skin (1) where the
+    normalised red channel is above 0, inner mouth (11) where green is above 0.8 and red is not, else 0."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.zeros((19, 3, 1, 1), np.float32)
+    bias = np.full(19, -100.0, np.float32)
+    weight[1, 0], bias[1] = 1.0, 0.0
+    weight[11, 1], bias[11] = 1.0, -0.8
+    bias[0] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["input", "w", "b"], ["logits"])],
+        "content_parser",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 512, 512])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def kernel_swappers(folder: Path, crop_size: int = 224, max_batch: int = 16, **device_options):
+    """A host-path FaceSwapper and a device-path one (``device_options``: ``device``, ``parser``,
+    ``cuda_graphs``) with the kernel stand-in generator, over ``swappers``' untrained bundle."""
+    from simswap_trt import FaceSwapper
+
+    base, torch_device = swappers(crop_size, folder, max_batch)
+    for swapper in (base, torch_device):
+        swapper.close()
+    bundle, arcface, parser, on = base.bundle, base.arcface, device_options.get("parser"), device_options.get("device")
+    host = FaceSwapper(bundle, StandinEngine(crop_size, max_batch), arcface, parser=parser, device_path=False)
+    engine = KernelStandinEngine(crop_size, max_batch, standin_kernel(on), on)
+    device = FaceSwapper(bundle, engine, arcface, device_path=True, **device_options)
+    host.source_latent = device.source_latent = base.source_latent
+    return host, device
+
+
+def video_batches(count: int, faces_per_frame: int = 2, frames: int = 4, seed: int = 3) -> list:
+    """``count`` batches of 1080p frames with ``faces_per_frame`` faces drifting a few pixels per batch."""
+    from simswap_trt.swapper import FrameBatch
+    from simswap_trt.vision.detect import Detection
+
+    rng = np.random.default_rng(seed)
+    images = [smooth_frame(rng, 1080, 1920) for _ in range(frames)]
+    batches = []
+    for b in range(count):
+        faces = [
+            [
+                Detection(np.zeros(4, np.float32), 0.9, face_landmarks((500 + 300 * f + 3 * b, 520), 220, 4, 224))
+                for f in range(faces_per_frame)
+            ]
+            for _ in images
+        ]
+        batches.append(FrameBatch(images, faces))
+    return batches
+
+
+def worst_levels(results, expected) -> int:
+    return max(
+        int(np.abs(g.image.astype(int) - w.image).max())
+        for got, want in zip(results, expected, strict=True)
+        for g, w in zip(got, want, strict=True)
+    )
+
+
+def check_devices(folder: Path) -> dict:
+    """Every visible device listed; a bad id refused naming them; with several, the device path on the last."""
+    count = cuda.device_count()
+    listed = [f"{d}: {cuda.device_info(d).name}" for d in range(count)]
+    try:
+        cuda.check_device(count)
+        raise AssertionError(f"device id {count} was accepted with {count} devices")
+    except cuda.DeviceNotFoundError as exc:
+        if listed and listed[0].split(": ")[1] not in str(exc):
+            raise AssertionError(f"the error does not name the devices: {exc}") from None
+    details: dict = {"devices": listed}
+    if count > 1:
+        last = count - 1
+        host, device = kernel_swappers(folder, device=last, max_batch=4)
+        batches = video_batches(2)
+        worst = worst_levels(device.swap_stream(batches), [host.swap_faces(b.images, b.faces) for b in batches])
+        device.close()
+        host.close()
+        if worst > 1:
+            raise AssertionError(f"the device path on device {last} differs from the CPU path by {worst} levels")
+        details.update(device_path_on=last, max_levels_vs_cpu=worst)
+    return details
+
+
+def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
+    """The blend kernel vs the host build (bit-exact, float32 and float16 buffers), then the device path with
+    a face parser vs the CPU path with it."""
+    from simswap_trt.kernels import parsing_blend
+    from simswap_trt.vision.parsing import FaceParser
+
+    device_kernels, rng, size = DeviceKernels(kernels), np.random.default_rng(5), 224
+    stream = cuda.Stream()
+    exact = []
+    for half_in, half_out in ((False, False), (True, True)):
+        swapped = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_out else np.float32)
+        targets = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_in else np.float32)
+        masks, faces = rng.random((2, size, size), dtype=np.float32), np.array([2, 0], np.int32)
+        buffers = [cuda.DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
+        parsing_blend(device_kernels, stream.handle, buffers[0].ptr, half_out, buffers[1].ptr, half_in,
+                      buffers[2].ptr, buffers[3].ptr, 2, size)  # fmt: skip
+        stream.synchronize()
+        got = buffers[0].to_array(swapped)
+        if host is not None:
+            expected = swapped.copy()
+            host.simswap_parsing_blend_host.restype = None
+            host.simswap_parsing_blend_host(_ptr(expected), int(half_out), _ptr(targets), int(half_in), _ptr(masks),
+                                            _ptr(faces), 2, size)  # fmt: skip
+            if not np.array_equal(got, expected):
+                raise AssertionError(f"the blend (half {half_in}/{half_out}) is not bit-exact with the host build")
+            exact.append(True)
+        for buffer in buffers:
+            buffer.free()
+    stream.free()
+    parser = FaceParser(content_parser(folder / "parser.onnx"))
+    host_swapper, device = kernel_swappers(folder, max_batch=4, parser=parser)
+    batches = video_batches(2)
+    worst = worst_levels(device.swap_stream(batches), [host_swapper.swap_faces(b.images, b.faces) for b in batches])
+    device.close()
+    host_swapper.close()
+    if worst > 1:
+        raise AssertionError(f"the device path with a parser differs from the CPU path by {worst} levels")
+    return {"blend_bit_exact": bool(exact) and all(exact), "parser_max_levels_vs_cpu": worst}
+
+
+def check_graphs(folder: Path, batches: int) -> dict:
+    """The whole per-batch sequence replayed as CUDA graphs vs the same sequence enqueued eagerly: equal
+    outputs, a graph per batch size, and the time per batch of both (two batch sizes of 1080p frames)."""
+    launches = []
+    launch = cuda.Graph.launch
+
+    def counted(graph, stream):
+        launches.append(graph)
+        launch(graph, stream)
+
+    host, eager = kernel_swappers(folder, max_batch=8)
+    _, graphed = kernel_swappers(folder, max_batch=8, cuda_graphs=True)
+    stream = video_batches(batches) + video_batches(batches, faces_per_frame=1)  # 8, then 4 faces per batch
+    timings = {}
+    cuda.Graph.launch = counted
+    try:
+        results = {}
+        for name, swapper in (("eager", eager), ("graphs", graphed)):
+            list(swapper.swap_stream(stream[:1]))  # warm-up (and the first capture)
+            start = time.perf_counter()
+            results[name] = list(swapper.swap_stream(stream))
+            timings[name] = (time.perf_counter() - start) / len(stream) * 1e3
+    finally:
+        cuda.Graph.launch = launch
+    captured = sum(len(ws.graphs) for ws in graphed._stages.workspaces)
+    worst = worst_levels(results["graphs"], results["eager"])
+    cpu = worst_levels(results["graphs"][:1], [host.swap_faces(stream[0].images, stream[0].faces)])
+    for swapper in (host, eager, graphed):
+        swapper.close()
+    if worst or cpu > 1:
+        raise AssertionError(f"graph replays differ from the eager sequence by {worst} levels (CPU path: {cpu})")
+    if not launches or captured < 2:
+        raise AssertionError(f"{len(launches)} replays, {captured} graphs: expected replays and a graph per size")
+    return {
+        "graphs": captured,
+        "replays": len(launches),
+        "eager_ms_per_batch": round(timings["eager"], 3),
+        "graph_ms_per_batch": round(timings["graphs"], 3),
+        "graph_vs_eager": round(timings["graphs"] / timings["eager"], 3),
+    }

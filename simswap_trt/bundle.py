@@ -10,6 +10,11 @@ Contract (shared by every precision and backend):
 * ``generator``: ``target`` float32[batch,3,S,S] RGB in [0,1], ``latent`` float32[batch,512] → ``swapped``
   float32[batch,3,S,S] RGB in [0,1];
 * ``arcface``: ``crop`` float32[batch,3,S,S] RGB in [0,1] → ``latent`` float32[batch,512], L2-normalised.
+
+Optional ``detector`` (added by ``simswap-build engine``): a face detector graph of architecture
+``centerface`` or ``scrfd`` with one float32[batch,3,C,C] input (the letterboxed, normalised canvas of
+``simswap_trt.vision.detect``) and the detector's own outputs (4 for CenterFace, 9 for SCRFD), so that its
+TensorRT plan can run detection on the device.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ALIGNMENTS = ("multipose", "ffhq")  # the official 224 templates ×S/112, or the FFHQ template ×S/512
 ROLES = ("generator", "arcface")
+DETECTOR = "detector"  # the optional detector role
+DETECTOR_OUTPUTS = {"centerface": 4, "scrfd": 9}  # architecture -> number of outputs
 
 
 def contract(role: str, crop_size: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -91,6 +98,16 @@ class Bundle:
     created_with: Mapping[str, str]
     plans: tuple[PlanEntry, ...] = ()
     variants: Mapping[str, Mapping[str, ModelEntry]] = field(default_factory=dict)  # role -> precision -> entry
+
+    @property
+    def detector(self) -> ModelEntry | None:
+        """The detector graph, or None for a bundle without one (detection then runs on ONNX Runtime)."""
+        return self.models.get(DETECTOR)
+
+    @property
+    def detector_canvas(self) -> int:
+        """The detector graph's canvas size C (its input is [batch, 3, C, C])."""
+        return int(self.models[DETECTOR].inputs[0].shape[2])
 
     def model(self, role: str, precision: str = "fp32") -> ModelEntry:
         """The ``role`` graph in ``precision`` (``fp32`` is the reference graph; others come from
@@ -183,6 +200,10 @@ class Bundle:
             if role not in self.models:
                 raise BundleError(f"{self.root}: the manifest declares no {role} model")
         for role, entry in self.models.items():
+            if role == DETECTOR:
+                self._validate_detector(entry)
+                self._check_file(role, entry.file, entry.sha256, verify_hashes)
+                continue
             if role not in ROLES:
                 raise BundleError(f"{self.root}: unknown model role {role!r}")
             if (entry.inputs, entry.outputs) != contract(role, self.crop_size):
@@ -199,6 +220,17 @@ class Bundle:
                     raise BundleError(f"{self.root}: the {precision} {role} signature breaks the contract")
                 self._check_file(f"{precision} {role}", entry.file, entry.sha256, verify_hashes)
         for plan in self.plans:
-            if plan.role not in ROLES:
+            if plan.role not in ROLES and plan.role not in self.models:
                 raise BundleError(f"{self.root}: TensorRT plan {plan.file} has unknown role {plan.role!r}")
             self._check_file(f"{plan.role} TensorRT plan", plan.file, plan.sha256, verify_hashes)
+
+    def _validate_detector(self, entry: ModelEntry) -> None:
+        outputs = DETECTOR_OUTPUTS.get(entry.architecture)
+        shape = entry.inputs[0].shape if len(entry.inputs) == 1 else ()
+        square = len(shape) == 4 and shape[1] == 3 and isinstance(shape[2], int) and shape[2] == shape[3]
+        if outputs is None or len(entry.outputs) != outputs or not square or entry.inputs[0].dtype != "float32":
+            raise BundleError(
+                f"{self.root}: the detector graph must be {' or '.join(DETECTOR_OUTPUTS)} with one float32 "
+                f"[batch, 3, C, C] input and its {outputs or 'own'} outputs; got {entry.architecture} with "
+                f"{[s.describe() for s in entry.inputs + entry.outputs]}. Re-add it with 'simswap-build engine'"
+            )

@@ -77,11 +77,12 @@ def _doctor(args: argparse.Namespace) -> int:
         return f"{v // 1000}.{v % 1000 // 10}"
 
     try:
-        device = cuda.device_info()
-        print(
-            f"GPU           {device.name} ({device.sm}, {device.total_memory / 2**30:.0f} GiB), driver CUDA "
-            f"{cuda_version(device.driver_version)}, runtime CUDA {cuda_version(device.runtime_version)}"
-        )
+        for index in range(max(cuda.device_count(), 1)):  # every visible device, by the id --device takes
+            device = cuda.device_info(index)
+            print(
+                f"{f'GPU {index}':<14}{device.name} ({device.sm}, {device.total_memory / 2**30:.0f} GiB), driver "
+                f"CUDA {cuda_version(device.driver_version)}, runtime CUDA {cuda_version(device.runtime_version)}"
+            )
     except SimswapError as exc:
         print(f"GPU           none usable: {exc}")
     from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
@@ -123,20 +124,28 @@ def _video(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _swapper(args: argparse.Namespace, bundle: Path) -> FaceSwapper:
-    from simswap_trt.vision.detect import CenterFace, Scrfd
+def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) -> FaceSwapper:
+    """The swapper the pipeline flags ask for, on CUDA ``device`` (default: --device, if the command has it)."""
+    from simswap_trt.vision.detect import Scrfd
     from simswap_trt.vision.parsing import FaceParser
 
     scrfd = getattr(args, "scrfd", None)
-    detector = (
-        Scrfd(scrfd, providers=args.providers, threads=args.threads)
-        if scrfd
-        else CenterFace(providers=args.providers, threads=args.threads)
-    )
+    # without --scrfd the swapper detects with the bundle's detector plan on the device path, else CenterFace
+    detector = Scrfd(scrfd, providers=args.providers, threads=args.threads) if scrfd else None
     parsing = getattr(args, "parsing_model", None)
     parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
+    device = getattr(args, "device", None) if device is None else device
     return FaceSwapper.from_bundle(
-        bundle, args.providers, args.threads, args.batch, detector, parser, args.backend, precision=args.precision
+        bundle,
+        args.providers,
+        args.threads,
+        args.batch,
+        detector,
+        parser,
+        args.backend,
+        precision=args.precision,
+        device=device,
+        cuda_graphs=getattr(args, "cuda_graphs", False),
     )
 
 
@@ -256,7 +265,14 @@ def _swap_aligned(args: argparse.Namespace) -> int:
         print(f"done: 0 written, {skipped} skipped")
         return EXIT_PARTIAL
     with FaceSwapper.from_bundle(
-        args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
+        args.bundle,
+        args.providers,
+        args.threads,
+        args.batch,
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        cuda_graphs=args.cuda_graphs,
     ) as swapper:
         swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
         written = 0
@@ -325,9 +341,9 @@ def _untrained_demo_bundle() -> Path:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from simswap_trt.serving import MODELS, ServeConfig, start
+    from simswap_trt.serving import MODELS, ServeConfig, place_instances, start
 
-    swappers = [_swapper(args, args.bundle) for _ in range(args.instances)]
+    swappers = [_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
     if args.source:
         latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source])
         for swapper in swappers[1:]:
@@ -417,6 +433,33 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
     )
 
 
+def _add_device_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        type=cli_support.int_at_least(0),
+        default=None,
+        help="CUDA device id for TensorRT and the device path, counted among the devices CUDA_VISIBLE_DEVICES "
+        "leaves visible (default: the first); 'simswap-trt doctor' lists them",
+    )
+    parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="device path: replay each batch's preprocess, generator and paste-back as one CUDA graph per batch "
+        "size (fewer launches for small batches; each chunk of a batch gets its own TensorRT context)",
+    )
+
+
+def _device_list(text: str) -> list[int]:
+    """An argparse type: comma-separated CUDA device ids, e.g. 0,1."""
+    try:
+        ids = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated device ids such as 0,1, got {text!r}") from None
+    if any(i < 0 for i in ids):
+        raise argparse.ArgumentTypeError(f"device ids are whole numbers >= 0, got {text!r}")
+    return ids
+
+
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scrfd",
@@ -491,6 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_pipeline_flags(swap)
     _add_runtime_flags(swap, batch=8)
+    _add_device_flag(swap)
 
     demo = sub.add_parser(
         "demo",
@@ -504,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace camera.png / two-faces.png in --output")
     _add_pipeline_flags(demo)
     _add_runtime_flags(demo, batch=8)
+    _add_device_flag(demo)
 
     aligned = sub.add_parser(
         "swap-aligned",
@@ -519,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
     _add_runtime_flags(aligned, batch=8)
+    _add_device_flag(aligned)
 
     # listed for --help only: main() hands 'bench ...' to 'simswap-build bench ...' before parsing
     sub.add_parser(
@@ -542,6 +588,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default: %(default)s)")
     serve.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port, 0 for none")
     serve.add_argument("--instances", type=positive_int, default=1, help="swapper instances per model (default: 1)")
+    serve.add_argument(
+        "--devices",
+        type=_device_list,
+        default=None,
+        help="CUDA device ids for the instances, comma-separated (e.g. 0,1), used round robin (default: every "
+        "visible device: with --instances 4 on two GPUs, 0,1,0,1)",
+    )
     serve.add_argument(
         "--max-batch", type=positive_int, default=16, help="Triton max_batch_size (default: %(default)s)"
     )
@@ -603,6 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
     video_cli.add_arguments(video)
     _add_pipeline_flags(video)
     _add_runtime_flags(video, batch=8)
+    _add_device_flag(video)
 
     doctor = sub.add_parser("doctor", help="what this machine can run: GPU, CUDA, TensorRT, ONNX Runtime, plans")
     doctor.add_argument("bundles", type=Path, nargs="*", help="bundles whose TensorRT plans to check")

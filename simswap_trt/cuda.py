@@ -10,13 +10,14 @@ driver; on JetPack 6 / CUDA 12 install cuda-python 12.x).
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from simswap_trt.errors import EngineError
+from simswap_trt.errors import ConfigError, EngineError
 
 
 class CudaError(EngineError):
@@ -341,6 +342,18 @@ class MappedBuffer:
         if not self._own(host):
             self._copy(host.ctypes.data, self.ptr, host.nbytes, stream)
 
+    def download_rows(self, host: np.ndarray, stream: Stream, offset: int, pitch: int) -> None:
+        """``DeviceBuffer.download_rows`` out of the mapped bytes (a copy within the shared DRAM, ordered on
+        ``stream``), so that the buffer may be reused while ``host`` is read."""
+        rows, width = host.shape[0], host[0].nbytes if host.shape[0] else 0
+        if offset + max(rows - 1, 0) * pitch + width > self.nbytes:
+            raise EngineError(f"copy of {rows} rows does not fit a {self.nbytes}-byte mapped buffer")
+        cudart = runtime()
+        kind = cudart.cudaMemcpyKind.cudaMemcpyDefault
+        source = self.ptr + offset
+        call = cudart.cudaMemcpy2DAsync(host.ctypes.data, width, source, pitch, width, rows, kind, stream.handle)
+        cuda_call("cudaMemcpy2DAsync", call)
+
     def free(self) -> None:
         if self.host_ptr:
             self.array = None
@@ -357,3 +370,97 @@ def io_buffers(shape: tuple[int, ...], dtype: np.dtype, strategy: str) -> tuple[
         return buffer, buffer
     host = PinnedBuffer(shape, dtype)
     return host, DeviceBuffer(host.array.nbytes)
+
+
+# -- device choice: which GPU an engine, its buffers, streams and kernels live on ---------------------------
+
+
+def device_count() -> int:
+    """The number of CUDA devices this process sees (``CUDA_VISIBLE_DEVICES`` applies); 0 without a driver."""
+    cudart = runtime()
+    try:
+        return int(cuda_call("cudaGetDeviceCount", cudart.cudaGetDeviceCount()))
+    except CudaError:  # no driver or no device
+        return 0
+
+
+def set_device(device: int) -> None:
+    """Make ``device`` the calling thread's current device (its primary context, which TensorRT and cuda.core
+    use too): allocations, streams, events and launches that follow go to it."""
+    cuda_call("cudaSetDevice", runtime().cudaSetDevice(device))
+
+
+def check_device(device: int) -> DeviceInfo:
+    """``device_info`` of ``device``, or a ``DeviceNotFoundError`` naming the devices this process can use."""
+    count = device_count()
+    if isinstance(device, bool) or not isinstance(device, int) or not 0 <= device < count:
+        available = ", ".join(f"{d} ({device_info(d).name})" for d in range(count)) or "none"
+        raise DeviceNotFoundError(
+            f"there is no CUDA device {device!r}; available devices: {available}. Pick one of them (ids count "
+            "the devices CUDA_VISIBLE_DEVICES leaves visible, from 0)"
+        )
+    return device_info(device)
+
+
+def activate(device: int | None) -> None:
+    """``set_device(device)``, unless ``device`` is None (the thread's current device is then used as it is).
+    CUDA keeps the current device per thread, so every entry point of an object bound to a device calls this."""
+    if device is not None:
+        set_device(device)
+
+
+class DeviceNotFoundError(ConfigError):
+    """A CUDA device id that does not exist here was asked for."""
+
+
+# -- CUDA graphs of a longer sequence (kernels and TensorRT enqueues) -----------------------------------------
+
+
+class GraphCaptureError(EngineError):
+    """Stream capture of a sequence failed (e.g. a call that cannot be captured); the stream is usable."""
+
+
+class Graph:
+    """The work a callable enqueues on a stream, captured once as a CUDA graph and replayed with one launch.
+    The replay uses the kernel arguments and addresses of the capture (the memory they point to may change)."""
+
+    def __init__(self, graph: Any, executable: Any) -> None:
+        self._graph, self._executable = graph, executable
+
+    @classmethod
+    def capture(cls, stream: Stream, enqueue: Callable[[], Any]) -> Graph:
+        """Capture ``enqueue()`` on ``stream`` (nothing runs); ``GraphCaptureError`` if it cannot be captured.
+        The capture is always ended, so the stream stays usable whatever happened."""
+        cudart = runtime()
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        try:
+            cuda_call("cudaStreamBeginCapture", cudart.cudaStreamBeginCapture(stream.handle, mode))
+        except CudaError as exc:
+            cudart.cudaGetLastError()
+            raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from None
+        failure = None
+        try:
+            enqueue()
+        except Exception as exc:  # TensorRT and cuda.core raise their own types
+            failure = f"{type(exc).__name__}: {exc}"
+        finally:
+            error, graph = cudart.cudaStreamEndCapture(stream.handle)
+        if failure is None and error != cudart.cudaError_t.cudaSuccess:
+            failure = f"cudaStreamEndCapture: {error}"
+        if failure is not None:
+            cudart.cudaGetLastError()  # clear the capture error
+            if error == cudart.cudaError_t.cudaSuccess:
+                cudart.cudaGraphDestroy(graph)
+            raise GraphCaptureError(f"CUDA graph capture failed: {failure}")
+        return cls(graph, cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0)))
+
+    def launch(self, stream: Stream) -> None:
+        cuda_call("cudaGraphLaunch", runtime().cudaGraphLaunch(self._executable, stream.handle))
+
+    def free(self) -> None:
+        """Destroy the executable and the graph (after the streams that replay it are synchronized)."""
+        if self._executable is not None:
+            cudart = runtime()
+            cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(self._executable))
+            cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(self._graph))
+            self._graph = self._executable = None

@@ -18,12 +18,18 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
 Batch k+1's upload and batch k-1's download overlap batch k's compute. A workspace is reused only once
 its previous batch is finished (``finish``), so its pinned buffers are never overwritten while a copy or
 the host may still read them; with more batches in flight than workspaces, another one is made.
+
+Options: ``device`` (the CUDA device everything lives on, made current at every entry point); a face
+``parser`` (step 3 also downloads the target crops and parses them on the host; a blend kernel rewrites
+the masked swaps before step 4); ``graphs`` (steps 2 and 4 replayed as one CUDA graph per launch
+signature, the masks uploaded before them); mapped staging on integrated GPUs (step 1 copies nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,12 +39,21 @@ from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, pack_pasteback
+from simswap_trt.kernels import (
+    DeviceKernels,
+    PasteBackBatch,
+    crop_to_frame_matrices,
+    pack_pasteback,
+    parsing_blend,
+    pasteback_grid,
+)
 from simswap_trt.preprocess import stack_crops
 from simswap_trt.stages import Faces, Stages
 
 log = logging.getLogger(__name__)
 ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
+GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
+MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped)
 
 
 def _aligned(offset: int) -> int:
@@ -48,12 +63,15 @@ def _aligned(offset: int) -> int:
 class Staging:
     """A pinned host buffer and a device buffer of the same size, grown on demand and reused. ``layout``
     places arrays front to back (aligned) and returns their device addresses; ``write`` fills the pinned
-    mirror; ``upload`` copies the used part in one asynchronous copy."""
+    mirror; ``upload`` copies the used part in one asynchronous copy. With ``host_memory="mapped"``
+    (integrated GPUs, see ``cuda.host_memory_strategy``) one mapped pinned buffer is both: the kernels read
+    what the host wrote, and ``upload`` copies nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_memory: str = "staged") -> None:
         self.pinned: cuda.PinnedBuffer | None = None
         self.device: cuda.DeviceBuffer | None = None
         self.used = 0
+        self.host_memory = host_memory
 
     def layout(self, sizes: Sequence[int]) -> list[int]:
         offsets, end = [], 0
@@ -63,7 +81,7 @@ class Staging:
         if self.device is None or self.device.nbytes < end:
             self.free()
             capacity = _aligned(max(end, 1) * 5 // 4)  # some headroom: frame sizes vary a little
-            self.pinned, self.device = cuda.PinnedBuffer((capacity,), np.uint8), cuda.DeviceBuffer(capacity)
+            self.pinned, self.device = cuda.io_buffers((capacity,), np.uint8, self.host_memory)
         self.used = end
         return [self.device.ptr + offset for offset in offsets]
 
@@ -102,13 +120,19 @@ class DeviceArray:
 class Workspace:
     """Everything one batch in flight uses: a compute stream, staging, device buffers and events."""
 
-    def __init__(self) -> None:
+    def __init__(self, host_memory: str = "staged") -> None:
         self.compute = cuda.Stream()
-        self.inputs, self.masks = Staging(), Staging()  # frames + preprocessing tables; paste-back tables
+        # frames + preprocessing tables; paste-back tables
+        self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
         self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
         self.held = False  # by a started batch until it is finished
+        self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
+        self.crops: cuda.PinnedBuffer | None = None  # target crops downloaded for a host face parser
+        self.contexts: list = []  # graph mode: the generator's execution contexts, one per chunk of a batch
+        self.graphs: OrderedDict[tuple, cuda.Graph] = OrderedDict()  # graph mode: by launch signature
+        self.graph_failed: set[tuple] = set()
 
     def regions_view(self, nbytes: int) -> np.ndarray:
         if self.regions is None or self.regions.array.nbytes < nbytes:
@@ -127,7 +151,31 @@ class Workspace:
             self.regions = None
         for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
             event.free()
+        self.free_parsing()
+        self.free_graphs()
         self.compute.free()
+
+    def free_graphs(self) -> None:
+        for graph in self.graphs.values():
+            graph.free()
+        self.graphs.clear()
+        for context in self.contexts:
+            context.free()
+        self.contexts = []
+
+    def crops_view(self, nbytes: int) -> np.ndarray:
+        if self.crops is None or self.crops.array.nbytes < nbytes:
+            if self.crops is not None:
+                self.crops.free()
+            self.crops = cuda.PinnedBuffer((_aligned(max(nbytes, 1)),), np.uint8)
+        return self.crops.array[:nbytes]
+
+    def free_parsing(self) -> None:
+        for event in (self.preprocessed, self.crops_downloaded):
+            event.free()
+        if self.crops is not None:
+            self.crops.free()
+            self.crops = None
 
 
 @dataclass
@@ -137,6 +185,18 @@ class DeviceTicket:
     images: Sequence[np.ndarray]
     workspace: Workspace
     regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
+
+
+@dataclass
+class Staged:
+    """A batch's inputs on the device: frame and table addresses, generator input and output, chunks."""
+
+    frames: list[int]
+    tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
+    targets: int
+    swapped: int
+    count: int
+    chunks: list[slice]
 
 
 def frames_with_faces(
@@ -164,19 +224,44 @@ class DeviceStages:
         depth: int = 2,
         arcface=None,
         host: Stages | None = None,
+        device: int | None = None,
+        parser=None,
+        graphs: bool = False,
+        host_memory: str = "auto",
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
-        device too, else ``host`` (the host stages) computes the latents."""
+        device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
+        buffers, streams and kernels (default: the current device), made current by every entry point. ``parser``:
+        a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``). ``graphs``:
+        replay each batch's whole sequence (preprocess, generator, paste-back) as one CUDA graph (see
+        ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence.
+        ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
+        maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere)."""
+        self.device = device
+        cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
+        self.parser = parser
+        self.graphs = graphs and parser is None
+        if graphs:
+            log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else "off (face parser)")
+        if parser is not None:
+            log.info(
+                "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
+                "blend runs on the device",
+                parser.engine.backend,
+            )
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
         floats = (np.float32, np.float16)
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
             described = ", ".join(spec.describe() for spec in specs.values())
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
-        self.kernels = kernels if kernels is not None else DeviceKernels()
+        self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device or 0), host_memory)
+        log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
-        self.workspaces = [Workspace() for _ in range(depth)]  # more are made when more batches are in flight
+        # more workspaces are made when more batches are in flight
+        self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
         self._closed = False
         self._lock = threading.RLock()  # calls from several threads enqueue one batch at a time
 
@@ -187,7 +272,7 @@ class DeviceStages:
             raise EngineError("the device stages are closed")
         ws = next((w for w in self.workspaces if not w.held), None)
         if ws is None:
-            ws = Workspace()
+            ws = Workspace(self.host_memory)
             self.workspaces.append(ws)
         ws.done.synchronize()
         ws.held = True
@@ -217,34 +302,54 @@ class DeviceStages:
         ws.uploaded.record(self.upload_stream)
         return frame_addresses, table_addresses
 
-    def _generate(
+    def _stage(
         self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
-    ) -> tuple[list[int], list[int], int]:
-        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
-        Returns the frames' and the tables' device addresses and the generator output's address."""
-        count, size = len(frame_of_face), self.crop_size
-        face_bytes = 3 * size * size
+    ) -> Staged:
+        """Step 1 (upload) and the generator's input and output buffers, with room for padding the last chunk
+        up to the plan's minimum batch."""
+        count, face_bytes = len(frame_of_face), 3 * self.crop_size * self.crop_size
         chunks = chunk_batches(count, self.generator.max_batch)
-        capacity = max(count, chunks[-1].start + self.generator.min_batch)  # room for padding the last chunk
+        capacity = max(count, chunks[-1].start + self.generator.min_batch)
         latents = np.zeros((capacity, LATENT_SIZE), np.float32)
         latents[:count] = latent  # one shared [512] latent, or one per face
         frame_addresses, table_addresses = self._upload(ws, frames, frame_of_face, inverse, latents)
         targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
-        ws.compute.wait(ws.uploaded)
+        return Staged(frame_addresses, table_addresses, targets, swapped, count, chunks)
+
+    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> bool:
+        """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
+        in chunks: through ``execute_device`` (event-ordered engine slots), or with ``contexts`` (one per
+        chunk, see ``TensorRTEngine.device_context``) straight on the compute stream, as a graph capture
+        needs. Returns whether a context's batch changed (TensorRT then needs this eager run before a replay)."""
+        face_bytes, changed = 3 * self.crop_size * self.crop_size, False
         half_in = self.target_dtype == np.float16
-        self.kernels.preprocess(ws.compute.handle, *table_addresses[:6], count, size, half_in, targets)
-        for chunk in chunks:
-            self.generator.execute_device(
-                {
-                    "target": targets + chunk.start * face_bytes * self.target_dtype.itemsize,
-                    "latent": table_addresses[6] + chunk.start * LATENT_SIZE * 4,
-                    "swapped": swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
-                },
-                max(chunk.stop - chunk.start, self.generator.min_batch),
-                ws.compute,
-            )
-        return frame_addresses, table_addresses, swapped
+        tables = staged.tables
+        self.kernels.preprocess(ws.compute.handle, *tables[:6], staged.count, self.crop_size, half_in, staged.targets)
+        if contexts is None:
+            ws.preprocessed.record(ws.compute)  # a host face parser downloads the crops from here
+        for k, chunk in enumerate(staged.chunks):
+            addresses = {
+                "target": staged.targets + chunk.start * face_bytes * self.target_dtype.itemsize,
+                "latent": tables[6] + chunk.start * LATENT_SIZE * 4,
+                "swapped": staged.swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
+            }
+            batch = max(chunk.stop - chunk.start, self.generator.min_batch)
+            if contexts is None:
+                self.generator.execute_device(addresses, batch, ws.compute)
+            else:
+                changed |= contexts[k].enqueue(addresses, batch, ws.compute)
+        return changed
+
+    def _generate(
+        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
+    ) -> tuple[list[int], list[int], int]:
+        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
+        Returns the frames' and the tables' device addresses and the generator output's address."""
+        staged = self._stage(ws, frames, frame_of_face, inverse, latent)
+        ws.compute.wait(ws.uploaded)
+        self._enqueue_generate(ws, staged)
+        return staged.frames, staged.tables, staged.swapped
 
     def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
@@ -305,52 +410,17 @@ class DeviceStages:
         if not faces:
             return DeviceTicket(images, ws, [])
         used, position, frames, frame_of_face = frames_with_faces(images, faces)
-        size, face_bytes = self.crop_size, 3 * self.crop_size * self.crop_size
-        frame_addresses, tables, swapped = self._generate(
-            ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent
-        )
-        frames_table, pitches = tables[:2]
-
-        # 3. border masks on the host while the device works, then their upload
-        per_frame = [[m for i, m in faces if i == image] for image in used]
-        order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
-        batch = pack_pasteback([f.shape for f in frames], per_frame, size)
-        crop_table = np.array(
-            [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
-        ).reshape(-1)
-        pasteback_tables = [
-            batch.union_rois,
-            batch.face_begin,
-            crop_table,
-            batch.forward,
-            batch.rois,
-            batch.masks,
-            batch.mask_offsets,
-        ]
-        mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
-        for address, array in zip(mask_addresses, pasteback_tables, strict=True):
-            ws.masks.write(address, array)
-        ws.masks.upload(self.upload_stream)
-        ws.masks_uploaded.record(self.upload_stream)
-
-        # 4. paste-back on the device
-        ws.compute.wait(ws.masks_uploaded)
-        union, begin, crops, forward, rois, masks, offsets = mask_addresses
-        self.kernels.pasteback(
-            ws.compute.handle,
-            frames_table,
-            pitches,
-            batch.union_rois,
-            union,
-            begin,
-            crops,
-            size,
-            self.output_dtype == np.float16,
-            forward,
-            rois,
-            masks,
-            offsets,
-        )
+        staged = self._stage(ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent)
+        if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
+            batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
+            self._run_graphed(ws, staged, batch, mask_addresses)
+        else:
+            ws.compute.wait(ws.uploaded)
+            self._enqueue_generate(ws, staged)
+            parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
+            batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+            ws.compute.wait(ws.masks_uploaded)
+            self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
         ws.computed.record(ws.compute)
 
         # 5. download only the changed regions
@@ -364,27 +434,150 @@ class DeviceStages:
         for image, (x0, y0, x1, y1), offset in regions:
             frame = frames[position[image]]
             host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
-            start = frame_addresses[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
+            start = staged.frames[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
             ws.inputs.device.download_rows(host, self.download_stream, start, frame.strides[0])
         ws.done.record(self.download_stream)
         if batch.outside:
             log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
         return DeviceTicket(images, ws, regions)
 
+    def _upload_pasteback(
+        self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], swapped: int, parsing
+    ) -> tuple[PasteBackBatch, list[int]]:
+        """Step 3: the border masks on the host (while the device works), then the paste-back tables'
+        upload (event ``masks_uploaded``). Returns the batch and the tables' device addresses."""
+        face_bytes = 3 * self.crop_size * self.crop_size
+        per_frame = [[m for i, m in faces if i == image] for image in used]
+        order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
+        batch = pack_pasteback([f.shape for f in frames], per_frame, self.crop_size)
+        crop_table = np.array(
+            [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
+        ).reshape(-1)
+        # the masks, whose size changes with every batch, last: the other tables keep their addresses (graphs)
+        pasteback_tables = [
+            batch.union_rois,
+            batch.face_begin,
+            crop_table,
+            batch.forward,
+            batch.rois,
+            batch.mask_offsets,
+            batch.masks,
+            *parsing,
+        ]
+        mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
+        for address, array in zip(mask_addresses, pasteback_tables, strict=True):
+            ws.masks.write(address, array)
+        ws.masks.upload(self.upload_stream)
+        ws.masks_uploaded.record(self.upload_stream)
+        return batch, mask_addresses
+
+    def _enqueue_pasteback(
+        self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int], parsing, grid_rois=None
+    ) -> None:
+        """Step 4 on the compute stream: the parsing-mask blend (with a parser), then one paste-back launch
+        that reads the generator's output where it lies. ``grid_rois``: regions for the launch grid only."""
+        union, begin, crops, forward, rois, offsets, masks = mask_addresses[:7]
+        half_out = self.output_dtype == np.float16
+        if parsing:
+            half_in = self.target_dtype == np.float16
+            parsing_blend(
+                self.kernels, ws.compute.handle, staged.swapped, half_out, staged.targets, half_in,
+                *mask_addresses[7:], len(parsing[1]), self.crop_size,
+            )  # fmt: skip
+        self.kernels.pasteback(
+            ws.compute.handle,
+            *staged.tables[:2],  # frames, pitches
+            batch.union_rois if grid_rois is None else grid_rois,
+            union,
+            begin,
+            crops,
+            self.crop_size,
+            half_out,
+            forward,
+            rois,
+            masks,
+            offsets,
+        )
+
+    def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int]) -> None:
+        """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
+        the compute stream once both uploads are done. The generator runs on contexts of the workspace's own
+        (one per chunk), enqueued on the compute stream. The first batch of a signature, or one after a
+        context's batch changed, runs eagerly (TensorRT's rule: enqueue once after a shape change); the
+        first one is then captured and later ones replay it. A capture failure is logged and the signature
+        keeps running eagerly. The paste-back grid is rounded up (``GRAPH_GRID_STEP``) so that batches of
+        a video whose faces move a little share one graph."""
+        ws.compute.wait(ws.uploaded)
+        ws.compute.wait(ws.masks_uploaded)
+        while len(ws.contexts) < len(staged.chunks):
+            ws.contexts.append(self.generator.device_context())
+        contexts = ws.contexts[: len(staged.chunks)]
+        grid_rois = batch.union_rois.copy()
+        extent = grid_rois[:, 2:] - grid_rois[:, :2]
+        grid_rois[:, 2:] = grid_rois[:, :2] + -(-extent // GRAPH_GRID_STEP) * GRAPH_GRID_STEP
+        batches = tuple(max(c.stop - c.start, self.generator.min_batch) for c in staged.chunks)
+        key = (staged.count, batches, tuple(staged.tables), staged.targets, staged.swapped, tuple(mask_addresses))
+        key += (pasteback_grid(grid_rois),)
+
+        def sequence() -> bool:
+            changed = self._enqueue_generate(ws, staged, contexts)
+            self._enqueue_pasteback(ws, staged, batch, mask_addresses, [], grid_rois)
+            return changed
+
+        graph = ws.graphs.get(key)
+        if graph is not None and all(c.batch == n for c, n in zip(contexts, batches, strict=True)):
+            ws.graphs.move_to_end(key)
+            graph.launch(ws.compute)
+            return
+        sequence()
+        if graph is not None or key in ws.graph_failed:
+            return
+        try:
+            ws.graphs[key] = cuda.Graph.capture(ws.compute, sequence)
+        except cuda.GraphCaptureError as exc:
+            ws.graph_failed.add(key)
+            log.info("%s; batches of %d faces run without a graph", exc, staged.count)
+            return
+        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one
+            ws.compute.synchronize()
+            ws.graphs.popitem(last=False)[1].free()
+
+    def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
+        """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded
+        (while the generator runs) and parsed on the host. Returns [masks float32 [M,S,S], faces int32 [M]]
+        for the M faces with a mask, or [] when no face has one (their swaps are pasted unblended)."""
+        size = self.crop_size
+        shape = (count, 3, size, size)
+        nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
+        crops = ws.crops_view(nbytes).view(self.target_dtype).reshape(shape)
+        self.download_stream.wait(ws.preprocessed)
+        ws.targets.buffer.download(crops, self.download_stream)
+        ws.crops_downloaded.record(self.download_stream)
+        ws.crops_downloaded.synchronize()
+        masks = self.parser.masks(crops.astype(np.float32))
+        masked = [k for k, mask in enumerate(masks) if mask is not None]
+        if not masked:
+            return []
+        return [np.stack([masks[k] for k in masked]).astype(np.float32), np.array(masked, np.int32)]
+
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
         with self._lock:
+            cuda.activate(self.device)
             return self._start(images, faces, latent)
 
     def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         with self._lock:
+            cuda.activate(self.device)
             return self._latents(images, faces)
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         with self._lock:
+            cuda.activate(self.device)
             return self._generate_aligned(crops, latent)
 
     def finish(self, ticket: DeviceTicket) -> list[np.ndarray]:
+        cuda.activate(self.device)
         ws = ticket.workspace
         ws.done.synchronize()
         outputs = [image.copy() for image in ticket.images]
@@ -400,6 +593,7 @@ class DeviceStages:
             if self._closed:
                 return
             self._closed = True
+        cuda.activate(self.device)
         self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
         self.download_stream.synchronize()
         for ws in self.workspaces:

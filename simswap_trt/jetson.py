@@ -68,7 +68,8 @@ def power_mode(nvpmodel_output: str | None) -> str | None:
 
 def jetson_info() -> JetsonInfo | None:
     """The Jetson's facts, or None when this is not a Jetson (no L4T release file or package)."""
-    l4t = l4t_release(_read(TEGRA_RELEASE), _package_version("nvidia-l4t-core"))
+    # dpkg-query only when the release file does not answer (it takes a while on a loaded board)
+    l4t = l4t_release(_read(TEGRA_RELEASE), None) or l4t_release(None, _package_version("nvidia-l4t-core"))
     if l4t is None:
         return None
     jetpack = _package_version("nvidia-jetpack")

@@ -120,7 +120,14 @@ class FaceSwapper:
         parser: FaceParser | None = None,
         max_batch: int = 16,
         device_path: bool | None = None,
+        device: int | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
+        """``device``: the CUDA device id the device path (buffers, streams, kernels) runs on, the same as the
+        TensorRT engines' (``from_bundle`` opens them there); an id that does not exist is a
+        ``DeviceNotFoundError`` naming the available ones. Default: the current device. ``cuda_graphs``: on
+        the device path, replay each batch's whole sequence (preprocess, generator, paste-back) as a CUDA
+        graph captured per batch size (not with a parser)."""
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -137,7 +144,10 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
+        self._detector_options: dict[str, Any] = {}  # providers and threads of the default detector
         self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
+        self.device = self._check_device(device)
+        self.cuda_graphs = cuda_graphs
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
         self._stages = self._choose_stages(device_path)
@@ -153,19 +163,38 @@ class FaceSwapper:
         reason = None
         if not on_tensorrt:
             reason = f"the generator runs on {self.generator.backend}, not TensorRT"
-        elif self.parser is not None:
-            reason = "the parsing-mask blend runs on the host only"
         if reason is None:
             from simswap_trt.device import DeviceStages
 
             try:
-                return DeviceStages(self.generator, self.crop_size, arcface=self.arcface, host=host)
+                return DeviceStages(
+                    self.generator,
+                    self.crop_size,
+                    arcface=self.arcface,
+                    host=host,
+                    device=self.device,
+                    parser=self.parser,
+                    graphs=self.cuda_graphs,
+                )
             except SimswapError as exc:
                 reason = str(exc)
         if device_path:
             raise ConfigError(f"the device path cannot run: {reason}; use device_path=None or False")
         log.warning("the generator runs on TensorRT but pre- and post-processing run on the host: %s", reason)
         return host
+
+    def _check_device(self, device: int | None) -> int | None:
+        """``device`` after checking that it exists and that the engines bound to a device use the same one."""
+        if device is None:
+            return None
+        from simswap_trt import cuda
+
+        info = cuda.check_device(device)
+        for role, engine in (("generator", self.generator), ("arcface", self.arcface)):
+            if getattr(engine, "device", None) not in (None, device):
+                raise ConfigError(f"the {role} engine runs on CUDA device {engine.device}, the swapper on {device}")
+        log.info("CUDA device %d: %s (%s)", device, info.name, info.sm)
+        return device
 
     @property
     def stages(self) -> str:
@@ -204,23 +233,37 @@ class FaceSwapper:
         backend: str = "auto",
         device_path: bool | None = None,
         precision: str | None = None,
+        device: int | None = None,
+        cuda_graphs: bool = False,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
         run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
         ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``,
-        ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT)."""
+        ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT). ``device``:
+        the CUDA device id for the TensorRT engines and the device path; ``cuda_graphs``: see ``FaceSwapper``."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
-        engines = [open_engine(bundle, "generator", backend, providers, threads, precision)]
+        if device is not None:  # a bad id is refused before any engine loads
+            from simswap_trt import cuda
+
+            cuda.check_device(device)
+        engines = [open_engine(bundle, "generator", backend, providers, threads, precision, device=device)]
         try:
-            engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision))
-            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path)
+            engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision, device=device))
+            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path, device, cuda_graphs)
         except BaseException:
             for engine in engines:
                 engine.close()
             raise
         swapper._owned += engines
+        swapper._detector_options = {"providers": providers, "threads": threads}
+        if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
+            from simswap_trt.device_detect import open_device_detector
+
+            swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
+            if swapper._detector is not None:
+                swapper._owned.append(swapper._detector)
         return swapper
 
     @property
@@ -230,7 +273,7 @@ class FaceSwapper:
     @property
     def detector(self) -> FaceDetector:
         if self._detector is None:
-            self._detector = CenterFace()
+            self._detector = CenterFace(**self._detector_options)
             self._owned.append(self._detector.engine)
         return self._detector
 

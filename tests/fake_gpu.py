@@ -44,6 +44,9 @@ class FakeGpu:
         self.live: set = set()  # every buffer, stream and event not yet freed
         self.sequence = itertools.count()
         self.executed: list[str] = []
+        self.names = ["Fake H100"]  # one per device
+        self.current = 0  # the current device (one thread: the tests' own)
+        self.device_of: dict[int, int] = {}  # device address -> the device it was allocated on
 
     # -- memory -------------------------------------------------------------------------------------------
     def view(self, address: int, nbytes: int) -> np.ndarray:
@@ -53,6 +56,27 @@ class FakeGpu:
                 return memory[address - base : address - base + nbytes]
         where = "pinned host memory" if any(b <= address < b + m.size for b, m in self.pinned.items()) else "nothing"
         raise AssertionError(f"device access of {nbytes} bytes at {address:#x} is outside device memory ({where})")
+
+    # -- devices ------------------------------------------------------------------------------------------
+    def set_device(self, device: int) -> None:
+        if not 0 <= device < len(self.names):
+            raise cuda.CudaError("cudaSetDevice", "cudaErrorInvalidDevice", 101)
+        self.current = device
+
+    def device_at(self, address: int) -> int:
+        """The device of the live allocation holding ``address``."""
+        for base, memory in self.allocations.items():
+            if base <= address < base + memory.size:
+                return self.device_of[base]
+        raise AssertionError(f"{address:#x} is not device memory")
+
+    def check_on(self, stream_handle: int, addresses) -> None:
+        """A kernel (or plan) runs on its stream's device, which must be current, on memory of that device."""
+        device = self.streams[stream_handle].device
+        assert device == self.current, f"launch on a stream of device {device} while device {self.current} is current"
+        for address in addresses:
+            where = self.device_at(address)
+            assert where == device, f"device {device} reads {address:#x}, memory of device {where}"
 
     # -- scheduling ---------------------------------------------------------------------------------------
     def enqueue(self, handle: int, kind: str, run=None, event=None) -> None:
@@ -105,6 +129,7 @@ class FakeStream:
 
     def __init__(self):
         self.handle, self.ops, self.alive, self.capture = next(self.handles), [], True, None
+        self.device = GPU.current
         GPU.streams[self.handle] = self
         GPU.live.add(self)
 
@@ -156,6 +181,7 @@ class FakeDeviceBuffer:
         memory = np.zeros(max(nbytes, 1), np.uint8)
         self.ptr = memory.ctypes.data
         GPU.allocations[self.ptr] = memory
+        GPU.device_of[self.ptr] = self.device = GPU.current
         GPU.live.add(self)
 
     def upload(self, host, stream, offset=0):
@@ -227,6 +253,7 @@ class FakeMappedBuffer:
         self.nbytes = self.array.nbytes
         self.ptr = self.array.ctypes.data
         GPU.allocations[self.ptr] = self.array.reshape(-1).view(np.uint8)  # a view, not a copy
+        GPU.device_of[self.ptr] = self.device = GPU.current
         GPU.live.add(self)
 
     def upload(self, host, stream, offset=0):
@@ -236,6 +263,9 @@ class FakeMappedBuffer:
     def download(self, host, stream, offset=0):
         if not np.shares_memory(host, self.array):
             FakeDeviceBuffer.download(self, host, stream, offset)
+
+    def download_rows(self, host, stream, offset, pitch):
+        FakeDeviceBuffer.download_rows(self, host, stream, offset, pitch)
 
     def free(self):
         if self.array is not None:
@@ -248,35 +278,64 @@ def fake_launch(host_lib):
     """``simswap_trt.kernels.launch`` on the stand-in: the host build, queued on the stream."""
 
     def launch(stream, kernel, grid, args):
+        if kernel == "simswap_letterbox_kernel":
+            return fake_letterbox_launch(host_lib, stream, grid, args)
         values = [int(a) for a in args]
-        covered = None
+        if kernel == "simswap_parsing_blend_kernel":
+            return launch_parsing_blend(host_lib, stream, grid, values)
         if kernel == "simswap_preprocess_kernel":
             size = values[6]
             assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
-            for address in values[:6] + values[8:]:
-                GPU.view(address, 1)  # device memory, not host memory
+            GPU.check_on(stream, values[:6] + values[8:])  # device memory of the stream's device
             function, count_at, types = host_lib.simswap_preprocess_host, 6, "pppppp" + "ii" + "p"
         else:
-
-            def covered():  # when the kernel runs: the regions are uploaded by work queued before it
-                union = GPU.view(values[2], grid[2] * 16).view(np.int32).reshape(-1, 4)
-                extent = union[:, 2:] - union[:, :2]
-                assert (grid[0] * BLOCK[0] >= extent[:, 0]).all() and (grid[1] * BLOCK[1] >= extent[:, 1]).all()
-
-            for address in values[:5] + values[7:]:
-                GPU.view(address, 1)
+            GPU.check_on(stream, values[:5] + values[7:])
             function, count_at, types = host_lib.simswap_pasteback_host, 2, "ppppp" + "ii" + "pppp"
         converted = [ctypes.c_void_p(v) if t == "p" else ctypes.c_int(v) for v, t in zip(values, types, strict=True)]
         converted.insert(count_at, ctypes.c_int(grid[2]))
 
         def run():
-            if covered is not None:
-                covered()
+            if kernel == "simswap_pasteback_kernel":  # the regions the kernel reads when it runs
+                union = GPU.view(values[2], grid[2] * 16).view(np.int32).reshape(-1, 4)
+                extent = union[:, 2:] - union[:, :2]
+                assert (grid[0] * BLOCK[0] >= extent[:, 0]).all() and (grid[1] * BLOCK[1] >= extent[:, 1]).all()
             function(*converted)
 
         GPU.enqueue(stream, kernel, run)
 
     return launch
+
+
+def fake_letterbox_launch(host_lib, stream, grid, args):
+    """The letterbox kernel on the stand-in: the grid must cover the canvas, one layer per frame; every
+    table and the output are memory of the stream's device, which must be current."""
+    frames, pitches, widths, heights, resized, scales, canvas, swap_rb, mean, scale, half, out = args
+    assert grid[0] * BLOCK[0] >= int(canvas) and grid[1] * BLOCK[1] >= int(canvas), f"grid {grid} misses {canvas}"
+    GPU.check_on(stream, [int(a) for a in (frames, pitches, widths, heights, resized, scales, out)])
+    pointers = [ctypes.c_void_p(int(a)) for a in (frames, pitches, widths, heights, resized, scales)]
+    converted = [
+        *pointers,
+        ctypes.c_int(grid[2]),
+        ctypes.c_int(int(canvas)),
+        ctypes.c_int(int(swap_rb)),
+        ctypes.c_float(float(mean)),
+        ctypes.c_float(float(scale)),
+        ctypes.c_int(int(half)),
+        ctypes.c_void_p(int(out)),
+    ]
+    host_lib.simswap_letterbox_host.restype = None
+    GPU.enqueue(stream, "simswap_letterbox_kernel", lambda: host_lib.simswap_letterbox_host(*converted))
+
+
+def launch_parsing_blend(host_lib, stream, grid, values):
+    """The parsing-blend kernel on the stand-in: the host build over the ``grid[2]`` masked faces."""
+    size = values[6]
+    assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
+    GPU.check_on(stream, [values[0], values[2], values[4], values[5]])
+    types = "pipipp" + "i"
+    converted = [ctypes.c_void_p(v) if t == "p" else ctypes.c_int(v) for v, t in zip(values, types, strict=True)]
+    converted.insert(6, ctypes.c_int(grid[2]))
+    GPU.enqueue(stream, "simswap_parsing_blend_kernel", lambda: host_lib.simswap_parsing_blend_host(*converted))
 
 
 def fake_cudart(calls):
@@ -322,14 +381,25 @@ def fake_cudart(calls):
     )
 
 
-def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100", host_lib=None, integrated=False):
-    """Replace ``simswap_trt.cuda``'s types (and, with ``host_lib``, the kernels) by the stand-in, on a
-    discrete or ``integrated`` GPU; returns the fresh ``FakeGpu``."""
+def install_fake_cuda(
+    monkeypatch, compute_capability=(9, 0), name="Fake H100", host_lib=None, integrated=False, devices=1
+):
+    """Replace ``simswap_trt.cuda``'s types (and, with ``host_lib``, the kernels) by the stand-in, on
+    ``devices`` discrete or ``integrated`` GPUs of one model; returns the fresh ``FakeGpu``."""
     global GPU
     GPU = FakeGpu()
+    GPU.names = [name] * devices
     COPIES.clear()
     info = cuda.DeviceInfo(name, compute_capability, 80 << 30, 13000, 13000)
-    monkeypatch.setattr(cuda, "device_info", lambda device=0: info)
+
+    def device_info(device=0):
+        if not 0 <= device < devices:
+            raise cuda.CudaError("cudaGetDeviceProperties", "cudaErrorInvalidDevice", 101)
+        return info
+
+    monkeypatch.setattr(cuda, "device_info", device_info)
+    monkeypatch.setattr(cuda, "device_count", lambda: devices)
+    monkeypatch.setattr(cuda, "set_device", lambda device: GPU.set_device(device))
     traits = cuda.MemoryTraits(integrated, True, compute_capability)
     monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
     for attribute, fake in (
@@ -342,7 +412,13 @@ def install_fake_cuda(monkeypatch, compute_capability=(9, 0), name="Fake H100", 
         monkeypatch.setattr(cuda, attribute, fake)
     if host_lib is not None:
         names = {name: name for name in kernels_module.KERNEL_NAMES}
-        monkeypatch.setattr(kernels_module, "load_device_kernels", lambda device=0: names)
+        GPU.kernel_devices = []  # the device each load of the kernels was for
+
+        def load_device_kernels(device=None):
+            GPU.kernel_devices.append(GPU.current if device is None else device)
+            return names
+
+        monkeypatch.setattr(kernels_module, "load_device_kernels", load_device_kernels)
         monkeypatch.setattr(kernels_module, "launch", fake_launch(host_lib))
     return GPU
 
@@ -394,6 +470,7 @@ def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_
         def execute_async_v3(self, stream_handle):
             n = next(iter(self._shapes.values()))[0]
             addresses, io, fn = dict(self._addresses), self._io, self._fn  # TensorRT reads bindings at enqueue
+            GPU.check_on(stream_handle, addresses.values())
 
             def execute():
                 inputs = {}

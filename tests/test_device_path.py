@@ -64,9 +64,10 @@ def plan_bundle(bundle, root, min_batch=1, max_batch=3, dla_core=None, roles=("g
 PLAN_BYTES = {"generator": b"fake serialized plan", "arcface": b"fake arcface plan"}
 
 
-def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30)):
-    """The stand-in GPU, and a fake TensorRT whose plans run the bundle's graphs on ONNX Runtime."""
-    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30), **gpu_options):
+    """The stand-in GPU (``gpu_options``: see ``install_fake_cuda``), and a fake TensorRT whose plans run the
+    bundle's graphs on ONNX Runtime."""
+    gpu = install_fake_cuda(monkeypatch, host_lib=host, **gpu_options)
     generator = OnnxRuntimeEngine(bundle.path_of("generator"), threads=2)
     arcface = OnnxRuntimeEngine(bundle.path_of("arcface"), threads=2)
     size = bundle.crop_size

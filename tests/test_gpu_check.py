@@ -94,3 +94,86 @@ def test_the_cuda_layer_check_runs_on_the_stand_in(monkeypatch):
     assert details["copy_and_download_ms"] == 1.0  # the stand-in's event interval
     assert ("graph launch", 1) in calls and ("cudaGraphDestroy", 1) in calls
     assert not gpu.live
+
+
+def test_the_letterbox_check_runs_on_the_stand_in(host, monkeypatch):
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+    details = gpu_check.check_letterbox({"simswap_letterbox_kernel": "simswap_letterbox_kernel"}, host)
+    assert details["bit_exact_with_host_build"]
+    assert details["centerface_fp32_max_levels_vs_cpu"] == details["scrfd_fp32_max_levels_vs_cpu"] == 1
+    assert details["centerface_fp16_max_levels_vs_cpu"] <= 1.07 and details["scrfd_fp16_max_levels_vs_cpu"] <= 1.07
+    assert gpu.executed.count("simswap_letterbox_kernel") == 4  # two detectors, FP32 and FP16
+    assert not gpu.live
+
+
+def test_the_stand_in_detector_is_the_same_function_in_numpy_and_torch():
+    blob = np.random.default_rng(1).random((2, 3, 32, 32), dtype=np.float32) * 255
+    heat = gpu_check.detector_standin_numpy(blob)[0]
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(blob[:, :1]).double(), 4) / 255
+    np.testing.assert_allclose(heat, pooled.float().numpy(), atol=1e-7)
+    assert heat[0, 0, 1, 2] == pytest.approx(blob[0, 0, 4:8, 8:12].mean() / 255, abs=1e-6)
+
+
+def test_the_device_detection_check_runs_on_the_stand_in(host, monkeypatch):
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+
+    def execute_device(self, addresses, batch, stream):  # the torch engine's work, on the stand-in's memory
+        def view(name, shape):
+            return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
+
+        def run():
+            outputs = gpu_check.detector_standin_numpy(view("input.1", (batch, 3, self.canvas, self.canvas)))
+            for spec, value in zip(self.outputs, outputs, strict=True):
+                view(spec.name, value.shape)[...] = value
+
+        gpu.enqueue(stream.handle, "execute", run)
+        self.calls += 1
+
+    monkeypatch.setattr(gpu_check.StandinDetectorEngine, "execute_device", execute_device)
+    details = gpu_check.check_device_detection({"simswap_letterbox_kernel": "simswap_letterbox_kernel"}, canvas=96)
+    assert details["max_heatmap_levels_vs_cpu"] <= 1.001
+    assert gpu.executed.count("simswap_letterbox_kernel") == 2 + 2 + 2  # 5 frames, then 8 frames twice, 4 a call
+
+
+def kernel_standin_on(gpu, monkeypatch):
+    """The kernel stand-in generator's launches as queued NumPy work on the stand-in's memory."""
+
+    def launch(self, addresses, batch, stream):
+        def view(name, shape):
+            return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
+
+        image = (batch, 3, self.crop_size, self.crop_size)
+
+        def run():
+            view("swapped", image)[...] = gpu_check.standin_numpy(view("target", image), view("latent", (batch, 512)))
+
+        gpu.enqueue(stream.handle, "execute", run)
+
+    monkeypatch.setattr(gpu_check, "standin_kernel", lambda device=None: "standin_generator")
+    monkeypatch.setattr(gpu_check.KernelStandinEngine, "launch", launch)
+
+
+def test_the_device_parsing_and_graph_checks_run_on_the_stand_in(host, monkeypatch, tmp_path):
+    from fake_gpu import fake_cudart
+
+    from simswap_trt import cuda
+
+    gpu = install_fake_cuda(monkeypatch, host_lib=host, devices=2)
+    calls = []
+    cudart = fake_cudart(calls)
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+    kernel_standin_on(gpu, monkeypatch)
+
+    devices = gpu_check.check_devices(tmp_path)
+    assert devices["devices"] == ["0: Fake H100", "1: Fake H100"]
+    assert devices["device_path_on"] == 1 and devices["max_levels_vs_cpu"] <= 1
+    from simswap_trt.kernels import KERNEL_NAMES
+
+    kernels = {name: name for name in KERNEL_NAMES}
+    parsing = gpu_check.check_parsing_blend(kernels, host, tmp_path)
+    assert parsing["blend_bit_exact"] and parsing["parser_max_levels_vs_cpu"] <= 1
+    assert gpu.executed.count("simswap_parsing_blend_kernel") >= 4  # 2 direct, 1 per batch of the device path
+    graphs = gpu_check.check_graphs(tmp_path, 3)
+    # a graph per batch size in each of the two workspaces (two batches in flight), replayed
+    assert graphs["graphs"] == 4 and graphs["replays"] >= 2
+    assert not gpu.live

@@ -21,7 +21,8 @@ def fake_commands(tmp_path, monkeypatch, packages, nvpmodel=NVPMODEL):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     cases = "".join(f'  {name}) printf "%s" "{version}";;\n' for name, version in packages.items())
-    scripts = {"dpkg-query": f'#!/bin/sh\ncase "$3" in\n{cases}  *) exit 1;;\nesac\n'}
+    queries = tmp_path / "dpkg-queries"
+    scripts = {"dpkg-query": f'#!/bin/sh\necho "$3" >> {queries}\ncase "$3" in\n{cases}  *) exit 1;;\nesac\n'}
     if nvpmodel:
         scripts["nvpmodel"] = f'#!/bin/sh\n[ "$1" = "-q" ] || exit 2\n{nvpmodel}\n'
     for name, text in scripts.items():
@@ -59,6 +60,8 @@ def test_doctor_on_an_orin(tmp_path, monkeypatch, capsys):
     assert "power mode    MAXN (mode 0)" in out
     assert "GPU memory    integrated: shared with the CPU; engines use mapped pinned host memory, no copies" in out
     assert "DLA cores     2 (build with: simswap-build engine B --dla-core 0)" in out
+    # the release file answered, so dpkg was asked only for the JetPack version
+    assert (tmp_path / "dpkg-queries").read_text().split() == ["nvidia-jetpack"]
 
 
 def test_jetpack_from_the_l4t_release_and_unreadable_power_mode(tmp_path, monkeypatch, capsys):
@@ -69,6 +72,7 @@ def test_jetpack_from_the_l4t_release_and_unreadable_power_mode(tmp_path, monkey
     fake_tensorrt(monkeypatch, dla_cores=0)
     out = doctor(capsys)
     assert "Jetson        unknown module: L4T 36.3.0, JetPack 6.0" in out
+    assert (tmp_path / "dpkg-queries").read_text().split() == ["nvidia-l4t-core", "nvidia-jetpack"]
     assert "power mode    not readable (nvpmodel -q)" in out
     assert "DLA cores     0" in out  # Orin Nano / NX 8GB: no DLA
 

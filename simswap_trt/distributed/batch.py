@@ -13,6 +13,7 @@ local (shared) paths, since PyAV reads files, and the ``video`` extra.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -126,16 +127,34 @@ def output_for(source: str, output_folder: str) -> str:
     return f"{output_folder.rstrip('/')}/{source.rsplit('/', 1)[-1]}"
 
 
+def assigned_device(gpu_ids: Sequence, visible: str | None) -> int | None:
+    """The CUDA device id, in this process, of the first GPU Ray assigned to the actor (``ray.get_gpu_ids()``),
+    given ``CUDA_VISIBLE_DEVICES`` (Ray sets it to the assigned GPUs, so this is usually 0); None without one."""
+    if not gpu_ids:
+        return None
+    if visible is None:
+        return int(gpu_ids[0])
+    names = [name.strip() for name in visible.split(",")]
+    return names.index(str(gpu_ids[0])) if str(gpu_ids[0]) in names else 0
+
+
 class SwapActor:
-    """One Ray actor: one ``FaceSwapper``; called with batches of ``source``/``output`` columns."""
+    """One Ray actor: one ``FaceSwapper`` (on the GPU Ray assigned to it, if any); called with batches of
+    ``source``/``output`` columns."""
 
     def __init__(self, bundle: str, latent: np.ndarray, options: dict) -> None:
+        import ray
+
         from simswap_trt.swapper import FaceSwapper
 
         self.options = JobOptions(**options)
         o = self.options
+        gpu_ids = ray.get_gpu_ids() if o.backend != "onnxruntime" else []  # ONNX Runtime: on the CPU
+        device = assigned_device(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if device is not None:
+            log.info("actor on GPU %s (CUDA device %d in this process)", gpu_ids[0], device)
         self.swapper = FaceSwapper.from_bundle(
-            bundle, threads=o.threads, max_batch=o.batch, backend=o.backend, precision=o.precision
+            bundle, threads=o.threads, max_batch=o.batch, backend=o.backend, precision=o.precision, device=device
         )
         self.swapper.source_latent = np.asarray(latent, np.float32)
 

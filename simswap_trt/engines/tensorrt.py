@@ -60,9 +60,10 @@ def import_tensorrt() -> tuple[ModuleType, bool]:
         ) from None
 
 
-def runtime_info(trt: ModuleType, lean: bool) -> RuntimeInfo:
-    device = cuda.device_info()
-    return RuntimeInfo(trt.__version__, lean, device.compute_capability, device.name)
+def runtime_info(trt: ModuleType, lean: bool, device: int | None = None) -> RuntimeInfo:
+    """What decides whether a plan runs here: the TensorRT version and ``device`` (default: the current one)."""
+    info = cuda.device_info() if device is None else cuda.check_device(device)
+    return RuntimeInfo(trt.__version__, lean, info.compute_capability, info.name)
 
 
 def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[int, ...]]:
@@ -148,9 +149,14 @@ class TensorRTEngine(Engine):
         depth: int = 2,
         cuda_graphs: bool = False,
         host_memory: str = "auto",
+        device: int | None = None,
     ) -> None:
+        """``device``: the CUDA device id the plan, its contexts and buffers live on (default: the calling
+        thread's current device); every call of the engine makes it current first."""
         trt, lean = import_tensorrt()
-        here = runtime_info(trt, lean)
+        here = runtime_info(trt, lean, device)
+        self.device = device
+        cuda.activate(device)
         problems = plan_problems(entry, here, onnx_sha256)
         if problems:
             raise EngineError(
@@ -174,15 +180,18 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(), host_memory)  # "mapped" or "staged"
+        traits = cuda.memory_traits(device or 0)
+        self.host_memory = cuda.host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
         self._slots = [
             _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
         ]
         self._lock = threading.Lock()
+        self._device_contexts: list[DeviceContext] = []  # handed out by device_context()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self._device_calls = 0  # execute_device calls; slot = call % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
-        self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{here.gpu_name}, {entry.precision}]"
+        on = here.gpu_name if device is None else f"{here.gpu_name}, device {device}"
+        self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{on}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
         log.info("%s: %s host memory for inputs and outputs", entry.file, self.host_memory)
 
@@ -214,6 +223,7 @@ class TensorRTEngine(Engine):
 
         gpu_ms: list[float] = []
         with self._lock:
+            cuda.activate(self.device)
             self._check_idle()
             for _ in Pipeline(len(self._slots), submit, collect).run(chunks):
                 pass
@@ -253,6 +263,7 @@ class TensorRTEngine(Engine):
                 f"submit takes at most the profile maximum ({self.max_batch}); run() chunks larger batches"
             )
         with self._lock:
+            cuda.activate(self.device)
             if not self._slots:
                 raise EngineError("the engine is closed")
             ticket, slot = self._tickets, self._slots[self._tickets % len(self._slots)]
@@ -264,6 +275,7 @@ class TensorRTEngine(Engine):
         return ticket
 
     def _collect_impl(self, ticket: int) -> dict[str, np.ndarray]:
+        cuda.activate(self.device)
         slot = self._slots[ticket % len(self._slots)]
         if not slot.pending or ticket < self._tickets - len(self._slots):
             raise EngineError(f"ticket {ticket} was already collected")
@@ -334,6 +346,7 @@ class TensorRTEngine(Engine):
                 + (" (pad it up to the minimum)" if batch < self.min_batch else " (cut it into chunks)")
             )
         with self._lock:
+            cuda.activate(self.device)
             if not self._slots:
                 raise EngineError("the engine is closed")
             slot = self._slots[self._device_calls % len(self._slots)]
@@ -367,7 +380,66 @@ class TensorRTEngine(Engine):
     def close(self) -> None:
         """Wait for this engine's streams, then free its buffers, graphs and contexts. Idempotent."""
         with self._lock:
+            cuda.activate(self.device)
             slots, self._slots = self._slots, []
             for slot in slots:
                 slot.free()
+            for context in self._device_contexts:
+                context.free()
             self._engine = None
+
+    def device_context(self) -> DeviceContext:
+        """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
+        events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by ``close()``
+        at the latest; each costs the plan's activation memory."""
+        with self._lock:
+            if self._engine is None:
+                raise EngineError("the engine is closed")
+            cuda.activate(self.device)
+            context = DeviceContext(self)
+            self._device_contexts.append(context)
+            return context
+
+
+class DeviceContext:
+    """One TensorRT execution context that a single caller enqueues on its own stream (see
+    ``TensorRTEngine.device_context``). It keeps its batch between runs: a graph captured with it replays
+    only while that batch is unchanged."""
+
+    def __init__(self, engine: TensorRTEngine) -> None:
+        self._engine = engine
+        self.context = engine._engine.create_execution_context()
+        if self.context is None:
+            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        self.batch = -1
+        self.addresses: dict[str, int] = {}
+
+    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> bool:
+        """Enqueue one run on device ``addresses`` (every tensor, ``batch`` items, within the profile) on
+        ``stream``. Returns True when the batch changed: TensorRT needs such an eager run before a graph
+        captured with this context is replayed."""
+        engine = self._engine
+        if self.context is None:
+            raise EngineError("the engine is closed")
+        if set(addresses) != {s.name for s in engine.inputs + engine.outputs}:
+            raise EngineError(f"enqueue needs every tensor of the plan; got {sorted(addresses)}")
+        if not engine.min_batch <= batch <= engine.max_batch:
+            raise EngineError(f"batch {batch} is outside the plan's profile {engine.min_batch}..{engine.max_batch}")
+        changed = batch != self.batch
+        if changed:
+            self.batch = -1  # unknown until every input accepted the new shape
+            for spec in engine.inputs:
+                if not self.context.set_input_shape(spec.name, (batch, *spec.shape[1:])):
+                    raise EngineError(f"TensorRT refused shape {(batch, *spec.shape[1:])} for {spec.name!r}")
+            self.batch = batch
+        for name, address in addresses.items():
+            if self.addresses.get(name) != address:
+                if not self.context.set_tensor_address(name, address):
+                    raise EngineError(f"TensorRT refused the address of tensor {name!r}")
+                self.addresses[name] = address
+        if not self.context.execute_async_v3(stream.handle):
+            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+        return changed
+
+    def free(self) -> None:
+        self.context = None

@@ -6,6 +6,11 @@
   engine's input buffer) and ``simswap_pasteback_kernel`` (reads each face's generator output where it
   lies, NCHW RGB [0, 1]; inverse warp restricted to each face's region, the official border mask, blend in
   order, truncate once).
+* ``simswap_letterbox_kernel``: makes the face detector's input: every frame of a batch resized onto the
+  detector's square canvas (cv2.resize INTER_LINEAR geometry), zero padding, normalised per detector, NCHW
+  float32 or float16 straight into the detector engine's input buffer.
+* ``simswap_parsing_blend_kernel``: the optional parsing-mask blend (official ``--use_mask``), in crop space:
+  each masked face's generator output blended in place with its generator input, before the paste-back.
 * ``host.cpp``: the same math in loops, built by CMake (``simswap_kernels_host``) for the CPU tests.
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
@@ -29,7 +34,12 @@ from simswap_trt.vision.align import invert_affine
 from simswap_trt.vision.pasteback import border_mask, face_roi
 
 SOURCE_DIR = Path(__file__).parent
-KERNEL_NAMES = ("simswap_preprocess_kernel", "simswap_pasteback_kernel")
+KERNEL_NAMES = (
+    "simswap_preprocess_kernel",
+    "simswap_pasteback_kernel",
+    "simswap_letterbox_kernel",
+    "simswap_parsing_blend_kernel",
+)
 BLOCK = (16, 16, 1)
 
 
@@ -90,9 +100,9 @@ def crop_to_frame_matrices(matrices: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([invert_affine(np.asarray(m, np.float64)).reshape(6) for m in matrices], np.float32)
 
 
-def load_device_kernels(device: int = 0):
-    """The two kernels as cuda.core ``Kernel`` objects: from the CMake-built fatbin when present, else
-    compiled from source with NVRTC for this GPU."""
+def load_device_kernels(device: int | None = None):
+    """The kernels as cuda.core ``Kernel`` objects on ``device`` (default: the current one): from the
+    CMake-built fatbin when present, else compiled from source with NVRTC for this GPU."""
     try:
         from cuda.core import Device, ObjectCode, Program, ProgramOptions
     except ImportError:
@@ -142,12 +152,17 @@ def pasteback_grid(union_rois: np.ndarray) -> tuple[int, int, int]:
     return _blocks(extent[:, 0].max(), BLOCK[0]), _blocks(extent[:, 1].max(), BLOCK[1]), len(union_rois)
 
 
+def letterbox_grid(canvas: int, frames: int) -> tuple[int, int, int]:
+    """One thread per canvas pixel, one grid layer per frame."""
+    return _blocks(canvas, BLOCK[0]), _blocks(canvas, BLOCK[1]), frames
+
+
 class DeviceKernels:
     """The two kernels with their argument packing and launch geometry. Arguments are device addresses
     (``int``) of the tables the kernels read; see ``simswap_kernels.cu``."""
 
-    def __init__(self, kernels=None) -> None:
-        self.kernels = kernels if kernels is not None else load_device_kernels()
+    def __init__(self, kernels=None, device: int | None = None) -> None:
+        self.kernels = kernels if kernels is not None else load_device_kernels(device)
 
     def preprocess(
         self,
@@ -195,6 +210,60 @@ class DeviceKernels:
                 *map(np.uint64, (forward, rois, masks, mask_offsets)),
             ]
             launch(stream, self.kernels["simswap_pasteback_kernel"], pasteback_grid(union_rois_host), args)
+
+
+def letterbox(
+    kernels: DeviceKernels,
+    stream: int,
+    frames: int,
+    pitches: int,
+    widths: int,
+    heights: int,
+    resized: int,
+    scales: int,
+    count: int,
+    canvas: int,
+    normalisation: tuple[bool, float, float],
+    half: bool,
+    out: int,
+) -> None:
+    """Every frame of a batch onto the detector canvas in ``out`` (NCHW, float16 with ``half``), one launch.
+    ``resized``: int32 [frames, 2] resized width and height; ``scales``: float32 [frames, 2] source / resized
+    size ratios; ``normalisation``: (BGR→RGB, mean, scale) of the detector (``FaceDetector.normalisation``)."""
+    if count:
+        swap_rb, mean, scale = normalisation
+        pointers = (frames, pitches, widths, heights, resized, scales)
+        args = [
+            *map(np.uint64, pointers),
+            np.int32(canvas),
+            np.int32(swap_rb),
+            np.float32(mean),
+            np.float32(scale),
+            np.int32(half),
+            np.uint64(out),
+        ]
+        launch(stream, kernels.kernels["simswap_letterbox_kernel"], letterbox_grid(canvas, count), args)
+
+
+def parsing_blend(
+    kernels: DeviceKernels,
+    stream: int,
+    swapped: int,
+    half_out: bool,
+    targets: int,
+    half_in: bool,
+    masks: int,
+    faces: int,
+    count: int,
+    size: int,
+) -> None:
+    """Blend ``count`` faces (device table ``faces`` of their batch positions) of the generator output
+    ``swapped`` with the generator input ``targets`` by their parsing masks (``masks``: float32
+    [count, size, size]), one launch; the output is rewritten in place (float16 with ``half_out``)."""
+    if count:
+        args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
+        args += [np.uint64(masks), np.uint64(faces), np.int32(size)]
+        launch(stream, kernels.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, count), args)
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:

@@ -31,4 +31,30 @@ void simswap_pasteback_host(uint8_t* const* frames, const int* pitches, int fram
                                 half, forward, rois, masks, mask_offsets, x, y);
     }
 }
+
+void simswap_letterbox_host(const uint8_t* const* frames, const int* pitches, const int* widths, const int* heights,
+                            const int* resized, const float* scales, int frame_count, int canvas, int swap_rb,
+                            float mean, float scale, int half, void* out) {
+    for (int f = 0; f < frame_count; ++f) {
+        char* frame_out = (char*)out + (long long)f * 3 * canvas * canvas * (half ? 2 : 4);
+        for (int y = 0; y < canvas; ++y)
+            for (int x = 0; x < canvas; ++x) {
+                float value[3];
+                letterbox_pixel(frames[f], pitches[f], widths[f], heights[f], resized[2 * f], resized[2 * f + 1],
+                                scales[2 * f], scales[2 * f + 1], swap_rb, mean, scale, x, y, value);
+                store_nchw(frame_out, half, canvas, x, y, value);
+            }
+    }
+}
+
+void simswap_parsing_blend_host(void* swapped, int half_out, const void* targets, int half_in, const float* masks,
+                                const int* faces, int count, int size) {
+    long long values = 3LL * size * size;
+    for (int k = 0; k < count; ++k)
+        for (int y = 0; y < size; ++y)
+            for (int x = 0; x < size; ++x)
+                parsing_blend_pixel((char*)swapped + faces[k] * values * (half_out ? 2 : 4), half_out,
+                                    (const char*)targets + faces[k] * values * (half_in ? 2 : 4), half_in,
+                                    masks + (long long)k * size * size, size, x, y);
+}
 }

@@ -34,3 +34,34 @@ extern "C" __global__ void simswap_pasteback_kernel(uint8_t* const* frames, cons
     pasteback_pixel(frames[frame], pitches[frame], face_begin[frame], face_begin[frame + 1], crops, size, half,
                     forward, rois, masks, mask_offsets, x, y);
 }
+
+// One thread per canvas pixel; blockIdx.z is the frame. Writes the detector input NCHW (3 x canvas x canvas per
+// frame), float32 or, with `half`, float16, straight into the detector engine's input buffer. `resized` holds
+// each frame's resized width and height, `scales` its source / resized size ratios (x, y).
+extern "C" __global__ void simswap_letterbox_kernel(const uint8_t* const* frames, const int* pitches,
+                                                    const int* widths, const int* heights, const int* resized,
+                                                    const float* scales, int canvas, int swap_rb, float mean,
+                                                    float scale, int half, void* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    int f = blockIdx.z;
+    if (x >= canvas || y >= canvas) return;
+    float value[3];
+    letterbox_pixel(frames[f], pitches[f], widths[f], heights[f], resized[2 * f], resized[2 * f + 1], scales[2 * f],
+                    scales[2 * f + 1], swap_rb, mean, scale, x, y, value);
+    store_nchw((char*)out + (long long)f * 3 * canvas * canvas * (half ? 2 : 4), half, canvas, x, y, value);
+}
+
+// One thread per crop pixel; blockIdx.z is the k-th face with a parsing mask, face `faces[k]` of the batch.
+// Blends that face's generator output (`swapped`, rewritten in place) with its generator input (`targets`)
+// by mask k of `masks` (size x size each), before the paste-back reads the output.
+extern "C" __global__ void simswap_parsing_blend_kernel(void* swapped, int half_out, const void* targets, int half_in,
+                                                        const float* masks, const int* faces, int size) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= size || y >= size) return;
+    long long k = blockIdx.z, face = faces[k], values = 3LL * size * size;
+    parsing_blend_pixel((char*)swapped + face * values * (half_out ? 2 : 4), half_out,
+                        (const char*)targets + face * values * (half_in ? 2 : 4), half_in, masks + k * size * size,
+                        size, x, y);
+}

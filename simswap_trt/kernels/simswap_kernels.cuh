@@ -182,3 +182,64 @@ SIMSWAP_HD void pasteback_pixel(uint8_t* frame, int pitch, int face_begin, int f
     if (touched)
         for (int c = 0; c < 3; ++c) pixel[c] = truncate_u8(value[c]);
 }
+
+// -- detector input: letterbox + normalisation ---------------------------------------------------------------
+// The detectors' canvas (simswap_trt.vision.detect.letterbox): each frame resized so its longer side fills the
+// square canvas, placed top-left, zero padding. The resize follows cv2.resize INTER_LINEAR's geometry: pixel
+// centres at +0.5, source coordinate (d + 0.5) * scale - 0.5 clamped to [0, size - 1] (border replicate), two
+// taps per axis. It interpolates in float32 and rounds to a level (OpenCV's uint8 resize uses 11-bit fixed-point
+// weights, so a few pixels differ from OpenCV's canvas by one level), then normalises exactly as the CPU code
+// does from that level: value = (level - mean) * scale, channels in RGB order when `swap_rb` (BGR frames).
+
+// Source coordinate of destination index d for a resize by `scale` (source / destination size).
+SIMSWAP_HD float resize_source(int d, float scale, int size) {
+    float f = ((float)d + 0.5f) * scale - 0.5f;
+    float last = (float)(size - 1);
+    return f < 0.0f ? 0.0f : (f > last ? last : f);
+}
+
+// Canvas pixel (x, y) of one frame resized to `resized_w` x `resized_h` (scales: source / resized size), its
+// three normalised values in output channel order.
+SIMSWAP_HD void letterbox_pixel(const uint8_t* frame, int pitch, int width, int height, int resized_w,
+                                int resized_h, float scale_x, float scale_y, int swap_rb, float mean, float scale,
+                                int x, int y, float out[3]) {
+    float level[3] = {0.0f, 0.0f, 0.0f};
+    if (x < resized_w && y < resized_h) {
+        sample_u8(frame, pitch, width, height, resize_source(x, scale_x, width), resize_source(y, scale_y, height),
+                  level);
+        for (int c = 0; c < 3; ++c) level[c] = rintf(level[c]);
+    }
+    for (int c = 0; c < 3; ++c) out[c] = (level[swap_rb ? 2 - c : c] - mean) * scale;
+}
+
+// -- parsing-mask blend (the official --use_mask), in crop space before paste-back ----------------------------
+
+// One value of an NCHW tensor stored as float32 or, with `half`, float16.
+SIMSWAP_HD float load_value(const void* data, int half, long long index) {
+    return half ? half_to_float(((const uint16_t*)data)[index]) : ((const float*)data)[index];
+}
+
+SIMSWAP_HD void store_value(void* data, int half, long long index, float v) {
+    if (half)
+        ((uint16_t*)data)[index] = half_bits(v);
+    else
+        ((float*)data)[index] = v;
+}
+
+// swap * mask + target * (1 - mask), in float32 and in this order (as the host path's NumPy expression).
+SIMSWAP_HD float parsing_blend(float swapped, float target, float mask) {
+    return swapped * mask + target * (1.0f - mask);
+}
+
+// Crop pixel (x, y) of one face: its generator output `swapped` (NCHW RGB [0, 1], rewritten in place) blended
+// with its generator input `target` (the preprocessed target crop) by its parsing mask `mask` (size x size).
+SIMSWAP_HD void parsing_blend_pixel(void* swapped, int half_out, const void* target, int half_in, const float* mask,
+                                    int size, int x, int y) {
+    long long plane = (long long)size * size, index = (long long)y * size + x;
+    float m = mask[index];
+    for (int c = 0; c < 3; ++c) {
+        long long i = c * plane + index;
+        float blended = parsing_blend(load_value(swapped, half_out, i), load_value(target, half_in, i), m);
+        store_value(swapped, half_out, i, blended);
+    }
+}

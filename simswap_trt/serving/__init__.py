@@ -6,6 +6,16 @@ Importing this package does not import PyTriton; ``start`` does.
 """
 
 from simswap_trt.serving.models import FACE_COLUMNS, Identity, SwapAligned, SwapImage
-from simswap_trt.serving.server import MODELS, ServeConfig, start, stub_environment
+from simswap_trt.serving.server import MODELS, ServeConfig, place_instances, start, stub_environment
 
-__all__ = ["FACE_COLUMNS", "MODELS", "Identity", "ServeConfig", "SwapAligned", "SwapImage", "start", "stub_environment"]
+__all__ = [
+    "FACE_COLUMNS",
+    "MODELS",
+    "Identity",
+    "ServeConfig",
+    "SwapAligned",
+    "SwapImage",
+    "place_instances",
+    "start",
+    "stub_environment",
+]

@@ -159,3 +159,26 @@ def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
         config.queue_delay_us,
     )
     return triton
+
+
+def place_instances(instances: int, devices: Sequence[int] | None = None) -> list[int | None]:
+    """The CUDA device of each of ``instances`` swappers: round robin over ``devices`` (each checked; a bad id
+    is a ``DeviceNotFoundError`` naming the available ones), by default over every visible device; None for
+    every instance on a machine without one (the engines then run where their backend puts them). Logged."""
+    from simswap_trt import cuda
+    from simswap_trt.errors import EngineError
+
+    if devices:
+        for device in devices:
+            cuda.check_device(device)
+        chosen = list(devices)
+    else:
+        try:
+            chosen = list(range(cuda.device_count()))
+        except EngineError:  # no cuda-python: a CPU-only install
+            chosen = []
+    if not chosen:
+        return [None] * instances
+    placement = [chosen[i % len(chosen)] for i in range(instances)]
+    log.info("instances on CUDA devices %s", ", ".join(map(str, placement)))
+    return placement

