@@ -974,6 +974,7 @@ def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
             exact.append(True)
         for buffer in buffers:
             buffer.free()
+    exact.append(check_parser_kernels(device_kernels, host, stream) if host is not None else True)
     stream.free()
     parser = FaceParser(content_parser(folder / "parser.onnx"))
     host_swapper, device = kernel_swappers(folder, max_batch=4, parser=parser)
@@ -984,6 +985,31 @@ def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
     if worst > 1:
         raise AssertionError(f"the device path with a parser differs from the CPU path by {worst} levels")
     return {"blend_bit_exact": bool(exact) and all(exact), "parser_max_levels_vs_cpu": worst}
+
+
+def check_parser_kernels(device_kernels: DeviceKernels, host, stream) -> bool:
+    """The parser's input and labels kernels vs the host build, bit-exact (a float16 generator input)."""
+    from simswap_trt.kernels import parser_input, parser_labels
+
+    rng, size, count = np.random.default_rng(6), 224, 3
+    targets = rng.random((count, 3, size, size), dtype=np.float32).astype(np.float16)
+    logits = rng.integers(-3, 4, (count, 19, 512, 512)).astype(np.float32)  # with ties
+    buffers = [cuda.DeviceBuffer.from_array(a) for a in (targets, logits)]
+    out, labels = cuda.DeviceBuffer(count * 3 * 512 * 512 * 4), cuda.DeviceBuffer(count * 512 * 512)
+    parser_input(device_kernels, stream.handle, buffers[0].ptr, True, count, size, out.ptr)
+    parser_labels(device_kernels, stream.handle, buffers[1].ptr, count, labels.ptr)
+    stream.synchronize()
+    got_input = out.to_array(np.empty((count, 3, 512, 512), np.float32))
+    got_labels = labels.to_array(np.empty((count, 512, 512), np.uint8))
+    want_input, want_labels = np.empty_like(got_input), np.empty_like(got_labels)
+    host.simswap_parser_input_host.restype = host.simswap_parser_labels_host.restype = None
+    host.simswap_parser_input_host(_ptr(targets), 1, count, size, _ptr(want_input))
+    host.simswap_parser_labels_host(_ptr(logits), count, _ptr(want_labels))
+    for buffer in (*buffers, out, labels):
+        buffer.free()
+    if not np.array_equal(got_input, want_input) or not np.array_equal(got_labels, want_labels):
+        raise AssertionError("the parser's input or labels kernel is not bit-exact with the host build")
+    return True
 
 
 def check_graphs(folder: Path, batches: int) -> dict:

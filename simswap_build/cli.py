@@ -110,8 +110,13 @@ def _engine(args: argparse.Namespace) -> int:
             if args.role == "detector":
                 raise
             print(f"no detector plan (detection stays on ONNX Runtime): {exc}")
+    if args.parser is not None:
+        from simswap_build.parser_graph import add_parser
+
+        print(f"parser graph: {add_parser(args.bundle, args.parser).parser.file} (from {args.parser.name})")
+        roles += ("parser",)
     for role in roles:
-        precision = "fp32" if role == "detector" else args.precision  # the detector graph is FP32 only
+        precision = "fp32" if role in ("detector", "parser") else args.precision  # those graphs are FP32 only
         entry = build_engine(args.bundle, role, options, precision, overwrite=args.overwrite)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
@@ -449,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="detector input canvas in pixels, a multiple of 32 (default 640, as the host detectors)",
     )
     engine.add_argument("--no-detector", action="store_true", help="with --role all: no detector plan")
+    engine.add_argument(
+        "--parser",
+        type=Path,
+        default=None,
+        metavar="ONNX",
+        help="put this face parser (as --parsing-model takes) in the bundle and build its plan: the device path "
+        "then parses on the GPU when swapping with that --parsing-model",
+    )
     engine.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),

@@ -15,6 +15,10 @@ Optional ``detector`` (added by ``simswap-build engine``): a face detector graph
 ``centerface`` or ``scrfd`` with one float32[batch,3,C,C] input (the letterboxed, normalised canvas of
 ``simswap_trt.vision.detect``) and the detector's own outputs (4 for CenterFace, 9 for SCRFD), so that its
 TensorRT plan can run detection on the device.
+
+Optional ``parser`` (added by ``simswap-build engine --parser``): the user's face-parsing graph
+(``simswap_trt.vision.parsing``) with input float32[batch,3,512,512] and, as its only output, the class
+logits float32[batch,19,512,512], so that its TensorRT plan can parse on the device.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ ALIGNMENTS = ("multipose", "ffhq")  # the official 224 templates ×S/112, or the
 ROLES = ("generator", "arcface")
 DETECTOR = "detector"  # the optional detector role
 DETECTOR_OUTPUTS = {"centerface": 4, "scrfd": 9}  # architecture -> number of outputs
+PARSER = "parser"  # the optional face-parser role
 
 
 def contract(role: str, crop_size: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -103,6 +108,11 @@ class Bundle:
     def detector(self) -> ModelEntry | None:
         """The detector graph, or None for a bundle without one (detection then runs on ONNX Runtime)."""
         return self.models.get(DETECTOR)
+
+    @property
+    def parser(self) -> ModelEntry | None:
+        """The face-parser graph, or None (a parser then runs on ONNX Runtime only)."""
+        return self.models.get(PARSER)
 
     @property
     def detector_canvas(self) -> int:
@@ -200,6 +210,10 @@ class Bundle:
             if role not in self.models:
                 raise BundleError(f"{self.root}: the manifest declares no {role} model")
         for role, entry in self.models.items():
+            if role == PARSER:
+                self._validate_parser(entry)
+                self._check_file(role, entry.file, entry.sha256, verify_hashes)
+                continue
             if role == DETECTOR:
                 self._validate_detector(entry)
                 self._check_file(role, entry.file, entry.sha256, verify_hashes)
@@ -223,6 +237,21 @@ class Bundle:
             if plan.role not in ROLES and plan.role not in self.models:
                 raise BundleError(f"{self.root}: TensorRT plan {plan.file} has unknown role {plan.role!r}")
             self._check_file(f"{plan.role} TensorRT plan", plan.file, plan.sha256, verify_hashes)
+
+    def _validate_parser(self, entry: ModelEntry) -> None:
+        from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE
+
+        shapes = [(s.dtype, s.shape[1:]) for s in entry.inputs + entry.outputs]
+        want = [
+            ("float32", (3, PARSING_SIZE, PARSING_SIZE)),
+            ("float32", (PARSING_CLASSES, PARSING_SIZE, PARSING_SIZE)),
+        ]
+        if shapes != want:
+            raise BundleError(
+                f"{self.root}: the parser graph must take float32 [batch, 3, 512, 512] and give only float32 "
+                f"[batch, 19, 512, 512] logits; got {[s.describe() for s in entry.inputs + entry.outputs]}. "
+                "Re-add it with 'simswap-build engine --parser'"
+            )
 
     def _validate_detector(self, entry: ModelEntry) -> None:
         outputs = DETECTOR_OUTPUTS.get(entry.architecture)

@@ -596,6 +596,9 @@ def build_parser() -> argparse.ArgumentParser:
         "visible device: with --instances 4 on two GPUs, 0,1,0,1)",
     )
     serve.add_argument(
+        "--cuda-graphs", action="store_true", help="device path: replay each batch's sequence as a CUDA graph"
+    )
+    serve.add_argument(
         "--max-batch", type=positive_int, default=16, help="Triton max_batch_size (default: %(default)s)"
     )
     serve.add_argument(

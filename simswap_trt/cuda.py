@@ -452,7 +452,11 @@ class Graph:
             if error == cudart.cudaError_t.cudaSuccess:
                 cudart.cudaGraphDestroy(graph)
             raise GraphCaptureError(f"CUDA graph capture failed: {failure}")
-        return cls(graph, cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0)))
+        try:
+            return cls(graph, cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0)))
+        except CudaError as exc:
+            cudart.cudaGraphDestroy(graph)
+            raise GraphCaptureError(f"CUDA graph capture failed: {exc}") from None
 
     def launch(self, stream: Stream) -> None:
         cuda_call("cudaGraphLaunch", runtime().cudaGraphLaunch(self._executable, stream.handle))

@@ -44,11 +44,14 @@ from simswap_trt.kernels import (
     PasteBackBatch,
     crop_to_frame_matrices,
     pack_pasteback,
+    parser_input,
+    parser_labels,
     parsing_blend,
     pasteback_grid,
 )
 from simswap_trt.preprocess import stack_crops
 from simswap_trt.stages import Faces, Stages
+from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
 
 log = logging.getLogger(__name__)
 ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
@@ -129,7 +132,8 @@ class Workspace:
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
         self.held = False  # by a started batch until it is finished
         self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
-        self.crops: cuda.PinnedBuffer | None = None  # target crops downloaded for a host face parser
+        self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
+        self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
         self.contexts: list = []  # graph mode: the generator's execution contexts, one per chunk of a batch
         self.graphs: OrderedDict[tuple, cuda.Graph] = OrderedDict()  # graph mode: by launch signature
         self.graph_failed: set[tuple] = set()
@@ -176,6 +180,8 @@ class Workspace:
         if self.crops is not None:
             self.crops.free()
             self.crops = None
+        for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
+            owner.free()
 
 
 @dataclass
@@ -228,6 +234,7 @@ class DeviceStages:
         parser=None,
         graphs: bool = False,
         host_memory: str = "auto",
+        parser_engine=None,
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
         device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
@@ -236,7 +243,8 @@ class DeviceStages:
         replay each batch's whole sequence (preprocess, generator, paste-back) as one CUDA graph (see
         ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence.
         ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
-        maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere)."""
+        maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere).
+        ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device."""
         self.device = device
         cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
@@ -245,7 +253,14 @@ class DeviceStages:
         self.graphs = graphs and parser is None
         if graphs:
             log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else "off (face parser)")
-        if parser is not None:
+        self.parser_engine = parser_engine if parser is not None else None
+        if self.parser_engine is not None:
+            log.info(
+                "face parser: %s on the device (input and labels kernels, only the labels come back); the "
+                "parsing-mask blend runs on the device",
+                parser_engine.backend,
+            )
+        elif parser is not None:
             log.info(
                 "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
                 "blend runs on the device",
@@ -260,6 +275,7 @@ class DeviceStages:
         self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device or 0), host_memory)
         log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
+        self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
         # more workspaces are made when more batches are in flight
         self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
         self._closed = False
@@ -547,18 +563,49 @@ class DeviceStages:
         (while the generator runs) and parsed on the host. Returns [masks float32 [M,S,S], faces int32 [M]]
         for the M faces with a mask, or [] when no face has one (their swaps are pasted unblended)."""
         size = self.crop_size
-        shape = (count, 3, size, size)
-        nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
-        crops = ws.crops_view(nbytes).view(self.target_dtype).reshape(shape)
-        self.download_stream.wait(ws.preprocessed)
-        ws.targets.buffer.download(crops, self.download_stream)
-        ws.crops_downloaded.record(self.download_stream)
-        ws.crops_downloaded.synchronize()
-        masks = self.parser.masks(crops.astype(np.float32))
+        if self.parser_engine is not None:
+            masks = [mask_from_labels(labels, size) for labels in self._parse_on_device(ws, count)]
+        else:
+            shape = (count, 3, size, size)
+            nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
+            crops = ws.crops_view(nbytes).view(self.target_dtype).reshape(shape)
+            self.download_stream.wait(ws.preprocessed)
+            ws.targets.buffer.download(crops, self.download_stream)
+            ws.crops_downloaded.record(self.download_stream)
+            ws.crops_downloaded.synchronize()
+            masks = self.parser.masks(crops.astype(np.float32))
         masked = [k for k, mask in enumerate(masks) if mask is not None]
         if not masked:
             return []
         return [np.stack([masks[k] for k in masked]).astype(np.float32), np.array(masked, np.int32)]
+
+    def _parse_on_device(self, ws: Workspace, count: int) -> np.ndarray:
+        """The face parser's class maps uint8 [count, 512, 512] of the batch's target crops, on the parse
+        stream (beside the generator on the compute stream): one launch makes the parser's input from the
+        generator's input, the parser's plan runs in chunks, one launch reduces its logits to labels, and only
+        the labels come back (synchronous)."""
+        engine, plane = self.parser_engine, PARSING_SIZE * PARSING_SIZE
+        chunks = chunk_batches(count, engine.max_batch)
+        capacity = max(count, chunks[-1].start + engine.min_batch)
+        inputs = ws.parser_inputs.reserve(capacity * 3 * plane * 4)
+        logits = ws.parser_logits.reserve(capacity * PARSING_CLASSES * plane * 4)
+        labels = ws.parser_labels.reserve(count * plane)
+        stream = self.parse_stream
+        stream.wait(ws.preprocessed)
+        half = self.target_dtype == np.float16
+        parser_input(self.kernels, stream.handle, ws.targets.buffer.ptr, half, count, self.crop_size, inputs)
+        for chunk in chunks:
+            addresses = {
+                engine.inputs[0].name: inputs + chunk.start * 3 * plane * 4,
+                engine.outputs[0].name: logits + chunk.start * PARSING_CLASSES * plane * 4,
+            }
+            engine.execute_device(addresses, max(chunk.stop - chunk.start, engine.min_batch), stream)
+        parser_labels(self.kernels, stream.handle, logits, count, labels)
+        host = ws.crops_view(count * plane).reshape(count, PARSING_SIZE, PARSING_SIZE)
+        ws.parser_labels.buffer.download(host, stream)
+        ws.crops_downloaded.record(stream)
+        ws.crops_downloaded.synchronize()
+        return host
 
     def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
         """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
@@ -596,8 +643,12 @@ class DeviceStages:
         cuda.activate(self.device)
         self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
         self.download_stream.synchronize()
+        if self.parse_stream is not None:
+            self.parse_stream.synchronize()
         for ws in self.workspaces:
             ws.free()
         self.workspaces = []
         self.upload_stream.free()
         self.download_stream.free()
+        if self.parse_stream is not None:
+            self.parse_stream.free()

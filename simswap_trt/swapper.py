@@ -122,12 +122,15 @@ class FaceSwapper:
         device_path: bool | None = None,
         device: int | None = None,
         cuda_graphs: bool = False,
+        parser_engine: Engine | None = None,
     ) -> None:
         """``device``: the CUDA device id the device path (buffers, streams, kernels) runs on, the same as the
         TensorRT engines' (``from_bundle`` opens them there); an id that does not exist is a
         ``DeviceNotFoundError`` naming the available ones. Default: the current device. ``cuda_graphs``: on
         the device path, replay each batch's whole sequence (preprocess, generator, paste-back) as a CUDA
-        graph captured per batch size (not with a parser)."""
+        graph captured per batch size (not with a parser). ``parser_engine``: a TensorRT plan of ``parser``'s
+        graph (``from_bundle`` opens the bundle's when it was made from the same file): the device path then
+        parses on the device."""
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -140,6 +143,7 @@ class FaceSwapper:
         self.generator = generator
         self.arcface = arcface
         self.parser = parser
+        self.parser_engine = parser_engine
         self.max_batch = max_batch
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
@@ -175,6 +179,7 @@ class FaceSwapper:
                     device=self.device,
                     parser=self.parser,
                     graphs=self.cuda_graphs,
+                    parser_engine=self.parser_engine,
                 )
             except SimswapError as exc:
                 reason = str(exc)
@@ -251,7 +256,11 @@ class FaceSwapper:
         engines = [open_engine(bundle, "generator", backend, providers, threads, precision, device=device)]
         try:
             engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision, device=device))
-            swapper = cls(bundle, *engines, detector, parser, max_batch, device_path, device, cuda_graphs)
+            parser_engine = cls._parser_plan(bundle, parser, backend, device) if backend != "onnxruntime" else None
+            engines += [parser_engine] if parser_engine is not None else []
+            swapper = cls(
+                bundle, *engines[:2], detector, parser, max_batch, device_path, device, cuda_graphs, parser_engine
+            )
         except BaseException:
             for engine in engines:
                 engine.close()
@@ -265,6 +274,24 @@ class FaceSwapper:
             if swapper._detector is not None:
                 swapper._owned.append(swapper._detector)
         return swapper
+
+    @staticmethod
+    def _parser_plan(bundle: Bundle, parser: FaceParser | None, backend: str, device: int | None) -> Engine | None:
+        """The bundle's TensorRT plan of ``parser``'s graph, when the bundle's parser graph was made from the
+        same file and its plan can run here; else None, and the parser runs on ONNX Runtime (logged)."""
+        if parser is None or bundle.parser is None:
+            return None
+        from simswap_trt.backends import open_engine
+        from simswap_trt.schema import sha256_of
+
+        if bundle.parser.source.get("sha256") != sha256_of(parser.path):
+            log.info("the bundle's parser plan is of another model than %s: it runs on ONNX Runtime", parser.path)
+            return None
+        try:
+            return open_engine(bundle, "parser", "tensorrt", device=device)
+        except SimswapError as exc:
+            log.log(logging.WARNING if backend == "tensorrt" else logging.INFO, "face parser on ONNX Runtime: %s", exc)
+            return None
 
     @property
     def crop_size(self) -> int:

@@ -283,6 +283,8 @@ def fake_launch(host_lib):
         values = [int(a) for a in args]
         if kernel == "simswap_parsing_blend_kernel":
             return launch_parsing_blend(host_lib, stream, grid, values)
+        if kernel in ("simswap_parser_input_kernel", "simswap_parser_labels_kernel"):
+            return launch_parser_kernel(host_lib, stream, kernel, grid, values)
         if kernel == "simswap_preprocess_kernel":
             size = values[6]
             assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
@@ -336,6 +338,21 @@ def launch_parsing_blend(host_lib, stream, grid, values):
     converted = [ctypes.c_void_p(v) if t == "p" else ctypes.c_int(v) for v, t in zip(values, types, strict=True)]
     converted.insert(6, ctypes.c_int(grid[2]))
     GPU.enqueue(stream, "simswap_parsing_blend_kernel", lambda: host_lib.simswap_parsing_blend_host(*converted))
+
+
+def launch_parser_kernel(host_lib, stream, kernel, grid, values):
+    """The face parser's input and labels kernels on the stand-in: the host build over ``grid[2]`` faces."""
+    assert grid[0] * BLOCK[0] >= 512 and grid[1] * BLOCK[1] >= 512, f"grid {grid} misses the 512 parser map"
+    if kernel == "simswap_parser_input_kernel":  # targets, half, size, out
+        GPU.check_on(stream, [values[0], values[3]])
+        function = host_lib.simswap_parser_input_host
+        converted = [ctypes.c_void_p(values[0]), ctypes.c_int(values[1]), ctypes.c_int(grid[2])]
+        converted += [ctypes.c_int(values[2]), ctypes.c_void_p(values[3])]
+    else:  # logits, labels
+        GPU.check_on(stream, values)
+        function = host_lib.simswap_parser_labels_host
+        converted = [ctypes.c_void_p(values[0]), ctypes.c_int(grid[2]), ctypes.c_void_p(values[1])]
+    GPU.enqueue(stream, kernel, lambda: function(*converted))
 
 
 def fake_cudart(calls):

@@ -100,8 +100,9 @@ def test_serve_places_instances_round_robin(tiny_bundle, host, monkeypatch, tmp_
     for swapper in served:
         swapper.close()
     served.clear()
-    assert cli.main(["serve", "--bundle", str(bundle.root), "--devices", "1", "--instances", "2"]) == 0
+    assert cli.main(["serve", "--bundle", str(bundle.root), "--devices", "1", "--instances", "2", "--cuda-graphs"]) == 0
     assert [s.device for s in served] == [1, 1] and on_device(gpu, 1)
+    assert all(s._stages.graphs for s in served)
     assert cli.main(["serve", "--bundle", str(bundle.root), "--devices", "0,3"]) == 1
 
 

@@ -125,3 +125,26 @@ def test_no_graphs_with_a_host_parser(tiny_bundle, host, monkeypatch, tmp_path, 
     _, kinds = run(swapper, module, [scenes(224, bundle.alignment)[0]] * 2)
     assert kinds == ["eager", "eager"]
     swapper.close()
+
+
+@pytest.mark.parametrize("failing", ["cudaStreamBeginCapture", "cudaGraphInstantiate"])
+def test_capture_errors_are_graph_capture_errors_and_the_stream_stays_usable(failing, monkeypatch):
+    """What makes a failed capture fall back to the eager sequence instead of failing the swap."""
+    gpu = fake_gpu.install_fake_cuda(monkeypatch)
+    calls = []
+    cudart = fake_cudart(calls)
+    refused = 900  # cudaErrorStreamCaptureUnsupported
+    cudart.cudaGetErrorName = lambda error: (cudart.cudaError_t.cudaSuccess, b"cudaErrorStreamCaptureUnsupported")
+    monkeypatch.setattr(cudart, failing, lambda *args: (refused, None))
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+    stream, done = cuda.Stream(), []
+    with pytest.raises(cuda.GraphCaptureError, match="capture failed: .*cudaErrorStreamCaptureUnsupported"):
+        cuda.Graph.capture(stream, lambda: fake_gpu.GPU.enqueue(stream.handle, "work", lambda: done.append(1)))
+    assert stream.capture is None  # not left capturing
+    destroyed = [c[0] for c in calls if c[0] == "cudaGraphDestroy"]
+    assert destroyed == (["cudaGraphDestroy"] if failing == "cudaGraphInstantiate" else [])  # a graph made, freed
+    fake_gpu.GPU.enqueue(stream.handle, "work", lambda: done.append(2))
+    stream.synchronize()
+    assert done == [2]  # the captured work never ran; later work runs
+    stream.free()
+    assert not gpu.live

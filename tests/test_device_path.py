@@ -61,10 +61,10 @@ def plan_bundle(bundle, root, min_batch=1, max_batch=3, dla_core=None, roles=("g
     return bundle
 
 
-PLAN_BYTES = {"generator": b"fake serialized plan", "arcface": b"fake arcface plan"}
+PLAN_BYTES = {"generator": b"fake serialized plan", "arcface": b"fake arcface plan", "parser": b"fake parser plan"}
 
 
-def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30), **gpu_options):
+def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30), plans=None, **gpu_options):
     """The stand-in GPU (``gpu_options``: see ``install_fake_cuda``), and a fake TensorRT whose plans run the
     bundle's graphs on ONNX Runtime."""
     gpu = install_fake_cuda(monkeypatch, host_lib=host, **gpu_options)
@@ -73,7 +73,7 @@ def install_device(monkeypatch, host, bundle, batch_range=(1, 1 << 30), **gpu_op
     size = bundle.crop_size
     io = [("target", "in", (-1, 3, size, size)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, size, size))]
     arcface_io = [("crop", "in", (-1, 3, size, size)), ("latent", "out", (-1, 512))]
-    plans = {PLAN_BYTES["arcface"]: (arcface_io, arcface.run)}
+    plans = {PLAN_BYTES["arcface"]: (arcface_io, arcface.run), **(plans or {})}
     module = strict_runtime_module(lean, io, generator.run, batch_range=batch_range, plans=plans)
     monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
     return gpu, module

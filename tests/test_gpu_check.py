@@ -173,6 +173,7 @@ def test_the_device_parsing_and_graph_checks_run_on_the_stand_in(host, monkeypat
     parsing = gpu_check.check_parsing_blend(kernels, host, tmp_path)
     assert parsing["blend_bit_exact"] and parsing["parser_max_levels_vs_cpu"] <= 1
     assert gpu.executed.count("simswap_parsing_blend_kernel") >= 4  # 2 direct, 1 per batch of the device path
+    assert gpu.executed.count("simswap_parser_input_kernel") == gpu.executed.count("simswap_parser_labels_kernel") == 1
     graphs = gpu_check.check_graphs(tmp_path, 3)
     # a graph per batch size in each of the two workspaces (two batches in flight), replayed
     assert graphs["graphs"] == 4 and graphs["replays"] >= 2

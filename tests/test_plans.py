@@ -132,7 +132,7 @@ def test_auto_prefers_int8_then_fp16_then_fp32_plans(tiny_bundle, monkeypatch):
     from simswap_trt.engines import tensorrt
 
     monkeypatch.setattr(tensorrt, "import_tensorrt", lambda: (SimpleNamespace(__version__="11.4.0.106"), False))
-    monkeypatch.setattr(tensorrt, "runtime_info", lambda trt, lean: H100)
+    monkeypatch.setattr(tensorrt, "runtime_info", lambda trt, lean, device=None: H100)
     fp32 = tiny_bundle.models["generator"]
     variants = {p: replace(fp32, precision=p, sha256=p[-2:] * 32) for p in ("fp16", "int8")}
     plans = tuple(

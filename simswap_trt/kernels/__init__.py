@@ -39,6 +39,8 @@ KERNEL_NAMES = (
     "simswap_pasteback_kernel",
     "simswap_letterbox_kernel",
     "simswap_parsing_blend_kernel",
+    "simswap_parser_input_kernel",
+    "simswap_parser_labels_kernel",
 )
 BLOCK = (16, 16, 1)
 
@@ -264,6 +266,26 @@ def parsing_blend(
         args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
         args += [np.uint64(masks), np.uint64(faces), np.int32(size)]
         launch(stream, kernels.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, count), args)
+
+
+PARSING_SIZE = 512  # the face parser's input and output size (simswap_trt.vision.parsing)
+
+
+def parser_input(
+    kernels: DeviceKernels, stream: int, targets: int, half: bool, count: int, size: int, out: int
+) -> None:
+    """The face parser's float32 input [count, 3, 512, 512] at ``out`` from the generator input ``targets``
+    (float16 with ``half``): nearest resize to 512 and ImageNet normalisation, one launch."""
+    if count:
+        args = [np.uint64(targets), np.int32(half), np.int32(size), np.uint64(out)]
+        launch(stream, kernels.kernels["simswap_parser_input_kernel"], preprocess_grid(PARSING_SIZE, count), args)
+
+
+def parser_labels(kernels: DeviceKernels, stream: int, logits: int, count: int, labels: int) -> None:
+    """uint8 labels [count, 512, 512] at ``labels``: the argmax of the parser's float32 logits, one launch."""
+    if count:
+        grid = preprocess_grid(PARSING_SIZE, count)
+        launch(stream, kernels.kernels["simswap_parser_labels_kernel"], grid, [np.uint64(logits), np.uint64(labels)])
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:

@@ -57,4 +57,23 @@ void simswap_parsing_blend_host(void* swapped, int half_out, const void* targets
                                     (const char*)targets + faces[k] * values * (half_in ? 2 : 4), half_in,
                                     masks + (long long)k * size * size, size, x, y);
 }
+
+void simswap_parser_input_host(const void* targets, int half, int faces, int size, float* out) {
+    const long long plane = (long long)SIMSWAP_PARSING_SIZE * SIMSWAP_PARSING_SIZE;
+    for (long long face = 0; face < faces; ++face) {
+        const char* target = (const char*)targets + face * 3LL * size * size * (half ? 2 : 4);
+        for (int c = 0; c < 3; ++c)
+            for (int y = 0; y < SIMSWAP_PARSING_SIZE; ++y)
+                for (int x = 0; x < SIMSWAP_PARSING_SIZE; ++x)
+                    out[(face * 3 + c) * plane + (long long)y * SIMSWAP_PARSING_SIZE + x] =
+                        parser_input_value(target, half, size, x, y, c);
+    }
+}
+
+void simswap_parser_labels_host(const float* logits, int faces, uint8_t* labels) {
+    const long long plane = (long long)SIMSWAP_PARSING_SIZE * SIMSWAP_PARSING_SIZE;
+    for (long long face = 0; face < faces; ++face)
+        for (long long index = 0; index < plane; ++index)
+            labels[face * plane + index] = parser_label(logits + face * SIMSWAP_PARSING_CLASSES * plane, index);
+}
 }

@@ -65,3 +65,27 @@ extern "C" __global__ void simswap_parsing_blend_kernel(void* swapped, int half_
                         (const char*)targets + face * values * (half_in ? 2 : 4), half_in, masks + k * size * size,
                         size, x, y);
 }
+
+// One thread per parser input pixel; blockIdx.z is the face. Writes the face parser's float32 input
+// [faces, 3, 512, 512] from the generator input `targets` (faces x 3 x size x size).
+extern "C" __global__ void simswap_parser_input_kernel(const void* targets, int half, int size, float* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= SIMSWAP_PARSING_SIZE || y >= SIMSWAP_PARSING_SIZE) return;
+    long long face = blockIdx.z, plane = (long long)SIMSWAP_PARSING_SIZE * SIMSWAP_PARSING_SIZE;
+    const char* target = (const char*)targets + face * 3LL * size * size * (half ? 2 : 4);
+    for (int c = 0; c < 3; ++c)
+        out[(face * 3 + c) * plane + (long long)y * SIMSWAP_PARSING_SIZE + x] =
+            parser_input_value(target, half, size, x, y, c);
+}
+
+// One thread per parser output pixel; blockIdx.z is the face. `labels` [faces, 512, 512] get the argmax of
+// the logits [faces, 19, 512, 512].
+extern "C" __global__ void simswap_parser_labels_kernel(const float* logits, uint8_t* labels) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= SIMSWAP_PARSING_SIZE || y >= SIMSWAP_PARSING_SIZE) return;
+    long long face = blockIdx.z, plane = (long long)SIMSWAP_PARSING_SIZE * SIMSWAP_PARSING_SIZE;
+    long long index = (long long)y * SIMSWAP_PARSING_SIZE + x;
+    labels[face * plane + index] = parser_label(logits + face * SIMSWAP_PARSING_CLASSES * plane, index);
+}

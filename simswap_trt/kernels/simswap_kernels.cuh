@@ -243,3 +243,29 @@ SIMSWAP_HD void parsing_blend_pixel(void* swapped, int half_out, const void* tar
         store_value(swapped, half_out, i, blended);
     }
 }
+
+// -- face parser on the device: its input made from the generator input, its logits reduced to labels -------
+
+#define SIMSWAP_PARSING_SIZE 512
+#define SIMSWAP_PARSING_CLASSES 19
+
+// Parser input pixel (x, y), channel c, of one face: the target crop (NCHW RGB [0, 1], size x size, float32
+// or, with `half`, float16) resized to 512 x 512 by nearest neighbour (source index x * size / 512, as
+// torch's 'nearest') and ImageNet-normalised, (value - mean) / std in float32.
+SIMSWAP_HD float parser_input_value(const void* target, int half, int size, int x, int y, int c) {
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, std[3] = {0.229f, 0.224f, 0.225f};
+    int sx = x * size / SIMSWAP_PARSING_SIZE, sy = y * size / SIMSWAP_PARSING_SIZE;
+    float v = load_value(target, half, ((long long)c * size + sy) * size + sx);
+    return (v - mean[c]) / std[c];
+}
+
+// The label of parser output pixel `index` (of 512 * 512) of one face: the first class with the largest logit
+// (as NumPy's argmax).
+SIMSWAP_HD uint8_t parser_label(const float* logits, long long index) {
+    const long long plane = (long long)SIMSWAP_PARSING_SIZE * SIMSWAP_PARSING_SIZE;
+    int best = 0;
+    float top = logits[index];
+    for (int k = 1; k < SIMSWAP_PARSING_CLASSES; ++k)
+        if (logits[k * plane + index] > top) top = logits[k * plane + index], best = k;
+    return (uint8_t)best;
+}

@@ -22,6 +22,7 @@ from simswap_trt.errors import EngineError
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 12, 13)
 MOUTH_CLASS = 11
 PARSING_SIZE = 512
+PARSING_CLASSES = 19
 MIN_MASK_SUM = 5000  # in 0/255 units over both channels, as upstream; below it the plain swap is used
 
 
@@ -45,6 +46,16 @@ def soft_erosion(mask: np.ndarray, kernel_size: int = 17, threshold: float = 0.9
     return out
 
 
+def mask_from_labels(labels: np.ndarray, size: int) -> np.ndarray | None:
+    """The soft [size, size] mask of a [512, 512] class map (face classes plus the inner mouth, resized and
+    softened as upstream), or None where (almost) no face was found."""
+    two_channel = np.stack([np.isin(labels, FACE_CLASSES), labels == MOUTH_CLASS], axis=-1) * 255.0
+    if two_channel.sum() < MIN_MASK_SUM:
+        return None
+    resized = cv2.resize(two_channel, (size, size)) / 255.0
+    return soft_erosion(resized[..., 0] + resized[..., 1])
+
+
 class FaceParser:
     """Runs a user-supplied face-parsing ONNX model and blends swaps with their target crops."""
 
@@ -54,6 +65,7 @@ class FaceParser:
         path = Path(model_path)
         if not path.is_file():
             raise EngineError(f"face-parsing model not found: {path}")
+        self.path = path
         self.engine = OnnxRuntimeEngine(path, providers, threads)
         self._input = self.engine.inputs[0].name
 
@@ -68,13 +80,7 @@ class FaceParser:
         for target in targets:
             blob = ((target[:, index][:, :, index] - mean) / std)[None]
             logits = self.engine.run({self._input: np.ascontiguousarray(blob)})[self.engine.outputs[0].name]
-            labels = logits[0].argmax(0)
-            two_channel = np.stack([np.isin(labels, FACE_CLASSES), labels == MOUTH_CLASS], axis=-1) * 255.0
-            if two_channel.sum() < MIN_MASK_SUM:
-                out.append(None)
-                continue
-            resized = cv2.resize(two_channel, (size, size)) / 255.0
-            out.append(soft_erosion(resized[..., 0] + resized[..., 1]))
+            out.append(mask_from_labels(logits[0].argmax(0), size))
         return out
 
     def blend(self, swapped: np.ndarray, targets: np.ndarray) -> np.ndarray:
