@@ -27,7 +27,10 @@ runs as well. Checks, in order:
 9. the parsing-mask blend kernel vs the host build (bit-exact) and the device path with a face parser vs
    the CPU path;
 10. CUDA graphs of the whole per-batch sequence (``cuda_graphs=True``, a CUDA-kernel stand-in generator
-    that can be captured) vs the eager sequence: equal outputs, a graph per batch size, time per batch.
+    that can be captured) vs the eager sequence: equal outputs, a graph per batch size, time per batch;
+11. frames uploaded once: detection on the device (the stand-in detector plan) then the swap of the same
+    frames (two batches in flight) finds every frame on the device, equals the CPU path within 1 level, and
+    detect + swap of 1080p batches is timed against the same with the frames uploaded again for the swap.
 
 Writes benchmarks/results/gpu-check.json (device, driver, versions, figures, each check's outcome). Without
 a usable GPU it says why and exits 2; a failed check exits 1.
@@ -753,6 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         if kernels is not None:
             report.run("parsing blend", lambda: check_parsing_blend(kernels, host, folder))
         report.run("graphs of the whole sequence", lambda: check_graphs(folder, args.stream_batches))
+        report.run("frames uploaded once", lambda: check_resident_frames(folder, args.stream_batches))
         if versions()["tensorrt"]:
             report.run("pytest -m gpu (TensorRT)", _gpu_suite)
     result = {
@@ -1051,4 +1055,60 @@ def check_graphs(folder: Path, batches: int) -> dict:
         "eager_ms_per_batch": round(timings["eager"], 3),
         "graph_ms_per_batch": round(timings["graphs"], 3),
         "graph_vs_eager": round(timings["graphs"] / timings["eager"], 3),
+    }
+
+
+def check_resident_frames(folder: Path, batches: int, canvas: int = 640, rounds: int = 3) -> dict:
+    """Detection on the device (``DeviceDetector`` with the stand-in detector plan, sharing the device stages'
+    ``frames``), then ``swap_stream`` of the same frames, two batches in flight: the swap must find every
+    frame on the device and equal the CPU path within 1 level. Then ``batches`` batches of 4 1080p frames
+    are detected and swapped ``rounds`` times, alternately with the frames found on the device and uploaded
+    again for the swap (as before); the medians give the speed-up."""
+    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.swapper import FrameBatch
+
+    host, device = swappers(224, folder)
+    stages = device._stages
+    pool, detector_engine = stages.frames, StandinDetectorEngine(canvas, max_batch=4)
+    detector = DeviceDetector(RecordingDecoder(canvas), detector_engine, stages.kernels, frames=pool)
+    stream = [FrameBatch([image.copy() for image in b.images], b.faces) for b in video_batches(batches)]
+    find, found = pool.find, []
+
+    def counted(images, consume):
+        result = find(images, consume)
+        found.extend(r is not None for r in result)
+        return result
+
+    def detected(batches):  # each batch detected on the device just before it is started, as in the video loop
+        for batch in batches:
+            detector.detect_batch(batch.images)
+            yield batch
+
+    seconds: dict[str, list[float]] = {"resident": [], "uploaded_again": []}
+    try:
+        pool.find = counted
+        first = list(device.swap_stream(detected(stream[:2])))
+        worst = worst_levels(first, [host.swap_faces(b.images, b.faces) for b in stream[:2]])
+        if worst > 1 or not found or not all(found):
+            raise AssertionError(f"{sum(found)} of {len(found)} frames found on the device, {worst} levels off")
+        for _ in range(rounds):
+            for mode, lookup in (("uploaded_again", lambda images, consume: [None] * len(images)), ("resident", find)):
+                pool.find = lookup
+                start = time.perf_counter()
+                for _ in device.swap_stream(detected(stream)):
+                    pass
+                seconds[mode].append(time.perf_counter() - start)
+    finally:
+        pool.find = find
+        detector.close()
+        device.close()
+        host.close()
+    frames = sum(len(b.images) for b in stream)
+    medians = {mode: float(np.median(values)) for mode, values in seconds.items()}
+    return {
+        "frames_found_on_device": f"{sum(found)}/{len(found)}",
+        "max_levels_vs_cpu": worst,
+        "frames_per_s_resident": round(frames / medians["resident"], 1),
+        "frames_per_s_uploaded_again": round(frames / medians["uploaded_again"], 1),
+        "speedup": round(medians["uploaded_again"] / medians["resident"], 3),
     }

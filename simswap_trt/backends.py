@@ -66,8 +66,8 @@ def open_engine(
     cuda_graphs: bool = False,
     device: int | None = None,
 ) -> Engine:
-    """The engine for ``role`` on the requested backend (see the module docstring); TensorRT engines on CUDA
-    ``device`` (default: the current one)."""
+    """The engine for ``role`` on the requested backend (see the module docstring); TensorRT engines, and ONNX
+    Runtime's CUDA and TensorRT providers, on CUDA ``device`` (default: the current one, or ONNX Runtime's)."""
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "onnxruntime":
@@ -90,4 +90,4 @@ def open_engine(
             f"INT8 on this CPU: ONNX Runtime's INT8 kernels need one of {', '.join(INT8_EXACT_FLAGS)} to compute "
             "the graph exactly (without them they saturate intermediate sums); run --precision fp32 (the default)"
         )
-    return OnnxRuntimeEngine(bundle.path_of(role, precision or "fp32"), providers, threads)
+    return OnnxRuntimeEngine(bundle.path_of(role, precision or "fp32"), providers, threads, device=device)

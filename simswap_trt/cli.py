@@ -129,12 +129,12 @@ def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) 
     from simswap_trt.vision.detect import Scrfd
     from simswap_trt.vision.parsing import FaceParser
 
+    device = getattr(args, "device", None) if device is None else device
     scrfd = getattr(args, "scrfd", None)
     # without --scrfd the swapper detects with the bundle's detector plan on the device path, else CenterFace
-    detector = Scrfd(scrfd, providers=args.providers, threads=args.threads) if scrfd else None
+    detector = Scrfd(scrfd, providers=args.providers, threads=args.threads, device=device) if scrfd else None
     parsing = getattr(args, "parsing_model", None)
-    parser = FaceParser(parsing, args.providers, args.threads) if parsing else None
-    device = getattr(args, "device", None) if device is None else device
+    parser = FaceParser(parsing, args.providers, args.threads, device) if parsing else None
     return FaceSwapper.from_bundle(
         bundle,
         args.providers,
@@ -438,8 +438,9 @@ def _add_device_flag(parser: argparse.ArgumentParser) -> None:
         "--device",
         type=cli_support.int_at_least(0),
         default=None,
-        help="CUDA device id for TensorRT and the device path, counted among the devices CUDA_VISIBLE_DEVICES "
-        "leaves visible (default: the first); 'simswap-trt doctor' lists them",
+        help="CUDA device id for TensorRT, the device path and ONNX Runtime's CUDA/TensorRT providers (when "
+        "--providers asks for them), counted among the devices CUDA_VISIBLE_DEVICES leaves visible (default: the "
+        "first); 'simswap-trt doctor' lists them",
     )
     parser.add_argument(
         "--cuda-graphs",

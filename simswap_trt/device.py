@@ -4,7 +4,9 @@ generator's TensorRT plan on device buffers.
 Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffered):
 
 1. the frames and the preprocessing tables are written into one reused pinned staging buffer and uploaded
-   with one asynchronous copy on the upload stream (event ``uploaded``);
+   with one asynchronous copy on the upload stream (event ``uploaded``). Frames that device detection
+   uploaded (``self.frames``: ``ResidentFrames``, the same array objects) are not uploaded again: the
+   kernels read them where detection put them, and ``uploaded`` follows their upload;
 2. the compute stream waits for it, then one preprocess launch writes every face straight into the
    generator's input buffer (FP16 when the plan's input is FP16), and the generator runs on it in chunks
    of at most the plan's maximum batch, through ``execute_device`` (no copies between kernels and plan);
@@ -13,7 +15,8 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
 4. the compute stream waits for the masks; one paste-back launch reads the generator's output where it
    lies and blends every face into its frame on the device (event ``computed``);
 5. the download stream waits for it and copies back only each frame's union of face regions (event
-   ``done``); ``finish`` waits for ``done`` and writes the regions into copies of the input images.
+   ``done``; and each resident frame's slot ``released``, after which detection may upload into it again);
+   ``finish`` waits for ``done`` and writes the regions into copies of the input images.
 
 Batch k+1's upload and batch k-1's download overlap batch k's compute. A workspace is reused only once
 its previous batch is finished (``finish``), so its pinned buffers are never overwritten while a copy or
@@ -37,6 +40,7 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.device_memory import DeviceArray, ResidentFrame, ResidentFrames, Staging, aligned
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import (
@@ -54,70 +58,8 @@ from simswap_trt.stages import Faces, Stages
 from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
 
 log = logging.getLogger(__name__)
-ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
 GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
 MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped)
-
-
-def _aligned(offset: int) -> int:
-    return -(-offset // ALIGN) * ALIGN
-
-
-class Staging:
-    """A pinned host buffer and a device buffer of the same size, grown on demand and reused. ``layout``
-    places arrays front to back (aligned) and returns their device addresses; ``write`` fills the pinned
-    mirror; ``upload`` copies the used part in one asynchronous copy. With ``host_memory="mapped"``
-    (integrated GPUs, see ``cuda.host_memory_strategy``) one mapped pinned buffer is both: the kernels read
-    what the host wrote, and ``upload`` copies nothing."""
-
-    def __init__(self, host_memory: str = "staged") -> None:
-        self.pinned: cuda.PinnedBuffer | None = None
-        self.device: cuda.DeviceBuffer | None = None
-        self.used = 0
-        self.host_memory = host_memory
-
-    def layout(self, sizes: Sequence[int]) -> list[int]:
-        offsets, end = [], 0
-        for size in sizes:
-            offsets.append(_aligned(end))
-            end = offsets[-1] + size
-        if self.device is None or self.device.nbytes < end:
-            self.free()
-            capacity = _aligned(max(end, 1) * 5 // 4)  # some headroom: frame sizes vary a little
-            self.pinned, self.device = cuda.io_buffers((capacity,), np.uint8, self.host_memory)
-        self.used = end
-        return [self.device.ptr + offset for offset in offsets]
-
-    def write(self, address: int, array: np.ndarray) -> None:
-        offset = address - self.device.ptr
-        self.pinned.array[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)[...] = array
-
-    def upload(self, stream: cuda.Stream) -> None:
-        self.device.upload(self.pinned.array[: self.used], stream)
-
-    def free(self) -> None:
-        for buffer in (self.pinned, self.device):
-            if buffer is not None:
-                buffer.free()
-        self.pinned = self.device = None
-
-
-class DeviceArray:
-    """A device buffer of at least ``nbytes``, grown on demand (its contents are not kept)."""
-
-    def __init__(self) -> None:
-        self.buffer: cuda.DeviceBuffer | None = None
-
-    def reserve(self, nbytes: int) -> int:
-        if self.buffer is None or self.buffer.nbytes < nbytes:
-            self.free()
-            self.buffer = cuda.DeviceBuffer(nbytes)
-        return self.buffer.ptr
-
-    def free(self) -> None:
-        if self.buffer is not None:
-            self.buffer.free()
-            self.buffer = None
 
 
 class Workspace:
@@ -125,7 +67,7 @@ class Workspace:
 
     def __init__(self, host_memory: str = "staged") -> None:
         self.compute = cuda.Stream()
-        # frames + preprocessing tables; paste-back tables
+        # frames not yet on the device + preprocessing tables; paste-back tables
         self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
         self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
@@ -142,7 +84,7 @@ class Workspace:
         if self.regions is None or self.regions.array.nbytes < nbytes:
             if self.regions is not None:
                 self.regions.free()
-            self.regions = cuda.PinnedBuffer((_aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
+            self.regions = cuda.PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
         return self.regions.array
 
     def free(self) -> None:
@@ -171,7 +113,7 @@ class Workspace:
         if self.crops is None or self.crops.array.nbytes < nbytes:
             if self.crops is not None:
                 self.crops.free()
-            self.crops = cuda.PinnedBuffer((_aligned(max(nbytes, 1)),), np.uint8)
+            self.crops = cuda.PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
         return self.crops.array[:nbytes]
 
     def free_parsing(self) -> None:
@@ -195,9 +137,11 @@ class DeviceTicket:
 
 @dataclass
 class Staged:
-    """A batch's inputs on the device: frame and table addresses, generator input and output, chunks."""
+    """A batch's inputs on the device: frame and table addresses (and each frame's buffer), generator input and
+    output, chunks."""
 
     frames: list[int]
+    buffers: list[cuda.DeviceBuffer]
     tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
     targets: int
     swapped: int
@@ -205,15 +149,13 @@ class Staged:
     chunks: list[slice]
 
 
-def frames_with_faces(
-    images: Sequence[np.ndarray], faces: Faces
-) -> tuple[list[int], dict[int, int], list[np.ndarray], np.ndarray]:
-    """Only frames with faces are uploaded: their image indices, each one's position among them, the frames
-    (contiguous), and each face's frame position."""
+def frames_with_faces(images: Sequence[np.ndarray], faces: Faces) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+    """Only frames with faces are used: their image indices, the frames (contiguous), and each face's frame
+    position among them."""
     used = sorted({i for i, _ in faces})
     position = {image: k for k, image in enumerate(used)}
     frames = [np.ascontiguousarray(images[i]) for i in used]
-    return used, position, frames, np.array([position[i] for i, _ in faces], np.int32)
+    return used, frames, np.array([position[i] for i, _ in faces], np.int32)
 
 
 class DeviceStages:
@@ -278,6 +220,7 @@ class DeviceStages:
         self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
         # more workspaces are made when more batches are in flight
         self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
+        self.frames = ResidentFrames(self.host_memory)  # frames device detection uploaded (DeviceDetector)
         self._closed = False
         self._lock = threading.RLock()  # calls from several threads enqueue one batch at a time
 
@@ -295,11 +238,20 @@ class DeviceStages:
         return ws
 
     def _upload(
-        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, extra
-    ) -> tuple[list[int], list[int]]:
-        """Step 1: ``frames``, the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
-        crop→frame matrix ``inverse[k]``) and ``extra`` in one upload. Returns the device addresses of the
-        frames and of the tables (frame addresses, pitches, widths, heights, frame of face, inverse, extra)."""
+        self,
+        ws: Workspace,
+        frames: list[np.ndarray],
+        frame_of_face: np.ndarray,
+        inverse: np.ndarray,
+        extra,
+        resident: Sequence[ResidentFrame | None],
+    ) -> tuple[list[int], list[int], list[cuda.DeviceBuffer]]:
+        """Step 1: the ``frames`` (contiguous) not already on the device (``resident``: each frame's device copy
+        from detection, or None), the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
+        crop→frame matrix ``inverse[k]``) and ``extra`` in one upload; event ``uploaded`` also follows the
+        uploads of the resident frames. Returns the device addresses of the frames and of the tables (frame
+        addresses, pitches, widths, heights, frame of face, inverse, extra), and each frame's buffer."""
+        fresh = [f for f, r in zip(frames, resident, strict=True) if r is None]
         tables = [
             np.zeros(len(frames), np.uint64),  # frame addresses, filled below
             np.array([f.strides[0] for f in frames], np.int32),
@@ -309,17 +261,27 @@ class DeviceStages:
             inverse,
             extra,
         ]
-        addresses = ws.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
-        frame_addresses, table_addresses = addresses[: len(frames)], addresses[len(frames) :]
+        addresses = ws.inputs.layout([f.nbytes for f in fresh] + [t.nbytes for t in tables])
+        uploaded, table_addresses = iter(addresses[: len(fresh)]), addresses[len(fresh) :]
+        frame_addresses = [next(uploaded) if r is None else r.address for r in resident]
         tables[0][:] = frame_addresses
-        for address, array in zip(addresses, frames + tables, strict=True):
+        for address, array in zip(addresses, fresh + tables, strict=True):
             ws.inputs.write(address, array)
         ws.inputs.upload(self.upload_stream)
+        for slot in {id(r.slot): r.slot for r in resident if r is not None}.values():
+            self.upload_stream.wait(slot.uploaded)  # the frames detection uploaded
         ws.uploaded.record(self.upload_stream)
-        return frame_addresses, table_addresses
+        buffers = [ws.inputs.device if r is None else r.buffer for r in resident]
+        return frame_addresses, table_addresses, buffers
 
     def _stage(
-        self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
+        self,
+        ws: Workspace,
+        frames: list[np.ndarray],
+        frame_of_face: np.ndarray,
+        inverse: np.ndarray,
+        latent,
+        resident: Sequence[ResidentFrame | None],
     ) -> Staged:
         """Step 1 (upload) and the generator's input and output buffers, with room for padding the last chunk
         up to the plan's minimum batch."""
@@ -328,10 +290,10 @@ class DeviceStages:
         capacity = max(count, chunks[-1].start + self.generator.min_batch)
         latents = np.zeros((capacity, LATENT_SIZE), np.float32)
         latents[:count] = latent  # one shared [512] latent, or one per face
-        frame_addresses, table_addresses = self._upload(ws, frames, frame_of_face, inverse, latents)
+        frame_addresses, table_addresses, buffers = self._upload(ws, frames, frame_of_face, inverse, latents, resident)
         targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
-        return Staged(frame_addresses, table_addresses, targets, swapped, count, chunks)
+        return Staged(frame_addresses, buffers, table_addresses, targets, swapped, count, chunks)
 
     def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> bool:
         """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
@@ -362,7 +324,7 @@ class DeviceStages:
     ) -> tuple[list[int], list[int], int]:
         """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
         Returns the frames' and the tables' device addresses and the generator output's address."""
-        staged = self._stage(ws, frames, frame_of_face, inverse, latent)
+        staged = self._stage(ws, frames, frame_of_face, inverse, latent, [None] * len(frames))
         ws.compute.wait(ws.uploaded)
         self._enqueue_generate(ws, staged)
         return staged.frames, staged.tables, staged.swapped
@@ -375,27 +337,31 @@ class DeviceStages:
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
         ws = self._workspace()
-        _, _, frames, frame_of_face = frames_with_faces(images, faces)
+        used, frames, frame_of_face = frames_with_faces(images, faces)
         inverse = crop_to_frame_matrices([m for _, m in faces])
-        _, tables = self._upload(ws, frames, frame_of_face, inverse, inverse[:0])
-        crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
-        count, size, arcface = len(faces), self.crop_size, self.arcface
-        chunks = chunk_batches(count, arcface.max_batch)
-        capacity = max(count, chunks[-1].start + arcface.min_batch)
-        crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
-        latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
-        ws.compute.wait(ws.uploaded)
-        self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
-        for chunk in chunks:
-            arcface.execute_device(
-                {
-                    "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
-                    "latent": latents + chunk.start * LATENT_SIZE * 4,
-                },
-                max(chunk.stop - chunk.start, arcface.min_batch),
-                ws.compute,
-            )
-        return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
+        resident = self.frames.find([images[i] for i in used], consume=False)  # read only
+        try:
+            _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
+            crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
+            count, size, arcface = len(faces), self.crop_size, self.arcface
+            chunks = chunk_batches(count, arcface.max_batch)
+            capacity = max(count, chunks[-1].start + arcface.min_batch)
+            crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
+            latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
+            ws.compute.wait(ws.uploaded)
+            self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
+            for chunk in chunks:
+                arcface.execute_device(
+                    {
+                        "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
+                        "latent": latents + chunk.start * LATENT_SIZE * 4,
+                    },
+                    max(chunk.stop - chunk.start, arcface.min_batch),
+                    ws.compute,
+                )
+            return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
+        finally:
+            self.frames.release(resident, self.download_stream)
 
     def _generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
@@ -425,37 +391,50 @@ class DeviceStages:
         ws = self._workspace()
         if not faces:
             return DeviceTicket(images, ws, [])
-        used, position, frames, frame_of_face = frames_with_faces(images, faces)
-        staged = self._stage(ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent)
-        if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
-            batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
-            self._run_graphed(ws, staged, batch, mask_addresses)
-        else:
-            ws.compute.wait(ws.uploaded)
-            self._enqueue_generate(ws, staged)
-            parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
-            batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
-            ws.compute.wait(ws.masks_uploaded)
-            self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
-        ws.computed.record(ws.compute)
-
-        # 5. download only the changed regions
-        self.download_stream.wait(ws.computed)
-        regions, total = [], 0
-        for k, (x0, y0, x1, y1) in enumerate(batch.union_rois.tolist()):
-            if x1 > x0 and y1 > y0:
-                regions.append((used[k], (x0, y0, x1, y1), total))
-                total += (y1 - y0) * (x1 - x0) * 3
-        view = ws.regions_view(total)
-        for image, (x0, y0, x1, y1), offset in regions:
-            frame = frames[position[image]]
-            host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
-            start = staged.frames[position[image]] - ws.inputs.device.ptr + y0 * frame.strides[0] + x0 * 3
-            ws.inputs.device.download_rows(host, self.download_stream, start, frame.strides[0])
-        ws.done.record(self.download_stream)
+        used, frames, frame_of_face = frames_with_faces(images, faces)
+        resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
+        try:
+            staged = self._stage(
+                ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
+            )
+            if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
+                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
+                self._run_graphed(ws, staged, batch, mask_addresses)
+            else:
+                ws.compute.wait(ws.uploaded)
+                self._enqueue_generate(ws, staged)
+                parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
+                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+                ws.compute.wait(ws.masks_uploaded)
+                self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
+            ws.computed.record(ws.compute)
+            regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
+        finally:
+            self.frames.release(resident, self.download_stream)  # after the downloads from them
         if batch.outside:
             log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
         return DeviceTicket(images, ws, regions)
+
+    def _download_regions(
+        self, ws: Workspace, staged: Staged, union_rois: np.ndarray, used: list[int], frames: list[np.ndarray]
+    ) -> list[tuple[int, tuple[int, int, int, int], int]]:
+        """Step 5: once the compute is done, only each frame's union of face regions comes back, from wherever
+        the frame lies on the device, into the workspace's pinned region buffer (event ``done``). Returns
+        (image, region, offset in the buffer) of each non-empty region."""
+        self.download_stream.wait(ws.computed)
+        regions, total = [], 0
+        for k, (x0, y0, x1, y1) in enumerate(union_rois.tolist()):
+            if x1 > x0 and y1 > y0:
+                regions.append((k, (x0, y0, x1, y1), total))
+                total += (y1 - y0) * (x1 - x0) * 3
+        view = ws.regions_view(total)
+        for k, (x0, y0, x1, y1), offset in regions:
+            pitch, buffer = frames[k].strides[0], staged.buffers[k]
+            host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
+            start = staged.frames[k] - buffer.ptr + y0 * pitch + x0 * 3
+            buffer.download_rows(host, self.download_stream, start, pitch)
+        ws.done.record(self.download_stream)
+        return [(used[k], region, offset) for k, region, offset in regions]
 
     def _upload_pasteback(
         self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], swapped: int, parsing
@@ -648,6 +627,7 @@ class DeviceStages:
         for ws in self.workspaces:
             ws.free()
         self.workspaces = []
+        self.frames.close()
         self.upload_stream.free()
         self.download_stream.free()
         if self.parse_stream is not None:

@@ -3,8 +3,9 @@ buffers, only the detector's outputs back to the host.
 
 Per chunk of frames (at most the plan's maximum batch):
 
-1. the frames and the letterbox tables are written into one reused pinned staging buffer and uploaded with
-   one asynchronous copy on the upload stream (event ``uploaded``);
+1. the frames and the letterbox tables are written into the pinned staging buffer of a slot of ``frames``
+   (``ResidentFrames``: the swap stages' own when detection runs for a ``FaceSwapper``) and uploaded with one
+   asynchronous copy on the upload stream (the slot's event ``uploaded``);
 2. the compute stream waits for it; one ``simswap_letterbox_kernel`` launch resizes every frame onto the
    detector canvas, pads and normalises it (the detector's ``normalisation``), writing NCHW straight into
    the plan's input buffer (FP16 when the plan's input is FP16); the plan runs on it through
@@ -12,6 +13,9 @@ Per chunk of frames (at most the plan's maximum batch):
 3. the download stream waits for it and copies the detector's outputs (heatmaps or score maps: small next to
    the frames) into pinned memory (event ``done``); the host decodes them with the detector's own ``decode``
    (the same code as the host path: thresholds, NMS, mapping back to the image).
+
+Once the letterbox kernel has read them, the frames are kept on the device: a swap of the same frames
+(``DeviceStages``) reads them there instead of uploading them again.
 
 The canvas differs from the host detector's (OpenCV's resize) by at most one level on about one pixel in
 eight (see ``simswap_kernels.cuh``), so boxes and landmarks agree with the host detector's to a fraction of
@@ -29,7 +33,7 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.device import DeviceArray, Staging, _aligned
+from simswap_trt.device_memory import DeviceArray, ResidentFrames, aligned
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.kernels import DeviceKernels, letterbox
@@ -44,8 +48,9 @@ class DeviceDetector:
     its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
     ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
     interface of ``FaceDetector``: ``detect`` and ``detect_batch``. ``device``: the CUDA device id of its buffers,
-    streams and launches (made current by every entry point); ``host_memory``: ``"staged"`` or ``"mapped"``
-    (see ``Staging``)."""
+    streams and launches (made current by every entry point); ``frames``: where the frames go up and stay for
+    the swap (the swap stages' ``frames``, which they close), else a ``ResidentFrames`` of its own, with
+    ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
 
     name = "device (letterbox kernel, detector on TensorRT device buffers)"
 
@@ -56,6 +61,7 @@ class DeviceDetector:
         kernels: DeviceKernels,
         device: int | None = None,
         host_memory: str = "staged",
+        frames: ResidentFrames | None = None,
     ) -> None:
         spec = engine.inputs[0]
         canvas = decoder.input_size
@@ -71,8 +77,9 @@ class DeviceDetector:
         self.input_size, self.normalisation = canvas, decoder.normalisation
         self.input_dtype = np.dtype(spec.dtype)
         self.upload_stream, self.compute, self.download_stream = cuda.Stream(), cuda.Stream(), cuda.Stream()
-        self.uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(3))
-        self.inputs = Staging(host_memory)  # frames + letterbox tables
+        self.computed, self.done = cuda.Event(timing=False), cuda.Event(timing=False)
+        self._own_frames = frames is None  # else the swap stages' (closed by them)
+        self.frames = ResidentFrames(host_memory, capacity=1) if frames is None else frames
         self.canvas, self.outputs = DeviceArray(), DeviceArray()
         self.results: cuda.PinnedBuffer | None = None
         self._closed = False
@@ -92,7 +99,7 @@ class DeviceDetector:
         return results
 
     def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        canvas, engine = self.input_size, self.engine
+        canvas = self.input_size
         frames = [np.ascontiguousarray(image) for image in images]
         sizes = [letterbox_size(f.shape, canvas) for f in frames]  # (height, width) on the canvas
         tables = [
@@ -103,31 +110,41 @@ class DeviceDetector:
             np.array([(w, h) for h, w in sizes], np.int32),
             np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
         ]
-        # 1. one upload of frames and tables
-        self.done.synchronize()  # the previous chunk's copies no longer read the staging buffers
-        addresses = self.inputs.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
-        tables[0][:] = addresses[: len(frames)]
-        for address, array in zip(addresses, frames + tables, strict=True):
-            self.inputs.write(address, array)
-        self.inputs.upload(self.upload_stream)
-        self.uploaded.record(self.upload_stream)
+        self.done.synchronize()  # the previous chunk's work no longer uses the canvas and output buffers
+        slot = self.frames.acquire()
+        try:
+            # 1. one upload of frames and tables, into a slot of the frames kept on the device
+            addresses = slot.staging.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
+            tables[0][:] = addresses[: len(frames)]
+            for address, array in zip(addresses, frames + tables, strict=True):
+                slot.staging.write(address, array)
+            slot.staging.upload(self.upload_stream)
+            slot.uploaded.record(self.upload_stream)
+            outputs = self._run(slot.uploaded, addresses[len(frames) :], len(frames))
+        except BaseException:
+            self.frames.keep(slot)  # nothing kept
+            raise
+        self.frames.keep(slot, images, addresses[: len(frames)])  # the letterbox kernel has read them
+        scales = np.array([h / f.shape[0] for f, (h, _) in zip(frames, sizes, strict=True)])
+        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
 
+    def _run(self, uploaded: cuda.Event, tables: list[int], count: int) -> list[np.ndarray]:
+        """Steps 2 and 3 for ``count`` frames once ``uploaded``, from the letterbox tables at ``tables``;
+        returns the detector's outputs (float32 copies, synchronous)."""
+        canvas, engine = self.input_size, self.engine
         # 2. letterbox into the plan's input, then the plan
-        batch = max(len(frames), engine.min_batch)  # room for padding up to the profile minimum
+        batch = max(count, engine.min_batch)  # room for padding up to the profile minimum
         image_bytes = 3 * canvas * canvas * self.input_dtype.itemsize
         input_address = self.canvas.reserve(batch * image_bytes)
         shapes = [(out.name, (batch, *out.shape[1:]), np.dtype(out.dtype)) for out in engine.outputs]
         offsets, end = [], 0
         for _, shape, dtype in shapes:
-            offsets.append(_aligned(end))
+            offsets.append(aligned(end))
             end = offsets[-1] + int(np.prod(shape)) * dtype.itemsize
         output_address = self.outputs.reserve(end)
-        self.compute.wait(self.uploaded)
+        self.compute.wait(uploaded)
         half = self.input_dtype == np.float16
-        tables = addresses[len(frames) :]
-        letterbox(
-            self.kernels, self.compute.handle, *tables, len(frames), canvas, self.normalisation, half, input_address
-        )
+        letterbox(self.kernels, self.compute.handle, *tables, count, canvas, self.normalisation, half, input_address)
         bindings = {engine.inputs[0].name: input_address}
         bindings.update({name: output_address + offset for (name, _, _), offset in zip(shapes, offsets, strict=True)})
         engine.execute_device(bindings, batch, self.compute)
@@ -138,7 +155,7 @@ class DeviceDetector:
         if self.results is None or self.results.array.nbytes < end:
             if self.results is not None:
                 self.results.free()
-            self.results = cuda.PinnedBuffer((_aligned(max(end, 1)),), np.uint8)
+            self.results = cuda.PinnedBuffer((aligned(max(end, 1)),), np.uint8)
         outputs = []
         for (_, shape, dtype), offset in zip(shapes, offsets, strict=True):
             nbytes = int(np.prod(shape)) * dtype.itemsize
@@ -147,9 +164,7 @@ class DeviceDetector:
             outputs.append(host)
         self.done.record(self.download_stream)
         self.done.synchronize()
-        outputs = [out[: len(frames)].astype(np.float32) for out in outputs]  # copies: the buffer is reused
-        scales = np.array([h / f.shape[0] for f, (h, _) in zip(frames, sizes, strict=True)])
-        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
+        return [out[:count].astype(np.float32) for out in outputs]  # copies: the buffer is reused
 
     def close(self) -> None:
         """Wait for the streams, then free every buffer, event and stream, and close the detector plan and the
@@ -162,11 +177,13 @@ class DeviceDetector:
         self.engine.close()  # first: its runs read and write the buffers freed below
         for stream in (self.upload_stream, self.compute, self.download_stream):
             stream.synchronize()
-        for owner in (self.inputs, self.canvas, self.outputs):
+        if self._own_frames:
+            self.frames.close()
+        for owner in (self.canvas, self.outputs):
             owner.free()
         if self.results is not None:
             self.results.free()
-        for event in (self.uploaded, self.computed, self.done):
+        for event in (self.computed, self.done):
             event.free()
         for stream in (self.upload_stream, self.compute, self.download_stream):
             stream.free()
@@ -198,8 +215,10 @@ def open_device_detector(
         return None
     try:
         cls = HOST_DETECTORS[bundle.detector.architecture]
-        decoder = cls(bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads)
-        detector = DeviceDetector(decoder, engine, kernels, device, getattr(stages, "host_memory", "staged"))
+        decoder = cls(
+            bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads, device=device
+        )
+        detector = DeviceDetector(decoder, engine, kernels, device, frames=stages.frames)
     except SimswapError as exc:
         engine.close()
         log.warning("%s: %s", where, exc)

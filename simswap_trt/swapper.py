@@ -245,7 +245,8 @@ class FaceSwapper:
         run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
         ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``,
         ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT). ``device``:
-        the CUDA device id for the TensorRT engines and the device path; ``cuda_graphs``: see ``FaceSwapper``."""
+        the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
+        providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
@@ -266,7 +267,7 @@ class FaceSwapper:
                 engine.close()
             raise
         swapper._owned += engines
-        swapper._detector_options = {"providers": providers, "threads": threads}
+        swapper._detector_options = {"providers": providers, "threads": threads, "device": device}
         if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
             from simswap_trt.device_detect import open_device_detector
 
@@ -398,7 +399,9 @@ class FaceSwapper:
         return self.swap_faces(images, self.detect(images), select, threshold)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """The faces of each image (one batched detector call), in score order."""
+        """The faces of each image (one batched detector call), in score order. With detection on the device the
+        frames stay there for a swap of the same arrays (``swap_faces``, ``start_batch``, ``swap_stream``), which
+        then does not upload them again: do not change them in place in between (pass a new array instead)."""
         for i, image in enumerate(images):
             check_image(image, f"image {i}")
         return self.detector.detect_batch(images)

@@ -10,8 +10,9 @@ the real ``tensorrt_lean`` bindings.
   (stream or event synchronize). Then only the work the wait needs runs, and among the streams that may
   run, the most recently enqueued work runs first. So work that is not ordered by an event wait really
   does run before its producer, and a missing ``stream.wait(event)`` or host synchronize fails a test.
-* Copies are counted in ``COPIES``; mapped buffers (integrated GPUs) register their host array itself as
-  device memory, so the "GPU" reads and writes it in place and copies of its own views are no-ops.
+* Copies are counted in ``COPIES`` (and what each upload carried, as it ran, in ``UPLOADED``); mapped buffers
+  (integrated GPUs) register their host array itself as device memory, so the "GPU" reads and writes it in
+  place and copies of its own views are no-ops.
 * Kernels: ``launch`` is replaced by a queued call of the host build with the same argument packing
   (the host functions take the face or frame count that the device reads from ``gridDim.z``); launch
   grids must cover the crop and the regions.
@@ -122,6 +123,7 @@ class Op:
 
 GPU = FakeGpu()
 COPIES: list[tuple[str, int]] = []  # ("upload" | "download", bytes) of every host<->device copy enqueued
+UPLOADED: list[bytes] = []  # the bytes of every upload, when it ran
 
 
 class FakeStream:
@@ -190,7 +192,9 @@ class FakeDeviceBuffer:
         ptr = self.ptr
 
         def copy():  # reads the host memory when it executes, as a DMA does
-            GPU.view(ptr + offset, host.nbytes)[:] = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
+            data = np.ascontiguousarray(host).reshape(-1).view(np.uint8)
+            GPU.view(ptr + offset, host.nbytes)[:] = data
+            UPLOADED.append(data.tobytes())
 
         GPU.enqueue(stream.handle, "upload", copy)
 
@@ -407,6 +411,7 @@ def install_fake_cuda(
     GPU = FakeGpu()
     GPU.names = [name] * devices
     COPIES.clear()
+    UPLOADED.clear()
     info = cuda.DeviceInfo(name, compute_capability, 80 << 30, 13000, 13000)
 
     def device_info(device=0):

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fake_gpu import FakeDeviceBuffer, FakeStream, fake_cudart
+from fake_gpu import FakeDeviceBuffer, FakeStream, fake_cudart, install_fake_cuda
 from test_device_path import install_device, latent, plan_bundle, scenes
 
 from simswap_trt import FaceSwapper, cli, cuda
@@ -150,3 +150,52 @@ def test_the_cli_lists_the_devices_and_swaps_on_the_one_chosen(
     device, reference = read_image(tmp_path / "device.png"), read_image(tmp_path / "host.png")
     assert np.abs(device.astype(int) - reference).max() <= 1
     assert np.abs(device.astype(int) - read_image(astronaut)).max() > 50  # a face was swapped
+
+
+def test_the_device_places_onnx_runtime_cuda_sessions(tiny_bundle, monkeypatch, tmp_path, caplog):
+    """--device N with the CUDA (or TensorRT) execution providers asks ONNX Runtime for device_id N in every
+    session (generator, ArcFace, detector, face parser); CPU sessions get no option. The provider list is a
+    stand-in (no onnxruntime-gpu needed): each session records what it was given and runs on the CPU."""
+    import cv2
+    import onnxruntime
+    from skimage import data
+    from test_pipeline import fake_parser
+
+    install_fake_cuda(monkeypatch, devices=2)
+    gpu_providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: gpu_providers)
+    cpu_session, given = onnxruntime.InferenceSession, []
+
+    class Session:
+        def __init__(self, source, options, providers, provider_options):
+            given.append(dict(zip(providers, provider_options, strict=True)))
+            self._session, self._providers = cpu_session(source, options, providers=["CPUExecutionProvider"]), providers
+
+        def get_providers(self):
+            return list(self._providers)
+
+        def __getattr__(self, name):
+            return getattr(self._session, name)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Session)
+    astronaut = tmp_path / "astronaut.png"
+    cv2.imwrite(str(astronaut), np.ascontiguousarray(data.astronaut()[..., ::-1]))
+    parser = fake_parser(tmp_path / "parser.onnx", (128, 128, 384, 384))
+    common = ["swap", "--bundle", str(tiny_bundle.root), "--source", str(astronaut), "--target", str(astronaut)]
+    common += ["--backend", "onnxruntime", "--parsing-model", str(parser), "--threads", "2"]
+    cuda_first = ["--providers", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    with caplog.at_level(logging.INFO, logger="simswap_trt"):
+        assert cli.main([*common, *cuda_first, "--device", "1", "--output", str(tmp_path / "a.png")]) == 0
+    assert len(given) == 4  # parser, generator, ArcFace, CenterFace
+    assert all(options == {"CUDAExecutionProvider": {"device_id": 1}, "CPUExecutionProvider": {}} for options in given)
+    assert "generator.onnx: CUDAExecutionProvider on CUDA device 1" in caplog.text
+    given.clear()
+    tensorrt_first = ["--providers", "TensorrtExecutionProvider", "CPUExecutionProvider"]
+    assert cli.main([*common, *tensorrt_first, "--device", "0", "--output", str(tmp_path / "b.png")]) == 0
+    assert all(options["TensorrtExecutionProvider"] == {"device_id": 0} for options in given) and len(given) == 4
+    given.clear()
+    assert cli.main([*common, *cuda_first, "--output", str(tmp_path / "c.png")]) == 0  # ONNX Runtime's default
+    assert given == [{"CUDAExecutionProvider": {}, "CPUExecutionProvider": {}}] * 4
+    given.clear()
+    assert cli.main([*common, "--device", "1", "--output", str(tmp_path / "d.png")]) == 0  # CPU only
+    assert given == [{"CPUExecutionProvider": {}}] * 4

@@ -28,7 +28,7 @@ from simswap_trt.plans import PlanEntry
 from simswap_trt.vision.detect import CenterFace
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
-PLANS = {"generator": b"fake generator plan", "detector": b"fake detector plan"}
+PLANS = {"generator": b"fake generator plan", "detector": b"fake detector plan", "arcface": b"fake arcface plan"}
 
 
 @pytest.fixture(scope="module")

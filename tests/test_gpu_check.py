@@ -178,3 +178,35 @@ def test_the_device_parsing_and_graph_checks_run_on_the_stand_in(host, monkeypat
     # a graph per batch size in each of the two workspaces (two batches in flight), replayed
     assert graphs["graphs"] == 4 and graphs["replays"] >= 2
     assert not gpu.live
+
+
+def test_the_frames_uploaded_once_check_runs_on_the_stand_in(host, monkeypatch, tmp_path):
+    """The check's detection uploads are what its swaps read: every frame is found on the device."""
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+
+    def view(addresses, name, shape):
+        return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
+
+    def generator(self, addresses, batch, stream):  # the torch engines' work, on the stand-in's memory
+        image = (batch, 3, self.crop_size, self.crop_size)
+
+        def run():
+            target, latent = view(addresses, "target", image), view(addresses, "latent", (batch, 512))
+            view(addresses, "swapped", image)[...] = gpu_check.standin_numpy(target, latent)
+
+        gpu.enqueue(stream.handle, "execute", run)
+
+    def detector(self, addresses, batch, stream):
+        def run():
+            outputs = gpu_check.detector_standin_numpy(view(addresses, "input.1", (batch, 3, self.canvas, self.canvas)))
+            for spec, value in zip(self.outputs, outputs, strict=True):
+                view(addresses, spec.name, value.shape)[...] = value
+
+        gpu.enqueue(stream.handle, "execute", run)
+
+    monkeypatch.setattr(gpu_check.StandinEngine, "execute_device", generator)
+    monkeypatch.setattr(gpu_check.StandinDetectorEngine, "execute_device", detector)
+    details = gpu_check.check_resident_frames(tmp_path, 2, canvas=96, rounds=1)
+    assert details["frames_found_on_device"] == "8/8" and details["max_levels_vs_cpu"] <= 1
+    assert gpu.executed.count("simswap_letterbox_kernel") == 2 + 2 * 2  # 2 batches, then 2 twice, one a batch
+    assert not gpu.live

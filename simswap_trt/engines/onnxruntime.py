@@ -16,6 +16,7 @@ from simswap_trt.schema import TensorSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")  # placed on a GPU by option device_id
 _ORT_TYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
@@ -31,6 +32,11 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def provider_options(providers: Sequence[str], device: int | None) -> list[dict[str, int]]:
+    """ONNX Runtime's options for each provider: CUDA device ``device`` for the CUDA and TensorRT providers."""
+    return [{"device_id": device} if device is not None and p in CUDA_PROVIDERS else {} for p in providers]
+
+
 class OnnxRuntimeEngine(Engine):
     """An ONNX model (a file path or serialized bytes) on ONNX Runtime.
 
@@ -38,6 +44,7 @@ class OnnxRuntimeEngine(Engine):
     the constructor raises instead of silently running on a slower provider. ``threads`` sets the
     intra-op pool size (default: the CPUs available to this process). ``optimize=False`` turns graph
     optimizations off, so that Q/DQ nodes run as written instead of being fused into integer kernels.
+    ``device``: the CUDA device id of the CUDA and TensorRT execution providers (default: ONNX Runtime's, 0).
     ``spinning=True`` lets the pool's threads busy-wait for the next operator instead of sleeping: that
     can shave latency off small models on otherwise idle cores, but the spinning threads take cores away
     from whatever runs next to the session (decoding, encoding, another session), so it is off by default.
@@ -50,6 +57,7 @@ class OnnxRuntimeEngine(Engine):
         threads: int | None = None,
         name: str | None = None,
         optimize: bool = True,
+        device: int | None = None,
         spinning: bool = False,
     ):
         import onnxruntime as ort
@@ -68,7 +76,9 @@ class OnnxRuntimeEngine(Engine):
         if not optimize:  # run every node as written (e.g. Q/DQ as fake quantization, no integer-kernel fusion)
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
-            self._session = ort.InferenceSession(source, options, providers=list(providers))
+            self._session = ort.InferenceSession(
+                source, options, providers=list(providers), provider_options=provider_options(providers, device)
+            )
         except Exception as exc:  # ORT raises its own exception types for unreadable or invalid models
             raise EngineError(f"ONNX Runtime cannot load {name}: {exc}") from exc
         active = self._session.get_providers()
@@ -78,6 +88,8 @@ class OnnxRuntimeEngine(Engine):
         self.inputs = tuple(self._spec(v) for v in self._session.get_inputs())
         self.outputs = tuple(self._spec(v) for v in self._session.get_outputs())
         log.info("%s: %s, %d threads", name, self.backend, options.intra_op_num_threads)
+        if any(provider_options(providers, device)):
+            log.info("%s: %s on CUDA device %d", name, ", ".join(p for p in providers if p in CUDA_PROVIDERS), device)
 
     @staticmethod
     def _spec(value) -> TensorSpec:

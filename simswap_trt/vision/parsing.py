@@ -60,13 +60,18 @@ class FaceParser:
     """Runs a user-supplied face-parsing ONNX model and blends swaps with their target crops."""
 
     def __init__(
-        self, model_path: str | Path, providers: Sequence[str] = DEFAULT_PROVIDERS, threads: int | None = None
+        self,
+        model_path: str | Path,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+        threads: int | None = None,
+        device: int | None = None,
     ):
+        """``device``: the CUDA device of ONNX Runtime's CUDA and TensorRT providers."""
         path = Path(model_path)
         if not path.is_file():
             raise EngineError(f"face-parsing model not found: {path}")
         self.path = path
-        self.engine = OnnxRuntimeEngine(path, providers, threads)
+        self.engine = OnnxRuntimeEngine(path, providers, threads, device=device)
         self._input = self.engine.inputs[0].name
 
     def masks(self, targets: np.ndarray) -> list[np.ndarray | None]:
