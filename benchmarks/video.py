@@ -119,6 +119,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
+    load_before = os.getloadavg()  # other work on the machine depresses the ratio: recorded with it
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         model = "given bundle"
@@ -158,6 +159,11 @@ def main() -> None:
     print(f"{'faces':>6}{'naive fps':>12}{'pipeline fps':>14}{'speed-up':>10}")
     for row in rows:
         print(f"{row['faces']:>6}{row['naive_fps']:>12.2f}{row['pipeline_fps']:>14.2f}{row['speedup_median']:>9.2f}x")
+    load_after = os.getloadavg()
+    print(
+        f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
+        f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on {len(os.sched_getaffinity(0))} CPUs"
+    )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -170,6 +176,7 @@ def main() -> None:
         "untrained_bundle": swapper.bundle.untrained,
         "backend": swapper.generator.backend,
         "machine": cpu_facts(),
+        "load_average": {"before": list(load_before), "after": list(load_after)},
         "versions": {"pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info, "python": platform.python_version()},
         "results": rows,
     }

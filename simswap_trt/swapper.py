@@ -206,6 +206,12 @@ class FaceSwapper:
         """Where pre-processing, generator and paste-back run (host or device), in words."""
         return self._stages.name
 
+    @property
+    def on_device(self) -> bool:
+        """Whether the stages run on the device: ``start_batch`` then returns while the device works, so
+        callers gain from keeping batches in flight (``swap_stream``)."""
+        return not isinstance(self._stages, HostStages)
+
     def close(self) -> None:
         """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and
         the default detector. Engines, detectors and parsers passed in stay the caller's. Idempotent; use

@@ -66,3 +66,16 @@ def test_unreadable_model(tmp_path):
     (tmp_path / "x.onnx").write_bytes(b"garbage")
     with pytest.raises(EngineError, match="ONNX Runtime cannot load"):
         OnnxRuntimeEngine(tmp_path / "x.onnx")
+
+
+def test_pool_threads_sleep_between_operators_unless_spinning_is_asked(tiny_bundle, generator_engine):
+    spinning = OnnxRuntimeEngine(tiny_bundle.path_of("generator"), threads=2, spinning=True)
+    sleeping = OnnxRuntimeEngine(tiny_bundle.path_of("generator"), threads=2)
+    entry = "session.intra_op.allow_spinning"
+    assert sleeping._session.get_session_options().get_session_config_entry(entry) == "0"
+    assert spinning._session.get_session_options().get_session_config_entry(entry) == "1"
+    rng = np.random.default_rng(0)
+    inputs = {"target": rng.random((2, 3, 224, 224), np.float32), "latent": rng.random((2, 512), np.float32)}
+    reference = generator_engine.run(inputs)["swapped"]  # one thread: no pool at all
+    for engine in (spinning, sleeping):
+        np.testing.assert_allclose(engine.run(inputs)["swapped"], reference, atol=1e-5)

@@ -56,6 +56,20 @@ def test_output_keeps_timing_audio_and_metadata(swapper, tmp_path):
     assert diff[50:140, 65:140].mean() > 1 and diff[:192, :40].max() == 0
 
 
+def test_subtitle_and_audio_streams_are_copied_bit_for_bit(swapper, tmp_path):
+    events = [(0, 400, "Hello"), (400, 300, "{\\i1}moving{\\i0} face"), (700, 260, "Grüße, 再见")]
+    clip = write_clip(tmp_path / "in.mkv", moving_face(24), subtitles=events)
+    swap_video(swapper, clip, tmp_path / "out.mkv")
+    with av.open(str(clip)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        assert [s.type for s in b.streams] == [s.type for s in a.streams] == ["video", "audio", "subtitle"]
+        assert b.streams.subtitles[0].codec_context.name == a.streams.subtitles[0].codec_context.name == "ssa"
+    subtitles = packets(tmp_path / "out.mkv", "subtitles")
+    assert subtitles == packets(clip, "subtitles")  # same bytes at the same times
+    assert [pts for pts, _ in subtitles] == [start for start, _, _ in events]
+    assert subtitles[2][1].decode().endswith("Grüße, 再见")
+    assert packets(tmp_path / "out.mkv") == packets(clip)
+
+
 def test_variable_frame_rate_and_rotation_are_kept(swapper, tmp_path):
     times = np.cumsum([0.0] + [0.03, 0.05, 0.04, 0.09] * 5)
     upright = moving_face(len(times), size=(SIZE[1], SIZE[0]))  # portrait, displayed after a quarter turn

@@ -185,6 +185,7 @@ class StandInSwapper:
     """Two faces per frame; similarities to the reference flicker around the threshold frame by frame."""
 
     reference_latent = np.ones(512, np.float32)
+    on_device = False
 
     def __init__(self, similarity: dict[float, list[float]]) -> None:
         self.similarity = similarity  # face x position -> similarity per frame
@@ -200,11 +201,14 @@ class StandInSwapper:
             out.append(np.array([self.similarity[round(float(f.landmarks[2, 0]))].pop(0) for f in per_frame]))
         return out
 
-    def swap_faces(self, images, faces, select, threshold=0.5):
+    def start_batch(self, images, faces, select, threshold=0.5):
         from simswap_trt.swapper import SwapResult
 
         self.masks += [list(m) for m in select]
         return [SwapResult(image + 1, ()) for image in images]
+
+    def finish_batch(self, started):
+        return started
 
 
 def test_reference_selection_is_decided_once_per_track():

@@ -57,8 +57,10 @@ def write_clip(
     colour: bool = False,
     sar: Fraction | None = None,
     crf: int = 12,
+    subtitles: Sequence[tuple[int, int, str]] = (),
 ) -> Path:
-    """Encode BGR frames (H.264) with optional AAC sine tone; ``times`` (seconds) makes it variable rate."""
+    """Encode BGR frames (H.264) with optional AAC sine tone; ``times`` (seconds) makes it variable rate.
+    ``subtitles``: (start ms, duration ms, text) events of an ASS subtitle track (Matroska outputs)."""
     with av.open(str(path), "w") as container:
         video = container.add_stream("libx264", rate=fps)
         video.height, video.width = frames[0].shape[:2]
@@ -75,6 +77,13 @@ def write_clip(
         if sar:
             video.sample_aspect_ratio = sar
         tone = container.add_stream("aac", rate=SAMPLE_RATE) if audio else None
+        captions = container.add_stream("ass") if subtitles else None
+        for order, (start, duration, text) in enumerate(subtitles):
+            # a Matroska ASS event: ReadOrder, Layer, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+            packet = av.Packet(f"{order},0,Default,,0,0,0,,{text}".encode())
+            packet.stream, packet.time_base = captions, Fraction(1, 1000)
+            packet.pts, packet.dts, packet.duration = start, start, duration
+            container.mux(packet)
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709" if colour else None)
@@ -107,7 +116,7 @@ def planes(frame: av.VideoFrame) -> np.ndarray:
 
 
 def packets(path: Path, kind: str = "audio") -> list[tuple[int | None, bytes]]:
-    """(pts, bytes) of every packet of the first stream of ``kind``."""
+    """(pts, bytes) of every packet of the first stream of ``kind`` ("audio", "subtitles")."""
     with av.open(str(path)) as container:
         stream = getattr(container.streams, kind)[0]
         return [(p.pts, bytes(p)) for p in container.demux(stream) if p.size]

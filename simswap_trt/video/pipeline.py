@@ -5,6 +5,10 @@ stages joined by bounded queues, so a fixed number of frames is in flight whatev
       |                                                                    |
       +------------ audio/subtitle packets ------------> encode <--(window frames)
 
+When the swapper's stages run on the device, the swap stage keeps ``options.depth`` batches in flight
+there (``FaceSwapper.start_batch``/``finish_batch``), so uploads, device work and downloads of
+consecutive batches overlap.
+
 The output is written to a hidden temporary file next to ``output`` and renamed at the end; an error or
 Ctrl-C deletes it, so no partial output is ever left.
 """

@@ -2,11 +2,14 @@
 
 ``StreamSwapper`` takes frames in batches and gives back swapped frames in order, ``delay`` frames later
 (the tracker's look-ahead for bridging gaps and, with ``select="reference"``, for deciding per track).
-``swap_frames`` wraps it as a generator for live use.
+On the device path it keeps two batches in flight (``FaceSwapper.start_batch``/``finish_batch``, as
+``swap_stream``): the device swaps one batch while the next is uploaded and the previous one downloaded,
+and a batch comes back one push after it went in. ``swap_frames`` wraps it as a generator for live use.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from simswap_trt.errors import ConfigError, InputError
-from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper
+from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper, InFlight
 from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
 from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
 from simswap_trt.vision.detect import Detection
@@ -28,7 +31,10 @@ class VideoOptions:
     ``set_reference`` person (``"reference"``): a track is swapped when the mean cosine similarity of its
     first ``votes`` detections is at least ``threshold``, and the decision holds for the whole track.
     ``batch``: frames per detector/generator call. ``window``: frames queued between the decoding,
-    swapping and encoding stages (memory is bounded by about ``2 * window + 3 * batch + delay`` frames).
+    swapping and encoding stages. ``depth``: batches started and not yet finished (None: 2 when the
+    swapper's stages run on the device, so the device swaps one batch while the next is uploaded and the
+    previous one downloaded; else 1, as on the host starting a batch does all of its work). Memory is
+    bounded by about ``2 * window + (2 + depth) * batch + delay`` frames.
     """
 
     select: str = "all"
@@ -36,6 +42,7 @@ class VideoOptions:
     votes: int = 5
     batch: int = 8
     window: int = 16
+    depth: int | None = None
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
 
@@ -44,6 +51,8 @@ class VideoOptions:
             raise ConfigError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
         if self.batch < 1 or self.window < 1 or self.votes < 1:
             raise ConfigError("batch, window and votes must be at least 1")
+        if self.depth is not None and self.depth < 1:
+            raise ConfigError(f"depth must be at least 1, got {self.depth}")
 
 
 @dataclass
@@ -75,6 +84,8 @@ class StreamSwapper:
         self.smoother = LandmarkSmoother(options.smoothing)
         self._votes: dict[int, list[float]] = {}
         self._decisions: dict[int, bool] = {}
+        self.depth = options.depth if options.depth is not None else 2 if swapper.on_device else 1
+        self._in_flight: deque[tuple[list[SwappedFrame], InFlight | None]] = deque()
 
     @property
     def delay(self) -> int:
@@ -99,11 +110,13 @@ class StreamSwapper:
         ]
         if self.options.select == "reference":
             self._vote(frames)
-        return self._finish(self.tracker.release())
+        self._start(self.tracker.release())
+        return self._finish(self.depth - 1)
 
     def flush(self) -> list[SwappedFrame]:
         """Finish every frame still held (at the end of the stream)."""
-        return self._finish(self.tracker.release(final=True))
+        self._start(self.tracker.release(final=True))
+        return self._finish(0)
 
     def _vote(self, frames) -> None:
         """Similarity to the reference of the first ``votes`` detections of each new track."""
@@ -139,25 +152,39 @@ class StreamSwapper:
                 self._decisions[face.track] = bool(votes) and float(np.mean(votes)) >= self.options.threshold
         return [self._decisions[face.track] for face in faces]
 
-    def _finish(self, frames) -> list[SwappedFrame]:
+    def _start(self, frames) -> None:
+        """Smooth and select the released frames and start swapping those with a selected face."""
         out = []
         for frame in frames:
             frame = self.smoother.smooth(frame)
             image, payload = frame.payload
             out.append(SwappedFrame(frame.index, frame.time, image, frame.faces, self._selected(frame.faces), payload))
         todo = [f for f in out if f.changed]
+        started = None
         if todo:
-            results = self.swapper.swap_faces(
+            started = self.swapper.start_batch(
                 [f.image for f in todo],
                 [[face.detection for face in f.faces] for f in todo],
                 [f.swapped for f in todo],
             )
-            for frame, result in zip(todo, results, strict=True):
-                frame.image = result.image
+        if out:
+            self._in_flight.append((out, started))
         live = self.tracker.live_tracks
         self.smoother.keep_only(live)
         self._decisions = {t: d for t, d in self._decisions.items() if t in live}
         self._votes = {t: v for t, v in self._votes.items() if t in live}
+
+    def _finish(self, keep: int) -> list[SwappedFrame]:
+        """The frames of the oldest started batches, in order, until at most ``keep`` are in flight."""
+        out = []
+        while len(self._in_flight) > keep:
+            frames, started = self._in_flight.popleft()
+            if started is not None:
+                results = iter(self.swapper.finish_batch(started))
+                for frame in frames:
+                    if frame.changed:
+                        frame.image = next(results).image
+            out += frames
         return out
 
 
@@ -168,8 +195,9 @@ def swap_frames(
     options: VideoOptions = VideoOptions(),
 ) -> Iterator[np.ndarray]:
     """Swap faces in a stream of BGR frames (a camera, a decoder) with tracking and smoothing; yields the
-    output frames in order, ``options.batch - 1 + delay`` frames behind the input at most. Frames are
-    timed at ``fps``. Frames without a selected face are yielded as the very input arrays."""
+    output frames in order, ``options.batch - 1 + delay`` frames behind the input at most (plus ``depth - 1``
+    batches: one on the device path). Frames are timed at ``fps``. Frames without a selected face are yielded
+    as the very input arrays."""
     stream = StreamSwapper(swapper, options)
     batch: list[np.ndarray] = []
     times: list[float] = []
