@@ -16,7 +16,8 @@ Swap the identity of --source onto the faces of the video --target and write --o
 
 Frames are decoded, swapped in batches and encoded at the same time, with a fixed number of frames in
 flight. Faces are tracked from frame to frame: a face the detector misses for up to --max-gap frames is
-filled in from its track, --select reference decides once per track (from its first --votes frames),
+filled in from its track, the whole frame is searched every --full-detect-every frames and only
+around the tracked faces in between, --select reference decides once per track (from its first --votes frames),
 and landmarks are smoothed per track with a One Euro filter (--min-cutoff, --beta) so the swapped face
 does not shake. Audio and subtitle streams are copied unchanged; the video keeps its timestamps
 (variable frame rate too), size, aspect, rotation and colour description and is encoded with --codec
@@ -83,6 +84,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="frames a tracked face may be missed by the detector and still be swapped (default: %(default)s)",
     )
     parser.add_argument(
+        "--full-detect-every",
+        type=positive_int,
+        default=video.full_detect_every,
+        help="search the whole frame for faces every N frames, in between only around the tracked faces, "
+        "which is much cheaper; a face entering the frame is found up to N-1 frames late; 1: every frame "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--min-cutoff",
         type=float_between(1e-3, 1e3),
         default=smoothing.min_cutoff,
@@ -118,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         votes=args.votes,
         batch=args.batch,
         window=args.window,
+        full_detect_every=args.full_detect_every,
         tracking=TrackingOptions(max_gap=args.max_gap),
         smoothing=SmoothingOptions(min_cutoff=args.min_cutoff, beta=args.beta, enabled=not args.no_smoothing),
     )

@@ -173,7 +173,7 @@ def swap_video(
                     break
                 batch.append(item)
             if batch:
-                _put(detected, (batch, swapper.detect([f.image for f in batch])), stop)
+                _put(detected, (batch, stream.detection.detect([f.image for f in batch])), stop)
         _put(detected, _END, stop)
 
     decoding, detecting = _Stage(decode, "video-decode"), _Stage(detect, "video-detect")

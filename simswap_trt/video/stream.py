@@ -18,6 +18,7 @@ import numpy as np
 
 from simswap_trt.errors import ConfigError, InputError
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper, InFlight
+from simswap_trt.video.guided import GuidedDetection
 from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
 from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
 from simswap_trt.vision.detect import Detection
@@ -35,6 +36,10 @@ class VideoOptions:
     swapper's stages run on the device, so the device swaps one batch while the next is uploaded and the
     previous one downloaded; else 1, as on the host starting a batch does all of its work). Memory is
     bounded by about ``2 * window + (2 + depth) * batch + delay`` frames.
+    ``full_detect_every``: the whole frame is searched for faces on every this many frames (and on the
+    first, and after a tracked face was lost); in between only regions around the tracked faces are
+    (``GuidedDetection``), which is much cheaper. A face entering the frame is found up to
+    ``full_detect_every - 1`` frames late. 1 searches every frame whole.
     """
 
     select: str = "all"
@@ -43,6 +48,7 @@ class VideoOptions:
     batch: int = 8
     window: int = 16
     depth: int | None = None
+    full_detect_every: int = 2
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
 
@@ -51,6 +57,8 @@ class VideoOptions:
             raise ConfigError(f"select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
         if self.batch < 1 or self.window < 1 or self.votes < 1:
             raise ConfigError("batch, window and votes must be at least 1")
+        if self.full_detect_every < 1:
+            raise ConfigError(f"full_detect_every must be at least 1, got {self.full_detect_every}")
         if self.depth is not None and self.depth < 1:
             raise ConfigError(f"depth must be at least 1, got {self.depth}")
 
@@ -82,6 +90,7 @@ class StreamSwapper:
         look_ahead = options.votes - 1 if options.select == "reference" else 0
         self.tracker = Tracker(options.tracking, delay=look_ahead)
         self.smoother = LandmarkSmoother(options.smoothing)
+        self.detection = GuidedDetection(swapper, options.full_detect_every, options.tracking)
         self._votes: dict[int, list[float]] = {}
         self._decisions: dict[int, bool] = {}
         self.depth = options.depth if options.depth is not None else 2 if swapper.on_device else 1
@@ -99,11 +108,11 @@ class StreamSwapper:
         payloads: Sequence[Any] | None = None,
         detections: Sequence[list[Detection]] | None = None,
     ) -> list[SwappedFrame]:
-        """Add frames (with their times in seconds, and their faces if already detected); returns the
-        frames that are done, in order."""
+        """Add frames (with their times in seconds, and their faces if already detected by
+        ``self.detection``); returns the frames that are done, in order."""
         payloads = [None] * len(images) if payloads is None else payloads
         if detections is None:
-            detections = self.swapper.detect(images) if len(images) else []
+            detections = self.detection.detect(images)
         frames = [
             self.tracker.update(t, d, (image, payload))
             for image, t, d, payload in zip(images, times, detections, payloads, strict=True)

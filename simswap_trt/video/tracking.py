@@ -147,6 +147,11 @@ class Tracker:
         return out
 
     @property
+    def last_seen(self) -> list[tuple[Detection, int]]:
+        """Each live track's last detection and the frames since it (0: found in the latest frame)."""
+        return [(t.detection, self._index - 1 - t.index) for t in self._tracks.values()]
+
+    @property
     def tracks_started(self) -> int:
         return self._next_id
 

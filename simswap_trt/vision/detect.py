@@ -136,12 +136,60 @@ class EngineDetector(FaceDetector):
 
     def _decode(self, canvas: np.ndarray, scales: np.ndarray, shapes: list) -> list[list[Detection]]:
         outputs = self.engine.run({self.engine.inputs[0].name: normalise(canvas, self.normalisation)})
-        return self.decode(list(outputs.values()), scales, shapes)
+        return self.decode(list(outputs.values()), scales, shapes, canvas.shape[1:3])
 
     @abstractmethod
-    def decode(self, outputs: list[np.ndarray], scales: np.ndarray, shapes: list) -> list[list[Detection]]:
+    def decode(
+        self, outputs: list[np.ndarray], scales: np.ndarray, shapes: list, canvas: tuple[int, int] | None = None
+    ) -> list[list[Detection]]:
         """Every image's detections from the engine's outputs (in its output order) for a letterboxed batch,
-        given each image's letterbox scale and shape."""
+        given each image's letterbox scale and shape and the canvas (height, width; default the square
+        ``input_size``)."""
+
+    def detect_regions(self, image: np.ndarray, regions: Sequence[np.ndarray]) -> list[Detection]:
+        """The faces inside ``regions`` ([x1, y1, x2, y2] image pixels) of ``image``, found as ``detect`` finds
+        them: each region is cut from the same letterboxed canvas ``detect`` would make (same scale, same
+        sampling, edges aligned to multiples of 32 canvas pixels so the detector's grid is the same), so a
+        face well inside a region gets the landmarks the whole-image detection gives, at the cost of the
+        region only. The regions run as one batch (zero padded to the largest); overlapping regions'
+        detections are merged by NMS. In image pixels, highest score first."""
+        if not len(regions):
+            return []
+        new_h, new_w = letterbox_size(image.shape, self.input_size)
+        scale = new_h / image.shape[0]
+        fx, fy = new_w / image.shape[1], scale  # letterbox's resize factors per axis
+        limit = np.array([-(-new_w // 32) * 32, -(-new_h // 32) * 32])
+        windows = []
+        for region in regions:
+            lo = np.clip(np.floor(np.asarray(region[:2]) * [fx, fy] / 32) * 32, 0, limit).astype(int)
+            hi = np.clip(np.ceil(np.asarray(region[2:4]) * [fx, fy] / 32) * 32, 0, limit).astype(int)
+            if np.all(hi > lo):
+                windows.append((lo, hi))
+        if not windows:
+            return []
+        height = max(hi[1] - lo[1] for lo, hi in windows)
+        width = max(hi[0] - lo[0] for lo, hi in windows)
+        canvas = np.zeros((len(windows), height, width, 3), np.uint8)
+        for k, (lo, hi) in enumerate(windows):
+            w, h = min(hi[0], new_w) - lo[0], min(hi[1], new_h) - lo[1]
+            if w > 0 and h > 0:  # cv2.resize's sampling (half-pixel centres), offset to the window
+                sx, sy = image.shape[1] / new_w, image.shape[0] / new_h
+                matrix = np.array([[sx, 0, (lo[0] + 0.5) * sx - 0.5], [0, sy, (lo[1] + 0.5) * sy - 0.5]])
+                flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+                canvas[k, :h, :w] = cv2.warpAffine(image, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        outputs = self.engine.run({self.engine.inputs[0].name: normalise(canvas, self.normalisation)})
+        found = self.decode(
+            list(outputs.values()), np.ones(len(windows)), [(height, width)] * len(windows), (height, width)
+        )
+        boxes, scores, landmarks = [], [], []
+        for (lo, _), detections in zip(windows, found, strict=True):
+            for d in detections:
+                boxes.append(np.concatenate([d.box[:2] + lo, d.box[2:] + lo]))
+                scores.append(d.score)
+                landmarks.append(d.landmarks + lo)
+        if not boxes:
+            return []
+        return _detections(np.array(boxes), np.array(scores), np.array(landmarks), self.nms_iou, scale, image.shape)
 
 
 def _dynamic_input_model(model: onnx.ModelProto) -> bytes:
@@ -185,21 +233,20 @@ class CenterFace(EngineDetector):
 
     normalisation = (True, 0.0, 1.0)
 
-    def decode(self, outputs, scales, shapes):
+    def decode(self, outputs, scales, shapes, canvas=None):
         heatmaps, sizes, offsets, marks = outputs
+        height, width = canvas or (self.input_size, self.input_size)
         results = []
         for i, shape in enumerate(shapes):
             rows, cols = np.nonzero(heatmaps[i, 0] > self.threshold)
-            height = np.exp(sizes[i, 0, rows, cols]) * 4
-            width = np.exp(sizes[i, 1, rows, cols]) * 4
-            x1 = np.clip((cols + offsets[i, 1, rows, cols] + 0.5) * 4 - width / 2, 0, self.input_size)
-            y1 = np.clip((rows + offsets[i, 0, rows, cols] + 0.5) * 4 - height / 2, 0, self.input_size)
-            boxes = np.stack(
-                [x1, y1, np.minimum(x1 + width, self.input_size), np.minimum(y1 + height, self.input_size)], axis=1
-            )
+            box_h = np.exp(sizes[i, 0, rows, cols]) * 4
+            box_w = np.exp(sizes[i, 1, rows, cols]) * 4
+            x1 = np.clip((cols + offsets[i, 1, rows, cols] + 0.5) * 4 - box_w / 2, 0, width)
+            y1 = np.clip((rows + offsets[i, 0, rows, cols] + 0.5) * 4 - box_h / 2, 0, height)
+            boxes = np.stack([x1, y1, np.minimum(x1 + box_w, width), np.minimum(y1 + box_h, height)], axis=1)
             lm = marks[i][:, rows, cols].T.reshape(-1, 5, 2)  # (y, x) pairs relative to the box size
             landmarks = np.stack(
-                [lm[..., 1] * width[:, None] + x1[:, None], lm[..., 0] * height[:, None] + y1[:, None]], axis=-1
+                [lm[..., 1] * box_w[:, None] + x1[:, None], lm[..., 0] * box_h[:, None] + y1[:, None]], axis=-1
             )
             scores = heatmaps[i, 0, rows, cols]
             results.append(_detections(boxes, scores, landmarks, self.nms_iou, scales[i], shape))
@@ -232,24 +279,26 @@ class Scrfd(EngineDetector):
                 "(scores, boxes and keypoints for strides 8/16/32). Use det_10g.onnx or scrfd_*_bnkps.onnx."
             )
         self.input_size, self.threshold, self.nms_iou = input_size, threshold, nms_iou
-        self._centers = {
-            s: np.repeat(
-                np.stack(np.meshgrid(np.arange(input_size // s), np.arange(input_size // s)), -1).reshape(-1, 2) * s,
-                self.ANCHORS,
-                axis=0,
-            ).astype(np.float32)
-            for s in self.STRIDES
-        }
+        self._centers: dict[tuple[int, int, int], np.ndarray] = {}
+
+    def _anchor_centers(self, stride: int, height: int, width: int) -> np.ndarray:
+        """Anchor centres of one stride on a canvas, row-major, ``ANCHORS`` per location (cached)."""
+        key = (stride, height, width)
+        if key not in self._centers:
+            grid = np.stack(np.meshgrid(np.arange(width // stride), np.arange(height // stride)), -1).reshape(-1, 2)
+            self._centers[key] = np.repeat(grid * stride, self.ANCHORS, axis=0).astype(np.float32)
+        return self._centers[key]
 
     normalisation = (True, 127.5, 1 / 128)
 
-    def decode(self, outputs, scales, shapes):
+    def decode(self, outputs, scales, shapes, canvas=None):
         count = len(shapes)
+        height, width = canvas or (self.input_size, self.input_size)
         results = []
         for i, shape in enumerate(shapes):
             boxes, scores, landmarks = [], [], []
             for level, stride in enumerate(self.STRIDES):
-                centers = self._centers[stride]
+                centers = self._anchor_centers(stride, height, width)
                 score, dist, kps = (self._per_image(outputs[level + 3 * k], i, count, len(centers)) for k in range(3))
                 keep = score[:, 0] >= self.threshold
                 c, d, k = centers[keep], dist[keep] * stride, kps[keep] * stride

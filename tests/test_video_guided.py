@@ -1,0 +1,155 @@
+"""Track-guided detection for video (simswap_trt/video/guided.py, FaceDetector.detect_regions) on short
+synthetic frames (tests/video_clips.py): region landmarks against whole-frame detection, late entry
+bounded by full_detect_every - 1 frames, faceless frames untouched, every=1 equal to per-batch detection,
+and how often the whole frame is searched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from video_clips import FACE, SIZE, background, face_frame, moving_face
+
+from simswap_trt import FaceSwapper
+from simswap_trt.errors import ConfigError
+from simswap_trt.video import StreamSwapper, VideoOptions, swap_frames
+from simswap_trt.vision.detect import CenterFace, FaceDetector
+
+# SIZE is 256x192, letterboxed at 2.5 canvas pixels per frame pixel; a face well inside its region sees the
+# same canvas pixels on the same detector grid as in the whole frame, only the region's edges differ
+TOLERANCE = 0.5  # frame pixels (1.25 canvas pixels)
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return CenterFace(threads=2)
+
+
+class Counting(FaceDetector):
+    """Wraps a detector and counts the frames searched whole and the region searches."""
+
+    def __init__(self, inner: CenterFace) -> None:
+        self.inner, self.input_size, self.full, self.regions = inner, inner.input_size, [], 0
+
+    def detect_batch(self, images, batch_size=8):
+        self.full.append(len(images))
+        return self.inner.detect_batch(images, batch_size)
+
+    def detect_regions(self, image, regions):
+        self.regions += 1
+        return self.inner.detect_regions(image, regions)
+
+    def _decode(self, canvas, scales, shapes):
+        raise NotImplementedError
+
+
+@pytest.fixture
+def counted(tiny_bundle, detector):
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=2, max_batch=8, detector=Counting(detector))
+    swapper.set_source(np.ascontiguousarray(FACE))
+    swapper.detector.full.clear()
+    return swapper
+
+
+def expanded(box: np.ndarray, factor: float = 2.0) -> np.ndarray:
+    centre, half = (box[:2] + box[2:]) / 2, (box[2:] - box[:2]) * factor / 2
+    return np.concatenate([centre - half, centre + half])
+
+
+def two_faces(i: int, size=(384, 192)) -> np.ndarray:
+    """Two faces moving towards each other (regions overlap)."""
+    left, right = face_frame(120 + 2 * i, 96, 0.9, 2 * i, size), face_frame(270 - 2 * i, 100, 0.8, -i, size)
+    plain = background(size)
+    moved = np.any(right != plain, axis=-1)
+    left[moved] = right[moved]
+    return left
+
+
+def test_region_landmarks_equal_whole_frame_detection_on_moving_faces(detector):
+    frames = moving_face(12)
+    previous = detector.detect(frames[0])
+    for i, frame in enumerate(frames[1:], 1):
+        (whole,) = detector.detect(frame)
+        (region,) = detector.detect_regions(frame, [expanded(previous[0].box)])  # tracked from the last frame
+        np.testing.assert_allclose(region.landmarks, whole.landmarks, atol=TOLERANCE, err_msg=f"frame {i}")
+        np.testing.assert_allclose(region.box, whole.box, atol=2 * TOLERANCE, err_msg=f"frame {i}")
+        assert region.score == pytest.approx(whole.score, abs=0.05)
+        previous = [whole]
+
+
+def test_overlapping_regions_give_each_face_once(detector):
+    for i in (0, 10):
+        image = two_faces(i)
+        whole = sorted(detector.detect(image), key=lambda d: d.box[0])
+        assert len(whole) == 2
+        regions = [expanded(d.box) for d in whole] + [expanded(whole[0].box) + 6]  # overlapping regions
+        found = sorted(detector.detect_regions(image, regions), key=lambda d: d.box[0])
+        assert len(found) == 2
+        for a, b in zip(found, whole, strict=True):
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=TOLERANCE)
+
+
+def test_regions_without_a_face_find_nothing(detector):
+    image = face_frame(60, 96)
+    assert detector.detect_regions(image, [np.array([150, 40, 250, 150])]) == []
+    assert detector.detect_regions(image, []) == []
+
+
+def test_whole_frame_searched_every_n_frames_and_after_a_lost_face(counted):
+    frames = moving_face(8) + [background()] * 5 + moving_face(6)  # lost at frame 8, back at frame 13
+    out = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=3)))
+    # whole frames: 0, 3, 6 (every 3rd); 9, 10, 11 (the face was lost at 8, until its track ends after
+    # max_gap=3 misses); 14, 17 (every 3rd since 11). Regions around the face: 1, 2, 4, 5, 7, 8, 15, 16, 18.
+    assert sum(counted.detector.full) == 8 and set(counted.detector.full) == {1}
+    assert counted.detector.regions == 9
+    # the face came back at frame 13 and is found at the whole-frame search of frame 14 (every - 1 = 2 at most)
+    swapped = [o is not f for o, f in zip(out, frames, strict=True)]
+    assert swapped == [True] * 8 + [False] * 6 + [True] * 5
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_a_face_entering_is_swapped_at_most_every_minus_one_frames_late(counted, every):
+    entry = 4
+    frames = [background()] * entry + moving_face(8)
+    out = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=every)))
+    swapped = [o is not f for o, f in zip(out, frames, strict=True)]
+    first = swapped.index(True)
+    # whole frames at 0, every, 2 * every, ...: the face is found at the first one at or after its entry
+    assert first == -(-entry // every) * every
+    assert entry <= first <= entry + every - 1
+    assert all(swapped[first:])
+    assert all(o is f for o, f in zip(out[:first], frames[:first], strict=True))  # passed through untouched
+    assert all(np.array_equal(o, background()) for o in out[:entry])
+
+
+def test_every_one_reproduces_per_batch_detection_exactly(counted):
+    frames = moving_face(10) + [background()] * 3 + moving_face(5)
+    options = VideoOptions(batch=4, full_detect_every=1)
+    guided = list(swap_frames(counted, frames, options=options))
+    assert counted.detector.regions == 0 and counted.detector.full == [4, 4, 4, 4, 2]
+    # the previous behaviour: every batch detected whole by FaceSwapper.detect, handed to the stream
+    stream, previous = StreamSwapper(counted, options), []
+    for start in range(0, len(frames), 4):
+        batch = frames[start : start + 4]
+        times = [i / 30.0 for i in range(start, start + len(batch))]
+        previous += [f.image for f in stream.push(batch, times, detections=counted.detect(batch))]
+    previous += [f.image for f in stream.flush()]
+    assert len(guided) == len(previous) == len(frames)
+    for i, (a, b) in enumerate(zip(guided, previous, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"frame {i}")
+
+
+def test_guided_swaps_stay_close_to_every_frame_detection(counted):
+    frames = moving_face(12)
+    every = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=1)))
+    guided = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=2)))
+    assert counted.detector.regions == 6
+    for i, (a, b, f) in enumerate(zip(every, guided, frames, strict=True)):
+        # the swaps differ by the sub-pixel landmark differences only: far less than the swap changes
+        change = np.abs(a.astype(int) - f).mean()
+        assert np.abs(a.astype(int) - b).mean() < 0.2 * change, f"frame {i}"
+
+
+def test_full_detect_every_must_be_positive():
+    with pytest.raises(ConfigError, match="full_detect_every"):
+        VideoOptions(full_detect_every=0)
+    assert SIZE == (256, 192)
