@@ -37,8 +37,9 @@ class GuidedDetection:
         self._since_full: int | None = None  # frames since the last whole-frame detection; None: none yet
         self._lost = False
         self._frames = 0
-        if every > 1 and not hasattr(swapper.detector, "detect_regions"):
-            log.info("video: %s has no region detection; the whole frame is searched on every frame", swapper.detector)
+        detector = getattr(swapper, "detector", None)
+        if every > 1 and not hasattr(detector, "detect_regions"):
+            log.info("video: %s has no region detection; the whole frame is searched on every frame", detector)
             self.every = 1
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
