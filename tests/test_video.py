@@ -297,6 +297,7 @@ def test_cli_video(tiny_bundle, tmp_path, capsys):
     out = tmp_path / "out.mkv"
     args = ["video", "--bundle", str(tiny_bundle.root), "--source", str(source), "--target", str(clip)]
     args += ["--output", str(out), "--threads", "2", "--max-gap", "1", "--min-cutoff", "0.5", "--beta", "3"]
+    args += ["--full-detect-every", "3"]
     assert main(args) == 0
     assert "12 frames, 12 with a swapped face, 1 track" in capsys.readouterr().out
     assert len(decoded(out)) == 12

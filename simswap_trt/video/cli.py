@@ -16,12 +16,13 @@ Swap the identity of --source onto the faces of the video --target and write --o
 
 Frames are decoded, swapped in batches and encoded at the same time, with a fixed number of frames in
 flight. Faces are tracked from frame to frame: a face the detector misses for up to --max-gap frames is
-filled in from its track, the whole frame is searched every --full-detect-every frames and only
-around the tracked faces in between, --select reference decides once per track (from its first --votes frames),
-and landmarks are smoothed per track with a One Euro filter (--min-cutoff, --beta) so the swapped face
-does not shake. Audio and subtitle streams are copied unchanged; the video keeps its timestamps
-(variable frame rate too), size, aspect, rotation and colour description and is encoded with --codec
-(H.264, --crf 18 by default; --crf 0 is lossless). Frames without a selected face are encoded from the
+filled in from its track, the whole frame is searched every --full-detect-every frames and only around
+the tracked faces in between (a face entering the picture is found up to N-1 frames late), --select
+reference decides once per track (from its first --votes frames), and landmarks are smoothed per track
+with a One Euro filter (--min-cutoff, --beta) so the swapped face does not shake. Audio and subtitle
+streams are copied unchanged; the video keeps its timestamps (variable frame rate too), size, aspect,
+rotation and colour description and is encoded with --codec (H.264, --crf 18 by default; --crf 0 is
+lossless). Frames without a selected face are encoded from the
 decoded frame unchanged, and in the others only the swapped pixels change. The output appears only when
 complete (Ctrl-C or an error leaves none).
 
