@@ -13,12 +13,14 @@ For live frames (a camera), ``swap_frames(swapper, frames, fps)`` is a generator
 File I/O needs the ``video`` extra (PyAV); ``swap_frames`` does not.
 """
 
+from simswap_trt.video.guided import GuidedDetection
 from simswap_trt.video.pipeline import VideoReport, swap_video
 from simswap_trt.video.smoothing import OneEuroFilter, SmoothingOptions
 from simswap_trt.video.stream import StreamSwapper, SwappedFrame, VideoOptions, swap_frames
 from simswap_trt.video.tracking import TrackedFace, TrackedFrame, Tracker, TrackingOptions
 
 __all__ = [
+    "GuidedDetection",
     "OneEuroFilter",
     "SmoothingOptions",
     "StreamSwapper",

@@ -54,8 +54,8 @@ class GuidedDetection:
         if full:
             detections = self.swapper.detect([image])[0]
             self._since_full = 0
-        else:  # nothing tracked: nothing to search until the next whole frame
-            regions = [self._region(d) for d, _ in tracked]
+        else:
+            regions = [self._region(d) for d, _ in tracked]  # none: nothing to search until the next whole frame
             detections = self.swapper.detector.detect_regions(image, regions) if regions else []
             self._since_full += 1
         self._tracker.update(float(self._frames), detections)
