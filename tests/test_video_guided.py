@@ -121,6 +121,19 @@ def test_a_face_entering_is_swapped_at_most_every_minus_one_frames_late(counted,
     assert all(np.array_equal(o, background()) for o in out[:entry])
 
 
+def test_the_first_frame_of_a_new_shot_is_searched_whole(counted):
+    """A cut onto a face elsewhere in the picture, on a frame that would get only a region search."""
+    first = moving_face(5)  # whole-frame searches at 0, 2, 4 with every=2; the cut comes at 5
+    w, h = SIZE
+    # the next shot: the face mirrored to the other side, on the background mirrored and at 60 % light
+    shot = (face_frame(w * 0.25, h * 0.4, 0.8)[:, ::-1] * 0.6).astype(np.uint8)
+    frames = first + [np.ascontiguousarray(shot)] * 4
+    out = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=2)))
+    assert all(o is not f for o, f in zip(out, frames, strict=True))  # the new shot is swapped from its first frame
+    # whole frames: 0, 2, 4 (every 2nd), 5 (the cut), then 6, 7, 8 while the first shot's track goes unseen
+    assert sum(counted.detector.full) == 7 and counted.detector.regions == 2  # regions: frames 1 and 3
+
+
 def test_every_one_reproduces_per_batch_detection_exactly(counted):
     frames = moving_face(10) + [background()] * 3 + moving_face(5)
     options = VideoOptions(batch=4, full_detect_every=1)
