@@ -14,17 +14,17 @@ import fake_gpu
 import numpy as np
 import pytest
 from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
+from test_device_path import register_fake_plans
 from test_trt_conformance import fake_builder_module
 
 from simswap_build import cli as build_cli
 from simswap_build import engine_builder
 from simswap_build.detector_graph import add_detector
-from simswap_build.engine_builder import BuildOptions, build_engine, register_plan
+from simswap_build.engine_builder import BuildOptions, build_engine
 from simswap_trt import FaceSwapper
-from simswap_trt.bundle import Bundle, sha256_of
+from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
-from simswap_trt.plans import PlanEntry
 from simswap_trt.vision.detect import CenterFace
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
@@ -46,30 +46,7 @@ def photos():
 def detector_bundle(bundle, root, roles=("generator", "detector"), max_batch=4):
     """A copy of ``bundle`` with CenterFace's detector graph and (fake) plans for ``roles``."""
     shutil.copytree(bundle.root, root)
-    bundle = add_detector(root)
-    (root / "engines").mkdir()
-    for role in roles:
-        plan_file = root / "engines" / f"{role}.plan"
-        plan_file.write_bytes(PLANS[role])
-        model = bundle.models[role]
-        profile = {s.name: tuple((b, *s.shape[1:]) for b in (1, max_batch, max_batch)) for s in model.inputs}
-        entry = PlanEntry(
-            role=role,
-            file=f"engines/{role}.plan",
-            sha256=sha256_of(plan_file),
-            onnx_sha256=model.sha256,
-            precision="fp32",
-            tensorrt_version="11.4.0.106",
-            version_compatible=True,
-            hardware_compatibility="none",
-            gpu_name="Fake H100",
-            compute_capability=(9, 0),
-            profile=profile,
-            inputs=model.inputs,
-            outputs=model.outputs,
-        )
-        bundle = register_plan(bundle, entry)
-    return bundle
+    return register_fake_plans(add_detector(root), PLANS, roles, max_batch=max_batch)
 
 
 def install_device(monkeypatch, host, bundle, **gpu_options):

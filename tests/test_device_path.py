@@ -32,11 +32,16 @@ lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-l
 def plan_bundle(bundle, root, min_batch=1, max_batch=3, dla_core=None, roles=("generator",)):
     """A copy of ``bundle`` with (fake) registered plans for ``roles``, with the given profile."""
     shutil.copytree(bundle.root, root)
-    bundle = Bundle.load(root)
-    (root / "engines").mkdir()
+    return register_fake_plans(Bundle.load(root), PLAN_BYTES, roles, min_batch, max_batch, dla_core)
+
+
+def register_fake_plans(bundle, plan_bytes, roles, min_batch=1, max_batch=3, dla_core=None):
+    """``bundle`` with a plan file of ``plan_bytes[role]`` registered for each of ``roles`` (profile batch
+    min_batch..max_batch), as the builder registers real plans."""
+    (bundle.root / "engines").mkdir(exist_ok=True)
     for role in roles:
-        plan_file = root / "engines" / f"{role}.plan"
-        plan_file.write_bytes(PLAN_BYTES[role])
+        plan_file = bundle.root / "engines" / f"{role}.plan"
+        plan_file.write_bytes(plan_bytes[role])
         model = bundle.models[role]
         profile = {
             spec.name: tuple((b, *spec.shape[1:]) for b in (min_batch, max_batch, max_batch)) for spec in model.inputs
