@@ -56,7 +56,13 @@ import numpy as np
 from simswap_trt import cuda
 from simswap_trt.bundle import contract
 from simswap_trt.errors import SimswapError
-from simswap_trt.kernels import DeviceKernels, crop_to_frame_matrices, load_device_kernels, pack_pasteback
+from simswap_trt.kernels import (
+    DeviceKernels,
+    crop_to_frame_matrices,
+    frame_tables,
+    load_device_kernels,
+    pack_pasteback,
+)
 from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.vision.align import alignment_matrix, templates
 from simswap_trt.vision.pasteback import paste_back
@@ -223,14 +229,8 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
     frame_of_face = np.array([f for f, *_ in faces], np.int32)
     stream = cuda.Stream()
     on_device = [cuda.DeviceBuffer.from_array(f) for f in frames]
-    tables = [
-        np.array([b.ptr for b in on_device], np.uint64),
-        np.array([f.strides[0] for f in frames], np.int32),
-        np.array([f.shape[1] for f in frames], np.int32),
-        np.array([f.shape[0] for f in frames], np.int32),
-        frame_of_face,
-        crop_to_frame_matrices(matrices),
-    ]
+    tables = frame_tables(frames) + [frame_of_face, crop_to_frame_matrices(matrices)]
+    tables[0][:] = [b.ptr for b in on_device]
     table_buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
     out = cuda.DeviceBuffer(len(faces) * 3 * size * size * 4)
     device.preprocess(stream.handle, *[b.ptr for b in table_buffers], len(faces), size, False, out.ptr)
@@ -485,19 +485,11 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
 
 def letterbox_on_device(kernels: dict, frames: list[np.ndarray], canvas: int, normalisation, half: bool):
     """The letterbox kernel on ``frames``: the output (float32, or float16 with ``half``) [N, 3, C, C]."""
-    from simswap_trt.kernels import letterbox
-    from simswap_trt.vision.detect import letterbox_size
+    from simswap_trt.kernels import frame_tables, letterbox, letterbox_tables
 
-    sizes = [letterbox_size(f.shape, canvas) for f in frames]
     on_device = [cuda.DeviceBuffer.from_array(f) for f in frames]
-    tables = [
-        np.array([b.ptr for b in on_device], np.uint64),
-        np.array([f.strides[0] for f in frames], np.int32),
-        np.array([f.shape[1] for f in frames], np.int32),
-        np.array([f.shape[0] for f in frames], np.int32),
-        np.array([(w, h) for h, w in sizes], np.int32),
-        np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
-    ]
+    tables = frame_tables(frames) + letterbox_tables(frames, canvas)
+    tables[0][:] = [b.ptr for b in on_device]
     buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
     dtype = np.float16 if half else np.float32
     out = cuda.DeviceBuffer(len(frames) * 3 * canvas * canvas * np.dtype(dtype).itemsize)

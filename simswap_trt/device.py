@@ -47,6 +47,7 @@ from simswap_trt.kernels import (
     DeviceKernels,
     PasteBackBatch,
     crop_to_frame_matrices,
+    frame_tables,
     pack_pasteback,
     parser_input,
     parser_labels,
@@ -252,15 +253,7 @@ class DeviceStages:
         uploads of the resident frames. Returns the device addresses of the frames and of the tables (frame
         addresses, pitches, widths, heights, frame of face, inverse, extra), and each frame's buffer."""
         fresh = [f for f, r in zip(frames, resident, strict=True) if r is None]
-        tables = [
-            np.zeros(len(frames), np.uint64),  # frame addresses, filled below
-            np.array([f.strides[0] for f in frames], np.int32),
-            np.array([f.shape[1] for f in frames], np.int32),
-            np.array([f.shape[0] for f in frames], np.int32),
-            frame_of_face.astype(np.int32),
-            inverse,
-            extra,
-        ]
+        tables = frame_tables(frames) + [frame_of_face.astype(np.int32), inverse, extra]  # addresses filled below
         addresses = ws.inputs.layout([f.nbytes for f in fresh] + [t.nbytes for t in tables])
         uploaded, table_addresses = iter(addresses[: len(fresh)]), addresses[len(fresh) :]
         frame_addresses = [next(uploaded) if r is None else r.address for r in resident]

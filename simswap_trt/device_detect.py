@@ -36,8 +36,8 @@ from simswap_trt.bundle import Bundle
 from simswap_trt.device_memory import DeviceArray, ResidentFrames, aligned
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
-from simswap_trt.kernels import DeviceKernels, letterbox
-from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd, letterbox_size
+from simswap_trt.kernels import DeviceKernels, frame_tables, letterbox, letterbox_tables
+from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd
 
 log = logging.getLogger(__name__)
 HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
@@ -101,15 +101,7 @@ class DeviceDetector:
     def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         canvas = self.input_size
         frames = [np.ascontiguousarray(image) for image in images]
-        sizes = [letterbox_size(f.shape, canvas) for f in frames]  # (height, width) on the canvas
-        tables = [
-            np.zeros(len(frames), np.uint64),  # frame addresses, filled below
-            np.array([f.strides[0] for f in frames], np.int32),
-            np.array([f.shape[1] for f in frames], np.int32),
-            np.array([f.shape[0] for f in frames], np.int32),
-            np.array([(w, h) for h, w in sizes], np.int32),
-            np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
-        ]
+        tables = frame_tables(frames) + letterbox_tables(frames, canvas)  # frame addresses filled below
         self.done.synchronize()  # the previous chunk's work no longer uses the canvas and output buffers
         slot = self.frames.acquire()
         try:
@@ -125,7 +117,8 @@ class DeviceDetector:
             self.frames.keep(slot)  # nothing kept
             raise
         self.frames.keep(slot, images, addresses[: len(frames)])  # the letterbox kernel has read them
-        scales = np.array([h / f.shape[0] for f, (h, _) in zip(frames, sizes, strict=True)])
+        resized = tables[4]  # (width, height) of each frame on the canvas
+        scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
         return self.decoder.decode(outputs, scales, [f.shape for f in frames])
 
     def _run(self, uploaded: cuda.Event, tables: list[int], count: int) -> list[np.ndarray]:

@@ -13,19 +13,11 @@ import ctypes
 import numpy as np
 import pytest
 
-from simswap_trt.kernels import BLOCK, letterbox_grid
+from simswap_trt.kernels import BLOCK, letterbox_grid, letterbox_tables
 from simswap_trt.vision.detect import CenterFace, Scrfd, letterbox, letterbox_size, normalise
 
 NORMALISATIONS = {"centerface": CenterFace.normalisation, "scrfd": Scrfd.normalisation}
 SHAPES = [(301, 433), (433, 301), (97, 61), (640, 640), (1080, 1921), (5, 3)]
-
-
-def letterbox_tables(frames, canvas):
-    """The kernel's per-frame tables: resized (width, height) and source / resized scales."""
-    sizes = [letterbox_size(f.shape, canvas) for f in frames]
-    resized = np.array([(w, h) for h, w in sizes], np.int32)
-    scales = np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32)
-    return resized, scales
 
 
 def run_host(host, frames, canvas, normalisation, dtype=np.float32):

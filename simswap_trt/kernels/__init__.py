@@ -31,6 +31,7 @@ import numpy as np
 
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.vision.align import invert_affine
+from simswap_trt.vision.detect import letterbox_size
 from simswap_trt.vision.pasteback import border_mask, face_roi
 
 SOURCE_DIR = Path(__file__).parent
@@ -152,6 +153,27 @@ def pasteback_grid(union_rois: np.ndarray) -> tuple[int, int, int]:
     """One thread per pixel of the widest and tallest region, one grid layer per frame."""
     extent = union_rois[:, 2:] - union_rois[:, :2]
     return _blocks(extent[:, 0].max(), BLOCK[0]), _blocks(extent[:, 1].max(), BLOCK[1]), len(union_rois)
+
+
+def frame_tables(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The kernels' per-frame tables of ``frames``: device addresses (zeros, for the caller to fill), row
+    pitches, widths and heights."""
+    return [
+        np.zeros(len(frames), np.uint64),
+        np.array([f.strides[0] for f in frames], np.int32),
+        np.array([f.shape[1] for f in frames], np.int32),
+        np.array([f.shape[0] for f in frames], np.int32),
+    ]
+
+
+def letterbox_tables(frames: Sequence[np.ndarray], canvas: int) -> list[np.ndarray]:
+    """The letterbox kernel's per-frame tables: each frame's resized (width, height) on the ``canvas`` and its
+    source / resized size ratios (x, y)."""
+    sizes = [letterbox_size(f.shape, canvas) for f in frames]  # (height, width)
+    return [
+        np.array([(w, h) for h, w in sizes], np.int32),
+        np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
+    ]
 
 
 def letterbox_grid(canvas: int, frames: int) -> tuple[int, int, int]:
