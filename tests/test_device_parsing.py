@@ -24,7 +24,8 @@ from simswap_trt.vision.parsing import FaceParser
 pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
 
 
-def swap_both_ways(bundle, parser, monkeypatch, host, batches):
+def host_swaps(bundle, parser, batches):
+    """The host stages' swaps of ``batches`` with ``parser`` (the reference for the device path)."""
     host_swapper = FaceSwapper(
         bundle,
         OnnxRuntimeEngine(bundle.path_of("generator"), threads=2),
@@ -32,7 +33,11 @@ def swap_both_ways(bundle, parser, monkeypatch, host, batches):
         parser=parser,
     )
     host_swapper.source_latent = latent()
-    expected = [host_swapper.swap_faces(images, faces) for images, faces in batches]
+    return [host_swapper.swap_faces(images, faces) for images, faces in batches]
+
+
+def swap_both_ways(bundle, parser, monkeypatch, host, batches):
+    expected = host_swaps(bundle, parser, batches)
     gpu, _ = install_device(monkeypatch, host, bundle)
     with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto", parser=parser) as device:
         assert device.stages.startswith("device")
@@ -123,14 +128,7 @@ def test_the_parser_plan_runs_on_the_device(tiny_bundle, host, monkeypatch, tmp_
     assert bundle.parser.source["sha256"] == sha256_of(parser_file)
     parser = FaceParser(parser_file, threads=2)
     batches = scenes(224, bundle.alignment)
-    host_swapper = FaceSwapper(
-        bundle,
-        OnnxRuntimeEngine(bundle.path_of("generator"), threads=2),
-        OnnxRuntimeEngine(bundle.path_of("arcface")),
-        parser=parser,
-    )
-    host_swapper.source_latent = latent()
-    expected = [host_swapper.swap_faces(images, faces) for images, faces in batches]
+    expected = host_swaps(bundle, parser, batches)
     parser_io = [("input", "in", (-1, 3, 512, 512)), ("logits", "out", (-1, 19, 512, 512))]
     plan = OnnxRuntimeEngine(bundle.path_of("parser"), threads=2).run  # the plan "runs" the bundle's graph
     gpu, module = install_device(monkeypatch, host, bundle, plans={PLAN_BYTES["parser"]: (parser_io, plan)})
