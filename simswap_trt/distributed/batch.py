@@ -51,6 +51,7 @@ class JobOptions:
     synthetic_tag: bool = True
     overwrite: bool = False
     max_pixels: int = MAX_PIXELS
+    crf: int = 18  # libx264 quality of the video outputs, as 'simswap-trt video --crf' (0: lossless)
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,12 @@ class SwapActor:
 
         try:
             report = swap_video(
-                self.swapper, source, output, VideoOptions(o.select, o.threshold, batch=o.batch), overwrite=o.overwrite
+                self.swapper,
+                source,
+                output,
+                VideoOptions(o.select, o.threshold, batch=o.batch),
+                crf=o.crf,
+                overwrite=o.overwrite,
             )
         except (SimswapError, OSError) as exc:  # SimswapError: also a missing 'video' extra (PyAV)
             return "failed", str(exc), 0
