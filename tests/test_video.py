@@ -101,32 +101,60 @@ def test_frames_without_faces_are_bit_exact_and_faces_are_swapped(swapper, tmp_p
 
 
 def test_changed_pixels_are_patched_into_the_decoded_frame():
-    """from_bgr against an independent reference: OpenCV's BGR -> I420 conversion of the changed area."""
+    """from_bgr against an independent reference: OpenCV's BGR -> I420 conversion of each changed area
+    (two areas far enough apart to be patched as separate boxes)."""
     import cv2
 
-    from simswap_trt.video.io import from_bgr, to_bgr
+    from simswap_trt.video.io import BOX_GAP, changed_boxes, from_bgr, to_bgr
 
     rng = np.random.default_rng(0)
-    like = av.VideoFrame.from_ndarray(rng.integers(0, 256, (90, 122, 3), np.uint8), format="bgr24")
+    height, width = 90, 250
+    like = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), np.uint8), format="bgr24")
     like = like.reformat(format="yuv420p")
     before = to_bgr(like)
     after = before.copy()
-    after[31:52, 17:61] = rng.integers(0, 256, (21, 44, 3), np.uint8)  # odd edges: chroma sites shared
+    changes = [(31, 52, 17, 61), (9, 20, 61 + BOX_GAP + 3, 201)]  # odd edges: chroma sites shared
+    for y0, y1, x0, x1 in changes:
+        after[y0:y1, x0:x1] = rng.integers(0, 256, (y1 - y0, x1 - x0, 3), np.uint8)
+    assert len(changed_boxes(cv2.absdiff(before, after))) == 2
     out = from_bgr(before, after, like).to_ndarray().astype(int)
     source = like.to_ndarray().astype(int)
-    reference = cv2.cvtColor(np.ascontiguousarray(after[30:52, 16:62]), cv2.COLOR_BGR2YUV_I420).astype(int)
-    y = out[:90]
-    # luma: the changed pixels equal the reference (BT.601 limited range, within rounding), others untouched
-    assert np.abs(y[31:52, 17:61] - reference[:22][1:, 1:45]).max() <= 1
-    untouched = np.ones((90, 122), bool)
-    untouched[31:52, 17:61] = False
-    assert np.array_equal(y[untouched], source[:90][untouched])
-    # chroma: only the 2x2 sites touching the change differ
-    u_out, u_src = out.reshape(-1)[90 * 122 : 90 * 122 * 5 // 4], source.reshape(-1)[90 * 122 : 90 * 122 * 5 // 4]
-    u_out, u_src = u_out.reshape(45, 61), u_src.reshape(45, 61)
-    sites = np.zeros((45, 61), bool)
-    sites[15:26, 8:31] = True
+    y = out[:height]
+    untouched = np.ones((height, width), bool)
+    sites = np.zeros((height // 2, width // 2), bool)
+    reference = cv2.cvtColor(after, cv2.COLOR_BGR2YUV_I420)[:height].astype(int)  # luma is per pixel
+    for y0, y1, x0, x1 in changes:
+        # luma: the changed pixels equal the reference (BT.601 limited range, within rounding)
+        assert np.abs(y[y0:y1, x0:x1] - reference[y0:y1, x0:x1]).max() <= 1
+        untouched[y0:y1, x0:x1] = False
+        sites[y0 // 2 : (y1 + 1) // 2, x0 // 2 : (x1 + 1) // 2] = True
+    assert np.array_equal(y[untouched], source[:height][untouched])  # every other pixel untouched
+    # chroma: only the 2x2 sites touching a change differ
+    size = height * width
+    u_out = out.reshape(-1)[size : size * 5 // 4].reshape(height // 2, width // 2)
+    u_src = source.reshape(-1)[size : size * 5 // 4].reshape(height // 2, width // 2)
     assert np.array_equal(u_out[~sites], u_src[~sites]) and not np.array_equal(u_out[sites], u_src[sites])
+
+
+def test_changed_boxes_hold_every_change_in_separate_even_boxes():
+    from simswap_trt.video.io import BOX_GAP, changed_boxes
+
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        diff = np.zeros((60, 400, 3), np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            y0, x0 = rng.integers(0, 50), rng.integers(0, 380)
+            diff[y0 : y0 + rng.integers(1, 10), x0 : x0 + rng.integers(1, 20), rng.integers(0, 3)] = 1
+        boxes = changed_boxes(diff)
+        covered = np.zeros(diff.shape[:2], bool)
+        for y0, y1, x0, x1 in boxes:
+            assert y0 % 2 == x0 % 2 == y1 % 2 == x1 % 2 == 0 and 0 <= y0 < y1 <= 60 and 0 <= x0 < x1 <= 400
+            assert not covered[y0:y1, x0:x1].any()  # boxes do not overlap
+            covered[y0:y1, x0:x1] = True
+        assert covered[diff.any(axis=2)].all()
+        changed_cols = np.flatnonzero(diff.any(axis=(0, 2)))
+        assert len(boxes) == 1 + int((np.diff(changed_cols) > BOX_GAP + 1).sum())
+    assert changed_boxes(np.zeros((4, 4, 3), np.uint8)) == []
 
 
 class Misses(FaceDetector):

@@ -97,33 +97,55 @@ def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.V
     if like.format.name not in PATCHED_FORMATS or h % 2 or w % 2:
         out = _to_format(after, like)
     else:
-        # two full-frame passes (difference, then its maximum per row); the rest only where faces changed
+        out = av.VideoFrame(w, h, like.format.name)
+        planes = [_plane(out, k) for k in range(3)]
+        for k, plane in enumerate(planes):
+            np.copyto(plane, _plane(like, k))
         diff = cv2.absdiff(before, after)
-        rows = np.flatnonzero(diff.reshape(h, -1).max(axis=1))
-        planes = like.to_ndarray()  # [1.5 h, w]: Y, then U and V with two chroma rows per row
-        if rows.size:
-            y0, y1 = rows[0] // 2 * 2, (rows[-1] + 2) // 2 * 2  # chroma sites cover 2x2 pixels
-            cols = np.flatnonzero(diff[y0:y1].max(axis=0).max(axis=1))
-            x0, x1 = cols[0] // 2 * 2, (cols[-1] + 2) // 2 * 2
-            patch = _to_format(after[y0:y1, x0:x1], like).to_ndarray()
-            ph, pw = y1 - y0, x1 - x0
+        for y0, y1, x0, x1 in changed_boxes(diff):
+            patch = _to_format(after[y0:y1, x0:x1], like)
             box = diff[y0:y1, x0:x1]
             mask = (box[..., 0] | box[..., 1] | box[..., 2]) != 0
-            luma = planes[:h]
-            luma[y0:y1, x0:x1][mask] = patch[:ph][mask]
-            sites = mask.reshape(ph // 2, 2, pw // 2, 2).any(axis=(1, 3))
-            flat, patch = planes.reshape(-1), patch.reshape(-1)
-            for k in (0, 1):  # U, V: quarter-size planes after the luma
-                plane = flat[h * w * (4 + k) // 4 : h * w * (5 + k) // 4].reshape(h // 2, w // 2)
-                new = patch[ph * pw * (4 + k) // 4 : ph * pw * (5 + k) // 4].reshape(ph // 2, pw // 2)
-                plane[y0 // 2 : y1 // 2, x0 // 2 : x1 // 2][sites] = new[sites]
-        out = av.VideoFrame.from_ndarray(planes, format=like.format.name)
+            np.copyto(planes[0][y0:y1, x0:x1], _plane(patch, 0), where=mask)
+            pairs = mask[0::2] | mask[1::2]
+            sites = pairs[:, 0::2] | pairs[:, 1::2]  # chroma sites cover 2x2 pixels
+            for k in (1, 2):
+                np.copyto(planes[k][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], _plane(patch, k), where=sites)
     out.pts = like.pts
     if like.time_base is not None:
         out.time_base = like.time_base
     for attribute in ("color_primaries", "color_trc", "colorspace", "color_range"):
         setattr(out, attribute, getattr(like, attribute))
     return out
+
+
+def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
+    """A writable [height, width] view of one plane of a planar 8-bit frame (rows are ``line_size`` apart)."""
+    plane = frame.planes[index]
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
+
+
+# changed columns further apart than this are patched as separate boxes (faces side by side)
+BOX_GAP = 64
+
+
+def changed_boxes(diff: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(y0, y1, x0, x1) boxes with even edges that together hold every non-zero pixel of ``diff``: one box
+    per run of changed columns (runs split where more than ``BOX_GAP`` unchanged columns lie between),
+    each as tall as that run's changed rows."""
+    h = diff.shape[0]
+    rows = np.flatnonzero(diff.reshape(h, -1).max(axis=1))
+    if not rows.size:
+        return []
+    band = diff[rows[0] : rows[-1] + 1]
+    cols = np.flatnonzero(band.reshape(len(band), -1).max(axis=0).reshape(-1, diff.shape[2]).max(axis=1))
+    splits = np.flatnonzero(np.diff(cols) > BOX_GAP + 1)
+    boxes = []
+    for run in np.split(cols, splits + 1):
+        x0, x1 = run[0] // 2 * 2, (run[-1] + 2) // 2 * 2
+        run_rows = rows[0] + np.flatnonzero(band[:, x0:x1].reshape(len(band), -1).max(axis=1))
+        boxes.append((run_rows[0] // 2 * 2, (run_rows[-1] + 2) // 2 * 2, x0, x1))
+    return boxes
 
 
 class VideoReader:
