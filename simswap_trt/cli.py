@@ -394,6 +394,7 @@ def _batch(args: argparse.Namespace) -> int:
         synthetic_tag=not args.no_synthetic_tag,
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
+        crf=args.crf,
     )
     reports = run_job(args.bundle, latent, [(s, output_for(s, args.output)) for s in inputs], options, args.ray)
     counts = {}
@@ -622,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
         "FaceSwapper each (one GPU each where the cluster has GPUs). Each failed item is reported and the job "
         "goes on; outputs are written atomically and a rerun skips those already written. Paths may be local "
         "(shared by the nodes) or URIs (s3://, gs://, file://). Videos (.mp4 .mkv .mov .avi .webm) are swapped "
-        "whole by one actor as 'simswap-trt video' does (faces tracked and smoothed, audio kept, H.264 CRF 18), "
+        "whole by one actor as 'simswap-trt video' does (faces tracked and smoothed, audio kept, H.264 at --crf), "
         "need local or shared paths (not URIs) and 'simswap-trt[video]'; a video without any selected face is "
         "skipped. Needs 'simswap-trt[ray]'.",
     )
@@ -647,6 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
     batch.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
     batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
+    batch.add_argument(
+        "--crf",
+        type=cli_support.int_at_least(0),
+        default=18,
+        help="libx264 quality of the videos, 0 lossless (default: 18)",
+    )
     _add_runtime_flags(batch, batch=8)
 
     from simswap_trt.video import cli as video_cli
