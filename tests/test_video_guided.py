@@ -11,7 +11,7 @@ from video_clips import FACE, SIZE, background, face_frame, moving_face
 
 from simswap_trt import FaceSwapper
 from simswap_trt.errors import ConfigError
-from simswap_trt.video import StreamSwapper, VideoOptions, swap_frames
+from simswap_trt.video import GuidedDetection, StreamSwapper, VideoOptions, swap_frames
 from simswap_trt.vision.detect import CenterFace, FaceDetector
 
 # SIZE is 256x192, letterboxed at 2.5 canvas pixels per frame pixel; a face well inside its region sees the
@@ -98,27 +98,45 @@ def test_whole_frame_searched_every_n_frames_and_after_a_lost_face(counted):
     frames = moving_face(8) + [background()] * 5 + moving_face(6)  # lost at frame 8, back at frame 13
     out = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=3)))
     # whole frames: 0, 3, 6 (every 3rd); 9, 10, 11 (the face was lost at 8, until its track ends after
-    # max_gap=3 misses); 14, 17 (every 3rd since 11). Regions around the face: 1, 2, 4, 5, 7, 8, 15, 16, 18.
+    # max_gap=3 misses); 14, 17 (every 3rd since 11). Regions around the face: 1, 2, 4, 5, 7, 8, 15, 16, 18,
+    # and back from 14, where the face is new again: 13 (found) and 12 (not found, the search stops)
     assert sum(counted.detector.full) == 8 and set(counted.detector.full) == {1}
-    assert counted.detector.regions == 9
-    # the face came back at frame 13 and is found at the whole-frame search of frame 14 (every - 1 = 2 at most)
+    assert counted.detector.regions == 11
+    # the face came back at frame 13: found at the whole-frame search of frame 14, then in frame 13
     swapped = [o is not f for o, f in zip(out, frames, strict=True)]
-    assert swapped == [True] * 8 + [False] * 6 + [True] * 5
+    assert swapped == [True] * 8 + [False] * 5 + [True] * 6
 
 
-@pytest.mark.parametrize("every", [1, 2, 3])
-def test_a_face_entering_is_swapped_at_most_every_minus_one_frames_late(counted, every):
-    entry = 4
+@pytest.mark.parametrize("every", [1, 2, 3, 4])
+def test_a_face_entering_is_swapped_from_the_frame_where_it_appears(counted, every):
+    entry = 5
     frames = [background()] * entry + moving_face(8)
     out = list(swap_frames(counted, frames, options=VideoOptions(batch=4, full_detect_every=every)))
     swapped = [o is not f for o, f in zip(out, frames, strict=True)]
-    first = swapped.index(True)
-    # whole frames at 0, every, 2 * every, ...: the face is found at the first one at or after its entry
-    assert first == -(-entry // every) * every
-    assert entry <= first <= entry + every - 1
-    assert all(swapped[first:])
-    assert all(o is f for o, f in zip(out[:first], frames[:first], strict=True))  # passed through untouched
-    assert all(np.array_equal(o, background()) for o in out[:entry])
+    assert swapped == [False] * entry + [True] * 8
+    assert all(o is f for o, f in zip(out[:entry], frames[:entry], strict=True))  # passed through untouched
+    # whole frames at 0, every, 2 * every, ...: the face is found at the first one at or after its entry,
+    # then searched for backwards in the frames held since the previous one, down to the empty frame before
+    # the entry; later frames between whole-frame searches search the region around the face
+    found = -(-entry // every) * every
+    back = min(found - entry + 1, every - 1) if found > entry else 0
+    assert counted.detector.regions == back + sum(1 for i in range(found + 1, len(frames)) if i % every)
+
+
+def test_a_face_entering_next_to_a_tracked_one_is_found_back_once_per_frame(counted):
+    entry, size = 3, (384, 192)
+    frames = [face_frame(120 + 2 * i, 96, 0.9, 2 * i, size) if i < entry else two_faces(i, size) for i in range(9)]
+    detection = GuidedDetection(counted, every=4)
+    released = detection.push(frames[:5], range(5)) + detection.push(frames[5:], range(5, 9)) + detection.flush()
+    assert [i for i, _ in released] == list(range(9))  # every frame once, in order
+    # whole frames 0, 4, 8; regions 1, 2, 3 and 5, 6, 7 around the tracked faces; the entering face is
+    # found at 4, then searched back in 3 (found) and 2 (not there)
+    assert sum(counted.detector.full) == 3 and counted.detector.regions == 3 + 3 + 2
+    for i, faces in released:
+        whole = sorted(counted.detector.inner.detect(frames[i]), key=lambda d: d.box[0])
+        assert len(faces) == len(whole) == (1 if i < entry else 2), f"frame {i}"  # nothing doubled or missed
+        for a, b in zip(sorted(faces, key=lambda d: d.box[0]), whole, strict=True):
+            np.testing.assert_allclose(a.landmarks, b.landmarks, atol=TOLERANCE, err_msg=f"frame {i}")
 
 
 def test_the_first_frame_of_a_new_shot_is_searched_whole(counted):

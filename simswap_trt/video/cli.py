@@ -17,7 +17,8 @@ Swap the identity of --source onto the faces of the video --target and write --o
 Frames are decoded, swapped in batches and encoded at the same time, with a fixed number of frames in
 flight. Faces are tracked from frame to frame: a face the detector misses for up to --max-gap frames is
 filled in from its track, the whole frame is searched every --full-detect-every frames and only around
-the tracked faces in between (a face entering the picture is found up to N-1 frames late), --select
+the tracked faces in between (a face entering the picture is found by the next whole-frame search and
+then in the frames before it, so it is swapped from the frame where it appears), --select
 reference decides once per track (from its first --votes frames), and landmarks are smoothed per track
 with a One Euro filter (--min-cutoff, --beta) so the swapped face does not shake. Audio and subtitle
 streams are copied unchanged; the video keeps its timestamps (variable frame rate too), size, aspect,
@@ -89,7 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=video.full_detect_every,
         help="search the whole frame for faces every N frames, in between only around the tracked faces, "
-        "which is much cheaper; a face entering the frame is found up to N-1 frames late; 1: every frame "
+        "which is much cheaper; a face entering the frame is found at the next whole-frame search and then "
+        "searched for in the frames before it (held for that: N-1 at most); 1: every frame "
         "(default: %(default)s)",
     )
     parser.add_argument(

@@ -126,7 +126,7 @@ def swap_video(
     expected = reader.frame_count
     stop = threading.Event()
     frames_in: queue.Queue = queue.Queue(options.window)
-    detected: queue.Queue = queue.Queue(2)  # batches of frames with their faces
+    detected: queue.Queue = queue.Queue(2)  # batches of (frame, faces)
     frames_out: queue.Queue = queue.Queue(options.window)
     counts = {"frames": 0, "swapped": 0, "bridged": 0}
 
@@ -172,8 +172,11 @@ def swap_video(
                     done = True
                     break
                 batch.append(item)
-            if batch:
-                _put(detected, (batch, stream.detection.detect([f.image for f in batch])), stop)
+            released = stream.detection.push([f.image for f in batch], batch)  # may hold frames back
+            if done:
+                released += stream.detection.flush()
+            if released:
+                _put(detected, released, stop)
         _put(detected, _END, stop)
 
     decoding, detecting = _Stage(decode, "video-decode"), _Stage(detect, "video-detect")
@@ -183,8 +186,8 @@ def swap_video(
     try:
         for stage in stages:
             stage.start()
-        while (item := _get(detected, stop, detecting)) is not _END:
-            batch, detections = item
+        while (released := _get(detected, stop, detecting)) is not _END:
+            batch, detections = [f for f, _ in released], [faces for _, faces in released]
             for frame in stream.push([f.image for f in batch], [f.time for f in batch], batch, detections):
                 _put(frames_out, frame, stop)
         for frame in stream.flush():

@@ -37,9 +37,10 @@ class VideoOptions:
     previous one downloaded; else 1, as on the host starting a batch does all of its work). Memory is
     bounded by about ``2 * window + (2 + depth) * batch + delay`` frames.
     ``full_detect_every``: the whole frame is searched for faces on every this many frames (and on the
-    first, and after a tracked face was lost); in between only regions around the tracked faces are
-    (``GuidedDetection``), which is much cheaper. A face entering the frame is found up to
-    ``full_detect_every - 1`` frames late. 1 searches every frame whole.
+    first, at a cut, and after a tracked face was lost); in between only regions around the tracked faces
+    are (``GuidedDetection``), which is much cheaper. A face entering the frame is found by the next
+    whole-frame search and then searched for in the frames before it, so it is swapped from the frame where
+    it appears; detection holds ``full_detect_every - 1`` frames for that. 1 searches every frame whole.
     """
 
     select: str = "all"
@@ -98,8 +99,9 @@ class StreamSwapper:
 
     @property
     def delay(self) -> int:
-        """Frames between pushing a frame and getting it back (besides batching)."""
-        return self.tracker.delay
+        """Frames between pushing a frame and getting it back (besides batching): the tracker's look-ahead
+        and the frames detection holds until the next whole-frame search."""
+        return self.tracker.delay + self.detection.every - 1
 
     def push(
         self,
@@ -108,11 +110,14 @@ class StreamSwapper:
         payloads: Sequence[Any] | None = None,
         detections: Sequence[list[Detection]] | None = None,
     ) -> list[SwappedFrame]:
-        """Add frames (with their times in seconds, and their faces if already detected by
-        ``self.detection``); returns the frames that are done, in order."""
+        """Add frames with their times in seconds; returns the frames that are done, in order.
+
+        ``detections``: their faces, when the caller detects them itself with ``self.detection`` (in another
+        thread, say). Its ``push`` may hold frames back: pass the frames it released, with their faces, and
+        the frames its ``flush`` released before calling ``flush`` here."""
         payloads = [None] * len(images) if payloads is None else payloads
         if detections is None:
-            detections = self.detection.detect(images)
+            return self.push(*_unpack(self.detection.push(images, list(zip(images, times, payloads, strict=True)))))
         frames = [
             self.tracker.update(t, d, (image, payload))
             for image, t, d, payload in zip(images, times, detections, payloads, strict=True)
@@ -124,8 +129,9 @@ class StreamSwapper:
 
     def flush(self) -> list[SwappedFrame]:
         """Finish every frame still held (at the end of the stream)."""
+        out = self.push(*_unpack(self.detection.flush()))
         self._start(self.tracker.release(final=True))
-        return self._finish(0)
+        return out + self._finish(0)
 
     def _vote(self, frames) -> None:
         """Similarity to the reference of the first ``votes`` detections of each new track."""
@@ -197,6 +203,17 @@ class StreamSwapper:
         return out
 
 
+def _unpack(released: list[tuple[Any, list[Detection]]]) -> tuple[list, list, list, list]:
+    """Images, times, payloads and faces of the frames ``GuidedDetection`` released, given it
+    ``(image, time, payload)`` payloads."""
+    return (
+        [p[0] for p, _ in released],
+        [p[1] for p, _ in released],
+        [p[2] for p, _ in released],
+        [faces for _, faces in released],
+    )
+
+
 def swap_frames(
     swapper: FaceSwapper,
     frames: Iterable[np.ndarray],
@@ -204,9 +221,9 @@ def swap_frames(
     options: VideoOptions = VideoOptions(),
 ) -> Iterator[np.ndarray]:
     """Swap faces in a stream of BGR frames (a camera, a decoder) with tracking and smoothing; yields the
-    output frames in order, ``options.batch - 1 + delay`` frames behind the input at most (plus ``depth - 1``
-    batches: one on the device path). Frames are timed at ``fps``. Frames without a selected face are yielded
-    as the very input arrays."""
+    output frames in order, ``options.batch - 1 + StreamSwapper.delay`` frames behind the input at most (plus
+    ``depth - 1`` batches: one on the device path). Frames are timed at ``fps``. Frames without a selected
+    face are yielded as the very input arrays."""
     stream = StreamSwapper(swapper, options)
     batch: list[np.ndarray] = []
     times: list[float] = []
