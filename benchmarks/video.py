@@ -1,5 +1,5 @@
 """Video end to end: the simswap-trt pipeline (decode / batched swap / encode overlapped, tracking and
-smoothing on, the video defaults: whole-frame face detection every 2nd frame, regions around the
+smoothing on, the video defaults: whole-frame face detection every 4th frame, regions around the
 tracked faces in between; and once more with whole-frame detection on every frame) against the naive
 loop (decode one frame, swap it as an image, encode it), on the same synthetic 1080p clip with one and
 with several faces, in the same run. Prints a table, writes JSON (with the CPU model and flags) and a bar

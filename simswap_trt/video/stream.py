@@ -49,7 +49,7 @@ class VideoOptions:
     batch: int = 8
     window: int = 16
     depth: int | None = None
-    full_detect_every: int = 2
+    full_detect_every: int = 4
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     smoothing: SmoothingOptions = field(default_factory=SmoothingOptions)
 
