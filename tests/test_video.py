@@ -201,6 +201,20 @@ def test_start_and_duration_take_part_of_the_clip(swapper, tmp_path):
     assert 0.4 <= len(audio) * 1024 / 16000 <= 0.6
 
 
+def test_an_odd_frame_size_is_kept_in_a_format_without_chroma_subsampling(swapper, tmp_path):
+    """4:2:0 cannot hold an odd size: H.264 4:4:4 keeps it; an encoder with only 4:2:0 is refused clearly."""
+    width, height = SIZE[0] - 1, SIZE[1] - 1
+    frames = [np.ascontiguousarray(f[:height, :width]) for f in moving_face(6)]
+    clip = write_clip(tmp_path / "odd.mkv", frames, audio=False, codec="ffv1")  # lossless, any size
+    report = swap_video(swapper, clip, tmp_path / "out.mkv")
+    out = decoded(tmp_path / "out.mkv")
+    assert len(out) == 6 and report.frames_swapped == 6
+    assert (out[0].width, out[0].height, out[0].format.name) == (width, height, "yuv444p")
+    with pytest.raises(ConfigError, match=f"odd frame size {width}x{height}"):
+        swap_video(swapper, clip, tmp_path / "out.avi", codec="mpeg4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mkv", "out.mkv"]  # nothing left behind
+
+
 def test_swap_frames_generator_keeps_order_and_returns_faceless_frames_as_is(swapper):
     frames = moving_face(5) + [background()] * 4 + moving_face(4)  # a gap longer than max_gap (3)
     out = list(swap_frames(swapper, frames, fps=25, options=VideoOptions(batch=4)))

@@ -58,14 +58,17 @@ def write_clip(
     sar: Fraction | None = None,
     crf: int = 12,
     subtitles: Sequence[tuple[int, int, str]] = (),
+    codec: str = "libx264",
 ) -> Path:
-    """Encode BGR frames (H.264) with optional AAC sine tone; ``times`` (seconds) makes it variable rate.
-    ``subtitles``: (start ms, duration ms, text) events of an ASS subtitle track (Matroska outputs)."""
+    """Encode BGR frames (H.264, or ``codec`` in 4:2:0) with optional AAC sine tone; ``times`` (seconds) makes
+    it variable rate. ``subtitles``: (start ms, duration ms, text) events of an ASS subtitle track (Matroska
+    outputs)."""
     with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
+        video = container.add_stream(codec, rate=fps)
         video.height, video.width = frames[0].shape[:2]
         video.pix_fmt = "yuv420p"
-        video.codec_context.options = {"crf": str(crf)}
+        if codec == "libx264":
+            video.codec_context.options = {"crf": str(crf)}
         if times is not None:
             video.time_base = video.codec_context.time_base = Fraction(1, 1000)
         if rotation:

@@ -254,6 +254,39 @@ def temporary_path(output: Path) -> Path:
     return output.with_name(f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{output.suffix}")
 
 
+def _holds(name: str, width: int, height: int) -> bool:
+    """Whether frames of this size fit the pixel format: its chroma subsampling divides the size."""
+    components = av.VideoFormat(name, 1024, 1024).components
+    return all(width % (1024 // c.width) == 0 and height % (1024 // c.height) == 0 for c in components)
+
+
+def _output_format(first: av.VideoFrame, formats: list[str], codec: str) -> str:
+    """The input's pixel format where the encoder takes it, else the encoder's first. A frame size that the
+    format cannot hold (odd, for 4:2:0) gets a colour format without chroma subsampling, the input's bit
+    depth first: H.264 4:4:4, which keeps the size but which some players do not play."""
+    name = first.format.name if not formats or first.format.name in formats else formats[0]
+    width, height = first.width, first.height
+    if not formats or _holds(name, width, height):
+        return name
+    depth = first.format.components[0].bits
+    fitting = [f for f in formats if len(av.VideoFormat(f).components) >= 3 and _holds(f, width, height)]
+    if not fitting:
+        raise ConfigError(
+            f"{codec} cannot encode the odd frame size {width}x{height} (its formats {', '.join(formats)} "
+            "subsample chroma); use --codec libx264 (4:4:4) or ffv1"
+        )
+    chosen = min(fitting, key=lambda f: av.VideoFormat(f).components[0].bits != depth)  # first of equal depth
+    log.warning(
+        "video: the frame size %dx%d does not fit %s (chroma subsampled); encoding %s instead, which some "
+        "players do not play",
+        width,
+        height,
+        name,
+        chosen,
+    )
+    return chosen
+
+
 class VideoWriter:
     """Encode frames and copy packets into ``path``, mirroring ``reader``'s streams. Timestamps are shifted
     by the reader's start, so a trimmed clip starts at zero."""
@@ -287,7 +320,7 @@ class VideoWriter:
         except (av.FFmpegError, ValueError) as exc:
             raise ConfigError(f"video codec {codec!r} is not available in this FFmpeg build ({exc})") from None
         formats = [f.name for f in video.codec_context.codec.video_formats or []]
-        self.pix_fmt = first.format.name if not formats or first.format.name in formats else formats[0]
+        self.pix_fmt = _output_format(first, formats, codec)
         video.width, video.height, video.pix_fmt = first.width, first.height, self.pix_fmt
         video.time_base = reader.video.time_base
         video.codec_context.time_base = reader.video.time_base
