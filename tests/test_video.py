@@ -292,12 +292,21 @@ def make_bad_inputs(folder):
     data = good.read_bytes()
     (folder / "truncated.mp4").write_bytes(data[: len(data) // 2])
     (folder / "notes.txt").write_text("not a video\n")
-    for name in ("tone.m4a", "empty.mkv"):  # audio only; a video stream without frames (and audio)
+    # audio only; a video stream without frames (and audio); audio with a cover picture (its artwork, stored
+    # as a one-picture video stream marked attached_pic)
+    for name in ("tone.m4a", "empty.mkv", "song.mp4"):
         with av.open(str(folder / name), "w") as container:
             if name == "empty.mkv":
                 video = container.add_stream("libx264", rate=25)
                 video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
             stream = container.add_stream("aac", rate=16000)
+            if name == "song.mp4":
+                cover = container.add_stream("mjpeg")
+                cover.width, cover.height, cover.pix_fmt = SIZE[0], SIZE[1], "yuvj420p"
+                cover.disposition = av.stream.Disposition.attached_pic
+                picture = av.VideoFrame.from_ndarray(moving_face(1)[0], format="bgr24").reformat(format="yuvj420p")
+                picture.pts = 0
+                container.mux(cover.encode(picture) + cover.encode(None))
             frame = av.AudioFrame.from_ndarray(np.zeros((1, 4096), np.float32), format="fltp", layout="mono")
             frame.sample_rate, frame.pts = 16000, 0
             container.mux(stream.encode(frame))
@@ -311,6 +320,7 @@ def make_bad_inputs(folder):
         ("truncated.mp4", "not a readable video"),
         ("notes.txt", "not a readable video"),
         ("tone.m4a", "no video stream (audio)"),
+        ("song.mp4", "no video stream (audio, a cover picture)"),
         ("empty.mkv", "no decodable frames"),
         ("missing.mp4", "no such file"),
     ],

@@ -25,6 +25,7 @@ from simswap_trt.errors import ConfigError, InputError, OutputError, SimswapErro
 try:
     import av
     from av.sidedata.sidedata import Type as SideDataType
+    from av.stream import Disposition
     from av.video.frame import PictureType
     from av.video.reformatter import Interpolation
 except ImportError:  # the CLI and API explain how to install it
@@ -165,15 +166,18 @@ class VideoReader:
         except av.FFmpegError as exc:
             msg = f"{self.path}: not a readable video ({exc.strerror or exc}); is it a complete file?"
             raise InputError(msg) from None
-        if not self.container.streams.video:
-            kinds = ", ".join(sorted({s.type for s in self.container.streams})) or "no streams"
+        # a cover picture (an audio file's artwork) is a one-picture "video" stream: not a video
+        videos = [s for s in self.container.streams.video if not s.disposition & Disposition.attached_pic]
+        if not videos:
+            kinds = sorted({s.type for s in self.container.streams} - {"video"})
+            kinds += ["a cover picture"] if self.container.streams.video else []
             self.container.close()
-            raise InputError(f"{self.path}: no video stream ({kinds}); give a video file")
-        self.video = self.container.streams.video[0]
+            raise InputError(f"{self.path}: no video stream ({', '.join(kinds) or 'no streams'}); give a video file")
+        self.video = videos[0]
         self.video.thread_type = "AUTO"
         self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
         skipped = [s for s in self.container.streams if s is not self.video and s not in self.copied]
-        if len(self.container.streams.video) > 1 or skipped:
+        if skipped:
             log.warning("%s: only the first video stream and the audio/subtitle streams are kept", self.path)
         self.start, self.end = start, None if duration is None else start + duration
         self.decode_errors = 0
