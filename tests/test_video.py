@@ -201,6 +201,24 @@ def test_start_and_duration_take_part_of_the_clip(swapper, tmp_path):
     assert 0.4 <= len(audio) * 1024 / 16000 <= 0.6
 
 
+def test_a_raw_stream_without_timestamps_is_timed_at_its_rate(swapper, tmp_path):
+    """A raw H.264 elementary stream carries no timestamps: frames are timed at the stream's frame rate."""
+    raw = tmp_path / "in.h264"
+    with av.open(str(raw), "w", format="h264") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        for i, image in enumerate(moving_face(6)):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    with av.open(str(raw)) as container:
+        assert all(frame.pts is None for frame in container.decode(video=0))  # really without timestamps
+    report = swap_video(swapper, raw, tmp_path / "out.mp4")
+    assert report.frames == report.frames_swapped == 6
+    assert times_of(decoded(tmp_path / "out.mp4")) == pytest.approx([i / 24 for i in range(6)], abs=1e-3)
+
+
 def test_an_odd_frame_size_is_kept_in_a_format_without_chroma_subsampling(swapper, tmp_path):
     """4:2:0 cannot hold an odd size: H.264 4:4:4 keeps it; an encoder with only 4:2:0 is refused clearly."""
     width, height = SIZE[0] - 1, SIZE[1] - 1

@@ -241,7 +241,10 @@ class VideoReader:
                 log.warning("%s: a damaged video packet was skipped (%s)", self.path, exc)
                 continue
             for frame in frames:
-                time = float(frame.time) if frame.pts is not None else index / float(self.video.guessed_rate or 25)
+                if frame.pts is None:  # a raw stream without timestamps: frames at the stream's rate
+                    frame.time_base = frame.time_base or self.video.time_base
+                    frame.pts = round(index / float(self.video.guessed_rate or 25) / frame.time_base)
+                time = float(frame.time)
                 if self.end is not None and time >= self.end - 1e-9:
                     video_done = True
                     break
