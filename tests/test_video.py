@@ -136,6 +136,46 @@ def test_changed_pixels_are_patched_into_the_decoded_frame():
     assert np.array_equal(u_out[~sites], u_src[~sites]) and not np.array_equal(u_out[sites], u_src[sites])
 
 
+@pytest.mark.parametrize(
+    "pixel_format, height, width", [("yuv420p10le", 90, 250), ("yuv422p10le", 91, 250), ("yuv444p", 89, 249)]
+)
+def test_changed_pixels_are_patched_into_other_planar_yuv_formats(pixel_format, height, width):
+    """10-bit, 4:2:2 and odd-sized 4:4:4 frames keep every untouched sample; changed luma equals swscale's
+    conversion of the whole frame (luma is per pixel)."""
+    import cv2
+
+    from simswap_trt.video.io import _to_format, from_bgr, to_bgr
+
+    rng = np.random.default_rng(2)
+    like = av.VideoFrame.from_ndarray(rng.integers(0, 256, (height, width, 3), np.uint8), format="bgr24")
+    like = like.reformat(format=pixel_format)
+    before = to_bgr(like)
+    after = before.copy()
+    changes = [(31, 52, 17, 61), (9, 20, 140, 201)]
+    for y0, y1, x0, x1 in changes:
+        after[y0:y1, x0:x1] = rng.integers(0, 256, (y1 - y0, x1 - x0, 3), np.uint8)
+    out = from_bgr(before, after, like)
+    whole = _to_format(after, like)
+    changed = cv2.absdiff(before, after).any(axis=2)
+    for k in range(3):
+        got, source, reference = (samples(frame, k) for frame in (out, like, whole))
+        sy, sx = height // got.shape[0], width // got.shape[1]  # chroma subsampling of this plane
+        touched = np.zeros(got.shape, bool)
+        for y0, y1, x0, x1 in changes:
+            touched[y0 // sy : (y1 - 1) // sy + 1, x0 // sx : (x1 - 1) // sx + 1] = True
+        assert np.array_equal(got[~touched], source[~touched]), f"plane {k}: an untouched sample changed"
+        assert not np.array_equal(got[touched], source[touched])
+        if k == 0:
+            assert np.array_equal(got[changed], reference[changed])
+
+
+def samples(frame, k: int) -> np.ndarray:
+    """Plane ``k`` of a planar frame as [height, width] samples (8 bits, or 16-bit little-endian words)."""
+    plane = frame.planes[k]
+    dtype = np.uint8 if frame.format.components[0].bits == 8 else np.dtype("<u2")
+    return np.frombuffer(bytes(plane), dtype).reshape(plane.height, -1)[:, : plane.width]
+
+
 def test_changed_boxes_hold_every_change_in_separate_even_boxes():
     from simswap_trt.video.io import BOX_GAP, changed_boxes
 

@@ -34,8 +34,6 @@ except ImportError:  # the CLI and API explain how to install it
 log = logging.getLogger(__name__)
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
-# planar 4:2:0 formats whose pixels are patched in place (any other format is converted as a whole)
-PATCHED_FORMATS = ("yuv420p", "yuvj420p")
 # swscale's default rounding moves luma by ~1.7 levels on a YUV -> BGR -> YUV round trip; accurate
 # rounding (used where BGR is converted back) brings that to ~0.01
 ACCURATE = "AREA|ACCURATE_RND"
@@ -89,29 +87,35 @@ def _to_format(image: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
 
 def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.VideoFrame:
     """The decoded frame ``like`` with the pixels where the displayed BGR image ``after`` differs from
-    ``before`` (its ``to_bgr``) replaced: every other pixel keeps its decoded value exactly. Formats other
-    than planar 4:2:0 are converted as a whole."""
+    ``before`` (its ``to_bgr``) replaced: every other sample keeps its decoded value exactly. Planar YUV
+    (4:2:0, 4:2:2, 4:4:4; 8 to 16 bits) is patched so; other formats are converted as a whole."""
     turns = _quarter_turns(like)
     if turns:
         before, after = (np.ascontiguousarray(np.rot90(x, -turns)) for x in (before, after))
     h, w = after.shape[:2]
-    if like.format.name not in PATCHED_FORMATS or h % 2 or w % 2:
+    layout = _patch_layout(like.format, w, h)
+    if layout is None:
         out = _to_format(after, like)
     else:
+        dtype, steps = layout
         out = av.VideoFrame(w, h, like.format.name)
-        planes = [_plane(out, k) for k in range(3)]
+        planes = [_plane(out, k, dtype) for k in range(3)]
         for k, plane in enumerate(planes):
-            np.copyto(plane, _plane(like, k))
+            np.copyto(plane, _plane(like, k, dtype))
         diff = cv2.absdiff(before, after)
         for y0, y1, x0, x1 in changed_boxes(diff):
+            y1, x1 = min(y1, h), min(x1, w)  # odd sizes (4:4:4): the even box may end one past the frame
             patch = _to_format(after[y0:y1, x0:x1], like)
             box = diff[y0:y1, x0:x1]
             mask = (box[..., 0] | box[..., 1] | box[..., 2]) != 0
-            np.copyto(planes[0][y0:y1, x0:x1], _plane(patch, 0), where=mask)
-            pairs = mask[0::2] | mask[1::2]
-            sites = pairs[:, 0::2] | pairs[:, 1::2]  # chroma sites cover 2x2 pixels
-            for k in (1, 2):
-                np.copyto(planes[k][y0 // 2 : y1 // 2, x0 // 2 : x1 // 2], _plane(patch, k), where=sites)
+            for k, (sx, sy) in enumerate(steps):
+                sites = mask  # the samples of plane k that a changed pixel touches
+                if sy == 2:
+                    sites = sites[0::2] | sites[1::2]
+                if sx == 2:
+                    sites = sites[:, 0::2] | sites[:, 1::2]
+                view = planes[k][y0 // sy : y1 // sy, x0 // sx : x1 // sx]
+                np.copyto(view, _plane(patch, k, dtype), where=sites)
     out.pts = like.pts
     if like.time_base is not None:
         out.time_base = like.time_base
@@ -120,10 +124,27 @@ def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.V
     return out
 
 
-def _plane(frame: av.VideoFrame, index: int) -> np.ndarray:
-    """A writable [height, width] view of one plane of a planar 8-bit frame (rows are ``line_size`` apart)."""
+def _patch_layout(fmt: av.VideoFormat, width: int, height: int) -> tuple[np.dtype, list[tuple[int, int]]] | None:
+    """For planar YUV with one plane per component, chroma subsampled at most 2x and dividing the size, in
+    native little-endian samples: the sample type and each plane's (x, y) subsampling. None otherwise."""
+    components = av.VideoFormat(fmt.name, width, height).components
+    if fmt.is_rgb or fmt.is_big_endian or len(components) != 3 or [c.plane for c in components] != [0, 1, 2]:
+        return None
+    steps = [(width // c.width, height // c.height) for c in components]
+    exact = all(
+        c.width * sx == width and c.height * sy == height for c, (sx, sy) in zip(components, steps, strict=True)
+    )
+    bits = {c.bits for c in components}
+    if not exact or max(max(step) for step in steps) > 2 or len(bits) != 1 or max(bits) > 16:
+        return None
+    return np.dtype(np.uint8 if bits == {8} else "<u2"), steps
+
+
+def _plane(frame: av.VideoFrame, index: int, dtype: np.dtype = np.dtype(np.uint8)) -> np.ndarray:
+    """A writable [height, width] view of one plane of a planar frame (rows are ``line_size`` bytes apart)."""
     plane = frame.planes[index]
-    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[: plane.height, : plane.width]
+    rows = np.frombuffer(plane, dtype).reshape(-1, plane.line_size // dtype.itemsize)
+    return rows[: plane.height, : plane.width]
 
 
 # changed columns further apart than this are patched as separate boxes (faces side by side)
