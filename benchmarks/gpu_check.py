@@ -420,24 +420,31 @@ def check_frame_stream(folder: Path, batches: int) -> dict:
     return {"frames_per_s": round(batches * len(frames) / seconds, 1), "max_levels_vs_cpu": worst}
 
 
+def event_timed(stream: cuda.Stream, run: Callable[[], None], repeats: int) -> float:
+    """Milliseconds per call of ``run`` (after one warm-up call) between two timing events on ``stream``."""
+    begin, end = cuda.Event(), cuda.Event()
+    run()
+    begin.record(stream)
+    for _ in range(repeats):
+        run()
+    end.record(stream)
+    end.synchronize()
+    milliseconds = end.elapsed_ms(begin) / repeats
+    begin.free()
+    end.free()
+    return milliseconds
+
+
 def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
     """Preprocess and paste-back of ``faces`` faces from 1080p frames (one face per frame), event-timed."""
-    from cuda.core import EventOptions, Stream
-
     device = DeviceKernels(kernels)
     rng = np.random.default_rng(4)
     size, frame = 224, rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     matrices = [alignment_matrix(face_landmarks((900 + rng.normal(0, 20), 560), 230, 3, size), "multipose", size)]
     matrices *= faces
     frames = [cuda.DeviceBuffer.from_array(frame) for _ in range(faces)]
-    tables = [
-        np.array([b.ptr for b in frames], np.uint64),
-        np.full(faces, frame.strides[0], np.int32),
-        np.full(faces, 1920, np.int32),
-        np.full(faces, 1080, np.int32),
-        np.arange(faces, dtype=np.int32),
-        crop_to_frame_matrices(matrices),
-    ]
+    tables = frame_tables([frame] * faces) + [np.arange(faces, dtype=np.int32), crop_to_frame_matrices(matrices)]
+    tables[0][:] = [b.ptr for b in frames]
     table_buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
     out = cuda.DeviceBuffer(faces * 3 * size * size * 4)
     batch = pack_pasteback([frame.shape] * faces, [[m] for m in matrices], size)
@@ -447,22 +454,13 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
         for t in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
     ] + [cuda.DeviceBuffer.from_array(batch.mask_offsets)]
     stream = cuda.Stream()
-    core_stream = Stream.from_handle(stream.handle)
-    timing = EventOptions(timing_enabled=True)
-
-    def timed(run) -> float:
-        run()
-        begin = core_stream.record(options=timing)
-        for _ in range(repeats):
-            run()
-        end = core_stream.record(options=timing)
-        end.sync()
-        return (end - begin) / repeats
-
-    preprocess_ms = timed(
-        lambda: device.preprocess(stream.handle, *[b.ptr for b in table_buffers], faces, size, False, out.ptr)
+    preprocess_ms = event_timed(
+        stream,
+        lambda: device.preprocess(stream.handle, *[b.ptr for b in table_buffers], faces, size, False, out.ptr),
+        repeats,
     )
-    pasteback_ms = timed(
+    pasteback_ms = event_timed(
+        stream,
         lambda: device.pasteback(
             stream.handle,
             table_buffers[0].ptr,
@@ -472,7 +470,8 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
             size,
             False,
             *[b.ptr for b in paste[3:]],
-        )
+        ),
+        repeats,
     )
     for buffer in (*frames, *table_buffers, out, *paste):
         buffer.free()
@@ -485,7 +484,7 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
 
 def letterbox_on_device(kernels: dict, frames: list[np.ndarray], canvas: int, normalisation, half: bool):
     """The letterbox kernel on ``frames``: the output (float32, or float16 with ``half``) [N, 3, C, C]."""
-    from simswap_trt.kernels import frame_tables, letterbox, letterbox_tables
+    from simswap_trt.kernels import letterbox, letterbox_tables
 
     on_device = [cuda.DeviceBuffer.from_array(f) for f in frames]
     tables = frame_tables(frames) + letterbox_tables(frames, canvas)
@@ -543,38 +542,22 @@ def check_letterbox(kernels: dict, host) -> dict:
 
 def check_letterbox_throughput(kernels: dict, repeats: int, count: int = 8, canvas: int = 640) -> dict:
     """The letterbox kernel for ``count`` 1080p frames onto the detector canvas, event-timed."""
-    from cuda.core import EventOptions, Stream
-
-    from simswap_trt.kernels import letterbox
-    from simswap_trt.vision.detect import CenterFace, letterbox_size
+    from simswap_trt.kernels import letterbox, letterbox_tables
+    from simswap_trt.vision.detect import CenterFace
 
     frame = np.random.default_rng(6).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
-    h, w = letterbox_size(frame.shape, canvas)
     frames = [cuda.DeviceBuffer.from_array(frame) for _ in range(count)]
-    tables = [
-        np.array([b.ptr for b in frames], np.uint64),
-        np.full(count, frame.strides[0], np.int32),
-        np.full(count, 1920, np.int32),
-        np.full(count, 1080, np.int32),
-        np.tile(np.array([w, h], np.int32), count),
-        np.tile(np.array([1920 / w, 1080 / h], np.float32), count),
-    ]
+    tables = frame_tables([frame] * count) + letterbox_tables([frame] * count, canvas)
+    tables[0][:] = [b.ptr for b in frames]
     buffers = [cuda.DeviceBuffer.from_array(t) for t in tables]
     out = cuda.DeviceBuffer(count * 3 * canvas * canvas * 4)
     stream, device = cuda.Stream(), DeviceKernels(kernels)
-    core_stream, timing = Stream.from_handle(stream.handle), EventOptions(timing_enabled=True)
 
     def run() -> None:
         pointers = [b.ptr for b in buffers]
         letterbox(device, stream.handle, *pointers, count, canvas, CenterFace.normalisation, False, out.ptr)
 
-    run()
-    begin = core_stream.record(options=timing)
-    for _ in range(repeats):
-        run()
-    end = core_stream.record(options=timing)
-    end.sync()
-    milliseconds = (end - begin) / repeats
+    milliseconds = event_timed(stream, run, repeats)
     for buffer in (*frames, *buffers, out):
         buffer.free()
     stream.free()

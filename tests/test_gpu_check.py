@@ -210,3 +210,16 @@ def test_the_frames_uploaded_once_check_runs_on_the_stand_in(host, monkeypatch, 
     assert details["frames_found_on_device"] == "8/8" and details["max_levels_vs_cpu"] <= 1
     assert gpu.executed.count("simswap_letterbox_kernel") == 2 + 2 * 2  # 2 batches, then 2 twice, one a batch
     assert not gpu.live
+
+
+def test_the_throughput_checks_run_on_the_stand_in_and_free_what_they_allocate(host, monkeypatch):
+    from simswap_trt.kernels import KERNEL_NAMES
+
+    gpu = install_fake_cuda(monkeypatch, host_lib=host)
+    kernels = {name: name for name in KERNEL_NAMES}
+    assert gpu_check.check_letterbox_throughput(kernels, repeats=2, count=2, canvas=64)["frames"] == 2
+    assert gpu_check.check_throughput(kernels, faces=2, repeats=2)["faces"] == 2
+    # one warm-up call and the timed repeats of each kernel, between timing events that are freed too
+    timed = ("simswap_letterbox_kernel", "simswap_preprocess_kernel", "simswap_pasteback_kernel")
+    assert [gpu.executed.count(k) for k in timed] == [3, 3, 3]
+    assert not gpu.live
