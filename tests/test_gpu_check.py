@@ -44,15 +44,7 @@ def test_the_device_path_check_runs_on_the_stand_in(size, host, monkeypatch, tmp
     gpu = install_fake_cuda(monkeypatch, host_lib=host)
 
     def execute_device(self, addresses, batch, stream):  # the torch engine's work, on the stand-in's memory
-        def view(name, shape):
-            return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
-
-        image = (batch, 3, self.crop_size, self.crop_size)
-
-        def run():
-            view("swapped", image)[...] = gpu_check.standin_numpy(view("target", image), view("latent", (batch, 512)))
-
-        gpu.enqueue(stream.handle, "execute", run)
+        enqueue_standin(gpu, addresses, batch, self.crop_size, stream)
         self.calls += 1
 
     monkeypatch.setattr(gpu_check.StandinEngine, "execute_device", execute_device)
@@ -135,19 +127,25 @@ def test_the_device_detection_check_runs_on_the_stand_in(host, monkeypatch):
     assert gpu.executed.count("simswap_letterbox_kernel") == 2 + 2 + 2  # 5 frames, then 8 frames twice, 4 a call
 
 
+def enqueue_standin(gpu, addresses: dict, batch: int, crop_size: int, stream) -> None:
+    """The stand-in generator's work on ``batch`` crops as NumPy queued on ``stream`` of the stand-in GPU."""
+
+    def view(name, shape):
+        return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
+
+    image = (batch, 3, crop_size, crop_size)
+
+    def run():
+        view("swapped", image)[...] = gpu_check.standin_numpy(view("target", image), view("latent", (batch, 512)))
+
+    gpu.enqueue(stream.handle, "execute", run)
+
+
 def kernel_standin_on(gpu, monkeypatch):
     """The kernel stand-in generator's launches as queued NumPy work on the stand-in's memory."""
 
     def launch(self, addresses, batch, stream):
-        def view(name, shape):
-            return gpu.view(addresses[name], int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
-
-        image = (batch, 3, self.crop_size, self.crop_size)
-
-        def run():
-            view("swapped", image)[...] = gpu_check.standin_numpy(view("target", image), view("latent", (batch, 512)))
-
-        gpu.enqueue(stream.handle, "execute", run)
+        enqueue_standin(gpu, addresses, batch, self.crop_size, stream)
 
     monkeypatch.setattr(gpu_check, "standin_kernel", lambda device=None: "standin_generator")
     monkeypatch.setattr(gpu_check.KernelStandinEngine, "launch", launch)
