@@ -127,15 +127,12 @@ def from_bgr(before: np.ndarray, after: np.ndarray, like: av.VideoFrame) -> av.V
 def _patch_layout(fmt: av.VideoFormat, width: int, height: int) -> tuple[np.dtype, list[tuple[int, int]]] | None:
     """For planar YUV with one plane per component, chroma subsampled at most 2x and dividing the size, in
     native little-endian samples: the sample type and each plane's (x, y) subsampling. None otherwise."""
-    components = av.VideoFormat(fmt.name, width, height).components
-    if fmt.is_rgb or fmt.is_big_endian or len(components) != 3 or [c.plane for c in components] != [0, 1, 2]:
+    components = fmt.components
+    if fmt.is_rgb or fmt.is_big_endian or [c.plane for c in components] != [0, 1, 2]:
         return None
-    steps = [(width // c.width, height // c.height) for c in components]
-    exact = all(
-        c.width * sx == width and c.height * sy == height for c, (sx, sy) in zip(components, steps, strict=True)
-    )
+    steps = _subsampling(fmt.name)
     bits = {c.bits for c in components}
-    if not exact or max(max(step) for step in steps) > 2 or len(bits) != 1 or max(bits) > 16:
+    if not _holds(fmt.name, width, height) or max(max(step) for step in steps) > 2 or len(bits) != 1 or max(bits) > 16:
         return None
     return np.dtype(np.uint8 if bits == {8} else "<u2"), steps
 
@@ -282,10 +279,14 @@ def temporary_path(output: Path) -> Path:
     return output.with_name(f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{output.suffix}")
 
 
+def _subsampling(name: str) -> list[tuple[int, int]]:
+    """Each component's (x, y) subsampling in the pixel format ``name``: 1 full size, 2 half, ..."""
+    return [(1024 // c.width, 1024 // c.height) for c in av.VideoFormat(name, 1024, 1024).components]
+
+
 def _holds(name: str, width: int, height: int) -> bool:
     """Whether frames of this size fit the pixel format: its chroma subsampling divides the size."""
-    components = av.VideoFormat(name, 1024, 1024).components
-    return all(width % (1024 // c.width) == 0 and height % (1024 // c.height) == 0 for c in components)
+    return all(width % sx == 0 and height % sy == 0 for sx, sy in _subsampling(name))
 
 
 def _output_format(first: av.VideoFrame, formats: list[str], codec: str) -> str:
