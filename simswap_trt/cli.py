@@ -341,13 +341,15 @@ def _untrained_demo_bundle() -> Path:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from simswap_trt.serving import MODELS, ServeConfig, place_instances, start
+    from simswap_trt.serving import sigterm_interrupts
 
-    swappers = [_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
-    if args.source:
-        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source])
-        for swapper in swappers[1:]:
-            swapper.source_latent = latent
+    with sigterm_interrupts():  # kill/systemd/Kubernetes stop it as Ctrl-C does: Triton stopped, workspace removed
+        return _serve_until_stopped(args)
+
+
+def _serve_until_stopped(args: argparse.Namespace) -> int:
+    from simswap_trt.serving import MODELS, ServeConfig, check_ports, place_instances, start
+
     config = ServeConfig(
         host=args.host,
         http_port=args.http_port,
@@ -360,10 +362,16 @@ def _serve(args: argparse.Namespace) -> int:
         synthetic_tag=not args.no_synthetic_tag,
         max_pixels=args.max_pixels,
     )
+    check_ports(config)  # before the engines load: a port in use is known at once
+    swappers = [_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
+    if args.source:
+        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source])
+        for swapper in swappers[1:]:
+            swapper.source_latent = latent
     triton = start(swappers, config)
     print(
         f"serving {', '.join(MODELS)} on {args.host}: HTTP {args.http_port}, gRPC {args.grpc_port} "
-        f"(ready: http://{args.host}:{args.http_port}/v2/health/ready); Ctrl-C stops"
+        f"(ready: http://{args.host}:{args.http_port}/v2/health/ready); Ctrl-C or SIGTERM stops"
     )
     try:
         triton.serve()

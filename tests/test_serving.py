@@ -151,22 +151,73 @@ def test_concurrent_swap_image_and_identity_equal_face_swapper(server, reference
         np.testing.assert_allclose(latent[0], reference.source_latent, atol=1e-5)
 
 
+def assert_client_error(exc, kind, *words):
+    """A 400-class reply of one line that names what was wrong, without a traceback or a server path."""
+    message = exc.message()
+    assert exc.status() == ("400" if kind == "http" else "StatusCode.INVALID_ARGUMENT"), (exc.status(), message)
+    assert all(word in message for word in words), message
+    assert "\n" not in message.strip() and "Traceback" not in message and ".py" not in message, message
+    assert "/root" not in message and "/tmp" not in message and "/work" not in message, message
+
+
 @pytest.mark.parametrize("kind", list(CLIENTS))
-def test_bad_requests_get_errors_and_the_server_keeps_serving(server, reference, photos, kind):
+def test_bad_requests_get_400_errors_and_the_server_keeps_serving(server, reference, kind, caplog):
     _, config = server
     no_face = np.full((64, 64, 3), 128, np.uint8)
+    nan_latent = np.full((1, 512), np.nan, np.float32)
     bad = [
-        ("swap_image", {"image": np.array([[b"not an image"]], dtype=object)}, "not a readable image"),
-        ("swap_image", {"image": png(no_face)}, "no face"),
-        ("identity", {"image": png(no_face)}, "no face found"),
-        ("swap_aligned", {"crops": random_crops(1, size=100)}, "unexpected shape"),
+        ("swap_image", {"image": np.array([[b"not an image"]], dtype=object)}, ["swap_image", "'image'", "readable"]),
+        ("swap_image", {"image": png(no_face), "latent": nan_latent}, ["swap_image", "'latent'", "finite"]),
+        ("identity", {"image": png(no_face)}, ["identity", "'image' item 0", "no face found"]),
+        ("swap_aligned", {"crops": random_crops(1, size=100)}, ["unexpected shape"]),  # refused by Triton itself
     ]
-    for model, inputs, message in bad:
-        with pytest.raises(InferenceServerException, match=message):
+    for model, inputs, words in bad:
+        with pytest.raises(InferenceServerException) as refused:
             infer(kind, config, model, inputs, OUTPUTS[model])
+        assert_client_error(refused.value, kind, *words)
         crops = random_crops(2, seed=7)
         good = infer(kind, config, "swap_aligned", {"crops": crops}, ["swapped"])["swapped"]
         assert np.abs(good.astype(int) - reference.swap_aligned(crops)).max() <= 1
+    assert "swap_image: request refused: input 'image' item 0 is not a readable image" in caplog.text  # logged
+
+
+@pytest.mark.parametrize("kind", list(CLIENTS))
+def test_a_target_without_a_face_comes_back_unchanged(server, kind):
+    _, config = server
+    no_face = np.random.default_rng(5).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    got = infer(kind, config, "swap_image", {"image": png(no_face)}, ["image", "swapped", "faces"])
+    np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(got["image"][0, 0], np.uint8), cv2.IMREAD_COLOR), no_face)
+    assert got["swapped"].tolist() == [[0]]
+    assert got["faces"].shape == (1, 1, len(FACE_COLUMNS)) and np.isnan(got["faces"]).all()  # no face rows
+
+
+def test_one_bad_request_among_concurrent_ones_fails_alone(server, reference, photos):
+    """8 concurrent clients, batched together by Triton: the garbage request gets its own 400 error, each
+    valid one its swap."""
+    _, config = server
+    astronaut = cv2.resize(photos[0], (256, 256))
+    want = reference.swap(astronaut)
+    assert want.swapped_count == 1
+    jobs = [("http" if k % 2 else "grpc", k == 3) for k in range(8)]
+
+    def send(job):
+        kind, garbage = job
+        image = np.array([[b"\x89PNG garbage"]], dtype=object) if garbage else png(astronaut)
+        try:
+            return infer(kind, config, "swap_image", {"image": image}, ["image", "swapped"])
+        except InferenceServerException as exc:
+            return exc
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, jobs))
+    for (kind, garbage), got in zip(jobs, answers, strict=True):
+        if garbage:
+            assert isinstance(got, InferenceServerException)
+            assert_client_error(got, kind, "swap_image", "'image' item 0", "readable")
+        else:
+            assert not isinstance(got, InferenceServerException), got.message()
+            decoded = cv2.imdecode(np.frombuffer(got["image"][0, 0], np.uint8), cv2.IMREAD_COLOR)
+            assert np.abs(decoded.astype(int) - want.image).max() <= 1 and got["swapped"].tolist() == [[1]]
 
 
 def test_a_failed_start_is_retried_on_a_fresh_server(tiny_bundle, reference, monkeypatch, caplog):

@@ -1,16 +1,21 @@
-"""The served models as plain callables over one ``FaceSwapper``: Triton's request lists in, one output dict
+"""The served models as plain callables over one ``FaceSwapper``: Triton's request lists in, one reply dict
 per request out. They know nothing of PyTriton, so they run (and are tested) without a server.
 
-Each callable receives the requests Triton's dynamic batcher grouped together and answers all of them with
-batched swapper calls. A request that cannot be served (undecodable image, no face, malformed latent) raises
-an ``InputError`` that names it; Triton returns that error to every request of the same batch, and the
-next batch is served normally.
+Each callable receives the requests Triton's dynamic batcher grouped together. Every request is checked and
+decoded on its own first; the valid ones are then answered with batched swapper calls. A request that
+cannot be served gets a reply of its own that carries only the ``error`` output (see ``refusal`` and
+``failure``; the server turns it into an error reply for that request alone), so one bad request never
+fails the others. If a batched call fails, each request of the batch is run alone, so that only the
+request that fails gets the error. A target without a face is not an error: ``swap_image`` returns it
+unchanged, with ``swapped`` 0 (as the CLI leaves such a target alone).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -19,51 +24,122 @@ from simswap_trt.errors import InputError, NoFaceError
 from simswap_trt.images import MAX_PIXELS, decode_image, encode_image
 from simswap_trt.swapper import FaceSwapper
 
+log = logging.getLogger(__name__)
+
 Request = Mapping[str, np.ndarray]
+Reply = dict[str, np.ndarray]
 # One row per face in the ``faces`` output of swap_image; rows of absent faces (padding) are NaN.
 FACE_COLUMNS = ("x1", "y1", "x2", "y2", "score", *(f"{a}{i}" for i in range(5) for a in "xy"), "swapped")
+# The output of a failed request's reply: BYTES [1, 2], a Triton error code name and a one-line message.
+ERROR = "error"
+INVALID_ARG = "INVALID_ARG"  # the client's input is at fault: HTTP 400, gRPC INVALID_ARGUMENT
+INTERNAL = "INTERNAL"  # the server is at fault: HTTP 500, gRPC INTERNAL
 
 
-def _bytes_items(request: Request, name: str, index: int) -> list[bytes]:
+def refusal(model: str, message: str) -> Reply:
+    """The reply to a request whose input cannot be served: ``message`` names the input and what is wrong."""
+    return {ERROR: np.array([[INVALID_ARG.encode(), f"{model}: {message}".encode()]], dtype=object)}
+
+
+def failure(model: str) -> Reply:
+    """The reply to a request the server failed on: no detail for the client (it is in the server's log)."""
+    message = f"{model}: the server failed on this request (the details are in the server's log)"
+    return {ERROR: np.array([[INTERNAL.encode(), message.encode()]], dtype=object)}
+
+
+def _bytes_items(request: Request, name: str) -> list[bytes]:
     """The encoded images of one request: a BYTES tensor [n, 1]."""
     items = [bytes(item) for item in np.asarray(request[name]).reshape(-1)]
     if not items:
-        raise InputError(f"request {index}: {name} is empty")
+        raise InputError(f"input '{name}' is empty")
     return items
 
 
-def _latents(request: Request, count: int, default: np.ndarray | None, index: int) -> np.ndarray:
+def _latents(request: Request, count: int, default: np.ndarray | None) -> np.ndarray:
     """[count, 512] latents: the request's ``latent`` input (one per item), else the server's source."""
     if "latent" not in request:
         if default is None:
-            raise InputError(f"request {index} has no latent and the server was started without --source")
+            raise InputError("input 'latent' is missing and the server was started without --source")
         return np.broadcast_to(default, (count, LATENT_SIZE))
     latent = np.asarray(request["latent"], np.float32)
     if latent.size != count * LATENT_SIZE or not np.isfinite(latent).all():
-        raise InputError(f"request {index}: latent must be finite float32 [{count}, {LATENT_SIZE}]")
+        raise InputError(f"input 'latent' must be finite float32 [{count}, {LATENT_SIZE}], one row per item")
     return latent.reshape(count, LATENT_SIZE)
 
 
-class SwapAligned:
+def _item_name(name: str, index: int) -> str:
+    return f"input '{name}' item {index}"
+
+
+class ServedModel:
+    """A served model: ``prepare`` checks and decodes one request (an ``InputError`` refuses it), ``run``
+    answers a list of prepared requests with one reply each, in batched swapper calls."""
+
+    name = "model"
+
+    def prepare(self, request: Request) -> Any:
+        raise NotImplementedError
+
+    def run(self, prepared: list[Any]) -> list[Reply]:
+        raise NotImplementedError
+
+    def __call__(self, requests: Sequence[Request]) -> list[Reply]:
+        replies: dict[int, Reply] = {}
+        work: dict[int, Any] = {}
+        for i, request in enumerate(requests):
+            try:
+                work[i] = self.prepare(request)
+            except InputError as exc:
+                log.warning("%s: request refused: %s", self.name, exc)
+                replies[i] = refusal(self.name, str(exc))
+        replies.update(self._run_isolated(work))
+        return [replies[i] for i in range(len(requests))]
+
+    def _run_isolated(self, work: dict[int, Any]) -> dict[int, Reply]:
+        """``run`` over ``work``; if it fails, each request alone, so that a failure is that request's only."""
+        if not work:
+            return {}
+        try:
+            return dict(zip(work, self.run(list(work.values())), strict=True))
+        except Exception as exc:
+            if len(work) > 1:
+                log.warning("%s: a batch of %d requests failed (%s); running each alone", self.name, len(work), exc)
+                return {k: v for i, item in work.items() for k, v in self._run_isolated({i: item}).items()}
+            if isinstance(exc, InputError):
+                log.warning("%s: request refused: %s", self.name, exc)
+                return {i: refusal(self.name, str(exc)) for i in work}
+            log.exception("%s: a request failed", self.name)
+            return {i: failure(self.name) for i in work}
+
+
+class SwapAligned(ServedModel):
     """``swap_aligned``: ``crops`` uint8 [n,S,S,3] BGR (+ optional ``latent`` float32 [n,512]) → ``swapped``
     uint8 [n,S,S,3]. All requests of a batch go through one ``FaceSwapper.swap_aligned`` call."""
+
+    name = "swap_aligned"
 
     def __init__(self, swapper: FaceSwapper) -> None:
         self.swapper = swapper
 
-    def __call__(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
-        crops = [np.asarray(r["crops"]) for r in requests]
-        default = self.swapper.source_latent
-        latents = [_latents(r, len(c), default, i) for i, (r, c) in enumerate(zip(requests, crops, strict=True))]
-        swapped = self.swapper.swap_aligned(np.concatenate(crops), np.concatenate(latents))
+    def prepare(self, request: Request) -> tuple[np.ndarray, np.ndarray]:
+        crops = np.asarray(request["crops"])
+        return crops, _latents(request, len(crops), self.swapper.source_latent)
+
+    def run(self, prepared: list[tuple[np.ndarray, np.ndarray]]) -> list[Reply]:
+        crops = [c for c, _ in prepared]
+        swapped = self.swapper.swap_aligned(np.concatenate(crops), np.concatenate([lat for _, lat in prepared]))
         bounds = np.cumsum([len(c) for c in crops])[:-1]
         return [{"swapped": part} for part in np.split(swapped, bounds)]
 
 
-class SwapImage:
+class SwapImage(ServedModel):
     """``swap_image``: ``image`` encoded bytes [n,1] (+ optional ``latent`` [n,512]) → ``image`` encoded
-    swapped bytes [n,1] and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``, NaN rows pad to the most faces).
-    Requests using the server's source are swapped in one ``FaceSwapper.swap_batch`` call."""
+    swapped bytes [n,1], ``swapped`` int32 [n,1] (faces swapped per image; 0: no face, the image comes back
+    unchanged and untagged) and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``; NaN rows pad to the most faces, and
+    stand alone in an image without faces).
+    Requests using the same latent are swapped in one ``FaceSwapper.swap_batch`` call."""
+
+    name = "swap_image"
 
     def __init__(
         self,
@@ -79,61 +155,65 @@ class SwapImage:
         self.synthetic = synthetic
         self.max_pixels = max_pixels
 
-    def __call__(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
-        items = []  # (request, name, image, latent)
-        for i, request in enumerate(requests):
-            encoded = _bytes_items(request, "image", i)
-            latents = _latents(request, len(encoded), self.swapper.source_latent, i)
-            for j, (data, latent) in enumerate(zip(encoded, latents, strict=True)):
-                name = f"request {i} image {j}"
-                items.append((i, name, decode_image(data, name, self.max_pixels), latent))
+    def prepare(self, request: Request) -> list[tuple[np.ndarray, np.ndarray]]:
+        encoded = _bytes_items(request, "image")
+        latents = _latents(request, len(encoded), self.swapper.source_latent)
+        images = [decode_image(data, _item_name("image", j), self.max_pixels) for j, data in enumerate(encoded)]
+        return list(zip(images, latents, strict=True))
+
+    def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[Reply]:
+        items = [item for request in prepared for item in request]
         results = [None] * len(items)
         # one swap_batch per distinct latent; a shallow copy shares the engines but not the source identity
         groups: dict[bytes, list[int]] = {}
-        for k, (_, _, _, latent) in enumerate(items):
+        for k, (_, latent) in enumerate(items):
             groups.setdefault(np.ascontiguousarray(latent).tobytes(), []).append(k)
         for members in groups.values():
             swapper = self.swapper
-            if not np.array_equal(items[members[0]][3], swapper.source_latent):
+            latent = items[members[0]][1]
+            if not np.array_equal(latent, swapper.source_latent):
                 swapper = copy.copy(self.swapper)
-                swapper.source_latent = np.asarray(items[members[0]][3], np.float32)
-            for k, result in zip(members, swapper.swap_batch([items[k][2] for k in members], self.select), strict=True):
-                if not result.swapped_count:
-                    raise NoFaceError(f"{items[k][1]}: no face to swap ({len(result.faces)} detected)")
+                swapper.source_latent = np.asarray(latent, np.float32)
+            for k, result in zip(members, swapper.swap_batch([items[k][0] for k in members], self.select), strict=True):
                 results[k] = result
-        owners = [item[0] for item in items]
-        per_request = [[r for i, r in zip(owners, results, strict=True) if i == n] for n in range(len(requests))]
-        return [self._response(mine) for mine in per_request]
+        starts = np.cumsum([0, *(len(request) for request in prepared)])
+        return [self._reply(results[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
-    def _response(self, results) -> dict[str, np.ndarray]:
-        images = [encode_image(r.image, self.image_format, self.synthetic) for r in results]
-        most = max(len(r.faces) for r in results)
+    def _reply(self, results) -> Reply:
+        images = [encode_image(r.image, self.image_format, self.synthetic and r.swapped_count > 0) for r in results]
+        most = max(1, *(len(r.faces) for r in results))  # one NaN row at least: no empty tensors on the wire
         faces = np.full((len(results), most, len(FACE_COLUMNS)), np.nan, np.float32)
         for n, result in enumerate(results):
             for f, face in enumerate(result.faces):
                 faces[n, f] = [*face.box, face.score, *np.asarray(face.landmarks).reshape(-1), float(face.swapped)]
-        return {"image": np.array(images, dtype=object).reshape(-1, 1), "faces": faces}
+        swapped = np.array([[r.swapped_count] for r in results], np.int32)
+        return {"image": np.array(images, dtype=object).reshape(-1, 1), "swapped": swapped, "faces": faces}
 
 
-class Identity:
+class Identity(ServedModel):
     """``identity``: ``image`` encoded bytes [n,1] → ``latent`` float32 [n,512], the identity of each
     image's largest face, computed by ``FaceSwapper.set_source`` on a shallow copy (the server's source
-    identity stays as it is)."""
+    identity stays as it is). An image without a face refuses its request (no identity to return)."""
+
+    name = "identity"
 
     def __init__(self, swapper: FaceSwapper, max_pixels: int = MAX_PIXELS) -> None:
         self.swapper = swapper
         self.max_pixels = max_pixels
 
-    def __call__(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
-        answers = []
-        for i, request in enumerate(requests):
-            latents = []
-            for j, data in enumerate(_bytes_items(request, "image", i)):
-                name = f"request {i} image {j}"
-                image = decode_image(data, name, self.max_pixels)
-                try:
-                    latents.append(copy.copy(self.swapper).set_source(image))
-                except NoFaceError:
-                    raise NoFaceError(f"{name}: no face found") from None
-            answers.append({"latent": np.stack(latents)})
-        return answers
+    def prepare(self, request: Request) -> list[np.ndarray]:
+        encoded = _bytes_items(request, "image")
+        return [decode_image(data, _item_name("image", j), self.max_pixels) for j, data in enumerate(encoded)]
+
+    def run(self, prepared: list[list[np.ndarray]]) -> list[Reply]:
+        return [self._reply(images) for images in prepared]
+
+    def _reply(self, images: list[np.ndarray]) -> Reply:
+        latents = []
+        for j, image in enumerate(images):
+            try:
+                latents.append(copy.copy(self.swapper).set_source(image))
+            except NoFaceError:
+                log.warning("%s: request refused: %s has no face", self.name, _item_name("image", j))
+                return refusal(self.name, f"{_item_name('image', j)}: no face found (an identity needs one face)")
+        return {"latent": np.stack(latents)}

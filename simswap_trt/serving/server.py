@@ -1,5 +1,13 @@
 """Starting Triton Inference Server (PyTriton) with the ``swap_image``, ``swap_aligned`` and ``identity`` models.
 
+The models are written into the server's model repository before it starts, so Triton loads them while it
+starts and ``/v2/health/ready`` answers 200 only once every model is loaded. A request that fails gets an
+error reply of its own (see ``serving.models``): PyTriton answers every request of a batch with the same
+error when its inference function raises, so the models never raise; they return a reply carrying the
+``error`` output, which the proxy model that PyTriton runs inside Triton is extended (``PROXY_HOOK``)
+to answer as that request's error: a one-line message with the code the reply names (HTTP 400 for bad
+input), never a traceback.
+
 PyTriton runs a real ``tritonserver`` and its Python backend. The backend's stub process embeds the
 interpreter through ``libpython3.X.so``; for a Python built outside the system (pyenv, conda, uv) that
 library lives in the interpreter's ``LIBDIR``, which ``stub_environment`` puts on ``LD_LIBRARY_PATH`` so the
@@ -8,9 +16,14 @@ stub does not pick up the system's ``libpython`` with a foreign standard library
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
 import os
+import signal
+import socket
 import sysconfig
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -21,13 +34,47 @@ import numpy as np
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.errors import SimswapError
 from simswap_trt.images import MAX_PIXELS
-from simswap_trt.serving.models import Identity, SwapAligned, SwapImage
+from simswap_trt.serving.models import ERROR, Identity, SwapAligned, SwapImage
 from simswap_trt.swapper import FaceSwapper
 
 log = logging.getLogger(__name__)
 
 MODELS = ("swap_image", "swap_aligned", "identity")
 START_ATTEMPTS = 3
+HANDSHAKE_TIMEOUT_S = 60
+# Appended to PyTriton's proxy model (model.py in each model's repository folder), which runs inside Triton:
+# a reply carrying the ``error`` output becomes an error response of that request alone, with the Triton
+# error code it names; and the instances 1..N-1 of a model, which fetch their set-up from instance 0 while
+# Triton loads them all at once, wait for it HANDSHAKE_TIMEOUT_S instead of PyTriton's 1 s.
+PROXY_HOOK = f"""
+
+# simswap_trt.serving: a reply with the {ERROR!r} output is answered as an error of its own request
+_pytriton_wrap_response = _wrap_response
+
+
+def _wrap_response(response, requested_outputs_names, model_outputs_dict):
+    if response.data is not None and {ERROR!r} in response.data:
+        code, message = (bytes(item).decode("utf-8", "replace") for item in response.data[{ERROR!r}].reshape(-1)[:2])
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, getattr(pb_utils.TritonError, code)))
+    return _pytriton_wrap_response(response, requested_outputs_names, model_outputs_dict)
+
+
+# simswap_trt.serving: instance 0 of the model may still be starting
+import time as _time
+
+_pytriton_get_config_from_handshake_server = get_config_from_handshake_server
+
+
+def get_config_from_handshake_server(socket_path, timeout_s={HANDSHAKE_TIMEOUT_S}):
+    deadline = _time.monotonic() + timeout_s
+    while True:
+        try:
+            return _pytriton_get_config_from_handshake_server(socket_path, 1.0)
+        except OSError:  # not there yet, not listening yet (refused) or not answering yet (timeout)
+            if _time.monotonic() >= deadline:
+                raise
+            _time.sleep(0.1)
+"""
 
 
 @dataclass(frozen=True)
@@ -78,20 +125,26 @@ def bind_models(triton, swappers: Sequence[FaceSwapper], config: ServeConfig) ->
         batcher=DynamicBatcher(max_queue_delay_microseconds=config.queue_delay_us),
     )
     image = Tensor(name="image", dtype=bytes, shape=(1,))
+    error = Tensor(name=ERROR, dtype=bytes, shape=(2,))  # only in the reply of a failed request (never sent)
     latent = Tensor(name="latent", dtype=np.float32, shape=(LATENT_SIZE,))
     optional_latent = Tensor(name="latent", dtype=np.float32, shape=(LATENT_SIZE,), optional=True)
     models: dict[str, tuple[Callable[[FaceSwapper], Callable], list, list]] = {
         "swap_image": (
             lambda s: SwapImage(s, config.select, config.image_format, config.synthetic_tag, config.max_pixels),
             [image, optional_latent],
-            [Tensor(name="image", dtype=bytes, shape=(1,)), Tensor(name="faces", dtype=np.float32, shape=(-1, 16))],
+            [
+                Tensor(name="image", dtype=bytes, shape=(1,)),
+                Tensor(name="swapped", dtype=np.int32, shape=(1,)),
+                Tensor(name="faces", dtype=np.float32, shape=(-1, 16)),
+                error,
+            ],
         ),
         "swap_aligned": (
             SwapAligned,
             [Tensor(name="crops", dtype=np.uint8, shape=(size, size, 3)), optional_latent],
-            [Tensor(name="swapped", dtype=np.uint8, shape=(size, size, 3))],
+            [Tensor(name="swapped", dtype=np.uint8, shape=(size, size, 3)), error],
         ),
-        "identity": (lambda s: Identity(s, config.max_pixels), [image], [latent]),
+        "identity": (lambda s: Identity(s, config.max_pixels), [image], [latent, error]),
     }
     for name, (make, inputs, outputs) in models.items():
         triton.bind(
@@ -118,27 +171,71 @@ def _triton_config(config: ServeConfig):
     )
 
 
+def check_ports(config: ServeConfig) -> None:
+    """Refuse, in one line, a port that is taken or given twice: Triton itself would only log that it
+    failed to start a service and keep waiting."""
+    ports = {"--http-port": config.http_port, "--grpc-port": config.grpc_port}
+    if config.metrics_port > 0:
+        ports["--metrics-port"] = config.metrics_port
+    seen: dict[int, str] = {}
+    for flag, port in ports.items():
+        if port in seen:
+            raise SimswapError(f"{seen[port]} and {flag} are both {port}: give each service its own port")
+        seen[port] = flag
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no obstacle
+            try:
+                probe.bind((config.host, port))
+            except OSError as exc:
+                raise SimswapError(
+                    f"{flag} {port}: cannot listen on {config.host}:{port} ({exc.strerror}); stop what uses the "
+                    f"port or choose another with {flag}"
+                ) from None
+
+
+def _extend_proxies(model_store: Path) -> None:
+    """Append ``PROXY_HOOK`` to the proxy model of every model in ``model_store``."""
+    proxies = sorted(model_store.glob("*/*/model.py"))
+    names = ("def _wrap_response(", "get_config_from_handshake_server,")
+    if not proxies or not all(name in proxies[0].read_text() for name in names):
+        raise SimswapError(
+            "this PyTriton's proxy model is not the one simswap-trt extends: install the supported version with "
+            "pip install 'simswap-trt[serve]'"
+        )
+    for proxy in proxies:
+        with proxy.open("a") as file:
+            file.write(PROXY_HOOK)
+
+
 def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
     """Start Triton with the models bound and return the running ``pytriton.triton.Triton`` (stop it with
-    ``.stop()`` or use it as a context manager). Health: ``/v2/health/ready`` on the HTTP port."""
+    ``.stop()``, which also removes its workspace, or use it as a context manager). Health:
+    ``/v2/health/ready`` on the HTTP port, 200 once every model is loaded. A port in use is a
+    ``SimswapError`` before anything starts."""
     stub_environment()
     try:
         from pytriton.exceptions import PyTritonError
-        from pytriton.triton import Triton
+        from pytriton.triton import Triton, TritonLifecyclePolicy
+        from pytriton.utils.workspace import Workspace
         from tritonclient.utils import InferenceServerException
     except ImportError:
         raise SimswapError("serving needs PyTriton: pip install 'simswap-trt[serve]'") from None
     if not swappers:
         raise SimswapError("serving needs at least one swapper instance")
-    # PyTriton's start-up has short timeouts and races: instances 1..N-1 of a model fetch their set-up from
-    # instance 0 over a Unix socket, without retrying, and its own client polls the starting server. Under
-    # CPU contention a model can fail to load, or a poll can fail; a fresh server is tried again, at most
-    # START_ATTEMPTS times.
+    check_ports(config)
+    # the models go into the repository when bound, and Triton loads them while it starts (ready only then)
+    policy = TritonLifecyclePolicy(launch_triton_on_startup=True, local_model_store=True)
+    # PyTriton's start-up has short timeouts: its own client polls the starting server, and (without
+    # PROXY_HOOK) instances 1..N-1 of a model give instance 0 one second to start. Under CPU contention a poll
+    # or a model load can fail; a fresh server is tried again, at most START_ATTEMPTS times.
     for attempt in range(1, START_ATTEMPTS + 1):
-        triton = Triton(config=_triton_config(config))
+        workspace = Workspace()
+        triton = Triton(config=_triton_config(config), workspace=workspace, triton_lifecycle_policy=policy)
         try:
             bind_models(triton, swappers, config)
-            triton.run()
+            _extend_proxies(workspace.model_store_path)
+            _run(triton, workspace.path)
             break
         except (PyTritonError, InferenceServerException, HTTPException, ConnectionError, TimeoutError) as exc:
             triton.stop()
@@ -149,7 +246,7 @@ def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
             triton.stop()
             raise
     log.info(
-        "Triton serves %s on %s (HTTP %d, gRPC %d), %d instance(s), max batch %d, queue delay %d us",
+        "Triton serves %s on %s (HTTP %d, gRPC %d), %d instance(s), max batch %d, queue delay %d us; workspace %s",
         ", ".join(MODELS),
         config.host,
         config.http_port,
@@ -157,8 +254,54 @@ def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
         len(swappers),
         config.max_batch,
         config.queue_delay_us,
+        workspace.path,
     )
     return triton
+
+
+def _run(triton, workspace: Path) -> None:
+    """``triton.run()``; a ``tritonserver`` that exits while starting (a model failed to load: its log says
+    why) is an error at once, not after PyTriton's start-up timeout of minutes. PyTriton stops itself when
+    its ``tritonserver`` exits, which removes the workspace; a watcher then interrupts this (main) thread.
+    (``tritonserver`` must be started from the main thread: it is ended when the thread that started it ends.)"""
+    from pytriton.exceptions import PyTritonError
+
+    started = threading.Event()
+    exited = threading.Event()
+
+    def watch() -> None:
+        while not started.wait(0.2):
+            if not workspace.exists():
+                exited.set()
+                _thread.interrupt_main()
+                return
+
+    watcher = threading.Thread(target=watch, name="triton-start-watch", daemon=True)
+    watcher.start()
+    try:
+        triton.run()
+    except KeyboardInterrupt:
+        if exited.is_set():
+            raise PyTritonError("tritonserver exited while loading the models (its log above says why)") from None
+        raise
+    finally:
+        started.set()
+        watcher.join()
+
+
+def _interrupt(signum: int, _frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """SIGTERM (``kill``, systemd, Kubernetes) interrupts the main thread as Ctrl-C does, so that a stopping
+    server is stopped and its workspace removed; the previous handler is restored after."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def place_instances(instances: int, devices: Sequence[int] | None = None) -> list[int | None]:
