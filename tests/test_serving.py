@@ -3,8 +3,15 @@ HTTP and gRPC clients; its answers equal the in-process FaceSwapper's; bad reque
 server keeps serving; it stops cleanly. One server for the whole module."""
 
 import copy
+import os
+import signal
 import socket
+import subprocess
+import sys
+import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -256,37 +263,81 @@ def test_server_stops_cleanly(server):
             s.connect(("127.0.0.1", port))
 
 
+def http_status(url):
+    """The HTTP status of a GET, None while nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return reply.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_ready_only_once_every_model_is_loaded(tiny_bundle, reference):
+    """Polled all through the start: /v2/health/ready never says 200 while a model is not ready."""
+    import threading
+
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=1)
+    swapper.source_latent = reference.source_latent
+    config = ServeConfig(http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    base = f"http://127.0.0.1:{config.http_port}/v2"
+    seen, stop = [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            models = [http_status(f"{base}/models/{m}/ready") for m in MODELS]
+            seen.append((http_status(f"{base}/health/ready"), models))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        triton = start([swapper], config)  # in this (main) thread: tritonserver ends with the thread that starts it
+    finally:
+        stop.set()
+        poller.join()
+    try:
+        assert http_status(f"{base}/health/ready") == 200
+        assert len(seen) > 10 and seen[0][0] is None  # polled from before the server listened
+        assert all(models == [200] * len(MODELS) for ready, models in seen if ready == 200), seen
+    finally:
+        triton.stop()
+
+
 def test_serve_command_in_a_fresh_process(tiny_bundle, photos, reference, tmp_path):
     """The CLI sets up the Python backend stub's library path itself (no LD_LIBRARY_PATH given), serves,
-    and stops on SIGINT with status 0."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
+    and on SIGTERM (kill, systemd, Kubernetes) stops promptly with status 0 and removes its workspace."""
     source = tmp_path / "source.png"
     cv2.imwrite(str(source), photos[0])
     config = ServeConfig(http_port=free_port(), grpc_port=free_port())
-    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    # where PyTriton makes its workspace: a short path (its Unix socket paths must stay under 108 bytes)
+    home = Path(tempfile.mkdtemp(prefix="pyt", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"} | {"PYTRITON_HOME": str(home)}
     command = [sys.executable, "-m", "simswap_trt.cli", "serve", "--bundle", str(tiny_bundle.root)]
     command += ["--source", str(source), "--threads", "1", "--metrics-port", "0"]
     command += ["--http-port", str(config.http_port), "--grpc-port", str(config.grpc_port)]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(120):  # bounded: at most about a minute
-            try:
-                with client("http", config) as c:
-                    if all(c.is_model_ready(m) for m in MODELS):
-                        break
-            except Exception:  # not listening yet
-                pass
+            if http_status(f"http://127.0.0.1:{config.http_port}/v2/health/ready") == 200:
+                break
             assert process.poll() is None, process.stdout.read()
             time.sleep(0.5)
+        else:
+            pytest.fail("the server was not ready within a minute")
+        assert list(home.iterdir()) != []  # the workspace while it serves
         crops = random_crops(1, seed=11)
         got = infer("grpc", config, "swap_aligned", {"crops": crops}, ["swapped"])["swapped"]
         assert np.abs(got.astype(int) - reference.swap_aligned(crops)).max() <= 1
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
         output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
+    assert time.monotonic() - stopping < 30
+    assert list(home.iterdir()) == [], output  # the workspace is gone
+    home.rmdir()
