@@ -588,8 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve swap_image, swap_aligned and identity on Triton Inference Server (PyTriton)",
         description="Start Triton Inference Server with three models: swap_image (encoded image [+ latent] -> "
         "swapped image + faces), swap_aligned (aligned crops + latent -> swapped crops) and identity (image -> "
-        "latent). Triton batches requests dynamically. Requests without a latent use --source. Needs "
-        "'simswap-trt[serve]' (PyTriton; NumPy 1.x). Listens on 127.0.0.1 unless --host says otherwise.",
+        "latent). Triton batches requests dynamically; each request succeeds or fails on its own: bad input "
+        "gets a one-line 400 error naming the input, a target without a face comes back unchanged (swapped 0). "
+        "Requests without a latent use --source. /v2/health/ready answers 200 once every model is loaded; "
+        "Ctrl-C or SIGTERM stops. Needs 'simswap-trt[serve]' (PyTriton; NumPy 1.x). Listens on 127.0.0.1 "
+        "unless --host says otherwise. Request fields and error replies: docs/serving.md.",
     )
     serve.add_argument("--bundle", type=Path, required=True, help="bundle directory")
     serve.add_argument("--source", type=Path, nargs="*", default=[], help="photo(s) of the default identity")

@@ -4,6 +4,7 @@ server keeps serving; it stops cleanly. One server for the whole module."""
 
 import copy
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -66,6 +67,14 @@ def server(tiny_bundle, reference):
     triton = start(swappers, config)
     yield triton, config
     triton.stop()
+
+
+@pytest.fixture
+def pytriton_home():
+    """A folder for PyTriton's workspaces, with a short path (its Unix socket paths must stay under 108 bytes)."""
+    home = Path(tempfile.mkdtemp(prefix="pyt", dir="/tmp"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def client(kind, config):
@@ -254,6 +263,25 @@ def test_a_failed_start_is_retried_on_a_fresh_server(tiny_bundle, reference, mon
         triton.stop()
 
 
+def test_a_model_that_fails_to_load_is_an_error_at_once(tiny_bundle, reference, monkeypatch, pytriton_home):
+    """tritonserver exits when a model fails to load at start-up (planted: its proxy model raises on import);
+    that is an error in seconds, not after PyTriton's start-up timeout (120 s), and nothing is left behind."""
+    from simswap_trt.errors import SimswapError
+    from simswap_trt.serving import server as serving_server
+
+    monkeypatch.setattr(serving_server, "PROXY_HOOK", serving_server.PROXY_HOOK + "\nraise RuntimeError('planted')\n")
+    monkeypatch.setattr(serving_server, "START_ATTEMPTS", 1)
+    monkeypatch.setattr("pytriton.constants.PYTRITON_HOME", pytriton_home)
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=1)
+    swapper.source_latent = reference.source_latent
+    config = ServeConfig(http_port=free_port(), grpc_port=free_port(), metrics_port=0)
+    started = time.monotonic()
+    with pytest.raises(SimswapError, match="Triton could not load the models: tritonserver exited while loading"):
+        start([swapper], config)
+    assert time.monotonic() - started < 60
+    assert list(pytriton_home.iterdir()) == []
+
+
 def test_server_stops_cleanly(server):
     triton, config = server
     triton.stop()
@@ -308,14 +336,13 @@ def test_ready_only_once_every_model_is_loaded(tiny_bundle, reference):
         triton.stop()
 
 
-def test_serve_command_in_a_fresh_process(tiny_bundle, photos, reference, tmp_path):
+def test_serve_command_in_a_fresh_process(tiny_bundle, photos, reference, tmp_path, pytriton_home):
     """The CLI sets up the Python backend stub's library path itself (no LD_LIBRARY_PATH given), serves,
     and on SIGTERM (kill, systemd, Kubernetes) stops promptly with status 0 and removes its workspace."""
     source = tmp_path / "source.png"
     cv2.imwrite(str(source), photos[0])
     config = ServeConfig(http_port=free_port(), grpc_port=free_port())
-    # where PyTriton makes its workspace: a short path (its Unix socket paths must stay under 108 bytes)
-    home = Path(tempfile.mkdtemp(prefix="pyt", dir="/tmp"))
+    home = pytriton_home  # where PyTriton makes its workspace
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"} | {"PYTRITON_HOME": str(home)}
     command = [sys.executable, "-m", "simswap_trt.cli", "serve", "--bundle", str(tiny_bundle.root)]
     command += ["--source", str(source), "--threads", "1", "--metrics-port", "0"]
@@ -340,4 +367,3 @@ def test_serve_command_in_a_fresh_process(tiny_bundle, photos, reference, tmp_pa
     assert process.returncode == 0, output
     assert time.monotonic() - stopping < 30
     assert list(home.iterdir()) == [], output  # the workspace is gone
-    home.rmdir()

@@ -20,6 +20,7 @@ import _thread
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sysconfig
@@ -235,15 +236,15 @@ def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
         try:
             bind_models(triton, swappers, config)
             _extend_proxies(workspace.model_store_path)
-            _run(triton, workspace.path)
+            _run(triton)
             break
         except (PyTritonError, InferenceServerException, HTTPException, ConnectionError, TimeoutError) as exc:
-            triton.stop()
+            _stop(triton, workspace)
             if attempt == START_ATTEMPTS:
                 raise SimswapError(f"Triton could not load the models: {str(exc).splitlines()[0]}") from exc
             log.warning("Triton start %d of %d failed (%s); starting again", attempt, START_ATTEMPTS, exc)
         except BaseException:
-            triton.stop()
+            _stop(triton, workspace)
             raise
     log.info(
         "Triton serves %s on %s (HTTP %d, gRPC %d), %d instance(s), max batch %d, queue delay %d us; workspace %s",
@@ -259,34 +260,64 @@ def start(swappers: Sequence[FaceSwapper], config: ServeConfig = ServeConfig()):
     return triton
 
 
-def _run(triton, workspace: Path) -> None:
+def _stop(triton, workspace) -> None:
+    """Stop a Triton that failed to start, and remove its workspace now: when ``tritonserver`` has exited,
+    PyTriton's own stop, which removes it, may still be running in another thread."""
+    triton.stop()
+    shutil.rmtree(workspace.path, ignore_errors=True)
+
+
+def _tritonservers() -> set[int]:
+    """The process ids of this process's running ``tritonserver`` children (not exited ones), from /proc."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name, rest = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2 :].split()
+        if name == "tritonserver" and rest[0] not in "ZX" and int(rest[1]) == os.getpid():
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def _run(triton) -> None:
     """``triton.run()``; a ``tritonserver`` that exits while starting (a model failed to load: its log says
-    why) is an error at once, not after PyTriton's start-up timeout of minutes. PyTriton stops itself when
-    its ``tritonserver`` exits, which removes the workspace; a watcher then interrupts this (main) thread.
-    (``tritonserver`` must be started from the main thread: it is ended when the thread that started it ends.)"""
+    why) is an error at once, not after PyTriton's start-up timeout of minutes: a watcher sees the process
+    end and interrupts this (main) thread. (``tritonserver`` must be started from the main thread: it is
+    ended when the thread that started it ends.)"""
     from pytriton.exceptions import PyTritonError
 
+    lock = threading.Lock()
     started = threading.Event()
     exited = threading.Event()
 
+    others = _tritonservers()  # servers started before (another Triton in this process)
+
     def watch() -> None:
+        seen = False
         while not started.wait(0.2):
-            if not workspace.exists():
-                exited.set()
-                _thread.interrupt_main()
-                return
+            running = bool(_tritonservers() - others)
+            with lock:
+                if seen and not running and not started.is_set():
+                    exited.set()
+                    _thread.interrupt_main()
+                    return
+            seen = seen or running
 
     watcher = threading.Thread(target=watch, name="triton-start-watch", daemon=True)
     watcher.start()
     try:
-        triton.run()
+        try:
+            triton.run()
+        finally:
+            with lock:
+                started.set()
+            watcher.join()
     except KeyboardInterrupt:
         if exited.is_set():
             raise PyTritonError("tritonserver exited while loading the models (its log above says why)") from None
         raise
-    finally:
-        started.set()
-        watcher.join()
 
 
 def _interrupt(signum: int, _frame) -> None:
