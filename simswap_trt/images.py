@@ -39,7 +39,9 @@ def image_size(source: Path | BinaryIO, name: str | None = None) -> tuple[int, i
         raise InputError(f"image not found: {name}") from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{name} is refused as a decompression bomb: {exc}") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except UnidentifiedImageError:  # its message only repeats the source (for bytes: an object's address)
+        raise InputError(f"{name} is not a readable image (not an image format Pillow knows)") from None
+    except OSError as exc:
         raise InputError(f"{name} is not a readable image: {exc}") from exc
     if frames > 1:
         raise InputError(

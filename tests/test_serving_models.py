@@ -52,7 +52,9 @@ def test_a_bad_request_fails_alone_in_its_batch(swapper, face):
     for good in (replies[0], replies[2]):
         assert np.abs(decoded(good).astype(int) - want.image).max() <= 1 and good["swapped"].tolist() == [[1]]
     code, message = error(replies[1])
-    assert code == "INVALID_ARG" and message.startswith("swap_image: input 'image' item 0 is not a readable image")
+    assert code == "INVALID_ARG" and message == (
+        "swap_image: input 'image' item 0 is not a readable image (not an image format Pillow knows)"
+    )
     code, message = error(replies[3])
     assert code == "INVALID_ARG" and "input 'latent' must be finite" in message and "\n" not in message
 
