@@ -197,18 +197,25 @@ def _validate(args: argparse.Namespace) -> int:
     import json
 
     from simswap_build.fidelity import fidelity_report, print_report
-    from simswap_build.precision import calibration_crops
-    from simswap_trt.bundle import Bundle
+    from simswap_build.precision import calibration_crops, calibration_files
 
     bundle = Bundle.load(args.bundle)
-    if args.json and not check_output(args.json, overwrite=args.overwrite):
-        raise OutputError(f"{args.json} exists; pass --overwrite to replace it, or choose another --json")
+    if args.json:
+        _check_report_output(args.json, bundle, calibration_files(args.images, args.limit), args.overwrite)
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
     report = fidelity_report(bundle.root, crops)
     print_report(report)
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
+
+
+def _check_report_output(path: Path, bundle: Bundle, images: Sequence[Path], overwrite: bool) -> None:
+    """A report goes neither into the bundle (its manifest and graphs are inputs) nor over an input photo."""
+    if path.resolve().is_relative_to(bundle.root.resolve()):
+        raise OutputError(f"{path} is inside the bundle {bundle.root}; write the report elsewhere (--json)")
+    if not check_output(path, images, overwrite=overwrite):
+        raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another --json")
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -56,7 +56,10 @@ from simswap_build.qdq import (
     session,
 )
 from simswap_build.ranges import METHODS
-from simswap_trt.errors import BuildError, ConfigError, InputError
+from simswap_trt.cache import cache_folder
+from simswap_trt.errors import BuildError, ConfigError, InputError, OutputError
+from simswap_trt.files import write_atomic_with
+from simswap_trt.images import list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -136,23 +139,18 @@ def calibration_crops(
     folder: Path, alignment: str, crop_size: int, limit: int = 64, cache_dir: Path | None = None
 ) -> np.ndarray:
     """Aligned uint8 BGR crops of the largest face in each image of ``folder`` (sorted by name), detected
-    and aligned by the runtime's own pipeline. Deterministic for the same files; cached by their content."""
+    and aligned by the runtime's own pipeline. Deterministic for the same files; cached by their content in
+    ``cache_dir`` (default: the user's cache folder, ``simswap_trt.cache``), never in ``folder``."""
     from tqdm import tqdm
 
-    from simswap_trt.images import list_images, read_image
     from simswap_trt.vision.detect import CenterFace
     from simswap_trt.vision.warp import largest_face_crop
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"calibration folder not found: {folder}")
-    files = list_images(folder)[:limit]
-    if not files:
-        raise InputError(f"no images in the calibration folder {folder}")
+    files = calibration_files(folder, limit)
     digest = hashlib.sha256(f"{alignment}:{crop_size}".encode())
     for path in files:
         digest.update(path.read_bytes())
-    cache = (cache_dir or folder) / f".simswap-calibration-{digest.hexdigest()[:16]}.npz"
+    cache = Path(cache_dir or cache_folder("calibration")) / f"crops-{digest.hexdigest()[:16]}.npz"
     if cache.is_file():
         log.info("calibration crops from cache %s", cache)
         return np.load(cache)["crops"]
@@ -172,9 +170,22 @@ def calibration_crops(
     if not crops:
         raise InputError(f"no usable face in the {len(files)} calibration image(s) of {folder}")
     stacked = np.stack(crops)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, crops=stacked)
+    try:
+        write_atomic_with(cache, lambda f: np.savez_compressed(f, crops=stacked))
+    except OutputError as exc:  # a cache that cannot be written costs time on the next run, nothing else
+        log.warning("calibration crops not cached: %s", exc)
     return stacked
+
+
+def calibration_files(folder: Path, limit: int = 64) -> list[Path]:
+    """The images of ``folder`` calibration reads (sorted by name, at most ``limit``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"calibration folder not found: {folder}")
+    files = list_images(folder)[:limit]
+    if not files:
+        raise InputError(f"no images in the calibration folder {folder}")
+    return files
 
 
 # -- check split ----------------------------------------------------------------------------------------
@@ -541,7 +552,7 @@ def add_precisions(
     if "int8" in precisions:
         if calibration_folder is None:
             raise InputError("INT8 needs calibration images: pass --images FOLDER (photos with faces)")
-        crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size, cache_dir=bundle.root)
+        crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size)
         split = split_faces(crops, check_fraction)
         report = {"split": split.to_json(), "goals": asdict(goals), "folder": str(calibration_folder)}
         report["split"]["variants"] = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 from simswap_trt import cli_support
 from simswap_trt.backends import BACKENDS
 from simswap_trt.bundle import Bundle
+from simswap_trt.cache import cache_folder
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
@@ -327,7 +327,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _untrained_demo_bundle() -> Path:
     """An untrained official-224 bundle, made once per user and kept in the cache folder."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "simswap-trt" / "untrained-224"
+    cache = cache_folder("untrained-224")
     try:
         Bundle.load(cache)
         return cache
