@@ -19,6 +19,7 @@ from simswap_trt.cli_support import float_between, int_at_least, positive_int
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
 from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import check_output, write_atomic
+from simswap_trt.schema import sha256_of
 
 EPILOG = """\
 examples:
@@ -33,21 +34,23 @@ examples:
   simswap-build finetune --generator checkpoints/people/latest_net_G.pth faces/ --out runs/ft \
                          --arcface arcface_model/arcface_checkpoint.tar --steps 20000
 
-Official weights (CC BY-NC 4.0, non-commercial) come from the SimSwap project's GitHub releases;
-simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'.
+Official weights (CC BY-NC 4.0, non-commercial) come from https://github.com/neuralchen/SimSwap/releases
+(files, layout and checksums: docs/weights.md); simswap-trt never downloads or ships them. 'convert'
+needs torch: pip install 'simswap-trt[build]'; it prints each checkpoint's sha256.
 
 Existing bundles, plans, graphs and reports are replaced only with --overwrite; outputs get the modes
 your umask gives. Errors are one line (exit status 1); --debug shows the traceback."""
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from simswap_build.convert import convert_checkpoints
+    from simswap_build.convert import convert_checkpoints, describe_checksum
 
     for path in (args.generator, args.arcface):
         if not path.is_file():
             raise InputError(f"checkpoint not found: {path}")
     check_bundle_output(args.output, [args.generator, args.arcface], args.overwrite)
-
+    for path in (args.generator, args.arcface):  # before loading: a refused file is identified too
+        print(describe_checksum(path, sha256_of(path)), flush=True)
     bundle = convert_checkpoints(
         args.generator,
         args.arcface,

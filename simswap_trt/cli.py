@@ -345,7 +345,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     swappers = [_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
     if args.source:
-        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source])
+        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
         for swapper in swappers[1:]:
             swapper.source_latent = latent
     config = ServeConfig(
@@ -381,7 +381,7 @@ def _batch(args: argparse.Namespace) -> int:
     swapper = FaceSwapper.from_bundle(
         args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
     )
-    latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
+    latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
     options = JobOptions(
         actors=args.actors,
         batch=args.batch,

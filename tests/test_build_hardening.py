@@ -1,13 +1,18 @@
 """The build tools never destroy or litter what they read: reports never land on an input photo or inside
-the bundle, caches go to the user's cache folder and never into an input folder or a bundle."""
+the bundle, caches go to the user's cache folder and never into an input folder or a bundle; converted
+bundles get the umask's modes, and convert identifies the checkpoints it reads by their sha256."""
 
+import os
 import shutil
+import stat
 
 import pytest
 
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
+from simswap_build.convert import KNOWN_RELEASE_SHA256
 from simswap_trt.cache import CACHE_ENV
+from simswap_trt.schema import sha256_of
 
 
 def tree(folder):
@@ -56,3 +61,32 @@ def test_validate_json_never_lands_on_an_input(fp16_bundle, held_out, cache, cap
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith("error: ") and str(path) in error
     assert tree(held_out) == before_images and tree(fp16_bundle) == before_bundle
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_convert_writes_with_umask_modes_and_prints_checksums(tiny_checkpoints, tmp_path, capsys, umask):
+    _, _, generator, arcface = tiny_checkpoints
+    out = tmp_path / "bundle"
+    previous = os.umask(umask)
+    try:
+        assert (
+            build_main(["convert", "--generator", str(generator), "--arcface", str(arcface), "--output", str(out)]) == 0
+        )
+    finally:
+        os.umask(previous)
+    paths = [out, *out.rglob("*")]
+    assert (out / "weights" / "generator.safetensors").is_file()
+    for path in paths:
+        expected = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    stdout = capsys.readouterr().out
+    for path in (generator, arcface):
+        assert f"{path.name}: sha256 {sha256_of(path)} (not a known release checksum" in stdout
+
+
+def test_convert_says_when_a_checkpoint_is_a_known_release(tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    _, _, generator, arcface = tiny_checkpoints
+    monkeypatch.setitem(KNOWN_RELEASE_SHA256, sha256_of(generator), "checkpoints.zip: people/latest_net_G.pth")
+    argv = ["convert", "--generator", str(generator), "--arcface", str(arcface), "--output", str(tmp_path / "b")]
+    assert build_main(argv) == 0
+    assert "matches the official release file checkpoints.zip: people/latest_net_G.pth" in capsys.readouterr().out

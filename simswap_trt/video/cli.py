@@ -116,7 +116,6 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from simswap_trt.cli import _swapper
-    from simswap_trt.images import read_image
     from simswap_trt.video.pipeline import swap_video
     from simswap_trt.video.smoothing import SmoothingOptions
     from simswap_trt.video.stream import VideoOptions
@@ -137,9 +136,9 @@ def run(args: argparse.Namespace) -> int:
     if not check_output(args.output, [args.target], args.overwrite):
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
     swapper = _swapper(args, args.bundle)
-    swapper.set_source([read_image(p) for p in args.source])
+    swapper.set_source(args.source)
     if args.reference:
-        swapper.set_reference([read_image(p) for p in args.reference])
+        swapper.set_reference(args.reference)
     bar = tqdm(unit="frame", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int | None) -> None:
