@@ -18,7 +18,7 @@ from simswap_trt.cache import cache_folder
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
-from simswap_trt.files import Inputs, check_output
+from simswap_trt.files import Inputs, check_output, write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
 
@@ -156,6 +156,11 @@ def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
         return [(target, output)]
     if output.exists() and not output.is_dir():
         raise OutputError(f"--target is a folder, so --output must be a folder; {output} is a file")
+    if not output.exists() and output.suffix.lower() in IMAGE_SUFFIXES:
+        raise OutputError(
+            f"--target is a folder, so --output must be a folder; {output} is named like an image file: "
+            f"give a folder name (e.g. {output.with_suffix('')})"
+        )
     if output.resolve() == target.resolve():
         raise OutputError("--output must not be the --target folder: inputs are never overwritten")
     pairs = [(p, output / p.name) for p in list_images(target)]
@@ -235,7 +240,7 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
                 faces_swapped += result.swapped_count
                 report(f"{source.name}: {found} face(s), {result.swapped_count} swapped -> {dest}")
             elif args.copy_unchanged:
-                write_image(dest, result.image)
+                write_image(dest, result.image, synthetic=False)
                 written += 1
                 report(f"{source.name}: {found} face(s), none selected; copied unchanged -> {dest}")
             else:
@@ -293,6 +298,9 @@ def _swap_aligned(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if skipped else 0
 
 
+DEMO_MARKER = ".simswap-demo"  # in a folder the demo wrote; a rerun replaces its outputs there
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from skimage import data
@@ -301,10 +309,12 @@ def _demo(args: argparse.Namespace) -> int:
     import cv2
 
     names = ("camera.png", "two-faces.png")
+    owned = (args.output / DEMO_MARKER).is_file()  # a folder the demo wrote: its outputs are replaced
     for name in names:
-        if not check_output(args.output / name, overwrite=args.overwrite):
+        if not check_output(args.output / name, overwrite=args.overwrite or owned):
             raise OutputError(
-                f"{args.output / name} exists; pass --overwrite to replace it, or choose another --output"
+                f"{args.output / name} exists and was not written by the demo; pass --overwrite to replace it, "
+                "or choose another --output"
             )
     bundle = args.bundle or _untrained_demo_bundle()
     astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
@@ -314,6 +324,7 @@ def _demo(args: argparse.Namespace) -> int:
         swapper.set_source(astronaut)
         results = swapper.swap_batch([camera, both])
         untrained = swapper.bundle.untrained
+    write_atomic(args.output / DEMO_MARKER, b"written by 'simswap-trt demo', which replaces its outputs here\n")
     for name, result in zip(names, results, strict=True):
         write_image(args.output / name, result.image, synthetic=True)
         print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
@@ -547,7 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--bundle", type=Path, default=None, help="bundle with real weights (default: untrained)")
     demo.add_argument("--output", type=Path, default=Path("simswap-demo"), help="output folder (default: %(default)s)")
-    demo.add_argument("--overwrite", action="store_true", help="replace camera.png / two-faces.png in --output")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace camera.png / two-faces.png in --output even if the demo did not write them (its own "
+        "outputs are always replaced, atomically)",
+    )
     _add_pipeline_flags(demo)
     _add_runtime_flags(demo, batch=8)
     _add_device_flag(demo)

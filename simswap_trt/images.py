@@ -87,9 +87,10 @@ def tag_synthetic(encoded: bytes, suffix: str) -> bytes | None:
     return None
 
 
-def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) -> None:
+def write_image(path: str | Path, image: np.ndarray, synthetic: bool = True) -> None:
     """Encode by the file's suffix and write atomically (temporary file in the same folder, then rename).
-    ``synthetic`` tags PNG and JPEG files as AI-generated."""
+    PNG and JPEG files are tagged as AI-generated, as the command line tags them; ``synthetic=False`` for
+    images that are not (a photo copied unchanged)."""
     path = Path(path)
     write_atomic(path, encode_image(image, path.suffix or ".png", synthetic, str(path)))
 

@@ -246,6 +246,28 @@ def test_demo_with_a_bundle(tiny_bundle, tmp_path, capsys):
     assert "NOT REAL SWAPS" not in text
 
 
+def test_demo_reruns_over_its_own_outputs_only(tiny_bundle, tmp_path, capsys):
+    demo = ["demo", "--bundle", str(tiny_bundle.root), "--output", str(tmp_path / "demo")]
+    assert trt_main(demo) == 0
+    (tmp_path / "demo" / "camera.png").write_bytes(b"stale")
+    assert trt_main(demo) == 0  # the demo's suggested next step, run again
+    assert cv2.imread(str(tmp_path / "demo" / "camera.png")) is not None
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "camera.png").write_bytes(b"a user's file")
+    assert trt_main([*demo[:-1], str(mine)]) == 1
+    assert "not written by the demo" in capsys.readouterr().err
+    assert (mine / "camera.png").read_bytes() == b"a user's file"
+
+
+def test_folder_target_with_a_file_like_output_is_an_error(tiny_bundle, photo_folder, tmp_path, capsys):
+    out = tmp_path / "out" / "x.jpg"
+    argv = ["swap", "--bundle", str(tiny_bundle.root), "--source", str(photo_folder / "astronaut.png")]
+    assert trt_main([*argv, "--target", str(photo_folder), "--output", str(out)]) == 1
+    assert "named like an image file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, capsys):
     code = trt_main(
         [
