@@ -186,6 +186,10 @@ def _precision(args: argparse.Namespace) -> int:
             f"int8 {exc.report['metric']}: lower bounds tried "
             + ", ".join(f"{k} FP32: {v['bound']:.4g}" for k, v in exc.report.get("trail", {}).items())
         )
+        _say_what_was_kept(args)
+        raise
+    except SimswapError:
+        _say_what_was_kept(args)
         raise
     if report:
         _print_int8_report(report)
@@ -194,6 +198,18 @@ def _precision(args: argparse.Namespace) -> int:
         f"'simswap-build validate {args.bundle} --images HELD_OUT_FOLDER'"
     )
     return 0
+
+
+def _say_what_was_kept(args: argparse.Namespace) -> None:
+    """After a failed INT8 recipe: the FP16 graphs written before it stay in the bundle."""
+    if "fp16" in args.precisions and "int8" in args.precisions:
+        kept = Bundle.load(args.bundle).variants
+        files = [by["fp16"].file for by in kept.values() if "fp16" in by]
+        if files:
+            print(
+                f"kept the FP16 graphs written before INT8 failed: {', '.join(files)}; retry INT8 alone with "
+                "--precisions int8"
+            )
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -1,16 +1,22 @@
 """The build tools never destroy or litter what they read: reports never land on an input photo or inside
 the bundle, caches go to the user's cache folder and never into an input folder or a bundle; converted
-bundles get the umask's modes, and convert identifies the checkpoints it reads by their sha256."""
+bundles get the umask's modes, and convert identifies the checkpoints it reads by their sha256; precision
+refuses early what it can know early and keeps the FP16 graphs when INT8 fails."""
 
 import os
 import shutil
 import stat
 
+import cv2
+import numpy as np
 import pytest
+from conftest import TINY_ARCFACE, TINY_GENERATOR, random_crops
 
+import simswap_build.precision as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
-from simswap_build.convert import KNOWN_RELEASE_SHA256
+from simswap_build.convert import KNOWN_RELEASE_SHA256, untrained_bundle
+from simswap_trt.bundle import Bundle
 from simswap_trt.cache import CACHE_ENV
 from simswap_trt.schema import sha256_of
 
@@ -90,3 +96,49 @@ def test_convert_says_when_a_checkpoint_is_a_known_release(tiny_checkpoints, tmp
     argv = ["convert", "--generator", str(generator), "--arcface", str(arcface), "--output", str(tmp_path / "b")]
     assert build_main(argv) == 0
     assert "matches the official release file checkpoints.zip: people/latest_net_G.pth" in capsys.readouterr().out
+
+
+def blank_photos(folder, count):
+    folder.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((32, 32, 3), i, np.uint8))
+    return folder
+
+
+@pytest.fixture
+def no_calibration(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the long phases must not start")
+
+    monkeypatch.setattr(precision_module, "calibration_crops", refuse)
+
+
+@pytest.mark.parametrize("case", ["untrained", "too few photos"])
+def test_precision_refuses_what_it_can_know_before_the_long_phases(tiny_bundle, tmp_path, capsys, no_calibration, case):
+    if case == "untrained":
+        root = untrained_bundle(tmp_path / "b", generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE).root
+        photos, expected = blank_photos(tmp_path / "photos", 12), "untrained random weights"
+    else:
+        root = tmp_path / "b"
+        shutil.copytree(tiny_bundle.root, root)
+        photos, expected = blank_photos(tmp_path / "photos", 3), "INT8 needs at least 10 distinct faces"
+    before = tree(root)
+    assert build_main(["precision", str(root), "--images", str(photos)]) == 1
+    assert expected in capsys.readouterr().err
+    assert tree(root) == before
+
+
+def test_precision_keeps_the_fp16_graphs_when_int8_fails(tiny_bundle, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle.root, root)
+    monkeypatch.setattr(precision_module, "calibration_crops", lambda *args, **kwargs: random_crops(12))
+
+    def failing(model, role, *args):
+        raise precision_module.PrecisionGoalError(f"INT8 {role}: planted failure", {"metric": "psnr_db"})
+
+    monkeypatch.setattr(precision_module, "int8_search", failing)
+    assert build_main(["precision", str(root), "--images", str(blank_photos(tmp_path / "photos", 12))]) == 1
+    captured = capsys.readouterr()
+    assert "planted failure" in captured.err and "kept the FP16 graphs" in captured.out
+    bundle = Bundle.load(root)  # hashes verified
+    assert {role: sorted(by) for role, by in bundle.variants.items()} == {"generator": ["fp16"], "arcface": ["fp16"]}
