@@ -233,23 +233,31 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
                 report(f"{source.name}: skipped, {exc}")
                 skipped += 1
         for (source, dest), result in zip(chunk, swapper.swap_batch(images, args.select, args.threshold), strict=True):
-            found = len(result.faces)
+            found, note = len(result.faces), _similarities(result, args.threshold)
             if result.swapped_count:
                 write_image(dest, result.image, synthetic=not args.no_synthetic_tag)
                 written += 1
                 faces_swapped += result.swapped_count
-                report(f"{source.name}: {found} face(s), {result.swapped_count} swapped -> {dest}")
+                report(f"{source.name}: {found} face(s), {result.swapped_count} swapped{note} -> {dest}")
             elif args.copy_unchanged:
                 write_image(dest, result.image, synthetic=False)
                 written += 1
-                report(f"{source.name}: {found} face(s), none selected; copied unchanged -> {dest}")
+                report(f"{source.name}: {found} face(s), none selected{note}; copied unchanged -> {dest}")
             else:
                 skipped += 1
-                report(f"{source.name}: {found} face(s), none selected; skipped (--copy-unchanged writes it as is)")
+                report(
+                    f"{source.name}: {found} face(s), none selected{note}; skipped (--copy-unchanged writes it as is)"
+                )
         progress.update(len(pairs[start : start + args.batch]))
     progress.close()
     print(f"done: {written} written, {skipped} skipped, {faces_swapped} face(s) swapped")
     return EXIT_PARTIAL if skipped else 0
+
+
+def _similarities(result, threshold: float) -> str:
+    """With --select reference: each face's similarity to the reference, to tune --threshold by."""
+    values = [f"{f.similarity:.3f}" for f in result.faces if f.similarity is not None]
+    return f" (similarity to the reference: {', '.join(values)}; --threshold {threshold:g})" if values else ""
 
 
 def _read_crop(path: Path, size: int) -> np.ndarray:

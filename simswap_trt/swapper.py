@@ -532,6 +532,13 @@ class FaceSwapper:
         if not faces:
             return np.empty(0, np.int64), {}
         cosine = self._stages.latents(images, [(i, m) for i, _, m in faces]) @ self.reference_latent
+        for i in sorted({i for i, _, _ in faces}):
+            log.info(
+                "image %d: similarity to the reference per face: %s (threshold %.3f)",
+                i,
+                ", ".join(f"{c:.3f}" for (j, _, _), c in zip(faces, cosine, strict=True) if j == i),
+                threshold,
+            )
         return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
 
     @staticmethod
