@@ -20,6 +20,7 @@ from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
 from simswap_trt.files import Inputs, check_output, write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
+from simswap_trt.plans import PlanEntry
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
 
 EPILOG = """\
@@ -58,10 +59,38 @@ def _info(args: argparse.Namespace) -> int:
     for role, entry in bundle.models.items():
         source = entry.source.get("checkpoint", "random weights")
         print(f"{role:<10} {entry.file}  {entry.architecture}  {entry.precision}  from {source}")
+        if "sha256" in entry.source:
+            print(f"{'':<10}   checkpoint sha256 {entry.source['sha256']}")
         for spec in entry.inputs + entry.outputs:
             print(f"{'':<10}   {spec.describe()}")
+    variants = [(role, entry) for role, by in bundle.variants.items() for entry in by.values()]
+    for role, entry in variants:
+        print(f"{'graph':<10} {entry.file}  {role}  {entry.precision}")
+    if not variants:
+        print("graphs     FP32 only (FP16 / INT8 graphs: 'simswap-build precision')")
+    for plan in bundle.plans:
+        print(f"{'plan':<10} {plan.file}  {plan.role}  {_describe_plan(plan)}")
+    if not bundle.plans:
+        print("plans      none (TensorRT plans: 'simswap-build engine' on the GPU that runs them)")
     print("hashes     verified")
     return 0
+
+
+def _describe_plan(plan: PlanEntry) -> str:
+    major, minor = plan.compute_capability
+    parts = [
+        plan.precision,
+        f"TensorRT {plan.tensorrt_version}",
+        f"{plan.gpu_name} (sm_{major}{minor})",
+        f"batch {plan.min_batch}-{plan.max_batch}",
+    ]
+    if plan.version_compatible:
+        parts.append("version-compatible")
+    if plan.hardware_compatibility != "none":
+        parts.append(f"hardware-compatible: {plan.hardware_compatibility}")
+    if plan.dla_core is not None:
+        parts.append(f"DLA core {plan.dla_core}")
+    return ", ".join(parts)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -504,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli_support.add_logging_flags(parser)
+    cli_support.add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     swap = sub.add_parser(

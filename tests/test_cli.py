@@ -1,5 +1,6 @@
 """The two console scripts end to end: convert, check, info, swap-aligned; exit codes scripts can use."""
 
+import shutil
 import subprocess
 import sys
 
@@ -286,3 +287,43 @@ def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, ca
     )
     assert code == 1
     assert "generator.onnx is not an SCRFD model with keypoints: it has 1 outputs, not 9" in capsys.readouterr().err
+
+
+def test_info_lists_graphs_and_plans(tiny_bundle, tmp_path, capsys):
+    from test_plans import plan
+
+    from simswap_build.engine_builder import register_plan
+    from simswap_trt.bundle import Bundle, sha256_of
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle.root, root)
+    assert trt_main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "graphs     FP32 only" in out and "plans      none" in out
+    assert f"checkpoint sha256 {tiny_bundle.models['generator'].source['sha256']}" in out
+    assert build_main(["precision", str(root), "--precisions", "fp16"]) == 0
+    (root / "engines").mkdir()
+    (root / "engines" / "generator.sm_90.plan").write_bytes(b"plan")
+    file = "engines/generator.sm_90.plan"
+    register_plan(Bundle.load(root), plan(file=file, sha256=sha256_of(root / file), version_compatible=True))
+    capsys.readouterr()
+    assert trt_main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "graph      generator.fp16.onnx  generator  fp16" in out
+        and "graph      arcface.fp16.onnx  arcface  fp16" in out
+    )
+    assert (
+        f"plan       {file}  generator  fp32, TensorRT 11.4.0.106, NVIDIA H100 (sm_90), batch 1-32, version-compatible"
+        in out
+    )
+
+
+@pytest.mark.parametrize("main", [trt_main, build_main])
+def test_version(main, capsys):
+    from simswap_trt import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip().endswith(f" {__version__}")
