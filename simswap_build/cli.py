@@ -217,10 +217,12 @@ def _validate(args: argparse.Namespace) -> int:
 
     from simswap_build.fidelity import fidelity_report, print_report
     from simswap_build.precision import calibration_crops, calibration_files
+    from simswap_trt.images import list_images
 
     bundle = Bundle.load(args.bundle)
     if args.json:
-        _check_report_output(args.json, bundle, calibration_files(args.images, args.limit), args.overwrite)
+        calibration_files(args.images)  # the folder must hold photos
+        _check_report_output(args.json, bundle, list_images(args.images), args.overwrite)
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
     report = fidelity_report(bundle.root, crops)
     print_report(report)
