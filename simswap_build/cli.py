@@ -542,7 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the largest face of each image in --images (detected and aligned by the runtime). The faces are "
         "split by content hash into calibration and check faces; the range method and the FP32 fallbacks "
         "are chosen so that the check faces meet the goals below. TensorRT 10.3 and 11.x build both. "
-        "Use photos like the footage you will swap (lighting, pose, skin tones), at least a dozen.",
+        "Use photos like the footage you will swap (lighting, pose, skin tones), at least a dozen. INT8 needs "
+        "a trained bundle (an untrained one is refused at once); the FP16 graphs are written first and kept if "
+        "INT8 then fails. Detected faces are cached in the user's cache folder ($SIMSWAP_TRT_CACHE, else "
+        "$XDG_CACHE_HOME/simswap-trt or ~/.cache/simswap-trt), never in --images or the bundle.",
         epilog="example: simswap-build precision B --images my_faces/ --goal-psnr 36",
     )
     precision.add_argument("bundle", type=Path, help="bundle directory")
@@ -620,7 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")
     validate.add_argument("--limit", type=positive_int, default=32, help="at most this many images, >= 1 (default 32)")
-    validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    validate.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the report as JSON (never inside the bundle or over a photo)",
+    )
     validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
     bench = sub.add_parser(
@@ -695,7 +703,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     triton.add_argument("--onnx-on-cpu", action="store_true", help="run the ONNX models as CPU instances")
     triton.add_argument("--precision", default="fp32", help="which graphs and plans to export (default: fp32)")
-    triton.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    triton.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model repository this command wrote before (any other folder, or a bundle, is refused)",
+    )
     return parser
 
 
