@@ -220,6 +220,10 @@ def _validate(args: argparse.Namespace) -> int:
     from simswap_trt.images import list_images
 
     bundle = Bundle.load(args.bundle)
+    if not bundle.variants:
+        raise InputError(
+            f"{args.bundle} has no FP16 / INT8 graphs to validate: add them with 'simswap-build precision'"
+        )
     if args.json:
         calibration_files(args.images)  # the folder must hold photos
         _check_report_output(args.json, bundle, list_images(args.images), args.overwrite)

@@ -142,3 +142,8 @@ def test_precision_keeps_the_fp16_graphs_when_int8_fails(tiny_bundle, tmp_path, 
     assert "planted failure" in captured.err and "kept the FP16 graphs" in captured.out
     bundle = Bundle.load(root)  # hashes verified
     assert {role: sorted(by) for role, by in bundle.variants.items()} == {"generator": ["fp16"], "arcface": ["fp16"]}
+
+
+def test_validate_without_graphs_to_check_fails_at_once(tiny_bundle, held_out, capsys, no_calibration):
+    assert build_main(["validate", str(tiny_bundle.root), "--images", str(held_out)]) == 1
+    assert "no FP16 / INT8 graphs to validate" in capsys.readouterr().err
