@@ -72,6 +72,8 @@ def verify(path: str | Path, trust_anchors: str | Path | None = None) -> Verific
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         reader = c2pa.Reader.try_create(path.name, io.BytesIO(data), None, context)
+    except c2pa.C2paError.NotSupported:  # a format without C2PA embedding (Matroska, BMP...)
+        return Verification(str(path), "no manifest")
     except c2pa.C2paError as exc:
         return Verification(str(path), "invalid", failures=[f"unreadable manifest: {exc}"])
     if reader is None:
