@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import sys
+from functools import partial
 
 import cv2
 import numpy as np
@@ -22,7 +23,7 @@ from PIL import Image  # noqa: E402
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.cli import main  # noqa: E402
 from simswap_trt.errors import ConfigError, OutputError  # noqa: E402
-from simswap_trt.images import encode_image, read_image  # noqa: E402
+from simswap_trt.images import encode_image, read_image, write_image  # noqa: E402
 from simswap_trt.provenance import DIGITAL_SOURCE_TYPE, Provenance, Signer, verify  # noqa: E402
 
 EXIFTOOL = shutil.which("exiftool")
@@ -138,12 +139,38 @@ def test_swap_signs_jpeg_and_png_and_verify_reports(tiny_bundle, chain, photos, 
     assert json.loads(capsys.readouterr().out)[0]["status"] == "no manifest"
 
 
-def test_a_signing_failure_fails_the_item_and_leaves_nothing(tiny_bundle, chain, photos, tmp_path):
+def test_a_signing_failure_fails_the_item_and_leaves_nothing(chain, tmp_path):
     signer = Signer.from_files(chain.cert, chain.key)
     signer.chain = make_chain(tmp_path, "other").cert.read_bytes()  # the key no longer matches: the library refuses
     provenance = Provenance(signer=signer)
+    out = tmp_path / "out"
     with pytest.raises(OutputError, match="x.png: signing its content credentials failed"):
-        provenance.sign_image(encode_image(np.zeros((8, 8, 3), np.uint8), ".png"), ".png", None, "x.png")
+        write_image(
+            out / "x.png",
+            np.zeros((8, 8, 3), np.uint8),
+            True,
+            partial(provenance.sign_image, suffix=".png", target=None, title="x.png"),
+        )
+    assert not out.exists()  # signed in memory, before the atomic write
+
+
+def test_a_target_the_library_cannot_read_is_recorded_by_hash_only(chain, tmp_path):
+    provenance = Provenance(signer=Signer.from_files(chain.cert, chain.key))
+    image = np.zeros((8, 8, 3), np.uint8)
+    target = encode_image(image, ".bmp")
+    (tmp_path / "x.png").write_bytes(provenance.sign_image(encode_image(image, ".png"), ".png", target, "x.png"))
+    result = verify(tmp_path / "x.png")
+    assert result.status == "valid" and [a["action"] for a in result.actions] == ["c2pa.created"]
+    assert result.actions[0]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
+    assert result.models["target_sha256"] == hashlib.sha256(target).hexdigest()
+
+
+def test_signer_from_the_environment(chain, monkeypatch):
+    monkeypatch.setenv("SIMSWAP_SIGN_CERT", str(chain.cert))
+    with pytest.raises(ConfigError, match="set both SIMSWAP_SIGN_CERT and SIMSWAP_SIGN_KEY"):
+        Signer.from_env()
+    monkeypatch.setenv("SIMSWAP_SIGN_KEY", str(chain.key))
+    assert Signer.from_env().algorithm == "es256"
 
 
 def test_served_images_are_signed(tiny_bundle, chain, photos):
@@ -151,10 +178,11 @@ def test_served_images_are_signed(tiny_bundle, chain, photos):
 
     swapper = FaceSwapper.from_bundle(tiny_bundle.root, threads=1)
     swapper.set_source(read_image(photos / "source.png"))
-    serve = SwapImage(swapper, provenance=Provenance(signer=Signer.from_files(chain.cert, chain.key)))
-    request = (photos / "targets" / "a.png").read_bytes()
+    provenance = Provenance(signer=Signer.from_files(chain.cert, chain.key))
+    serve = SwapImage(swapper, image_format=".jpg", provenance=provenance)
+    request = (photos / "targets" / "a.png").read_bytes()  # a PNG in, a JPEG out: the parent keeps its format
     [answer] = serve([{"image": np.array([[request]], dtype=object)}])
-    signed = photos.parent / "served.png"
+    signed = photos.parent / "served.jpg"
     signed.write_bytes(bytes(answer["image"][0, 0]))
     result = verify(signed, chain.root)
     assert (result.status, result.trust) == ("valid", "trusted")

@@ -46,7 +46,18 @@ MIME_TYPES = {
     ".m4v": "video/x-m4v",
     ".mov": "video/quicktime",
 }
-_TARGET_MIME = {**MIME_TYPES, ".mkv": "video/x-matroska", ".webm": "video/webm", ".avi": "video/x-msvideo"}
+_CONTAINER_MIME = {".mkv": "video/x-matroska", ".webm": "video/webm", ".avi": "video/x-msvideo"}
+# the formats of targets the library reads as ingredients, by their first bytes
+_MAGIC = (
+    (b"\x89PNG", 0, "image/png"),
+    (b"\xff\xd8", 0, "image/jpeg"),
+    (b"WEBP", 8, "image/webp"),
+    (b"GIF8", 0, "image/gif"),
+    (b"II*\0", 0, "image/tiff"),
+    (b"MM\0*", 0, "image/tiff"),
+    (b"ftypqt", 4, "video/quicktime"),
+    (b"ftyp", 4, "video/mp4"),
+)
 _SETTINGS = {"builder": {"thumbnail": {"enabled": False}}}
 
 
@@ -239,8 +250,8 @@ class Provenance:
         mime = mime_type(suffix)
         target_bytes = _read(target, "target") if isinstance(target, Path) else target
         parent = None
-        if target_bytes is not None:
-            parent = (_title(target, title), _target_mime(target, mime), io.BytesIO(target_bytes))
+        if target_bytes is not None and (kind := target_format(target_bytes[:16])) is not None:
+            parent = (target.name if isinstance(target, Path) else f"target of {title}", kind, io.BytesIO(target_bytes))
         manifest = self._manifest(title, None if target_bytes is None else _sha256(target_bytes))
         try:
             return _sign_stream(self.signer, manifest, parent, mime, io.BytesIO(data)).getvalue()
@@ -262,7 +273,9 @@ class Provenance:
                     _sign_stream(self.signer, manifest, None, mime, source, dest)
                 else:
                     with open(target, "rb") as parent:
-                        ingredient = (target.name, _target_mime(target, mime), parent)
+                        kind = target_format(parent.read(16), target.suffix)
+                        parent.seek(0)
+                        ingredient = None if kind is None else (target.name, kind, parent)
                         _sign_stream(self.signer, manifest, ingredient, mime, source, dest)
                 os.fchmod(dest.fileno(), os.stat(path).st_mode & 0o777)
             os.replace(signed, path)
@@ -274,12 +287,14 @@ class Provenance:
             raise
 
 
-def _title(target: bytes | Path | None, fallback: str) -> str:
-    return target.name if isinstance(target, Path) else f"target of {fallback}"
-
-
-def _target_mime(target: bytes | Path | None, fallback: str) -> str:
-    return _TARGET_MIME.get(target.suffix.lower(), fallback) if isinstance(target, Path) else fallback
+def target_format(header: bytes, suffix: str = "") -> str | None:
+    """The MIME type of a target from its first 16 bytes (or, for Matroska, WebM and AVI, its suffix); None
+    for formats the C2PA library cannot take as an ingredient (BMP...): the manifest then has no parent
+    ingredient, only the target's sha256."""
+    for magic, at, kind in _MAGIC:
+        if header[at : at + len(magic)] == magic:
+            return kind
+    return _CONTAINER_MIME.get(suffix.lower())
 
 
 def models_used(swapper) -> dict[str, Any]:
