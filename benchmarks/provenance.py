@@ -24,7 +24,7 @@ from skimage import data
 
 from simswap_build.bench.measure import machine
 from simswap_trt.images import encode_image
-from simswap_trt.provenance import Provenance, Signer
+from simswap_trt.provenance import Provenance, Signer, tag_image
 from tests.c2pa_certs import make_chain
 
 SIZE = (1920, 1080)
@@ -46,12 +46,14 @@ def photo() -> np.ndarray:
 def images(provenance: Provenance, repeats: int) -> dict:
     image, results = photo(), {}
     target = encode_image(image, ".png")
+    height, width = image.shape[:2]
     for suffix in (".jpg", ".png"):
-        labelled = encode_image(image, suffix, synthetic=True)
+        plain = encode_image(image, suffix)
+        labelled = tag_image(plain, suffix, width, height)
         results[suffix] = {
             "bytes": len(labelled),
             "encode_ms": median_ms(lambda s=suffix: encode_image(image, s), repeats),
-            "encode_and_label_ms": median_ms(lambda s=suffix: encode_image(image, s, synthetic=True), repeats),
+            "label_ms": median_ms(lambda s=suffix, d=plain: tag_image(d, s, width, height), repeats),
             "sign_ms": median_ms(lambda s=suffix, d=labelled: provenance.sign_image(d, s, target, "out"), repeats),
         }
     return results

@@ -30,8 +30,8 @@ class Verification:
     status: str
     trust: str = "unknown"
     tampered: bool = False
-    signer: str = ""
-    issuer: str = ""
+    signer: str = ""  # the signing certificate's common name
+    issuer: str = ""  # the organisation named in it (the library's signature_info.issuer)
     generator: str = ""
     actions: list[dict[str, Any]] = field(default_factory=list)
     models: dict[str, Any] = field(default_factory=dict)
@@ -113,7 +113,7 @@ def describe(result: Verification) -> list[str]:
     verdict = "TAMPERED: changed after signing" if result.tampered else result.status
     lines = [
         f"{result.path}: {verdict}",
-        f"  signer     {result.signer or '?'} (issuer {result.issuer or '?'}), {result.trust}",
+        f"  signer     {result.signer or '?'} ({result.issuer or 'no organisation'}), {result.trust}",
         f"  generator  {result.generator or '?'}",
     ]
     for action in result.actions:
