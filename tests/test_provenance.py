@@ -218,3 +218,24 @@ def test_video_is_labelled_and_signed(tiny_bundle, chain, tmp_path):
     with pytest.raises(ConfigError, match="cannot be embedded in .mkv"):
         swap_video(swapper, clip, tmp_path / "signed.mkv", provenance=provenance)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changed-out.mp4", "in.mp4", "out.mkv", "out.mp4"]
+
+
+def test_video_command_signs_or_opts_out(tiny_bundle, chain, tmp_path, capsys):
+    av = pytest.importorskip("av")
+    from video_clips import FACE, moving_face, write_clip
+
+    cv2.imwrite(str(tmp_path / "me.png"), FACE)
+    clip = write_clip(tmp_path / "in.mp4", moving_face(4))
+    argv = ["video", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "me.png"), "--target", str(clip)]
+    argv += ["--threads", "1"]
+    signing = ["--sign-cert", str(chain.cert), "--sign-key", str(chain.key)]
+    assert main([*argv, "--output", str(tmp_path / "signed.mov"), *signing]) == 0
+    result = verify(tmp_path / "signed.mov", chain.root)
+    assert (result.status, result.trust) == ("valid", "trusted")
+    assert main([*argv, "--output", str(tmp_path / "plain.mp4"), "--no-synthetic-tag"]) == 0
+    with av.open(str(tmp_path / "plain.mp4")) as container:
+        assert "DigitalSourceType" not in container.metadata and "comment" not in container.metadata
+    assert verify(tmp_path / "plain.mp4").status == "no manifest"
+    assert main([*argv, "--output", str(tmp_path / "x.mkv"), *signing]) == 1
+    assert "cannot be embedded in .mkv" in capsys.readouterr().err
+    assert not (tmp_path / "x.mkv").exists()
