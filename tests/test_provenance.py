@@ -131,8 +131,11 @@ def test_swap_signs_jpeg_and_png_and_verify_reports(tiny_bundle, chain, photos, 
     # the command: exit 0 valid, 1 tampered or untrusted by the given anchors, 3 no manifest
     assert main(["verify", str(out / "a.png"), "--trust-anchors", str(chain.root)]) == 0
     assert "a.png: valid" in capsys.readouterr().out
-    other = make_chain(tmp_path, "other")
+    other = make_chain(tmp_path, "other")  # structurally valid, but not signed by a trusted chain
+    untrusted = verify(out / "a.png", other.root)
+    assert (untrusted.status, untrusted.trust, untrusted.exit_code) == ("valid", "untrusted", 1)
     assert main(["verify", str(out / "a.png"), "--trust-anchors", str(other.root)]) == 1
+    assert "NOT TRUSTED" in capsys.readouterr().out
     assert main(["verify", str(out / "changed-a.png")]) == 1
     assert "TAMPERED" in capsys.readouterr().out
     assert main(["verify", str(photos / "source.png"), "--json"]) == 3

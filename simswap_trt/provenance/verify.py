@@ -22,9 +22,10 @@ VALID, INVALID, NO_MANIFEST = 0, 1, 3
 
 @dataclass(frozen=True)
 class Verification:
-    """What ``verify`` found in one file. ``status``: ``valid`` (signature and hashes check out),
-    ``invalid`` (they do not, or the signer is not trusted by the given anchors) or ``no manifest``.
-    ``trust``: ``trusted`` (chains to a given anchor), ``untrusted`` or ``unknown`` (no manifest)."""
+    """What ``verify`` found in one file. ``status``: ``valid`` (the signature and the hashes check out),
+    ``invalid`` (they do not) or ``no manifest``. ``trust``: ``trusted`` (the signer chains to one of the
+    given anchors), ``untrusted`` or ``unknown`` (no manifest); ``anchored``: anchors were given, so an
+    untrusted signer fails the check."""
 
     path: str
     status: str
@@ -36,10 +37,14 @@ class Verification:
     actions: list[dict[str, Any]] = field(default_factory=list)
     models: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # the library's failure codes, with explanations
+    anchored: bool = False
 
     @property
     def exit_code(self) -> int:
-        return {"valid": VALID, "invalid": INVALID}.get(self.status, NO_MANIFEST)
+        """0 valid (and trusted, when anchored), 1 invalid or tampered or untrusted by the anchors, 3 no manifest."""
+        if self.status == "no manifest":
+            return NO_MANIFEST
+        return VALID if self.status == "valid" and (self.trust == "trusted" or not self.anchored) else INVALID
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,9 +89,8 @@ def verify(path: str | Path, trust_anchors: str | Path | None = None) -> Verific
         results = (reader.get_validation_results() or {}).get("activeManifest", {})
     failures = results.get("failure", [])
     codes = [f"{f['code']}: {f.get('explanation', '')}" for f in failures]
-    untrusted = any(f["code"] == "signingCredential.untrusted" for f in failures)
     tampered = any(f["code"].endswith(".mismatch") for f in failures)  # a hash no longer matches the bytes
-    status = "valid" if state in ("Valid", "Trusted") and not (untrusted and context is not None) else "invalid"
+    status = "valid" if state in ("Valid", "Trusted") else "invalid"
     info = manifest.get("signature_info", {})
     assertions = {a["label"]: a.get("data", {}) for a in manifest.get("assertions", [])}
     actions = assertions.get("c2pa.actions.v2", assertions.get("c2pa.actions", {})).get("actions", [])
@@ -103,6 +107,7 @@ def verify(path: str | Path, trust_anchors: str | Path | None = None) -> Verific
         [{k: a[k] for k in ("action", "digitalSourceType", "description") if k in a} for a in actions],
         assertions.get(MODELS_LABEL, {}),
         codes,
+        context is not None,
     )
 
 
@@ -111,6 +116,8 @@ def describe(result: Verification) -> list[str]:
     if result.status == "no manifest":
         return [f"{result.path}: no content credentials (no C2PA manifest)"]
     verdict = "TAMPERED: changed after signing" if result.tampered else result.status
+    if result.status == "valid" and result.anchored and result.trust != "trusted":
+        verdict += ", but the signer is NOT TRUSTED by --trust-anchors"
     lines = [
         f"{result.path}: {verdict}",
         f"  signer     {result.signer or '?'} ({result.issuer or 'no organisation'}), {result.trust}",
