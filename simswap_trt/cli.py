@@ -594,7 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--source", type=Path, nargs="+", required=True, help="aligned crop(s) of the source identity")
     aligned.add_argument("--target", type=Path, required=True, help="aligned target crop, or a folder of them")
     aligned.add_argument("--output", type=Path, required=True, help="output file, or folder (created if missing)")
-    aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    aligned.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label outputs as synthetic (XMP metadata)"
+    )
     aligned.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
@@ -644,9 +646,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--select", choices=("all", "largest"), default="all", help="swap_image: faces to swap")
     serve.add_argument("--image-format", choices=("png", "jpg"), default="png", help="swap_image: output encoding")
-    serve.add_argument("--no-synthetic-tag", action="store_true", help="do not tag returned images as synthetic")
+    serve.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label returned images as synthetic (XMP metadata)"
+    )
     serve.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
-    add_signing_flags(serve)
+    add_signing_flags(serve, credit=False)  # a request may bring its own identity (latent)
     _add_pipeline_flags(serve)
     _add_runtime_flags(serve, batch=16)
 
@@ -680,7 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--select", choices=("all", "largest"), default="all", help="faces to swap (default: all)")
     batch.add_argument("--copy-unchanged", action="store_true", help="write images and videos without a face unchanged")
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
-    batch.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    batch.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label outputs as synthetic (XMP, container tags)"
+    )
     batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
     batch.add_argument(
         "--crf",

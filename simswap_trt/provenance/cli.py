@@ -21,8 +21,9 @@ exit status: 0 every file valid (and trusted, when --trust-anchors is given); 1 
 tampered or not trusted by --trust-anchors; 3 some file has no manifest (and none is invalid)."""
 
 
-def add_signing_flags(parser: argparse.ArgumentParser, synthetic_flag: bool = False) -> None:
-    """--sign-cert, --sign-key, --credit-source (and --no-synthetic-tag where the command has none yet)."""
+def add_signing_flags(parser: argparse.ArgumentParser, synthetic_flag: bool = False, credit: bool = True) -> None:
+    """--sign-cert, --sign-key, --credit-source (unless ``credit`` is off: where outputs may come from other
+    identities than --source) and --no-synthetic-tag where the command has none yet."""
     if synthetic_flag:
         parser.add_argument(
             "--no-synthetic-tag",
@@ -40,11 +41,12 @@ def add_signing_flags(parser: argparse.ArgumentParser, synthetic_flag: bool = Fa
     parser.add_argument(
         "--sign-key", type=Path, default=None, help=f"the private key of --sign-cert, PEM (or {KEY_ENV})"
     )
-    parser.add_argument(
-        "--credit-source",
-        action="store_true",
-        help="record the sha256 of the --source photo(s) in the manifest (default: not recorded)",
-    )
+    if credit:
+        parser.add_argument(
+            "--credit-source",
+            action="store_true",
+            help="record the sha256 of the --source photo(s) in the manifest (default: not recorded)",
+        )
 
 
 def provenance_from_args(args: argparse.Namespace, outputs: Sequence[Path | str] = ()) -> Provenance:
