@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError
 from simswap_trt.files import Inputs, check_output, write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
 from simswap_trt.plans import PlanEntry
+from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
+from simswap_trt.provenance.signing import Provenance
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
 
 EPILOG = """\
@@ -32,13 +35,15 @@ examples:
                    --select reference --reference actor.jpg
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
+  simswap-trt verify out.jpg --trust-anchors root.pem   # content credentials: signer, models, tampering
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
   simswap-trt serve --bundle B --source me.jpg       # Triton Inference Server (PyTriton) on 127.0.0.1
   simswap-trt batch --ray auto --bundle B --source me.jpg --input s3://bucket/in --output s3://bucket/out
 
 Bundles come from 'simswap-build convert' (official checkpoints) or 'simswap-build untrained'.
-Images are read and written with OpenCV (BGR); outputs are tagged as synthetic unless
---no-synthetic-tag is given.
+Images are read and written with OpenCV (BGR); outputs are labelled as synthetic (IPTC digital
+source type in XMP or container tags) unless --no-synthetic-tag is given; --sign-cert/--sign-key
+sign a C2PA manifest into each, which 'simswap-trt verify' checks (docs/provenance.md).
 
 Outputs: never written over an input of the same run; an existing output is skipped (and
 listed) unless --overwrite; files get the modes your umask gives. Errors are one line; --debug
@@ -147,6 +152,12 @@ def _run_builder(argv: Sequence[str]) -> int:
     return subprocess.call([sys.executable, "-m", "simswap_build.cli", *argv])
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from simswap_trt.provenance.cli import run_verify
+
+    return run_verify(args)
+
+
 def _video(args: argparse.Namespace) -> int:
     from simswap_trt.video.cli import run
 
@@ -239,14 +250,21 @@ def _swap(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL
     sources = [read_image(p, args.max_pixels) for p in args.source]  # unreadable: an error before models load
     references = [read_image(p, args.max_pixels) for p in args.reference or []]
+    provenance = provenance_from_args(args, [dest for _, dest in todo])
     with _swapper(args, args.bundle) as swapper:
         swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
         if references:
             swapper.set_reference(_face_photos(swapper, args.reference, references, "reference"))
-        return _swap_files(swapper, todo, args, skipped)
+        return _swap_files(swapper, todo, args, skipped, provenance.with_models(swapper))
 
 
-def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argparse.Namespace, skipped: int) -> int:
+def _swap_files(
+    swapper: FaceSwapper,
+    pairs: list[tuple[Path, Path]],
+    args: argparse.Namespace,
+    skipped: int,
+    provenance: Provenance,
+) -> int:
     from tqdm import tqdm
 
     progress = tqdm(total=len(pairs), unit="image", disable=len(pairs) < 2 or not sys.stderr.isatty())
@@ -264,7 +282,13 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
         for (source, dest), result in zip(chunk, swapper.swap_batch(images, args.select, args.threshold), strict=True):
             found, note = len(result.faces), _similarities(result, args.threshold)
             if result.swapped_count:
-                write_image(dest, result.image, synthetic=not args.no_synthetic_tag)
+                try:
+                    sign = partial(provenance.sign_image, suffix=dest.suffix, target=source, title=str(dest))
+                    write_image(dest, result.image, provenance.synthetic, finish=sign)
+                except OutputError as exc:
+                    report(f"{source.name}: failed, {exc}")
+                    skipped += 1
+                    continue
                 written += 1
                 faces_swapped += result.swapped_count
                 report(f"{source.name}: {found} face(s), {result.swapped_count} swapped{note} -> {dest}")
@@ -391,6 +415,7 @@ def _untrained_demo_bundle() -> Path:
 def _serve(args: argparse.Namespace) -> int:
     from simswap_trt.serving import MODELS, ServeConfig, place_instances, start
 
+    provenance = provenance_from_args(args, ["." + args.image_format])
     swappers = [_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
     if args.source:
         latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
@@ -407,6 +432,7 @@ def _serve(args: argparse.Namespace) -> int:
         image_format="." + args.image_format,
         synthetic_tag=not args.no_synthetic_tag,
         max_pixels=args.max_pixels,
+        provenance=provenance,
     )
     triton = start(swappers, config)
     print(
@@ -426,6 +452,7 @@ def _batch(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.input) if not args.input.lower().endswith(INPUT_SUFFIXES) else [args.input]
     if not inputs:
         raise InputError(f"no images or videos in {args.input} (looked for {' '.join(INPUT_SUFFIXES)})")
+    provenance = provenance_from_args(args, inputs)
     swapper = FaceSwapper.from_bundle(
         args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
     )
@@ -439,7 +466,9 @@ def _batch(args: argparse.Namespace) -> int:
         precision=args.precision,
         select=args.select,
         copy_unchanged=args.copy_unchanged,
-        synthetic_tag=not args.no_synthetic_tag,
+        synthetic_tag=provenance.synthetic,
+        signer=provenance.signer,
+        sources=provenance.sources,
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
         crf=args.crf,
@@ -572,7 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write targets without a selected face unchanged (default: skip them)",
     )
     swap.add_argument(
-        "--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic (PNG text / JPEG comment)"
+        "--no-synthetic-tag",
+        action="store_true",
+        help="do not label outputs as synthetic (IPTC digital source type in XMP); you remain responsible for "
+        "disclosing that they are AI-generated (docs/provenance.md)",
     )
     swap.add_argument(
         "--max-pixels",
@@ -583,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
+    add_signing_flags(swap)
     _add_pipeline_flags(swap)
     _add_runtime_flags(swap, batch=8)
     _add_device_flag(swap)
@@ -615,7 +648,9 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--source", type=Path, nargs="+", required=True, help="aligned crop(s) of the source identity")
     aligned.add_argument("--target", type=Path, required=True, help="aligned target crop, or a folder of them")
     aligned.add_argument("--output", type=Path, required=True, help="output file, or folder (created if missing)")
-    aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    aligned.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label outputs as synthetic (XMP metadata)"
+    )
     aligned.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
@@ -665,8 +700,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--select", choices=("all", "largest"), default="all", help="swap_image: faces to swap")
     serve.add_argument("--image-format", choices=("png", "jpg"), default="png", help="swap_image: output encoding")
-    serve.add_argument("--no-synthetic-tag", action="store_true", help="do not tag returned images as synthetic")
+    serve.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label returned images as synthetic (XMP metadata)"
+    )
     serve.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
+    add_signing_flags(serve, credit=False)  # a request may bring its own identity (latent)
     _add_pipeline_flags(serve)
     _add_runtime_flags(serve, batch=16)
 
@@ -700,7 +738,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--select", choices=("all", "largest"), default="all", help="faces to swap (default: all)")
     batch.add_argument("--copy-unchanged", action="store_true", help="write images and videos without a face unchanged")
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
-    batch.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    batch.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label outputs as synthetic (XMP, container tags)"
+    )
     batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
     batch.add_argument(
         "--crf",
@@ -708,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=18,
         help="libx264 quality of the videos, 0 lossless (default: 18)",
     )
+    add_signing_flags(batch)
     _add_runtime_flags(batch, batch=8)
 
     from simswap_trt.video import cli as video_cli
@@ -728,6 +769,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a bundle and verify its files")
     info.add_argument("bundle", type=Path, help="bundle directory")
+
+    from simswap_trt.provenance import cli as provenance_cli
+
+    verify = sub.add_parser(
+        "verify",
+        help="check the content credentials (C2PA manifest) of images and videos: signer, models, tampering",
+        description=provenance_cli.VERIFY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    provenance_cli.add_verify_arguments(verify)
     return parser
 
 
@@ -745,6 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "batch": _batch,
         "video": _video,
+        "verify": _verify,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

@@ -186,7 +186,7 @@ def test_swap_folder_reports_and_exits_3_when_targets_are_skipped(tiny_bundle, p
     from PIL import Image
 
     with Image.open(out / "astronaut.png") as image:
-        assert "Synthetic image" in image.text["Description"]
+        assert "compositeWithTrainedAlgorithmicMedia" in str(image.info["xmp"])
 
 
 def test_swap_copy_unchanged_and_no_tag(tiny_bundle, photo_folder, tmp_path, capsys):
@@ -214,7 +214,7 @@ def test_swap_copy_unchanged_and_no_tag(tiny_bundle, photo_folder, tmp_path, cap
     from PIL import Image
 
     with Image.open(out / "astronaut.png") as image:
-        assert "Description" not in image.text
+        assert "xmp" not in image.info
 
 
 def test_swap_argument_errors(tiny_bundle, photo_folder, tmp_path, capsys):

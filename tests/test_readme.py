@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from simswap_trt.images import SYNTHETIC_TAG
+from simswap_trt.provenance import DIGITAL_SOURCE_TYPE
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -36,4 +36,4 @@ def test_the_readme_python_example_runs_and_saves(tiny_bundle, tmp_path, monkeyp
     assert written == ["a.jpg", "b.jpg"]
     for name in written:
         with Image.open(tmp_path / "swapped" / name) as image:
-            assert image.info["comment"].decode() == SYNTHETIC_TAG
+            assert DIGITAL_SOURCE_TYPE in str(image.info["xmp"])
