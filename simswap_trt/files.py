@@ -8,15 +8,28 @@
   mode the umask gives (0644 under umask 022), as a plain ``open`` would, not the temporary file's 0600.
 * ``staging_folder`` is the same for a folder written whole (a bundle): built next to its destination,
   then renamed; mode from the umask (0755 under 022), not ``mkdtemp``'s 0700.
+* ``temporary_path`` names the hidden file a writer that opens its output by name (FFmpeg) writes before
+  renaming it into place: ``.NAME.HOST-PID-RANDOM.partial.SUFFIX``, so that ``remove_stale_temporaries``
+  can tell the temporaries of processes of this host that are gone (killed) from those still being
+  written. ``write_atomic_with`` and the video writer name theirs so and clean the stale ones first.
+* ``terminate_as_interrupt`` makes SIGTERM (``kill``, systemd, Kubernetes, Ray) raise ``Terminated``, a
+  ``KeyboardInterrupt``, in the main thread: every writer's Ctrl-C cleanup (``except BaseException``:
+  delete the temporary) runs for it too. Both command-line tools install it for every command; their
+  exit status is 130 after Ctrl-C and 143 after SIGTERM.
 
 Every OS error about an output becomes one ``OutputError`` naming the path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import signal
+import socket
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -104,6 +117,70 @@ def ensure_folder(folder: str | Path) -> Path:
     return folder
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM under ``terminate_as_interrupt``."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Terminated`` in the main thread (the previous handler is restored
+    after it). Does nothing outside the main thread, where Python cannot install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame) -> None:
+        raise Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def temporary_path(output: str | Path) -> Path:
+    """A new hidden name next to ``output`` with the same suffix (tools that pick a format by the suffix
+    still see it), recording this host and process (see ``remove_stale_temporaries``)."""
+    output = Path(output)
+    return output.with_name(f".{output.stem}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.partial{output.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(output: str | Path) -> list[Path]:
+    """Delete the temporaries of ``output`` (from ``temporary_path``) left by processes of this host that
+    no longer run (killed before they could clean up); returns them. Those of running processes and of
+    other hosts (a shared folder) are left alone."""
+    output = Path(output)
+    removed = []
+    prefix, suffix = f".{output.stem}.{_HOST}-", f".partial{output.suffix}"
+    try:
+        names = [p.name for p in output.parent.iterdir()]
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(suffix)):
+            continue
+        pid = name[len(prefix) : -len(suffix)].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                (output.parent / name).unlink()
+                removed.append(output.parent / name)
+    return removed
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with the umask's file mode, creating missing folders."""
     write_atomic_with(path, lambda f: f.write(data))
@@ -115,8 +192,10 @@ def write_atomic_with(path: str | Path, write: Callable[[BinaryIO], object]) -> 
     outputs streamed by a writer (arrays, checkpoints)."""
     path = Path(path)
     ensure_folder(path.parent)
+    remove_stale_temporaries(path)
+    tmp = temporary_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
     try:
