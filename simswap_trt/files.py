@@ -10,8 +10,9 @@
   then renamed; mode from the umask (0755 under 022), not ``mkdtemp``'s 0700.
 * ``temporary_path`` names the hidden file a writer that opens its output by name (FFmpeg) writes before
   renaming it into place: ``.NAME.HOST-PID-RANDOM.partial.SUFFIX``, so that ``remove_stale_temporaries``
-  can tell the temporaries of processes of this host that are gone (killed) from those still being
-  written. ``write_atomic_with`` and the video writer name theirs so and clean the stale ones first.
+  (with ``host_temporaries``) can tell the temporaries of processes of this host that are gone (killed)
+  from those still being written. ``write_atomic_with`` and the video writer name theirs so and clean the
+  stale ones first.
 * ``terminate_as_interrupt`` makes SIGTERM (``kill``, systemd, Kubernetes, Ray) raise ``Terminated``, a
   ``KeyboardInterrupt``, in the main thread: every writer's Ctrl-C cleanup (``except BaseException``:
   delete the temporary) runs for it too. Both command-line tools install it for every command; their
@@ -159,25 +160,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(output: str | Path) -> list[Path]:
-    """Delete the temporaries of ``output`` (from ``temporary_path``) left by processes of this host that
-    no longer run (killed before they could clean up); returns them. Those of running processes and of
-    other hosts (a shared folder) are left alone."""
+def host_temporaries(output: str | Path) -> dict[Path, int]:
+    """The temporaries of ``output`` (from ``temporary_path``) made on this host, with their process ids."""
     output = Path(output)
-    removed = []
     prefix, suffix = f".{output.stem}.{_HOST}-", f".partial{output.suffix}"
     try:
         names = [p.name for p in output.parent.iterdir()]
     except OSError:
-        return removed
+        return {}
+    found = {}
     for name in names:
-        if not (name.startswith(prefix) and name.endswith(suffix)):
-            continue
-        pid = name[len(prefix) : -len(suffix)].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if name.startswith(prefix) and name.endswith(suffix):
+            pid = name[len(prefix) : -len(suffix)].split("-")[0]
+            if pid.isdigit():
+                found[output.parent / name] = int(pid)
+    return found
+
+
+def remove_stale_temporaries(output: str | Path) -> list[Path]:
+    """Delete the temporaries of ``output`` (from ``temporary_path``) left by processes of this host that
+    no longer run (killed before they could clean up); returns them. Those of running processes and of
+    other hosts (a shared folder) are left alone."""
+    removed = []
+    for path, pid in host_temporaries(output).items():
+        if not _alive(pid):
             with contextlib.suppress(OSError):
-                (output.parent / name).unlink()
-                removed.append(output.parent / name)
+                path.unlink()
+                removed.append(path)
     return removed
 
 
