@@ -11,8 +11,8 @@
 * ``temporary_path`` names the hidden file a writer that opens its output by name (FFmpeg) writes before
   renaming it into place: ``.NAME.HOST-PID-RANDOM.partial.SUFFIX``, so that ``remove_stale_temporaries``
   (with ``host_temporaries``) can tell the temporaries of processes of this host that are gone (killed)
-  from those still being written. ``write_atomic_with`` and the video writer name theirs so and clean the
-  stale ones first.
+  from those still being written. ``write_atomic_with`` and the video writer name theirs so and clean a
+  folder's stale ones before they write there.
 * ``terminate_as_interrupt`` makes SIGTERM (``kill``, systemd, Kubernetes, Ray) raise ``Terminated``, a
   ``KeyboardInterrupt``, in the main thread: every writer's Ctrl-C cleanup (``except BaseException``:
   delete the temporary) runs for it too. Both command-line tools install it for every command; their
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import socket
@@ -140,7 +141,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-_HOST = socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(rf"^\..+\.{_HOST}-(\d+)-[0-9a-f]{{8}}\.partial(\.[^.]*)?$")
 
 
 def temporary_path(output: str | Path) -> Path:
@@ -160,34 +162,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def host_temporaries(output: str | Path) -> dict[Path, int]:
-    """The temporaries of ``output`` (from ``temporary_path``) made on this host, with their process ids."""
-    output = Path(output)
-    prefix, suffix = f".{output.stem}.{_HOST}-", f".partial{output.suffix}"
+def host_temporaries(folder: str | Path) -> dict[Path, int]:
+    """The temporaries (from ``temporary_path``) in ``folder`` made on this host, with their process ids."""
+    folder = Path(folder)
     try:
-        names = [p.name for p in output.parent.iterdir()]
+        names = [p.name for p in folder.iterdir()]
     except OSError:
         return {}
-    found = {}
-    for name in names:
-        if name.startswith(prefix) and name.endswith(suffix):
-            pid = name[len(prefix) : -len(suffix)].split("-")[0]
-            if pid.isdigit():
-                found[output.parent / name] = int(pid)
-    return found
+    return {folder / name: int(m.group(1)) for name in names if (m := _TEMPORARY.match(name))}
 
 
-def remove_stale_temporaries(output: str | Path) -> list[Path]:
-    """Delete the temporaries of ``output`` (from ``temporary_path``) left by processes of this host that
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries (from ``temporary_path``) in ``folder`` left by processes of this host that
     no longer run (killed before they could clean up); returns them. Those of running processes and of
     other hosts (a shared folder) are left alone."""
     removed = []
-    for path, pid in host_temporaries(output).items():
+    for path, pid in host_temporaries(folder).items():
         if not _alive(pid):
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed.append(path)
     return removed
+
+
+_cleaned: set[Path] = set()  # folders write_atomic_with has cleaned in this process
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -201,7 +199,9 @@ def write_atomic_with(path: str | Path, write: Callable[[BinaryIO], object]) -> 
     outputs streamed by a writer (arrays, checkpoints)."""
     path = Path(path)
     ensure_folder(path.parent)
-    remove_stale_temporaries(path)
+    if path.parent not in _cleaned:  # once per folder: a listing per file would be slow in large folders
+        remove_stale_temporaries(path.parent)
+        _cleaned.add(path.parent)
     tmp = temporary_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -364,11 +364,11 @@ def _remove_temporaries(outputs: Sequence[str], wait: float = 10.0) -> None:
     import time
 
     deadline = time.monotonic() + wait
-    pending = list(outputs)
+    pending = {Path(o).parent for o in outputs}
     while pending:
-        for output in pending:
-            remove_stale_temporaries(output)
-        pending = [o for o in pending if host_temporaries(o)]
+        for folder in pending:
+            remove_stale_temporaries(folder)
+        pending = {folder for folder in pending if host_temporaries(folder)}
         if not pending or time.monotonic() > deadline:
             return
         time.sleep(0.2)

@@ -140,7 +140,7 @@ def swap_video(
     used, and ``OutputError`` for outputs that may not be written (an existing one without ``overwrite``, a
     full disk). The output is written to a hidden temporary file and renamed when complete: an error,
     Ctrl-C or SIGTERM (under ``files.terminate_as_interrupt``) deletes it; one left by a killed run is
-    deleted by the next run for the same output. A video that ends before the frames its header declares
+    deleted by the next run writing in that folder. A video that ends before the frames its header declares
     is written with what could be read: see ``VideoReport.frames_missing``.
     """
     target, output = Path(target), Path(output)
@@ -151,7 +151,7 @@ def swap_video(
     stream = StreamSwapper(swapper, options)
     reader = VideoReader(target, start, duration, max_pixels)
     ensure_folder(output.parent)
-    remove_stale_temporaries(output)
+    remove_stale_temporaries(output.parent)
     partial = temporary_path(output)
     try:
         writer = VideoWriter(partial, reader, codec, crf, name=output)
