@@ -1,6 +1,7 @@
 """A real local Ray cluster (2 CPUs, 2 actors) swaps a folder: results equal the single-process swapper's,
 a corrupt file is reported and skipped, a rerun leaves finished outputs alone."""
 
+import logging
 from dataclasses import replace
 
 import cv2
@@ -211,8 +212,13 @@ def test_an_unwritable_output_folder_is_one_error_before_ray_starts(tiny_bundle,
 def test_more_actors_than_cpus_says_how_many_run_and_ray_warns_nothing(cluster, tiny_bundle, folder, reference, caplog):
     root, _ = folder
     pairs = [(str(root / "c_small.jpg"), str(root.parent / "actors-out" / "c_small.jpg"))]
-    with caplog.at_level("WARNING"):
-        [report] = run_job(tiny_bundle.root, reference.source_latent, pairs, replace(OPTIONS, actors=4))
+    ray_data = logging.getLogger("ray.data")  # does not propagate to the root logger: listen to it directly
+    ray_data.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING"):
+            [report] = run_job(tiny_bundle.root, reference.source_latent, pairs, replace(OPTIONS, actors=4))
+    finally:
+        ray_data.removeHandler(caplog.handler)
     assert report.status == "written"
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("4 actors asked" in w and "running 2 actor(s)" in w for w in warnings), warnings

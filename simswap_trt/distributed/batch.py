@@ -230,8 +230,10 @@ class SwapActor:
         if not report.frames_swapped and not o.copy_unchanged:
             Path(output).unlink()
             return "skipped", f"{report.frames} frame(s), no face selected in any", 0
-        damaged = f"{report.damaged} damaged packet(s) skipped" if report.damaged else ""
-        return "written", damaged, report.frames_swapped
+        notes = [f"{report.damaged} damaged packet(s) skipped"] if report.damaged else []
+        if report.frames_missing:
+            notes.append(f"{report.frames} of {report.frames_declared} declared frames could be read (truncated)")
+        return "written", "; ".join(notes), report.frames_swapped
 
 
 def run_job(
@@ -349,7 +351,7 @@ def _map(ray, bundle: str, latent, reference, todo, options: JobOptions) -> list
     swapped = dataset.map_batches(
         SwapActor,
         fn_constructor_kwargs={"bundle": bundle, "latent": latent, "options": asdict(options), "reference": reference},
-        batch_size=options.batch,
+        batch_size=max(1, min(options.batch, -(-len(todo) // actors))),  # every actor gets items
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=gpus,

@@ -300,11 +300,31 @@ class VideoReader:
 
     @property
     def frame_count(self) -> int | None:
-        """Frames to expect (from the container's frame count or duration), for progress; None if unknown."""
+        """Frames to expect (from the stream's frame count or duration, else the container's duration), for
+        progress; None if unknown."""
+        return self._count(self._stream_seconds() or self._container_seconds())
+
+    @property
+    def declared_frames(self) -> int | None:
+        """Frames the video stream's own header declares for the span read (its frame count, or its duration
+        times its rate; a container's duration also covers its other streams, so it does not count)."""
+        return self._count(self._stream_seconds())
+
+    def _stream_seconds(self) -> Fraction | None:
+        if self.video.duration:
+            return self.video.duration * self.video.time_base
+        tag = self.video.metadata.get("DURATION", "")  # Matroska keeps each track's duration as a tag
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return Fraction(hours) * 3600 + Fraction(minutes) * 60 + Fraction(seconds)
+        except ValueError:
+            return None
+
+    def _container_seconds(self) -> Fraction | None:
+        return Fraction(self.container.duration, 1_000_000) if self.container.duration else None
+
+    def _count(self, duration: Fraction | None) -> int | None:
         rate = self.video.average_rate or self.video.guessed_rate
-        duration = self.video.duration * self.video.time_base if self.video.duration else None
-        if duration is None and self.container.duration:
-            duration = Fraction(self.container.duration, 1_000_000)
         total = self.video.frames or (int(duration * rate) if duration and rate else None)
         if total and rate and (self.start or self.end):
             span = (self.end or float(duration or 0)) - self.start

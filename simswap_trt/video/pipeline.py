@@ -243,14 +243,14 @@ def swap_video(
         counts["bridged"],
         reader.decode_errors,
         time.perf_counter() - began,
-        expected,
+        reader.declared_frames,
     )
     if report.frames_missing:
         log.warning(
             "%s: %d of the %d frames its header declares could be read (truncated or damaged); wrote those",
             target,
             report.frames,
-            expected,
+            report.frames_declared,
         )
     log.info("video: %s", report)
     return report
