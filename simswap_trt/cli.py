@@ -661,7 +661,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
     batch.add_argument("--input", required=True, help="folder or URI prefix of images and videos (or one file)")
     batch.add_argument("--output", required=True, help="output folder or URI prefix")
-    batch.add_argument("--actors", type=positive_int, default=2, help="actors, each with one swapper (default: 2)")
+    batch.add_argument(
+        "--actors",
+        type=positive_int,
+        default=2,
+        help="actors, each with one swapper; fewer (with a warning) where the cluster cannot run them all at once "
+        "(default: 2)",
+    )
     batch.add_argument(
         "--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0"
     )

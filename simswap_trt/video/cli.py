@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
     parser.add_argument("--target", type=Path, required=True, help="video to change (anything FFmpeg reads)")
     parser.add_argument(
-        "--output", type=Path, required=True, help="output video; .mp4, .mkv or .mov (.mkv takes any subtitle)"
+        "--output",
+        type=Path,
+        required=True,
+        help="output video; .mp4, .mkv, .mov (.mkv takes any subtitle) or .webm (VP9/AV1)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--start", type=float_between(0, 1e9), default=0.0, help="first second to process (default: 0)")
