@@ -447,16 +447,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    from simswap_trt.distributed import INPUT_SUFFIXES, JobOptions, list_inputs, output_for, run_job
+    from simswap_trt.distributed import INPUT_SUFFIXES, JobOptions, check_outputs, list_inputs, output_for, run_job
 
+    if args.select == "reference" and not args.reference:
+        raise ConfigError("--select reference needs --reference IMAGE (the person to replace)")
     inputs = list_inputs(args.input) if not args.input.lower().endswith(INPUT_SUFFIXES) else [args.input]
     if not inputs:
         raise InputError(f"no images or videos in {args.input} (looked for {' '.join(INPUT_SUFFIXES)})")
     provenance = provenance_from_args(args, inputs)
-    swapper = FaceSwapper.from_bundle(
-        args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
-    )
-    latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
     options = JobOptions(
         actors=args.actors,
         batch=args.batch,
@@ -465,6 +463,7 @@ def _batch(args: argparse.Namespace) -> int:
         backend=args.backend,
         precision=args.precision,
         select=args.select,
+        threshold=args.threshold,
         copy_unchanged=args.copy_unchanged,
         synthetic_tag=provenance.synthetic,
         signer=provenance.signer,
@@ -472,15 +471,37 @@ def _batch(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
         crf=args.crf,
+        codec=args.codec,
     )
-    reports = run_job(args.bundle, latent, [(s, output_for(s, args.output)) for s in inputs], options, args.ray)
+    pairs = [(s, output_for(s, args.output)) for s in inputs]
+    check_outputs(pairs, options)  # before the models load and Ray starts
+    sources = [read_image(p, args.max_pixels) for p in args.source]
+    references = [read_image(p, args.max_pixels) for p in args.reference or []]
+    swapper = FaceSwapper.from_bundle(
+        args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
+    )
+    latent = swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
+    reference = (
+        swapper.set_reference(_face_photos(swapper, args.reference, references, "reference")) if references else None
+    )
+    reports = run_job(args.bundle, latent, pairs, options, args.ray, reference)
     counts = {}
     for report in reports:
         counts[report.status] = counts.get(report.status, 0) + 1
-        if report.status in ("failed", "skipped"):
+        if report.status == "written":
+            print(
+                f"{report.source}: written -> {report.output} ({report.faces_swapped} swapped){_note(report.message)}"
+            )
+        elif report.status == "done before":
+            print(f"{report.source}: done before -> {report.output} (--overwrite redoes it)")
+        else:
             print(f"{report.source}: {report.status}, {report.message}")
     print("done: " + ", ".join(f"{n} {status}" for status, n in counts.items()))
     return EXIT_PARTIAL if counts.get("failed") or counts.get("skipped") else 0
+
+
+def _note(message: str) -> str:
+    return f"; {message}" if message else ""
 
 
 def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
@@ -715,7 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
         "FaceSwapper each (one GPU each where the cluster has GPUs). Each failed item is reported and the job "
         "goes on; outputs are written atomically and a rerun skips those already written. Paths may be local "
         "(shared by the nodes) or URIs (s3://, gs://, file://). Videos (.mp4 .mkv .mov .avi .webm) are swapped "
-        "whole by one actor as 'simswap-trt video' does (faces tracked and smoothed, audio kept, H.264 at --crf), "
+        "whole by one actor as 'simswap-trt video' does (faces tracked and smoothed, audio kept, H.264 at --crf; "
+        ".webm as VP9/AV1), "
         "need local or shared paths (not URIs) and 'simswap-trt[video]'; a video without any selected face is "
         "skipped. Needs 'simswap-trt[ray]'.",
     )
@@ -731,11 +753,29 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
     batch.add_argument("--input", required=True, help="folder or URI prefix of images and videos (or one file)")
     batch.add_argument("--output", required=True, help="output folder or URI prefix")
-    batch.add_argument("--actors", type=positive_int, default=2, help="actors, each with one swapper (default: 2)")
+    batch.add_argument(
+        "--actors",
+        type=positive_int,
+        default=2,
+        help="actors, each with one swapper; fewer (with a warning) where the cluster cannot run them all at once "
+        "(default: 2)",
+    )
     batch.add_argument(
         "--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0"
     )
-    batch.add_argument("--select", choices=("all", "largest"), default="all", help="faces to swap (default: all)")
+    batch.add_argument(
+        "--select",
+        choices=SELECT_MODES,
+        default="all",
+        help="faces to swap: all, the largest, or those matching --reference (default: all)",
+    )
+    batch.add_argument("--reference", type=Path, nargs="+", default=None, help="photo(s) of the person to replace")
+    batch.add_argument(
+        "--threshold",
+        type=float_between(-1.0, 1.0),
+        default=DEFAULT_MATCH_THRESHOLD,
+        help="minimum cosine similarity to --reference (default: %(default)s)",
+    )
     batch.add_argument("--copy-unchanged", action="store_true", help="write images and videos without a face unchanged")
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
     batch.add_argument(
@@ -746,7 +786,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--crf",
         type=cli_support.int_at_least(0),
         default=18,
-        help="libx264 quality of the videos, 0 lossless (default: 18)",
+        help="quality of the videos: libx264 0 (lossless) to 51, VP9/AV1 up to 63 (default: 18)",
+    )
+    batch.add_argument(
+        "--codec", default=None, help="video encoder (default: libx264; .webm: VP9 or AV1, whichever FFmpeg has)"
     )
     add_signing_flags(batch)
     _add_runtime_flags(batch, batch=8)
