@@ -17,6 +17,13 @@ def add_logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
 
 
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the program name and the simswap-trt version, then exit 0."""
+    from simswap_trt import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number >= ``minimum``; the message states the accepted range."""
 
@@ -54,7 +61,10 @@ def float_between(low: float, high: float) -> Callable[[str], float]:
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handlers: dict[str, Callable]) -> int:
     """Parse ``argv``, dispatch to ``handlers[args.command]``. Bad arguments (argparse prints the usage) and
-    user errors (one line, ``error: ...``; the traceback with ``--debug``) return 1."""
+    user errors (one line, ``error: ...``; the traceback with ``--debug``) return 1. SIGTERM is handled as
+    Ctrl-C (``files.terminate_as_interrupt``: outputs being written are deleted); they return 143 and 130."""
+    from simswap_trt.files import Terminated, terminate_as_interrupt
+
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
@@ -65,7 +75,8 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handlers: d
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     try:
-        return handlers[args.command](args) or 0
+        with terminate_as_interrupt():
+            return handlers[args.command](args) or 0
     except (SimswapError, OSError, MemoryError) as exc:
         if args.debug:
             traceback.print_exc()
@@ -74,6 +85,9 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handlers: d
             message = "out of memory: use smaller images (--max-pixels) or a smaller --batch"
         print(f"error: {message}", file=sys.stderr)
         return 1
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

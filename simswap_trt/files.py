@@ -8,15 +8,30 @@
   mode the umask gives (0644 under umask 022), as a plain ``open`` would, not the temporary file's 0600.
 * ``staging_folder`` is the same for a folder written whole (a bundle): built next to its destination,
   then renamed; mode from the umask (0755 under 022), not ``mkdtemp``'s 0700.
+* ``temporary_path`` names the hidden file a writer that opens its output by name (FFmpeg) writes before
+  renaming it into place: ``.NAME.HOST-PID-RANDOM.partial.SUFFIX``, so that ``remove_stale_temporaries``
+  (with ``host_temporaries``) can tell the temporaries of processes of this host that are gone (killed)
+  from those still being written. ``write_atomic_with`` and the video writer name theirs so and clean a
+  folder's stale ones before they write there.
+* ``terminate_as_interrupt`` makes SIGTERM (``kill``, systemd, Kubernetes, Ray) raise ``Terminated``, a
+  ``KeyboardInterrupt``, in the main thread: every writer's Ctrl-C cleanup (``except BaseException``:
+  delete the temporary) runs for it too. Both command-line tools install it for every command; their
+  exit status is 130 after Ctrl-C and 143 after SIGTERM.
 
 Every OS error about an output becomes one ``OutputError`` naming the path.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import secrets
+import signal
+import socket
 import tempfile
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -104,6 +119,75 @@ def ensure_folder(folder: str | Path) -> Path:
     return folder
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM under ``terminate_as_interrupt``."""
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``Terminated`` in the main thread (the previous handler is restored
+    after it). Does nothing outside the main thread, where Python cannot install signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame) -> None:
+        raise Terminated(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_HOST = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(rf"^\..+\.{_HOST}-(\d+)-[0-9a-f]{{8}}\.partial(\.[^.]*)?$")
+
+
+def temporary_path(output: str | Path) -> Path:
+    """A new hidden name next to ``output`` with the same suffix (tools that pick a format by the suffix
+    still see it), recording this host and process (see ``remove_stale_temporaries``)."""
+    output = Path(output)
+    return output.with_name(f".{output.stem}.{_HOST}-{os.getpid()}-{secrets.token_hex(4)}.partial{output.suffix}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by another user
+        return True
+    return True
+
+
+def host_temporaries(folder: str | Path) -> dict[Path, int]:
+    """The temporaries (from ``temporary_path``) in ``folder`` made on this host, with their process ids."""
+    folder = Path(folder)
+    try:
+        names = [p.name for p in folder.iterdir()]
+    except OSError:
+        return {}
+    return {folder / name: int(m.group(1)) for name in names if (m := _TEMPORARY.match(name))}
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporaries (from ``temporary_path``) in ``folder`` left by processes of this host that
+    no longer run (killed before they could clean up); returns them. Those of running processes and of
+    other hosts (a shared folder) are left alone."""
+    removed = []
+    for path, pid in host_temporaries(folder).items():
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+_cleaned: set[Path] = set()  # folders write_atomic_with has cleaned in this process
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically with the umask's file mode, creating missing folders."""
     write_atomic_with(path, lambda f: f.write(data))
@@ -115,8 +199,12 @@ def write_atomic_with(path: str | Path, write: Callable[[BinaryIO], object]) -> 
     outputs streamed by a writer (arrays, checkpoints)."""
     path = Path(path)
     ensure_folder(path.parent)
+    if path.parent not in _cleaned:  # once per folder: a listing per file would be slow in large folders
+        remove_stale_temporaries(path.parent)
+        _cleaned.add(path.parent)
+    tmp = temporary_path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {_reason(exc)}") from None
     try:

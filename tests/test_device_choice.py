@@ -90,6 +90,7 @@ def test_serve_places_instances_round_robin(tiny_bundle, host, monkeypatch, tmp_
         return SimpleNamespace(serve=lambda: None, stop=lambda: None)
 
     monkeypatch.setattr("simswap_trt.serving.start", start)
+    monkeypatch.setattr("simswap_trt.serving.check_ports", lambda config: None)  # 8000-8002 may be taken here
     with caplog.at_level(logging.INFO, logger="simswap_trt"):
         assert cli.main(["serve", "--bundle", str(bundle.root), "--instances", "3", "--threads", "1"]) == 0
     assert "instances on CUDA devices 0, 1, 0" in caplog.text

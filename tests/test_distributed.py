@@ -1,6 +1,7 @@
 """A real local Ray cluster (2 CPUs, 2 actors) swaps a folder: results equal the single-process swapper's,
 a corrupt file is reported and skipped, a rerun leaves finished outputs alone."""
 
+import logging
 from dataclasses import replace
 
 import cv2
@@ -109,6 +110,8 @@ def test_batch_command(cluster, tiny_bundle, folder, tmp_path, capsys):
     assert main(argv) == 3  # the corrupt and the faceless image
     printed = capsys.readouterr().out
     assert "e_corrupt.png: failed" in printed and "d_flat.png: skipped" in printed and "3 written" in printed
+    for name in ("a_astronaut.png", "b_group.png", "c_small.jpg"):  # every written item is listed
+        assert f"{root / name}: written -> {tmp_path / 'out' / name} (" in printed
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_astronaut.png", "b_group.png", "c_small.jpg"]
 
 
@@ -181,3 +184,129 @@ def test_video_uri_is_reported(cluster, tiny_bundle, mixed_folder, reference, tm
     source = f"file://{mixed_folder}/b_clip.mp4"
     [report] = run_job(tiny_bundle.root, reference.source_latent, [(source, f"file://{tmp_path}/b.mp4")], OPTIONS)
     assert report.status == "failed" and "local or shared paths" in report.message
+
+
+def test_batch_outputs_are_signed(cluster, tiny_bundle, mixed_folder, reference, tmp_path):
+    pytest.importorskip("c2pa", reason="signing needs the 'provenance' extra")
+    from c2pa_certs import make_chain
+
+    from simswap_trt.provenance import Signer, verify
+
+    chain = make_chain(tmp_path)
+    options = replace(OPTIONS, signer=Signer.from_files(chain.cert, chain.key), sources=("ab" * 32,))
+    names = ("a_astronaut.png", "b_clip.mp4")
+    pairs = [(str(mixed_folder / n), str(tmp_path / "out" / n)) for n in names]
+    reports = run_job(tiny_bundle.root, reference.source_latent, pairs, options)
+    assert [r.status for r in reports] == ["written", "written"]
+    for name in names:
+        result = verify(tmp_path / "out" / name, chain.root)
+        assert (result.status, result.trust, result.tampered) == ("valid", "trusted", False)
+        assert result.models["source_sha256"] == ["ab" * 32]
+        assert result.actions[-1]["action"] == "c2pa.edited"
+
+
+def test_an_unwritable_output_folder_is_one_error_before_ray_starts(tiny_bundle, folder, tmp_path, monkeypatch, capsys):
+    from test_files import unwritable_folder
+
+    from simswap_trt.cli import main
+    from simswap_trt.distributed import batch
+    from simswap_trt.errors import OutputError
+
+    def no_ray(*args):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(batch, "_run_ray", no_ray)
+    root, astronaut = folder
+    locked = unwritable_folder(tmp_path)
+    pairs = [(s, output_for(s, str(locked / "out"))) for s in list_inputs(str(root))]
+    with pytest.raises(OutputError, match="is not writable"):
+        run_job(tiny_bundle.root, np.zeros(512, np.float32), pairs, OPTIONS)
+    cv2.imwrite(str(tmp_path / "source.png"), astronaut)
+    argv = ["batch", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "source.png")]
+    assert main([*argv, "--input", str(root), "--output", str(locked / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "is not writable" in err and len(err.splitlines()) == 1, err
+
+
+def test_more_actors_than_cpus_says_how_many_run_and_ray_warns_nothing(cluster, tiny_bundle, folder, reference, caplog):
+    root, _ = folder
+    pairs = [(str(root / "c_small.jpg"), str(root.parent / "actors-out" / "c_small.jpg"))]
+    ray_data = logging.getLogger("ray.data")  # does not propagate to the root logger: listen to it directly
+    ray_data.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("WARNING"):
+            [report] = run_job(tiny_bundle.root, reference.source_latent, pairs, replace(OPTIONS, actors=4))
+    finally:
+        ray_data.removeHandler(caplog.handler)
+    assert report.status == "written"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("4 actors asked" in w and "running 2 actor(s)" in w for w in warnings), warnings
+    assert not any("deprecated" in w for w in warnings), warnings
+
+
+def test_select_reference_swaps_like_the_single_process_swapper(cluster, tiny_bundle, folder, reference, tmp_path):
+    root, astronaut = folder
+    matcher = FaceSwapper.from_bundle(tiny_bundle.root, threads=1)
+    matcher.source_latent = reference.source_latent
+    matcher.set_reference(cv2.cvtColor(cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR))
+    options = replace(OPTIONS, select="reference", threshold=0.5)
+    sources = [str(root / "a_astronaut.png"), str(root / "b_group.png")]
+    pairs = [(s, output_for(s, str(tmp_path / "out"))) for s in sources]
+    with pytest.raises(Exception, match="reference"):
+        run_job(tiny_bundle.root, reference.source_latent, pairs, options)
+    reports = run_job(tiny_bundle.root, reference.source_latent, pairs, options, reference=matcher.reference_latent)
+    for report in reports:
+        expected = matcher.swap(read_image(report.source), "reference", 0.5)
+        if not expected.swapped_count:
+            assert report.status == "skipped"
+            continue
+        assert report.status == "written" and report.faces_swapped == expected.swapped_count
+        assert np.abs(read_image(report.output).astype(int) - expected.image).max() <= 1
+    assert any(r.status == "written" for r in reports)
+
+
+def test_webm_videos_are_swapped_as_vp9(cluster, tiny_bundle, reference, tmp_path):
+    pytest.importorskip("av", reason="video items need the 'video' extra")
+    import av
+    from video_clips import moving_face, write_clip
+
+    clip = write_clip(tmp_path / "clip.webm", moving_face(6, CLIP_SIZE), audio=False, codec="libvpx-vp9")
+    [report] = run_job(
+        tiny_bundle.root, reference.source_latent, [(str(clip), str(tmp_path / "out" / "clip.webm"))], OPTIONS
+    )
+    assert report.status == "written", report.message
+    with av.open(str(tmp_path / "out" / "clip.webm")) as container:
+        assert container.streams.video[0].codec_context.name in ("vp9", "libvpx-vp9")
+        assert len(list(container.decode(video=0))) == 6
+
+
+def test_sigterm_during_batch_exits_143_and_leaves_no_temporary(tiny_bundle, folder, tmp_path):
+    pytest.importorskip("av", reason="video items need the 'video' extra")
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from video_clips import moving_face, write_clip
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_clip(inputs / "long.mp4", moving_face(400, CLIP_SIZE), audio=False, crf=30)
+    cv2.imwrite(str(tmp_path / "source.png"), folder[1])
+    out = tmp_path / "out"
+    argv = ["batch", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "source.png")]
+    argv += ["--input", str(inputs), "--output", str(out), "--actors", "1", "--threads", "1", "--batch", "2"]
+    tests = Path(__file__).parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    env.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen([sys.executable, "-m", "simswap_trt.cli", *argv], env=env, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not (out.exists() and any(out.iterdir())) and time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        time.sleep(0.1)
+    assert any(p.name.endswith(".partial.mp4") for p in out.iterdir())  # the actor is writing the video
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(120) == 143, process.stderr.read().decode()[-2000:]
+    assert list(out.iterdir()) == []

@@ -94,3 +94,63 @@ def unwritable_folder(tmp_path):
     if not os.path.isdir("/sys"):
         pytest.skip("running as root without /sys: no folder here refuses writes")
     return Path("/sys")
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_stale_temporaries_of_dead_processes_of_this_host_are_removed_before_writing(tmp_path):
+    mine = files.temporary_path(tmp_path / "a.png")  # this process: still writing, as far as others know
+    assert mine.name.startswith(".a.") and mine.name.endswith(".partial.png") and f"-{os.getpid()}-" in mine.name
+    stale = tmp_path / mine.name.replace(f"-{os.getpid()}-", f"-{dead_pid()}-")
+    elsewhere = tmp_path / mine.name.replace(files._HOST, "another_host").replace(f"-{os.getpid()}-", "-1-")
+    for path in (mine, stale, elsewhere):
+        path.write_bytes(b"partial")
+    assert files.host_temporaries(tmp_path) == {mine: os.getpid(), stale: int(stale.name.split("-")[-2])}
+    write_atomic(tmp_path / "b.png", b"new")  # the first write into a folder removes the stale ones
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["b.png", mine.name, elsewhere.name])
+
+
+def test_sigterm_is_an_interrupt_that_removes_the_temporary_and_keeps_the_old_file(tmp_path):
+    import signal
+
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+
+    def killed_while_writing(f):
+        f.write(b"half")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(files.Terminated), files.terminate_as_interrupt():
+        files.write_atomic_with(target, killed_while_writing)
+    assert signal.getsignal(signal.SIGTERM) is before  # restored
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_sigterm_during_a_command_exits_143(capsys):
+    import argparse
+    import signal
+
+    from simswap_trt import cli_support
+
+    parser = argparse.ArgumentParser()
+    cli_support.add_logging_flags(parser)
+    parser.add_argument("command")
+
+    def terminated(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert cli_support.run(parser, ["x"], {"x": terminated}) == 143
+    assert "terminated" in capsys.readouterr().err
+    assert cli_support.run(parser, ["x"], {"x": interrupted}) == 130

@@ -22,6 +22,7 @@ import numpy as np
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.errors import InputError, NoFaceError
 from simswap_trt.images import MAX_PIXELS, decode_image, encode_image
+from simswap_trt.provenance.signing import Provenance
 from simswap_trt.swapper import FaceSwapper
 
 log = logging.getLogger(__name__)
@@ -135,9 +136,10 @@ class SwapAligned(ServedModel):
 class SwapImage(ServedModel):
     """``swap_image``: ``image`` encoded bytes [n,1] (+ optional ``latent`` [n,512]) → ``image`` encoded
     swapped bytes [n,1], ``swapped`` int32 [n,1] (faces swapped per image; 0: no face, the image comes back
-    unchanged and untagged) and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``; NaN rows pad to the most faces, and
-    stand alone in an image without faces).
-    Requests using the same latent are swapped in one ``FaceSwapper.swap_batch`` call."""
+    unchanged, without label or manifest) and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``; NaN rows pad to
+    the most faces, and stand alone in an image without faces). Requests using the same latent are swapped
+    in one ``FaceSwapper.swap_batch`` call. With a signer in ``provenance``, each swapped image carries a
+    C2PA manifest with the request's image as its parent."""
 
     name = "swap_image"
 
@@ -148,25 +150,29 @@ class SwapImage(ServedModel):
         image_format: str = ".png",
         synthetic: bool = True,
         max_pixels: int = MAX_PIXELS,
+        provenance: Provenance | None = None,
     ) -> None:
         self.swapper = swapper
         self.select = select
         self.image_format = image_format
         self.synthetic = synthetic
         self.max_pixels = max_pixels
+        self.provenance = (provenance or Provenance(synthetic)).with_models(swapper)
 
-    def prepare(self, request: Request) -> list[tuple[np.ndarray, np.ndarray]]:
+    def prepare(self, request: Request) -> list[tuple[np.ndarray, np.ndarray, bytes, str]]:
+        """(image, latent, encoded image, name) of each item."""
         encoded = _bytes_items(request, "image")
         latents = _latents(request, len(encoded), self.swapper.source_latent)
-        images = [decode_image(data, _item_name("image", j), self.max_pixels) for j, data in enumerate(encoded)]
-        return list(zip(images, latents, strict=True))
+        names = [_item_name("image", j) for j in range(len(encoded))]
+        images = [decode_image(data, name, self.max_pixels) for data, name in zip(encoded, names, strict=True)]
+        return list(zip(images, latents, encoded, names, strict=True))
 
-    def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray]]]) -> list[Reply]:
+    def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray, bytes, str]]]) -> list[Reply]:
         items = [item for request in prepared for item in request]
         results = [None] * len(items)
         # one swap_batch per distinct latent; a shallow copy shares the engines but not the source identity
         groups: dict[bytes, list[int]] = {}
-        for k, (_, latent) in enumerate(items):
+        for k, (_, latent, _, _) in enumerate(items):
             groups.setdefault(np.ascontiguousarray(latent).tobytes(), []).append(k)
         for members in groups.values():
             swapper = self.swapper
@@ -176,11 +182,14 @@ class SwapImage(ServedModel):
                 swapper.source_latent = np.asarray(latent, np.float32)
             for k, result in zip(members, swapper.swap_batch([items[k][0] for k in members], self.select), strict=True):
                 results[k] = result
+        done = [(result, data, name) for result, (_, _, data, name) in zip(results, items, strict=True)]
         starts = np.cumsum([0, *(len(request) for request in prepared)])
-        return [self._reply(results[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return [self._reply(done[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
-    def _reply(self, results) -> Reply:
-        images = [encode_image(r.image, self.image_format, self.synthetic and r.swapped_count > 0) for r in results]
+    def _reply(self, done) -> Reply:
+        """``done``: (result, the request's encoded image, its name) of each item of one request."""
+        results = [result for result, _, _ in done]
+        images = [self._encode(result, data, name) for result, data, name in done]
         most = max(1, *(len(r.faces) for r in results))  # one NaN row at least: no empty tensors on the wire
         faces = np.full((len(results), most, len(FACE_COLUMNS)), np.nan, np.float32)
         for n, result in enumerate(results):
@@ -188,6 +197,13 @@ class SwapImage(ServedModel):
                 faces[n, f] = [*face.box, face.score, *np.asarray(face.landmarks).reshape(-1), float(face.swapped)]
         swapped = np.array([[r.swapped_count] for r in results], np.int32)
         return {"image": np.array(images, dtype=object).reshape(-1, 1), "swapped": swapped, "faces": faces}
+
+    def _encode(self, result, data: bytes, name: str) -> bytes:
+        """A swapped image labelled (and signed, with a signer); an unchanged one as it is."""
+        if not result.swapped_count:
+            return encode_image(result.image, self.image_format)
+        encoded = encode_image(result.image, self.image_format, self.synthetic)
+        return self.provenance.sign_image(encoded, self.image_format, data, name)
 
 
 class Identity(ServedModel):

@@ -9,6 +9,7 @@ from pathlib import Path
 from simswap_trt.cli_support import float_between, int_at_least, positive_int
 from simswap_trt.errors import InputError, OutputError
 from simswap_trt.files import check_output
+from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES
 
 DESCRIPTION = """\
@@ -22,10 +23,13 @@ then in the frames before it, so it is swapped from the frame where it appears),
 reference decides once per track (from its first --votes frames), and landmarks are smoothed per track
 with a One Euro filter (--min-cutoff, --beta) so the swapped face does not shake. Audio and subtitle
 streams are copied unchanged; the video keeps its timestamps (variable frame rate too), size, aspect,
-rotation and colour description and is encoded with --codec (H.264, --crf 18 by default; --crf 0 is
-lossless). Frames without a selected face are encoded from the
+rotation and colour description (range and matrix too) and is encoded with --codec (H.264, --crf 18 by
+default; --crf 0 is lossless; .webm: VP9 or AV1). Frames without a selected face are encoded from the
 decoded frame unchanged, and in the others only the swapped pixels change. The output appears only when
-complete (Ctrl-C or an error leaves none).
+complete (Ctrl-C, SIGTERM or an error leaves none; a killed run's leftover is removed by the next run). It
+is labelled as synthetic in its container tags (comment, DigitalSourceType) unless --no-synthetic-tag; with
+--sign-cert/--sign-key (.mp4 or .mov) it carries a signed C2PA manifest ('simswap-trt verify' reads it; see
+docs/provenance.md).
 
 examples:
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
@@ -33,10 +37,12 @@ examples:
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4 \\
                     --select reference --reference actor.jpg --max-gap 5 --beta 8
 
-exit status: 0 written; 3 written, but damaged input packets were skipped; 1 nothing written."""
+exit status: 0 written; 3 written, but damaged input packets were skipped or the input ended before the
+frames its header declares (truncated); 1 nothing written; 130 Ctrl-C, 143 SIGTERM (nothing written)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from simswap_trt.video.io import VIDEO_MAX_PIXELS
     from simswap_trt.video.smoothing import SmoothingOptions
     from simswap_trt.video.stream import VideoOptions
     from simswap_trt.video.tracking import TrackingOptions
@@ -46,19 +52,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
     parser.add_argument("--target", type=Path, required=True, help="video to change (anything FFmpeg reads)")
     parser.add_argument(
-        "--output", type=Path, required=True, help="output video; .mp4, .mkv or .mov (.mkv takes any subtitle)"
+        "--output",
+        type=Path,
+        required=True,
+        help="output video; .mp4, .mkv, .mov (.mkv takes any subtitle) or .webm (VP9/AV1)",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--start", type=float_between(0, 1e9), default=0.0, help="first second to process (default: 0)")
     parser.add_argument(
         "--duration", type=float_between(1e-3, 1e9), default=None, help="seconds to process (default: to the end)"
     )
-    parser.add_argument("--codec", default="libx264", help="FFmpeg video encoder (default: %(default)s)")
+    parser.add_argument(
+        "--codec",
+        default=None,
+        help="FFmpeg video encoder (default: libx264; for .webm the first of libvpx-vp9, libsvtav1, libaom-av1 "
+        "this FFmpeg has)",
+    )
     parser.add_argument(
         "--crf",
         type=int_at_least(0),
         default=18,
-        help="quality for libx264/libx265, lower is better, 0 lossless (default: 18)",
+        help="quality, lower is better: libx264/libx265 0 (lossless) to 51, VP9/AV1 up to 63 (default: 18)",
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        default=VIDEO_MAX_PIXELS,
+        help="refuse videos whose frames have more pixels, from the stream's header (default: %(default)s, 8K)",
     )
     parser.add_argument(
         "--select",
@@ -110,14 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window", type=positive_int, default=video.window, help="frames queued between stages (default: %(default)s)"
     )
+    add_signing_flags(parser, synthetic_flag=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from simswap_trt.cli import _swapper
-    from simswap_trt.images import read_image
-    from simswap_trt.video.pipeline import swap_video
+    from simswap_trt.video.pipeline import check_encoding, swap_video
     from simswap_trt.video.smoothing import SmoothingOptions
     from simswap_trt.video.stream import VideoOptions
     from simswap_trt.video.tracking import TrackingOptions
@@ -134,12 +154,14 @@ def run(args: argparse.Namespace) -> int:
         tracking=TrackingOptions(max_gap=args.max_gap),
         smoothing=SmoothingOptions(min_cutoff=args.min_cutoff, beta=args.beta, enabled=not args.no_smoothing),
     )
+    codec = check_encoding(args.output, args.codec, args.crf)
     if not check_output(args.output, [args.target], args.overwrite):
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
+    provenance = provenance_from_args(args, [args.output])
     swapper = _swapper(args, args.bundle)
-    swapper.set_source([read_image(p) for p in args.source])
+    swapper.set_source(args.source)
     if args.reference:
-        swapper.set_reference([read_image(p) for p in args.reference])
+        swapper.set_reference(args.reference)
     bar = tqdm(unit="frame", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int | None) -> None:
@@ -154,10 +176,12 @@ def run(args: argparse.Namespace) -> int:
             options,
             args.start,
             args.duration,
-            args.codec,
+            codec,
             args.crf,
             args.overwrite,
             progress,
+            max_pixels=args.max_pixels,
+            provenance=provenance.with_models(swapper),
         )
     finally:
         bar.close()
@@ -165,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
         f"done: {report.frames} frames, {report.frames_swapped} with a swapped face, {report.tracks} track(s), "
         f"{report.bridged} face(s) bridged, {report.fps:.1f} fps -> {args.output}"
     )
+    status = 0
     if report.damaged:
         print(f"{report.damaged} damaged video packet(s) could not be decoded and were skipped")
-        return 3
-    return 0
+        status = 3
+    if report.frames_missing:
+        print(
+            f"{args.target} declares {report.frames_declared} frames and only {report.frames} could be read "
+            "(truncated or damaged); the output has those"
+        )
+        status = 3
+    return status

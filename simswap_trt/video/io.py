@@ -9,10 +9,10 @@ itself, never through an RGB round trip; in changed frames only the changed pixe
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +34,24 @@ except ImportError:  # the CLI and API explain how to install it
 log = logging.getLogger(__name__)
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
+# the default limit on a video frame's pixels (8K UHD): frames in flight are many, so lower than images'
+VIDEO_MAX_PIXELS = 7680 * 4320
+DEFAULT_CODEC = "libx264"
+# WebM takes VP8, VP9 and AV1 video only: its default encoder is the first of these this FFmpeg build has
+WEBM_CODECS = ("libvpx-vp9", "libsvtav1", "libaom-av1", "libvpx")
+# the quality scale (--crf) of the encoders that have one: (lowest, highest) accepted value
+CRF_RANGES = {
+    "libx264": (0, 51),
+    "libx264rgb": (0, 51),
+    "libx265": (0, 51),
+    "libvpx-vp9": (0, 63),
+    "libvpx": (4, 63),
+    "libaom-av1": (0, 63),
+    "libsvtav1": (1, 63),
+}
+# errors writing the output file (full disk, quota, file size limit, read-only, I/O): named as the output's
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EPERM, errno.EACCES}
 # swscale's default rounding moves luma by ~1.7 levels on a YUV -> BGR -> YUV round trip; accurate
 # rounding (used where BGR is converted back) brings that to ~0.01
 ACCURATE = "AREA|ACCURATE_RND"
@@ -52,6 +70,59 @@ class Frame:
     time: float  # seconds, from the input's timestamps
     image: np.ndarray
     source: av.VideoFrame
+
+
+def _encoder(name: str):
+    try:
+        return av.Codec(name, "w")
+    except (av.FFmpegError, ValueError):
+        return None
+
+
+def video_encoder(output: str | Path, codec: str | None = None, crf: int | None = None) -> tuple[str, dict[str, str]]:
+    """The video encoder for ``output`` and its options: ``codec``, or by default libx264 (WebM: VP9, AV1
+    or VP8, whichever this FFmpeg build has), with quality ``crf`` for the encoders in ``CRF_RANGES`` (None:
+    the encoder's default). ``ConfigError`` (one line) for an unknown or non-video encoder, an encoder
+    WebM does not take, and a ``crf`` out of the encoder's range."""
+    require_av()
+    webm = Path(output).suffix.lower() == ".webm"
+    if codec is None:
+        codec = next((c for c in WEBM_CODECS if _encoder(c)), None) if webm else DEFAULT_CODEC
+        if codec is None:
+            raise ConfigError(
+                f"{output}: WebM takes VP8, VP9 or AV1 video and this FFmpeg build has no encoder for them; "
+                "write .mp4 or .mkv"
+            )
+    found = _encoder(codec)
+    if found is None:
+        raise ConfigError(f"--codec {codec}: no such encoder in this FFmpeg build; give a video encoder (libx264)")
+    if found.type != "video":
+        raise ConfigError(f"--codec {codec} is an {found.type} encoder; give a video encoder (libx264, libvpx-vp9)")
+    if webm and found.canonical_name not in ("vp8", "vp9", "av1"):
+        available = ", ".join(c for c in WEBM_CODECS if _encoder(c)) or "none in this FFmpeg build"
+        raise ConfigError(
+            f"{output}: WebM takes VP8, VP9 or AV1 video, not {codec} (here: {available}); leave --codec out to "
+            "pick one, or write .mp4 or .mkv"
+        )
+    if crf is None or codec not in CRF_RANGES:
+        return codec, {}
+    low, high = CRF_RANGES[codec]
+    if not low <= crf <= high:
+        raise ConfigError(f"--crf {crf} is out of range for {codec}: give {low} (best) to {high}")
+    if codec in ("libvpx-vp9", "libvpx", "libaom-av1"):  # constant quality: no bitrate target
+        return codec, {"crf": str(crf), "b": "0", **({"lossless": "1"} if crf == 0 and codec == "libvpx-vp9" else {})}
+    return codec, {"crf": str(crf)}
+
+
+def _colour_range(frame: av.VideoFrame) -> int:
+    """The frame's colour range, where unspecified the one FFmpeg assumes for its pixel format: full (JPEG)
+    for grey, RGB and the yuvj formats, so that an encoder that tags limited range by default (H.264 from
+    grey) does not change how the frames look."""
+    if frame.color_range:
+        return frame.color_range
+    name = frame.format.name
+    full = name.startswith(("gray", "yuvj", "ya")) or frame.format.is_rgb
+    return 2 if full else 0  # AVCOL_RANGE_JPEG, AVCOL_RANGE_UNSPECIFIED
 
 
 def _flags(names: str) -> int:
@@ -172,7 +243,9 @@ class VideoReader:
     audio and subtitle packets of the same span. Opening decodes the first frame, so a file without
     frames fails here, before any output is created."""
 
-    def __init__(self, path: str | Path, start: float = 0.0, duration: float | None = None) -> None:
+    def __init__(
+        self, path: str | Path, start: float = 0.0, duration: float | None = None, max_pixels: int = VIDEO_MAX_PIXELS
+    ) -> None:
         require_av()
         self.path = Path(path)
         if not self.path.is_file():
@@ -192,6 +265,12 @@ class VideoReader:
             self.container.close()
             raise InputError(f"{self.path}: no video stream ({', '.join(kinds) or 'no streams'}); give a video file")
         self.video = videos[0]
+        self.max_pixels = max_pixels
+        try:  # from the stream's header, before any frame is decoded
+            self._check_size(self.video.codec_context.width, self.video.codec_context.height)
+        except InputError:
+            self.container.close()
+            raise
         self.video.thread_type = "AUTO"
         self.copied = [s for s in self.container.streams if s.type in COPIED_STREAM_TYPES]
         skipped = [s for s in self.container.streams if s is not self.video and s not in self.copied]
@@ -213,13 +292,40 @@ class VideoReader:
             where = f" after {start:g} s" if start else ""
             raise InputError(f"{self.path}: the video stream has no decodable frames{where}")
 
+    def _check_size(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise InputError(
+                f"{self.path}: its frames are {width}x{height} ({width * height:,} pixels), over the --max-pixels "
+                f"limit of {self.max_pixels:,}; downscale the video or raise the limit"
+            )
+
     @property
     def frame_count(self) -> int | None:
-        """Frames to expect (from the container's frame count or duration), for progress; None if unknown."""
+        """Frames to expect (from the stream's frame count or duration, else the container's duration), for
+        progress; None if unknown."""
+        return self._count(self._stream_seconds() or self._container_seconds())
+
+    @property
+    def declared_frames(self) -> int | None:
+        """Frames the video stream's own header declares for the span read (its frame count, or its duration
+        times its rate; a container's duration also covers its other streams, so it does not count)."""
+        return self._count(self._stream_seconds())
+
+    def _stream_seconds(self) -> Fraction | None:
+        if self.video.duration:
+            return self.video.duration * self.video.time_base
+        tag = self.video.metadata.get("DURATION", "")  # Matroska keeps each track's duration as a tag
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return Fraction(hours) * 3600 + Fraction(minutes) * 60 + Fraction(seconds)
+        except ValueError:
+            return None
+
+    def _container_seconds(self) -> Fraction | None:
+        return Fraction(self.container.duration, 1_000_000) if self.container.duration else None
+
+    def _count(self, duration: Fraction | None) -> int | None:
         rate = self.video.average_rate or self.video.guessed_rate
-        duration = self.video.duration * self.video.time_base if self.video.duration else None
-        if duration is None and self.container.duration:
-            duration = Fraction(self.container.duration, 1_000_000)
         total = self.video.frames or (int(duration * rate) if duration and rate else None)
         if total and rate and (self.start or self.end):
             span = (self.end or float(duration or 0)) - self.start
@@ -259,6 +365,7 @@ class VideoReader:
                 log.warning("%s: a damaged video packet was skipped (%s)", self.path, exc)
                 continue
             for frame in frames:
+                self._check_size(frame.width, frame.height)  # the size may change mid-stream
                 if frame.pts is None:  # a raw stream without timestamps: frames at the stream's rate
                     frame.time_base = frame.time_base or self.video.time_base
                     frame.pts = round(index / float(self.video.guessed_rate or 25) / frame.time_base)
@@ -272,11 +379,6 @@ class VideoReader:
 
     def close(self) -> None:
         self.container.close()
-
-
-def temporary_path(output: Path) -> Path:
-    """A hidden file next to ``output`` with the same suffix (FFmpeg picks the container format by it)."""
-    return output.with_name(f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}.partial{output.suffix}")
 
 
 def _subsampling(name: str) -> list[tuple[int, int]]:
@@ -318,17 +420,36 @@ def _output_format(first: av.VideoFrame, formats: list[str], codec: str) -> str:
 
 class VideoWriter:
     """Encode frames and copy packets into ``path``, mirroring ``reader``'s streams. Timestamps are shifted
-    by the reader's start, so a trimmed clip starts at zero."""
+    by the reader's start, so a trimmed clip starts at zero. ``name``: the output as the user named it, for
+    messages (``path`` may be its temporary file). The encoder is opened here, so a codec that cannot take
+    these frames fails before any work; a failed write (a full disk) raises ``OutputError`` at once."""
 
-    def __init__(self, path: Path, reader: VideoReader, codec: str = "libx264", crf: int | None = 18) -> None:
+    def __init__(
+        self,
+        path: Path,
+        reader: VideoReader,
+        codec: str | None = None,
+        crf: int | None = 18,
+        name: Path | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """``metadata``: container tags to write (MP4/MOV keep custom keys: movflags=use_metadata_tags)."""
         require_av()
+        self.name = name or path
+        codec, options = video_encoder(self.name, codec, crf)
+        self.codec = codec
         first = reader.first.source
+        muxer_options = {"movflags": "use_metadata_tags"} if metadata and path.suffix.lower() in MP4_SUFFIXES else {}
         try:
-            self.container = av.open(str(path), "w")
+            self.container = av.open(str(path), "w", options=muxer_options)
         except (av.FFmpegError, ValueError) as exc:
-            raise OutputError(f"{path.suffix or path}: no output container format for this name ({exc})") from None
+            suffix = self.name.suffix or "a name without a suffix"
+            raise OutputError(
+                f"--output {self.name}: no container format for {suffix}; give .mp4, .mkv, .mov or .webm ({exc})"
+            ) from None
+        self.container.metadata.update(metadata or {})
         try:
-            self.video = self._add_video(reader, first, codec, crf)
+            self.video = self._add_video(reader, first, codec, options)
             self.copies = {}
             for stream in reader.copied:
                 try:
@@ -336,18 +457,18 @@ class VideoWriter:
                 except (av.FFmpegError, ValueError) as exc:
                     raise InputError(
                         f"the {stream.type} stream #{stream.index} ({stream.codec_context.name}) cannot be copied "
-                        f"into {path.suffix}: {exc}; write .mkv, which takes any stream"
+                        f"into {self.name.suffix}: {exc}; write .mkv, which takes any stream"
                     ) from None
         except BaseException:
-            self.container.close()
+            self.abort()
             raise
         self.shift = reader.start
 
-    def _add_video(self, reader: VideoReader, first: av.VideoFrame, codec: str, crf: int | None):
+    def _add_video(self, reader: VideoReader, first: av.VideoFrame, codec: str, options: dict[str, str]):
         try:
             video = self.container.add_stream(codec, rate=reader.video.average_rate or reader.video.guessed_rate)
         except (av.FFmpegError, ValueError) as exc:
-            raise ConfigError(f"video codec {codec!r} is not available in this FFmpeg build ({exc})") from None
+            raise ConfigError(f"--output {self.name} cannot hold {codec} video ({exc})") from None
         formats = [f.name for f in video.codec_context.codec.video_formats or []]
         self.pix_fmt = _output_format(first, formats, codec)
         video.width, video.height, video.pix_fmt = first.width, first.height, self.pix_fmt
@@ -355,21 +476,41 @@ class VideoWriter:
         video.codec_context.time_base = reader.video.time_base
         if reader.video.sample_aspect_ratio:
             video.sample_aspect_ratio = reader.video.sample_aspect_ratio
-        for attribute in ("color_primaries", "color_trc", "colorspace", "color_range"):
+        for attribute in ("color_primaries", "color_trc", "colorspace"):
             setattr(video.codec_context, attribute, getattr(first, attribute))
+        self.colour_range = video.codec_context.color_range = _colour_range(first)
         matrix = first.side_data.get(SideDataType.DISPLAYMATRIX)
         if matrix is not None:
             video.set_display_matrix(list(np.frombuffer(bytes(matrix), np.int32)))
-        if crf is not None and codec in ("libx264", "libx265", "libx264rgb"):
-            video.codec_context.options = {"crf": str(crf)}
+        video.codec_context.options = options
+        try:
+            video.codec_context.open()
+        except (av.FFmpegError, ValueError) as exc:
+            raise ConfigError(f"the encoder {codec} cannot encode this video ({exc}); try --codec libx264") from None
         return video
+
+    def _failed(self, exc: Exception) -> SimswapError:
+        """One error naming the output: a failed write as ``OutputError``, else the encoder's failure."""
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return OutputError(f"cannot write {self.name}: {os.strerror(exc.errno)}")
+        return OutputError(f"{self.name}: encoding with {self.codec} failed ({exc})")
 
     def write_frame(self, frame: av.VideoFrame) -> None:
         if frame.format.name != self.pix_fmt:
-            frame = frame.reformat(format=self.pix_fmt)
+            frame = frame.reformat(
+                format=self.pix_fmt,
+                src_colorspace=frame.colorspace or None,
+                dst_colorspace=frame.colorspace or None,
+                src_color_range=_colour_range(frame),
+                dst_color_range=self.colour_range,
+            )
+        frame.color_range = self.colour_range
         frame.pict_type = PictureType.NONE  # the encoder chooses frame types, not the input's decoder
         frame.pts -= round(self.shift / self.video.time_base)
-        self.container.mux(self.video.encode(frame))
+        try:
+            self.container.mux(self.video.encode(frame))
+        except (av.FFmpegError, OSError) as exc:
+            raise self._failed(exc) from None
 
     def write_packet(self, packet: av.Packet) -> None:
         stream = self.copies[packet.stream.index]
@@ -379,12 +520,18 @@ class VideoWriter:
         if packet.dts is not None:
             packet.dts -= offset
         packet.stream = stream
-        self.container.mux(packet)
+        try:
+            self.container.mux(packet)
+        except (av.FFmpegError, OSError) as exc:
+            raise self._failed(exc) from None
 
     def close(self) -> None:
         """Flush the encoder and finish the file."""
-        self.container.mux(self.video.encode(None))
-        self.container.close()
+        try:
+            self.container.mux(self.video.encode(None))
+            self.container.close()
+        except (av.FFmpegError, OSError) as exc:
+            raise self._failed(exc) from None
 
     def abort(self) -> None:
         try:

@@ -223,14 +223,20 @@ def swap_frames(
     """Swap faces in a stream of BGR frames (a camera, a decoder) with tracking and smoothing; yields the
     output frames in order, ``options.batch - 1 + StreamSwapper.delay`` frames behind the input at most (plus
     ``depth - 1`` batches: one on the device path). Frames are timed at ``fps``. Frames without a selected
-    face are yielded as the very input arrays."""
-    stream = StreamSwapper(swapper, options)
+    face are yielded as the very input arrays. Raises ``ConfigError`` (a ``ValueError``) at once for an
+    ``fps`` that is not a positive number."""
+    if not (isinstance(fps, (int, float)) and 0 < fps < float("inf")):
+        raise ConfigError(f"fps must be a positive number of frames per second, got {fps!r}")
+    return _swapped_frames(StreamSwapper(swapper, options), frames, fps, options.batch)
+
+
+def _swapped_frames(stream: StreamSwapper, frames: Iterable[np.ndarray], fps: float, size: int) -> Iterator[np.ndarray]:
     batch: list[np.ndarray] = []
     times: list[float] = []
     for index, image in enumerate(frames):
         batch.append(image)
         times.append(index / fps)
-        if len(batch) == options.batch:
+        if len(batch) == size:
             yield from (f.image for f in stream.push(batch, times))
             batch, times = [], []
     yield from (f.image for f in stream.push(batch, times))
