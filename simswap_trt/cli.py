@@ -413,13 +413,6 @@ def _untrained_demo_bundle() -> Path:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from simswap_trt.serving import sigterm_interrupts
-
-    with sigterm_interrupts():  # kill/systemd/Kubernetes stop it as Ctrl-C does: Triton stopped, workspace removed
-        return _serve_until_stopped(args)
-
-
-def _serve_until_stopped(args: argparse.Namespace) -> int:
     from simswap_trt.serving import MODELS, ServeConfig, check_ports, place_instances, start
 
     provenance = provenance_from_args(args, ["." + args.image_format])
@@ -448,9 +441,9 @@ def _serve_until_stopped(args: argparse.Namespace) -> int:
         f"(ready: http://{args.host}:{args.http_port}/v2/health/ready); Ctrl-C or SIGTERM stops"
     )
     try:
-        triton.serve()
+        triton.serve()  # until Ctrl-C or SIGTERM (cli_support: both interrupt), which stop it with status 0
     finally:
-        triton.stop()
+        triton.stop()  # removes its workspace
     return 0
 
 

@@ -12,7 +12,6 @@ from simswap_trt.serving.server import (
     ServeConfig,
     check_ports,
     place_instances,
-    sigterm_interrupts,
     start,
     stub_environment,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "SwapImage",
     "check_ports",
     "place_instances",
-    "sigterm_interrupts",
     "start",
     "stub_environment",
 ]

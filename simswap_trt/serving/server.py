@@ -17,11 +17,9 @@ stub does not pick up the system's ``libpython`` with a foreign standard library
 from __future__ import annotations
 
 import _thread
-import contextlib
 import logging
 import os
 import shutil
-import signal
 import socket
 import sysconfig
 import threading
@@ -322,21 +320,6 @@ def _run(triton) -> None:
         if exited.is_set():
             raise PyTritonError("tritonserver exited while loading the models (its log above says why)") from None
         raise
-
-
-def _interrupt(signum: int, _frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
-@contextlib.contextmanager
-def sigterm_interrupts():
-    """SIGTERM (``kill``, systemd, Kubernetes) interrupts the main thread as Ctrl-C does, so that a stopping
-    server is stopped and its workspace removed; the previous handler is restored after."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def place_instances(instances: int, devices: Sequence[int] | None = None) -> list[int | None]:
