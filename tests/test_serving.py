@@ -367,3 +367,26 @@ def test_serve_command_in_a_fresh_process(tiny_bundle, photos, reference, tmp_pa
     assert process.returncode == 0, output
     assert time.monotonic() - stopping < 30
     assert list(home.iterdir()) == [], output  # the workspace is gone
+
+
+def test_sigterm_while_the_server_starts_removes_its_workspace(tiny_bundle, pytriton_home):
+    """SIGTERM once PyTriton's workspace exists, before the models are loaded: status 143 (as every command),
+    one line, and no workspace left."""
+    env = os.environ | {"PYTRITON_HOME": str(pytriton_home)}
+    command = [sys.executable, "-m", "simswap_trt.cli", "serve", "--bundle", str(tiny_bundle.root), "--threads", "1"]
+    command += ["--http-port", str(free_port()), "--grpc-port", str(free_port()), "--metrics-port", "0"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # bounded: at most a minute
+            if list(pytriton_home.iterdir()):
+                break
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.1)
+        else:
+            pytest.fail("no workspace within a minute")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        errors = process.communicate(timeout=60)[1]
+    assert process.returncode == 143, errors
+    assert errors.strip().splitlines()[-1] == "terminated (SIGTERM)"
+    assert list(pytriton_home.iterdir()) == []
