@@ -48,6 +48,7 @@ class FakeGpu:
         self.names = ["Fake H100"]  # one per device
         self.current = 0  # the current device (one thread: the tests' own)
         self.device_of: dict[int, int] = {}  # device address -> the device it was allocated on
+        self.memory = 80 << 30  # bytes of each device
 
     # -- memory -------------------------------------------------------------------------------------------
     def view(self, address: int, nbytes: int) -> np.ndarray:
@@ -179,6 +180,8 @@ class FakeEvent:
 
 class FakeDeviceBuffer:
     def __init__(self, nbytes):
+        if nbytes > GPU.memory:  # as cudaMalloc refuses more than the device has
+            raise cuda.CudaOutOfMemory("cudaMalloc", "cudaErrorMemoryAllocation", 2)
         self.nbytes = nbytes
         memory = np.zeros(max(nbytes, 1), np.uint8)
         self.ptr = memory.ctypes.data
