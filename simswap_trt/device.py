@@ -77,8 +77,9 @@ class Workspace:
         self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
         self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
-        self.contexts: list = []  # graph mode: the generator's execution contexts, one per chunk of a batch
-        self.graphs: OrderedDict[tuple, cuda.Graph] = OrderedDict()  # graph mode: by launch signature
+        self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
+        # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
+        self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
         self.graph_failed: set[tuple] = set()
 
     def regions_view(self, nbytes: int) -> np.ndarray:
@@ -103,9 +104,8 @@ class Workspace:
         self.compute.free()
 
     def free_graphs(self) -> None:
-        for graph in self.graphs.values():
-            graph.free()
-        self.graphs.clear()
+        while self.graphs:
+            free_graph(*self.graphs.popitem()[1])
         for context in self.contexts:
             context.free()
         self.contexts = []
@@ -125,6 +125,13 @@ class Workspace:
             self.crops = None
         for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
             owner.free()
+
+
+def free_graph(graph: cuda.Graph, contexts: list) -> None:
+    """Destroy a captured graph and the execution contexts it owns (once the streams replaying it are done)."""
+    graph.free()
+    for context in contexts:
+        context.free()
 
 
 @dataclass
@@ -288,12 +295,12 @@ class DeviceStages:
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
         return Staged(frame_addresses, buffers, table_addresses, targets, swapped, count, chunks)
 
-    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> bool:
+    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> None:
         """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
         in chunks: through ``execute_device`` (event-ordered engine slots), or with ``contexts`` (one per
         chunk, see ``TensorRTEngine.device_context``) straight on the compute stream, as a graph capture
-        needs. Returns whether a context's batch changed (TensorRT then needs this eager run before a replay)."""
-        face_bytes, changed = 3 * self.crop_size * self.crop_size, False
+        needs."""
+        face_bytes = 3 * self.crop_size * self.crop_size
         half_in = self.target_dtype == np.float16
         tables = staged.tables
         self.kernels.preprocess(ws.compute.handle, *tables[:6], staged.count, self.crop_size, half_in, staged.targets)
@@ -309,8 +316,7 @@ class DeviceStages:
             if contexts is None:
                 self.generator.execute_device(addresses, batch, ws.compute)
             else:
-                changed |= contexts[k].enqueue(addresses, batch, ws.compute)
-        return changed
+                contexts[k].enqueue(addresses, batch, ws.compute)
 
     def _generate(
         self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
@@ -489,17 +495,15 @@ class DeviceStages:
 
     def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int]) -> None:
         """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
-        the compute stream once both uploads are done. The generator runs on contexts of the workspace's own
-        (one per chunk), enqueued on the compute stream. The first batch of a signature, or one after a
-        context's batch changed, runs eagerly (TensorRT's rule: enqueue once after a shape change); the
-        first one is then captured and later ones replay it. A capture failure is logged and the signature
-        keeps running eagerly. The paste-back grid is rounded up (``GRAPH_GRID_STEP``) so that batches of
-        a video whose faces move a little share one graph."""
+        the compute stream once both uploads are done. Each graph owns the generator contexts it was
+        captured on (one per chunk, enqueued on the compute stream), and nothing changes them afterwards:
+        TensorRT ties a captured graph to its context's shapes and addresses. A new signature runs once
+        eagerly on fresh contexts (TensorRT's lazy set-up stays outside the capture), then is captured
+        with them; later batches of the signature replay it. A capture failure is logged and the signature
+        keeps running eagerly, on the workspace's eager contexts. The paste-back grid is rounded up
+        (``GRAPH_GRID_STEP``) so that batches of a video whose faces move a little share one graph."""
         ws.compute.wait(ws.uploaded)
         ws.compute.wait(ws.masks_uploaded)
-        while len(ws.contexts) < len(staged.chunks):
-            ws.contexts.append(self.generator.device_context())
-        contexts = ws.contexts[: len(staged.chunks)]
         grid_rois = batch.union_rois.copy()
         extent = grid_rois[:, 2:] - grid_rois[:, :2]
         grid_rois[:, 2:] = grid_rois[:, :2] + -(-extent // GRAPH_GRID_STEP) * GRAPH_GRID_STEP
@@ -507,28 +511,48 @@ class DeviceStages:
         key = (staged.count, batches, tuple(staged.tables), staged.targets, staged.swapped, tuple(mask_addresses))
         key += (pasteback_grid(grid_rois),)
 
-        def sequence() -> bool:
-            changed = self._enqueue_generate(ws, staged, contexts)
+        def sequence(contexts: Sequence) -> None:
+            self._enqueue_generate(ws, staged, contexts)
             self._enqueue_pasteback(ws, staged, batch, mask_addresses, [], grid_rois)
-            return changed
 
-        graph = ws.graphs.get(key)
-        if graph is not None and all(c.batch == n for c, n in zip(contexts, batches, strict=True)):
+        if key in ws.graphs:
             ws.graphs.move_to_end(key)
-            graph.launch(ws.compute)
+            ws.graphs[key][0].launch(ws.compute)
             return
-        sequence()
-        if graph is not None or key in ws.graph_failed:
+        contexts = None if key in ws.graph_failed else self._graph_contexts(len(staged.chunks))
+        if contexts is None:
+            ws.graph_failed.add(key)
+            while len(ws.contexts) < len(staged.chunks):
+                ws.contexts.append(self.generator.device_context())
+            sequence(ws.contexts)
             return
+        sequence(contexts)
         try:
-            ws.graphs[key] = cuda.Graph.capture(ws.compute, sequence)
+            ws.graphs[key] = cuda.Graph.capture(ws.compute, lambda: sequence(contexts)), contexts
         except cuda.GraphCaptureError as exc:
             ws.graph_failed.add(key)
+            ws.compute.synchronize()  # the eager run above still uses the contexts
+            for context in contexts:
+                context.free()
             log.info("%s; batches of %d faces run without a graph", exc, staged.count)
             return
-        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one
+        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one, with its contexts
             ws.compute.synchronize()
-            ws.graphs.popitem(last=False)[1].free()
+            free_graph(*ws.graphs.popitem(last=False)[1])
+
+    def _graph_contexts(self, count: int) -> list | None:
+        """``count`` new generator contexts for one graph, or None (those made freed) when TensorRT cannot
+        create them (out of device memory): the signature then runs without a graph."""
+        contexts: list = []
+        try:
+            while len(contexts) < count:
+                contexts.append(self.generator.device_context())
+        except EngineError as exc:
+            for context in contexts:
+                context.free()
+            log.warning("no CUDA graph: %s", exc)
+            return None
+        return contexts
 
     def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
         """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded

@@ -186,10 +186,9 @@ class StandinContext:
     def __init__(self, engine: KernelStandinEngine) -> None:
         self.engine, self.batch = engine, -1
 
-    def enqueue(self, addresses, batch: int, stream) -> bool:
-        changed, self.batch = batch != self.batch, batch
+    def enqueue(self, addresses, batch: int, stream) -> None:
+        self.batch = batch
         self.engine.launch(addresses, batch, stream)
-        return changed
 
     def free(self) -> None:
         pass

@@ -6,7 +6,9 @@ Data path of ``run``: the batch is cut into chunks no larger than the profile ma
 through ``depth`` slots, each with its own execution context, stream, device buffers and pinned host
 buffers, all allocated once at the profile maximum. Chunk k+1 is uploaded and enqueued before chunk k is
 downloaded (see ``scheduler.Pipeline``). Optionally each (slot, batch size) is captured as a CUDA graph
-after its first run; if capture fails the engine keeps using ``execute_async_v3``.
+on an execution context of its own, after one run on that context (TensorRT ties a graph to its
+context's shapes and addresses, so no other run changes them); if capture fails the engine keeps using
+``execute_async_v3`` on the slot's context.
 
 ``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
 loop can prepare frame k+1 on the CPU while the GPU works on frame k. ``execute_device`` runs on device
@@ -109,7 +111,7 @@ class _Slot:
         self.bind(self.own)
         self.batch = -1
         self.pending = 0  # items enqueued by submit() and not yet collected
-        self.graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (graph, executable), on the slot's own buffers
+        self.graphs: dict[int, tuple[cuda.Graph, DeviceContext]] = {}  # batch -> graph on the own buffers
         self.graph_failed: set[int] = set()
 
     def bind(self, addresses: Mapping[str, int]) -> None:
@@ -124,10 +126,9 @@ class _Slot:
 
     def free(self) -> None:
         self.stream.synchronize()  # nothing may still read or write what is freed below
-        cudart = cuda.runtime()
-        for graph, executable in self.graphs.values():
-            cuda.cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(executable))
-            cuda.cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(graph))
+        for graph, context in self.graphs.values():
+            graph.free()
+            context.free()
         self.graphs.clear()
         for buffer in (*self.device.values(), *self.host.values()):
             buffer.free()
@@ -296,40 +297,35 @@ class TensorRTEngine(Engine):
         return True
 
     def _enqueue(self, slot: _Slot, n: int) -> None:
-        changed = self._set_batch(slot, n)
         graphs = self.cuda_graphs and slot.own_buffers()  # a graph replays the addresses it was captured with
-        if graphs and n in slot.graphs and not changed:  # after a shape change TensorRT must enqueue once first
-            executable = slot.graphs[n][1]
-            cuda.cuda_call("cudaGraphLaunch", cuda.runtime().cudaGraphLaunch(executable, slot.stream.handle))
+        if graphs and n in slot.graphs:
+            slot.graphs[n][0].launch(slot.stream)
             return
+        if graphs and n not in slot.graph_failed and self._capture(slot, n):
+            return
+        self._set_batch(slot, n)
         if not slot.context.execute_async_v3(slot.stream.handle):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        if graphs and n not in slot.graphs and n not in slot.graph_failed:
-            self._capture(slot, n)  # the first run above did any lazy initialisation outside the capture
 
-    def _capture(self, slot: _Slot, n: int) -> None:
-        cudart = cuda.runtime()
-        handle = slot.stream.handle
-        cuda.cuda_call(
-            "cudaStreamBeginCapture",
-            cudart.cudaStreamBeginCapture(handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-        )
-        enqueued = False
+    def _capture(self, slot: _Slot, n: int) -> bool:
+        """Run batch ``n`` on the slot's own buffers with a new context, then capture that context's run as
+        the slot's graph for ``n`` (the first run did TensorRT's lazy set-up outside the capture). Returns
+        whether the batch ran; on a failure the batch keeps running on the slot's context, logged."""
         try:
-            enqueued = slot.context.execute_async_v3(handle)
-        except Exception as exc:  # TensorRT raises its own types; the plain path below still works
-            log.info("TensorRT could not enqueue under capture: %s", exc)
-        finally:  # always end the capture, so the stream stays usable whatever happened
-            error, graph = cudart.cudaStreamEndCapture(handle)
-        if not enqueued or error != cudart.cudaError_t.cudaSuccess:
-            cudart.cudaGetLastError()  # clear the capture error
-            if error == cudart.cudaError_t.cudaSuccess:
-                cudart.cudaGraphDestroy(graph)
+            context = DeviceContext(self)
+        except EngineError as exc:
             slot.graph_failed.add(n)
-            log.info("CUDA graph capture failed for batch %d; using execute_async_v3", n)
-            return
-        executable = cuda.cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0))
-        slot.graphs[n] = (graph, executable)
+            log.warning("no CUDA graph for batch %d: %s", n, exc)
+            return False
+        context.enqueue(slot.own, n, slot.stream)
+        try:
+            slot.graphs[n] = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream)), context
+        except cuda.GraphCaptureError as exc:
+            slot.graph_failed.add(n)
+            slot.stream.synchronize()  # the run above still uses the context
+            context.free()
+            log.info("%s; batch %d uses execute_async_v3", exc, n)
+        return True
 
     def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
         """Enqueue one run on device memory the caller owns: ``addresses`` maps every tensor name to a device
@@ -384,27 +380,25 @@ class TensorRTEngine(Engine):
             slots, self._slots = self._slots, []
             for slot in slots:
                 slot.free()
-            for context in self._device_contexts:
+            for context in list(self._device_contexts):
                 context.free()
             self._engine = None
 
     def device_context(self) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
-        events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by ``close()``
-        at the latest; each costs the plan's activation memory."""
+        events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by its ``free()``
+        or by ``close()`` at the latest; each costs the plan's activation memory."""
         with self._lock:
             if self._engine is None:
                 raise EngineError("the engine is closed")
             cuda.activate(self.device)
-            context = DeviceContext(self)
-            self._device_contexts.append(context)
-            return context
+            return DeviceContext(self)
 
 
 class DeviceContext:
     """One TensorRT execution context that a single caller enqueues on its own stream (see
-    ``TensorRTEngine.device_context``). It keeps its batch between runs: a graph captured with it replays
-    only while that batch is unchanged."""
+    ``TensorRTEngine.device_context``). A CUDA graph captured with it is tied to its shapes and addresses:
+    give each graph a context of its own and do not enqueue that context with other shapes or addresses."""
 
     def __init__(self, engine: TensorRTEngine) -> None:
         self._engine = engine
@@ -413,11 +407,11 @@ class DeviceContext:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         self.batch = -1
         self.addresses: dict[str, int] = {}
+        engine._device_contexts.append(self)  # freed by the engine's close() at the latest
 
-    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> bool:
+    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
         """Enqueue one run on device ``addresses`` (every tensor, ``batch`` items, within the profile) on
-        ``stream``. Returns True when the batch changed: TensorRT needs such an eager run before a graph
-        captured with this context is replayed."""
+        ``stream``; shapes and addresses are set only where they changed."""
         engine = self._engine
         if self.context is None:
             raise EngineError("the engine is closed")
@@ -425,8 +419,7 @@ class DeviceContext:
             raise EngineError(f"enqueue needs every tensor of the plan; got {sorted(addresses)}")
         if not engine.min_batch <= batch <= engine.max_batch:
             raise EngineError(f"batch {batch} is outside the plan's profile {engine.min_batch}..{engine.max_batch}")
-        changed = batch != self.batch
-        if changed:
+        if batch != self.batch:
             self.batch = -1  # unknown until every input accepted the new shape
             for spec in engine.inputs:
                 if not self.context.set_input_shape(spec.name, (batch, *spec.shape[1:])):
@@ -439,7 +432,9 @@ class DeviceContext:
                 self.addresses[name] = address
         if not self.context.execute_async_v3(stream.handle):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        return changed
 
     def free(self) -> None:
+        """Release the context (after the streams it was enqueued on are done). A second call does nothing."""
         self.context = None
+        if self in self._engine._device_contexts:
+            self._engine._device_contexts.remove(self)
