@@ -32,6 +32,23 @@ class CudaOutOfMemory(CudaError):
     """The device (or pinned host memory) ran out of memory."""
 
 
+class KernelLaunchError(EngineError):
+    """cuda.core refused a kernel launch (bad configuration, or an earlier fault of the context)."""
+
+
+def free_all(*steps: Callable[[], Any]) -> None:
+    """Run every release step even when some fail (after a sticky device fault every CUDA call fails, but
+    host memory, handles and other steps may still be released); then raise the first failure."""
+    failures = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # CudaError, or cuda.core's and TensorRT's own types
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
 def runtime() -> ModuleType:
     """``cuda.bindings.runtime``, or a clear error naming the package to install."""
     try:

@@ -33,7 +33,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,18 +91,13 @@ class Workspace:
         return self.regions.array
 
     def free(self) -> None:
-        self.compute.synchronize()
-        self.done.synchronize()
-        for owner in (self.inputs, self.masks, self.targets, self.swapped):
-            owner.free()
-        if self.regions is not None:
-            self.regions.free()
-            self.regions = None
-        for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
-            event.free()
-        self.free_parsing()
-        self.free_graphs()
-        self.compute.free()
+        """Wait for the workspace's work, then free it; after a device fault, as much as can be."""
+        steps = [self.compute.synchronize, self.done.synchronize]
+        steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped)]
+        steps += [self.regions.free] if self.regions is not None else []
+        steps += [event.free for event in (self.uploaded, self.masks_uploaded, self.computed, self.done)]
+        self.regions = None
+        cuda.free_all(*steps, self.free_parsing, self.free_graphs, self.compute.free)
 
     def free_graphs(self) -> None:
         while self.graphs:
@@ -245,6 +241,21 @@ class DeviceStages:
         ws.held = True
         return ws
 
+    @contextmanager
+    def _held(self) -> Iterator[Workspace]:
+        """A workspace (``_workspace``) for one call; if the call fails, the workspace is released once its
+        streams' work is done (as far as a device fault lets them finish), so that it is not held forever."""
+        ws = self._workspace()
+        try:
+            yield ws
+        except BaseException:
+            try:
+                cuda.free_all(ws.compute.synchronize, self.upload_stream.synchronize, self.download_stream.synchronize)
+            except Exception as exc:  # a device fault: the original error is what the caller needs
+                log.warning("waiting for the streams of a failed batch: %s", exc)
+            ws.held = False
+            raise
+
     def _upload(
         self,
         ws: Workspace,
@@ -335,43 +346,43 @@ class DeviceStages:
             return self.host.latents(images, faces)
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
-        ws = self._workspace()
-        used, frames, frame_of_face = frames_with_faces(images, faces)
-        inverse = crop_to_frame_matrices([m for _, m in faces])
-        resident = self.frames.find([images[i] for i in used], consume=False)  # read only
-        try:
-            _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
-            crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
-            count, size, arcface = len(faces), self.crop_size, self.arcface
-            chunks = chunk_batches(count, arcface.max_batch)
-            capacity = max(count, chunks[-1].start + arcface.min_batch)
-            crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
-            latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
-            ws.compute.wait(ws.uploaded)
-            self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
-            for chunk in chunks:
-                arcface.execute_device(
-                    {
-                        "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
-                        "latent": latents + chunk.start * LATENT_SIZE * 4,
-                    },
-                    max(chunk.stop - chunk.start, arcface.min_batch),
-                    ws.compute,
-                )
-            return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
-        finally:
-            self.frames.release(resident, self.download_stream)
+        with self._held() as ws:
+            used, frames, frame_of_face = frames_with_faces(images, faces)
+            inverse = crop_to_frame_matrices([m for _, m in faces])
+            resident = self.frames.find([images[i] for i in used], consume=False)  # read only
+            try:
+                _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
+                crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
+                count, size, arcface = len(faces), self.crop_size, self.arcface
+                chunks = chunk_batches(count, arcface.max_batch)
+                capacity = max(count, chunks[-1].start + arcface.min_batch)
+                crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
+                latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
+                ws.compute.wait(ws.uploaded)
+                self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
+                for chunk in chunks:
+                    arcface.execute_device(
+                        {
+                            "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
+                            "latent": latents + chunk.start * LATENT_SIZE * 4,
+                        },
+                        max(chunk.stop - chunk.start, arcface.min_batch),
+                        ws.compute,
+                    )
+                return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
+            finally:
+                self.frames.release(resident, self.download_stream)
 
     def _generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
         sampled at its pixel centres: exactly ``crops_to_tensor``); returns the generator output as float32
         [N,3,S,S] (synchronous)."""
-        ws = self._workspace()
-        frames = list(stack_crops(crops, self.crop_size))
-        identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
-        _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
-        shape = (len(frames), 3, self.crop_size, self.crop_size)
-        return self._download_output(ws, shape, self.output_dtype).astype(np.float32)
+        with self._held() as ws:
+            frames = list(stack_crops(crops, self.crop_size))
+            identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
+            _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
+            shape = (len(frames), 3, self.crop_size, self.crop_size)
+            return self._download_output(ws, shape, self.output_dtype).astype(np.float32)
 
     def _download_output(self, ws: Workspace, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Wait for the workspace's compute, download the start of its output buffer as ``shape`` of ``dtype``
@@ -387,32 +398,33 @@ class DeviceStages:
         return host
 
     def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
-        ws = self._workspace()
-        if not faces:
-            return DeviceTicket(images, ws, [])
-        used, frames, frame_of_face = frames_with_faces(images, faces)
-        resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
-        try:
-            staged = self._stage(
-                ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
-            )
-            if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
-                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
-                self._run_graphed(ws, staged, batch, mask_addresses)
-            else:
-                ws.compute.wait(ws.uploaded)
-                self._enqueue_generate(ws, staged)
-                parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
-                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
-                ws.compute.wait(ws.masks_uploaded)
-                self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
-            ws.computed.record(ws.compute)
-            regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
-        finally:
-            self.frames.release(resident, self.download_stream)  # after the downloads from them
-        if batch.outside:
-            log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
-        return DeviceTicket(images, ws, regions)
+        with self._held() as ws:
+            if not faces:
+                return DeviceTicket(images, ws, [])
+            used, frames, frame_of_face = frames_with_faces(images, faces)
+            resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
+            try:
+                staged = self._stage(
+                    ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
+                )
+                if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
+                    batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
+                    self._run_graphed(ws, staged, batch, mask_addresses)
+                else:
+                    ws.compute.wait(ws.uploaded)
+                    self._enqueue_generate(ws, staged)
+                    # the host parser, meanwhile
+                    parsing = self._parse(ws, len(faces)) if self.parser is not None else []
+                    batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+                    ws.compute.wait(ws.masks_uploaded)
+                    self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
+                ws.computed.record(ws.compute)
+                regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
+            finally:
+                self.frames.release(resident, self.download_stream)  # after the downloads from them
+            if batch.outside:
+                log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
+            return DeviceTicket(images, ws, regions)
 
     def _download_regions(
         self, ws: Workspace, staged: Staged, union_rois: np.ndarray, used: list[int], frames: list[np.ndarray]
@@ -637,15 +649,11 @@ class DeviceStages:
                 return
             self._closed = True
         cuda.activate(self.device)
-        self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
-        self.download_stream.synchronize()
-        if self.parse_stream is not None:
-            self.parse_stream.synchronize()
-        for ws in self.workspaces:
-            ws.free()
-        self.workspaces = []
-        self.frames.close()
-        self.upload_stream.free()
-        self.download_stream.free()
-        if self.parse_stream is not None:
-            self.parse_stream.free()
+        streams = [s for s in (self.upload_stream, self.download_stream, self.parse_stream) if s is not None]
+        workspaces, self.workspaces = self.workspaces, []
+        cuda.free_all(
+            *[stream.synchronize for stream in streams],  # copies may still read or write the workspaces' buffers
+            *[ws.free for ws in workspaces],
+            self.frames.close,
+            *[stream.free for stream in streams],
+        )

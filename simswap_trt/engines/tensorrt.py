@@ -96,23 +96,28 @@ class _Slot:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = cuda.Stream()
-        self.started = cuda.Event()
-        self.done = cuda.Event()
-        self.ready = cuda.Event(timing=False)  # recorded on a caller's stream by execute_device
         self.device: dict[str, cuda.DeviceBuffer] = {}
         self.host: dict[str, cuda.PinnedBuffer] = {}
-        for spec in inputs + outputs:
-            shape = (max_batch, *spec.shape[1:])
-            # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles, no copies
-            self.host[spec.name], self.device[spec.name] = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
-        self.own = {name: buffer.ptr for name, buffer in self.device.items()}  # the slot's own addresses
-        self.addresses: dict[str, int] = {}
-        self.bind(self.own)
-        self.batch = -1
-        self.pending = 0  # items enqueued by submit() and not yet collected
         self.graphs: dict[int, tuple[cuda.Graph, DeviceContext]] = {}  # batch -> graph on the own buffers
         self.graph_failed: set[int] = set()
+        self.stream = self.started = self.done = self.ready = None
+        self.addresses: dict[str, int] = {}
+        self.batch = -1
+        self.pending = 0  # items enqueued by submit() and not yet collected
+        try:
+            self.stream = cuda.Stream()
+            self.started, self.done = cuda.Event(), cuda.Event()
+            self.ready = cuda.Event(timing=False)  # recorded on a caller's stream by execute_device
+            for spec in inputs + outputs:
+                shape = (max_batch, *spec.shape[1:])
+                # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles
+                host, device = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
+                self.host[spec.name], self.device[spec.name] = host, device
+            self.own = {name: buffer.ptr for name, buffer in self.device.items()}  # the slot's own addresses
+            self.bind(self.own)
+        except BaseException:
+            self.free()  # what was made so far
+            raise
 
     def bind(self, addresses: Mapping[str, int]) -> None:
         for name, address in addresses.items():
@@ -125,17 +130,15 @@ class _Slot:
         return all(self.addresses[name] == address for name, address in self.own.items())
 
     def free(self) -> None:
-        self.stream.synchronize()  # nothing may still read or write what is freed below
+        """Wait for the slot's stream, then free what it holds; after a device fault, as much as can be."""
+        steps = [self.stream.synchronize] if self.stream is not None else []  # nothing may still use it
         for graph, context in self.graphs.values():
-            graph.free()
-            context.free()
-        self.graphs.clear()
-        for buffer in (*self.device.values(), *self.host.values()):
-            buffer.free()
-        for event in (self.started, self.done, self.ready):
-            event.free()
-        self.stream.free()
+            steps += [graph.free, context.free]
+        self.graphs = {}
+        steps += [buffer.free for buffer in (*self.device.values(), *self.host.values())]
+        steps += [owner.free for owner in (self.started, self.done, self.ready, self.stream) if owner is not None]
         self.context = None
+        cuda.free_all(*steps)
 
 
 class TensorRTEngine(Engine):
@@ -183,9 +186,13 @@ class TensorRTEngine(Engine):
         self.cuda_graphs = cuda_graphs
         traits = cuda.memory_traits(device or 0)
         self.host_memory = cuda.host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
-        self._slots = [
-            _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
-        ]
+        self._slots: list[_Slot] = []
+        try:
+            while len(self._slots) < depth:
+                self._slots.append(_Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory))
+        except BaseException:
+            cuda.free_all(*[slot.free for slot in self._slots])  # the slots made before the failure
+            raise
         self._lock = threading.Lock()
         self._device_contexts: list[DeviceContext] = []  # handed out by device_context()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
@@ -276,14 +283,17 @@ class TensorRTEngine(Engine):
         return ticket
 
     def _collect_impl(self, ticket: int) -> dict[str, np.ndarray]:
-        cuda.activate(self.device)
-        slot = self._slots[ticket % len(self._slots)]
-        if not slot.pending or ticket < self._tickets - len(self._slots):
-            raise EngineError(f"ticket {ticket} was already collected")
-        slot.done.synchronize()
-        outputs = {spec.name: slot.host[spec.name].array[: slot.pending].copy() for spec in self.outputs}
-        slot.pending = 0
-        return outputs
+        with self._lock:  # a concurrent close() empties the slots
+            cuda.activate(self.device)
+            if not self._slots:
+                raise EngineError("the engine is closed")
+            slot = self._slots[ticket % len(self._slots)]
+            if not slot.pending or ticket < self._tickets - len(self._slots):
+                raise EngineError(f"ticket {ticket} was already collected")
+            slot.done.synchronize()
+            outputs = {spec.name: slot.host[spec.name].array[: slot.pending].copy() for spec in self.outputs}
+            slot.pending = 0
+            return outputs
 
     def _set_batch(self, slot: _Slot, n: int) -> bool:
         """Set every input's batch to ``n``; True when the shape changed."""
@@ -378,11 +388,8 @@ class TensorRTEngine(Engine):
         with self._lock:
             cuda.activate(self.device)
             slots, self._slots = self._slots, []
-            for slot in slots:
-                slot.free()
-            for context in list(self._device_contexts):
-                context.free()
-            self._engine = None
+            contexts, self._engine = list(self._device_contexts), None
+            cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
 
     def device_context(self) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
