@@ -456,6 +456,18 @@ def check_device(device: int) -> DeviceInfo:
     return device_info(device)
 
 
+def current_device() -> int:
+    """The calling thread's current CUDA device (``cudaGetDevice``)."""
+    return int(cuda_call("cudaGetDevice", runtime().cudaGetDevice()))
+
+
+def bound_device(device: int | None) -> int:
+    """The device an object made now is bound to: ``device``, or for None the calling thread's current one.
+    CUDA keeps the current device per thread, so an object used from other threads (a video's detect thread,
+    Triton handlers, Ray actors) must remember it and ``activate`` it at every entry point."""
+    return current_device() if device is None else device
+
+
 def activate(device: int | None) -> None:
     """``set_device(device)``, unless ``device`` is None (the thread's current device is then used as it is).
     CUDA keeps the current device per thread, so every entry point of an object bound to a device calls this."""

@@ -191,8 +191,6 @@ class DeviceStages:
         ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
         maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere).
         ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device."""
-        self.device = device
-        cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
         self.parser = parser
@@ -217,8 +215,10 @@ class DeviceStages:
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
             described = ", ".join(spec.describe() for spec in specs.values())
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
+        self.device = device = cuda.bound_device(device)  # None: the current one, kept for every thread's calls
+        cuda.activate(device)
         self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
-        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device or 0), host_memory)
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device), host_memory)
         log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.parse_stream = cuda.Stream() if self.parser_engine is not None else None

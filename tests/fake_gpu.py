@@ -524,6 +524,7 @@ def install_fake_cuda(
     monkeypatch.setattr(cuda, "device_info", device_info)
     monkeypatch.setattr(cuda, "device_count", lambda: devices)
     monkeypatch.setattr(cuda, "set_device", lambda device: GPU.set_device(device))
+    monkeypatch.setattr(cuda, "current_device", lambda: GPU.current)
     traits = cuda.MemoryTraits(integrated, True, compute_capability)
     monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
     for attribute, fake in (

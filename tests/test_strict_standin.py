@@ -279,3 +279,19 @@ def test_collect_after_close_says_the_engine_is_closed(gpu, plan_bundle, monkeyp
     engine.close()
     with pytest.raises(EngineError, match="the engine is closed"):  # not a division by zero
         engine.collect(ticket)
+
+
+def test_an_engine_made_without_a_device_keeps_the_current_one_for_every_thread(gpu, plan_bundle, monkeypatch):  # noqa: F811
+    """``device=None`` is the device current when the engine was made: a worker thread (whose current device
+    is 0) runs it on that device, and its plan was checked against that device."""
+    module = strict_runtime_module(lean, IO, fake_generator)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    cuda.set_device(1)
+    feeds = {"target": np.ones((1, 3, 224, 224), np.float32), "latent": np.ones((1, 512), np.float32)}
+    with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1) as engine:
+        assert engine.device == 1
+        outputs = []
+        thread = threading.Thread(target=lambda: outputs.append(engine.run(feeds)["swapped"]))
+        thread.start()
+        thread.join()
+        np.testing.assert_allclose(outputs[0], fake_generator(feeds)["swapped"], rtol=1e-6)

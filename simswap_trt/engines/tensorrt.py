@@ -158,9 +158,9 @@ class TensorRTEngine(Engine):
         """``device``: the CUDA device id the plan, its contexts and buffers live on (default: the calling
         thread's current device); every call of the engine makes it current first."""
         trt, lean = import_tensorrt()
-        here = runtime_info(trt, lean, device)
-        self.device = device
-        cuda.activate(device)
+        self.device = cuda.bound_device(device)  # None: the current device, kept for every thread's calls
+        here = runtime_info(trt, lean, self.device)  # plans are checked against that device, not GPU 0
+        cuda.activate(self.device)
         problems = plan_problems(entry, here, onnx_sha256)
         if problems:
             raise EngineError(
@@ -184,7 +184,7 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        traits = cuda.memory_traits(device or 0)
+        traits = cuda.memory_traits(self.device)
         self.host_memory = cuda.host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
         self._slots: list[_Slot] = []
         try:
