@@ -295,3 +295,28 @@ def test_an_engine_made_without_a_device_keeps_the_current_one_for_every_thread(
         thread.start()
         thread.join()
         np.testing.assert_allclose(outputs[0], fake_generator(feeds)["swapped"], rtol=1e-6)
+
+
+def test_execute_device_allocates_no_io_buffers_and_run_allocates_them_once(gpu, plan_bundle, monkeypatch):  # noqa: F811
+    """The device path binds its own buffers: an engine used only through ``execute_device`` holds none of
+    its own I/O buffers; ``run`` allocates a slot's at the profile maximum (5) when it uses the slot, once, and
+    ``memory`` reports them."""
+    module = strict_runtime_module(lean, IO, fake_generator)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=2) as engine:
+        sizes = {"target": 3 * 224 * 224 * 4, "latent": 512 * 4, "swapped": 3 * 224 * 224 * 4}
+        buffers = {name: cuda.DeviceBuffer(nbytes) for name, nbytes in sizes.items()}
+        stream = cuda.Stream()
+        before = len(gpu.allocations)
+        for _ in range(3):
+            engine.execute_device({name: b.ptr for name, b in buffers.items()}, 1, stream)
+        stream.synchronize()
+        assert len(gpu.allocations) == before and engine.memory() == {"device": 0, "pinned": 0}
+        feeds = {"target": np.ones((2, 3, 224, 224), np.float32), "latent": np.ones((2, 512), np.float32)}
+        engine.run(feeds)
+        engine.run(feeds)
+        per_slot = 5 * sum(sizes.values())
+        assert engine.memory() == {"device": per_slot, "pinned": per_slot}  # one chunk: only slot 0, once
+        for owner in (*buffers.values(), stream):
+            owner.free()
+    assert not gpu.live

@@ -90,7 +90,9 @@ def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[
 
 
 class _Slot:
-    """One execution context with its stream, buffers and captured graphs."""
+    """One execution context with its stream, captured graphs and, once ``run``/``submit`` first use it,
+    its own I/O buffers at the profile maximum (``execute_device`` runs on the caller's buffers and never
+    allocates them)."""
 
     def __init__(self, engine: Any, inputs, outputs, max_batch: int, host_memory: str = "staged") -> None:
         self.context = engine.create_execution_context()
@@ -102,22 +104,28 @@ class _Slot:
         self.graph_failed: set[int] = set()
         self.stream = self.started = self.done = self.ready = None
         self.addresses: dict[str, int] = {}
+        self.own: dict[str, int] = {}  # the addresses of the slot's own buffers, once allocated
         self.batch = -1
         self.pending = 0  # items enqueued by submit() and not yet collected
+        self._io = [(spec.name, (max_batch, *spec.shape[1:]), np.dtype(spec.dtype)) for spec in inputs + outputs]
+        self._host_memory = host_memory
         try:
             self.stream = cuda.Stream()
             self.started, self.done = cuda.Event(), cuda.Event()
             self.ready = cuda.Event(timing=False)  # recorded on a caller's stream by execute_device
-            for spec in inputs + outputs:
-                shape = (max_batch, *spec.shape[1:])
-                # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles
-                host, device = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
-                self.host[spec.name], self.device[spec.name] = host, device
-            self.own = {name: buffer.ptr for name, buffer in self.device.items()}  # the slot's own addresses
-            self.bind(self.own)
         except BaseException:
             self.free()  # what was made so far
             raise
+
+    def allocate(self) -> None:
+        """The slot's own I/O buffers at the profile maximum, bound to its context (once)."""
+        if self.own:
+            return
+        for name, shape, dtype in self._io:
+            # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles
+            self.host[name], self.device[name] = cuda.io_buffers(shape, dtype, self._host_memory)
+        self.own = {name: buffer.ptr for name, buffer in self.device.items()}
+        self.bind(self.own)
 
     def bind(self, addresses: Mapping[str, int]) -> None:
         for name, address in addresses.items():
@@ -127,7 +135,14 @@ class _Slot:
                 self.addresses[name] = address
 
     def own_buffers(self) -> bool:
-        return all(self.addresses[name] == address for name, address in self.own.items())
+        return bool(self.own) and all(self.addresses[name] == address for name, address in self.own.items())
+
+    def held(self) -> dict[str, int]:
+        """Bytes of device and pinned host memory the slot's own buffers hold (one mapped buffer counts once,
+        as pinned host memory the GPU reads in place)."""
+        pinned = sum(buffer.array.nbytes for buffer in self.host.values())
+        device = sum(b.nbytes for name, b in self.device.items() if b is not self.host[name])
+        return {"device": device, "pinned": pinned}
 
     def free(self) -> None:
         """Wait for the slot's stream, then free what it holds; after a device fault, as much as can be."""
@@ -243,6 +258,7 @@ class TensorRTEngine(Engine):
         chunk below the profile minimum is padded with zeros up to it (the padding's outputs are dropped)."""
         n = len(next(iter(feeds.values())))
         padded = max(n, self.min_batch)
+        slot.allocate()
         slot.bind(slot.own)
         slot.started.record(slot.stream)
         for spec in self.inputs:
@@ -390,6 +406,12 @@ class TensorRTEngine(Engine):
             slots, self._slots = self._slots, []
             contexts, self._engine = list(self._device_contexts), None
             cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
+
+    def memory(self) -> dict[str, int]:
+        """Bytes of device and pinned host memory held by the engine's own I/O buffers (allocated by the first
+        ``run``/``submit``; not TensorRT's activation memory)."""
+        held = [slot.held() for slot in self._slots]
+        return {kind: sum(h[kind] for h in held) for kind in ("device", "pinned")}
 
     def device_context(self) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
