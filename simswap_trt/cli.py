@@ -103,23 +103,14 @@ def _doctor(args: argparse.Namespace) -> int:
 
     import onnxruntime
 
-    from simswap_trt import cuda
     from simswap_trt.backends import usable_plan
+    from simswap_trt.doctor import gpu_lines
     from simswap_trt.engines.tensorrt import import_tensorrt
-
-    def cuda_version(v: int) -> str:
-        return f"{v // 1000}.{v % 1000 // 10}"
-
-    try:
-        for index in range(max(cuda.device_count(), 1)):  # every visible device, by the id --device takes
-            device = cuda.device_info(index)
-            print(
-                f"{f'GPU {index}':<14}{device.name} ({device.sm}, {device.total_memory / 2**30:.0f} GiB), driver "
-                f"CUDA {cuda_version(device.driver_version)}, runtime CUDA {cuda_version(device.runtime_version)}"
-            )
-    except SimswapError as exc:
-        print(f"GPU           none usable: {exc}")
     from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
+
+    gpu = gpu_lines()
+    for line in gpu.lines:
+        print(line)
 
     for line in doctor_lines():
         print(line)
@@ -138,6 +129,9 @@ def _doctor(args: argparse.Namespace) -> int:
         bundle = Bundle.load(root)
         print(f"bundle        {bundle.root} ({len(bundle.plans)} TensorRT plan(s))")
         for role in bundle.models:
+            if not gpu.usable:  # no reason to talk about plans: the CPU path is what runs
+                print(f"  {role:<11} auto -> ONNX Runtime on the CPU, fp32 graph")
+                continue
             try:
                 plan = usable_plan(bundle, role)
                 print(f"  {role:<11} auto -> TensorRT: {plan.file}")

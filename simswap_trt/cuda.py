@@ -32,6 +32,23 @@ class CudaOutOfMemory(CudaError):
     """The device (or pinned host memory) ran out of memory."""
 
 
+class KernelLaunchError(EngineError):
+    """cuda.core refused a kernel launch (bad configuration, or an earlier fault of the context)."""
+
+
+def free_all(*steps: Callable[[], Any]) -> None:
+    """Run every release step even when some fail (after a sticky device fault every CUDA call fails, but
+    host memory, handles and other steps may still be released); then raise the first failure."""
+    failures = []
+    for step in steps:
+        try:
+            step()
+        except Exception as exc:  # CudaError, or cuda.core's and TensorRT's own types
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+
+
 def runtime() -> ModuleType:
     """``cuda.bindings.runtime``, or a clear error naming the package to install."""
     try:
@@ -84,6 +101,43 @@ def device_info(device: int = 0) -> DeviceInfo:
         driver_version=cuda_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion()),
         runtime_version=cuda_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion()),
     )
+
+
+def cuda_version_text(version: int) -> str:
+    """``"12.6"`` for CUDA's ``12060``."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def driver_versions() -> tuple[int, int]:
+    """(driver, runtime) CUDA versions (``12060`` is 12.6); the driver's is 0 without an NVIDIA driver. Both
+    answer where no device is usable, e.g. when the driver is too old for the runtime."""
+    cudart = runtime()
+    driver = cuda_call("cudaDriverGetVersion", cudart.cudaDriverGetVersion())
+    return int(driver), int(cuda_call("cudaRuntimeGetVersion", cudart.cudaRuntimeGetVersion()))
+
+
+def driver_problem(driver: int, runtime_version: int, tegra: bool) -> str | None:
+    """Why the CUDA runtime of cuda-bindings cannot use this driver and what to install, or None. Desktop and
+    server drivers serve newer runtimes of their major version (minor version compatibility); Jetson's (Tegra)
+    serve only their own minor version unless the ``cuda-compat`` package of the runtime's version is on the
+    library path."""
+    if driver == 0:
+        return "no NVIDIA driver here"
+    have, need = cuda_version_text(driver), cuda_version_text(runtime_version)
+    major, minor = runtime_version // 1000, runtime_version % 1000 // 10
+    if tegra and driver < runtime_version:
+        return (
+            f"the Jetson's CUDA driver serves CUDA {have}, older than the CUDA {need} runtime in cuda-bindings: "
+            f"sudo apt install cuda-compat-{major}-{minor} && "
+            f"export LD_LIBRARY_PATH=/usr/local/cuda-{major}.{minor}/compat:$LD_LIBRARY_PATH (see docs/jetson.md)"
+        )
+    if not tegra and driver // 1000 < major:
+        return (
+            f"the NVIDIA driver serves CUDA {have}, older than the CUDA {need} runtime in cuda-bindings: install a "
+            f"driver for CUDA {major} (CUDA 13 needs r580 or later), or cuda-python {driver // 1000}.x "
+            f"(pip install 'cuda-python>={driver // 1000}.8,<{driver // 1000 + 1}')"
+        )
+    return None
 
 
 def memory_used(device: int = 0) -> int:
@@ -400,6 +454,18 @@ def check_device(device: int) -> DeviceInfo:
             "the devices CUDA_VISIBLE_DEVICES leaves visible, from 0)"
         )
     return device_info(device)
+
+
+def current_device() -> int:
+    """The calling thread's current CUDA device (``cudaGetDevice``)."""
+    return int(cuda_call("cudaGetDevice", runtime().cudaGetDevice()))
+
+
+def bound_device(device: int | None) -> int:
+    """The device an object made now is bound to: ``device``, or for None the calling thread's current one.
+    CUDA keeps the current device per thread, so an object used from other threads (a video's detect thread,
+    Triton handlers, Ray actors) must remember it and ``activate`` it at every entry point."""
+    return current_device() if device is None else device
 
 
 def activate(device: int | None) -> None:

@@ -33,7 +33,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,8 +78,9 @@ class Workspace:
         self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
         self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
-        self.contexts: list = []  # graph mode: the generator's execution contexts, one per chunk of a batch
-        self.graphs: OrderedDict[tuple, cuda.Graph] = OrderedDict()  # graph mode: by launch signature
+        self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
+        # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
+        self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
         self.graph_failed: set[tuple] = set()
 
     def regions_view(self, nbytes: int) -> np.ndarray:
@@ -89,23 +91,17 @@ class Workspace:
         return self.regions.array
 
     def free(self) -> None:
-        self.compute.synchronize()
-        self.done.synchronize()
-        for owner in (self.inputs, self.masks, self.targets, self.swapped):
-            owner.free()
-        if self.regions is not None:
-            self.regions.free()
-            self.regions = None
-        for event in (self.uploaded, self.masks_uploaded, self.computed, self.done):
-            event.free()
-        self.free_parsing()
-        self.free_graphs()
-        self.compute.free()
+        """Wait for the workspace's work, then free it; after a device fault, as much as can be."""
+        steps = [self.compute.synchronize, self.done.synchronize]
+        steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped)]
+        steps += [self.regions.free] if self.regions is not None else []
+        steps += [event.free for event in (self.uploaded, self.masks_uploaded, self.computed, self.done)]
+        self.regions = None
+        cuda.free_all(*steps, self.free_parsing, self.free_graphs, self.compute.free)
 
     def free_graphs(self) -> None:
-        for graph in self.graphs.values():
-            graph.free()
-        self.graphs.clear()
+        while self.graphs:
+            free_graph(*self.graphs.popitem()[1])
         for context in self.contexts:
             context.free()
         self.contexts = []
@@ -125,6 +121,13 @@ class Workspace:
             self.crops = None
         for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
             owner.free()
+
+
+def free_graph(graph: cuda.Graph, contexts: list) -> None:
+    """Destroy a captured graph and the execution contexts it owns (once the streams replaying it are done)."""
+    graph.free()
+    for context in contexts:
+        context.free()
 
 
 @dataclass
@@ -188,8 +191,6 @@ class DeviceStages:
         ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
         maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere).
         ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device."""
-        self.device = device
-        cuda.activate(device)
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
         self.parser = parser
@@ -214,8 +215,10 @@ class DeviceStages:
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
             described = ", ".join(spec.describe() for spec in specs.values())
             raise EngineError(f"the device path needs float32/float16 images and a float32 latent, got {described}")
+        self.device = device = cuda.bound_device(device)  # None: the current one, kept for every thread's calls
+        cuda.activate(device)
         self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
-        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device or 0), host_memory)
+        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device), host_memory)
         log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
@@ -237,6 +240,21 @@ class DeviceStages:
         ws.done.synchronize()
         ws.held = True
         return ws
+
+    @contextmanager
+    def _held(self) -> Iterator[Workspace]:
+        """A workspace (``_workspace``) for one call; if the call fails, the workspace is released once its
+        streams' work is done (as far as a device fault lets them finish), so that it is not held forever."""
+        ws = self._workspace()
+        try:
+            yield ws
+        except BaseException:
+            try:
+                cuda.free_all(ws.compute.synchronize, self.upload_stream.synchronize, self.download_stream.synchronize)
+            except Exception as exc:  # a device fault: the original error is what the caller needs
+                log.warning("waiting for the streams of a failed batch: %s", exc)
+            ws.held = False
+            raise
 
     def _upload(
         self,
@@ -288,12 +306,12 @@ class DeviceStages:
         swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
         return Staged(frame_addresses, buffers, table_addresses, targets, swapped, count, chunks)
 
-    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> bool:
+    def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> None:
         """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
         in chunks: through ``execute_device`` (event-ordered engine slots), or with ``contexts`` (one per
         chunk, see ``TensorRTEngine.device_context``) straight on the compute stream, as a graph capture
-        needs. Returns whether a context's batch changed (TensorRT then needs this eager run before a replay)."""
-        face_bytes, changed = 3 * self.crop_size * self.crop_size, False
+        needs."""
+        face_bytes = 3 * self.crop_size * self.crop_size
         half_in = self.target_dtype == np.float16
         tables = staged.tables
         self.kernels.preprocess(ws.compute.handle, *tables[:6], staged.count, self.crop_size, half_in, staged.targets)
@@ -309,8 +327,7 @@ class DeviceStages:
             if contexts is None:
                 self.generator.execute_device(addresses, batch, ws.compute)
             else:
-                changed |= contexts[k].enqueue(addresses, batch, ws.compute)
-        return changed
+                contexts[k].enqueue(addresses, batch, ws.compute)
 
     def _generate(
         self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
@@ -329,43 +346,43 @@ class DeviceStages:
             return self.host.latents(images, faces)
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
-        ws = self._workspace()
-        used, frames, frame_of_face = frames_with_faces(images, faces)
-        inverse = crop_to_frame_matrices([m for _, m in faces])
-        resident = self.frames.find([images[i] for i in used], consume=False)  # read only
-        try:
-            _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
-            crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
-            count, size, arcface = len(faces), self.crop_size, self.arcface
-            chunks = chunk_batches(count, arcface.max_batch)
-            capacity = max(count, chunks[-1].start + arcface.min_batch)
-            crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
-            latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
-            ws.compute.wait(ws.uploaded)
-            self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
-            for chunk in chunks:
-                arcface.execute_device(
-                    {
-                        "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
-                        "latent": latents + chunk.start * LATENT_SIZE * 4,
-                    },
-                    max(chunk.stop - chunk.start, arcface.min_batch),
-                    ws.compute,
-                )
-            return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
-        finally:
-            self.frames.release(resident, self.download_stream)
+        with self._held() as ws:
+            used, frames, frame_of_face = frames_with_faces(images, faces)
+            inverse = crop_to_frame_matrices([m for _, m in faces])
+            resident = self.frames.find([images[i] for i in used], consume=False)  # read only
+            try:
+                _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
+                crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
+                count, size, arcface = len(faces), self.crop_size, self.arcface
+                chunks = chunk_batches(count, arcface.max_batch)
+                capacity = max(count, chunks[-1].start + arcface.min_batch)
+                crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
+                latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
+                ws.compute.wait(ws.uploaded)
+                self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
+                for chunk in chunks:
+                    arcface.execute_device(
+                        {
+                            "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
+                            "latent": latents + chunk.start * LATENT_SIZE * 4,
+                        },
+                        max(chunk.stop - chunk.start, arcface.min_batch),
+                        ws.compute,
+                    )
+                return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
+            finally:
+                self.frames.release(resident, self.download_stream)
 
     def _generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         """Aligned uint8 BGR crops [N,S,S,3] through the generator on the device (each crop is its own frame,
         sampled at its pixel centres: exactly ``crops_to_tensor``); returns the generator output as float32
         [N,3,S,S] (synchronous)."""
-        ws = self._workspace()
-        frames = list(stack_crops(crops, self.crop_size))
-        identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
-        _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
-        shape = (len(frames), 3, self.crop_size, self.crop_size)
-        return self._download_output(ws, shape, self.output_dtype).astype(np.float32)
+        with self._held() as ws:
+            frames = list(stack_crops(crops, self.crop_size))
+            identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
+            _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
+            shape = (len(frames), 3, self.crop_size, self.crop_size)
+            return self._download_output(ws, shape, self.output_dtype).astype(np.float32)
 
     def _download_output(self, ws: Workspace, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Wait for the workspace's compute, download the start of its output buffer as ``shape`` of ``dtype``
@@ -381,32 +398,33 @@ class DeviceStages:
         return host
 
     def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
-        ws = self._workspace()
-        if not faces:
-            return DeviceTicket(images, ws, [])
-        used, frames, frame_of_face = frames_with_faces(images, faces)
-        resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
-        try:
-            staged = self._stage(
-                ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
-            )
-            if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
-                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
-                self._run_graphed(ws, staged, batch, mask_addresses)
-            else:
-                ws.compute.wait(ws.uploaded)
-                self._enqueue_generate(ws, staged)
-                parsing = self._parse(ws, len(faces)) if self.parser is not None else []  # the host parser, meanwhile
-                batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
-                ws.compute.wait(ws.masks_uploaded)
-                self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
-            ws.computed.record(ws.compute)
-            regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
-        finally:
-            self.frames.release(resident, self.download_stream)  # after the downloads from them
-        if batch.outside:
-            log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
-        return DeviceTicket(images, ws, regions)
+        with self._held() as ws:
+            if not faces:
+                return DeviceTicket(images, ws, [])
+            used, frames, frame_of_face = frames_with_faces(images, faces)
+            resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
+            try:
+                staged = self._stage(
+                    ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
+                )
+                if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
+                    batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
+                    self._run_graphed(ws, staged, batch, mask_addresses)
+                else:
+                    ws.compute.wait(ws.uploaded)
+                    self._enqueue_generate(ws, staged)
+                    # the host parser, meanwhile
+                    parsing = self._parse(ws, len(faces)) if self.parser is not None else []
+                    batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+                    ws.compute.wait(ws.masks_uploaded)
+                    self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
+                ws.computed.record(ws.compute)
+                regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
+            finally:
+                self.frames.release(resident, self.download_stream)  # after the downloads from them
+            if batch.outside:
+                log.info("%d face(s) lie outside their image: nothing to paste", len(batch.outside))
+            return DeviceTicket(images, ws, regions)
 
     def _download_regions(
         self, ws: Workspace, staged: Staged, union_rois: np.ndarray, used: list[int], frames: list[np.ndarray]
@@ -489,17 +507,15 @@ class DeviceStages:
 
     def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int]) -> None:
         """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
-        the compute stream once both uploads are done. The generator runs on contexts of the workspace's own
-        (one per chunk), enqueued on the compute stream. The first batch of a signature, or one after a
-        context's batch changed, runs eagerly (TensorRT's rule: enqueue once after a shape change); the
-        first one is then captured and later ones replay it. A capture failure is logged and the signature
-        keeps running eagerly. The paste-back grid is rounded up (``GRAPH_GRID_STEP``) so that batches of
-        a video whose faces move a little share one graph."""
+        the compute stream once both uploads are done. Each graph owns the generator contexts it was
+        captured on (one per chunk, enqueued on the compute stream), and nothing changes them afterwards:
+        TensorRT ties a captured graph to its context's shapes and addresses. A new signature runs once
+        eagerly on fresh contexts (TensorRT's lazy set-up stays outside the capture), then is captured
+        with them; later batches of the signature replay it. A capture failure is logged and the signature
+        keeps running eagerly, on the workspace's eager contexts. The paste-back grid is rounded up
+        (``GRAPH_GRID_STEP``) so that batches of a video whose faces move a little share one graph."""
         ws.compute.wait(ws.uploaded)
         ws.compute.wait(ws.masks_uploaded)
-        while len(ws.contexts) < len(staged.chunks):
-            ws.contexts.append(self.generator.device_context())
-        contexts = ws.contexts[: len(staged.chunks)]
         grid_rois = batch.union_rois.copy()
         extent = grid_rois[:, 2:] - grid_rois[:, :2]
         grid_rois[:, 2:] = grid_rois[:, :2] + -(-extent // GRAPH_GRID_STEP) * GRAPH_GRID_STEP
@@ -507,28 +523,48 @@ class DeviceStages:
         key = (staged.count, batches, tuple(staged.tables), staged.targets, staged.swapped, tuple(mask_addresses))
         key += (pasteback_grid(grid_rois),)
 
-        def sequence() -> bool:
-            changed = self._enqueue_generate(ws, staged, contexts)
+        def sequence(contexts: Sequence) -> None:
+            self._enqueue_generate(ws, staged, contexts)
             self._enqueue_pasteback(ws, staged, batch, mask_addresses, [], grid_rois)
-            return changed
 
-        graph = ws.graphs.get(key)
-        if graph is not None and all(c.batch == n for c, n in zip(contexts, batches, strict=True)):
+        if key in ws.graphs:
             ws.graphs.move_to_end(key)
-            graph.launch(ws.compute)
+            ws.graphs[key][0].launch(ws.compute)
             return
-        sequence()
-        if graph is not None or key in ws.graph_failed:
+        contexts = None if key in ws.graph_failed else self._graph_contexts(len(staged.chunks))
+        if contexts is None:
+            ws.graph_failed.add(key)
+            while len(ws.contexts) < len(staged.chunks):
+                ws.contexts.append(self.generator.device_context())
+            sequence(ws.contexts)
             return
+        sequence(contexts)
         try:
-            ws.graphs[key] = cuda.Graph.capture(ws.compute, sequence)
+            ws.graphs[key] = cuda.Graph.capture(ws.compute, lambda: sequence(contexts)), contexts
         except cuda.GraphCaptureError as exc:
             ws.graph_failed.add(key)
+            ws.compute.synchronize()  # the eager run above still uses the contexts
+            for context in contexts:
+                context.free()
             log.info("%s; batches of %d faces run without a graph", exc, staged.count)
             return
-        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one
+        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one, with its contexts
             ws.compute.synchronize()
-            ws.graphs.popitem(last=False)[1].free()
+            free_graph(*ws.graphs.popitem(last=False)[1])
+
+    def _graph_contexts(self, count: int) -> list | None:
+        """``count`` new generator contexts for one graph, or None (those made freed) when TensorRT cannot
+        create them (out of device memory): the signature then runs without a graph."""
+        contexts: list = []
+        try:
+            while len(contexts) < count:
+                contexts.append(self.generator.device_context())
+        except EngineError as exc:
+            for context in contexts:
+                context.free()
+            log.warning("no CUDA graph: %s", exc)
+            return None
+        return contexts
 
     def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
         """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded
@@ -613,15 +649,11 @@ class DeviceStages:
                 return
             self._closed = True
         cuda.activate(self.device)
-        self.upload_stream.synchronize()  # copies may still read or write the workspaces' buffers
-        self.download_stream.synchronize()
-        if self.parse_stream is not None:
-            self.parse_stream.synchronize()
-        for ws in self.workspaces:
-            ws.free()
-        self.workspaces = []
-        self.frames.close()
-        self.upload_stream.free()
-        self.download_stream.free()
-        if self.parse_stream is not None:
-            self.parse_stream.free()
+        streams = [s for s in (self.upload_stream, self.download_stream, self.parse_stream) if s is not None]
+        workspaces, self.workspaces = self.workspaces, []
+        cuda.free_all(
+            *[stream.synchronize for stream in streams],  # copies may still read or write the workspaces' buffers
+            *[ws.free for ws in workspaces],
+            self.frames.close,
+            *[stream.free for stream in streams],
+        )

@@ -72,7 +72,8 @@ class DeviceDetector:
         if any(not all(isinstance(d, int) for d in out.shape[1:]) for out in engine.outputs):
             described = ", ".join(out.describe() for out in engine.outputs)
             raise EngineError(f"the detector plan's outputs must be fixed but for the batch, got {described}")
-        self.decoder, self.engine, self.kernels, self.device = decoder, engine, kernels, device
+        self.device = device = cuda.bound_device(device)  # None: the current one, kept for every thread's calls
+        self.decoder, self.engine, self.kernels = decoder, engine, kernels
         cuda.activate(device)
         self.input_size, self.normalisation = canvas, decoder.normalisation
         self.input_dtype = np.dtype(spec.dtype)

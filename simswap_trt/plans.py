@@ -122,6 +122,11 @@ def plan_problems(entry: PlanEntry, here: RuntimeInfo, onnx_sha256: str | None =
             f"the plan was built with --exclude-lean-runtime, so {runtime_name} cannot load it; "
             "rebuild without that flag or install the full tensorrt package"
         )
+    elif entry.lean_runtime_excluded and built != running:  # no embedded lean runtime to run it elsewhere
+        problems.append(
+            f"the plan was built with --exclude-lean-runtime, so only the full TensorRT {entry.tensorrt_version} "
+            f"that built it loads it; this machine has {runtime_name}"
+        )
     elif not entry.version_compatible and built != running:
         problems.append(
             f"the plan was built with TensorRT {entry.tensorrt_version} and only runs on that "

@@ -16,6 +16,11 @@ the real ``tensorrt_lean`` bindings.
 * Kernels: ``launch`` is replaced by a queued call of the host build with the same argument packing
   (the host functions take the face or frame count that the device reads from ``gridDim.z``); launch
   grids must cover the crop and the regions.
+* Strict where CUDA is: while a thread captures a stream, allocation, synchronization, frees and copies of
+  pageable host memory on the capturing stream fail (``cudaErrorStreamCaptureUnsupported``) and invalidate
+  the capture; the current device is per thread (a new thread starts on device 0); device and pinned
+  allocations are 256-byte aligned; event timing needs two events created with timing whose records ran;
+  captured graphs and their executables are live until destroyed.
 * TensorRT: ``strict_runtime_module`` builds a fake ``tensorrt`` runtime module whose objects only allow
   attribute names that exist on the corresponding class of the real ``tensorrt_lean`` module. Its
   execution context "runs" the plan as ``outputs = fn(inputs)`` (e.g. ONNX Runtime), queued on the stream
@@ -25,7 +30,9 @@ the real ``tensorrt_lean`` bindings.
 from __future__ import annotations
 
 import ctypes
+import enum
 import itertools
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -46,8 +53,11 @@ class FakeGpu:
         self.sequence = itertools.count()
         self.executed: list[str] = []
         self.names = ["Fake H100"]  # one per device
-        self.current = 0  # the current device (one thread: the tests' own)
+        self._thread = threading.local()  # the current device, per thread as in CUDA
+        self.capturing: dict[int, FakeStream] = {}  # thread id -> the stream it captures
         self.device_of: dict[int, int] = {}  # device address -> the device it was allocated on
+        self.memory = 80 << 30  # bytes of each device
+        self.graphs: dict[int, list] = {}  # captured graphs: id -> the work captured
 
     # -- memory -------------------------------------------------------------------------------------------
     def view(self, address: int, nbytes: int) -> np.ndarray:
@@ -57,6 +67,34 @@ class FakeGpu:
                 return memory[address - base : address - base + nbytes]
         where = "pinned host memory" if any(b <= address < b + m.size for b, m in self.pinned.items()) else "nothing"
         raise AssertionError(f"device access of {nbytes} bytes at {address:#x} is outside device memory ({where})")
+
+    @property
+    def current(self) -> int:
+        """The calling thread's current device: 0 until the thread sets another, as in CUDA."""
+        return getattr(self._thread, "device", 0)
+
+    @current.setter
+    def current(self, device: int) -> None:
+        self._thread.device = device
+
+    def refuse_under_capture(self, call: str) -> None:
+        """What CUDA refuses while the calling thread captures a stream: the call fails and the capture is
+        invalidated (its end then fails too)."""
+        stream = self.capturing.get(threading.get_ident())
+        if stream is not None:
+            stream.capture_invalidated = True
+            raise cuda.CudaError(call, "cudaErrorStreamCaptureUnsupported", 900)
+
+    def is_pinned(self, host: np.ndarray) -> bool:
+        """Whether ``host`` lies in page-locked (pinned or mapped) host memory."""
+        start, end = host.ctypes.data, host.ctypes.data + host.nbytes
+        return any(b <= start and end <= b + m.size for b, m in self.pinned.items())
+
+    def copy_check(self, host: np.ndarray, stream) -> None:
+        """A copy of pageable host memory cannot be captured: it is synchronous for the host."""
+        if stream.capture is not None and not self.is_pinned(host):
+            stream.capture_invalidated = True
+            raise cuda.CudaError("cudaMemcpyAsync", "cudaErrorStreamCaptureUnsupported", 900)
 
     # -- devices ------------------------------------------------------------------------------------------
     def set_device(self, device: int) -> None:
@@ -115,6 +153,13 @@ class FakeGpu:
             self.executed.append(op.kind)
 
 
+def aligned_bytes(nbytes: int, alignment: int = 256) -> np.ndarray:
+    """``nbytes`` zeroed bytes starting at a multiple of ``alignment`` (as cudaMalloc and cudaMallocHost give)."""
+    raw = np.zeros(max(nbytes, 1) + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start : start + max(nbytes, 1)]
+
+
 class Op:
     def __init__(self, sequence, kind, run, event):
         self.sequence, self.kind, self.run, self.event = sequence, kind, run, event
@@ -131,6 +176,7 @@ class FakeStream:
 
     def __init__(self):
         self.handle, self.ops, self.alive, self.capture = next(self.handles), [], True, None
+        self.capture_invalidated = False
         self.device = GPU.current
         GPU.streams[self.handle] = self
         GPU.live.add(self)
@@ -140,6 +186,7 @@ class FakeStream:
         return GPU.streams[handle]
 
     def synchronize(self):
+        GPU.refuse_under_capture("cudaStreamSynchronize")
         GPU.run_until(lambda: not self.ops, {self.handle})
 
     def wait(self, event):
@@ -156,6 +203,7 @@ class FakeEvent:
     def __init__(self, timing=True):
         self.recorded = self.completed = 0  # records enqueued / executed
         self.pending_on = None  # stream of the latest record
+        self.timing = timing
         GPU.live.add(self)
 
     def reached(self, target):
@@ -167,10 +215,16 @@ class FakeEvent:
         GPU.enqueue(stream.handle, "record", run=lambda: setattr(self, "completed", number))
 
     def synchronize(self):
+        GPU.refuse_under_capture("cudaEventSynchronize")
         target = self.recorded
         GPU.run_until(lambda: self.completed >= target, {self.pending_on} if self.pending_on else set())
 
     def elapsed_ms(self, start):
+        """1.0, where CUDA can time: both events created with timing, both records executed."""
+        if not (self.timing and start.timing) or not (self.recorded and start.recorded):
+            raise cuda.CudaError("cudaEventElapsedTime", "cudaErrorInvalidResourceHandle", 400)
+        if self.completed < self.recorded or start.completed < start.recorded:
+            raise cuda.CudaError("cudaEventElapsedTime", "cudaErrorNotReady", 600)
         return 1.0
 
     def free(self):
@@ -179,8 +233,11 @@ class FakeEvent:
 
 class FakeDeviceBuffer:
     def __init__(self, nbytes):
+        GPU.refuse_under_capture("cudaMalloc")
+        if nbytes > GPU.memory:  # as cudaMalloc refuses more than the device has
+            raise cuda.CudaOutOfMemory("cudaMalloc", "cudaErrorMemoryAllocation", 2)
         self.nbytes = nbytes
-        memory = np.zeros(max(nbytes, 1), np.uint8)
+        memory = aligned_bytes(nbytes)
         self.ptr = memory.ctypes.data
         GPU.allocations[self.ptr] = memory
         GPU.device_of[self.ptr] = self.device = GPU.current
@@ -188,6 +245,7 @@ class FakeDeviceBuffer:
 
     def upload(self, host, stream, offset=0):
         assert offset + host.nbytes <= self.nbytes
+        GPU.copy_check(host, stream)
         COPIES.append(("upload", host.nbytes))
         ptr = self.ptr
 
@@ -200,6 +258,7 @@ class FakeDeviceBuffer:
 
     def download(self, host, stream, offset=0):
         assert offset + host.nbytes <= self.nbytes
+        GPU.copy_check(host, stream)
         COPIES.append(("download", host.nbytes))
         ptr = self.ptr
 
@@ -209,6 +268,7 @@ class FakeDeviceBuffer:
         GPU.enqueue(stream.handle, "download", copy)
 
     def download_rows(self, host, stream, offset, pitch):
+        GPU.copy_check(host, stream)
         COPIES.append(("download", host.nbytes))
         ptr, rows, width = self.ptr, host.shape[0], host[0].nbytes if host.shape[0] else 0
 
@@ -231,6 +291,7 @@ class FakeDeviceBuffer:
 
     def free(self):
         if self.ptr:
+            GPU.refuse_under_capture("cudaFree")
             GPU.allocations.pop(self.ptr)
             GPU.live.discard(self)
             self.ptr = 0
@@ -238,12 +299,16 @@ class FakeDeviceBuffer:
 
 class FakePinnedBuffer:
     def __init__(self, shape, dtype):
-        self.array = np.zeros(shape, dtype)
-        GPU.pinned[self.array.ctypes.data] = self.array.reshape(-1).view(np.uint8)
+        GPU.refuse_under_capture("cudaMallocHost")
+        dtype = np.dtype(dtype)
+        memory = aligned_bytes(int(np.prod(shape)) * dtype.itemsize)
+        self.array = memory[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+        GPU.pinned[memory.ctypes.data] = memory
         GPU.live.add(self)
 
     def free(self):
         if self.array is not None:
+            GPU.refuse_under_capture("cudaFreeHost")
             GPU.pinned.pop(self.array.ctypes.data)
             GPU.live.discard(self)
             self.array = None
@@ -253,10 +318,14 @@ class FakeMappedBuffer:
     """Mapped pinned host memory: the "device" address is that of ``array`` itself (zero copy)."""
 
     def __init__(self, shape, dtype):
-        self.array = np.zeros(shape, dtype)
+        GPU.refuse_under_capture("cudaHostAlloc")
+        dtype = np.dtype(dtype)
+        memory = aligned_bytes(int(np.prod(shape)) * dtype.itemsize)
+        self.array = memory[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
         self.nbytes = self.array.nbytes
-        self.ptr = self.array.ctypes.data
-        GPU.allocations[self.ptr] = self.array.reshape(-1).view(np.uint8)  # a view, not a copy
+        self.ptr = memory.ctypes.data
+        GPU.allocations[self.ptr] = memory  # the host array's own bytes
+        GPU.pinned[self.ptr] = memory
         GPU.device_of[self.ptr] = self.device = GPU.current
         GPU.live.add(self)
 
@@ -273,7 +342,9 @@ class FakeMappedBuffer:
 
     def free(self):
         if self.array is not None:
+            GPU.refuse_under_capture("cudaFreeHost")
             GPU.allocations.pop(self.ptr)
+            GPU.pinned.pop(self.ptr)
             GPU.live.discard(self)
             self.array = None
 
@@ -359,45 +430,76 @@ def launch_parser_kernel(host_lib, stream, kernel, grid, values):
     GPU.enqueue(stream, kernel, lambda: function(*converted))
 
 
-def fake_cudart(calls):
+CudaErrors = enum.IntEnum(
+    "cudaError_t",
+    {
+        "cudaSuccess": 0,
+        "cudaErrorInvalidValue": 1,
+        "cudaErrorMemoryAllocation": 2,
+        "cudaErrorStreamCaptureUnsupported": 900,
+        "cudaErrorStreamCaptureInvalidated": 901,
+    },
+)
+
+
+def fake_cudart(calls, instantiate_error=None):
     """The ``cuda.bindings.runtime`` calls of graph capture and replay, on the stand-in: a captured graph
-    is the list of work enqueued during the capture, replayed by ``cudaGraphLaunch``."""
-    success = SimpleNamespace(name="cudaSuccess")
-    graphs = {}
+    is the list of work enqueued during the capture, replayed by ``cudaGraphLaunch``. A capture that a
+    refused call invalidated ends with ``cudaErrorStreamCaptureInvalidated``; ``instantiate_error`` (a
+    ``CudaErrors`` member) makes every ``cudaGraphInstantiate`` fail with it. Graphs and executables are
+    in ``GPU.live`` until destroyed."""
+    success = CudaErrors.cudaSuccess
 
     def begin_capture(handle, mode):
-        GPU.streams[handle].capture = []
+        stream = GPU.streams[handle]
+        stream.capture, stream.capture_invalidated = [], False
+        GPU.capturing[threading.get_ident()] = stream
         return (success,)
 
     def end_capture(handle):
         stream = GPU.streams[handle]
-        graph = len(graphs) + 1
-        graphs[graph], stream.capture = stream.capture, None
+        GPU.capturing.pop(threading.get_ident(), None)
+        work, stream.capture = stream.capture, None
         calls.append(("end capture", handle))
+        if stream.capture_invalidated:
+            return CudaErrors.cudaErrorStreamCaptureInvalidated, None
+        graph = len(GPU.graphs) + 1
+        GPU.graphs[graph] = work
+        GPU.live.add(("graph", graph))
+        return success, graph
+
+    def instantiate(graph, flags):
+        if instantiate_error is not None:
+            return instantiate_error, None
+        GPU.live.add(("executable", graph))
         return success, graph
 
     def launch(executable, handle):
+        assert ("executable", executable) in GPU.live, f"launch of executable {executable}, not live"
         calls.append(("graph launch", executable))
-        for kind, run in graphs[executable]:
+        for kind, run in GPU.graphs[executable]:
             GPU.enqueue(handle, kind, run)
         return (success,)
 
-    def destroy(name):
+    def destroy(name, kind):
         def call(handle):
+            assert (kind, handle) in GPU.live, f"{name} of {kind} {handle}, not live"
+            GPU.live.discard((kind, handle))
             calls.append((name, handle))
             return (success,)
 
         return call
 
     return SimpleNamespace(
-        cudaError_t=SimpleNamespace(cudaSuccess=success, cudaErrorMemoryAllocation=None),
+        cudaError_t=CudaErrors,
+        cudaGetErrorName=lambda error: (success, CudaErrors(error).name.encode()),
         cudaStreamCaptureMode=SimpleNamespace(cudaStreamCaptureModeThreadLocal=0),
         cudaStreamBeginCapture=begin_capture,
         cudaStreamEndCapture=end_capture,
-        cudaGraphInstantiate=lambda graph, flags: (success, graph),
+        cudaGraphInstantiate=instantiate,
         cudaGraphLaunch=launch,
-        cudaGraphExecDestroy=destroy("cudaGraphExecDestroy"),
-        cudaGraphDestroy=destroy("cudaGraphDestroy"),
+        cudaGraphExecDestroy=destroy("cudaGraphExecDestroy", "executable"),
+        cudaGraphDestroy=destroy("cudaGraphDestroy", "graph"),
         cudaGetLastError=lambda: (success,),
     )
 
@@ -422,6 +524,7 @@ def install_fake_cuda(
     monkeypatch.setattr(cuda, "device_info", device_info)
     monkeypatch.setattr(cuda, "device_count", lambda: devices)
     monkeypatch.setattr(cuda, "set_device", lambda device: GPU.set_device(device))
+    monkeypatch.setattr(cuda, "current_device", lambda: GPU.current)
     traits = cuda.MemoryTraits(integrated, True, compute_capability)
     monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
     for attribute, fake in (
@@ -463,50 +566,86 @@ class _Strict:
         object.__setattr__(self, name, value)
 
 
-def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None):
-    """A fake runtime module. ``io``: [(name, mode 'in'/'out', shape with -1 batch)], all float32;
-    ``fn(inputs dict) -> outputs dict`` is what executing the plan computes. ``plans`` maps serialized plan
-    bytes to their own ``(io, fn)`` (several models); others get ``io`` and ``fn``. ``set_input_shape``
-    returns False for batches outside ``batch_range`` (the plan's profile), as TensorRT does."""
+def strict_runtime_module(
+    lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None, contexts=None
+):
+    """A fake runtime module. ``io``: [(name, mode 'in'/'out', shape with -1 batch[, dtype])], float32
+    unless a dtype ("float16") is given; ``fn(inputs dict) -> outputs dict`` is what executing the plan
+    computes. ``plans`` maps serialized plan bytes to their own ``(io, fn)`` (several models); others get
+    ``io`` and ``fn``. ``set_input_shape`` returns False for batches outside ``batch_range`` (the plan's
+    profile), as TensorRT does; ``contexts``: how many execution contexts can be created before
+    ``create_execution_context`` returns None (out of memory), unlimited by default.
+
+    Strict where TensorRT is: ``set_tensor_address`` returns False for an address that is not 256-byte
+    aligned and refuses host memory; a context may not be enqueued on a second stream while a run on
+    another is unfinished; a graph captured with a context replays only while none of the context's shapes
+    and addresses changed since the capture."""
     calls = calls if calls is not None else []
     plans = plans or {}
+    left = [contexts if contexts is not None else 1 << 62]
+
+    def dtype_of(entry):
+        return np.dtype(entry[3] if len(entry) > 3 else "float32")
 
     class Context(_Strict):
         _real = lean.IExecutionContext
 
         def __init__(self, io, fn):
             self._addresses, self._shapes, self._io, self._fn = {}, {}, io, fn
+            self._generation = 0  # counts changes of shapes and addresses
+            self._running: list = []  # [stream handle, done] of the latest eager run
 
         def set_tensor_address(self, name, ptr):
-            self._addresses[name] = ptr
             calls.append(("set_tensor_address", name))
+            if ptr % 256:
+                return False  # TensorRT logs "address is not aligned" and refuses it
+            GPU.device_at(ptr)  # device memory, not host memory
+            if self._addresses.get(name) != ptr:
+                self._addresses[name] = ptr
+                self._generation += 1
             return True
 
         def set_input_shape(self, name, shape):
             calls.append(("set_input_shape", name, tuple(shape)))
             if not batch_range[0] <= shape[0] <= batch_range[1]:
                 return False
-            self._shapes[name] = tuple(shape)
+            if self._shapes.get(name) != tuple(shape):
+                self._shapes[name] = tuple(shape)
+                self._generation += 1
             return True
 
         def execute_async_v3(self, stream_handle):
             n = next(iter(self._shapes.values()))[0]
             addresses, io, fn = dict(self._addresses), self._io, self._fn  # TensorRT reads bindings at enqueue
             GPU.check_on(stream_handle, addresses.values())
+            captured = GPU.streams[stream_handle].capture is not None
+            if not captured:
+                if self._running and not self._running[1] and self._running[0] != stream_handle:
+                    raise AssertionError("an execution context was enqueued on two streams at once")
+                self._running = running = [stream_handle, False]
+            generation = self._generation
 
             def execute():
+                if captured:
+                    assert self._generation == generation, (
+                        "a graph was replayed after its execution context's shapes or addresses changed"
+                    )
                 inputs = {}
-                for name, mode, shape in io:
+                for entry in io:
+                    name, mode, shape = entry[:3]
                     if mode == "in":
-                        count = int(np.prod((n, *shape[1:])))
-                        data = GPU.view(addresses[name], count * 4)
-                        inputs[name] = data.view(np.float32).reshape((n, *shape[1:])).copy()
+                        count, dtype = int(np.prod((n, *shape[1:]))), dtype_of(entry)
+                        data = GPU.view(addresses[name], count * dtype.itemsize)
+                        inputs[name] = data.view(dtype).reshape((n, *shape[1:])).copy()
+                dtypes = {entry[0]: dtype_of(entry) for entry in io}
                 for name, value in fn(inputs).items():
-                    raw = np.ascontiguousarray(value, np.float32).reshape(-1).view(np.uint8)
+                    raw = np.ascontiguousarray(value, dtypes[name]).reshape(-1).view(np.uint8)
                     GPU.view(addresses[name], raw.size)[:] = raw
+                if not captured:
+                    running[1] = True
 
             GPU.enqueue(stream_handle, "execute", execute)
-            calls.append(("execute", n, tuple(name for name, _, _ in io)))
+            calls.append(("execute", n, tuple(entry[0] for entry in io)))
             return True
 
     class Engine(_Strict):
@@ -523,16 +662,20 @@ def strict_runtime_module(lean, io, fn, version="11.4.0.106", calls=None, batch_
             return self._io[i][0]
 
         def get_tensor_shape(self, name):
-            return next(s for n, _, s in self._io if n == name)
+            return next(entry[2] for entry in self._io if entry[0] == name)
 
         def get_tensor_dtype(self, name):
-            return lean.DataType.FLOAT
+            dtype = next(dtype_of(entry) for entry in self._io if entry[0] == name)
+            return lean.DataType.HALF if dtype == np.float16 else lean.DataType.FLOAT
 
         def get_tensor_mode(self, name):
-            mode = next(m for n, m, _ in self._io if n == name)
+            mode = next(entry[1] for entry in self._io if entry[0] == name)
             return lean.TensorIOMode.INPUT if mode == "in" else lean.TensorIOMode.OUTPUT
 
         def create_execution_context(self):
+            if left[0] <= 0:
+                return None  # what TensorRT returns when it cannot allocate the context
+            left[0] -= 1
             return Context(self._io, self._fn)
 
     class Runtime(_Strict):

@@ -55,9 +55,8 @@ def test_replays_equal_the_eager_sequence_and_a_new_batch_size_captures_a_new_gr
     with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto", cuda_graphs=True) as graphed:
         graphed.source_latent = latent()
         got, kinds = run(graphed, module, batches)
-        # a new batch size captures its graph; the first batch after another size changed the shape of
-        # the first context runs eagerly once (TensorRT's rule), then replays
-        assert kinds == ["capture", "replay", "capture", "replay", "eager", "replay"]
+        # a new batch size captures its graph on contexts of its own; a size seen before replays at once
+        assert kinds == ["capture", "replay", "capture", "replay", "replay", "replay"]
         assert len(graphed._stages.workspaces[0].graphs) == 2
     for want_batch, got_batch, (images, faces) in zip(expected, got, batches, strict=True):
         for want, result, reference in zip(want_batch, got_batch, host_swapper.swap_faces(images, faces), strict=True):
@@ -147,4 +146,29 @@ def test_capture_errors_are_graph_capture_errors_and_the_stream_stays_usable(fai
     stream.synchronize()
     assert done == [2]  # the captured work never ran; later work runs
     stream.free()
+    assert not gpu.live
+
+
+def test_alternating_face_counts_replay_their_own_graphs_bit_for_bit(tiny_bundle, host, monkeypatch, tmp_path):
+    """1, 3, 2, 3, 1 faces per batch (as in a video whose face count changes): each count is captured once
+    on generator contexts of its own and replayed later, equal to the eager sequence bit for bit; the
+    stand-in refuses a replay whose context changed after the capture."""
+    bundle = plan_bundle(tiny_bundle, tmp_path / "b")
+    (images, faces), _ = scenes(224, bundle.alignment)
+    # the first batch of 3 sizes the staging buffers, so that the later batches keep their addresses
+    batches = [(images, [faces[0][:count]] + [[] for _ in images[1:]]) for count in (3, 1, 3, 2, 3, 1)]
+    gpu, module = graph_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as eager:
+        eager.source_latent = latent()
+        expected, _ = run(eager, module, batches)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto", cuda_graphs=True) as graphed:
+        graphed.source_latent = latent()
+        got, kinds = run(graphed, module, batches)
+        graphs = graphed._stages.workspaces[0].graphs
+        owned = [id(context) for _, contexts in graphs.values() for context in contexts]
+        assert len(set(owned)) == len(owned) == len(graphs)  # one context per graph (one chunk each)
+    assert kinds == ["capture", "capture", "replay", "capture", "replay", "replay"]
+    for want_batch, got_batch in zip(expected, got, strict=True):
+        for want, result in zip(want_batch, got_batch, strict=True):
+            np.testing.assert_array_equal(result.image, want.image)
     assert not gpu.live

@@ -12,7 +12,7 @@ import pytest
 from test_device_path import PLAN_BYTES, install_device, latent, plan_bundle, scenes
 from test_pipeline import fake_parser
 
-from benchmarks.gpu_check import content_parser
+from benchmarks.gpu_check.standins import content_parser
 from simswap_trt import FaceSwapper
 from simswap_trt.bundle import Bundle
 from simswap_trt.constants import IMAGENET_MEAN, IMAGENET_STD

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
 
-from benchmarks.gpu_check import face_landmarks, smooth_frame
+from benchmarks.gpu_check.scenes import face_landmarks, smooth_frame
 from simswap_build.architectures import GeneratorConfig
 from simswap_build.engine_builder import register_plan
 from simswap_trt import FaceSwapper, cuda

@@ -6,7 +6,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from benchmarks.gpu_check import content_parser
+from benchmarks.gpu_check.standins import content_parser
 from simswap_build.parser_graph import add_parser
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine

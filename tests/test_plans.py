@@ -113,6 +113,12 @@ def test_plans_without_the_lean_runtime_are_refused_early_on_it():
     ]
     assert plan_problems(entry, H100, "a" * 64) == []  # the full runtime loads it
     assert plan_problems(plan(version_compatible=True), lean, "a" * 64) == []
+    newer = RuntimeInfo("11.5.0.1", lean=False, compute_capability=(9, 0), gpu_name="NVIDIA H100")
+    assert plan_problems(entry, newer, "a" * 64) == [  # no embedded lean runtime: only the version that built it
+        "the plan was built with --exclude-lean-runtime, so only the full TensorRT 11.4.0.106 that built it loads "
+        "it; this machine has TensorRT 11.5.0.1"
+    ]
+    assert plan_problems(plan(version_compatible=True), newer, "a" * 64) == []  # with it, a newer 11.x runs it
 
 
 def test_profile_minimum_is_the_largest_minimum_of_the_inputs():

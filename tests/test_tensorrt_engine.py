@@ -187,7 +187,7 @@ def test_synchronous_backends_offer_the_same_submit_collect(tiny_bundle):
     )
 
 
-def test_cuda_graphs_replay_only_on_an_unchanged_shape_and_are_destroyed_on_close(plan_bundle, fake_trt, monkeypatch):
+def test_cuda_graphs_each_own_a_context_and_are_destroyed_on_close(plan_bundle, fake_trt, monkeypatch):
     cudart = fake_cudart(fake_trt.calls)
     monkeypatch.setattr(cuda, "runtime", lambda: cudart)
     engine = trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True)
@@ -196,9 +196,10 @@ def test_cuda_graphs_replay_only_on_an_unchanged_shape_and_are_destroyed_on_clos
         feeds = {"target": rng.random((n, 3, 224, 224), dtype=np.float32), "latent": rng.random((n, 512), np.float32)}
         np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
     steps = [c[0] for c in fake_trt.calls if c[0] in ("execute", "end capture", "graph launch")]
-    # batch 2: run, capture; replay; batch 3: run, capture; batch 2 after the shape change: run once; replay
+    # batch 2: run on its own context, capture; replay; batch 3 likewise; batch 2 again: its context was
+    # never changed, so it replays at once (the stand-in refuses a replay after its context changed)
     assert steps == ["execute", "execute", "end capture", "graph launch", "execute", "execute", "end capture"] + [
-        "execute",
+        "graph launch",
         "graph launch",
     ]
     engine.close()
@@ -228,3 +229,28 @@ def test_a_failed_capture_leaves_the_stream_usable(plan_bundle, fake_trt, monkey
             np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
         assert [c[0] for c in fake_trt.calls].count("end capture") == 1  # tried once, then plain enqueues
         assert 2 in engine._slots[0].graph_failed
+
+
+def test_alternating_batch_sizes_replay_their_own_graphs_bit_for_bit(plan_bundle, fake_trt, monkeypatch):
+    """Batches of 1, 3, 2, 3, 1: every size replays the graph captured on its own context, equal to the
+    eager engine's output bit for bit; no context is changed after a graph was captured on it."""
+    cudart = fake_cudart(fake_trt.calls)
+    monkeypatch.setattr(cuda, "runtime", lambda: cudart)
+    rng = np.random.default_rng(4)
+    sizes = (1, 3, 2, 3, 1, 2)
+    batches = [
+        {"target": rng.random((n, 3, 224, 224), dtype=np.float32), "latent": rng.random((n, 512), np.float32)}
+        for n in sizes
+    ]
+    with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1) as eager:
+        expected = [eager.run(feeds)["swapped"] for feeds in batches]
+    before = len(fake_trt.calls)
+    with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as graphed:
+        got = [graphed.run(feeds)["swapped"] for feeds in batches]
+        assert sorted(graphed._slots[0].graphs) == [1, 2, 3]
+        contexts = {id(context) for _, context in graphed._slots[0].graphs.values()}
+        assert len(contexts) == 3  # one context per graph
+    steps = [c[0] for c in fake_trt.calls[before:] if c[0] in ("end capture", "graph launch")]
+    assert steps == ["end capture"] * 3 + ["graph launch"] * 3
+    for want, have in zip(expected, got, strict=True):
+        assert np.array_equal(want, have)

@@ -6,7 +6,9 @@ Data path of ``run``: the batch is cut into chunks no larger than the profile ma
 through ``depth`` slots, each with its own execution context, stream, device buffers and pinned host
 buffers, all allocated once at the profile maximum. Chunk k+1 is uploaded and enqueued before chunk k is
 downloaded (see ``scheduler.Pipeline``). Optionally each (slot, batch size) is captured as a CUDA graph
-after its first run; if capture fails the engine keeps using ``execute_async_v3``.
+on an execution context of its own, after one run on that context (TensorRT ties a graph to its
+context's shapes and addresses, so no other run changes them); if capture fails the engine keeps using
+``execute_async_v3`` on the slot's context.
 
 ``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
 loop can prepare frame k+1 on the CPU while the GPU works on frame k. ``execute_device`` runs on device
@@ -88,29 +90,42 @@ def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[
 
 
 class _Slot:
-    """One execution context with its stream, buffers and captured graphs."""
+    """One execution context with its stream, captured graphs and, once ``run``/``submit`` first use it,
+    its own I/O buffers at the profile maximum (``execute_device`` runs on the caller's buffers and never
+    allocates them)."""
 
     def __init__(self, engine: Any, inputs, outputs, max_batch: int, host_memory: str = "staged") -> None:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.stream = cuda.Stream()
-        self.started = cuda.Event()
-        self.done = cuda.Event()
-        self.ready = cuda.Event(timing=False)  # recorded on a caller's stream by execute_device
         self.device: dict[str, cuda.DeviceBuffer] = {}
         self.host: dict[str, cuda.PinnedBuffer] = {}
-        for spec in inputs + outputs:
-            shape = (max_batch, *spec.shape[1:])
-            # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles, no copies
-            self.host[spec.name], self.device[spec.name] = cuda.io_buffers(shape, np.dtype(spec.dtype), host_memory)
-        self.own = {name: buffer.ptr for name, buffer in self.device.items()}  # the slot's own addresses
+        self.graphs: dict[int, tuple[cuda.Graph, DeviceContext]] = {}  # batch -> graph on the own buffers
+        self.graph_failed: set[int] = set()
+        self.stream = self.started = self.done = self.ready = None
         self.addresses: dict[str, int] = {}
-        self.bind(self.own)
+        self.own: dict[str, int] = {}  # the addresses of the slot's own buffers, once allocated
         self.batch = -1
         self.pending = 0  # items enqueued by submit() and not yet collected
-        self.graphs: dict[int, tuple[Any, Any]] = {}  # batch -> (graph, executable), on the slot's own buffers
-        self.graph_failed: set[int] = set()
+        self._io = [(spec.name, (max_batch, *spec.shape[1:]), np.dtype(spec.dtype)) for spec in inputs + outputs]
+        self._host_memory = host_memory
+        try:
+            self.stream = cuda.Stream()
+            self.started, self.done = cuda.Event(), cuda.Event()
+            self.ready = cuda.Event(timing=False)  # recorded on a caller's stream by execute_device
+        except BaseException:
+            self.free()  # what was made so far
+            raise
+
+    def allocate(self) -> None:
+        """The slot's own I/O buffers at the profile maximum, bound to its context (once)."""
+        if self.own:
+            return
+        for name, shape, dtype in self._io:
+            # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles
+            self.host[name], self.device[name] = cuda.io_buffers(shape, dtype, self._host_memory)
+        self.own = {name: buffer.ptr for name, buffer in self.device.items()}
+        self.bind(self.own)
 
     def bind(self, addresses: Mapping[str, int]) -> None:
         for name, address in addresses.items():
@@ -120,21 +135,25 @@ class _Slot:
                 self.addresses[name] = address
 
     def own_buffers(self) -> bool:
-        return all(self.addresses[name] == address for name, address in self.own.items())
+        return bool(self.own) and all(self.addresses[name] == address for name, address in self.own.items())
+
+    def held(self) -> dict[str, int]:
+        """Bytes of device and pinned host memory the slot's own buffers hold (one mapped buffer counts once,
+        as pinned host memory the GPU reads in place)."""
+        pinned = sum(buffer.array.nbytes for buffer in self.host.values())
+        device = sum(b.nbytes for name, b in self.device.items() if b is not self.host[name])
+        return {"device": device, "pinned": pinned}
 
     def free(self) -> None:
-        self.stream.synchronize()  # nothing may still read or write what is freed below
-        cudart = cuda.runtime()
-        for graph, executable in self.graphs.values():
-            cuda.cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(executable))
-            cuda.cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(graph))
-        self.graphs.clear()
-        for buffer in (*self.device.values(), *self.host.values()):
-            buffer.free()
-        for event in (self.started, self.done, self.ready):
-            event.free()
-        self.stream.free()
+        """Wait for the slot's stream, then free what it holds; after a device fault, as much as can be."""
+        steps = [self.stream.synchronize] if self.stream is not None else []  # nothing may still use it
+        for graph, context in self.graphs.values():
+            steps += [graph.free, context.free]
+        self.graphs = {}
+        steps += [buffer.free for buffer in (*self.device.values(), *self.host.values())]
+        steps += [owner.free for owner in (self.started, self.done, self.ready, self.stream) if owner is not None]
         self.context = None
+        cuda.free_all(*steps)
 
 
 class TensorRTEngine(Engine):
@@ -154,9 +173,9 @@ class TensorRTEngine(Engine):
         """``device``: the CUDA device id the plan, its contexts and buffers live on (default: the calling
         thread's current device); every call of the engine makes it current first."""
         trt, lean = import_tensorrt()
-        here = runtime_info(trt, lean, device)
-        self.device = device
-        cuda.activate(device)
+        self.device = cuda.bound_device(device)  # None: the current device, kept for every thread's calls
+        here = runtime_info(trt, lean, self.device)  # plans are checked against that device, not GPU 0
+        cuda.activate(self.device)
         problems = plan_problems(entry, here, onnx_sha256)
         if problems:
             raise EngineError(
@@ -180,11 +199,15 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        traits = cuda.memory_traits(device or 0)
+        traits = cuda.memory_traits(self.device)
         self.host_memory = cuda.host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
-        self._slots = [
-            _Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory) for _ in range(depth)
-        ]
+        self._slots: list[_Slot] = []
+        try:
+            while len(self._slots) < depth:
+                self._slots.append(_Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory))
+        except BaseException:
+            cuda.free_all(*[slot.free for slot in self._slots])  # the slots made before the failure
+            raise
         self._lock = threading.Lock()
         self._device_contexts: list[DeviceContext] = []  # handed out by device_context()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
@@ -235,6 +258,7 @@ class TensorRTEngine(Engine):
         chunk below the profile minimum is padded with zeros up to it (the padding's outputs are dropped)."""
         n = len(next(iter(feeds.values())))
         padded = max(n, self.min_batch)
+        slot.allocate()
         slot.bind(slot.own)
         slot.started.record(slot.stream)
         for spec in self.inputs:
@@ -275,14 +299,17 @@ class TensorRTEngine(Engine):
         return ticket
 
     def _collect_impl(self, ticket: int) -> dict[str, np.ndarray]:
-        cuda.activate(self.device)
-        slot = self._slots[ticket % len(self._slots)]
-        if not slot.pending or ticket < self._tickets - len(self._slots):
-            raise EngineError(f"ticket {ticket} was already collected")
-        slot.done.synchronize()
-        outputs = {spec.name: slot.host[spec.name].array[: slot.pending].copy() for spec in self.outputs}
-        slot.pending = 0
-        return outputs
+        with self._lock:  # a concurrent close() empties the slots
+            cuda.activate(self.device)
+            if not self._slots:
+                raise EngineError("the engine is closed")
+            slot = self._slots[ticket % len(self._slots)]
+            if not slot.pending or ticket < self._tickets - len(self._slots):
+                raise EngineError(f"ticket {ticket} was already collected")
+            slot.done.synchronize()
+            outputs = {spec.name: slot.host[spec.name].array[: slot.pending].copy() for spec in self.outputs}
+            slot.pending = 0
+            return outputs
 
     def _set_batch(self, slot: _Slot, n: int) -> bool:
         """Set every input's batch to ``n``; True when the shape changed."""
@@ -296,40 +323,35 @@ class TensorRTEngine(Engine):
         return True
 
     def _enqueue(self, slot: _Slot, n: int) -> None:
-        changed = self._set_batch(slot, n)
         graphs = self.cuda_graphs and slot.own_buffers()  # a graph replays the addresses it was captured with
-        if graphs and n in slot.graphs and not changed:  # after a shape change TensorRT must enqueue once first
-            executable = slot.graphs[n][1]
-            cuda.cuda_call("cudaGraphLaunch", cuda.runtime().cudaGraphLaunch(executable, slot.stream.handle))
+        if graphs and n in slot.graphs:
+            slot.graphs[n][0].launch(slot.stream)
             return
+        if graphs and n not in slot.graph_failed and self._capture(slot, n):
+            return
+        self._set_batch(slot, n)
         if not slot.context.execute_async_v3(slot.stream.handle):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        if graphs and n not in slot.graphs and n not in slot.graph_failed:
-            self._capture(slot, n)  # the first run above did any lazy initialisation outside the capture
 
-    def _capture(self, slot: _Slot, n: int) -> None:
-        cudart = cuda.runtime()
-        handle = slot.stream.handle
-        cuda.cuda_call(
-            "cudaStreamBeginCapture",
-            cudart.cudaStreamBeginCapture(handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-        )
-        enqueued = False
+    def _capture(self, slot: _Slot, n: int) -> bool:
+        """Run batch ``n`` on the slot's own buffers with a new context, then capture that context's run as
+        the slot's graph for ``n`` (the first run did TensorRT's lazy set-up outside the capture). Returns
+        whether the batch ran; on a failure the batch keeps running on the slot's context, logged."""
         try:
-            enqueued = slot.context.execute_async_v3(handle)
-        except Exception as exc:  # TensorRT raises its own types; the plain path below still works
-            log.info("TensorRT could not enqueue under capture: %s", exc)
-        finally:  # always end the capture, so the stream stays usable whatever happened
-            error, graph = cudart.cudaStreamEndCapture(handle)
-        if not enqueued or error != cudart.cudaError_t.cudaSuccess:
-            cudart.cudaGetLastError()  # clear the capture error
-            if error == cudart.cudaError_t.cudaSuccess:
-                cudart.cudaGraphDestroy(graph)
+            context = DeviceContext(self)
+        except EngineError as exc:
             slot.graph_failed.add(n)
-            log.info("CUDA graph capture failed for batch %d; using execute_async_v3", n)
-            return
-        executable = cuda.cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0))
-        slot.graphs[n] = (graph, executable)
+            log.warning("no CUDA graph for batch %d: %s", n, exc)
+            return False
+        context.enqueue(slot.own, n, slot.stream)
+        try:
+            slot.graphs[n] = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream)), context
+        except cuda.GraphCaptureError as exc:
+            slot.graph_failed.add(n)
+            slot.stream.synchronize()  # the run above still uses the context
+            context.free()
+            log.info("%s; batch %d uses execute_async_v3", exc, n)
+        return True
 
     def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
         """Enqueue one run on device memory the caller owns: ``addresses`` maps every tensor name to a device
@@ -382,29 +404,30 @@ class TensorRTEngine(Engine):
         with self._lock:
             cuda.activate(self.device)
             slots, self._slots = self._slots, []
-            for slot in slots:
-                slot.free()
-            for context in self._device_contexts:
-                context.free()
-            self._engine = None
+            contexts, self._engine = list(self._device_contexts), None
+            cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
+
+    def memory(self) -> dict[str, int]:
+        """Bytes of device and pinned host memory held by the engine's own I/O buffers (allocated by the first
+        ``run``/``submit``; not TensorRT's activation memory)."""
+        held = [slot.held() for slot in self._slots]
+        return {kind: sum(h[kind] for h in held) for kind in ("device", "pinned")}
 
     def device_context(self) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
-        events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by ``close()``
-        at the latest; each costs the plan's activation memory."""
+        events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by its ``free()``
+        or by ``close()`` at the latest; each costs the plan's activation memory."""
         with self._lock:
             if self._engine is None:
                 raise EngineError("the engine is closed")
             cuda.activate(self.device)
-            context = DeviceContext(self)
-            self._device_contexts.append(context)
-            return context
+            return DeviceContext(self)
 
 
 class DeviceContext:
     """One TensorRT execution context that a single caller enqueues on its own stream (see
-    ``TensorRTEngine.device_context``). It keeps its batch between runs: a graph captured with it replays
-    only while that batch is unchanged."""
+    ``TensorRTEngine.device_context``). A CUDA graph captured with it is tied to its shapes and addresses:
+    give each graph a context of its own and do not enqueue that context with other shapes or addresses."""
 
     def __init__(self, engine: TensorRTEngine) -> None:
         self._engine = engine
@@ -413,11 +436,11 @@ class DeviceContext:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
         self.batch = -1
         self.addresses: dict[str, int] = {}
+        engine._device_contexts.append(self)  # freed by the engine's close() at the latest
 
-    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> bool:
+    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
         """Enqueue one run on device ``addresses`` (every tensor, ``batch`` items, within the profile) on
-        ``stream``. Returns True when the batch changed: TensorRT needs such an eager run before a graph
-        captured with this context is replayed."""
+        ``stream``; shapes and addresses are set only where they changed."""
         engine = self._engine
         if self.context is None:
             raise EngineError("the engine is closed")
@@ -425,8 +448,7 @@ class DeviceContext:
             raise EngineError(f"enqueue needs every tensor of the plan; got {sorted(addresses)}")
         if not engine.min_batch <= batch <= engine.max_batch:
             raise EngineError(f"batch {batch} is outside the plan's profile {engine.min_batch}..{engine.max_batch}")
-        changed = batch != self.batch
-        if changed:
+        if batch != self.batch:
             self.batch = -1  # unknown until every input accepted the new shape
             for spec in engine.inputs:
                 if not self.context.set_input_shape(spec.name, (batch, *spec.shape[1:])):
@@ -439,7 +461,9 @@ class DeviceContext:
                 self.addresses[name] = address
         if not self.context.execute_async_v3(stream.handle):
             raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-        return changed
 
     def free(self) -> None:
+        """Release the context (after the streams it was enqueued on are done). A second call does nothing."""
         self.context = None
+        if self in self._engine._device_contexts:
+            self._engine._device_contexts.remove(self)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simswap_trt import cuda as cuda_module
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.vision.align import invert_affine
 from simswap_trt.vision.detect import letterbox_size
@@ -137,7 +138,10 @@ def launch(stream: int, kernel, grid: tuple[int, int, int], args: Sequence[np.ge
     from cuda.core import LaunchConfig, Stream
     from cuda.core import launch as launch_kernel
 
-    launch_kernel(Stream.from_handle(stream), LaunchConfig(grid=grid, block=BLOCK), kernel, *args)
+    try:
+        launch_kernel(Stream.from_handle(stream), LaunchConfig(grid=grid, block=BLOCK), kernel, *args)
+    except Exception as exc:  # cuda.core raises its own CUDAError (the driver's launch error, checked at launch)
+        raise cuda_module.KernelLaunchError(f"launch of a kernel on grid {grid} failed: {exc}") from exc
 
 
 def _blocks(extent: int, block: int) -> int:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from test_letterbox import NORMALISATIONS, SHAPES, run_host
 
-from benchmarks.gpu_check import letterbox_on_device
+from benchmarks.gpu_check.kernel_checks import letterbox_on_device
 from simswap_trt.kernels import load_device_kernels
 
 pytestmark = pytest.mark.gpu
