@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cli_support
-from simswap_trt.backends import BACKENDS
+from simswap_trt.backends import BACKENDS, PRECISIONS
 from simswap_trt.bundle import Bundle
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
@@ -132,9 +132,10 @@ def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) 
     device = getattr(args, "device", None) if device is None else device
     scrfd = getattr(args, "scrfd", None)
     # without --scrfd the swapper detects with the bundle's detector plan on the device path, else CenterFace
-    detector = Scrfd(scrfd, providers=args.providers, threads=args.threads, device=device) if scrfd else None
+    host = {"backend": "openvino"} if args.backend == "openvino" else {"providers": args.providers, "device": device}
+    detector = Scrfd(scrfd, threads=args.threads, **host) if scrfd else None
     parsing = getattr(args, "parsing_model", None)
-    parser = FaceParser(parsing, args.providers, args.threads, device) if parsing else None
+    parser = FaceParser(parsing, threads=args.threads, **host) if parsing else None
     return FaceSwapper.from_bundle(
         bundle,
         args.providers,
@@ -421,16 +422,19 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="auto: TensorRT where the bundle has a plan this machine can run, else ONNX Runtime (logged with "
-        "-v); tensorrt: an error if it cannot run (default: auto)",
+        help="auto: TensorRT where the bundle has a plan this machine can run, else the faster CPU backend for "
+        "--precision (OpenVINO for int8 and bf16 when installed, ONNX Runtime for fp32 and fp16; logged with -v); "
+        "onnxruntime, openvino (pip install 'simswap-trt[openvino]'), tensorrt: that backend, or an error saying "
+        "why it cannot run (default: auto)",
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=PRECISIONS,
         default=None,
-        help="which of the bundle's graphs to run (from 'simswap-build precision'). ONNX Runtime: fp32 unless "
-        "asked; int8 needs a CPU with VNNI or AMX (checked), where its integer kernels compute the graph. "
-        "TensorRT: the fastest plan unless asked",
+        help="fp32, fp16, int8: which of the bundle's graphs to run (from 'simswap-build precision'); bf16: the "
+        "FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX (checked). On the CPU fp32 unless asked; "
+        "ONNX Runtime's int8 needs VNNI or AMX (checked). TensorRT: the fastest plan unless asked. "
+        "'simswap-build validate' reports each one's fidelity",
     )
 
 

@@ -242,9 +242,11 @@ class FaceSwapper:
         cuda_graphs: bool = False,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
-        run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
-        ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``,
-        ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT). ``device``:
+        run, else the faster CPU backend for ``precision``; logged), ``"onnxruntime"`` (with ``providers``, CPU by
+        default), ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"``
+        (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"``
+        or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
+        AMX) (default: FP32 on the CPU, the fastest plan on TensorRT). ``device``:
         the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
         providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``."""
         from simswap_trt.backends import open_engine
@@ -257,7 +259,8 @@ class FaceSwapper:
         engines = [open_engine(bundle, "generator", backend, providers, threads, precision, device=device)]
         try:
             engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision, device=device))
-            parser_engine = cls._parser_plan(bundle, parser, backend, device) if backend != "onnxruntime" else None
+            on_gpu = backend in ("auto", "tensorrt")
+            parser_engine = cls._parser_plan(bundle, parser, backend, device) if on_gpu else None
             engines += [parser_engine] if parser_engine is not None else []
             swapper = cls(
                 bundle, *engines[:2], detector, parser, max_batch, device_path, device, cuda_graphs, parser_engine
@@ -268,7 +271,9 @@ class FaceSwapper:
             raise
         swapper._owned += engines
         swapper._detector_options = {"providers": providers, "threads": threads, "device": device}
-        if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
+        if backend == "openvino":
+            swapper._detector_options = {"threads": threads, "backend": backend}
+        if detector is None and on_gpu:  # the bundle's detector plan, on the device path
             from simswap_trt.device_detect import open_device_detector
 
             swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
