@@ -148,6 +148,16 @@ def onnx_specs(model: str | Path | bytes) -> tuple[tuple[TensorSpec, ...], tuple
     return inputs, tuple(spec(v) for v in proto.graph.output)
 
 
+def _with_static_dims(spec: TensorSpec, port) -> TensorSpec:
+    """``spec`` with the sizes OpenVINO's shape inference fixed (as ONNX Runtime reports them); the others
+    keep the graph's axis names."""
+    dims = port.get_partial_shape()
+    if len(dims) != len(spec.shape):
+        raise EngineError(f"OpenVINO gives {spec.name!r} the shape {dims}, the graph declares {spec.shape}")
+    shape = tuple(dim.get_length() if dim.is_static else name for dim, name in zip(dims, spec.shape, strict=True))
+    return TensorSpec(spec.name, spec.dtype, shape)
+
+
 class OpenVinoEngine(Engine):
     """An ONNX model (a file path or serialized bytes) on OpenVINO's CPU plugin.
 
@@ -195,7 +205,11 @@ class OpenVinoEngine(Engine):
             key = cache_key(digest, ov.get_version(), precision)
             self.cache_dir = cache_folder(cache_root() if cache is True else Path(cache), key)
         self._compiled = self._compile(model, config, name)
-        self._ports = [(spec.name, port) for spec, port in zip(self.outputs, self._output_ports(), strict=True)]
+        ports = self._ports_of(self._compiled.outputs, self.outputs)
+        inputs = self._ports_of(self._compiled.inputs, self.inputs)
+        self.inputs = tuple(_with_static_dims(s, p) for s, p in zip(self.inputs, inputs, strict=True))
+        self.outputs = tuple(_with_static_dims(s, p) for s, p in zip(self.outputs, ports, strict=True))
+        self._ports = [(spec.name, port) for spec, port in zip(self.outputs, ports, strict=True)]
         self.backend = f"openvino[CPU,{precision}]"
         self._idle: list[Any] = []
         self._lock = threading.Lock()
@@ -224,12 +238,14 @@ class OpenVinoEngine(Engine):
         except Exception as exc:  # OpenVINO's own exception types
             raise EngineError(f"OpenVINO cannot compile {name}: {exc}") from exc
 
-    def _output_ports(self) -> list:
-        by_name = {port.get_any_name(): port for port in self._compiled.outputs}
-        missing = [spec.name for spec in self.outputs if spec.name not in by_name]
+    @staticmethod
+    def _ports_of(ports, specs: tuple[TensorSpec, ...]) -> list:
+        """The compiled model's ports of ``specs``, by name."""
+        by_name = {port.get_any_name(): port for port in ports}
+        missing = [spec.name for spec in specs if spec.name not in by_name]
         if missing:
-            raise EngineError(f"OpenVINO's compiled model has no outputs {missing}; it has {sorted(by_name)}")
-        return [by_name[spec.name] for spec in self.outputs]
+            raise EngineError(f"OpenVINO's compiled model has no tensors {missing}; it has {sorted(by_name)}")
+        return [by_name[spec.name] for spec in specs]
 
     def close(self) -> None:
         with self._lock:
