@@ -37,6 +37,7 @@ CPU_RULE = {
     "int8": ("openvino", "OpenVINO fuses the Q/DQ graph into integer kernels: 2.5x ONNX Runtime FP32, 3.2x its INT8"),
     "bf16": ("openvino", "BF16 runs on OpenVINO only (2.05x ONNX Runtime FP32)"),
 }
+BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
 OPENVINO_INSTALL = "pip install 'simswap-trt[openvino]'"
 
 
@@ -116,7 +117,8 @@ def open_engine(
             if backend == "tensorrt":
                 raise
             level = logging.WARNING if any(p.role == role for p in bundle.plans) else logging.INFO
-            log.log(level, "auto: the %s runs on the CPU because TensorRT cannot run it: %s", role, exc)
+            cpu = BACKEND_NAMES[cpu_backend(precision, providers)[0]]
+            log.log(level, "auto: the %s runs on %s because TensorRT cannot run it: %s", role, cpu, exc)
     if backend == "auto":
         backend, why = cpu_backend(precision, providers)
         log.info("auto: the %s runs on %s (%s): %s", role, backend, precision or "fp32", why)
