@@ -582,11 +582,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser(
         "validate",
-        help="fidelity of a bundle's FP16/INT8 graphs vs FP32 on held-out faces (exit 1 if a goal fails)",
+        help="fidelity of a bundle's FP16/INT8 graphs (ONNX Runtime and OpenVINO) and of BF16 (OpenVINO) vs FP32 "
+        "on held-out faces (exit 1 if a goal fails)",
         description="PSNR and max abs error of generator outputs, ArcFace cosine, the identity cosine of the "
         "swaps against the source and against the FP32 swap, per precision, as means and per-face minima, on "
         "faces from --images (use photos that were not used for calibration). The goals (the INT8 recipe's "
-        "recorded ones, FP16 >= 45 dB) must hold on the worst face.",
+        "recorded ones, FP16 >= 45 dB, BF16 >= 45 dB and ArcFace cosine >= 0.999) must hold on the worst face. "
+        "With OpenVINO installed, INT8 is also run on OpenVINO's integer kernels and BF16 on CPUs that have it.",
     )
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")

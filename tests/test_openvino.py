@@ -263,3 +263,25 @@ def test_swapper_runs_every_model_on_openvino(full_bundle, astronaut_crop):
         swapper.set_source_crops(crops[:1])
         got = swapper.swap_aligned(crops)
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+@pytest.mark.skipif(not bf16_supported(), reason="the CPU has no AVX512_BF16 or AMX")
+def test_validate_reports_bf16_from_the_engines_outputs(full_bundle, astronaut_crop, monkeypatch):
+    from simswap_build import fidelity
+    from simswap_trt.preprocess import crops_to_tensor
+
+    crops = np.stack([astronaut_crop, astronaut_crop[::-1], astronaut_crop[:, ::-1]])
+    report = fidelity.fidelity_report(full_bundle.root, crops)
+    row = report["precisions"]["bf16/openvino"]
+    assert row["backend"] == "openvino[CPU,bf16]" and row["goals"] == fidelity.BF16_GOALS
+    targets = crops_to_tensor(crops, 224)
+    arc = OnnxRuntimeEngine(full_bundle.path_of("arcface"))
+    sources = np.roll(arc.run({"crop": targets})["latent"], -1, axis=0)
+    feeds = {"target": targets, "latent": sources}
+    reference = OnnxRuntimeEngine(full_bundle.path_of("generator")).run(feeds)["swapped"]
+    bf16 = OpenVinoEngine(full_bundle.path_of("generator"), precision="bf16").run(feeds)["swapped"]
+    mse = np.mean((reference.astype(np.float64) - bf16) ** 2, axis=(1, 2, 3))
+    assert row["psnr_min_db"] == pytest.approx(float(np.min(10 * np.log10(1 / mse))), rel=1e-6)
+    assert row["meets_goals"] == (row["psnr_min_db"] >= 45 and row["arcface_cosine_min"] >= 0.999)
+    monkeypatch.setitem(fidelity.BF16_GOALS, "psnr_min_db", row["psnr_min_db"] + 1)  # a goal it cannot meet
+    assert not fidelity.fidelity_report(full_bundle.root, crops)["precisions"]["bf16/openvino"]["meets_goals"]

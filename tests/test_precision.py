@@ -540,3 +540,21 @@ def test_runtime_precision_flag_reaches_the_engines(tiny_bundle, astronaut_crop,
     assert "has no fp16 generator graph; create it with 'simswap-build precision" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
     assert trt_main([*argv, "--output", str(tmp_path / "out.png"), "--precision", "fp32"]) == 0
+
+
+def test_int8_is_validated_on_openvino_too(precision_bundle, photos):
+    """The report runs the INT8 graph on OpenVINO's integer kernels as well, with the recipe's goals."""
+    pytest.importorskip("openvino")
+    from simswap_trt.engines import OnnxRuntimeEngine
+    from simswap_trt.engines.openvino import OpenVinoEngine
+
+    held = calibration_crops(photos / "held-out", "multipose", 224)
+    report = fidelity_report(precision_bundle.root, held)
+    row = report["precisions"]["int8/openvino"]
+    assert row["backend"] == "openvino[CPU,f32]" and row["goals"] == report["precisions"]["int8"]["goals"]
+    targets = crops_to_tensor(held, 224)
+    latents = OnnxRuntimeEngine(precision_bundle.path_of("arcface")).run({"crop": targets})["latent"]
+    feeds = {"target": targets, "latent": np.roll(latents, -1, axis=0)}
+    reference = OnnxRuntimeEngine(precision_bundle.path_of("generator")).run(feeds)["swapped"]
+    out = OpenVinoEngine(precision_bundle.path_of("generator", "int8")).run(feeds)["swapped"]
+    assert row["psnr_db"] == pytest.approx(psnr(reference, out), rel=1e-6)
