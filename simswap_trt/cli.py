@@ -71,6 +71,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
     from simswap_trt import cuda
     from simswap_trt.backends import usable_plan
+    from simswap_trt.engines.openvino import openvino_line
     from simswap_trt.engines.tensorrt import import_tensorrt
 
     def cuda_version(v: int) -> str:
@@ -100,6 +101,7 @@ def _doctor(args: argparse.Namespace) -> int:
     except SimswapError as exc:
         print(f"TensorRT      {exc}")
     print(f"ONNX Runtime  {onnxruntime.__version__}, providers: {', '.join(onnxruntime.get_available_providers())}")
+    print(f"OpenVINO      {openvino_line()}")
     for root in args.bundles:
         bundle = Bundle.load(root)
         print(f"bundle        {bundle.root} ({len(bundle.plans)} TensorRT plan(s))")

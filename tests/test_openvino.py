@@ -285,3 +285,27 @@ def test_validate_reports_bf16_from_the_engines_outputs(full_bundle, astronaut_c
     assert row["meets_goals"] == (row["psnr_min_db"] >= 45 and row["arcface_cosine_min"] >= 0.999)
     monkeypatch.setitem(fidelity.BF16_GOALS, "psnr_min_db", row["psnr_min_db"] + 1)  # a goal it cannot meet
     assert not fidelity.fidelity_report(full_bundle.root, crops)["precisions"]["bf16/openvino"]["meets_goals"]
+
+
+def test_cli_backend_and_precision_flags(tiny_bundle, tmp_path, capsys, caplog):
+    import cv2
+    from conftest import random_crops
+
+    from simswap_trt.cli import main as trt_main
+
+    cv2.imwrite(str(tmp_path / "src.png"), random_crops(1)[0])
+    cv2.imwrite(str(tmp_path / "t.png"), random_crops(1, seed=1)[0])
+
+    def swap(*flags: str) -> int:
+        argv = ["-v", "swap-aligned", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "src.png")]
+        return trt_main([*argv, "--target", str(tmp_path / "t.png"), "--output", str(tmp_path / "o.png"), *flags])
+
+    with caplog.at_level(logging.INFO):
+        assert swap("--backend", "openvino", "--threads", "1") == 0
+    assert "generator: openvino[CPU,f32], fp32 graph" in caplog.text
+    assert "generator.onnx: openvino[CPU,f32], 1 threads" in caplog.text
+    assert (tmp_path / "o.png").is_file()
+    (tmp_path / "o.png").unlink()
+    assert swap("--backend", "onnxruntime", "--precision", "bf16") == 1
+    assert capsys.readouterr().err.startswith("error: bf16 runs on OpenVINO only: --backend openvino or auto")
+    assert not (tmp_path / "o.png").exists()

@@ -56,6 +56,16 @@ def openvino_available() -> bool:
     return True
 
 
+def openvino_line() -> str:
+    """OpenVINO's version and what this CPU offers it (for ``simswap-trt doctor``), or how to install it."""
+    try:
+        ov = import_openvino()
+    except EngineError as exc:
+        return str(exc)
+    bf16 = "bf16 available" if bf16_supported() else f"no bf16 (needs {' or '.join(f.upper() for f in BF16_FLAGS)})"
+    return f"{ov.get_version()}, {bf16}, compiled-model cache {cache_root()}"
+
+
 def bf16_supported(flags: frozenset[str] | None = None) -> bool:
     """Whether this CPU computes in BF16 natively (AVX512_BF16 or AMX)."""
     return bool(set(BF16_FLAGS) & (cpu_flags() if flags is None else flags))
