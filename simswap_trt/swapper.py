@@ -160,7 +160,8 @@ class FaceSwapper:
     def _choose_stages(self, device_path: bool | None) -> Stages:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
-        host = HostStages(self.crop_size, self.generate, self._latents, self.parser.blend if self.parser else None)
+        blend = self.parser.blend if self.parser else None
+        host = HostStages(self.crop_size, self._submit_generator, self._collect_generator, self._latents, blend)
         on_tensorrt = hasattr(self.generator, "execute_device")
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
@@ -358,15 +359,25 @@ class FaceSwapper:
     def generate(self, targets: np.ndarray, latents: np.ndarray) -> np.ndarray:
         """Run the generator on float32 [N,3,S,S] targets with [512] (shared) or [N,512] latents, in
         chunks of at most ``max_batch``; returns float32 [N,3,S,S] RGB in [0,1]."""
+        return self._collect_generator(self._submit_generator(targets, latents))
+
+    def _submit_generator(self, targets: np.ndarray, latents: np.ndarray) -> list:
+        """Start ``generate``'s chunks on the engine (all at once where it is asynchronous); the tickets."""
         latents = np.broadcast_to(self._check_latents(latents, len(targets)), (len(targets), LATENT_SIZE))
-        out = np.empty_like(targets)
+        tickets = []
         for i in range(0, len(targets), self.max_batch):
             feeds = {
                 "target": targets[i : i + self.max_batch],
                 "latent": np.ascontiguousarray(latents[i : i + self.max_batch]),
             }
-            out[i : i + self.max_batch] = self.generator.run(feeds)["swapped"]
-        return out
+            tickets.append(self.generator.submit(feeds))
+        return tickets
+
+    def _collect_generator(self, tickets: list) -> np.ndarray:
+        """The output of ``_submit_generator``'s chunks, in order, as one float32 [N,3,S,S] array."""
+        if not tickets:
+            return np.empty((0, 3, self.crop_size, self.crop_size), np.float32)
+        return np.concatenate([self.generator.collect(ticket)["swapped"] for ticket in tickets])
 
     @staticmethod
     def _check_latents(latents: np.ndarray, count: int) -> np.ndarray:

@@ -309,3 +309,28 @@ def test_cli_backend_and_precision_flags(tiny_bundle, tmp_path, capsys, caplog):
     assert swap("--backend", "onnxruntime", "--precision", "bf16") == 1
     assert capsys.readouterr().err.startswith("error: bf16 runs on OpenVINO only: --backend openvino or auto")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_host_stream_keeps_the_next_batch_generating_while_one_is_pasted(full_bundle, astronaut_crop):
+    """swap_stream on the host path: batch k+1's generator work is submitted before batch k is collected, so an
+    asynchronous engine (OpenVINO) computes it while batch k is pasted back; results equal swap_faces'."""
+    from simswap_trt.swapper import FrameBatch
+    from simswap_trt.vision.detect import Detection
+
+    with FaceSwapper.from_bundle(full_bundle.root, backend="openvino", threads=1) as swapper:
+        calls = []
+        engine = swapper.generator
+        submit, collect = engine.submit, engine.collect
+        engine.submit = lambda feeds: calls.append("submit") or submit(feeds)
+        engine.collect = lambda ticket: calls.append("collect") or collect(ticket)
+        swapper.set_source_crops(astronaut_crop[None])
+        frame = np.zeros((300, 300, 3), np.uint8)
+        frame[38:262, 38:262] = astronaut_crop
+        points = np.array([[108, 128], [192, 128], [150, 170], [115, 210], [185, 210]], np.float32)
+        face = Detection(np.array([38, 38, 262, 262], np.float32), 0.9, points)
+        batches = [FrameBatch([frame + k], [[face]]) for k in range(3)]
+        calls.clear()
+        streamed = [r[0].image for r in swapper.swap_stream(batches, depth=2)]
+        assert calls == ["submit", "submit", "collect", "submit", "collect", "collect"]
+        for k, image in enumerate(streamed):
+            np.testing.assert_array_equal(image, swapper.swap_faces([frame + k], [[face]])[0].image)
