@@ -334,3 +334,18 @@ def test_host_stream_keeps_the_next_batch_generating_while_one_is_pasted(full_bu
         assert calls == ["submit", "submit", "collect", "submit", "collect", "collect"]
         for k, image in enumerate(streamed):
             np.testing.assert_array_equal(image, swapper.swap_faces([frame + k], [[face]])[0].image)
+
+
+def test_a_host_parser_without_declared_output_shapes_runs_on_openvino(tmp_path):
+    from test_pipeline import fake_parser
+
+    from simswap_trt.vision.parsing import FaceParser
+
+    path = fake_parser(tmp_path / "parser.onnx", (128, 128, 384, 384))  # its output declares no shape
+    targets = np.random.default_rng(2).random((2, 3, 224, 224), dtype=np.float32)
+    reference = FaceParser(path, threads=1)
+    parser = FaceParser(path, threads=1, backend="openvino")
+    assert isinstance(parser.engine, OpenVinoEngine)
+    assert parser.engine.outputs[0].shape == ("None", 19, 512, 512)  # as OpenVINO infers it
+    swapped = np.random.default_rng(3).random((2, 3, 224, 224), dtype=np.float32)
+    np.testing.assert_allclose(parser.blend(swapped, targets), reference.blend(swapped, targets), atol=1e-5)

@@ -148,6 +148,8 @@ def onnx_specs(model: str | Path | bytes) -> tuple[tuple[TensorSpec, ...], tuple
     def spec(value) -> TensorSpec:
         elem = value.type.tensor_type.elem_type
         dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem)).name
+        if not value.type.tensor_type.HasField("shape"):  # no shape declared: OpenVINO's inferred one
+            return TensorSpec(value.name, dtype, None)
         shape = tuple(
             d.dim_param or (d.dim_value if d.HasField("dim_value") else "None")
             for d in value.type.tensor_type.shape.dim
@@ -162,6 +164,8 @@ def _with_static_dims(spec: TensorSpec, port) -> TensorSpec:
     """``spec`` with the sizes OpenVINO's shape inference fixed (as ONNX Runtime reports them); the others
     keep the graph's axis names."""
     dims = port.get_partial_shape()
+    if spec.shape is None:
+        return TensorSpec(spec.name, spec.dtype, tuple(d.get_length() if d.is_static else "None" for d in dims))
     if len(dims) != len(spec.shape):
         raise EngineError(f"OpenVINO gives {spec.name!r} the shape {dims}, the graph declares {spec.shape}")
     shape = tuple(dim.get_length() if dim.is_static else name for dim, name in zip(dims, spec.shape, strict=True))
