@@ -349,3 +349,19 @@ def test_a_host_parser_without_declared_output_shapes_runs_on_openvino(tmp_path)
     assert parser.engine.outputs[0].shape == ("None", 19, 512, 512)  # as OpenVINO infers it
     swapped = np.random.default_rng(3).random((2, 3, 224, 224), dtype=np.float32)
     np.testing.assert_allclose(parser.blend(swapped, targets), reference.blend(swapped, targets), atol=1e-5)
+
+
+def test_the_default_detector_finds_the_same_faces_on_openvino():
+    import cv2
+    from skimage import data
+
+    from simswap_trt.vision.detect import CenterFace
+
+    image = np.ascontiguousarray(cv2.resize(data.astronaut()[..., ::-1], (640, 640)))
+    expected = CenterFace(threads=1).detect(image)
+    got = CenterFace(threads=1, backend="openvino").detect(image)
+    assert len(got) == len(expected) >= 1
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a.box, b.box, atol=0.05)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+        assert a.score == pytest.approx(b.score, abs=1e-4)
