@@ -413,7 +413,12 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument(
         "--batch", type=positive_int, default=batch, help=f"images per batched call, >= 1 (default: {batch})"
     )
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads, >= 1 (default: all available)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads of ONNX Runtime and OpenVINO, >= 1 (default: all available)",
+    )
     parser.add_argument(
         "--providers",
         nargs="+",
