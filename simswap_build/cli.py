@@ -204,7 +204,8 @@ def _validate(args: argparse.Namespace) -> int:
     if args.json and not check_output(args.json, overwrite=args.overwrite):
         raise OutputError(f"{args.json} exists; pass --overwrite to replace it, or choose another --json")
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
-    report = fidelity_report(bundle.root, crops)
+    backends = ("onnxruntime", "openvino") if args.backend == "all" else (args.backend,)
+    report = fidelity_report(bundle.root, crops, backends)
     print_report(report)
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
@@ -593,6 +594,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")
     validate.add_argument("--limit", type=positive_int, default=32, help="at most this many images, >= 1 (default 32)")
+    validate.add_argument(
+        "--backend",
+        choices=("all", "onnxruntime", "openvino"),
+        default="all",
+        help="whose rows to report: ONNX Runtime's fp16/int8, OpenVINO's int8/bf16, or all (default)",
+    )
     validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
     validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 

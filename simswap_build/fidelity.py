@@ -76,10 +76,13 @@ def _goals(bundle: Bundle, precision: str) -> dict[str, float]:
     return goals
 
 
-def fidelity_report(bundle_root: str | Path, crops: np.ndarray) -> dict:
+def fidelity_report(
+    bundle_root: str | Path, crops: np.ndarray, backends: tuple[str, ...] = ("onnxruntime", "openvino")
+) -> dict:
     """Compare every precision variant of the bundle with its FP32 graphs on aligned ``crops``: means and
     per-face minima. The swap identity (ArcFace FP32 latent of each output) is compared with the source
-    identity and with the FP32 swap's identity."""
+    identity and with the FP32 swap's identity. ``backends``: whose rows to report (the reference is always
+    ONNX Runtime FP32)."""
     bundle = Bundle.load(bundle_root)
     targets = crops_to_tensor(crops, bundle.crop_size)
     reference_arc = open_engine(bundle, "arcface", "onnxruntime")
@@ -118,14 +121,14 @@ def fidelity_report(bundle_root: str | Path, crops: np.ndarray) -> dict:
 
     precisions = sorted({p for by in bundle.variants.values() for p in by})
     rows = {}
-    for precision in precisions:
+    for precision in precisions if "onnxruntime" in backends else ():
         gen, arc = (
             OnnxRuntimeEngine(bundle.path_of(role, precision), optimize=precision != "int8")
             for role in ("generator", "arcface")
         )
         rows[precision] = row(precision, gen, arc)
     skipped = {}
-    for precision in ("int8", "bf16"):
+    for precision in ("int8", "bf16") if "openvino" in backends else ():
         if precision == "int8" and "int8" not in precisions:
             continue
         try:

@@ -365,3 +365,26 @@ def test_the_default_detector_finds_the_same_faces_on_openvino():
         np.testing.assert_allclose(a.box, b.box, atol=0.05)
         np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
         assert a.score == pytest.approx(b.score, abs=1e-4)
+
+
+def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, monkeypatch):
+    from simswap_build import fidelity
+    from simswap_build.cli import main as build_main
+
+    seen = []
+    real = fidelity.fidelity_report
+
+    def recording(root, crops, backends=("onnxruntime", "openvino")):
+        seen.append(backends)
+        return real(root, crops, backends)
+
+    monkeypatch.setattr(fidelity, "fidelity_report", recording)
+    monkeypatch.setattr(
+        "simswap_build.precision.calibration_crops", lambda *a, **k: np.zeros((2, 224, 224, 3), np.uint8)
+    )
+    assert build_main(["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend", "onnxruntime"]) == 0
+    assert seen == [("onnxruntime",)] and "bf16/openvino" not in capsys.readouterr().out
+    build_main(["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend", "openvino"])
+    out = capsys.readouterr().out
+    assert seen[-1] == ("openvino",)
+    assert ("bf16/openvino" in out) == bf16_supported()
