@@ -17,7 +17,7 @@ import onnx
 
 from simswap_trt.bundle import ALIGNMENTS, BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME, Bundle, ModelEntry
 from simswap_trt.errors import ConfigError, OutputError
-from simswap_trt.files import check_output, folder_mode, replace_folder, staging_folder, write_atomic
+from simswap_trt.files import check_output, replace_folder, staging_folder, write_atomic
 from simswap_trt.schema import TensorSpec, sha256_of
 
 _ONNX_TO_NUMPY = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
@@ -71,14 +71,15 @@ def write_bundle(
         manifest_models = {}
         for role, model in models.items():
             file = f"{role}.onnx"
-            onnx.save(model.graph, staging / file)
+            write_atomic(staging / file, model.graph.SerializeToString())
             source = dict(model.source)
             if model.weights is not None:
-                from safetensors.numpy import save_file
+                from safetensors.numpy import save  # save_file would make the file 0600
 
-                (staging / "weights").mkdir(mode=folder_mode(), exist_ok=True)
                 weights_file = f"weights/{role}.safetensors"
-                save_file({k: np.ascontiguousarray(v) for k, v in model.weights.items()}, staging / weights_file)
+                write_atomic(
+                    staging / weights_file, save({k: np.ascontiguousarray(v) for k, v in model.weights.items()})
+                )
                 source["weights"] = {"file": weights_file, "sha256": sha256_of(staging / weights_file)}
             manifest_models[role] = {
                 "file": file,
@@ -98,7 +99,7 @@ def write_bundle(
             "created_with": _versions(),
             "models": manifest_models,
         }
-        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_atomic(staging / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
         Bundle.load(staging)
         replace_folder(staging, root)
     except BaseException:

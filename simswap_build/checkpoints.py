@@ -51,17 +51,39 @@ class LoadedArcFace:
     source_format: str  # "pickled-module", "training-dict" or "state-dict"
 
 
-def _torch_load(path: Path, **kwargs: Any) -> Any:
+def load_tensors(path: str | Path, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` of a file that must hold only tensors and containers (generator
+    and discriminator state_dicts, training checkpoints). A missing, truncated, damaged or foreign file is
+    a one-line ``CheckpointError`` naming it; one that pickles Python objects an ``UnsafeCheckpointError``
+    (nothing from it is run)."""
+    return _torch_load(Path(path), what, weights_only=True)
+
+
+def _torch_load(path: Path, what: str, **kwargs: Any) -> Any:
     import torch
 
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", **kwargs)
-    except UnsafeCheckpointError:
-        raise
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(f"{path}: {exc}") from None
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {exc}") from exc
+        if kwargs.get("weights_only") and "weights only load failed" in str(exc).lower():
+            raise UnsafeCheckpointError(
+                f"refusing {path}: a {what} holds only tensors, but this file pickles Python objects (which could "
+                "run code); nothing from it was run"
+            ) from None
+        raise CheckpointError(
+            f"cannot read {path} as a {what}: {_reason(exc)} (truncated, damaged or not a PyTorch file)"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's go on with advice that does not apply)."""
+    text = str(exc).strip()
+    first = text.splitlines()[0].split(". ")[0][:160] if text else ""
+    return first if first and not isinstance(exc, LookupError) else f"{type(exc).__name__} {first}".strip()
 
 
 def _to_numpy(state: Mapping[str, Any], path: Path) -> StateDict:
@@ -86,14 +108,12 @@ def load_generator(path: str | Path, arch: str = "auto", family: Family = "offic
     training 224 generators have identical keys)."""
     path = Path(path)
     try:
-        raw = _torch_load(path, weights_only=True)
-    except CheckpointError as exc:
-        if "weights only" in str(exc).lower():
-            raise CheckpointError(
-                f"{path} is not a plain state_dict (it pickles Python objects). Generator files are state_dicts; "
-                "a whole pickled module is the ArcFace file: pass it with --arcface."
-            ) from exc
-        raise
+        raw = load_tensors(path, "generator checkpoint")
+    except UnsafeCheckpointError as exc:
+        raise UnsafeCheckpointError(
+            f"{exc}. Generator files are plain state_dicts; a whole pickled module is the ArcFace file: "
+            "pass it with --arcface"
+        ) from None
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a generator state_dict")
     state = _to_numpy(_strip_training_wrappers(raw, path), path)
@@ -142,7 +162,7 @@ def load_arcface(path: str | Path) -> LoadedArcFace:
     import torch
 
     path = Path(path)
-    raw = _torch_load(path, weights_only=False, pickle_module=safe_pickle)
+    raw = _torch_load(path, "ArcFace checkpoint", weights_only=False, pickle_module=safe_pickle)
     source_format = "pickled-module"
     if isinstance(raw, Mapping) and "model" in raw:
         raw, source_format = raw["model"], "training-dict"

@@ -19,6 +19,7 @@ from simswap_trt.cli_support import float_between, int_at_least, positive_int
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
 from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import check_output, write_atomic
+from simswap_trt.schema import sha256_of
 
 EPILOG = """\
 examples:
@@ -33,21 +34,23 @@ examples:
   simswap-build finetune --generator checkpoints/people/latest_net_G.pth faces/ --out runs/ft \
                          --arcface arcface_model/arcface_checkpoint.tar --steps 20000
 
-Official weights (CC BY-NC 4.0, non-commercial) come from the SimSwap project's GitHub releases;
-simswap-trt never downloads or ships them. 'convert' needs torch: pip install 'simswap-trt[build]'.
+Official weights (CC BY-NC 4.0, non-commercial) come from https://github.com/neuralchen/SimSwap/releases
+(files, layout and checksums: docs/weights.md); simswap-trt never downloads or ships them. 'convert'
+needs torch: pip install 'simswap-trt[build]'; it prints each checkpoint's sha256.
 
 Existing bundles, plans, graphs and reports are replaced only with --overwrite; outputs get the modes
 your umask gives. Errors are one line (exit status 1); --debug shows the traceback."""
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from simswap_build.convert import convert_checkpoints
+    from simswap_build.convert import convert_checkpoints, describe_checksum
 
     for path in (args.generator, args.arcface):
         if not path.is_file():
             raise InputError(f"checkpoint not found: {path}")
     check_bundle_output(args.output, [args.generator, args.arcface], args.overwrite)
-
+    for path in (args.generator, args.arcface):  # before loading: a refused file is identified too
+        print(describe_checksum(path, sha256_of(path)), flush=True)
     bundle = convert_checkpoints(
         args.generator,
         args.arcface,
@@ -183,6 +186,10 @@ def _precision(args: argparse.Namespace) -> int:
             f"int8 {exc.report['metric']}: lower bounds tried "
             + ", ".join(f"{k} FP32: {v['bound']:.4g}" for k, v in exc.report.get("trail", {}).items())
         )
+        _say_what_was_kept(args)
+        raise
+    except SimswapError:
+        _say_what_was_kept(args)
         raise
     if report:
         _print_int8_report(report)
@@ -193,16 +200,42 @@ def _precision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say_what_was_kept(args: argparse.Namespace) -> None:
+    """After a failed INT8 recipe: the FP16 graphs written before it stay in the bundle."""
+    if "fp16" in args.precisions and "int8" in args.precisions:
+        kept = Bundle.load(args.bundle).variants
+        files = [by["fp16"].file for by in kept.values() if "fp16" in by]
+        if files:
+            print(
+                f"kept the FP16 graphs written before INT8 failed: {', '.join(files)}; retry INT8 alone with "
+                "--precisions int8"
+            )
+
+
+def _bf16_on_openvino() -> bool:
+    """Whether BF16 can run here: OpenVINO installed and a CPU with BF16 instructions."""
+    from simswap_trt.engines.openvino import bf16_supported, openvino_available
+
+    return openvino_available() and bf16_supported()
+
+
 def _validate(args: argparse.Namespace) -> int:
     import json
 
     from simswap_build.fidelity import fidelity_report, print_report
-    from simswap_build.precision import calibration_crops
-    from simswap_trt.bundle import Bundle
+    from simswap_build.precision import calibration_crops, calibration_files
+    from simswap_trt.images import list_images
 
     bundle = Bundle.load(args.bundle)
-    if args.json and not check_output(args.json, overwrite=args.overwrite):
-        raise OutputError(f"{args.json} exists; pass --overwrite to replace it, or choose another --json")
+    bf16 = _bf16_on_openvino()
+    if not bundle.variants and (args.backend != "openvino" or not bf16):
+        hint = " (or check BF16 alone with --backend openvino)" if bf16 and args.backend != "openvino" else ""
+        raise InputError(
+            f"{args.bundle} has no FP16 / INT8 graphs to validate: add them with 'simswap-build precision'{hint}"
+        )
+    if args.json:
+        calibration_files(args.images)  # the folder must hold photos
+        _check_report_output(args.json, bundle, list_images(args.images), args.overwrite)
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
     backends = ("onnxruntime", "openvino") if args.backend == "all" else (args.backend,)
     report = fidelity_report(bundle.root, crops, backends)
@@ -210,6 +243,14 @@ def _validate(args: argparse.Namespace) -> int:
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
     return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
+
+
+def _check_report_output(path: Path, bundle: Bundle, images: Sequence[Path], overwrite: bool) -> None:
+    """A report goes neither into the bundle (its manifest and graphs are inputs) nor over an input photo."""
+    if path.resolve().is_relative_to(bundle.root.resolve()):
+        raise OutputError(f"{path} is inside the bundle {bundle.root}; write the report elsewhere (--json)")
+    if not check_output(path, images, overwrite=overwrite):
+        raise OutputError(f"{path} exists; pass --overwrite to replace it, or choose another --json")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -384,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli_support.add_logging_flags(parser)
+    cli_support.add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     convert = sub.add_parser(
@@ -514,7 +556,10 @@ def build_parser() -> argparse.ArgumentParser:
         "the largest face of each image in --images (detected and aligned by the runtime). The faces are "
         "split by content hash into calibration and check faces; the range method and the FP32 fallbacks "
         "are chosen so that the check faces meet the goals below. TensorRT 10.3 and 11.x build both. "
-        "Use photos like the footage you will swap (lighting, pose, skin tones), at least a dozen.",
+        "Use photos like the footage you will swap (lighting, pose, skin tones), at least a dozen. INT8 needs "
+        "a trained bundle (an untrained one is refused at once); the FP16 graphs are written first and kept if "
+        "INT8 then fails. Detected faces are cached in the user's cache folder ($SIMSWAP_TRT_CACHE, else "
+        "$XDG_CACHE_HOME/simswap-trt or ~/.cache/simswap-trt), never in --images or the bundle.",
         epilog="example: simswap-build precision B --images my_faces/ --goal-psnr 36",
     )
     precision.add_argument("bundle", type=Path, help="bundle directory")
@@ -598,9 +643,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         choices=("all", "onnxruntime", "openvino"),
         default="all",
-        help="whose rows to report: ONNX Runtime's fp16/int8, OpenVINO's int8/bf16, or all (default)",
+        help="whose rows to report: ONNX Runtime's fp16/int8, OpenVINO's int8/bf16, or all (default). With "
+        "openvino, BF16 is checked even on a bundle without FP16/INT8 graphs",
     )
-    validate.add_argument("--json", type=Path, default=None, help="also write the report as JSON")
+    validate.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="also write the report as JSON (never inside the bundle or over a photo)",
+    )
     validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
 
     bench = sub.add_parser(
@@ -675,7 +726,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     triton.add_argument("--onnx-on-cpu", action="store_true", help="run the ONNX models as CPU instances")
     triton.add_argument("--precision", default="fp32", help="which graphs and plans to export (default: fp32)")
-    triton.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    triton.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model repository this command wrote before (any other folder, or a bundle, is refused)",
+    )
     return parser
 
 

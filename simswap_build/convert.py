@@ -21,6 +21,20 @@ from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 
+RELEASES = "https://github.com/neuralchen/SimSwap/releases"
+# sha256 of the official release files -> which file it is. Only checksums published by the SimSwap project
+# (or recorded in this project's model reference) belong here; none are published yet, so every file is
+# reported with its checksum as "not a known release" (compare it with the download you trust).
+KNOWN_RELEASE_SHA256: dict[str, str] = {}
+
+
+def describe_checksum(path: str | Path, digest: str) -> str:
+    """One line: ``path``'s sha256 and whether it is a known official release file."""
+    known = KNOWN_RELEASE_SHA256.get(digest)
+    if known:
+        return f"{Path(path).name}: sha256 {digest} (matches the official release file {known})"
+    return f"{Path(path).name}: sha256 {digest} (not a known release checksum; see docs/weights.md)"
+
 
 def alignment_for(config: GeneratorConfig) -> str:
     """224 models were trained on multi-pose aligned crops, 512 ones on FFHQ-aligned crops."""

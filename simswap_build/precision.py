@@ -56,7 +56,11 @@ from simswap_build.qdq import (
     session,
 )
 from simswap_build.ranges import METHODS
-from simswap_trt.errors import BuildError, ConfigError, InputError
+from simswap_trt.bundle import Bundle
+from simswap_trt.cache import cache_folder
+from simswap_trt.errors import BuildError, ConfigError, InputError, OutputError
+from simswap_trt.files import write_atomic_with
+from simswap_trt.images import list_images, read_image
 
 log = logging.getLogger(__name__)
 
@@ -136,23 +140,18 @@ def calibration_crops(
     folder: Path, alignment: str, crop_size: int, limit: int = 64, cache_dir: Path | None = None
 ) -> np.ndarray:
     """Aligned uint8 BGR crops of the largest face in each image of ``folder`` (sorted by name), detected
-    and aligned by the runtime's own pipeline. Deterministic for the same files; cached by their content."""
+    and aligned by the runtime's own pipeline. Deterministic for the same files; cached by their content in
+    ``cache_dir`` (default: the user's cache folder, ``simswap_trt.cache``), never in ``folder``."""
     from tqdm import tqdm
 
-    from simswap_trt.images import list_images, read_image
     from simswap_trt.vision.detect import CenterFace
     from simswap_trt.vision.warp import largest_face_crop
 
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"calibration folder not found: {folder}")
-    files = list_images(folder)[:limit]
-    if not files:
-        raise InputError(f"no images in the calibration folder {folder}")
+    files = calibration_files(folder, limit)
     digest = hashlib.sha256(f"{alignment}:{crop_size}".encode())
     for path in files:
         digest.update(path.read_bytes())
-    cache = (cache_dir or folder) / f".simswap-calibration-{digest.hexdigest()[:16]}.npz"
+    cache = Path(cache_dir or cache_folder("calibration")) / f"crops-{digest.hexdigest()[:16]}.npz"
     if cache.is_file():
         log.info("calibration crops from cache %s", cache)
         return np.load(cache)["crops"]
@@ -172,9 +171,22 @@ def calibration_crops(
     if not crops:
         raise InputError(f"no usable face in the {len(files)} calibration image(s) of {folder}")
     stacked = np.stack(crops)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(cache, crops=stacked)
+    try:
+        write_atomic_with(cache, lambda f: np.savez_compressed(f, crops=stacked))
+    except OutputError as exc:  # a cache that cannot be written costs time on the next run, nothing else
+        log.warning("calibration crops not cached: %s", exc)
     return stacked
+
+
+def calibration_files(folder: Path, limit: int = 64) -> list[Path]:
+    """The images of ``folder`` calibration reads (sorted by name, at most ``limit``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"calibration folder not found: {folder}")
+    files = list_images(folder)[:limit]
+    if not files:
+        raise InputError(f"no images in the calibration folder {folder}")
+    return files
 
 
 # -- check split ----------------------------------------------------------------------------------------
@@ -350,7 +362,7 @@ def int8_search(
     ranges = {m: activation_ranges(histograms, m) for m in methods}
     trails: dict[str, dict[int, Trial]] = {
         m: {0: Trial.of(role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference, variants), goals)}
-        for m in methods
+        for m in tqdm(methods, desc=f"INT8 {role} range methods", unit="method", leave=False)
     }
     # clip-free ranges first: a range fitted to the calibration faces clips the larger activations of unseen
     # faces, which a check split drawn like the calibration faces does not show
@@ -367,8 +379,11 @@ def int8_search(
         }
     order = sorted(convs, key=lambda name: sensitivity.get(name, 0.0))  # worst alone first; ties: graph order
 
+    searching = tqdm(desc=f"INT8 {role} FP32 fallback search", unit="trial", leave=False)
+
     def trial(method: str, kept: int) -> Trial:
         if kept not in trails[method]:
+            searching.update()
             graph = qdq_graph(model, ranges[method], [c for c in convs if c not in order[:kept]])
             trails[method][kept] = Trial.of(role, _scores(role, graph, check, reference, variants), goals)
             log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %s", role, method, kept, trails[method][kept])
@@ -390,12 +405,13 @@ def int8_search(
             low, high = (low, middle) if trial(method, middle).meets(goal) else (middle, high)
         return high
 
-    kept = fewest(best, None)
-    if kept is None and len(methods) > 1:  # the clipping methods, best at the budget first
-        rival = max((m for m in methods if m != best), key=lambda m: trial(m, budget).score)
-        log.info("INT8 %s: %s ranges cannot meet the goal; trying %s ranges", role, best, rival)
-        if trial(rival, budget).meets(goal):
-            best, kept = rival, fewest(rival, budget)
+    with searching:
+        kept = fewest(best, None)
+        if kept is None and len(methods) > 1:  # the clipping methods, best at the budget first
+            rival = max((m for m in methods if m != best), key=lambda m: trial(m, budget).score)
+            log.info("INT8 %s: %s ranges cannot meet the goal; trying %s ranges", role, best, rival)
+            if trial(rival, budget).meets(goal):
+                best, kept = rival, fewest(rival, budget)
     report = {
         "metric": METRICS[role],
         "goal": goal,
@@ -436,7 +452,6 @@ def feeds_for(bundle_root: Path, *groups: np.ndarray, variants: bool = False) ->
     identity i+1, a real swap pairing). With ``variants``, every crop in its ``VARIANTS`` (consecutive),
     each swapped with the identity of the next face as photographed. The FP32 ArcFace is opened once."""
     from simswap_trt.backends import open_engine
-    from simswap_trt.bundle import Bundle
     from simswap_trt.preprocess import crops_to_tensor
 
     arcface = open_engine(Bundle.load(bundle_root), "arcface", "onnxruntime")
@@ -522,10 +537,10 @@ def add_precisions(
 ) -> dict:
     """Write the FP16 / INT8 variants of both graphs into the bundle and register them in its manifest,
     with the INT8 recipe's goals, split, range methods, FP32 fallbacks and check-split figures. Returns
-    that INT8 report (empty without INT8). Nothing is written when a goal cannot be met
-    (``PrecisionGoalError``)."""
+    that INT8 report (empty without INT8). What can be known early (an untrained bundle, too few photos) is
+    refused before any work; the FP16 graphs are written before the INT8 recipe starts and kept when it
+    fails; no INT8 graph is written when a goal cannot be met (``PrecisionGoalError``)."""
     from simswap_build.engine_builder import register_variants
-    from simswap_trt.bundle import Bundle
 
     bundle = Bundle.load(bundle_root)
     unknown = set(precisions) - set(PRECISIONS)
@@ -533,15 +548,18 @@ def add_precisions(
         raise ConfigError(f"unknown precision(s) {sorted(unknown)}; choose from {', '.join(PRECISIONS)}")
     if arcface not in ARCFACE_POLICIES:
         raise ConfigError(f"unknown ArcFace policy {arcface!r}; choose from {', '.join(ARCFACE_POLICIES)}")
+    if "int8" in precisions:
+        check_int8_inputs(bundle, calibration_folder, check_fraction)
     budgets = budgets or {}
     graphs, report, sources = {}, {}, {}
     fp32 = {role: onnx.load(bundle.path_of(role)) for role in ("generator", "arcface")}
-    if "fp16" in precisions:
-        graphs.update({(role, "fp16"): fp16_graph(model) for role, model in fp32.items()})
+    fp16 = {}
+    if "fp16" in precisions:  # written now: kept whatever the INT8 recipe then does
+        fp16 = {(role, "fp16"): fp16_graph(model) for role, model in fp32.items()}
+        bundle = register_variants(bundle, fp16)
+        log.info("wrote the FP16 graphs into %s", bundle.root)
     if "int8" in precisions:
-        if calibration_folder is None:
-            raise InputError("INT8 needs calibration images: pass --images FOLDER (photos with faces)")
-        crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size, cache_dir=bundle.root)
+        crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size)
         split = split_faces(crops, check_fraction)
         report = {"split": split.to_json(), "goals": asdict(goals), "folder": str(calibration_folder)}
         report["split"]["variants"] = {
@@ -571,7 +589,7 @@ def add_precisions(
             budgets.get("arcface"),
             arcface,
             method,
-            graphs.get(("arcface", "fp16")),
+            fp16.get(("arcface", "fp16")),
             len(VARIANTS),
         )
         report["arcface"]["seconds"] = time.perf_counter() - started
@@ -583,5 +601,21 @@ def add_precisions(
         for role in ("generator", "arcface"):
             recipe = {k: v for k, v in report[role].items() if k != "sensitivity"}
             sources[role, "int8"] = {"calibration": report["split"], "goals": report["goals"], "recipe": recipe}
-    register_variants(bundle, graphs, sources)
+        register_variants(bundle, graphs, sources)
     return report
+
+
+def check_int8_inputs(bundle: Bundle, calibration_folder: Path | None, check_fraction: float = CHECK_FRACTION) -> None:
+    """What the INT8 recipe can know before its long phases: a bundle whose activations mean something (a
+    trained one, or untrained with BatchNorm statistics re-estimated on faces) and enough photos for the
+    check split and calibration. ``InputError`` naming what to change otherwise."""
+    if bundle.untrained and not all(
+        "batchnorm_reestimated_on_faces" in bundle.models[role].source for role in ("generator", "arcface")
+    ):
+        raise InputError(
+            f"{bundle.root} has untrained random weights: INT8 calibration and its fidelity goals need a trained "
+            "model (convert the official checkpoints, docs/weights.md); FP16 works on any bundle: --precisions fp16"
+        )
+    if calibration_folder is None:
+        raise InputError("INT8 needs calibration images: pass --images FOLDER (photos with faces)")
+    check_count(len(calibration_files(calibration_folder)), check_fraction)

@@ -56,13 +56,15 @@ def activation_histograms(
 ) -> dict[str, tuple[np.ndarray, float]]:
     """``{tensor: (counts, bin width)}``: the histogram of |x| over [0, max |x|] on ``feeds``, two passes
     (maxima, then counts) so that every face lands in the same bins."""
+    from tqdm import tqdm
+
     names = list(dict.fromkeys(tensors))
     runner = session(model, names)
     count = len(next(iter(feeds.values())))
     maxima = dict.fromkeys(names, 0.0)
     counts = {name: np.zeros(bins, np.float64) for name in names}
     for sweep in ("max", "count"):
-        for i in range(count):
+        for i in tqdm(range(count), desc=f"INT8 activation {sweep} pass", unit="sample", leave=False):
             values = runner.run(names, {k: v[i : i + 1] for k, v in feeds.items()})
             for name, value in zip(names, values, strict=True):
                 magnitude = np.abs(value)

@@ -23,6 +23,8 @@ from simswap_trt.plans import PlanEntry
 
 log = logging.getLogger(__name__)
 
+MARKER = ".simswap-triton-repo"  # written into every repository this module makes; only those are replaced
+
 TRITON_TYPES = {
     "float32": "TYPE_FP32",
     "float16": "TYPE_FP16",
@@ -159,8 +161,7 @@ def write_triton_repo(
     is checked before anything is written. Returns the paths of the written ``config.pbtxt`` files."""
     bundle = Bundle.load(bundle_path)
     output = Path(output)
-    if output.exists() and not overwrite:
-        raise OutputError(f"{output} exists; choose a new folder or pass --overwrite to replace it")
+    check_repo_output(output, bundle, overwrite)
     models = _models(bundle, options)
     for name, text, _ in models:
         check_config(text, f"{name}/config.pbtxt")
@@ -173,11 +174,29 @@ def write_triton_repo(
             for target, source in files.items():
                 shutil.copyfile(bundle.root / source, staging / name / "1" / target)
         write_atomic(staging / "README.md", readme(bundle, [m[0] for m in models]).encode())
+        write_atomic(staging / MARKER, f"model repository written by simswap-build from {bundle.root}\n".encode())
         replace_folder(staging, output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return [output / name / "config.pbtxt" for name, _, _ in models]
+
+
+def check_repo_output(output: Path, bundle: Bundle, overwrite: bool) -> None:
+    """Before any work: ``output`` may become the repository. An existing folder is replaced only with
+    ``overwrite`` and only when it is a repository written here (it holds ``MARKER``): never a bundle,
+    never a folder holding the bundle, never any other folder."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if not overwrite:
+        raise OutputError(f"{output} exists; choose a new folder or pass --overwrite to replace it")
+    if not output.is_dir() or output.is_symlink() or not (output / MARKER).is_file():
+        raise OutputError(
+            f"{output} exists and is not a model repository written by simswap-build triton-repo (no {MARKER}); "
+            "refusing to replace it: choose a new folder"
+        )
+    if bundle.root.resolve().is_relative_to(output.resolve()):
+        raise OutputError(f"the bundle {bundle.root} is inside {output}, which would be replaced: choose a new folder")
 
 
 def readme(bundle: Bundle, names: Sequence[str]) -> str:

@@ -112,6 +112,7 @@ def open_engine(
                 bundle.root, plan, bundle.model(role, plan.precision).sha256, cuda_graphs=cuda_graphs, device=device
             )
             log.info("%s: %s (%s)", role, engine.backend, "requested" if backend == "tensorrt" else "auto")
+            engine.graph = {"file": plan.file, "sha256": plan.sha256, "precision": plan.precision}
             return engine
         except EngineError as exc:
             if backend == "tensorrt":
@@ -134,7 +135,10 @@ def open_engine(
             f"INT8 on this CPU: ONNX Runtime's INT8 kernels need one of {', '.join(INT8_EXACT_FLAGS)} to compute "
             "the graph exactly (without them they saturate intermediate sums); run --precision fp32 (the default)"
         )
-    return OnnxRuntimeEngine(bundle.path_of(role, precision or "fp32"), providers, threads, device=device)
+    entry = bundle.model(role, precision or "fp32")
+    engine = OnnxRuntimeEngine(bundle.root / entry.file, providers, threads, device=device)
+    engine.graph = {"file": entry.file, "sha256": entry.sha256, "precision": entry.precision}
+    return engine
 
 
 def open_openvino(bundle: Bundle, role: str, precision: str | None = None, threads: int | None = None) -> Engine:
@@ -147,6 +151,7 @@ def open_openvino(bundle: Bundle, role: str, precision: str | None = None, threa
     engine = OpenVinoEngine(
         bundle.root / entry.file, threads, "bf16" if precision == "bf16" else "f32", entry.file, sha256=entry.sha256
     )
+    engine.graph = {"file": entry.file, "sha256": entry.sha256, "precision": entry.precision}
     log.info("%s: %s, %s graph", role, engine.backend, graph)
     return engine
 

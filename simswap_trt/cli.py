@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +15,15 @@ import numpy as np
 from simswap_trt import cli_support
 from simswap_trt.backends import BACKENDS, PRECISIONS
 from simswap_trt.bundle import Bundle
+from simswap_trt.cache import cache_folder
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
-from simswap_trt.files import Inputs, check_output
+from simswap_trt.files import Inputs, check_output, write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
+from simswap_trt.plans import PlanEntry
+from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
+from simswap_trt.provenance.signing import Provenance
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
 
 EPILOG = """\
@@ -31,13 +35,15 @@ examples:
                    --select reference --reference actor.jpg
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
+  simswap-trt verify out.jpg --trust-anchors root.pem   # content credentials: signer, models, tampering
   simswap-trt doctor B                               # GPU, CUDA, TensorRT, ONNX Runtime, usable plans
   simswap-trt serve --bundle B --source me.jpg       # Triton Inference Server (PyTriton) on 127.0.0.1
   simswap-trt batch --ray auto --bundle B --source me.jpg --input s3://bucket/in --output s3://bucket/out
 
 Bundles come from 'simswap-build convert' (official checkpoints) or 'simswap-build untrained'.
-Images are read and written with OpenCV (BGR); outputs are tagged as synthetic unless
---no-synthetic-tag is given.
+Images are read and written with OpenCV (BGR); outputs are labelled as synthetic (IPTC digital
+source type in XMP or container tags) unless --no-synthetic-tag is given; --sign-cert/--sign-key
+sign a C2PA manifest into each, which 'simswap-trt verify' checks (docs/provenance.md).
 
 Outputs: never written over an input of the same run; an existing output is skipped (and
 listed) unless --overwrite; files get the modes your umask gives. Errors are one line; --debug
@@ -58,10 +64,38 @@ def _info(args: argparse.Namespace) -> int:
     for role, entry in bundle.models.items():
         source = entry.source.get("checkpoint", "random weights")
         print(f"{role:<10} {entry.file}  {entry.architecture}  {entry.precision}  from {source}")
+        if "sha256" in entry.source:
+            print(f"{'':<10}   checkpoint sha256 {entry.source['sha256']}")
         for spec in entry.inputs + entry.outputs:
             print(f"{'':<10}   {spec.describe()}")
+    variants = [(role, entry) for role, by in bundle.variants.items() for entry in by.values()]
+    for role, entry in variants:
+        print(f"{'graph':<10} {entry.file}  {role}  {entry.precision}")
+    if not variants:
+        print("graphs     FP32 only (FP16 / INT8 graphs: 'simswap-build precision')")
+    for plan in bundle.plans:
+        print(f"{'plan':<10} {plan.file}  {plan.role}  {_describe_plan(plan)}")
+    if not bundle.plans:
+        print("plans      none (TensorRT plans: 'simswap-build engine' on the GPU that runs them)")
     print("hashes     verified")
     return 0
+
+
+def _describe_plan(plan: PlanEntry) -> str:
+    major, minor = plan.compute_capability
+    parts = [
+        plan.precision,
+        f"TensorRT {plan.tensorrt_version}",
+        f"{plan.gpu_name} (sm_{major}{minor})",
+        f"batch {plan.min_batch}-{plan.max_batch}",
+    ]
+    if plan.version_compatible:
+        parts.append("version-compatible")
+    if plan.hardware_compatibility != "none":
+        parts.append(f"hardware-compatible: {plan.hardware_compatibility}")
+    if plan.dla_core is not None:
+        parts.append(f"DLA core {plan.dla_core}")
+    return ", ".join(parts)
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -120,6 +154,12 @@ def _run_builder(argv: Sequence[str]) -> int:
     return subprocess.call([sys.executable, "-m", "simswap_build.cli", *argv])
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from simswap_trt.provenance.cli import run_verify
+
+    return run_verify(args)
+
+
 def _video(args: argparse.Namespace) -> int:
     from simswap_trt.video.cli import run
 
@@ -159,6 +199,11 @@ def _targets(target: Path, output: Path) -> list[tuple[Path, Path]]:
         return [(target, output)]
     if output.exists() and not output.is_dir():
         raise OutputError(f"--target is a folder, so --output must be a folder; {output} is a file")
+    if not output.exists() and output.suffix.lower() in IMAGE_SUFFIXES:
+        raise OutputError(
+            f"--target is a folder, so --output must be a folder; {output} is named like an image file: "
+            f"give a folder name (e.g. {output.with_suffix('')})"
+        )
     if output.resolve() == target.resolve():
         raise OutputError("--output must not be the --target folder: inputs are never overwritten")
     pairs = [(p, output / p.name) for p in list_images(target)]
@@ -208,14 +253,21 @@ def _swap(args: argparse.Namespace) -> int:
         return EXIT_PARTIAL
     sources = [read_image(p, args.max_pixels) for p in args.source]  # unreadable: an error before models load
     references = [read_image(p, args.max_pixels) for p in args.reference or []]
+    provenance = provenance_from_args(args, [dest for _, dest in todo])
     with _swapper(args, args.bundle) as swapper:
         swapper.set_source(_face_photos(swapper, args.source, sources, "source"))
         if references:
             swapper.set_reference(_face_photos(swapper, args.reference, references, "reference"))
-        return _swap_files(swapper, todo, args, skipped)
+        return _swap_files(swapper, todo, args, skipped, provenance.with_models(swapper))
 
 
-def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argparse.Namespace, skipped: int) -> int:
+def _swap_files(
+    swapper: FaceSwapper,
+    pairs: list[tuple[Path, Path]],
+    args: argparse.Namespace,
+    skipped: int,
+    provenance: Provenance,
+) -> int:
     from tqdm import tqdm
 
     progress = tqdm(total=len(pairs), unit="image", disable=len(pairs) < 2 or not sys.stderr.isatty())
@@ -231,23 +283,37 @@ def _swap_files(swapper: FaceSwapper, pairs: list[tuple[Path, Path]], args: argp
                 report(f"{source.name}: skipped, {exc}")
                 skipped += 1
         for (source, dest), result in zip(chunk, swapper.swap_batch(images, args.select, args.threshold), strict=True):
-            found = len(result.faces)
+            found, note = len(result.faces), _similarities(result, args.threshold)
             if result.swapped_count:
-                write_image(dest, result.image, synthetic=not args.no_synthetic_tag)
+                try:
+                    sign = partial(provenance.sign_image, suffix=dest.suffix, target=source, title=str(dest))
+                    write_image(dest, result.image, provenance.synthetic, finish=sign)
+                except OutputError as exc:
+                    report(f"{source.name}: failed, {exc}")
+                    skipped += 1
+                    continue
                 written += 1
                 faces_swapped += result.swapped_count
-                report(f"{source.name}: {found} face(s), {result.swapped_count} swapped -> {dest}")
+                report(f"{source.name}: {found} face(s), {result.swapped_count} swapped{note} -> {dest}")
             elif args.copy_unchanged:
-                write_image(dest, result.image)
+                write_image(dest, result.image, synthetic=False)
                 written += 1
-                report(f"{source.name}: {found} face(s), none selected; copied unchanged -> {dest}")
+                report(f"{source.name}: {found} face(s), none selected{note}; copied unchanged -> {dest}")
             else:
                 skipped += 1
-                report(f"{source.name}: {found} face(s), none selected; skipped (--copy-unchanged writes it as is)")
+                report(
+                    f"{source.name}: {found} face(s), none selected{note}; skipped (--copy-unchanged writes it as is)"
+                )
         progress.update(len(pairs[start : start + args.batch]))
     progress.close()
     print(f"done: {written} written, {skipped} skipped, {faces_swapped} face(s) swapped")
     return EXIT_PARTIAL if skipped else 0
+
+
+def _similarities(result, threshold: float) -> str:
+    """With --select reference: each face's similarity to the reference, to tune --threshold by."""
+    values = [f"{f.similarity:.3f}" for f in result.faces if f.similarity is not None]
+    return f" (similarity to the reference: {', '.join(values)}; --threshold {threshold:g})" if values else ""
 
 
 def _read_crop(path: Path, size: int) -> np.ndarray:
@@ -296,6 +362,9 @@ def _swap_aligned(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if skipped else 0
 
 
+DEMO_MARKER = ".simswap-demo"  # in a folder the demo wrote; a rerun replaces its outputs there
+
+
 def _demo(args: argparse.Namespace) -> int:
     try:
         from skimage import data
@@ -304,10 +373,12 @@ def _demo(args: argparse.Namespace) -> int:
     import cv2
 
     names = ("camera.png", "two-faces.png")
+    owned = (args.output / DEMO_MARKER).is_file()  # a folder the demo wrote: its outputs are replaced
     for name in names:
-        if not check_output(args.output / name, overwrite=args.overwrite):
+        if not check_output(args.output / name, overwrite=args.overwrite or owned):
             raise OutputError(
-                f"{args.output / name} exists; pass --overwrite to replace it, or choose another --output"
+                f"{args.output / name} exists and was not written by the demo; pass --overwrite to replace it, "
+                "or choose another --output"
             )
     bundle = args.bundle or _untrained_demo_bundle()
     astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
@@ -317,6 +388,7 @@ def _demo(args: argparse.Namespace) -> int:
         swapper.set_source(astronaut)
         results = swapper.swap_batch([camera, both])
         untrained = swapper.bundle.untrained
+    write_atomic(args.output / DEMO_MARKER, b"written by 'simswap-trt demo', which replaces its outputs here\n")
     for name, result in zip(names, results, strict=True):
         write_image(args.output / name, result.image, synthetic=True)
         print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
@@ -330,7 +402,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _untrained_demo_bundle() -> Path:
     """An untrained official-224 bundle, made once per user and kept in the cache folder."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "simswap-trt" / "untrained-224"
+    cache = cache_folder("untrained-224")
     try:
         Bundle.load(cache)
         return cache
@@ -346,9 +418,10 @@ def _untrained_demo_bundle() -> Path:
 def _serve(args: argparse.Namespace) -> int:
     from simswap_trt.serving import MODELS, ServeConfig, place_instances, start
 
+    provenance = provenance_from_args(args, ["." + args.image_format])
     swappers = [_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
     if args.source:
-        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source])
+        latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
         for swapper in swappers[1:]:
             swapper.source_latent = latent
     config = ServeConfig(
@@ -362,6 +435,7 @@ def _serve(args: argparse.Namespace) -> int:
         image_format="." + args.image_format,
         synthetic_tag=not args.no_synthetic_tag,
         max_pixels=args.max_pixels,
+        provenance=provenance,
     )
     triton = start(swappers, config)
     print(
@@ -381,10 +455,11 @@ def _batch(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.input) if not args.input.lower().endswith(INPUT_SUFFIXES) else [args.input]
     if not inputs:
         raise InputError(f"no images or videos in {args.input} (looked for {' '.join(INPUT_SUFFIXES)})")
+    provenance = provenance_from_args(args, inputs)
     swapper = FaceSwapper.from_bundle(
         args.bundle, args.providers, args.threads, args.batch, backend=args.backend, precision=args.precision
     )
-    latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source])
+    latent = swapper.set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
     options = JobOptions(
         actors=args.actors,
         batch=args.batch,
@@ -394,7 +469,9 @@ def _batch(args: argparse.Namespace) -> int:
         precision=args.precision,
         select=args.select,
         copy_unchanged=args.copy_unchanged,
-        synthetic_tag=not args.no_synthetic_tag,
+        synthetic_tag=provenance.synthetic,
+        signer=provenance.signer,
+        sources=provenance.sources,
         overwrite=args.overwrite,
         max_pixels=args.max_pixels,
         crf=args.crf,
@@ -496,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cli_support.add_logging_flags(parser)
+    cli_support.add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     swap = sub.add_parser(
@@ -534,7 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="write targets without a selected face unchanged (default: skip them)",
     )
     swap.add_argument(
-        "--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic (PNG text / JPEG comment)"
+        "--no-synthetic-tag",
+        action="store_true",
+        help="do not label outputs as synthetic (IPTC digital source type in XMP); you remain responsible for "
+        "disclosing that they are AI-generated (docs/provenance.md)",
     )
     swap.add_argument(
         "--max-pixels",
@@ -545,6 +626,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
+    add_signing_flags(swap)
     _add_pipeline_flags(swap)
     _add_runtime_flags(swap, batch=8)
     _add_device_flag(swap)
@@ -558,7 +640,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--bundle", type=Path, default=None, help="bundle with real weights (default: untrained)")
     demo.add_argument("--output", type=Path, default=Path("simswap-demo"), help="output folder (default: %(default)s)")
-    demo.add_argument("--overwrite", action="store_true", help="replace camera.png / two-faces.png in --output")
+    demo.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace camera.png / two-faces.png in --output even if the demo did not write them (its own "
+        "outputs are always replaced, atomically)",
+    )
     _add_pipeline_flags(demo)
     _add_runtime_flags(demo, batch=8)
     _add_device_flag(demo)
@@ -572,7 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument("--source", type=Path, nargs="+", required=True, help="aligned crop(s) of the source identity")
     aligned.add_argument("--target", type=Path, required=True, help="aligned target crop, or a folder of them")
     aligned.add_argument("--output", type=Path, required=True, help="output file, or folder (created if missing)")
-    aligned.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    aligned.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label outputs as synthetic (XMP metadata)"
+    )
     aligned.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
@@ -622,8 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--select", choices=("all", "largest"), default="all", help="swap_image: faces to swap")
     serve.add_argument("--image-format", choices=("png", "jpg"), default="png", help="swap_image: output encoding")
-    serve.add_argument("--no-synthetic-tag", action="store_true", help="do not tag returned images as synthetic")
+    serve.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label returned images as synthetic (XMP metadata)"
+    )
     serve.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
+    add_signing_flags(serve, credit=False)  # a request may bring its own identity (latent)
     _add_pipeline_flags(serve)
     _add_runtime_flags(serve, batch=16)
 
@@ -657,7 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--select", choices=("all", "largest"), default="all", help="faces to swap (default: all)")
     batch.add_argument("--copy-unchanged", action="store_true", help="write images and videos without a face unchanged")
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
-    batch.add_argument("--no-synthetic-tag", action="store_true", help="do not tag outputs as synthetic")
+    batch.add_argument(
+        "--no-synthetic-tag", action="store_true", help="do not label outputs as synthetic (XMP, container tags)"
+    )
     batch.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, help="refuse larger images")
     batch.add_argument(
         "--crf",
@@ -665,6 +759,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=18,
         help="libx264 quality of the videos, 0 lossless (default: 18)",
     )
+    add_signing_flags(batch)
     _add_runtime_flags(batch, batch=8)
 
     from simswap_trt.video import cli as video_cli
@@ -685,6 +780,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="describe a bundle and verify its files")
     info.add_argument("bundle", type=Path, help="bundle directory")
+
+    from simswap_trt.provenance import cli as provenance_cli
+
+    verify = sub.add_parser(
+        "verify",
+        help="check the content credentials (C2PA manifest) of images and videos: signer, models, tampering",
+        description=provenance_cli.VERIFY_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    provenance_cli.add_verify_arguments(verify)
     return parser
 
 
@@ -702,6 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "batch": _batch,
         "video": _video,
+        "verify": _verify,
     }
     return cli_support.run(build_parser(), argv, handlers)
 

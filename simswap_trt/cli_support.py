@@ -17,6 +17,13 @@ def add_logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error (for bug reports)")
 
 
+def add_version_flag(parser: argparse.ArgumentParser) -> None:
+    """``--version``: the program name and the simswap-trt version, then exit 0."""
+    from simswap_trt import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type: a whole number >= ``minimum``; the message states the accepted range."""
 

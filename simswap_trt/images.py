@@ -1,11 +1,10 @@
-"""Reading and writing image files: clear errors and bounded memory for input, atomic and tagged output."""
+"""Reading and writing image files: clear errors and bounded memory for input, atomic and labelled output."""
 
 from __future__ import annotations
 
 import logging
-import struct
 import warnings
-import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -14,13 +13,13 @@ import numpy as np
 
 from simswap_trt.errors import InputError
 from simswap_trt.files import write_atomic
+from simswap_trt.provenance.metadata import tag_image
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Decoded as 8-bit BGR, 100 MP is 300 MB, and the pipeline holds a few copies of a frame.
 MAX_PIXELS = 100_000_000
-SYNTHETIC_TAG = "Synthetic image: faces were swapped by simswap-trt (AI-generated content)"
 
 
 def image_size(source: Path | BinaryIO, name: str | None = None) -> tuple[int, int]:
@@ -69,29 +68,16 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     return image
 
 
-def _png_text_chunk(keyword: str, text: str) -> bytes:
-    data = keyword.encode("latin-1") + b"\0" + text.encode("latin-1")
-    return struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
-
-
-def tag_synthetic(encoded: bytes, suffix: str) -> bytes | None:
-    """Add ``SYNTHETIC_TAG`` as PNG ``tEXt`` (keyword Description) or a JPEG comment; None for formats
-    without a simple text field."""
-    suffix = suffix.lower()
-    if suffix == ".png":
-        end_of_header = 8 + 25  # signature, then the IHDR chunk (length, type, 13 bytes, CRC)
-        return encoded[:end_of_header] + _png_text_chunk("Description", SYNTHETIC_TAG) + encoded[end_of_header:]
-    if suffix in (".jpg", ".jpeg"):
-        comment = SYNTHETIC_TAG.encode("ascii")
-        return encoded[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + encoded[2:]
-    return None
-
-
-def write_image(path: str | Path, image: np.ndarray, synthetic: bool = False) -> None:
+def write_image(
+    path: str | Path, image: np.ndarray, synthetic: bool = True, finish: Callable[[bytes], bytes] | None = None
+) -> None:
     """Encode by the file's suffix and write atomically (temporary file in the same folder, then rename).
-    ``synthetic`` tags PNG and JPEG files as AI-generated."""
+    ``synthetic`` (default on, as the command line does) labels JPEG, PNG and WebP files as AI-generated (XMP
+    metadata; ``False`` for images that are not, such as a photo copied unchanged); ``finish`` takes the
+    encoded bytes and returns what is written (e.g. ``Provenance.sign_image``): if it raises, nothing is."""
     path = Path(path)
-    write_atomic(path, encode_image(image, path.suffix or ".png", synthetic, str(path)))
+    data = encode_image(image, path.suffix or ".png", synthetic, str(path))
+    write_atomic(path, finish(data) if finish is not None else data)
 
 
 def list_images(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
@@ -112,8 +98,9 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
 
 
 def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = False, name: str = "image") -> bytes:
-    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` tags PNG and JPEG
-    as AI-generated (other formats carry no tag: logged). ``name`` says what is encoded, for messages."""
+    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` labels JPEG, PNG
+    and WebP as AI-generated with the IPTC digital source type in XMP (``simswap_trt.provenance.metadata``;
+    other formats carry no label: logged). ``name`` says what is encoded, for messages."""
     try:
         ok, encoded = cv2.imencode(suffix, image)
     except cv2.error:
@@ -122,8 +109,8 @@ def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = Fals
         raise InputError(f"cannot encode an image as {suffix!r} for {name}")
     data = encoded.tobytes()
     if synthetic:
-        tagged = tag_synthetic(data, suffix)
+        tagged = tag_image(data, suffix, image.shape[1], image.shape[0])
         if tagged is None:
-            log.warning("%s: %s files carry no synthetic-content tag; use .png or .jpg", name, suffix)
+            log.warning("%s: %s files carry no synthetic-content label; use .jpg, .png or .webp", name, suffix)
         data = tagged or data
     return data

@@ -33,6 +33,8 @@ from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
 from simswap_trt.vision.parsing import FaceParser
 from simswap_trt.vision.warp import largest_face_crop
 
+Photos = np.ndarray | str | Path | Sequence[np.ndarray | str | Path]
+
 log = logging.getLogger(__name__)
 
 UNTRAINED_WARNING = "this bundle has UNTRAINED random weights: its outputs are not face swaps"
@@ -316,6 +318,8 @@ class FaceSwapper:
     def identity(self, crops: Crops) -> np.ndarray:
         """The identity latent [512] of one or more aligned crops: each crop's L2-normalised ArcFace
         embedding, averaged over the crops, and L2-normalised again."""
+        if len(crops) == 0:
+            raise ConfigError("no face crops given: an identity needs at least one aligned crop")
         mean = self._latents(crops_to_tensor(crops, self.crop_size)).mean(axis=0)
         return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
 
@@ -324,25 +328,45 @@ class FaceSwapper:
         self.source_latent = self.identity(crops)
         return self.source_latent
 
-    def set_source(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Use the identity of the largest face in each image (several images are averaged)."""
-        self.source_latent = self.identity(self._largest_face_crops(images, "source"))
+    def set_source(self, images: Photos, names: Sequence[str] | None = None) -> np.ndarray:
+        """Use the identity of the largest face in each image (several images are averaged); returns the
+        latent. ``images``: arrays (uint8 BGR) or paths of photos, one or a list; ``names`` labels the
+        arrays in errors (paths name themselves). A photo without a face is a ``NoFaceError`` naming it;
+        no photo at all a ``ValueError``."""
+        self.source_latent = self.identity(self._largest_face_crops(images, "source", names))
         return self.source_latent
 
-    def set_reference(self, images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """The person to replace when swapping with ``select="reference"``: the largest face of each image."""
-        self.reference_latent = self.identity(self._largest_face_crops(images, "reference"))
+    def set_reference(self, images: Photos, names: Sequence[str] | None = None) -> np.ndarray:
+        """The person to replace when swapping with ``select="reference"``: the largest face of each image
+        (arrays or paths, as ``set_source`` takes)."""
+        self.reference_latent = self.identity(self._largest_face_crops(images, "reference", names))
         return self.reference_latent
 
-    def _largest_face_crops(self, images: np.ndarray | Sequence[np.ndarray], what: str) -> np.ndarray:
-        images = [images] if isinstance(images, np.ndarray) else list(images)
-        for i, image in enumerate(images):
-            check_image(image, f"{what} image {i}")
+    def _largest_face_crops(self, images: Photos, what: str, names: Sequence[str] | None) -> np.ndarray:
+        from simswap_trt.images import read_image
+
+        items = [images] if isinstance(images, (np.ndarray, str, Path)) else list(images)
+        if not items:
+            raise ConfigError(f"no {what} image given: pass at least one photo (an array or a path)")
+        if names is not None and len(names) != len(items):
+            raise ConfigError(f"{len(names)} names for {len(items)} {what} images")
+        labels = [
+            f"the {what} photo {names[i] if names is not None else item}"
+            if names is not None or isinstance(item, (str, Path))
+            else f"{what} image {i}"
+            for i, item in enumerate(items)
+        ]
+        arrays = [read_image(item) if isinstance(item, (str, Path)) else item for item in items]
+        for image, label in zip(arrays, labels, strict=True):
+            check_image(image, label)
         crops = []
-        for i, (image, detections) in enumerate(zip(images, self.detector.detect_batch(images), strict=True)):
+        for image, detections, label in zip(arrays, self.detector.detect_batch(arrays), labels, strict=True):
             crop = largest_face_crop(image, detections, self.bundle.alignment, self.crop_size)
             if crop is None:
-                raise NoFaceError(f"no face found in {what} image {i}")
+                raise NoFaceError(
+                    f"no face found in {label}: use a photo where the face is clearly visible "
+                    "(frontal, at least about 60 px wide)"
+                )
             crops.append(crop)
         return np.stack(crops)
 
@@ -524,6 +548,13 @@ class FaceSwapper:
         if not faces:
             return np.empty(0, np.int64), {}
         cosine = self._stages.latents(images, [(i, m) for i, _, m in faces]) @ self.reference_latent
+        for i in sorted({i for i, _, _ in faces}):
+            log.info(
+                "image %d: similarity to the reference per face: %s (threshold %.3f)",
+                i,
+                ", ".join(f"{c:.3f}" for (j, _, _), c in zip(faces, cosine, strict=True) if j == i),
+                threshold,
+            )
         return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
 
     @staticmethod

@@ -85,7 +85,7 @@ def test_discriminator_file_is_recognised(tmp_path):
 
 def test_corrupt_and_missing_files(tmp_path):
     (tmp_path / "broken.pth").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(CheckpointError, match="cannot read .*broken.pth as a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="cannot read .*broken.pth as a generator checkpoint"):
         load_generator(tmp_path / "broken.pth")
     with pytest.raises(CheckpointError, match="checkpoint not found"):
         load_generator(tmp_path / "nope.pth")
@@ -141,3 +141,20 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, writer):
     # the payload is real: an unrestricted load of the same file runs it (so the assertion above can fail)
     torch.load(path, weights_only=False) if writer == "torch-zip" else pickle.loads(path.read_bytes())
     assert marker.exists()
+
+
+@pytest.mark.parametrize("loader", [load_generator, load_arcface])
+def test_refusals_name_the_file_in_one_line(tmp_path, loader):
+    marker = tmp_path / "payload-ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": _Payload(marker)}, evil)
+    with pytest.raises(UnsafeCheckpointError) as refused:
+        loader(evil)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(save_generator(make_generator(TINY_GENERATOR), tmp_path / "g.pth").read_bytes()[:500])
+    with pytest.raises(CheckpointError) as unreadable:
+        loader(truncated)
+    for error, path in ((refused, evil), (unreadable, truncated)):
+        message = str(error.value)
+        assert str(path) in message and "\n" not in message and "weights_only" not in message, message
+    assert not marker.exists()

@@ -1,5 +1,6 @@
 """The two console scripts end to end: convert, check, info, swap-aligned; exit codes scripts can use."""
 
+import shutil
 import subprocess
 import sys
 
@@ -185,7 +186,7 @@ def test_swap_folder_reports_and_exits_3_when_targets_are_skipped(tiny_bundle, p
     from PIL import Image
 
     with Image.open(out / "astronaut.png") as image:
-        assert "Synthetic image" in image.text["Description"]
+        assert "compositeWithTrainedAlgorithmicMedia" in str(image.info["xmp"])
 
 
 def test_swap_copy_unchanged_and_no_tag(tiny_bundle, photo_folder, tmp_path, capsys):
@@ -213,7 +214,7 @@ def test_swap_copy_unchanged_and_no_tag(tiny_bundle, photo_folder, tmp_path, cap
     from PIL import Image
 
     with Image.open(out / "astronaut.png") as image:
-        assert "Description" not in image.text
+        assert "xmp" not in image.info
 
 
 def test_swap_argument_errors(tiny_bundle, photo_folder, tmp_path, capsys):
@@ -246,6 +247,28 @@ def test_demo_with_a_bundle(tiny_bundle, tmp_path, capsys):
     assert "NOT REAL SWAPS" not in text
 
 
+def test_demo_reruns_over_its_own_outputs_only(tiny_bundle, tmp_path, capsys):
+    demo = ["demo", "--bundle", str(tiny_bundle.root), "--output", str(tmp_path / "demo")]
+    assert trt_main(demo) == 0
+    (tmp_path / "demo" / "camera.png").write_bytes(b"stale")
+    assert trt_main(demo) == 0  # the demo's suggested next step, run again
+    assert cv2.imread(str(tmp_path / "demo" / "camera.png")) is not None
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "camera.png").write_bytes(b"a user's file")
+    assert trt_main([*demo[:-1], str(mine)]) == 1
+    assert "not written by the demo" in capsys.readouterr().err
+    assert (mine / "camera.png").read_bytes() == b"a user's file"
+
+
+def test_folder_target_with_a_file_like_output_is_an_error(tiny_bundle, photo_folder, tmp_path, capsys):
+    out = tmp_path / "out" / "x.jpg"
+    argv = ["swap", "--bundle", str(tiny_bundle.root), "--source", str(photo_folder / "astronaut.png")]
+    assert trt_main([*argv, "--target", str(photo_folder), "--output", str(out)]) == 1
+    assert "named like an image file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, capsys):
     code = trt_main(
         [
@@ -264,3 +287,43 @@ def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, ca
     )
     assert code == 1
     assert "generator.onnx is not an SCRFD model with keypoints: it has 1 outputs, not 9" in capsys.readouterr().err
+
+
+def test_info_lists_graphs_and_plans(tiny_bundle, tmp_path, capsys):
+    from test_plans import plan
+
+    from simswap_build.engine_builder import register_plan
+    from simswap_trt.bundle import Bundle, sha256_of
+
+    root = tmp_path / "b"
+    shutil.copytree(tiny_bundle.root, root)
+    assert trt_main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "graphs     FP32 only" in out and "plans      none" in out
+    assert f"checkpoint sha256 {tiny_bundle.models['generator'].source['sha256']}" in out
+    assert build_main(["precision", str(root), "--precisions", "fp16"]) == 0
+    (root / "engines").mkdir()
+    (root / "engines" / "generator.sm_90.plan").write_bytes(b"plan")
+    file = "engines/generator.sm_90.plan"
+    register_plan(Bundle.load(root), plan(file=file, sha256=sha256_of(root / file), version_compatible=True))
+    capsys.readouterr()
+    assert trt_main(["info", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "graph      generator.fp16.onnx  generator  fp16" in out
+        and "graph      arcface.fp16.onnx  arcface  fp16" in out
+    )
+    assert (
+        f"plan       {file}  generator  fp32, TensorRT 11.4.0.106, NVIDIA H100 (sm_90), batch 1-32, version-compatible"
+        in out
+    )
+
+
+@pytest.mark.parametrize("main", [trt_main, build_main])
+def test_version(main, capsys):
+    from simswap_trt import __version__
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip().endswith(f" {__version__}")

@@ -2,6 +2,7 @@
 over every graph, --reference / --threshold, --max-pixels."""
 
 import importlib.util
+import logging
 import shutil
 
 import cv2
@@ -61,7 +62,7 @@ def test_precision_then_check_covers_every_graph(tiny_bundle, tmp_path, capsys):
     assert (root / "manifest.json").read_bytes() == before
 
 
-def test_reference_and_threshold_pick_the_face(tiny_bundle, photos, tmp_path, capsys):  # noqa: F811
+def test_reference_and_threshold_pick_the_face(tiny_bundle, photos, tmp_path, capsys, caplog):  # noqa: F811
     """two.png: the camera man (left half) and the flipped astronaut (right half). With the camera photo as
     reference and a threshold between the two faces' similarities, only the left half changes."""
     two = read_image(photos / "two.png")
@@ -69,13 +70,20 @@ def test_reference_and_threshold_pick_the_face(tiny_bundle, photos, tmp_path, ca
     swapper.set_reference(read_image(photos / "camera.png"))
     faces = swapper.detect([two])
     (similarity,) = swapper.similarities([two], faces)
+    swapper.set_source(read_image(photos / "astronaut.png"))
+    with caplog.at_level(logging.INFO, logger="simswap_trt.swapper"):
+        swapper.swap_batch([two], "reference", 0.25)
+    listed = ", ".join(f"{value:.3f}" for value in similarity)  # each face's similarity, to tune --threshold by
+    assert f"image 0: similarity to the reference per face: {listed} (threshold 0.250)" in caplog.text
     left = int(np.argmin([f.box[0] for f in faces[0]]))
     assert similarity[left] > similarity[1 - left]
     threshold = f"{(similarity[0] + similarity[1]) / 2:.6f}"
     out = tmp_path / "o.png"
     argv = ["--select", "reference", "--reference", str(photos / "camera.png"), "--threshold", threshold]
     assert swap(tiny_bundle.root, photos / "astronaut.png", photos / "two.png", out, *argv) == 0
-    assert "2 face(s), 1 swapped" in capsys.readouterr().out
+    assert f"2 face(s), 1 swapped (similarity to the reference: {listed}; --threshold {float(threshold):g})" in (
+        capsys.readouterr().out
+    )
     result = cv2.imread(str(out)).astype(int)
     half = two.shape[1] // 2
     assert np.abs(result[:, half:] - two[:, half:]).max() == 0  # the astronaut is untouched
@@ -83,7 +91,9 @@ def test_reference_and_threshold_pick_the_face(tiny_bundle, photos, tmp_path, ca
     assert (
         swap(tiny_bundle.root, photos / "astronaut.png", photos / "two.png", out, *argv[:-1], "1", "--overwrite") == 3
     )
-    assert "2 face(s), none selected; skipped" in capsys.readouterr().out
+    assert f"2 face(s), none selected (similarity to the reference: {listed}; --threshold 1); skipped" in (
+        capsys.readouterr().out
+    )
 
 
 def test_max_pixels_refuses_large_targets_and_sources(tiny_bundle, photos, tmp_path, capsys):  # noqa: F811

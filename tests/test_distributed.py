@@ -181,3 +181,22 @@ def test_video_uri_is_reported(cluster, tiny_bundle, mixed_folder, reference, tm
     source = f"file://{mixed_folder}/b_clip.mp4"
     [report] = run_job(tiny_bundle.root, reference.source_latent, [(source, f"file://{tmp_path}/b.mp4")], OPTIONS)
     assert report.status == "failed" and "local or shared paths" in report.message
+
+
+def test_batch_outputs_are_signed(cluster, tiny_bundle, mixed_folder, reference, tmp_path):
+    pytest.importorskip("c2pa", reason="signing needs the 'provenance' extra")
+    from c2pa_certs import make_chain
+
+    from simswap_trt.provenance import Signer, verify
+
+    chain = make_chain(tmp_path)
+    options = replace(OPTIONS, signer=Signer.from_files(chain.cert, chain.key), sources=("ab" * 32,))
+    names = ("a_astronaut.png", "b_clip.mp4")
+    pairs = [(str(mixed_folder / n), str(tmp_path / "out" / n)) for n in names]
+    reports = run_job(tiny_bundle.root, reference.source_latent, pairs, options)
+    assert [r.status for r in reports] == ["written", "written"]
+    for name in names:
+        result = verify(tmp_path / "out" / name, chain.root)
+        assert (result.status, result.trust, result.tampered) == ("valid", "trusted", False)
+        assert result.models["source_sha256"] == ["ab" * 32]
+        assert result.actions[-1]["action"] == "c2pa.edited"

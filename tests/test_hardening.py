@@ -255,3 +255,23 @@ def test_unreadable_source_fails_before_the_models_load(photos, tmp_path, capsys
     assert swap(tmp_path / "no-bundle", bad, photos / "camera.png", tmp_path / "o.png") == 1
     one_error_line(capsys, f"{bad} is not a readable image")
     assert not (tmp_path / "o.png").exists()
+
+
+def test_source_photos_are_checked_with_a_clear_error(tiny_bundle, photos, tmp_path):
+    from simswap_trt import FaceSwapper
+    from simswap_trt.errors import NoFaceError
+
+    wall = tmp_path / "wall.png"
+    cv2.imwrite(str(wall), np.full((120, 160, 3), 90, np.uint8))
+    swapper = FaceSwapper.from_bundle(tiny_bundle.root)
+    for empty in ([], ()):
+        with pytest.raises(ValueError, match="no source image given"):
+            swapper.set_source(empty)
+    with pytest.raises(ValueError, match="no reference image given"):
+        swapper.set_reference([])
+    with pytest.raises(NoFaceError, match=f"no face found in the source photo {wall}"):
+        swapper.set_source([photos / "astronaut.png", wall])
+    with pytest.raises(NoFaceError, match="no face found in the source photo wall.png"):
+        swapper.set_source([cv2.imread(str(wall))], names=["wall.png"])
+    by_path = swapper.set_source(str(photos / "astronaut.png"))
+    np.testing.assert_array_equal(by_path, swapper.set_source(cv2.imread(str(photos / "astronaut.png"))))

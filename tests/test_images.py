@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from simswap_trt.errors import InputError
-from simswap_trt.images import SYNTHETIC_TAG, read_image, write_image
+from simswap_trt.images import read_image, write_image
+from simswap_trt.provenance import DIGITAL_SOURCE_TYPE
 
 
 @pytest.mark.parametrize(
@@ -66,16 +67,15 @@ def test_huge_images_are_refused_from_their_header(tmp_path):
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg"])
-def test_synthetic_tag_is_readable(tmp_path, suffix):
+def test_synthetic_label_is_readable(tmp_path, suffix):
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     write_image(tmp_path / f"out{suffix}", image, synthetic=True)
     with Image.open(tmp_path / f"out{suffix}") as tagged:
-        text = tagged.text.get("Description") if suffix == ".png" else tagged.info["comment"].decode()
-        assert text == SYNTHETIC_TAG
+        assert DIGITAL_SOURCE_TYPE in str(tagged.info["xmp"])
     decoded = read_image(tmp_path / f"out{suffix}")
     assert decoded.shape == image.shape
     if suffix == ".png":
-        np.testing.assert_array_equal(decoded, image)  # the tag does not disturb the pixels
+        np.testing.assert_array_equal(decoded, image)  # the label does not disturb the pixels
 
 
 def test_an_unencodable_image_writes_nothing(tmp_path):

@@ -45,7 +45,10 @@ def test_demo_without_torch_creates_an_untrained_bundle_and_says_so(tmp_path):
     assert "camera.png: 1 face(s) found, 1 swapped" in result.stdout
     assert "two-faces.png: 2 face(s) found, 2 swapped" in result.stdout
     assert "THESE ARE NOT REAL SWAPS" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["camera.png", "two-faces.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".simswap-demo", "camera.png", "two-faces.png"]
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)  # the README twice
+    assert again.returncode == 0 and "creating" not in again.stderr, again.stderr
+    assert "two-faces.png: 2 face(s) found, 2 swapped" in again.stdout
 
 
 def test_cli_help_without_torch():

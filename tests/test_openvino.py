@@ -382,9 +382,13 @@ def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, m
     monkeypatch.setattr(
         "simswap_build.precision.calibration_crops", lambda *a, **k: np.zeros((2, 224, 224, 3), np.uint8)
     )
-    assert build_main(["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend", "onnxruntime"]) == 0
-    assert seen == [("onnxruntime",)] and "bf16/openvino" not in capsys.readouterr().out
-    build_main(["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend", "openvino"])
-    out = capsys.readouterr().out
-    assert seen[-1] == ("openvino",)
-    assert ("bf16/openvino" in out) == bf16_supported()
+    argv = ["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend"]
+    assert build_main([*argv, "onnxruntime"]) == 1  # no FP16/INT8 graphs: nothing of ONNX Runtime's to check
+    error = capsys.readouterr().err
+    assert "has no FP16 / INT8 graphs to validate" in error and seen == []
+    assert ("(or check BF16 alone with --backend openvino)" in error) == bf16_supported()
+    if bf16_supported():
+        build_main([*argv, "openvino"])
+        assert seen == [("openvino",)] and "bf16/openvino" in capsys.readouterr().out
+    else:
+        assert build_main([*argv, "openvino"]) == 1

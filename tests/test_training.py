@@ -323,3 +323,47 @@ def test_the_512_layout_trains_and_exports_as_a_512_checkpoint(faces, arcface, t
     assert not torch.equal(before["down0.0.weight"], generator.state_dict()["down0.0.weight"])
     loaded = load_generator(export_generator(generator, tmp_path / "550000_net_G.pth"))
     assert loaded.config.name == "512" and loaded.config.ngf == 8
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _bad_checkpoint(path, kind, marker):
+    if kind == "truncated":
+        torch.save({"step": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif kind == "malicious":
+        torch.save({"step": _Payload(marker)}, path)
+    else:  # a foreign but harmless file
+        torch.save({"weights": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "malicious", "foreign"])
+@pytest.mark.parametrize("command", ["resume", "finetune", "discriminators"])
+def test_bad_checkpoints_are_one_line_errors_naming_the_file(tiny_checkpoints, tmp_path, capsys, command, kind):
+    _, _, generator_path, arcface_path = tiny_checkpoints
+    marker, out = tmp_path / "payload-ran", tmp_path / "run"
+    out.mkdir()
+    common = [str(tmp_path / "faces"), "--out", str(out), "--arcface", str(arcface_path), "--no-progress"]
+    if command == "resume":
+        bad = out / "checkpoint.pth"
+        argv = ["train", *common, "--resume"]
+    elif command == "finetune":
+        bad = tmp_path / "latest_net_G.pth"
+        argv = ["finetune", "--generator", str(bad), *common]
+    else:
+        bad = tmp_path / "latest_net_D1.pth"
+        argv = ["finetune", "--generator", str(generator_path), "--discriminators", str(bad), str(bad), *common]
+    _bad_checkpoint(bad, kind, marker)
+    assert build_main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and str(bad) in err, err
+    assert "weights_only" not in err and "Traceback" not in err
+    assert not marker.exists()

@@ -119,3 +119,28 @@ def test_cli_writes_and_refuses_an_existing_folder(tiny_bundle, tmp_path, capsys
     assert build_main(["triton-repo", str(tiny_bundle.root), str(out), "--overwrite"]) == 0
     with pytest.raises(SimswapError):
         write_triton_repo(tiny_bundle.root, out)
+
+
+@pytest.mark.parametrize("kind", ["user folder", "bundle", "file"])
+def test_overwrite_replaces_only_a_repository_written_here(tiny_bundle, tmp_path, capsys, kind):
+    out = tmp_path / "target"
+    if kind == "bundle":
+        shutil.copytree(tiny_bundle.root, out)
+    elif kind == "file":
+        out.write_bytes(b"precious")
+    else:
+        out.mkdir()
+        (out / "thesis.tex").write_text("precious")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    assert build_main(["triton-repo", str(tiny_bundle.root), str(out), "--overwrite"]) == 1
+    assert "refusing to replace" in capsys.readouterr().err
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_overwrite_refuses_a_repository_holding_the_bundle(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "repo"
+    assert build_main(["triton-repo", str(tiny_bundle.root), str(out)]) == 0
+    inner = out / "bundle"
+    shutil.copytree(tiny_bundle.root, inner)
+    assert build_main(["triton-repo", str(inner), str(out), "--overwrite"]) == 1
+    assert "inside" in capsys.readouterr().err and (inner / "manifest.json").is_file()

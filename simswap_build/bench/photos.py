@@ -31,7 +31,7 @@ def face_photo_set(folder: Path, count: int, seed: int) -> list[Path]:
         gain, offset = rng.uniform(0.75, 1.25), rng.uniform(-20, 20)
         image = np.clip(image.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
         path = folder / f"face{i:03d}.png"
-        write_image(path, image)
+        write_image(path, image, synthetic=False)
         paths.append(path)
     return paths
 
@@ -52,6 +52,6 @@ def people_photo_set(folder: Path, start: int, count: int) -> list[Path]:
         canvas = np.full((400, 400), 128, np.uint8)
         canvas[100:300, 100:300] = face
         path = folder / f"person{i:03d}.png"
-        write_image(path, cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR))
+        write_image(path, cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR), synthetic=False)
         paths.append(path)
     return paths

@@ -10,10 +10,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from simswap_build.checkpoints import load_tensors
 from simswap_build.models import Generator, MultiscaleDiscriminator
 from simswap_build.training.trainer import Trainer
 from simswap_trt.errors import CheckpointError
@@ -46,11 +48,43 @@ def save_checkpoint(trainer: Trainer, out: Path) -> None:
         export_generator(trainer.generator, out / f"{trainer.step}_net_G.pth")
 
 
+CHECKPOINT_KEYS = (
+    "step",
+    "config",
+    "generator_config",
+    "generator",
+    "discriminator",
+    "optim_g",
+    "optim_d",
+    "scaler_g",
+    "scaler_d",
+    "numpy_rng",
+    "alpha_rng",
+)
+
+
 def load_checkpoint(out: Path) -> dict:
+    """The resumable state of the run in ``out``; a missing, damaged or foreign file is one
+    ``CheckpointError`` naming it."""
     path = Path(out) / CHECKPOINT
     if not path.is_file():
         raise CheckpointError(f"nothing to resume: {path} does not exist")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = load_tensors(path, "training checkpoint")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state] if isinstance(state, Mapping) else ["all"]
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint of this tool (missing: {', '.join(missing)})")
+    return state
+
+
+def restore(trainer: Trainer, state: dict, path: Path) -> None:
+    """``trainer.load_state_dict(state)``; a state that does not fit is one ``CheckpointError`` naming ``path``."""
+    try:
+        trainer.load_state_dict(state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} does not fit this run: {reason}") from None
 
 
 def load_discriminator(paths: tuple[Path, Path], ndf: int | None = None) -> MultiscaleDiscriminator:
@@ -59,12 +93,22 @@ def load_discriminator(paths: tuple[Path, Path], ndf: int | None = None) -> Mult
     for path in paths:
         if not Path(path).is_file():
             raise CheckpointError(f"discriminator checkpoint not found: {path}")
-        states.append(torch.load(path, map_location="cpu", weights_only=True))
+        state = load_tensors(path, "discriminator checkpoint")
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{path} holds a {type(state).__name__}, not a discriminator state_dict")
+        states.append(state)
     width = int(states[0]["down1.0.weight"].shape[0]) if "down1.0.weight" in states[0] else ndf or 64
     discriminator = MultiscaleDiscriminator(width)
     for path, scale, state in zip(paths, (discriminator.netD1, discriminator.netD2), states, strict=True):
         try:
             scale.load_state_dict(state)
-        except RuntimeError as exc:
-            raise CheckpointError(f"{path} is not a PatchGAN discriminator scale: {exc}") from exc
+        except RuntimeError:
+            expected = scale.state_dict()
+            missing, unexpected = expected.keys() - state.keys(), state.keys() - expected.keys()
+            why = (
+                f"{len(missing)} key(s) missing, {len(unexpected)} unexpected"
+                if missing or unexpected
+                else "shapes differ"
+            )
+            raise CheckpointError(f"{path} is not a PatchGAN discriminator scale ({why})") from None
     return discriminator

@@ -64,24 +64,24 @@ def build_trainer(spec: RunSpec, config: TrainConfig) -> Trainer:
         raise InputError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     if spec.resume and not has_run:
         raise InputError(f"nothing to resume in {out}: no {checkpoint.CHECKPOINT}")
+    state = checkpoint.load_checkpoint(out) if spec.resume else None  # a bad file fails before any work
     device = resolve_device(spec.device)
     arcface = load_arcface(spec.arcface)
     if spec.generator:
         generator = load_generator(spec.generator)
     else:
         generator = new_generator(spec.arch, spec.ngf, spec.n_blocks, config.seed)
+    discriminator = checkpoint.load_discriminator(spec.discriminators) if spec.discriminators else None
     crop_size = spec.crop_size or generator.config.crop_size
     faces = prepare_faces(
         spec.data, out / "faces", crop_size, alignment_for(generator.config), spec.min_face, spec.progress
     )
-    discriminator = checkpoint.load_discriminator(spec.discriminators) if spec.discriminators else None
     trainer = Trainer(config, generator, arcface, faces, discriminator, device)
-    if spec.resume:
-        state = checkpoint.load_checkpoint(out)
+    if state is not None:
         changed = {k for k, v in state["config"].items() if config.to_dict().get(k) != v} - {"steps"}
         if changed:
             log.warning("resuming with changed settings: %s", ", ".join(sorted(changed)))
-        trainer.load_state_dict(state)
+        checkpoint.restore(trainer, state, out / checkpoint.CHECKPOINT)
         log.info("resumed %s at step %d", out, trainer.step)
     return trainer
 

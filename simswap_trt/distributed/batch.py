@@ -24,6 +24,7 @@ import numpy as np
 from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
+from simswap_trt.provenance.signing import Provenance, Signer
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class JobOptions:
     threshold: float = DEFAULT_MATCH_THRESHOLD
     copy_unchanged: bool = False
     synthetic_tag: bool = True
+    signer: Signer | None = None  # sign a C2PA manifest into each output (simswap_trt.provenance)
+    sources: tuple[str, ...] = ()  # sha256 of the source photos, recorded in the manifests (--credit-source)
     overwrite: bool = False
     max_pixels: int = MAX_PIXELS
     crf: int = 18  # libx264 quality of the video outputs, as 'simswap-trt video --crf' (0: lossless)
@@ -158,18 +161,20 @@ class SwapActor:
             bundle, threads=o.threads, max_batch=o.batch, backend=o.backend, precision=o.precision, device=device
         )
         self.swapper.source_latent = np.asarray(latent, np.float32)
+        self.provenance = Provenance(o.synthetic_tag, o.signer, sources=tuple(o.sources)).with_models(self.swapper)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         o = self.options
         sources, outputs = [str(s) for s in batch["source"]], [str(s) for s in batch["output"]]
         status, message, swapped = ["failed"] * len(sources), [""] * len(sources), [0] * len(sources)
-        images, readable = [], []
+        images, readable, encoded = [], [], {}
         for k, source in enumerate(sources):
             if is_video(source):
                 status[k], message[k], swapped[k] = self._video(source, outputs[k])
                 continue
             try:
-                images.append(decode_image(read_bytes(source), source, o.max_pixels))
+                encoded[k] = read_bytes(source)
+                images.append(decode_image(encoded[k], source, o.max_pixels))
                 readable.append(k)
             except (InputError, OSError) as exc:
                 message[k] = str(exc)
@@ -179,8 +184,11 @@ class SwapActor:
                 status[k], message[k] = "skipped", f"{len(result.faces)} face(s), none selected"
                 continue
             try:
-                tag = o.synthetic_tag and result.swapped_count > 0
-                write_bytes(outputs[k], encode_image(result.image, Path(outputs[k]).suffix or ".png", tag))
+                suffix = Path(outputs[k]).suffix or ".png"
+                data = encode_image(result.image, suffix, o.synthetic_tag and result.swapped_count > 0)
+                if result.swapped_count:
+                    data = self.provenance.sign_image(data, suffix, encoded[k], outputs[k])
+                write_bytes(outputs[k], data)
                 status[k], swapped[k] = "written", result.swapped_count
             except (InputError, OutputError, OSError) as exc:
                 message[k] = f"{outputs[k]}: {exc}"
@@ -207,6 +215,7 @@ class SwapActor:
                 VideoOptions(o.select, o.threshold, batch=o.batch),
                 crf=o.crf,
                 overwrite=o.overwrite,
+                provenance=self.provenance,
             )
         except (SimswapError, OSError) as exc:  # SimswapError: also a missing 'video' extra (PyAV)
             return "failed", str(exc), 0

@@ -25,6 +25,8 @@ class Engine(ABC):
     outputs: tuple[TensorSpec, ...]
     backend: str
     last_run_seconds: float = 0.0
+    # the bundle file that runs (file, sha256, precision), set by backends.open_engine; for provenance
+    graph: Mapping[str, str] | None = None
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once. ``feeds`` maps every input name to an array; returns every output by name."""

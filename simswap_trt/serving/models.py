@@ -17,6 +17,7 @@ import numpy as np
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.errors import InputError, NoFaceError
 from simswap_trt.images import MAX_PIXELS, decode_image, encode_image
+from simswap_trt.provenance.signing import Provenance
 from simswap_trt.swapper import FaceSwapper
 
 Request = Mapping[str, np.ndarray]
@@ -63,7 +64,8 @@ class SwapAligned:
 class SwapImage:
     """``swap_image``: ``image`` encoded bytes [n,1] (+ optional ``latent`` [n,512]) → ``image`` encoded
     swapped bytes [n,1] and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``, NaN rows pad to the most faces).
-    Requests using the server's source are swapped in one ``FaceSwapper.swap_batch`` call."""
+    Requests using the server's source are swapped in one ``FaceSwapper.swap_batch`` call. With a signer in
+    ``provenance``, each returned image carries a C2PA manifest with the request's image as its parent."""
 
     def __init__(
         self,
@@ -72,25 +74,27 @@ class SwapImage:
         image_format: str = ".png",
         synthetic: bool = True,
         max_pixels: int = MAX_PIXELS,
+        provenance: Provenance | None = None,
     ) -> None:
         self.swapper = swapper
         self.select = select
         self.image_format = image_format
         self.synthetic = synthetic
         self.max_pixels = max_pixels
+        self.provenance = (provenance or Provenance(synthetic)).with_models(swapper)
 
     def __call__(self, requests: Sequence[Request]) -> list[dict[str, np.ndarray]]:
-        items = []  # (request, name, image, latent)
+        items = []  # (request, name, image, latent, encoded)
         for i, request in enumerate(requests):
             encoded = _bytes_items(request, "image", i)
             latents = _latents(request, len(encoded), self.swapper.source_latent, i)
             for j, (data, latent) in enumerate(zip(encoded, latents, strict=True)):
                 name = f"request {i} image {j}"
-                items.append((i, name, decode_image(data, name, self.max_pixels), latent))
+                items.append((i, name, decode_image(data, name, self.max_pixels), latent, data))
         results = [None] * len(items)
         # one swap_batch per distinct latent; a shallow copy shares the engines but not the source identity
         groups: dict[bytes, list[int]] = {}
-        for k, (_, _, _, latent) in enumerate(items):
+        for k, (_, _, _, latent, _) in enumerate(items):
             groups.setdefault(np.ascontiguousarray(latent).tobytes(), []).append(k)
         for members in groups.values():
             swapper = self.swapper
@@ -102,11 +106,18 @@ class SwapImage:
                     raise NoFaceError(f"{items[k][1]}: no face to swap ({len(result.faces)} detected)")
                 results[k] = result
         owners = [item[0] for item in items]
-        per_request = [[r for i, r in zip(owners, results, strict=True) if i == n] for n in range(len(requests))]
-        return [self._response(mine) for mine in per_request]
+        done = [(r, item[4], item[1]) for r, item in zip(results, items, strict=True)]
+        return [self._response([d for i, d in zip(owners, done, strict=True) if i == n]) for n in range(len(requests))]
 
-    def _response(self, results) -> dict[str, np.ndarray]:
-        images = [encode_image(r.image, self.image_format, self.synthetic) for r in results]
+    def _response(self, done) -> dict[str, np.ndarray]:
+        """``done``: (result, the request's encoded image, its name) of each item of one request."""
+        results = [result for result, _, _ in done]
+        images = [
+            self.provenance.sign_image(
+                encode_image(r.image, self.image_format, self.synthetic), self.image_format, data, name
+            )
+            for r, data, name in done
+        ]
         most = max(len(r.faces) for r in results)
         faces = np.full((len(results), most, len(FACE_COLUMNS)), np.nan, np.float32)
         for n, result in enumerate(results):

@@ -21,6 +21,7 @@ import numpy as np
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.errors import SimswapError
 from simswap_trt.images import MAX_PIXELS
+from simswap_trt.provenance.signing import Provenance
 from simswap_trt.serving.models import Identity, SwapAligned, SwapImage
 from simswap_trt.swapper import FaceSwapper
 
@@ -43,6 +44,7 @@ class ServeConfig:
     select: str = "all"  # swap_image: which faces to swap
     image_format: str = ".png"  # swap_image: encoding of the returned image
     synthetic_tag: bool = True
+    provenance: Provenance | None = None  # swap_image: a signer for C2PA manifests on the returned images
     max_pixels: int = MAX_PIXELS  # swap_image, identity: larger request images are refused
     exit_timeout_s: int = 10  # in-flight requests get this long to finish on stop
 
@@ -82,7 +84,9 @@ def bind_models(triton, swappers: Sequence[FaceSwapper], config: ServeConfig) ->
     optional_latent = Tensor(name="latent", dtype=np.float32, shape=(LATENT_SIZE,), optional=True)
     models: dict[str, tuple[Callable[[FaceSwapper], Callable], list, list]] = {
         "swap_image": (
-            lambda s: SwapImage(s, config.select, config.image_format, config.synthetic_tag, config.max_pixels),
+            lambda s: SwapImage(
+                s, config.select, config.image_format, config.synthetic_tag, config.max_pixels, config.provenance
+            ),
             [image, optional_latent],
             [Tensor(name="image", dtype=bytes, shape=(1,)), Tensor(name="faces", dtype=np.float32, shape=(-1, 16))],
         ),

@@ -9,6 +9,7 @@ from pathlib import Path
 from simswap_trt.cli_support import float_between, int_at_least, positive_int
 from simswap_trt.errors import InputError, OutputError
 from simswap_trt.files import check_output
+from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES
 
 DESCRIPTION = """\
@@ -25,7 +26,9 @@ streams are copied unchanged; the video keeps its timestamps (variable frame rat
 rotation and colour description and is encoded with --codec (H.264, --crf 18 by default; --crf 0 is
 lossless). Frames without a selected face are encoded from the
 decoded frame unchanged, and in the others only the swapped pixels change. The output appears only when
-complete (Ctrl-C or an error leaves none).
+complete (Ctrl-C or an error leaves none). It is labelled as synthetic in its container tags (comment,
+DigitalSourceType) unless --no-synthetic-tag; with --sign-cert/--sign-key (.mp4 or .mov) it carries a signed
+C2PA manifest ('simswap-trt verify' reads it; see docs/provenance.md).
 
 examples:
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
@@ -110,13 +113,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window", type=positive_int, default=video.window, help="frames queued between stages (default: %(default)s)"
     )
+    add_signing_flags(parser, synthetic_flag=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from simswap_trt.cli import _swapper
-    from simswap_trt.images import read_image
     from simswap_trt.video.pipeline import swap_video
     from simswap_trt.video.smoothing import SmoothingOptions
     from simswap_trt.video.stream import VideoOptions
@@ -136,10 +139,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if not check_output(args.output, [args.target], args.overwrite):
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
+    provenance = provenance_from_args(args, [args.output])
     swapper = _swapper(args, args.bundle)
-    swapper.set_source([read_image(p) for p in args.source])
+    swapper.set_source(args.source)
     if args.reference:
-        swapper.set_reference([read_image(p) for p in args.reference])
+        swapper.set_reference(args.reference)
     bar = tqdm(unit="frame", disable=not sys.stderr.isatty())
 
     def progress(done: int, total: int | None) -> None:
@@ -158,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
             args.crf,
             args.overwrite,
             progress,
+            provenance.with_models(swapper),
         )
     finally:
         bar.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +34,7 @@ except ImportError:  # the CLI and API explain how to install it
 log = logging.getLogger(__name__)
 
 COPIED_STREAM_TYPES = ("audio", "subtitle")
+MP4_SUFFIXES = (".mp4", ".m4v", ".mov")
 # swscale's default rounding moves luma by ~1.7 levels on a YUV -> BGR -> YUV round trip; accurate
 # rounding (used where BGR is converted back) brings that to ~0.01
 ACCURATE = "AREA|ACCURATE_RND"
@@ -320,13 +321,23 @@ class VideoWriter:
     """Encode frames and copy packets into ``path``, mirroring ``reader``'s streams. Timestamps are shifted
     by the reader's start, so a trimmed clip starts at zero."""
 
-    def __init__(self, path: Path, reader: VideoReader, codec: str = "libx264", crf: int | None = 18) -> None:
+    def __init__(
+        self,
+        path: Path,
+        reader: VideoReader,
+        codec: str = "libx264",
+        crf: int | None = 18,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """``metadata``: container tags to write (MP4/MOV keep custom keys: movflags=use_metadata_tags)."""
         require_av()
         first = reader.first.source
+        options = {"movflags": "use_metadata_tags"} if metadata and path.suffix.lower() in MP4_SUFFIXES else {}
         try:
-            self.container = av.open(str(path), "w")
+            self.container = av.open(str(path), "w", options=options)
         except (av.FFmpegError, ValueError) as exc:
             raise OutputError(f"{path.suffix or path}: no output container format for this name ({exc})") from None
+        self.container.metadata.update(metadata or {})
         try:
             self.video = self._add_video(reader, first, codec, crf)
             self.copies = {}

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from simswap_trt.errors import InputError, OutputError
 from simswap_trt.files import check_output, ensure_folder
+from simswap_trt.provenance.metadata import video_metadata
+from simswap_trt.provenance.signing import Provenance
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.video.io import Frame, VideoReader, VideoWriter, av, from_bgr, temporary_path
 from simswap_trt.video.stream import StreamSwapper, SwappedFrame, VideoOptions
@@ -99,6 +101,7 @@ def swap_video(
     crf: int | None = 18,
     overwrite: bool = False,
     progress: Callable[[int, int | None], None] | None = None,
+    provenance: Provenance = Provenance(),
 ) -> VideoReport:
     """Swap the source identity of ``swapper`` onto the faces of the video ``target`` and write ``output``.
 
@@ -106,7 +109,9 @@ def swap_video(
     rotation and colour description and is encoded with ``codec`` (``crf`` for libx264/libx265; 0 is
     lossless). Frames without a selected face are encoded from the decoded frame unchanged. ``start`` and
     ``duration`` (seconds) select part of the clip. ``progress(written, expected)`` is called after each
-    frame written (``expected`` is None when the file does not tell). Raises ``InputError`` for unreadable
+    frame written (``expected`` is None when the file does not tell). ``provenance``: the synthetic-media
+    container tags (on by default) and, with a signer, a C2PA manifest signed into the finished file before
+    it is renamed into place (a failure leaves nothing). Raises ``InputError`` for unreadable
     inputs and ``OutputError`` for outputs that may not be written (an existing one without ``overwrite``).
     """
     target, output = Path(target), Path(output)
@@ -118,7 +123,8 @@ def swap_video(
     ensure_folder(output.parent)
     partial = temporary_path(output)
     try:
-        writer = VideoWriter(partial, reader, codec, crf)
+        metadata = video_metadata() if provenance.synthetic else None
+        writer = VideoWriter(partial, reader, codec, crf, metadata)
     except BaseException:
         reader.close()
         partial.unlink(missing_ok=True)
@@ -197,6 +203,7 @@ def swap_video(
         if encoding.error is not None:
             raise encoding.error
         writer.close()
+        provenance.sign_file(partial, target, output.name)
         os.replace(partial, output)
     except BaseException:
         stop.set()
