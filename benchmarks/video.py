@@ -30,6 +30,7 @@ import numpy as np
 from skimage import data
 
 from simswap_trt import FaceSwapper
+from simswap_trt.backends import BACKENDS, PRECISIONS
 from simswap_trt.video import VideoOptions, swap_video
 
 SIZE = (1920, 1080)
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--faces", type=int, nargs="+", default=[1, 3], help="faces per clip (default: 1 3)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="as 'simswap-trt video' (default: auto)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None, help="e.g. int8 or bf16 (docs/cpu.md)")
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "video.json")
     args = parser.parse_args()
 
@@ -133,7 +136,9 @@ def main() -> None:
             args.bundle, model = folder / "bundle", "untrained reduced-width 224 (generator ngf 16, 3 blocks)"
             generator, arcface = GeneratorConfig(ngf=16, n_blocks=3), ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
             untrained_bundle(args.bundle, generator_config=generator, arcface_config=arcface)
-        swapper = FaceSwapper.from_bundle(args.bundle, max_batch=args.batch)
+        swapper = FaceSwapper.from_bundle(
+            args.bundle, max_batch=args.batch, backend=args.backend, precision=args.precision
+        )
         swapper.set_source(np.ascontiguousarray(data.astronaut()[..., ::-1]))
         options = VideoOptions(batch=args.batch)
         every_frame = VideoOptions(batch=args.batch, full_detect_every=1)

@@ -212,6 +212,13 @@ def _say_what_was_kept(args: argparse.Namespace) -> None:
             )
 
 
+def _bf16_on_openvino() -> bool:
+    """Whether BF16 can run here: OpenVINO installed and a CPU with BF16 instructions."""
+    from simswap_trt.engines.openvino import bf16_supported, openvino_available
+
+    return openvino_available() and bf16_supported()
+
+
 def _validate(args: argparse.Namespace) -> int:
     import json
 
@@ -220,15 +227,18 @@ def _validate(args: argparse.Namespace) -> int:
     from simswap_trt.images import list_images
 
     bundle = Bundle.load(args.bundle)
-    if not bundle.variants:
+    bf16 = _bf16_on_openvino()
+    if not bundle.variants and (args.backend != "openvino" or not bf16):
+        hint = " (or check BF16 alone with --backend openvino)" if bf16 and args.backend != "openvino" else ""
         raise InputError(
-            f"{args.bundle} has no FP16 / INT8 graphs to validate: add them with 'simswap-build precision'"
+            f"{args.bundle} has no FP16 / INT8 graphs to validate: add them with 'simswap-build precision'{hint}"
         )
     if args.json:
         calibration_files(args.images)  # the folder must hold photos
         _check_report_output(args.json, bundle, list_images(args.images), args.overwrite)
     crops = calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
-    report = fidelity_report(bundle.root, crops)
+    backends = ("onnxruntime", "openvino") if args.backend == "all" else (args.backend,)
+    report = fidelity_report(bundle.root, crops, backends)
     print_report(report)
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
@@ -618,15 +628,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser(
         "validate",
-        help="fidelity of a bundle's FP16/INT8 graphs vs FP32 on held-out faces (exit 1 if a goal fails)",
+        help="fidelity of a bundle's FP16/INT8 graphs (ONNX Runtime and OpenVINO) and of BF16 (OpenVINO) vs FP32 "
+        "on held-out faces (exit 1 if a goal fails)",
         description="PSNR and max abs error of generator outputs, ArcFace cosine, the identity cosine of the "
         "swaps against the source and against the FP32 swap, per precision, as means and per-face minima, on "
         "faces from --images (use photos that were not used for calibration). The goals (the INT8 recipe's "
-        "recorded ones, FP16 >= 45 dB) must hold on the worst face.",
+        "recorded ones, FP16 >= 45 dB, BF16 >= 45 dB and ArcFace cosine >= 0.999) must hold on the worst face. "
+        "With OpenVINO installed, INT8 is also run on OpenVINO's integer kernels and BF16 on CPUs that have it.",
     )
     validate.add_argument("bundle", type=Path, help="bundle directory")
     validate.add_argument("--images", type=Path, required=True, help="folder of held-out photos with faces")
     validate.add_argument("--limit", type=positive_int, default=32, help="at most this many images, >= 1 (default 32)")
+    validate.add_argument(
+        "--backend",
+        choices=("all", "onnxruntime", "openvino"),
+        default="all",
+        help="whose rows to report: ONNX Runtime's fp16/int8, OpenVINO's int8/bf16, or all (default). With "
+        "openvino, BF16 is checked even on a bundle without FP16/INT8 graphs",
+    )
     validate.add_argument(
         "--json",
         type=Path,

@@ -12,6 +12,11 @@ the kernels), which is what TensorRT's FP16 path does as well. The INT8 graph ru
 optimizations off, so each Q/DQ pair rounds and clips exactly as written (fake quantization, TensorRT's
 definition of the graph): ONNX Runtime's fused S8S8 integer kernels on CPUs without VNNI saturate
 intermediate sums and would measure that CPU quirk instead of the graph.
+
+Where OpenVINO is installed the report adds the CPU backend's own rows, since its kernels round differently:
+``int8/openvino`` (the INT8 graph on OpenVINO's integer kernels, with the INT8 goals) and, on CPUs with
+AVX512_BF16 or AMX, ``bf16/openvino`` (the FP32 graphs in BF16) with the BF16 goals: >= 45 dB and ArcFace
+cosine >= 0.999 on the worst face. ``--precision bf16`` is meant for bundles that meet them.
 """
 
 from __future__ import annotations
@@ -21,17 +26,21 @@ from pathlib import Path
 import numpy as np
 
 from simswap_build.precision import Goals
-from simswap_trt.backends import open_engine
+from simswap_trt.backends import open_engine, open_openvino
 from simswap_trt.bundle import Bundle
-from simswap_trt.engines import OnnxRuntimeEngine
+from simswap_trt.engines import Engine, OnnxRuntimeEngine
+from simswap_trt.errors import EngineError
 from simswap_trt.preprocess import crops_to_tensor
 
 FP16_GOALS = {"psnr_min_db": 45.0}
+BF16_GOALS = {"psnr_min_db": 45.0, "arcface_cosine_min": 0.999}
 
 
 def _default_goals(precision: str) -> dict[str, float]:
     if precision == "fp16":
         return dict(FP16_GOALS)
+    if precision == "bf16":
+        return dict(BF16_GOALS)
     return {"psnr_min_db": Goals().psnr_db, "arcface_cosine_min": Goals().cosine} if precision == "int8" else {}
 
 
@@ -67,10 +76,13 @@ def _goals(bundle: Bundle, precision: str) -> dict[str, float]:
     return goals
 
 
-def fidelity_report(bundle_root: str | Path, crops: np.ndarray) -> dict:
+def fidelity_report(
+    bundle_root: str | Path, crops: np.ndarray, backends: tuple[str, ...] = ("onnxruntime", "openvino")
+) -> dict:
     """Compare every precision variant of the bundle with its FP32 graphs on aligned ``crops``: means and
     per-face minima. The swap identity (ArcFace FP32 latent of each output) is compared with the source
-    identity and with the FP32 swap's identity."""
+    identity and with the FP32 swap's identity. ``backends``: whose rows to report (the reference is always
+    ONNX Runtime FP32)."""
     bundle = Bundle.load(bundle_root)
     targets = crops_to_tensor(crops, bundle.crop_size)
     reference_arc = open_engine(bundle, "arcface", "onnxruntime")
@@ -81,20 +93,15 @@ def fidelity_report(bundle_root: str | Path, crops: np.ndarray) -> dict:
     reference_swap_identity = reference_arc.run({"crop": reference_out})["latent"]
     reference_identity = cosines(reference_swap_identity, sources)
 
-    precisions = sorted({p for by in bundle.variants.values() for p in by})
-    rows = {}
-    for precision in precisions:
-        gen, arc = (
-            OnnxRuntimeEngine(bundle.path_of(role, precision), optimize=precision != "int8")
-            for role in ("generator", "arcface")
-        )
+    def row(precision: str, gen: Engine, arc: Engine) -> dict:
         out = gen.run({"target": targets, "latent": sources})["swapped"]
         face_psnr = psnr_per_face(reference_out, out)
         arc_cos = cosines(arc.run({"crop": targets})["latent"], reference_latents)
         swap_identity = reference_arc.run({"crop": out})["latent"]
         identity = cosines(swap_identity, sources)
         versus_fp32 = cosines(swap_identity, reference_swap_identity)
-        row = {
+        result = {
+            "backend": gen.backend,
             "psnr_db": psnr(reference_out, out),
             "psnr_min_db": float(face_psnr.min()),
             "max_abs_error": float(np.abs(reference_out - out).max()),
@@ -108,24 +115,51 @@ def fidelity_report(bundle_root: str | Path, crops: np.ndarray) -> dict:
             "per_face": {"psnr_db": face_psnr.tolist(), "arcface_cosine": arc_cos.tolist()},
         }
         goals = _goals(bundle, precision)
-        row["goals"] = goals
-        row["meets_goals"] = all(row[k] >= v for k, v in goals.items())
-        rows[precision] = row
-    return {"bundle": str(bundle.root), "untrained": bundle.untrained, "faces": len(crops), "precisions": rows}
+        result["goals"] = goals
+        result["meets_goals"] = all(result[k] >= v for k, v in goals.items())
+        return result
+
+    precisions = sorted({p for by in bundle.variants.values() for p in by})
+    rows = {}
+    for precision in precisions if "onnxruntime" in backends else ():
+        gen, arc = (
+            OnnxRuntimeEngine(bundle.path_of(role, precision), optimize=precision != "int8")
+            for role in ("generator", "arcface")
+        )
+        rows[precision] = row(precision, gen, arc)
+    skipped = {}
+    for precision in ("int8", "bf16") if "openvino" in backends else ():
+        if precision == "int8" and "int8" not in precisions:
+            continue
+        try:
+            gen, arc = (open_openvino(bundle, role, precision) for role in ("generator", "arcface"))
+        except EngineError as exc:  # OpenVINO not installed, or no BF16 on this CPU
+            skipped[f"{precision}/openvino"] = str(exc)
+            continue
+        rows[f"{precision}/openvino"] = row(precision, gen, arc)
+    return {
+        "bundle": str(bundle.root),
+        "untrained": bundle.untrained,
+        "faces": len(crops),
+        "precisions": rows,
+        "skipped": skipped,
+    }
 
 
 def print_report(report: dict) -> None:
     print(f"fidelity vs FP32 on {report['faces']} held-out faces ({report['bundle']}); min = worst face")
     print(
-        f"{'precision':<10}{'PSNR dB':>9}{'min':>7}{'max abs':>9}{'ArcFace cos':>13}{'min':>8}"
+        f"{'precision':<15}{'PSNR dB':>9}{'min':>7}{'max abs':>9}{'ArcFace cos':>13}{'min':>8}"
         f"{'identity':>10}{'(fp32)':>8}{'swap vs fp32':>14}{'min':>8}  goals"
     )
     for precision, r in report["precisions"].items():
         goals = ", ".join(f"{k} >= {v}" for k, v in r["goals"].items()) or "-"
         verdict = "met" if r["meets_goals"] else "NOT met"
         print(
-            f"{precision:<10}{r['psnr_db']:>9.2f}{r['psnr_min_db']:>7.2f}{r['max_abs_error']:>9.4f}"
+            f"{precision:<15}{r['psnr_db']:>9.2f}{r['psnr_min_db']:>7.2f}{r['max_abs_error']:>9.4f}"
             f"{r['arcface_cosine_mean']:>13.5f}{r['arcface_cosine_min']:>8.4f}{r['identity_cosine_mean']:>10.4f}"
             f"{r['identity_cosine_mean_fp32']:>8.4f}{r['swap_identity_vs_fp32_mean']:>14.5f}"
             f"{r['swap_identity_vs_fp32_min']:>8.4f}  {goals}: {verdict}"
         )
+    for name, reason in report.get("skipped", {}).items():
+        print(f"{name}: skipped, {reason}")

@@ -1,26 +1,44 @@
-"""Choosing the backend for each model of a bundle: ``onnxruntime``, ``tensorrt`` or ``auto``.
+"""Choosing the backend for each model of a bundle: ``onnxruntime``, ``openvino``, ``tensorrt`` or ``auto``.
 
 ``auto`` runs a model on TensorRT when the bundle has a plan for it that this machine can run (TensorRT
-installed, a CUDA device, matching version / compute capability / graph), else on ONNX Runtime, and logs
-which and why. Asking for ``tensorrt`` when it cannot run is an error naming every reason; there is no
-silent fallback.
+installed, a CUDA device, matching version / compute capability / graph). Otherwise it runs on the CPU, on
+the backend that is faster there for the precision asked for (``CPU_RULE``, measured on the bundle's
+generator and written down in docs/cpu.md): OpenVINO for ``int8`` and ``bf16`` when it is installed, ONNX
+Runtime for ``fp32`` and ``fp16``. Every choice is logged with its reason. Asking for a backend that cannot
+run is an error naming every reason; there is no silent fallback.
+
+Precisions: ``fp32``, ``fp16`` and ``int8`` are the bundle's graphs; ``bf16`` is the FP32 graph run by
+OpenVINO with BF16 inference precision, on CPUs with AVX512_BF16 or AMX only.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine, OnnxRuntimeEngine
 from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, int8_kernels_exact
+from simswap_trt.engines.openvino import OpenVinoEngine, check_bf16, openvino_available
 from simswap_trt.errors import EngineError
 from simswap_trt.plans import PlanEntry, plan_problems, rebuild_command
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 PRECISION_PREFERENCE = ("int8", "fp16", "fp32")
+# --backend auto on the CPU: which backend runs each precision faster, and the measurement behind it (the
+# SimSwap-224 generator at batch 1, interleaved, on a 2-core AMD EPYC with AVX-512 VNNI and BF16; docs/cpu.md)
+CPU_RULE = {
+    "fp32": ("onnxruntime", "OpenVINO f32 runs the generator at 0.95x ONNX Runtime FP32"),
+    "fp16": ("onnxruntime", "OpenVINO computes the FP16 graph in FP32, no faster than ONNX Runtime"),
+    "int8": ("openvino", "OpenVINO fuses the Q/DQ graph into integer kernels: 2.5x ONNX Runtime FP32, 3.2x its INT8"),
+    "bf16": ("openvino", "BF16 runs on OpenVINO only (2.05x ONNX Runtime FP32)"),
+}
+BACKEND_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "tensorrt": "TensorRT"}
+OPENVINO_INSTALL = "pip install 'simswap-trt[openvino]'"
 
 
 def usable_plan(bundle: Bundle, role: str, precision: str | None = None, device: int | None = None) -> PlanEntry:
@@ -56,6 +74,17 @@ def usable_plan(bundle: Bundle, role: str, precision: str | None = None, device:
     raise EngineError(f"no {wanted}TensorRT plan for the {role} can run here:\n  " + "\n  ".join(reasons))
 
 
+def cpu_backend(precision: str | None, providers: Sequence[str] = DEFAULT_PROVIDERS) -> tuple[str, str]:
+    """The CPU backend ``auto`` picks for ``precision`` (``CPU_RULE``), and why."""
+    precision = precision or "fp32"
+    if tuple(providers) != DEFAULT_PROVIDERS:
+        return "onnxruntime", f"--providers {' '.join(providers)} are ONNX Runtime's"
+    backend, why = CPU_RULE[precision]
+    if backend == "openvino" and not openvino_available():
+        return "onnxruntime", f"OpenVINO is not installed ({OPENVINO_INSTALL}); {why}"
+    return backend, why
+
+
 def open_engine(
     bundle: Bundle,
     role: str,
@@ -70,7 +99,11 @@ def open_engine(
     Runtime's CUDA and TensorRT providers, on CUDA ``device`` (default: the current one, or ONNX Runtime's)."""
     if backend not in BACKENDS:
         raise EngineError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "onnxruntime":
+    if precision not in (None, *PRECISIONS):
+        raise EngineError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if backend == "tensorrt" and precision == "bf16":
+        raise EngineError("bf16 runs on OpenVINO on the CPU; TensorRT runs --precision fp32, fp16 or int8")
+    if backend in ("auto", "tensorrt") and precision != "bf16":
         try:
             plan = usable_plan(bundle, role, precision, device)
             from simswap_trt.engines.tensorrt import TensorRTEngine
@@ -85,7 +118,18 @@ def open_engine(
             if backend == "tensorrt":
                 raise
             level = logging.WARNING if any(p.role == role for p in bundle.plans) else logging.INFO
-            log.log(level, "auto: the %s runs on ONNX Runtime because TensorRT cannot run it: %s", role, exc)
+            cpu = BACKEND_NAMES[cpu_backend(precision, providers)[0]]
+            log.log(level, "auto: the %s runs on %s because TensorRT cannot run it: %s", role, cpu, exc)
+    if backend == "auto":
+        backend, why = cpu_backend(precision, providers)
+        log.info("auto: the %s runs on %s (%s): %s", role, backend, precision or "fp32", why)
+    if backend == "openvino":
+        return open_openvino(bundle, role, precision, threads)
+    if precision == "bf16":
+        raise EngineError(
+            f"bf16 runs on OpenVINO only: --backend openvino or auto ({OPENVINO_INSTALL}); ONNX Runtime runs "
+            "--precision fp32, fp16 or int8"
+        )
     if precision == "int8" and providers[0] == "CPUExecutionProvider" and not int8_kernels_exact():
         raise EngineError(
             f"INT8 on this CPU: ONNX Runtime's INT8 kernels need one of {', '.join(INT8_EXACT_FLAGS)} to compute "
@@ -95,3 +139,33 @@ def open_engine(
     engine = OnnxRuntimeEngine(bundle.root / entry.file, providers, threads, device=device)
     engine.graph = {"file": entry.file, "sha256": entry.sha256, "precision": entry.precision}
     return engine
+
+
+def open_openvino(bundle: Bundle, role: str, precision: str | None = None, threads: int | None = None) -> Engine:
+    """The ``role`` graph on OpenVINO: ``bf16`` runs the FP32 graph with BF16 inference precision, the others
+    their own graph in f32 (the INT8 graph's Q/DQ convolutions as integer kernels)."""
+    if precision == "bf16":
+        check_bf16()
+    graph = "fp32" if precision in (None, "bf16") else precision
+    entry = bundle.model(role, graph)
+    engine = OpenVinoEngine(
+        bundle.root / entry.file, threads, "bf16" if precision == "bf16" else "f32", entry.file, sha256=entry.sha256
+    )
+    engine.graph = {"file": entry.file, "sha256": entry.sha256, "precision": entry.precision}
+    log.info("%s: %s, %s graph", role, engine.backend, graph)
+    return engine
+
+
+def host_engine(
+    model: str | Path | bytes,
+    backend: str = "onnxruntime",
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    threads: int | None = None,
+    name: str | None = None,
+    device: int | None = None,
+) -> Engine:
+    """An FP32 model outside the bundle (a host detector or face parser): on OpenVINO when ``backend`` is
+    ``openvino``, else on ONNX Runtime with ``providers`` (``auto``'s rule for FP32)."""
+    if backend == "openvino":
+        return OpenVinoEngine(model, threads, name=name)
+    return OnnxRuntimeEngine(model, providers, threads, name, device=device)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cli_support
-from simswap_trt.backends import BACKENDS
+from simswap_trt.backends import BACKENDS, PRECISIONS
 from simswap_trt.bundle import Bundle
 from simswap_trt.cache import cache_folder
 from simswap_trt.cli_support import float_between, positive_int
@@ -105,6 +105,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
     from simswap_trt.backends import usable_plan
     from simswap_trt.doctor import gpu_lines
+    from simswap_trt.engines.openvino import openvino_line
     from simswap_trt.engines.tensorrt import import_tensorrt
     from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
 
@@ -125,6 +126,7 @@ def _doctor(args: argparse.Namespace) -> int:
     except SimswapError as exc:
         print(f"TensorRT      {exc}")
     print(f"ONNX Runtime  {onnxruntime.__version__}, providers: {', '.join(onnxruntime.get_available_providers())}")
+    print(f"OpenVINO      {openvino_line()}")
     for root in args.bundles:
         bundle = Bundle.load(root)
         print(f"bundle        {bundle.root} ({len(bundle.plans)} TensorRT plan(s))")
@@ -166,9 +168,10 @@ def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) 
     device = getattr(args, "device", None) if device is None else device
     scrfd = getattr(args, "scrfd", None)
     # without --scrfd the swapper detects with the bundle's detector plan on the device path, else CenterFace
-    detector = Scrfd(scrfd, providers=args.providers, threads=args.threads, device=device) if scrfd else None
+    host = {"backend": "openvino"} if args.backend == "openvino" else {"providers": args.providers, "device": device}
+    detector = Scrfd(scrfd, threads=args.threads, **host) if scrfd else None
     parsing = getattr(args, "parsing_model", None)
-    parser = FaceParser(parsing, args.providers, args.threads, device) if parsing else None
+    parser = FaceParser(parsing, threads=args.threads, **host) if parsing else None
     return FaceSwapper.from_bundle(
         bundle,
         args.providers,
@@ -503,7 +506,12 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
     parser.add_argument(
         "--batch", type=positive_int, default=batch, help=f"images per batched call, >= 1 (default: {batch})"
     )
-    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads, >= 1 (default: all available)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        help="CPU threads of ONNX Runtime and OpenVINO, >= 1 (default: all available)",
+    )
     parser.add_argument(
         "--providers",
         nargs="+",
@@ -514,16 +522,19 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="auto: TensorRT where the bundle has a plan this machine can run, else ONNX Runtime (logged with "
-        "-v); tensorrt: an error if it cannot run (default: auto)",
+        help="auto: TensorRT where the bundle has a plan this machine can run, else the faster CPU backend for "
+        "--precision (OpenVINO for int8 and bf16 when installed, ONNX Runtime for fp32 and fp16; logged with -v); "
+        "onnxruntime, openvino (pip install 'simswap-trt[openvino]'), tensorrt: that backend, or an error saying "
+        "why it cannot run (default: auto)",
     )
     parser.add_argument(
         "--precision",
-        choices=("fp32", "fp16", "int8"),
+        choices=PRECISIONS,
         default=None,
-        help="which of the bundle's graphs to run (from 'simswap-build precision'). ONNX Runtime: fp32 unless "
-        "asked; int8 needs a CPU with VNNI or AMX (checked), where its integer kernels compute the graph. "
-        "TensorRT: the fastest plan unless asked",
+        help="fp32, fp16, int8: which of the bundle's graphs to run (from 'simswap-build precision'); bf16: the "
+        "FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX (checked). On the CPU fp32 unless asked; "
+        "ONNX Runtime's int8 needs VNNI or AMX (checked). TensorRT: the fastest plan unless asked. "
+        "'simswap-build validate' reports each one's fidelity",
     )
 
 

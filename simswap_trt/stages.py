@@ -42,26 +42,37 @@ class Stages(Protocol):
 
 
 class HostStages:
-    """Warp and tensor with OpenCV/NumPy, the generator through ``generate`` (any engine, chunked), the
-    optional parsing blend, and the CPU paste-back. Synchronous: ``start`` does all the work."""
+    """Warp and tensor with OpenCV/NumPy, the generator through ``submit``/``collect`` (any engine, chunked),
+    the optional parsing blend, and the CPU paste-back. ``start`` warps and submits the generator's work;
+    ``finish`` collects it and pastes back. With an asynchronous engine (OpenVINO) the generator of one batch
+    thus runs while the caller pastes back the previous one (``FaceSwapper.swap_stream``)."""
 
     name = "host (OpenCV/NumPy pre- and post-processing)"
 
     def __init__(
         self,
         crop_size: int,
-        generate: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        submit: Callable[[np.ndarray, np.ndarray], Any],
+        collect: Callable[[Any], np.ndarray],
         identify: Callable[[np.ndarray], np.ndarray],
         blend: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        """``generate(targets, latent)`` and ``identify(crops) -> latents`` run the engines on tensors."""
-        self.crop_size, self._generate, self._identify, self._blend = crop_size, generate, identify, blend
+        """``submit(targets, latent)`` starts the generator on tensors and ``collect(ticket)`` returns its output;
+        ``identify(crops) -> latents`` runs ArcFace."""
+        self.crop_size, self._submit, self._collect = crop_size, submit, collect
+        self._identify, self._blend = identify, blend
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> list[np.ndarray]:
+    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> tuple:
+        if not faces:
+            return images, faces, None, None
+        targets = crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size)
+        return images, faces, targets, self._submit(targets, latent)
+
+    def finish(self, ticket: tuple) -> list[np.ndarray]:
+        images, faces, targets, generating = ticket
         pasted: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
         if faces:
-            targets = crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size)
-            swapped = self._generate(targets, latent)
+            swapped = self._collect(generating)
             if self._blend is not None:
                 swapped = self._blend(swapped, targets)
             crops = tensor_to_bgr(swapped)  # BGR [0, 255], as the official code pastes
@@ -69,11 +80,8 @@ class HostStages:
                 pasted[i].append((crop, matrix))
         return [paste_back(image, mine) for image, mine in zip(images, pasted, strict=True)]
 
-    def finish(self, ticket: list[np.ndarray]) -> list[np.ndarray]:
-        return ticket
-
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
-        return self._generate(crops_to_tensor(crops, self.crop_size), latent)
+        return self._collect(self._submit(crops_to_tensor(crops, self.crop_size), latent))
 
     def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         return self._identify(crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size))

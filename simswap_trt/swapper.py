@@ -162,7 +162,8 @@ class FaceSwapper:
     def _choose_stages(self, device_path: bool | None) -> Stages:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
-        host = HostStages(self.crop_size, self.generate, self._latents, self.parser.blend if self.parser else None)
+        blend = self.parser.blend if self.parser else None
+        host = HostStages(self.crop_size, self._submit_generator, self._collect_generator, self._latents, blend)
         on_tensorrt = hasattr(self.generator, "execute_device")
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
@@ -244,9 +245,11 @@ class FaceSwapper:
         cuda_graphs: bool = False,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
-        run, else ONNX Runtime; logged), ``"onnxruntime"`` (with ``providers``, CPU by default) or
-        ``"tensorrt"`` (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``,
-        ``"fp16"`` or ``"int8"`` graphs (default: FP32 on ONNX Runtime, the fastest plan on TensorRT). ``device``:
+        run, else the faster CPU backend for ``precision``; logged), ``"onnxruntime"`` (with ``providers``, CPU by
+        default), ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"``
+        (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"``
+        or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
+        AMX) (default: FP32 on the CPU, the fastest plan on TensorRT). ``device``:
         the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
         providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``."""
         from simswap_trt.backends import open_engine
@@ -259,7 +262,8 @@ class FaceSwapper:
         engines = [open_engine(bundle, "generator", backend, providers, threads, precision, device=device)]
         try:
             engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision, device=device))
-            parser_engine = cls._parser_plan(bundle, parser, backend, device) if backend != "onnxruntime" else None
+            on_gpu = backend in ("auto", "tensorrt")
+            parser_engine = cls._parser_plan(bundle, parser, backend, device) if on_gpu else None
             engines += [parser_engine] if parser_engine is not None else []
             swapper = cls(
                 bundle, *engines[:2], detector, parser, max_batch, device_path, device, cuda_graphs, parser_engine
@@ -270,7 +274,9 @@ class FaceSwapper:
             raise
         swapper._owned += engines
         swapper._detector_options = {"providers": providers, "threads": threads, "device": device}
-        if detector is None and backend != "onnxruntime":  # the bundle's detector plan, on the device path
+        if backend == "openvino":
+            swapper._detector_options = {"threads": threads, "backend": backend}
+        if detector is None and on_gpu:  # the bundle's detector plan, on the device path
             from simswap_trt.device_detect import open_device_detector
 
             swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
@@ -377,15 +383,25 @@ class FaceSwapper:
     def generate(self, targets: np.ndarray, latents: np.ndarray) -> np.ndarray:
         """Run the generator on float32 [N,3,S,S] targets with [512] (shared) or [N,512] latents, in
         chunks of at most ``max_batch``; returns float32 [N,3,S,S] RGB in [0,1]."""
+        return self._collect_generator(self._submit_generator(targets, latents))
+
+    def _submit_generator(self, targets: np.ndarray, latents: np.ndarray) -> list:
+        """Start ``generate``'s chunks on the engine (all at once where it is asynchronous); the tickets."""
         latents = np.broadcast_to(self._check_latents(latents, len(targets)), (len(targets), LATENT_SIZE))
-        out = np.empty_like(targets)
+        tickets = []
         for i in range(0, len(targets), self.max_batch):
             feeds = {
                 "target": targets[i : i + self.max_batch],
                 "latent": np.ascontiguousarray(latents[i : i + self.max_batch]),
             }
-            out[i : i + self.max_batch] = self.generator.run(feeds)["swapped"]
-        return out
+            tickets.append(self.generator.submit(feeds))
+        return tickets
+
+    def _collect_generator(self, tickets: list) -> np.ndarray:
+        """The output of ``_submit_generator``'s chunks, in order, as one float32 [N,3,S,S] array."""
+        if not tickets:
+            return np.empty((0, 3, self.crop_size, self.crop_size), np.float32)
+        return np.concatenate([self.generator.collect(ticket)["swapped"] for ticket in tickets])
 
     @staticmethod
     def _check_latents(latents: np.ndarray, count: int) -> np.ndarray:

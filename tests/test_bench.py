@@ -7,7 +7,7 @@ import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.architectures import GeneratorConfig, generator_keys
-from simswap_build.bench.measure import Stats, conv_flops, measure, slope
+from simswap_build.bench.measure import Stats, conv_flops, interleaved, measure, ratio_stats, slope
 from simswap_build.convert import random_weights, untrained_bundle
 from simswap_build.onnx_graphs import generator_graph
 
@@ -22,6 +22,44 @@ def test_measure_uses_fresh_inputs_and_warms_up():
     seen = []
     measure(seen.append, lambda i: i, repeats=3, warmup=2)
     assert seen == [-1, -2, 0, 1, 2]
+
+
+def test_interleaved_rotates_the_order_and_shares_each_rounds_input():
+    seen = []
+    calls = {name: (lambda data, name=name: seen.append((name, data))) for name in "ABC"}
+    seconds = interleaved(calls, lambda i: i, repeats=3, warmup=1)
+    assert seen == [
+        *[(n, -1) for n in "ABC"],
+        *[(n, 0) for n in "ABC"],
+        *[(n, 1) for n in "BCA"],
+        *[(n, 2) for n in "CAB"],
+    ]
+    assert {name: len(times) for name, times in seconds.items()} == {"A": 3, "B": 3, "C": 3}
+
+
+def test_ratios_are_taken_round_by_round():
+    """A machine that slows down between rounds: B is 2x A in every round, although their pooled medians
+    would say otherwise; the per-round ratio says 2x with no spread."""
+    a, b = [1.0, 4.0, 9.0], [0.5, 2.0, 4.5]
+    stats = ratio_stats(a, b)
+    assert (stats.median, stats.p10, stats.p90) == (2.0, 2.0, 2.0)
+
+
+def test_a_fraction_above_the_ceiling_is_flagged(tmp_path, monkeypatch):
+    import itertools
+    from types import SimpleNamespace
+
+    from simswap_build.bench import measure as measure_module
+    from simswap_build.bench import run as run_module
+
+    ticks = itertools.count()
+    monkeypatch.setattr(measure_module, "time", SimpleNamespace(perf_counter=lambda: next(ticks) * 0.25))
+    monkeypatch.setattr(run_module, "CEILING_FLOPS", 1.0)  # planted: a ceiling far below the generator
+    bundle = untrained_bundle(tmp_path / "b", generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE)
+    rows, _, warnings = run_module.throughput(bundle, [1], repeats=2, gflop=1.0)
+    fraction = next(r for r in rows if r["backend"] == "onnxruntime-cpu-fp32")["fraction_of_ceiling"]["median"]
+    assert fraction > 1
+    assert any(w.startswith("onnxruntime-cpu-fp32 at batch 1 runs at") and "above 100%" in w for w in warnings)
 
 
 @pytest.mark.slow
@@ -67,13 +105,25 @@ def test_quick_run_report_from_a_known_clock(tmp_path, monkeypatch):
     assert saved["end_to_end_per_face_s"] == 0.25
     assert saved["speedup_vs_baseline"] == 1.0
     assert saved["ceiling"]["conv_flops_per_s"] == pytest.approx(118.380036096e9)
+    assert {"onnxruntime-fp32", "official-style"} <= saved["end_to_end"].keys()
+    for row in saved["end_to_end"].values():
+        assert row["speedup_vs_onnxruntime_fp32"]["median"] == row["speedup_vs_official_style"]["median"] == 1.0
     rows = {(r["backend"], r["batch"]): r for r in saved["throughput"]}
-    assert set(rows) == {("onnxruntime-cpu-fp32", 1), ("onnxruntime-cpu-fp32", 2)}
+    assert {("onnxruntime-cpu-fp32", 1), ("onnxruntime-cpu-fp32", 2), ("conv-ceiling", 1), ("conv-ceiling", 2)} <= set(
+        rows
+    )
     gflop = saved["ceiling"]["generator_gflop_per_face"]
     assert 0 < gflop < 96.2  # the tiny generator, far below the full-size 96.2 GFLOP
-    for (_, batch), row in rows.items():
-        assert row["faces_per_s"] == 4.0 * batch
-        assert row["fraction_of_ceiling"] == pytest.approx(4.0 * batch * gflop / 118.380036096)
+    for (name, batch), row in rows.items():
+        if name == "conv-ceiling":
+            assert row["flops_per_s"]["median"] == pytest.approx(118.380036096e9)
+            continue
+        assert row["faces_per_s"] == 4.0 * batch and row["speedup_vs_onnxruntime_fp32"]["median"] == 1.0
+        if name.endswith("fp32"):
+            assert row["fraction_of_ceiling"]["median"] == pytest.approx(4.0 * batch * gflop / 118.380036096)
+        else:
+            assert row["fraction_of_ceiling"] is None  # the ceiling is FP32
+    assert saved["warnings"] == []
     assert {"tensorrt-fp32", "onnxruntime-cpu-int8", "cuda-kernels"} <= saved["skipped"].keys()
     assert len(saved["memory"]["rss_kib"]) == 3 and all(v > 0 for v in saved["memory"]["rss_kib"])
     for path in results["plots"]:

@@ -61,3 +61,28 @@ def test_face_entirely_outside_the_frame_changes_nothing():
     matrix = face_matrix((900, 900), 100, 0)
     assert face_roi(matrix, 224, frame.shape) is None
     np.testing.assert_array_equal(paste_back(frame, [(np.zeros((224, 224, 3), np.float32), matrix)]), frame)
+
+
+def test_the_crop_mask_baseline_equals_its_method_on_the_whole_frame():
+    """The benchmark's FaceFusion-method baseline blends only inside the box the warped crop covers: equal to
+    the same method evaluated over the whole frame in float64 (mask and crop warped to the full frame), so the
+    box loses nothing; and it really pastes."""
+    import cv2
+
+    from benchmarks.pasteback import box_mask, paste_back_crop_mask
+
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    faces = [
+        (rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), face_matrix(center, 120, angle))
+        for center, angle in (((150, 140), 10), ((380, 280), -30))  # the second crosses the frame border
+    ]
+    expected = frame
+    for crop, matrix in faces:
+        inverse = cv2.invertAffineTransform(matrix)
+        mask = cv2.warpAffine(box_mask(224), inverse, (420, 300)).clip(0, 1)[..., None].astype(np.float64)
+        warped = cv2.warpAffine(crop, inverse, (420, 300), borderMode=cv2.BORDER_REPLICATE)
+        expected = (expected * (1 - mask) + warped * mask).astype(np.uint8)
+    got = paste_back_crop_mask(frame, faces)
+    assert np.abs(got.astype(int) - expected).max() <= 1
+    assert np.abs(got.astype(int) - frame).max() > 100

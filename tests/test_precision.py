@@ -519,11 +519,12 @@ def test_bench_has_a_cpu_int8_row_only_where_the_kernels_are_exact(precision_bun
     from simswap_build.bench.run import throughput
 
     monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    rows, skipped = throughput(precision_bundle, [1], 1)
+    rows, skipped, _ = throughput(precision_bundle, [1], 1, gflop=1.0)
     assert skipped["onnxruntime-cpu-int8"].startswith("INT8 on this CPU")
-    assert {r["backend"] for r in rows} == {"onnxruntime-cpu-fp32", "onnxruntime-cpu-fp16"}
+    ort_rows = {r["backend"] for r in rows if r["backend"].startswith("onnxruntime")}
+    assert ort_rows == {"onnxruntime-cpu-fp32", "onnxruntime-cpu-fp16"}
     monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
-    rows, skipped = throughput(precision_bundle, [1], 1)
+    rows, skipped, _ = throughput(precision_bundle, [1], 1, gflop=1.0)
     assert "onnxruntime-cpu-int8" not in skipped
     assert [r["engine"] for r in rows if r["backend"] == "onnxruntime-cpu-int8"] == [
         "onnxruntime[CPUExecutionProvider]"
@@ -540,3 +541,21 @@ def test_runtime_precision_flag_reaches_the_engines(tiny_bundle, astronaut_crop,
     assert "has no fp16 generator graph; create it with 'simswap-build precision" in capsys.readouterr().err
     assert not (tmp_path / "out.png").exists()
     assert trt_main([*argv, "--output", str(tmp_path / "out.png"), "--precision", "fp32"]) == 0
+
+
+def test_int8_is_validated_on_openvino_too(precision_bundle, photos):
+    """The report runs the INT8 graph on OpenVINO's integer kernels as well, with the recipe's goals."""
+    pytest.importorskip("openvino")
+    from simswap_trt.engines import OnnxRuntimeEngine
+    from simswap_trt.engines.openvino import OpenVinoEngine
+
+    held = calibration_crops(photos / "held-out", "multipose", 224)
+    report = fidelity_report(precision_bundle.root, held)
+    row = report["precisions"]["int8/openvino"]
+    assert row["backend"] == "openvino[CPU,f32]" and row["goals"] == report["precisions"]["int8"]["goals"]
+    targets = crops_to_tensor(held, 224)
+    latents = OnnxRuntimeEngine(precision_bundle.path_of("arcface")).run({"crop": targets})["latent"]
+    feeds = {"target": targets, "latent": np.roll(latents, -1, axis=0)}
+    reference = OnnxRuntimeEngine(precision_bundle.path_of("generator")).run(feeds)["swapped"]
+    out = OpenVinoEngine(precision_bundle.path_of("generator", "int8")).run(feeds)["swapped"]
+    assert row["psnr_db"] == pytest.approx(psnr(reference, out), rel=1e-6)

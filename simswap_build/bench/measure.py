@@ -1,5 +1,6 @@
-"""Measurement primitives of the benchmark harness: timing statistics over fresh inputs, the machine's
-measured compute ceiling, a graph's FLOP count, and resident-memory sampling."""
+"""Measurement primitives of the benchmark harness: timing statistics over fresh inputs, interleaved runs of
+compared calls and the ratios between them, the machine's measured compute ceiling, a graph's FLOP count,
+and resident-memory sampling."""
 # The ceiling is measured with ONNX Runtime's own convolution rather than numpy's BLAS: numpy's speed
 # depends on which BLAS build and core-type settings the machine has, and is not what the engine uses.
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -50,6 +51,35 @@ def measure(call: Callable[[Any], Any], make_input: Callable[[int], Any], repeat
     return Stats.of(seconds)
 
 
+def interleaved(
+    calls: Mapping[str, Callable[[Any], Any]], make_input: Callable[[int], Any], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Time every call of ``calls`` on the same fresh input ``make_input(i)``, round by round (A B C, B C A, ...:
+    the order rotates so that no call always runs first), after ``warmup`` untimed rounds. Compared calls thus
+    see the same machine state, which on a shared or throttling machine changes between runs. Returns each
+    call's seconds in round order, so that ratios can be taken round by round (``ratio_stats``)."""
+    names = list(calls)
+    for i in range(warmup):
+        data = make_input(-1 - i)
+        for name in names:
+            calls[name](data)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for i in range(repeats):
+        data = make_input(i)
+        for k in range(len(names)):
+            name = names[(i + k) % len(names)]
+            start = time.perf_counter()
+            calls[name](data)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def ratio_stats(numerator: list[float], denominator: list[float]) -> Stats:
+    """The ratio ``numerator[i] / denominator[i]`` of each round of an interleaved run, as median and spread
+    (a speed-up of B over A is A's seconds over B's)."""
+    return Stats.of([n / d for n, d in zip(numerator, denominator, strict=True)])
+
+
 def generator_feeds(seed: int, batch: int, size: int) -> dict[str, np.ndarray]:
     """Random generator inputs for timing: a [batch,3,size,size] target in [0,1] and unit latents."""
     rng = np.random.default_rng(seed)
@@ -60,9 +90,13 @@ def generator_feeds(seed: int, batch: int, size: int) -> dict[str, np.ndarray]:
     }
 
 
-def conv_ceiling_flops_per_second(repeats: int = 5) -> float:
-    """Measured throughput of the generator's dominant operation on ONNX Runtime's CPU kernels: a
-    512→512 3x3 convolution at 28x28 (the ID blocks), batch 8, with all available threads."""
+CEILING_FLOPS = 2.0 * 8 * 512 * 512 * 9 * 28 * 28  # per call of the ceiling convolution
+
+
+def ceiling_conv() -> Callable[[Any], Any]:
+    """One call of the generator's dominant operation on ONNX Runtime's CPU kernels (``CEILING_FLOPS``): a
+    512→512 3x3 convolution at 28x28 (the ID blocks), batch 8, with all available threads. Timed interleaved
+    with the generator, it gives the ceiling at the same moment."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -82,8 +116,7 @@ def conv_ceiling_flops_per_second(repeats: int = 5) -> float:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     x = rng.random((8, 512, 28, 28), dtype=np.float32)
-    stats = measure(lambda _: session.run(None, {"x": x}), lambda i: None, repeats)
-    return 2.0 * 8 * 512 * 512 * 9 * 28 * 28 / stats.median
+    return lambda _: session.run(None, {"x": x})
 
 
 def conv_flops(model: onnx.ModelProto) -> float:

@@ -166,7 +166,7 @@ class SwapActor:
 
         self.options = JobOptions(**options)
         o = self.options
-        gpu_ids = ray.get_gpu_ids() if o.backend != "onnxruntime" else []  # ONNX Runtime: on the CPU
+        gpu_ids = ray.get_gpu_ids() if o.backend in ("auto", "tensorrt") else []  # the CPU backends
         device = assigned_device(gpu_ids, os.environ.get("CUDA_VISIBLE_DEVICES"))
         if device is not None:
             log.info("actor on GPU %s (CUDA device %d in this process)", gpu_ids[0], device)

@@ -37,7 +37,7 @@ class Engine(ABC):
         return results
 
     def submit(self, feeds: Mapping[str, np.ndarray]) -> Any:
-        """Start a run and return a ticket for ``collect``. Asynchronous backends (TensorRT) return once
+        """Start a run and return a ticket for ``collect``. Asynchronous backends (TensorRT, OpenVINO) return once
         the work is enqueued, so the caller can prepare the next batch meanwhile; others run here."""
         self.check_feeds(feeds)
         return self._submit_impl(feeds)

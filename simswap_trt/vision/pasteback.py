@@ -7,7 +7,7 @@ transform (bilinear, black border); set mask values > 20 to 255; erode with a 40
 Speed: all of that happens only inside each face's region of interest: the bounding box of the warped
 crop, grown by ``MARGIN`` pixels (erosion reach 20 + blur reach 20) so that OpenCV's border handling at
 the ROI edge sees the same zeros the full frame has. Outside the ROI the official mask is exactly 0, so
-the frame is untouched. Work is float32 on ROI-sized buffers; no full-frame float passes.
+the frame is untouched. Work is float32 on ROI-sized buffers, blended in place; no full-frame float passes.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def paste_back(frame: np.ndarray, faces: Sequence[tuple[np.ndarray, np.ndarray]]
         for crop, matrix, (fx0, fy0, fx1, fy1) in group:
             face, mask = _warp_face_and_mask(crop, matrix, (fx0, fy0, fx1, fy1))
             view = region[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-            view[...] = mask * face + (1 - mask) * view
+            np.subtract(face, view, out=face)  # mask·face + (1 - mask)·view as view + mask·(face - view),
+            face *= mask  # in place: no ROI-sized temporaries
+            view += face
         out[y0:y1, x0:x1] = region.astype(np.uint8)  # truncation, as upstream
     return out
 
@@ -73,7 +75,8 @@ def border_mask(matrix: np.ndarray, size: int, roi: tuple[int, int, int, int]) -
     mask = cv2.warpAffine(np.full((size, size), 255, np.float32), _roi_inverse(matrix, roi), (x1 - x0, y1 - y0))
     mask[mask > MASK_THRESHOLD] = 255
     mask = cv2.GaussianBlur(cv2.erode(mask, _ERODE_KERNEL), (BLUR_SIZE, BLUR_SIZE), 0)
-    return mask * np.float32(1 / 255)
+    mask *= np.float32(1 / 255)
+    return mask
 
 
 def _warp_face_and_mask(crop: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, int, int]):
