@@ -3,7 +3,8 @@ can run the stages implements the same three steps:
 
 * ``start(images, faces, latent)``: preprocess the given faces (``(image index, frame→crop matrix)``),
   run the generator with ``latent``, paste the swaps back, and return a ticket (possibly while the work is
-  still running);
+  still running); ``HostStages.start`` also takes ``enhance``, the faces' frame→enhancer-crop matrices, to
+  restore the swaps with its ``FaceEnhancer`` before the paste-back;
 * ``finish(ticket)``: the output images (new arrays) of a started batch, in order;
 * ``generate_aligned(crops, latent)``: the generator's float32 [N,3,S,S] output for aligned uint8 BGR crops;
 * ``latents(images, faces)``: the ArcFace latent [N,512] of each face's crop;
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from simswap_trt.enhance import FaceEnhancer
 from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.warp import warp_faces
@@ -43,7 +45,8 @@ class Stages(Protocol):
 
 class HostStages:
     """Warp and tensor with OpenCV/NumPy, the generator through ``generate`` (any engine, chunked), the
-    optional parsing blend, and the CPU paste-back. Synchronous: ``start`` does all the work."""
+    optional parsing blend, the optional face enhancer, and the CPU paste-back. Synchronous: ``start`` does
+    all the work."""
 
     name = "host (OpenCV/NumPy pre- and post-processing)"
 
@@ -53,21 +56,36 @@ class HostStages:
         generate: Callable[[np.ndarray, np.ndarray], np.ndarray],
         identify: Callable[[np.ndarray], np.ndarray],
         blend: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        enhancer: FaceEnhancer | None = None,
     ) -> None:
         """``generate(targets, latent)`` and ``identify(crops) -> latents`` run the engines on tensors."""
         self.crop_size, self._generate, self._identify, self._blend = crop_size, generate, identify, blend
+        self.enhancer = enhancer
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> list[np.ndarray]:
+    def start(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Faces,
+        latent: np.ndarray,
+        enhance: Sequence[np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
         pasted: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
+        footprints: list[list[tuple[np.ndarray, int] | None]] = [[] for _ in images]
         if faces:
             targets = crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size)
             swapped = self._generate(targets, latent)
             if self._blend is not None:
                 swapped = self._blend(swapped, targets)
-            crops = tensor_to_bgr(swapped)  # BGR [0, 255], as the official code pastes
-            for (i, matrix), crop in zip(faces, crops, strict=True):
+            if enhance is not None and self.enhancer is not None:
+                crops = self.enhancer.enhance(images, faces, enhance, swapped)
+                placements = [(m, (g, self.crop_size)) for (_, g), m in zip(faces, enhance, strict=True)]
+            else:
+                crops = tensor_to_bgr(swapped)  # BGR [0, 255], as the official code pastes
+                placements = [(g, None) for _, g in faces]
+            for (i, _), crop, (matrix, footprint) in zip(faces, crops, placements, strict=True):
                 pasted[i].append((crop, matrix))
-        return [paste_back(image, mine) for image, mine in zip(images, pasted, strict=True)]
+                footprints[i].append(footprint)
+        return [paste_back(*args) for args in zip(images, pasted, footprints, strict=True)]
 
     def finish(self, ticket: list[np.ndarray]) -> list[np.ndarray]:
         return ticket
