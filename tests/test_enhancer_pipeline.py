@@ -144,3 +144,32 @@ def test_blend_mixes_the_restored_face_with_the_swap(enhancing, frames):
 def test_enhance_without_an_enhancer_names_the_command(tiny_bundle):
     with pytest.raises(BundleError, match=f"simswap-build add-enhancer {tiny_bundle.root} GFPGANv1.4.pth"):
         FaceSwapper.from_bundle(tiny_bundle.root, threads=2, enhance=True)
+
+
+def test_cli_swap_with_enhancer(enhanced_bundle, tiny_bundle, tmp_path, capsys):
+    from skimage import data
+
+    from simswap_trt.cli import main
+
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), data.astronaut()[..., ::-1])
+    args = ["swap", "--source", str(photo), "--target", str(photo), "--threads", "2"]
+    outputs = {}
+    for name, extra in (
+        ("plain", []),
+        ("enhanced", ["--enhancer"]),
+        ("half", ["--enhancer", "--enhance-blend", "0.5"]),
+    ):
+        outputs[name] = tmp_path / f"{name}.png"
+        assert main([*args, "--bundle", str(enhanced_bundle.root), "--output", str(outputs[name]), *extra]) == 0
+    plain, enhanced, half = (cv2.imread(str(outputs[n])).astype(int) for n in ("plain", "enhanced", "half"))
+    assert np.abs(enhanced - plain).max() > 10
+    assert 0 < np.abs(half - plain).mean() < np.abs(enhanced - plain).mean()
+    capsys.readouterr()
+    assert main([*args, "--bundle", str(tiny_bundle.root), "--output", str(tmp_path / "x.png"), "--enhancer"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "simswap-build add-enhancer" in err
+    assert not (tmp_path / "x.png").exists()
+    bad_blend = [*args, "--bundle", str(enhanced_bundle.root), "--output", str(tmp_path / "y.png")]
+    assert main([*bad_blend, "--enhance-blend", "2"]) != 0
+    assert "--enhance-blend: must be in [0, 1]" in capsys.readouterr().err
