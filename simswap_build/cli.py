@@ -144,6 +144,9 @@ def _engine(args: argparse.Namespace) -> int:
         roles += ("parser",)
     for role in roles:
         precision = "fp32" if role in ("detector", "parser") else args.precision  # those graphs are FP32 only
+        if role == "enhancer" and precision == "int8":
+            print("enhancer: INT8 is not offered for the face restorer; its plan is built from the FP16 graph")
+            precision = "fp16"
         entry = build_engine(args.bundle, role, options, precision, overwrite=args.overwrite)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "

@@ -173,3 +173,22 @@ def test_cli_swap_with_enhancer(enhanced_bundle, tiny_bundle, tmp_path, capsys):
     bad_blend = [*args, "--bundle", str(enhanced_bundle.root), "--output", str(tmp_path / "y.png")]
     assert main([*bad_blend, "--enhance-blend", "2"]) != 0
     assert "--enhance-blend: must be in [0, 1]" in capsys.readouterr().err
+
+
+def test_cli_video_with_enhancer(enhanced_bundle, tmp_path, capsys):
+    from video_clips import FACE, decoded, moving_face, write_clip
+
+    from simswap_trt.cli import main
+
+    clip = write_clip(tmp_path / "in.mp4", moving_face(4))
+    source = tmp_path / "me.png"
+    cv2.imwrite(str(source), FACE)
+    base = ["video", "--bundle", str(enhanced_bundle.root), "--source", str(source), "--target", str(clip)]
+    frames = {}
+    for name, extra in (("plain", []), ("enhanced", ["--enhancer"])):
+        out = tmp_path / f"{name}.mp4"
+        assert main([*base, "--output", str(out), "--threads", "2", *extra]) == 0
+        assert "4 frames, 4 with a swapped face" in capsys.readouterr().out
+        frames[name] = [f.to_ndarray(format="bgr24").astype(int) for f in decoded(out)]
+    assert len(frames["enhanced"]) == 4
+    assert max(np.abs(a - b).max() for a, b in zip(frames["plain"], frames["enhanced"], strict=True)) > 10
