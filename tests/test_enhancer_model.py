@@ -298,3 +298,13 @@ def test_fp16_enhancer_variant_meets_45_db_or_is_refused(tiny_bundle, tiny_model
     fp32 = ort.InferenceSession(bundle.root / "enhancer.onnx").run(None, {"face": faces})[0]
     fp16 = ort.InferenceSession(bundle.root / variant.file).run(None, {"face": faces})[0]
     assert 10 * np.log10(1 / np.mean((fp32 - fp16) ** 2)) >= 45
+
+
+def test_triton_repo_exports_the_enhancer(tiny_bundle, tiny_model, tmp_path):
+    from simswap_build.triton_repo import write_triton_repo
+
+    bundle = bundle_with_enhancer(tiny_bundle.root, save_gfpgan(tiny_model, tmp_path / "g.pth"), tmp_path)
+    configs = write_triton_repo(bundle.root, tmp_path / "repo")
+    config = (tmp_path / "repo" / "simswap_enhancer_onnx" / "config.pbtxt").read_text()
+    assert len(configs) == 3 and 'name: "face"' in config and 'name: "enhanced"' in config
+    assert (tmp_path / "repo" / "simswap_enhancer_onnx" / "1" / "model.onnx").is_file()
