@@ -62,6 +62,8 @@ def _info(args: argparse.Namespace) -> int:
         print(f"{role:<10} {entry.file}  {entry.architecture}  {entry.precision}  from {source}")
         for spec in entry.inputs + entry.outputs:
             print(f"{'':<10}   {spec.describe()}")
+        if "license" in entry.source:
+            print(f"{'':<10}   {entry.source['alignment']} alignment, licence {entry.source['license']}")
     print("hashes     verified")
     return 0
 

@@ -247,7 +247,7 @@ def test_graph_writer_refuses_leftover_weights(tiny_model):
 # -- bundle role -------------------------------------------------------------------------------------------
 
 
-def test_add_enhancer_declares_role_alignment_and_licence(tiny_bundle, tiny_model, tmp_path):
+def test_add_enhancer_declares_role_alignment_and_licence(tiny_bundle, tiny_model, tmp_path, capsys):
     from simswap_build.cli import main
 
     checkpoint = save_gfpgan(tiny_model, tmp_path / "GFPGANv1.4.pth")
@@ -257,6 +257,10 @@ def test_add_enhancer_declares_role_alignment_and_licence(tiny_bundle, tiny_mode
     assert entry.source["alignment"] == "ffhq" and entry.source["license"].startswith("Apache-2.0")
     assert entry.inputs[0].shape == ("batch", 3, 64, 64)
     assert main(["check", str(bundle.root)]) == 0
+    from simswap_trt.cli import main as trt_main
+
+    assert trt_main(["info", str(bundle.root)]) == 0
+    assert "ffhq alignment, licence Apache-2.0" in capsys.readouterr().out
     # a tampered signature is refused when the bundle loads
     manifest = json.loads((bundle.root / MANIFEST_NAME).read_text())
     manifest["models"]["enhancer"]["outputs"][0]["shape"] = ["batch", 3, 32, 32]
