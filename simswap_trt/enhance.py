@@ -7,9 +7,7 @@ For each swapped face, with ``G`` the frame→generator-crop matrix and ``E`` th
    bilinear warp, no second detection); where the enhancer's crop reaches beyond the generator's, the frame
    itself fills it (warped by ``E``), so the restorer sees the swapped face in its surroundings, as if
    pasted;
-2. all faces of all frames of a batch go through the restorer together, in chunks of ``max_batch`` (on
-   ONNX Runtime's CPU provider one face per run: at 512 px a batch of two took longer than two single
-   runs in every interleaved measurement here, as the activations outgrow the caches);
+2. all faces of all frames of a batch go through the restorer together, in chunks of ``max_batch``;
 3. ``blend·enhanced + (1 − blend)·swap`` (``blend`` 0–1, default 0.8) is pasted back once, at the
    enhancer's resolution, with the border mask of the generator's crop: exactly the pixels the plain swap
    changes change. ``blend`` 0 skips the restorer and leaves the swap bit-exact.
@@ -17,7 +15,6 @@ For each swapped face, with ``G`` the frame→generator-crop matrix and ``E`` th
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import cv2
@@ -30,10 +27,7 @@ from simswap_trt.preprocess import tensor_to_bgr
 from simswap_trt.vision.align import alignment_matrix, invert_affine
 from simswap_trt.vision.warp import warp_faces
 
-log = logging.getLogger(__name__)
-
 DEFAULT_ENHANCE_BLEND = 0.8  # the share of the restored face, as the usual face-enhancer default of 80 %
-CPU_BACKEND = "onnxruntime[CPUExecutionProvider]"
 INPUT, OUTPUT = "face", "enhanced"
 
 
@@ -88,15 +82,11 @@ class FaceEnhancer:
         max_batch: int = 16,
         device: int | None = None,
     ) -> FaceEnhancer:
-        """The bundle's enhancer (a ``BundleError`` naming ``simswap-build add-enhancer`` when it has none), in
-        chunks of ``max_batch`` faces, or one face per run on ONNX Runtime's CPU provider (logged)."""
+        """The bundle's enhancer (a ``BundleError`` naming ``simswap-build add-enhancer`` when it has none)."""
         from simswap_trt.backends import open_engine
 
         entry = bundle.require_enhancer()
         engine = open_engine(bundle, "enhancer", backend, providers, threads, device=device)
-        if engine.backend == CPU_BACKEND:
-            log.info("enhancer on %s: one face per run", engine.backend)
-            max_batch = 1
         return cls(engine, entry.source["alignment"], blend, max_batch)
 
     @property

@@ -116,20 +116,20 @@ def test_output_changes_only_in_face_regions(plain, enhancing, frames):
 def test_batches_across_faces_and_frames_equal_one_by_one(enhanced_bundle, enhancing, frames):
     from simswap_trt.engines import OnnxRuntimeEngine
 
-    assert enhancing.enhancer.max_batch == 1  # ONNX Runtime on the CPU: one face per run
     images, faces = frames
+    assert enhancing.enhancer.max_batch == 2
+    together = enhancing.swap_faces(images, faces)  # 3 faces of 2 frames, in chunks of 2 through the enhancer
     engines = [OnnxRuntimeEngine(enhanced_bundle.path_of(role), threads=2) for role in ("generator", "arcface")]
-    enhancer = FaceEnhancer(OnnxRuntimeEngine(enhanced_bundle.path_of("enhancer"), threads=2), "ffhq", max_batch=2)
-    batching = FaceSwapper(enhanced_bundle, *engines, max_batch=2, device_path=False, enhance=enhancer)
-    batching.source_latent = enhancing.source_latent
-    together = batching.swap_faces(images, faces)  # 3 faces of 2 frames, in chunks of 2 through the enhancer
+    enhancer = FaceEnhancer(OnnxRuntimeEngine(enhanced_bundle.path_of("enhancer"), threads=2), "ffhq", max_batch=1)
+    one_by_one = FaceSwapper(enhanced_bundle, *engines, max_batch=1, device_path=False, enhance=enhancer)
+    one_by_one.source_latent = enhancing.source_latent
     for image, per_image, batched in zip(images, faces, together, strict=True):
-        (alone,) = enhancing.swap_faces([image], [per_image])  # one face per run
+        (alone,) = one_by_one.swap_faces([image], [per_image])
         assert np.abs(alone.image.astype(int) - batched.image.astype(int)).max() <= 1
     # the restorer itself: a batch equals its faces one by one
     crops = np.random.default_rng(0).random((3, 3, enhancer.size, enhancer.size), dtype=np.float32)
     single = np.concatenate([enhancer.run(crops[i : i + 1]) for i in range(3)])
-    np.testing.assert_allclose(enhancer.run(crops), single, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(enhancing.enhancer.run(crops), single, atol=1e-5, rtol=0)
 
 
 def test_blend_mixes_the_restored_face_with_the_swap(enhancing, frames):
