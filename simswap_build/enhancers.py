@@ -171,16 +171,16 @@ class GFPGANv1Clean(Restorer):
         needed = ("conv_body_first.weight", "stylegan_decoder.constant_input.weight", "final_linear.weight")
         if not all(k in shapes for k in needed):
             return None
-        downs = _count(shapes, r"conv_body_down\.(\d+)\.")
-        mlps = _count(shapes, r"stylegan_decoder\.style_mlp\.(\d+)\.weight", step=2)
-        feat = shapes["stylegan_decoder.style_conv1.modulated_conv.modulation.weight"][1]
-        narrow = shapes["stylegan_decoder.constant_input.weight"][1] / 512
-        multiplier = 2
-        if "stylegan_decoder.to_rgbs.3.modulated_conv.weight" in shapes:  # the 64 level exists
-            multiplier = round(shapes["stylegan_decoder.to_rgbs.3.modulated_conv.weight"][2] / (256 * narrow))
         try:
+            downs = _count(shapes, r"conv_body_down\.(\d+)\.")
+            mlps = _count(shapes, r"stylegan_decoder\.style_mlp\.(\d+)\.weight", step=2)
+            feat = shapes["final_linear.weight"][0] // max(2 * (downs + 2) - 2, 1)  # one style per decoder layer
+            narrow = shapes["stylegan_decoder.constant_input.weight"][1] / 512
+            multiplier = 2
+            if "stylegan_decoder.to_rgbs.3.modulated_conv.weight" in shapes:  # the 64 level exists
+                multiplier = round(shapes["stylegan_decoder.to_rgbs.3.modulated_conv.weight"][2] / (256 * narrow))
             return cls(2 ** (downs + 2), feat, max(multiplier, 1), narrow, mlps)
-        except ConfigError as exc:
+        except (ConfigError, IndexError, ZeroDivisionError) as exc:
             raise CheckpointError(f"GFPGAN-like keys with an impossible configuration: {exc}") from None
 
 

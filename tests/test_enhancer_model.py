@@ -178,13 +178,17 @@ def test_loads_params_ema_strictly(tiny_model, tmp_path):
     "plant, message",
     [
         (lambda s: s.pop("stylegan_decoder.noises.noise3"), "1 missing: stylegan_decoder.noises.noise3"),
+        (
+            lambda s: s.pop("stylegan_decoder.style_conv1.modulated_conv.modulation.weight"),
+            "1 missing: stylegan_decoder.style_conv1.modulated_conv.modulation.weight",
+        ),
         (lambda s: s.update({"extra.weight": torch.zeros(2)}), "1 unexpected: extra.weight"),
         (
             lambda s: s.update({"condition_scale.1.2.weight": torch.zeros(4, 4, 3, 3)}),
             "mis-shaped: condition_scale.1.2.weight: checkpoint (4, 4, 3, 3)",
         ),
     ],
-    ids=["missing", "unexpected", "mis-shaped"],
+    ids=["missing", "missing-modulation", "unexpected", "mis-shaped"],
 )
 def test_planted_bad_keys_are_errors_naming_key_and_file(tiny_model, tmp_path, plant, message):
     state = dict(tiny_model.state_dict())
@@ -200,6 +204,9 @@ def test_wrong_entry_and_foreign_files_are_refused(tiny_model, tmp_path):
         load_enhancer(_save_state(tmp_path / "params.pth", tiny_model.state_dict(), key="params"))
     with pytest.raises(CheckpointError, match="not a known face-restorer"):
         load_enhancer(_save_state(tmp_path / "other.pth", {"conv.weight": torch.zeros(3)}))
+    broken = {**tiny_model.state_dict(), "stylegan_decoder.constant_input.weight": torch.zeros(4)}
+    with pytest.raises(CheckpointError, match="impossible configuration"):
+        load_enhancer(_save_state(tmp_path / "broken.pth", broken))
     with pytest.raises(CheckpointError, match="not found"):
         load_enhancer(tmp_path / "absent.pth")
 
