@@ -198,3 +198,18 @@ def test_cli_video_with_enhancer(enhanced_bundle, tmp_path, capsys):
         frames[name] = [f.to_ndarray(format="bgr24").astype(int) for f in decoded(out)]
     assert len(frames["enhanced"]) == 4
     assert max(np.abs(a - b).max() for a, b in zip(frames["plain"], frames["enhanced"], strict=True)) > 10
+
+
+@pytest.mark.parametrize("pose", range(5))
+def test_the_generator_crop_lies_inside_the_enhancer_crop_for_every_template(pose):
+    """The paste-back places the enhanced 512 crop with the generator crop's mask: that region must be
+    covered by the enhancer's crop, for each of the five multi-pose templates (profile to profile)."""
+    from simswap_trt.vision.align import MULTIPOSE_TEMPLATES_112
+
+    landmarks = MULTIPOSE_TEMPLATES_112[pose] * 2.3 + (40, 25)
+    g = alignment_matrix(landmarks, "multipose", 224)
+    e = alignment_matrix(landmarks, "ffhq", 512)
+    corners = np.array([[0, 0], [224, 0], [0, 224], [224, 224]], float)
+    composed = compose_affine(e, invert_affine(g))
+    placed = corners @ composed[:, :2].T + composed[:, 2]
+    assert placed.min() >= 16 and placed.max() <= 512 - 16
