@@ -31,6 +31,7 @@ from simswap_build.architectures import (
     detect_generator,
     generator_keys,
 )
+from simswap_build.enhancers import Restorer, detect_restorer
 from simswap_trt.errors import CheckpointError, UnsafeCheckpointError
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ class LoadedArcFace:
     config: ArcFaceConfig
     weights: StateDict
     source_format: str  # "pickled-module", "training-dict" or "state-dict"
+
+
+@dataclass(frozen=True)
+class LoadedEnhancer:
+    restorer: Restorer
+    weights: StateDict
 
 
 def load_tensors(path: str | Path, what: str = "checkpoint") -> Any:
@@ -204,3 +211,30 @@ def _module_state_dict(module: safe_pickle.PickledObject, prefix: str = "") -> d
         if child is not None:
             out.update(_module_state_dict(child, f"{prefix}{name}."))
     return out
+
+
+def load_enhancer(path: str | Path) -> LoadedEnhancer:
+    """Load a face-restorer checkpoint (``GFPGANv1.4.pth``: the generator under ``params_ema``) with the
+    restricted unpickler, detect its architecture and check every key and shape strictly."""
+    path = Path(path)
+    raw = _torch_load(path, "enhancer checkpoint", weights_only=False, pickle_module=safe_pickle)
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{path} holds a {type(raw).__name__}, not a face-restorer checkpoint dict")
+    entries = [k for k in ("params_ema", "params") if k in raw]
+    state = raw[entries[0]] if entries else raw
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: {entries[0]!r} is a {type(state).__name__}, not a state_dict")
+    weights = _to_numpy(state, path)
+    try:
+        restorer = detect_restorer(_shapes(weights))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} is refused as an enhancer: {exc}. --enhancer takes GFPGANv1.4.pth") from None
+    if restorer.checkpoint_key is not None and entries[:1] != [restorer.checkpoint_key]:
+        found = f"{entries[0]!r}" if entries else "no such entry"
+        raise CheckpointError(
+            f"{path}: {restorer.architecture} weights are read from {restorer.checkpoint_key!r} (the EMA generator), "
+            f"found {found}; pass the released inference file (GFPGANv1.4.pth)"
+        )
+    compare_keys(restorer.keys(), _shapes(weights), f"{path.name} (as {restorer.architecture})")
+    log.info("enhancer %s: %s, %d px", path.name, restorer.architecture, restorer.size)
+    return LoadedEnhancer(restorer, weights)

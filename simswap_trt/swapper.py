@@ -25,6 +25,7 @@ import numpy as np
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
+from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
 from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
 from simswap_trt.stages import HostStages, Stages
@@ -125,6 +126,7 @@ class FaceSwapper:
         device: int | None = None,
         cuda_graphs: bool = False,
         parser_engine: Engine | None = None,
+        enhance: FaceEnhancer | None = None,
     ) -> None:
         """``device``: the CUDA device id the device path (buffers, streams, kernels) runs on, the same as the
         TensorRT engines' (``from_bundle`` opens them there); an id that does not exist is a
@@ -132,7 +134,8 @@ class FaceSwapper:
         the device path, replay each batch's whole sequence (preprocess, generator, paste-back) as a CUDA
         graph captured per batch size (not with a parser). ``parser_engine``: a TensorRT plan of ``parser``'s
         graph (``from_bundle`` opens the bundle's when it was made from the same file): the device path then
-        parses on the device."""
+        parses on the device. ``enhance``: a ``FaceEnhancer`` that restores each swapped face before the
+        paste-back (``from_bundle(..., enhance=True)`` opens the bundle's); off by default."""
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -146,6 +149,7 @@ class FaceSwapper:
         self.arcface = arcface
         self.parser = parser
         self.parser_engine = parser_engine
+        self.enhancer = enhance if enhance is not None and enhance.active else None
         self.max_batch = max_batch
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
@@ -163,13 +167,17 @@ class FaceSwapper:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
         blend = self.parser.blend if self.parser else None
-        host = HostStages(self.crop_size, self._submit_generator, self._collect_generator, self._latents, blend)
+        host = HostStages(
+            self.crop_size, self._submit_generator, self._collect_generator, self._latents, blend, self.enhancer
+        )
         on_tensorrt = hasattr(self.generator, "execute_device")
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
         reason = None
         if not on_tensorrt:
             reason = f"the generator runs on {self.generator.backend}, not TensorRT"
+        elif self.enhancer is not None:
+            reason = "face enhancement runs on the host stages only"
         if reason is None:
             from simswap_trt.device import DeviceStages
 
@@ -243,6 +251,8 @@ class FaceSwapper:
         precision: str | None = None,
         device: int | None = None,
         cuda_graphs: bool = False,
+        enhance: bool = False,
+        enhance_blend: float = DEFAULT_ENHANCE_BLEND,
     ) -> FaceSwapper:
         """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
         run, else the faster CPU backend for ``precision``; logged), ``"onnxruntime"`` (with ``providers``, CPU by
@@ -251,10 +261,14 @@ class FaceSwapper:
         or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
         AMX) (default: FP32 on the CPU, the fastest plan on TensorRT). ``device``:
         the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
-        providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``."""
+        providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``. ``enhance``: restore
+        every swapped face with the bundle's ``enhancer`` (a ``BundleError`` naming ``simswap-build
+        add-enhancer`` when it has none), blended with the swap by ``enhance_blend`` (0–1)."""
         from simswap_trt.backends import open_engine
 
         bundle = Bundle.load(path)
+        if enhance:
+            bundle.require_enhancer()
         if device is not None:  # a bad id is refused before any engine loads
             from simswap_trt import cuda
 
@@ -265,8 +279,23 @@ class FaceSwapper:
             on_gpu = backend in ("auto", "tensorrt")
             parser_engine = cls._parser_plan(bundle, parser, backend, device) if on_gpu else None
             engines += [parser_engine] if parser_engine is not None else []
+            enhancer = None
+            if enhance:
+                enhancer = FaceEnhancer.from_bundle(
+                    bundle, enhance_blend, backend, providers, threads, max_batch, device=device
+                )
+                engines.append(enhancer.engine)
             swapper = cls(
-                bundle, *engines[:2], detector, parser, max_batch, device_path, device, cuda_graphs, parser_engine
+                bundle,
+                *engines[:2],
+                detector,
+                parser,
+                max_batch,
+                device_path,
+                device,
+                cuda_graphs,
+                parser_engine,
+                enhancer,
             )
         except BaseException:
             for engine in engines:
@@ -492,7 +521,12 @@ class FaceSwapper:
             similarity: dict[int, float] = {}
         else:
             chosen, similarity = self._select(images, flat, select, threshold)
-        ticket = self._stages.start(images, [(flat[f][0], flat[f][2]) for f in chosen], source)
+        selected = [(flat[f][0], flat[f][2]) for f in chosen]
+        if self.enhancer is None:
+            ticket = self._stages.start(images, selected, source)
+        else:
+            enhance = [self.enhancer.matrix(flat[f][1].landmarks) for f in chosen]
+            ticket = self._stages.start(images, selected, source, enhance=enhance)
         return InFlight(ticket, flat, frozenset(int(f) for f in chosen), similarity)
 
     def finish_batch(self, batch: InFlight) -> list[SwapResult]:

@@ -38,21 +38,35 @@ def face_roi(matrix: np.ndarray, crop_size: int, frame_shape: tuple[int, ...]) -
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
-def paste_back(frame: np.ndarray, faces: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+Footprint = tuple[np.ndarray, int]  # (frame→crop matrix, crop size) whose border mask places a face
+
+
+def paste_back(
+    frame: np.ndarray,
+    faces: Sequence[tuple[np.ndarray, np.ndarray]],
+    footprints: Sequence[Footprint | None] | None = None,
+) -> np.ndarray:
     """Composite ``(swapped crop, frame→crop matrix)`` pairs into a copy of ``frame`` (uint8 BGR).
 
     Crops are BGR, float32 in [0, 255] (the generator output ×255, as the official code warps it) or
     uint8; all have the same square size. Faces whose regions overlap are blended on one shared float
-    buffer and truncated once, as the official full-frame composite is."""
+    buffer and truncated once, as the official full-frame composite is. ``footprints``: per face, the crop
+    whose border mask places it when that is not the pasted crop itself (an enhanced face, pasted at the
+    enhancer's resolution within its swap's region); None or absent: the pasted crop's own."""
     out = frame.copy()
-    placed = [(crop, matrix, roi) for crop, matrix in faces if (roi := face_roi(matrix, crop.shape[0], frame.shape))]
-    for indices in _overlapping_groups([roi for _, _, roi in placed]):
+    footprints = footprints or [None] * len(faces)
+    placed = []
+    for (crop, matrix), footprint in zip(faces, footprints, strict=True):
+        mask_matrix, mask_size = footprint or (matrix, crop.shape[0])
+        if roi := face_roi(mask_matrix, mask_size, frame.shape):
+            placed.append((crop, matrix, roi, (mask_matrix, mask_size)))
+    for indices in _overlapping_groups([p[2] for p in placed]):
         group = [placed[i] for i in indices]
-        x0, y0 = min(r[0] for _, _, r in group), min(r[1] for _, _, r in group)
-        x1, y1 = max(r[2] for _, _, r in group), max(r[3] for _, _, r in group)
+        x0, y0 = min(r[0] for _, _, r, _ in group), min(r[1] for _, _, r, _ in group)
+        x1, y1 = max(r[2] for _, _, r, _ in group), max(r[3] for _, _, r, _ in group)
         region = out[y0:y1, x0:x1].astype(np.float32)
-        for crop, matrix, (fx0, fy0, fx1, fy1) in group:
-            face, mask = _warp_face_and_mask(crop, matrix, (fx0, fy0, fx1, fy1))
+        for crop, matrix, (fx0, fy0, fx1, fy1), footprint in group:
+            face, mask = _warp_face_and_mask(crop, matrix, (fx0, fy0, fx1, fy1), footprint)
             view = region[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
             np.subtract(face, view, out=face)  # mask·face + (1 - mask)·view as view + mask·(face - view),
             face *= mask  # in place: no ROI-sized temporaries
@@ -79,11 +93,11 @@ def border_mask(matrix: np.ndarray, size: int, roi: tuple[int, int, int, int]) -
     return mask
 
 
-def _warp_face_and_mask(crop: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, int, int]):
-    """The crop and its official border mask (HxWx1 in [0, 1]) warped into the ROI's coordinates."""
+def _warp_face_and_mask(crop: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, int, int], footprint: Footprint):
+    """The crop and the border mask (HxWx1 in [0, 1]) of its footprint, warped into the ROI's coordinates."""
     x0, y0, x1, y1 = roi
     face = cv2.warpAffine(crop.astype(np.float32, copy=False), _roi_inverse(matrix, roi), (x1 - x0, y1 - y0))
-    return face, border_mask(matrix, crop.shape[0], roi)[..., None]
+    return face, border_mask(footprint[0], footprint[1], roi)[..., None]
 
 
 def _overlapping_groups(rois: list[tuple[int, int, int, int]]) -> list[list[int]]:
