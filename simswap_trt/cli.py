@@ -476,7 +476,11 @@ def _batch(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         crf=args.crf,
         codec=args.codec,
+        enhance=args.enhancer,
+        enhance_blend=args.enhance_blend,
     )
+    if args.enhancer:  # a bundle without one is one line before Ray starts, not one failure per actor
+        Bundle.load(args.bundle).require_enhancer()
     pairs = [(s, output_for(s, args.output)) for s in inputs]
     check_outputs(pairs, options)  # before the models load and Ray starts
     sources = [read_image(p, args.max_pixels) for p in args.source]
@@ -585,6 +589,10 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="BiSeNet-style face parser ONNX: blend with a face mask, as the official --use_mask",
     )
+    _add_enhancer_flags(parser)
+
+
+def _add_enhancer_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--enhancer",
         action="store_true",
@@ -597,6 +605,7 @@ def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
         type=float_between(0.0, 1.0),
         default=DEFAULT_ENHANCE_BLEND,
         help="with --enhancer: share of the restored face in the result, 0-1; 0 leaves the swap unchanged "
+        "(serve: the share for requests without an 'enhance' input; 0 enhances only the requests that ask) "
         "(default: %(default)s)",
     )
 
@@ -820,6 +829,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--codec", default=None, help="video encoder (default: libx264; .webm: VP9 or AV1, whichever FFmpeg has)"
     )
+    _add_enhancer_flags(batch)
     add_signing_flags(batch)
     _add_runtime_flags(batch, batch=8)
 

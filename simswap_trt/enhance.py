@@ -15,6 +15,7 @@ For each swapped face, with ``G`` the frame→generator-crop matrix and ``E`` th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import cv2
@@ -26,6 +27,8 @@ from simswap_trt.errors import BundleError, ConfigError
 from simswap_trt.preprocess import tensor_to_bgr
 from simswap_trt.vision.align import alignment_matrix, invert_affine
 from simswap_trt.vision.warp import warp_faces
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ENHANCE_BLEND = 0.8  # the share of the restored face, as the usual face-enhancer default of 80 %
 INPUT, OUTPUT = "face", "enhanced"
@@ -58,18 +61,41 @@ def to_enhancer_crops(
     return out
 
 
+def enhancer_precision(bundle: Bundle, precision: str | None) -> str | None:
+    """The enhancer graph a pipeline run at ``precision`` uses (None: FP32): its FP16 graph for ``fp16`` when the
+    bundle has one, the FP32 graph otherwise; ``int8`` is not offered for the enhancer, so it runs the FP16 graph
+    (or FP32); ``bf16`` stays (OpenVINO runs the FP32 graph in BF16). Each substitution is logged."""
+    if precision not in ("fp16", "int8"):
+        return precision
+    graph = "fp16" if "fp16" in bundle.variants.get("enhancer", {}) else None
+    if precision == "int8":
+        log.warning("enhancer: INT8 is not offered for the face restorer; it runs its %s graph", graph or "fp32")
+    elif graph is None:
+        log.warning(
+            "enhancer: %s has no FP16 enhancer graph ('simswap-build precision %s' makes one); it runs its FP32 graph",
+            bundle.root,
+            bundle.root,
+        )
+    return graph
+
+
 class FaceEnhancer:
     """Runs a bundle's face restorer on swapped faces and blends it with the swap (see the module doc)."""
 
     def __init__(self, engine: Engine, alignment: str, blend: float = DEFAULT_ENHANCE_BLEND, max_batch: int = 16):
         """``engine``: the ``enhancer`` graph (``face`` → ``enhanced``, [N,3,E,E] RGB [0,1]); ``alignment``: the
         template its crops use; ``blend``: share of the restored face, 0–1."""
-        if not 0.0 <= blend <= 1.0:
-            raise ConfigError(f"enhance blend must be between 0 and 1, got {blend}")
         if [s.name for s in engine.inputs] != [INPUT] or [s.name for s in engine.outputs] != [OUTPUT]:
             raise BundleError(f"the enhancer engine must map {INPUT!r} to {OUTPUT!r}")
-        self.engine, self.alignment, self.blend, self.max_batch = engine, alignment, float(blend), max_batch
+        self.engine, self.alignment, self.blend, self.max_batch = engine, alignment, self.check_blend(blend), max_batch
         self.size = int(engine.inputs[0].shape[2])
+
+    @staticmethod
+    def check_blend(blend: float) -> float:
+        """``blend`` as a float, or a ``ConfigError`` when it is not a number between 0 and 1."""
+        if not 0.0 <= blend <= 1.0:  # NaN fails too
+            raise ConfigError(f"enhance blend must be between 0 and 1, got {blend}")
+        return float(blend)
 
     @classmethod
     def from_bundle(
@@ -81,12 +107,15 @@ class FaceEnhancer:
         threads: int | None = None,
         max_batch: int = 16,
         device: int | None = None,
+        precision: str | None = None,
     ) -> FaceEnhancer:
-        """The bundle's enhancer (a ``BundleError`` naming ``simswap-build add-enhancer`` when it has none)."""
+        """The bundle's enhancer (a ``BundleError`` naming ``simswap-build add-enhancer`` when it has none), its
+        graph for the pipeline's ``precision`` as ``enhancer_precision`` chooses."""
         from simswap_trt.backends import open_engine
 
         entry = bundle.require_enhancer()
-        engine = open_engine(bundle, "enhancer", backend, providers, threads, device=device)
+        graph = enhancer_precision(bundle, precision)
+        engine = open_engine(bundle, "enhancer", backend, providers, threads, graph, device=device)
         return cls(engine, entry.source["alignment"], blend, max_batch)
 
     @property

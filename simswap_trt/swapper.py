@@ -13,6 +13,7 @@ keep batches of frames in flight, so the device works on one batch while the hos
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -149,6 +150,7 @@ class FaceSwapper:
         self.arcface = arcface
         self.parser = parser
         self.parser_engine = parser_engine
+        self.enhance_model = enhance  # kept at blend 0 too, for with_enhance_blend
         self.enhancer = enhance if enhance is not None and enhance.active else None
         self.max_batch = max_batch
         self.source_latent: np.ndarray | None = None
@@ -166,10 +168,7 @@ class FaceSwapper:
     def _choose_stages(self, device_path: bool | None) -> Stages:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
-        blend = self.parser.blend if self.parser else None
-        host = HostStages(
-            self.crop_size, self._submit_generator, self._collect_generator, self._latents, blend, self.enhancer
-        )
+        host = self._host_stages(self.enhancer)
         on_tensorrt = hasattr(self.generator, "execute_device")
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
@@ -198,6 +197,27 @@ class FaceSwapper:
             raise ConfigError(f"the device path cannot run: {reason}; use device_path=None or False")
         log.warning("the generator runs on TensorRT but pre- and post-processing run on the host: %s", reason)
         return host
+
+    def with_enhance_blend(self, blend: float) -> FaceSwapper:
+        """A shallow copy (sharing the engines) that enhances with ``blend`` (0–1; 0: no enhancement) instead
+        of this swapper's; a ``ConfigError`` when this swapper was made without an enhancer. The copy runs the
+        host stages when it enhances (the device path does not enhance)."""
+        if self.enhance_model is None:
+            raise ConfigError("this swapper has no face enhancer (FaceSwapper.from_bundle(..., enhance=True))")
+        if blend == (self.enhancer.blend if self.enhancer is not None else 0.0):
+            return self
+        variant = copy.copy(self)
+        enhancer = copy.copy(self.enhance_model)
+        enhancer.blend = FaceEnhancer.check_blend(blend)
+        variant.enhancer = enhancer if enhancer.active else None
+        variant._stages = self._host_stages(variant.enhancer)
+        return variant
+
+    def _host_stages(self, enhancer: FaceEnhancer | None = None) -> HostStages:
+        blend = self.parser.blend if self.parser else None
+        return HostStages(
+            self.crop_size, self._submit_generator, self._collect_generator, self._latents, blend, enhancer
+        )
 
     def _check_device(self, device: int | None) -> int | None:
         """``device`` after checking that it exists and that the engines bound to a device use the same one."""
@@ -282,7 +302,7 @@ class FaceSwapper:
             enhancer = None
             if enhance:
                 enhancer = FaceEnhancer.from_bundle(
-                    bundle, enhance_blend, backend, providers, threads, max_batch, device=device
+                    bundle, enhance_blend, backend, providers, threads, max_batch, device=device, precision=precision
                 )
                 engines.append(enhancer.engine)
             swapper = cls(

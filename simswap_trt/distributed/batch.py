@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND
 from simswap_trt.errors import ConfigError, InputError, OutputError, SimswapError
 from simswap_trt.files import (
     Inputs,
@@ -68,6 +69,8 @@ class JobOptions:
     max_pixels: int = MAX_PIXELS  # images' and video frames' limit
     crf: int = 18  # quality of the video outputs, as 'simswap-trt video --crf' (libx264: 0 lossless to 51)
     codec: str | None = None  # video encoder (None: libx264; WebM: VP9 or AV1)
+    enhance: bool = False  # restore each swapped face with the bundle's enhancer (simswap_trt.enhance)
+    enhance_blend: float = DEFAULT_ENHANCE_BLEND  # share of the restored face, 0-1
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,14 @@ class SwapActor:
         if device is not None:
             log.info("actor on GPU %s (CUDA device %d in this process)", gpu_ids[0], device)
         self.swapper = FaceSwapper.from_bundle(
-            bundle, threads=o.threads, max_batch=o.batch, backend=o.backend, precision=o.precision, device=device
+            bundle,
+            threads=o.threads,
+            max_batch=o.batch,
+            backend=o.backend,
+            precision=o.precision,
+            device=device,
+            enhance=o.enhance,
+            enhance_blend=o.enhance_blend,
         )
         self.swapper.source_latent = np.asarray(latent, np.float32)
         self.provenance = Provenance(o.synthetic_tag, o.signer, sources=tuple(o.sources)).with_models(self.swapper)

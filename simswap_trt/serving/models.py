@@ -68,6 +68,22 @@ def _latents(request: Request, count: int, default: np.ndarray | None) -> np.nda
     return latent.reshape(count, LATENT_SIZE)
 
 
+def _blends(request: Request, count: int, swapper: FaceSwapper) -> list[float | None]:
+    """The request's ``enhance`` input (float32 [count, 1], the restored face's share 0–1 per item), or None per
+    item without one (the server's ``--enhance-blend``). Refused when the server runs no enhancer."""
+    if "enhance" not in request:
+        return [None] * count
+    if swapper.enhance_model is None:
+        raise InputError(
+            "input 'enhance': this server has no face enhancer; start it with 'simswap-trt serve --enhancer' on a "
+            "bundle with one ('simswap-build add-enhancer BUNDLE GFPGANv1.4.pth')"
+        )
+    blend = np.asarray(request["enhance"], np.float32).reshape(-1)
+    if blend.size != count or not ((blend >= 0) & (blend <= 1)).all():
+        raise InputError(f"input 'enhance' must be float32 [{count}, 1] between 0 and 1, one per item")
+    return [float(b) for b in blend]
+
+
 def _item_name(name: str, index: int) -> str:
     return f"input '{name}' item {index}"
 
@@ -134,12 +150,13 @@ class SwapAligned(ServedModel):
 
 
 class SwapImage(ServedModel):
-    """``swap_image``: ``image`` encoded bytes [n,1] (+ optional ``latent`` [n,512]) → ``image`` encoded
+    """``swap_image``: ``image`` encoded bytes [n,1] (+ optional ``latent`` [n,512], + optional ``enhance``
+    float32 [n,1]: the restored face's share 0–1, on a server started with ``--enhancer``) → ``image`` encoded
     swapped bytes [n,1], ``swapped`` int32 [n,1] (faces swapped per image; 0: no face, the image comes back
     unchanged, without label or manifest) and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``; NaN rows pad to
-    the most faces, and stand alone in an image without faces). Requests using the same latent are swapped
-    in one ``FaceSwapper.swap_batch`` call. With a signer in ``provenance``, each swapped image carries a
-    C2PA manifest with the request's image as its parent."""
+    the most faces, and stand alone in an image without faces). Requests using the same latent and enhance
+    share are swapped in one ``FaceSwapper.swap_batch`` call. With a signer in ``provenance``, each swapped
+    image carries a C2PA manifest with the request's image as its parent."""
 
     name = "swap_image"
 
@@ -159,30 +176,32 @@ class SwapImage(ServedModel):
         self.max_pixels = max_pixels
         self.provenance = (provenance or Provenance(synthetic)).with_models(swapper)
 
-    def prepare(self, request: Request) -> list[tuple[np.ndarray, np.ndarray, bytes, str]]:
-        """(image, latent, encoded image, name) of each item."""
+    def prepare(self, request: Request) -> list[tuple[np.ndarray, np.ndarray, bytes, str, float | None]]:
+        """(image, latent, encoded image, name, enhance share or None) of each item."""
         encoded = _bytes_items(request, "image")
         latents = _latents(request, len(encoded), self.swapper.source_latent)
+        blends = _blends(request, len(encoded), self.swapper)
         names = [_item_name("image", j) for j in range(len(encoded))]
         images = [decode_image(data, name, self.max_pixels) for data, name in zip(encoded, names, strict=True)]
-        return list(zip(images, latents, encoded, names, strict=True))
+        return list(zip(images, latents, encoded, names, blends, strict=True))
 
-    def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray, bytes, str]]]) -> list[Reply]:
+    def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray, bytes, str, float | None]]]) -> list[Reply]:
         items = [item for request in prepared for item in request]
         results = [None] * len(items)
-        # one swap_batch per distinct latent; a shallow copy shares the engines but not the source identity
-        groups: dict[bytes, list[int]] = {}
-        for k, (_, latent, _, _) in enumerate(items):
-            groups.setdefault(np.ascontiguousarray(latent).tobytes(), []).append(k)
-        for members in groups.values():
-            swapper = self.swapper
+        # one swap_batch per distinct latent and enhance share; a shallow copy shares the engines but not the
+        # source identity nor the share
+        groups: dict[tuple[bytes, float | None], list[int]] = {}
+        for k, (_, latent, _, _, blend) in enumerate(items):
+            groups.setdefault((np.ascontiguousarray(latent).tobytes(), blend), []).append(k)
+        for (_, blend), members in groups.items():
+            swapper = self.swapper if blend is None else self.swapper.with_enhance_blend(blend)
             latent = items[members[0]][1]
             if not np.array_equal(latent, swapper.source_latent):
-                swapper = copy.copy(self.swapper)
+                swapper = copy.copy(swapper)
                 swapper.source_latent = np.asarray(latent, np.float32)
             for k, result in zip(members, swapper.swap_batch([items[k][0] for k in members], self.select), strict=True):
                 results[k] = result
-        done = [(result, data, name) for result, (_, _, data, name) in zip(results, items, strict=True)]
+        done = [(result, data, name) for result, (_, _, data, name, _) in zip(results, items, strict=True)]
         starts = np.cumsum([0, *(len(request) for request in prepared)])
         return [self._reply(done[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 

@@ -129,12 +129,13 @@ def bind_models(triton, swappers: Sequence[FaceSwapper], config: ServeConfig) ->
     error = Tensor(name=ERROR, dtype=bytes, shape=(2,))  # only in the reply of a failed request (never sent)
     latent = Tensor(name="latent", dtype=np.float32, shape=(LATENT_SIZE,))
     optional_latent = Tensor(name="latent", dtype=np.float32, shape=(LATENT_SIZE,), optional=True)
+    enhance = Tensor(name="enhance", dtype=np.float32, shape=(1,), optional=True)  # with --enhancer only
     models: dict[str, tuple[Callable[[FaceSwapper], Callable], list, list]] = {
         "swap_image": (
             lambda s: SwapImage(
                 s, config.select, config.image_format, config.synthetic_tag, config.max_pixels, config.provenance
             ),
-            [image, optional_latent],
+            [image, optional_latent, enhance],
             [
                 Tensor(name="image", dtype=bytes, shape=(1,)),
                 Tensor(name="swapped", dtype=np.int32, shape=(1,)),

@@ -1,0 +1,167 @@
+"""The enhancer on the batch job, per served request, and at the pipeline's precision: a served request's
+``enhance`` share equals a swapper made with that share, a server without an enhancer refuses the input in
+one line, a Ray batch with ``enhance`` equals the single-process enhancing swapper, and ``--precision`` picks
+the enhancer's FP16 graph when the bundle has one (else FP32, logged; INT8 is never used for it)."""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+import pytest
+from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+
+from simswap_trt import FaceSwapper
+from simswap_trt.bundle import Bundle
+from simswap_trt.enhance import FaceEnhancer, enhancer_precision
+from simswap_trt.errors import ConfigError
+from simswap_trt.serving import ERROR, SwapImage
+from simswap_trt.vision.detect import CenterFace
+
+
+@pytest.fixture(scope="module")
+def enhanced_bundle(tiny_bundle, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("enhancer")
+    checkpoint = save_gfpgan(make_gfpgan(seed=7), folder / "GFPGANv1.4.pth")
+    return bundle_with_enhancer(tiny_bundle.root, checkpoint, folder)
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[..., ::-1])
+
+
+@pytest.fixture(scope="module")
+def face(astronaut):
+    return cv2.resize(astronaut, (256, 256))
+
+
+def _swapper(bundle, astronaut, **kwargs):
+    swapper = FaceSwapper.from_bundle(bundle.root, threads=1, detector=CenterFace(threads=1), **kwargs)
+    swapper.set_source(astronaut)
+    return swapper
+
+
+def png(image, enhance=None):
+    request = {"image": np.array([[cv2.imencode(".png", image)[1].tobytes()]], dtype=object)}
+    return request if enhance is None else request | {"enhance": np.array([[enhance]], np.float32)}
+
+
+def decoded(reply):
+    return cv2.imdecode(np.frombuffer(reply["image"][0, 0], np.uint8), cv2.IMREAD_COLOR)
+
+
+def refusal(reply):
+    assert set(reply) == {ERROR}, set(reply)
+    return tuple(bytes(v).decode() for v in reply[ERROR].reshape(-1))
+
+
+def test_served_requests_choose_their_enhance_share(enhanced_bundle, astronaut, face):
+    server = _swapper(enhanced_bundle, astronaut, enhance=True, enhance_blend=0.0)  # enhances only on request
+    plain = _swapper(enhanced_bundle, astronaut).swap(face).image
+    half = _swapper(enhanced_bundle, astronaut, enhance=True, enhance_blend=0.5).swap(face).image
+    full = _swapper(enhanced_bundle, astronaut, enhance=True, enhance_blend=1.0).swap(face).image
+    assert np.abs(half.astype(int) - plain).max() > 5  # the share shows
+    replies = SwapImage(server)([png(face), png(face, 0.5), png(face, 1.0), png(face, 1.5), png(face, 0.0)])
+    np.testing.assert_array_equal(decoded(replies[0]), plain)  # no 'enhance': the server's share, 0
+    np.testing.assert_array_equal(decoded(replies[1]), half)
+    np.testing.assert_array_equal(decoded(replies[2]), full)
+    code, message = refusal(replies[3])
+    assert code == "INVALID_ARG" and "input 'enhance' must be float32 [1, 1] between 0 and 1" in message
+    np.testing.assert_array_equal(decoded(replies[4]), plain)  # 0: the swap bit-exact
+    assert server.enhancer is None  # the requests' shares did not change the server's
+
+
+def test_a_server_started_with_a_share_serves_it_by_default(enhanced_bundle, astronaut, face):
+    server = _swapper(enhanced_bundle, astronaut, enhance=True, enhance_blend=0.5)
+    half = server.swap(face).image
+    replies = SwapImage(server)([png(face), png(face, 0.0)])
+    np.testing.assert_array_equal(decoded(replies[0]), half)
+    np.testing.assert_array_equal(decoded(replies[1]), _swapper(enhanced_bundle, astronaut).swap(face).image)
+
+
+def test_a_server_without_an_enhancer_refuses_the_input_in_one_line(enhanced_bundle, astronaut, face):
+    replies = SwapImage(_swapper(enhanced_bundle, astronaut))([png(face, 0.5), png(face)])
+    code, message = refusal(replies[0])
+    assert code == "INVALID_ARG" and "\n" not in message
+    assert "input 'enhance': this server has no face enhancer" in message and "serve --enhancer" in message
+    assert replies[1]["swapped"].tolist() == [[1]]  # the other request is served
+
+
+def test_with_enhance_blend_needs_an_enhancer(enhanced_bundle, astronaut):
+    with pytest.raises(ConfigError, match="no face enhancer"):
+        _swapper(enhanced_bundle, astronaut).with_enhance_blend(0.5)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        _swapper(enhanced_bundle, astronaut, enhance=True).with_enhance_blend(float("nan"))
+
+
+def test_batch_job_with_enhancer_equals_the_single_process_swapper(enhanced_bundle, astronaut, face, tmp_path):
+    ray = pytest.importorskip("ray", reason="the batch job needs the 'ray' extra")
+    from simswap_trt.distributed import JobOptions, run_job
+    from simswap_trt.images import read_image
+
+    cv2.imwrite(str(tmp_path / "face.png"), face)
+    reference = FaceSwapper.from_bundle(enhanced_bundle.root, threads=1, enhance=True, enhance_blend=0.6)
+    reference.set_source(astronaut)
+    options = JobOptions(actors=1, batch=2, gpus_per_actor=0, threads=1, enhance=True, enhance_blend=0.6)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        pairs = [(str(tmp_path / "face.png"), str(tmp_path / "out" / "face.png"))]
+        (report,) = run_job(enhanced_bundle.root, reference.source_latent, pairs, options)
+    finally:
+        ray.shutdown()
+    assert report.status == "written", report.message
+    plain = FaceSwapper.from_bundle(enhanced_bundle.root, threads=1)
+    plain.source_latent = reference.source_latent
+    got, want = read_image(pairs[0][1]), reference.swap(face).image
+    assert np.abs(got.astype(int) - want).max() <= 1
+    assert np.abs(got.astype(int) - plain.swap(face).image).max() > 5  # enhanced, not the plain swap
+
+
+def test_cli_batch_enhancer_without_one_names_the_command(tiny_bundle, face, tmp_path, capsys):
+    from simswap_trt.cli import main
+
+    cv2.imwrite(str(tmp_path / "face.png"), face)
+    args = ["batch", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "face.png")]
+    code = main([*args, "--input", str(tmp_path / "face.png"), "--output", str(tmp_path / "out"), "--enhancer"])
+    err = capsys.readouterr().err
+    assert code != 0 and "simswap-build add-enhancer" in err and not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def fp16_bundle(enhanced_bundle, tmp_path_factory):
+    import shutil
+
+    from simswap_build import precision
+
+    root = tmp_path_factory.mktemp("fp16") / "bundle"
+    shutil.copytree(enhanced_bundle.root, root)
+    precision.add_precisions(root, None, ["fp16"])
+    return Bundle.load(root)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_fp16_pipeline_runs_the_fp16_enhancer_graph(fp16_bundle, backend):
+    if backend == "openvino":
+        pytest.importorskip("openvino")
+    enhancer = FaceEnhancer.from_bundle(fp16_bundle, backend=backend, threads=1, precision="fp16")
+    assert enhancer.engine.graph["precision"] == "fp16"
+    assert enhancer.engine.graph["file"] == fp16_bundle.model("enhancer", "fp16").file
+
+
+def test_enhancer_precision_falls_back_with_a_log_line(enhanced_bundle, fp16_bundle, caplog):
+    with caplog.at_level(logging.WARNING, "simswap_trt.enhance"):
+        assert enhancer_precision(enhanced_bundle, "fp16") is None
+        assert "no FP16 enhancer graph" in caplog.text and "runs its FP32 graph" in caplog.text
+        caplog.clear()
+        assert enhancer_precision(fp16_bundle, "int8") == "fp16"
+        assert "INT8 is not offered for the face restorer; it runs its fp16 graph" in caplog.text
+        caplog.clear()
+        assert enhancer_precision(enhanced_bundle, "int8") is None
+        assert "it runs its fp32 graph" in caplog.text
+        caplog.clear()
+        assert enhancer_precision(fp16_bundle, None) is None and enhancer_precision(fp16_bundle, "bf16") == "bf16"
+        assert not caplog.text
