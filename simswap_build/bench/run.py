@@ -353,9 +353,14 @@ def run(
     memory_frames: int,
     backend: str = "onnxruntime",
     precision: str | None = None,
+    enhancer: bool = False,
 ) -> dict:
     """Measure everything (module docstring); the stage breakdown and the memory run on ``backend`` in
-    ``precision``. Writes bench.json and the plots into ``output`` and returns the results."""
+    ``precision``; with ``enhancer``, the face enhancer's section too (``simswap_build.bench.enhancer``).
+    Writes bench.json and the plots into ``output`` and returns the results."""
+    given = bundle_path
+    if enhancer and given is not None:  # before the long runs: a bundle without one is refused at once
+        Bundle.load(given).require_enhancer()
     with tempfile.TemporaryDirectory() as tmp:
         if bundle_path is None:
             from simswap_build.convert import untrained_bundle
@@ -396,6 +401,10 @@ def run(
         "warnings": warnings,
         "memory": memory,
     }
+    if enhancer:
+        from simswap_build.bench.enhancer import enhancer_comparison
+
+        results["enhancer"] = enhancer_comparison(given, repeats)
     results["plots"] = plot(results, output)
     write_atomic(output / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
     return results
@@ -449,6 +458,10 @@ def print_report(results: dict) -> None:
         print(f"WARNING: {warning}")
     for name, reason in results["skipped"].items():
         print(f"skipped {name}: {reason}")
+    if "enhancer" in results:
+        from simswap_build.bench.enhancer import print_enhancer_report
+
+        print_enhancer_report(results["enhancer"])
     memory = results["memory"]
     print(
         f"\nmemory over {memory['frames']} frames: peak RSS {memory['peak_kib'] / 1024:.0f} MiB, "
@@ -496,6 +509,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="precision of the stage breakdown and the memory run (default: fp32)",
     )
+    parser.add_argument(
+        "--enhancer",
+        action="store_true",
+        help="also time the face enhancer: the restorer per face, the swap with and without it on each CPU "
+        "backend, and the peers' second detect-warp-enhance-paste pass per face, interleaved on the same 1080p "
+        "frames (the bundle's enhancer, or a random-weight GFPGAN v1.4 added to the untrained bundle; needs "
+        "torch then). Slow on a CPU: seconds per face",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace results already in --output")
 
 
@@ -506,7 +527,14 @@ def bench(args: argparse.Namespace) -> int:
                 f"{args.output / name} exists; pass --overwrite to replace it, or choose another --output"
             )
     results = run(
-        args.bundle, args.output, args.repeats, args.batches, args.memory_frames, args.backend, args.precision
+        args.bundle,
+        args.output,
+        args.repeats,
+        args.batches,
+        args.memory_frames,
+        args.backend,
+        args.precision,
+        args.enhancer,
     )
     print_report(results)
     print(f"\nwrote {args.output / 'bench.json'}" + "".join(f", {p}" for p in results["plots"]))
