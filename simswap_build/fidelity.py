@@ -17,6 +17,12 @@ Where OpenVINO is installed the report adds the CPU backend's own rows, since it
 ``int8/openvino`` (the INT8 graph on OpenVINO's integer kernels, with the INT8 goals) and, on CPUs with
 AVX512_BF16 or AMX, ``bf16/openvino`` (the FP32 graphs in BF16) with the BF16 goals: >= 45 dB and ArcFace
 cosine >= 0.999 on the worst face. ``--precision bf16`` is meant for bundles that meet them.
+
+A bundle with a face restorer (role ``enhancer``) gets its own rows, on the held-out faces aligned to the
+enhancer's template at its size: its FP16 graph (``fp16``) and, with OpenVINO on a BF16 CPU, its FP32 graph
+in BF16 (``bf16/openvino``), each against its FP32 graph: PSNR (mean and worst face) and max abs error of the
+restored faces, goal >= 45 dB on the worst face (the goal ``simswap-build precision`` checked when it wrote
+the FP16 graph). INT8 is not offered for the enhancer.
 """
 
 from __future__ import annotations
@@ -76,13 +82,58 @@ def _goals(bundle: Bundle, precision: str) -> dict[str, float]:
     return goals
 
 
+def enhancer_size(bundle: Bundle) -> int:
+    """The side of the enhancer's square input crops."""
+    return int(bundle.require_enhancer().inputs[0].shape[2])
+
+
+def enhancer_rows(
+    bundle: Bundle, crops: np.ndarray, backends: tuple[str, ...] = ("onnxruntime", "openvino")
+) -> tuple[dict, dict]:
+    """The enhancer's rows (module docstring) on ``crops``, uint8 BGR aligned to its template at its size,
+    and why rows were skipped."""
+    from simswap_build.precision import ENHANCER_FP16_GOAL_DB
+
+    faces = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32) * np.float32(1 / 255)
+    reference = OnnxRuntimeEngine(bundle.path_of("enhancer")).run({"face": faces})["enhanced"]
+    goals = {"psnr_min_db": ENHANCER_FP16_GOAL_DB}
+
+    def row(engine: Engine) -> dict:
+        out = engine.run({"face": faces})["enhanced"]
+        face_psnr = psnr_per_face(reference, out)
+        result = {
+            "backend": engine.backend,
+            "psnr_db": psnr(reference, out),
+            "psnr_min_db": float(face_psnr.min()),
+            "max_abs_error": float(np.abs(reference - out).max()),
+            "per_face": {"psnr_db": face_psnr.tolist()},
+            "goals": goals,
+        }
+        result["meets_goals"] = result["psnr_min_db"] >= goals["psnr_min_db"]
+        return result
+
+    rows, skipped = {}, {}
+    if "onnxruntime" in backends and "fp16" in bundle.variants.get("enhancer", {}):
+        rows["fp16"] = row(OnnxRuntimeEngine(bundle.path_of("enhancer", "fp16")))
+    if "openvino" in backends:
+        try:
+            rows["bf16/openvino"] = row(open_openvino(bundle, "enhancer", "bf16"))
+        except EngineError as exc:  # OpenVINO not installed, or no BF16 on this CPU
+            skipped["enhancer bf16/openvino"] = str(exc)
+    return rows, skipped
+
+
 def fidelity_report(
-    bundle_root: str | Path, crops: np.ndarray, backends: tuple[str, ...] = ("onnxruntime", "openvino")
+    bundle_root: str | Path,
+    crops: np.ndarray,
+    backends: tuple[str, ...] = ("onnxruntime", "openvino"),
+    enhancer_crops: np.ndarray | None = None,
 ) -> dict:
     """Compare every precision variant of the bundle with its FP32 graphs on aligned ``crops``: means and
     per-face minima. The swap identity (ArcFace FP32 latent of each output) is compared with the source
     identity and with the FP32 swap's identity. ``backends``: whose rows to report (the reference is always
-    ONNX Runtime FP32)."""
+    ONNX Runtime FP32). ``enhancer_crops``: the same faces aligned for the bundle's enhancer
+    (``enhancer_size``), whose rows then go under ``enhancer``."""
     bundle = Bundle.load(bundle_root)
     targets = crops_to_tensor(crops, bundle.crop_size)
     reference_arc = open_engine(bundle, "arcface", "onnxruntime")
@@ -137,13 +188,23 @@ def fidelity_report(
             skipped[f"{precision}/openvino"] = str(exc)
             continue
         rows[f"{precision}/openvino"] = row(precision, gen, arc)
-    return {
+    report = {
         "bundle": str(bundle.root),
         "untrained": bundle.untrained,
         "faces": len(crops),
         "precisions": rows,
         "skipped": skipped,
     }
+    if enhancer_crops is not None:
+        report["enhancer"], enhancer_skipped = enhancer_rows(bundle, enhancer_crops, backends)
+        skipped.update(enhancer_skipped)
+    return report
+
+
+def meets_goals(report: dict) -> bool:
+    """Whether every row of the report, the enhancer's too, meets its goals."""
+    rows = [*report["precisions"].values(), *report.get("enhancer", {}).values()]
+    return all(r["meets_goals"] for r in rows)
 
 
 def print_report(report: dict) -> None:
@@ -161,5 +222,15 @@ def print_report(report: dict) -> None:
             f"{r['identity_cosine_mean_fp32']:>8.4f}{r['swap_identity_vs_fp32_mean']:>14.5f}"
             f"{r['swap_identity_vs_fp32_min']:>8.4f}  {goals}: {verdict}"
         )
+    if report.get("enhancer"):
+        print("enhancer vs its FP32 graph, the same faces in its own crops:")
+        print(f"{'precision':<15}{'PSNR dB':>9}{'min':>7}{'max abs':>9}  goals")
+        for precision, r in report["enhancer"].items():
+            goals = ", ".join(f"{k} >= {v}" for k, v in r["goals"].items())
+            verdict = "met" if r["meets_goals"] else "NOT met"
+            print(
+                f"{precision:<15}{r['psnr_db']:>9.2f}{r['psnr_min_db']:>7.2f}{r['max_abs_error']:>9.4f}  "
+                f"{goals}: {verdict}"
+            )
     for name, reason in report.get("skipped", {}).items():
         print(f"{name}: skipped, {reason}")

@@ -165,3 +165,74 @@ def test_enhancer_precision_falls_back_with_a_log_line(enhanced_bundle, fp16_bun
         caplog.clear()
         assert enhancer_precision(fp16_bundle, None) is None and enhancer_precision(fp16_bundle, "bf16") == "bf16"
         assert not caplog.text
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory):
+    from simswap_build.bench.photos import face_photo_set
+
+    folder = tmp_path_factory.mktemp("held") / "photos"
+    face_photo_set(folder, 3, seed=5)
+    return folder
+
+
+def _validate(bundle_root, held_out, tmp_path, monkeypatch):
+    import json
+
+    from simswap_build.cli import main as build_main
+    from simswap_trt.cache import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    report = tmp_path / "report.json"
+    code = build_main(["validate", str(bundle_root), "--images", str(held_out), "--json", str(report)])
+    return code, json.loads(report.read_text())
+
+
+def test_validate_reports_the_fp16_enhancer_on_held_out_faces(fp16_bundle, held_out, tmp_path, monkeypatch):
+    import onnxruntime as ort
+    from skimage.metrics import peak_signal_noise_ratio
+
+    from simswap_build.precision import calibration_crops
+
+    code, report = _validate(fp16_bundle.root, held_out, tmp_path, monkeypatch)
+    row = report["enhancer"]["fp16"]
+    assert code == 0 and row["meets_goals"] and row["goals"] == {"psnr_min_db": 45.0}
+    # independently: the held-out faces in the enhancer's own crops, through both graphs
+    crops = calibration_crops(held_out, "ffhq", 64, cache_dir=tmp_path / "independent")
+    faces = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32) / 255
+    fp32, fp16 = (
+        ort.InferenceSession(fp16_bundle.root / fp16_bundle.model("enhancer", p).file).run(None, {"face": faces})[0]
+        for p in ("fp32", "fp16")
+    )
+    expected = [
+        peak_signal_noise_ratio(a.astype(np.float64), b.astype(np.float64), data_range=1.0)
+        for a, b in zip(fp32, fp16, strict=True)
+    ]
+    assert report["faces"] == len(crops) == 3
+    # the engines' sessions (threads, optimisations) round differently at ~1e-7: 0.01 dB at 85 dB
+    assert row["psnr_min_db"] == pytest.approx(min(expected), abs=0.01)
+    assert row["max_abs_error"] == pytest.approx(np.abs(fp32 - fp16).max(), rel=0.01)
+
+
+def test_validate_fails_a_planted_bad_fp16_enhancer(fp16_bundle, held_out, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from simswap_build.engine_builder import register_variants
+    from simswap_build.precision import fp16_graph
+
+    root = tmp_path / "bad"
+    shutil.copytree(fp16_bundle.root, root)
+    bundle = Bundle.load(root)
+    graph = fp16_graph(onnx.load(bundle.path_of("enhancer")))
+    last = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16 and "bias" in i.name][-1]
+    last.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(last) + np.float16(0.3), last.name))
+    register_variants(
+        bundle, {("enhancer", "fp16"): graph}, {("enhancer", "fp16"): bundle.model("enhancer", "fp16").source}
+    )
+    code, report = _validate(root, held_out, tmp_path, monkeypatch)
+    assert code == 1 and not report["enhancer"]["fp16"]["meets_goals"]
+    assert report["precisions"]["fp16"]["meets_goals"]  # only the enhancer's row fails
+    assert "NOT met" in capsys.readouterr().out.split("enhancer vs its FP32 graph")[1]

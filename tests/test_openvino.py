@@ -374,9 +374,9 @@ def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, m
     seen = []
     real = fidelity.fidelity_report
 
-    def recording(root, crops, backends=("onnxruntime", "openvino")):
+    def recording(root, crops, backends=("onnxruntime", "openvino"), enhancer_crops=None):
         seen.append(backends)
-        return real(root, crops, backends)
+        return real(root, crops, backends, enhancer_crops)
 
     monkeypatch.setattr(fidelity, "fidelity_report", recording)
     monkeypatch.setattr(
