@@ -206,11 +206,16 @@ class FaceSwapper:
             raise ConfigError("this swapper has no face enhancer (FaceSwapper.from_bundle(..., enhance=True))")
         if blend == (self.enhancer.blend if self.enhancer is not None else 0.0):
             return self
-        variant = copy.copy(self)
         enhancer = copy.copy(self.enhance_model)
         enhancer.blend = FaceEnhancer.check_blend(blend)
-        variant.enhancer = enhancer if enhancer.active else None
-        variant._stages = self._host_stages(variant.enhancer)
+        return self.with_restorer(enhancer if enhancer.active else None)
+
+    def with_restorer(self, enhancer: FaceEnhancer | None) -> FaceSwapper:
+        """A shallow copy (sharing the engines) that enhances with ``enhancer`` (None: not at all) on the host
+        stages."""
+        variant = copy.copy(self)
+        variant.enhancer = enhancer
+        variant._stages = self._host_stages(enhancer)
         return variant
 
     def _host_stages(self, enhancer: FaceEnhancer | None = None) -> HostStages:

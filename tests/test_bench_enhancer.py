@@ -16,6 +16,8 @@ def test_ratios_are_taken_round_by_round():
         "swap-onnxruntime": [1.0, 2.0],
         "swap+enhance-onnxruntime": [5.0, 4.0],
         PEERS: [10.0, 12.0],
+        "swap+enhance-onnxruntime (restorer stubbed)": [2.0, 4.0],
+        "peers-onnxruntime (restorer stubbed)": [3.0, 4.0],
     }
     rows = summarize(seconds, 2, {})["rows"]
     assert rows["enhancer-stage-onnxruntime"]["per_face_s"]["median"] == pytest.approx(2.5)
@@ -23,6 +25,8 @@ def test_ratios_are_taken_round_by_round():
     assert ours["speedup_vs_peers"]["median"] == pytest.approx(2.5)  # rounds: 10/5, 12/4
     assert ours["slowdown_vs_swap_only"]["median"] == pytest.approx(3.5)  # rounds: 5/1, 4/2
     assert "speedup_vs_peers" not in rows[PEERS]
+    stubbed = rows["swap+enhance-onnxruntime (restorer stubbed)"]  # against the peers' stubbed order
+    assert stubbed["speedup_vs_peers"]["median"] == pytest.approx(1.25)  # rounds: 3/2, 4/4
 
 
 def test_section_runs_every_call_on_a_bundle_with_an_enhancer(tiny_bundle, tmp_path):
@@ -33,6 +37,8 @@ def test_section_runs_every_call_on_a_bundle_with_an_enhancer(tiny_bundle, tmp_p
         "swap-onnxruntime",
         "swap+enhance-onnxruntime",
         PEERS,
+        "swap+enhance-onnxruntime (restorer stubbed)",
+        "peers-onnxruntime (restorer stubbed)",
     }
     assert section["rows"]["swap+enhance-onnxruntime"]["speedup_vs_peers"]["runs"] == 1
 

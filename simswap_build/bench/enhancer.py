@@ -11,6 +11,11 @@ On 1920x1080 frames with two faces, interleaved round by round on the same fresh
   face, paste back, blend ``blend·enhanced + (1 − blend)·frame`` over the whole frame; ONNX Runtime FP32, as
   those tools run it on the CPU.
 
+* ``... (restorer stubbed)``: the ONNX Runtime pipeline with the enhancer and the peers' order again, with the
+  restorer replaced by the identity, so that each order's own work around the restorer (ours: the composed
+  warp, the blend, the 512 px paste-back; theirs: the second detection, the per-face warps, paste-backs and
+  full-frame blends) is timed apart from the restorer both share.
+
 Speed-ups are taken round by round (median and 10th-90th percentile). The peers' second detection is run
 and timed, but the faces it restores are the first detection's: an untrained generator's output is not
 reliably found again, a trained one's is, at the same place.
@@ -18,6 +23,7 @@ reliably found again, a trained one's is, at the same place.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,6 +40,7 @@ from simswap_trt.vision.pasteback import paste_back
 
 FRAME_SIZE = (1080, 1920)
 PEERS = "peers-onnxruntime"
+STUBBED = " (restorer stubbed)"
 
 
 def two_face_frame(variant: int) -> np.ndarray:
@@ -99,13 +106,26 @@ def _calls(bundle: Bundle, backends: Sequence[str], threads: int | None, skipped
         if backend == "onnxruntime":
             peer = FaceSwapper.from_bundle(bundle.root, backend=backend, enhance=True, **{**options, "max_batch": 1})
             opened.append(peer)
-
-            def peers(data, plain=plain, enhancer=peer.enhancer):
-                (faces,) = plain.detect([data[0]])
-                return second_pass(plain, enhancer, plain.swap_faces([data[0]], [faces])[0].image, faces)
-
-            calls[PEERS] = peers
+            calls[PEERS] = _peers(plain, peer.enhancer)
+            stub = _stubbed(enhancer)
+            calls[f"swap+enhance-{backend}{STUBBED}"] = lambda data, s=enhancing.with_restorer(stub): s.swap(data[0])
+            calls[f"{PEERS}{STUBBED}"] = _peers(plain, _stubbed(peer.enhancer))
     return calls, opened
+
+
+def _peers(plain: FaceSwapper, enhancer) -> Callable:
+    def peers(data):
+        (faces,) = plain.detect([data[0]])
+        return second_pass(plain, enhancer, plain.swap_faces([data[0]], [faces])[0].image, faces)
+
+    return peers
+
+
+def _stubbed(enhancer):
+    """A copy of ``enhancer`` whose restorer returns its input (its cost left out)."""
+    stub = copy.copy(enhancer)
+    stub.run = lambda faces: faces
+    return stub
 
 
 def enhancer_comparison(
@@ -151,9 +171,11 @@ def summarize(seconds: dict[str, list[float]], faces: int, skipped: dict[str, st
         if name.startswith("enhancer-stage-"):
             row["per_face_s"] = Stats.of([t / faces for t in times]).to_json()
         if name.startswith("swap+enhance-"):
-            backend = name.removeprefix("swap+enhance-")
-            if PEERS in seconds:
-                row["speedup_vs_peers"] = ratio_stats(seconds[PEERS], times).to_json()
+            stubbed = name.endswith(STUBBED)
+            backend = name.removeprefix("swap+enhance-").removesuffix(STUBBED)
+            peers = PEERS + STUBBED if stubbed else PEERS
+            if peers in seconds:
+                row["speedup_vs_peers"] = ratio_stats(seconds[peers], times).to_json()
             row["slowdown_vs_swap_only"] = ratio_stats(times, seconds[f"swap-{backend}"]).to_json()
         rows[name] = row
     return {"frame": list(FRAME_SIZE), "faces_per_frame": faces, "rows": rows, "skipped": skipped}
@@ -161,11 +183,11 @@ def summarize(seconds: dict[str, list[float]], faces: int, skipped: dict[str, st
 
 def print_enhancer_report(section: dict) -> None:
     print(f"\nface enhancer on a 1920x1080 frame, {section['faces_per_frame']} faces, interleaved; median [p10-p90]")
-    print(f"{'call':<30}{'median s':>10}{'per face s':>12}{'vs peers':>22}{'vs swap only':>22}")
+    print(f"{'call':<46}{'median s':>10}{'per face s':>12}{'vs peers':>22}{'vs swap only':>22}")
     for name, row in section["rows"].items():
         per_face = f"{row['per_face_s']['median']:.2f}" if "per_face_s" in row else "-"
         print(
-            f"{name:<30}{row['stats']['median']:>10.2f}{per_face:>12}{_ratio(row.get('speedup_vs_peers')):>22}"
+            f"{name:<46}{row['stats']['median']:>10.2f}{per_face:>12}{_ratio(row.get('speedup_vs_peers')):>22}"
             f"{_ratio(row.get('slowdown_vs_swap_only')):>22}"
         )
     for name, reason in section["skipped"].items():
