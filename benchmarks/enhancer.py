@@ -24,7 +24,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--backends", nargs="+", default=["onnxruntime", "openvino"])
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=["onnxruntime", "openvino"],
+        help="backend or backend-precision (openvino-bf16)",
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "enhancer.json")
     args = parser.parse_args()
     load_before = os.getloadavg()

@@ -43,17 +43,28 @@ PEERS = "peers-onnxruntime"
 STUBBED = " (restorer stubbed)"
 
 
+def _face_columns(variant: int) -> tuple[int, int]:
+    shift = (variant % 5) * 16
+    return 300 + shift, 1100 - shift
+
+
 def two_face_frame(variant: int) -> np.ndarray:
-    """A 1920x1080 frame with two faces (the public-domain astronaut at 480 px) on a noise background,
-    shifted per ``variant`` so that every round gets fresh pixels."""
+    """A 1920x1080 frame with two faces (the public-domain astronaut at 480 px, rows 300-780) on a noise
+    background, shifted per ``variant`` so that every round gets fresh pixels."""
     from skimage import data
 
     face = cv2.resize(np.ascontiguousarray(data.astronaut()[..., ::-1]), (480, 480))
     frame = np.random.default_rng(variant + 2000).integers(0, 256, (*FRAME_SIZE, 3), dtype=np.uint8)
-    shift = (variant % 5) * 16
-    for x in (300 + shift, 1100 - shift):
+    for x in _face_columns(variant):
         frame[300 : 300 + 480, x : x + 480] = face
     return frame
+
+
+def face_tensors(frame: np.ndarray, variant: int, size: int) -> np.ndarray:
+    """float32 [2,3,size,size] RGB [0,1]: the frame's two face squares at the restorer's size (real image
+    content for the restorer alone, whose speed on a CPU may depend on the values, e.g. through denormals)."""
+    squares = [cv2.resize(frame[300:780, x : x + 480], (size, size)) for x in _face_columns(variant)]
+    return np.ascontiguousarray(np.stack(squares)[..., ::-1].transpose(0, 3, 1, 2), np.float32) / np.float32(255)
 
 
 def random_weight_enhancer(bundle_root: Path, folder: Path) -> Bundle:
@@ -90,9 +101,11 @@ def _calls(bundle: Bundle, backends: Sequence[str], threads: int | None, skipped
     options = {"threads": threads, "max_batch": 8, "device_path": False}
     source = two_face_frame(-100)
     for backend in backends:
+        engine, _, precision = backend.partition("-")
+        chosen = {"backend": engine, "precision": precision or None, **options}
         try:
-            plain = FaceSwapper.from_bundle(bundle.root, backend=backend, **options)
-            enhancing = FaceSwapper.from_bundle(bundle.root, backend=backend, enhance=True, **options)
+            plain = FaceSwapper.from_bundle(bundle.root, **chosen)
+            enhancing = FaceSwapper.from_bundle(bundle.root, enhance=True, **chosen)
         except SimswapError as exc:
             skipped[backend] = str(exc).splitlines()[0]
             continue
@@ -135,7 +148,8 @@ def enhancer_comparison(
     threads: int | None = None,
 ) -> dict:
     """The section's figures (module docstring) for ``bundle_path`` (None: an untrained full-size 224 bundle
-    with a random-weight GFPGAN v1.4; needs torch). A given bundle needs an enhancer."""
+    with a random-weight GFPGAN v1.4; needs torch). A given bundle needs an enhancer. ``backends``: CPU
+    backends, each optionally with a precision (``openvino-bf16``: ``--backend openvino --precision bf16``)."""
     with tempfile.TemporaryDirectory() as tmp:
         if bundle_path is None:
             from simswap_build.convert import untrained_bundle
@@ -151,8 +165,8 @@ def enhancer_comparison(
         faces, size = 2, opened[-1].enhancer.size
 
         def make(i: int):
-            rng = np.random.default_rng(i + 3000)
-            return two_face_frame(i), rng.random((faces, 3, size, size), dtype=np.float32)
+            frame = two_face_frame(i)
+            return frame, face_tensors(frame, i, size)
 
         try:
             seconds = interleaved(calls, make, repeats)
