@@ -24,6 +24,7 @@ import numpy as np
 
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.device_memory import SwapperMemory
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
 from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
@@ -222,6 +223,16 @@ class FaceSwapper:
         """Whether the stages run on the device: ``start_batch`` then returns while the device works, so
         callers gain from keeping batches in flight (``swap_stream``)."""
         return not isinstance(self._stages, HostStages)
+
+    def memory(self) -> SwapperMemory:
+        """Device and pinned host memory this swapper holds now, per part: each TensorRT engine (its I/O
+        buffers and its execution contexts' activation memory), the device detector, and the device stages'
+        workspaces and resident frames. Host-only parts (ONNX Runtime, OpenVINO, the host stages) hold none
+        and are left out. Buffers grow on first use: measure after a representative batch."""
+        parts = {"generator": self.generator, "arcface": self.arcface, "parser": self.parser_engine}
+        parts |= {"detector": self._detector, "device stages": self._stages}
+        reports = {name: part.memory() for name, part in parts.items() if hasattr(part, "memory")}
+        return SwapperMemory({name: use for name, use in reports.items() if use.device or use.pinned})
 
     def close(self) -> None:
         """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and

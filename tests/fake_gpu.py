@@ -567,14 +567,15 @@ class _Strict:
 
 
 def strict_runtime_module(
-    lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None, contexts=None
+    lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None, contexts=None, activation=0
 ):
     """A fake runtime module. ``io``: [(name, mode 'in'/'out', shape with -1 batch[, dtype])], float32
     unless a dtype ("float16") is given; ``fn(inputs dict) -> outputs dict`` is what executing the plan
     computes. ``plans`` maps serialized plan bytes to their own ``(io, fn)`` (several models); others get
     ``io`` and ``fn``. ``set_input_shape`` returns False for batches outside ``batch_range`` (the plan's
     profile), as TensorRT does; ``contexts``: how many execution contexts can be created before
-    ``create_execution_context`` returns None (out of memory), unlimited by default.
+    ``create_execution_context`` returns None (out of memory), unlimited by default; ``activation``: the
+    plan's ``device_memory_size_v2`` (bytes each context holds for its activations).
 
     Strict where TensorRT is: ``set_tensor_address`` returns False for an address that is not 256-byte
     aligned and refuses host memory; a context may not be enqueued on a second stream while a run on
@@ -653,6 +654,10 @@ def strict_runtime_module(
 
         def __init__(self, io, fn):
             self._io, self._fn = io, fn
+
+        @property
+        def device_memory_size_v2(self):
+            return activation
 
         @property
         def num_io_tensors(self):

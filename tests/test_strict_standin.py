@@ -13,6 +13,7 @@ from test_tensorrt_engine import IO, fake_generator, plan_bundle  # noqa: F401 (
 
 from simswap_trt import cuda
 from simswap_trt import kernels as kernels_module
+from simswap_trt.device_memory import MemoryUse
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
 
@@ -311,12 +312,12 @@ def test_execute_device_allocates_no_io_buffers_and_run_allocates_them_once(gpu,
         for _ in range(3):
             engine.execute_device({name: b.ptr for name, b in buffers.items()}, 1, stream)
         stream.synchronize()
-        assert len(gpu.allocations) == before and engine.memory() == {"device": 0, "pinned": 0}
+        assert len(gpu.allocations) == before and engine.memory() == MemoryUse(0, 0)
         feeds = {"target": np.ones((2, 3, 224, 224), np.float32), "latent": np.ones((2, 512), np.float32)}
         engine.run(feeds)
         engine.run(feeds)
         per_slot = 5 * sum(sizes.values())
-        assert engine.memory() == {"device": per_slot, "pinned": per_slot}  # one chunk: only slot 0, once
+        assert engine.memory() == MemoryUse(per_slot, per_slot)  # one chunk: only slot 0, once
         for owner in (*buffers.values(), stream):
             owner.free()
     assert not gpu.live

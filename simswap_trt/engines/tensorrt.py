@@ -4,11 +4,12 @@
 
 Data path of ``run``: the batch is cut into chunks no larger than the profile maximum; chunks rotate
 through ``depth`` slots, each with its own execution context, stream, device buffers and pinned host
-buffers, all allocated once at the profile maximum. Chunk k+1 is uploaded and enqueued before chunk k is
-downloaded (see ``scheduler.Pipeline``). Optionally each (slot, batch size) is captured as a CUDA graph
-on an execution context of its own, after one run on that context (TensorRT ties a graph to its
-context's shapes and addresses, so no other run changes them); if capture fails the engine keeps using
-``execute_async_v3`` on the slot's context.
+buffers (the buffers allocated at the profile maximum when ``run``/``submit`` first use the slot). Chunk
+k+1 is uploaded and enqueued before chunk k is downloaded (see ``scheduler.Pipeline``). Optionally each
+(slot, batch size) is captured as a CUDA graph on an execution context of its own (at most
+``MAX_SLOT_GRAPHS`` per slot, least recently used dropped), after one run on that context (TensorRT ties
+a graph to its context's shapes and addresses, so no other run changes them); if capture fails the
+engine keeps using ``execute_async_v3`` on the slot's context. ``memory()`` reports what the engine holds.
 
 ``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
 loop can prepare frame k+1 on the CPU while the GPU works on frame k. ``execute_device`` runs on device
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from simswap_trt import cuda
+from simswap_trt.device_memory import MemoryUse, buffers_use
 from simswap_trt.engines.base import Engine
 from simswap_trt.engines.scheduler import Pipeline, chunk_batches
 from simswap_trt.errors import BundleError, EngineError
@@ -40,6 +42,7 @@ from simswap_trt.plans import PlanEntry, RuntimeInfo, plan_problems, rebuild_com
 from simswap_trt.schema import TensorSpec, sha256_of
 
 log = logging.getLogger(__name__)
+MAX_SLOT_GRAPHS = 4  # captured graphs (batch sizes) per slot, each with its own context; least recently used dropped
 
 
 def import_tensorrt() -> tuple[ModuleType, bool]:
@@ -137,12 +140,10 @@ class _Slot:
     def own_buffers(self) -> bool:
         return bool(self.own) and all(self.addresses[name] == address for name, address in self.own.items())
 
-    def held(self) -> dict[str, int]:
-        """Bytes of device and pinned host memory the slot's own buffers hold (one mapped buffer counts once,
-        as pinned host memory the GPU reads in place)."""
-        pinned = sum(buffer.array.nbytes for buffer in self.host.values())
-        device = sum(b.nbytes for name, b in self.device.items() if b is not self.host[name])
-        return {"device": device, "pinned": pinned}
+    def held(self) -> MemoryUse:
+        """What the slot's own buffers hold (one mapped buffer counts once, as pinned host memory the GPU
+        reads in place)."""
+        return buffers_use(*self.host.values(), *self.device.values())
 
     def free(self) -> None:
         """Wait for the slot's stream, then free what it holds; after a device fault, as much as can be."""
@@ -325,6 +326,7 @@ class TensorRTEngine(Engine):
     def _enqueue(self, slot: _Slot, n: int) -> None:
         graphs = self.cuda_graphs and slot.own_buffers()  # a graph replays the addresses it was captured with
         if graphs and n in slot.graphs:
+            slot.graphs[n] = slot.graphs.pop(n)  # the most recently used last
             slot.graphs[n][0].launch(slot.stream)
             return
         if graphs and n not in slot.graph_failed and self._capture(slot, n):
@@ -345,12 +347,18 @@ class TensorRTEngine(Engine):
             return False
         context.enqueue(slot.own, n, slot.stream)
         try:
-            slot.graphs[n] = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream)), context
+            graph = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream))
         except cuda.GraphCaptureError as exc:
             slot.graph_failed.add(n)
             slot.stream.synchronize()  # the run above still uses the context
             context.free()
             log.info("%s; batch %d uses execute_async_v3", exc, n)
+            return True
+        if len(slot.graphs) >= MAX_SLOT_GRAPHS:  # the least recently used one, with its context
+            slot.stream.synchronize()
+            old_graph, old_context = slot.graphs.pop(next(iter(slot.graphs)))
+            cuda.free_all(old_graph.free, old_context.free)
+        slot.graphs[n] = graph, context
         return True
 
     def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
@@ -407,11 +415,22 @@ class TensorRTEngine(Engine):
             contexts, self._engine = list(self._device_contexts), None
             cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
 
-    def memory(self) -> dict[str, int]:
-        """Bytes of device and pinned host memory held by the engine's own I/O buffers (allocated by the first
-        ``run``/``submit``; not TensorRT's activation memory)."""
-        held = [slot.held() for slot in self._slots]
-        return {kind: sum(h[kind] for h in held) for kind in ("device", "pinned")}
+    def contexts(self) -> int:
+        """Live execution contexts: the slots' own and every ``DeviceContext`` (graphs included)."""
+        with self._lock:
+            return sum(slot.context is not None for slot in self._slots) + len(self._device_contexts)
+
+    def activation_bytes(self) -> int:
+        """Device memory TensorRT allocates for each execution context (the plan's activations, at the profile
+        maximum): ``device_memory_size_v2``; 0 once closed."""
+        return int(self._engine.device_memory_size_v2) if self._engine is not None else 0
+
+    def memory(self) -> MemoryUse:
+        """Device and pinned host memory the engine holds: its slots' own I/O buffers (allocated by the first
+        ``run``/``submit`` of each slot) and every live execution context's activation memory."""
+        with self._lock:
+            buffers = sum((slot.held() for slot in self._slots), MemoryUse())
+        return buffers + MemoryUse(self.contexts() * self.activation_bytes(), 0)
 
     def device_context(self) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
