@@ -88,15 +88,16 @@ class Workspace:
         self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
         self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
+        self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
         # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
         self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
         self.graph_failed: set[tuple] = set()
         self.used = 0  # when a batch last took the workspace (order of use)
 
     def memory(self) -> MemoryUse:
-        """Its staging, generator, region and parser buffers (the graphs' generator contexts count with the
-        generator engine, which made them)."""
-        arrays = (self.targets, self.swapped, self.parser_inputs, self.parser_logits, self.parser_labels)
+        """Its staging, generator, region, parser and shared activation buffers."""
+        arrays = (self.targets, self.swapped, self.activation, self.parser_inputs, self.parser_logits)
+        arrays += (self.parser_labels,)
         use = self.inputs.memory() + self.masks.memory() + buffers_use(self.regions, self.crops)
         return sum((array.memory() for array in arrays), use)
 
@@ -122,6 +123,7 @@ class Workspace:
         for context in self.contexts:
             context.free()
         self.contexts = []
+        self.activation.free()  # after the contexts that used it
 
     def crops_view(self, nbytes: int) -> np.ndarray:
         if self.crops is None or self.crops.array.nbytes < nbytes:
@@ -570,11 +572,11 @@ class DeviceStages:
             ws.graphs.move_to_end(key)
             ws.graphs[key][0].launch(ws.compute)
             return
-        contexts = None if key in ws.graph_failed else self._graph_contexts(len(staged.chunks))
+        contexts = None if key in ws.graph_failed else self._graph_contexts(ws, len(staged.chunks))
         if contexts is None:
             ws.graph_failed.add(key)
             while len(ws.contexts) < len(staged.chunks):
-                ws.contexts.append(self.generator.device_context())
+                ws.contexts.append(self._device_context(ws))
             sequence(ws.contexts)
             return
         sequence(contexts)
@@ -591,13 +593,20 @@ class DeviceStages:
             ws.compute.synchronize()
             free_graph(*ws.graphs.popitem(last=False)[1])
 
-    def _graph_contexts(self, count: int) -> list | None:
+    def _device_context(self, ws: Workspace):
+        """A generator context for the workspace's graphs and eager graph-mode runs. On TensorRT they share
+        the workspace's activation memory: they all run one after another on its compute stream."""
+        if not hasattr(self.generator, "activation_bytes"):
+            return self.generator.device_context()
+        return self.generator.device_context(ws.activation.reserve(max(self.generator.activation_bytes(), 1)))
+
+    def _graph_contexts(self, ws: Workspace, count: int) -> list | None:
         """``count`` new generator contexts for one graph, or None (those made freed) when TensorRT cannot
         create them (out of device memory): the signature then runs without a graph."""
         contexts: list = []
         try:
             while len(contexts) < count:
-                contexts.append(self.generator.device_context())
+                contexts.append(self._device_context(ws))
         except EngineError as exc:
             for context in contexts:
                 context.free()

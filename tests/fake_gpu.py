@@ -579,11 +579,13 @@ def strict_runtime_module(
 
     Strict where TensorRT is: ``set_tensor_address`` returns False for an address that is not 256-byte
     aligned and refuses host memory; a context may not be enqueued on a second stream while a run on
-    another is unfinished; a graph captured with a context replays only while none of the context's shapes
+    another is unfinished, nor may two contexts sharing ``USER_MANAGED`` activation memory; a graph captured
+    with a context replays only while none of the context's shapes
     and addresses changed since the capture."""
     calls = calls if calls is not None else []
     plans = plans or {}
     left = [contexts if contexts is not None else 1 << 62]
+    sharing: dict[int, list] = {}  # activation memory address -> [stream handle, done] of its latest run
 
     def dtype_of(entry):
         return np.dtype(entry[3] if len(entry) > 3 else "float32")
@@ -591,10 +593,17 @@ def strict_runtime_module(
     class Context(_Strict):
         _real = lean.IExecutionContext
 
-        def __init__(self, io, fn):
+        def __init__(self, io, fn, user_managed=False):
             self._addresses, self._shapes, self._io, self._fn = {}, {}, io, fn
             self._generation = 0  # counts changes of shapes and addresses
             self._running: list = []  # [stream handle, done] of the latest eager run
+            self._user_managed, self._memory = user_managed, None  # activation memory the caller gives
+
+        def set_device_memory(self, memory, size):
+            assert self._user_managed, "set_device_memory on a context that allocated its own memory"
+            assert memory % 256 == 0 and size >= activation, f"activation memory {memory:#x} of {size} bytes"
+            GPU.view(memory, max(size, 1))  # live device memory of that size
+            self._memory = memory
 
         def set_tensor_address(self, name, ptr):
             calls.append(("set_tensor_address", name))
@@ -620,10 +629,16 @@ def strict_runtime_module(
             addresses, io, fn = dict(self._addresses), self._io, self._fn  # TensorRT reads bindings at enqueue
             GPU.check_on(stream_handle, addresses.values())
             captured = GPU.streams[stream_handle].capture is not None
+            assert not self._user_managed or self._memory is not None, "a USER_MANAGED context has no memory"
             if not captured:
                 if self._running and not self._running[1] and self._running[0] != stream_handle:
                     raise AssertionError("an execution context was enqueued on two streams at once")
                 self._running = running = [stream_handle, False]
+            if self._memory is not None:  # contexts sharing activation memory must never run at once
+                other = sharing.get(self._memory)
+                if other is not None and not other[1] and other[0] != stream_handle:
+                    raise AssertionError("two contexts sharing activation memory run on two streams at once")
+                sharing[self._memory] = running = [stream_handle, False]
             generation = self._generation
 
             def execute():
@@ -642,7 +657,7 @@ def strict_runtime_module(
                 for name, value in fn(inputs).items():
                     raw = np.ascontiguousarray(value, dtypes[name]).reshape(-1).view(np.uint8)
                     GPU.view(addresses[name], raw.size)[:] = raw
-                if not captured:
+                if not captured or self._memory is not None:
                     running[1] = True
 
             GPU.enqueue(stream_handle, "execute", execute)
@@ -677,11 +692,11 @@ def strict_runtime_module(
             mode = next(entry[1] for entry in self._io if entry[0] == name)
             return lean.TensorIOMode.INPUT if mode == "in" else lean.TensorIOMode.OUTPUT
 
-        def create_execution_context(self):
+        def create_execution_context(self, strategy=lean.ExecutionContextAllocationStrategy.STATIC):
             if left[0] <= 0:
                 return None  # what TensorRT returns when it cannot allocate the context
             left[0] -= 1
-            return Context(self._io, self._fn)
+            return Context(self._io, self._fn, strategy == lean.ExecutionContextAllocationStrategy.USER_MANAGED)
 
     class Runtime(_Strict):
         _real = lean.Runtime
@@ -711,6 +726,7 @@ def strict_runtime_module(
         Runtime=Runtime,
         Logger=Logger,
         TensorIOMode=lean.TensorIOMode,
+        ExecutionContextAllocationStrategy=lean.ExecutionContextAllocationStrategy,
         nptype=lean.nptype,
         calls=calls,
     )

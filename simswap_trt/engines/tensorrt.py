@@ -416,9 +416,11 @@ class TensorRTEngine(Engine):
             cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
 
     def contexts(self) -> int:
-        """Live execution contexts: the slots' own and every ``DeviceContext`` (graphs included)."""
+        """Live execution contexts with activation memory of their own: the slots' and every ``DeviceContext``
+        (graphs included) not given the caller's memory."""
         with self._lock:
-            return sum(slot.context is not None for slot in self._slots) + len(self._device_contexts)
+            own = sum(context.own_memory for context in self._device_contexts)
+            return sum(slot.context is not None for slot in self._slots) + own
 
     def activation_bytes(self) -> int:
         """Device memory TensorRT allocates for each execution context (the plan's activations, at the profile
@@ -432,15 +434,17 @@ class TensorRTEngine(Engine):
             buffers = sum((slot.held() for slot in self._slots), MemoryUse())
         return buffers + MemoryUse(self.contexts() * self.activation_bytes(), 0)
 
-    def device_context(self) -> DeviceContext:
+    def device_context(self, memory: int | None = None) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
         events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by its ``free()``
-        or by ``close()`` at the latest; each costs the plan's activation memory."""
+        or by ``close()`` at the latest. Each costs the plan's activation memory (``activation_bytes``),
+        unless ``memory``: the address of device memory of at least that size which the caller owns and
+        shares among contexts that never run at the same time (e.g. all enqueued on one stream)."""
         with self._lock:
             if self._engine is None:
                 raise EngineError("the engine is closed")
             cuda.activate(self.device)
-            return DeviceContext(self)
+            return DeviceContext(self, memory)
 
 
 class DeviceContext:
@@ -448,11 +452,18 @@ class DeviceContext:
     ``TensorRTEngine.device_context``). A CUDA graph captured with it is tied to its shapes and addresses:
     give each graph a context of its own and do not enqueue that context with other shapes or addresses."""
 
-    def __init__(self, engine: TensorRTEngine) -> None:
+    def __init__(self, engine: TensorRTEngine, memory: int | None = None) -> None:
         self._engine = engine
-        self.context = engine._engine.create_execution_context()
+        self.own_memory = memory is None
+        if memory is None:
+            self.context = engine._engine.create_execution_context()
+        else:
+            strategy = engine._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+            self.context = engine._engine.create_execution_context(strategy)
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        if memory is not None:
+            self.context.set_device_memory(memory, engine.activation_bytes())
         self.batch = -1
         self.addresses: dict[str, int] = {}
         engine._device_contexts.append(self)  # freed by the engine's close() at the latest
