@@ -108,7 +108,7 @@ def _doctor(args: argparse.Namespace) -> int:
     import onnxruntime
 
     from simswap_trt.backends import usable_plan
-    from simswap_trt.doctor import gpu_lines
+    from simswap_trt.doctor import gpu_lines, memory_lines
     from simswap_trt.engines.openvino import openvino_line
     from simswap_trt.engines.tensorrt import import_tensorrt
     from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
@@ -143,6 +143,8 @@ def _doctor(args: argparse.Namespace) -> int:
                 print(f"  {role:<11} auto -> TensorRT: {plan.file}")
             except SimswapError as exc:
                 print(f"  {role:<11} auto -> ONNX Runtime: {exc}")
+        if gpu.usable and bundle.plans:
+            print(*memory_lines(bundle.root), sep="\n")
     return 0
 
 

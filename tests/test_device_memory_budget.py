@@ -148,3 +148,26 @@ def test_swapper_memory_sums_its_parts():
     report = SwapperMemory({"generator": MemoryUse(3, 0), "device stages": MemoryUse(5, 7)})
     assert (report.device, report.pinned) == (8, 7)
     assert report.lines()[-1].startswith("total") and len(report.lines()) == 3
+
+
+def test_doctor_reports_what_a_swapper_on_the_bundle_holds(tiny_bundle, tmp_path, monkeypatch, capsys):
+    """`doctor B` with a usable GPU and plans: the swapper's memory per part, TensorRT's activation blocks
+    included (2 contexts per plan, 1 MiB each on this stand-in)."""
+    from fake_gpu import install_fake_cuda
+    import test_device_path
+
+    from simswap_trt import cli
+
+    bundle = test_device_path.plan_bundle(tiny_bundle, tmp_path / "b", roles=("generator", "arcface"))
+    install_fake_cuda(monkeypatch)
+    monkeypatch.setattr("simswap_trt.jetson.doctor_lines", lambda: [])
+    size = bundle.crop_size
+    io = [("target", "in", (-1, 3, size, size)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, size, size))]
+    arcface_io = [("crop", "in", (-1, 3, size, size)), ("latent", "out", (-1, 512))]
+    plans = {test_device_path.PLAN_BYTES["arcface"]: (arcface_io, None)}
+    module = strict_runtime_module(lean, io, None, plans=plans, activation=1 << 20)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    assert cli.main(["doctor", str(bundle.root)]) == 0
+    out = capsys.readouterr().out
+    assert "memory      a swapper once loaded" in out
+    assert "generator     device      2.0 MiB" in out and "arcface       device      2.0 MiB" in out
