@@ -153,8 +153,8 @@ def test_swapper_memory_sums_its_parts():
 def test_doctor_reports_what_a_swapper_on_the_bundle_holds(tiny_bundle, tmp_path, monkeypatch, capsys):
     """`doctor B` with a usable GPU and plans: the swapper's memory per part, TensorRT's activation blocks
     included (2 contexts per plan, 1 MiB each on this stand-in)."""
-    from fake_gpu import install_fake_cuda
     import test_device_path
+    from fake_gpu import install_fake_cuda
 
     from simswap_trt import cli
 
