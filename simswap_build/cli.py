@@ -109,15 +109,25 @@ def _untrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_profile(args: argparse.Namespace) -> tuple[int, int, int]:
+    """--min/--opt/--max-batch; those not given are 1/8/32, or for a DLA plan (a fixed batch) the batch given
+    (--opt-batch first), 8 when none is."""
+    given = (args.min_batch, args.opt_batch, args.max_batch)
+    if args.dla_core is None:
+        defaults = (1, 8, 32)
+    else:
+        fixed = args.opt_batch or next((b for b in given if b is not None), 8)
+        defaults = (fixed, fixed, fixed)
+    return tuple(default if batch is None else batch for batch, default in zip(given, defaults, strict=True))
+
+
 def _engine(args: argparse.Namespace) -> int:
     import json
 
     from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report, import_builder
 
     options = BuildOptions(
-        min_batch=args.min_batch,
-        opt_batch=args.opt_batch,
-        max_batch=args.max_batch,
+        *_batch_profile(args),
         workspace_mib=args.workspace_mib,
         version_compatible=args.version_compatible,
         exclude_lean_runtime=args.exclude_lean_runtime,
@@ -563,11 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="which of the bundle's graphs to build (fp16/int8: from 'simswap-build precision')",
     )
-    engine.add_argument("--min-batch", type=positive_int, default=1, help="smallest batch the plan accepts (default 1)")
-    engine.add_argument("--opt-batch", type=positive_int, default=8, help="batch the kernels are tuned for (default 8)")
-    engine.add_argument(
-        "--max-batch", type=positive_int, default=32, help="largest batch; buffers are sized for it (32)"
-    )
+    engine.add_argument("--min-batch", type=positive_int, help="smallest batch the plan accepts (default 1)")
+    engine.add_argument("--opt-batch", type=positive_int, help="batch the kernels are tuned for (default 8)")
+    engine.add_argument("--max-batch", type=positive_int, help="largest batch; buffers are sized for it (32)")
     engine.add_argument("--workspace-mib", type=positive_int, default=None, help="builder workspace limit in MiB")
     engine.add_argument(
         "--version-compatible",
@@ -589,8 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dla-core",
         type=int_at_least(0),
         default=None,
-        help="Jetson: build for this DLA core, GPU fallback; "
-        "reports which layers run on the DLA and which on the GPU (engines/*.dla.json)",
+        help="Jetson: build for this DLA core, GPU fallback; an fp16 or int8 --precision and one fixed batch "
+        "(the batch flags default to 8); not with --version-compatible or --hardware-compatibility. "
+        "Reports which layers run on the DLA and which on the GPU (engines/*.dla.json)",
     )
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
     engine.add_argument("--overwrite", action="store_true", help="replace a plan built before for the same GPU")
