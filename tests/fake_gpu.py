@@ -567,7 +567,16 @@ class _Strict:
 
 
 def strict_runtime_module(
-    lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None, contexts=None, activation=0
+    lean,
+    io,
+    fn,
+    version="11.4.0.106",
+    calls=None,
+    batch_range=(1, 1 << 30),
+    plans=None,
+    contexts=None,
+    activation=0,
+    dla_cores=0,
 ):
     """A fake runtime module. ``io``: [(name, mode 'in'/'out', shape with -1 batch[, dtype])], float32
     unless a dtype ("float16") is given; ``fn(inputs dict) -> outputs dict`` is what executing the plan
@@ -575,13 +584,14 @@ def strict_runtime_module(
     ``io`` and ``fn``. ``set_input_shape`` returns False for batches outside ``batch_range`` (the plan's
     profile), as TensorRT does; ``contexts``: how many execution contexts can be created before
     ``create_execution_context`` returns None (out of memory), unlimited by default; ``activation``: the
-    plan's ``device_memory_size_v2`` (bytes each context holds for its activations).
+    plan's ``device_memory_size_v2`` (bytes each context holds for its activations); ``dla_cores``: the
+    runtime's ``num_DLA_cores`` (none on a discrete GPU).
 
     Strict where TensorRT is: ``set_tensor_address`` returns False for an address that is not 256-byte
     aligned and refuses host memory; a context may not be enqueued on a second stream while a run on
     another is unfinished, nor may two contexts sharing ``USER_MANAGED`` activation memory; a graph captured
-    with a context replays only while none of the context's shapes
-    and addresses changed since the capture."""
+    with a context replays only while none of the context's shapes and addresses changed since the capture;
+    a ``DLA_core`` the runtime does not have makes deserialization fail."""
     calls = calls if calls is not None else []
     plans = plans or {}
     left = [contexts if contexts is not None else 1 << 62]
@@ -701,16 +711,23 @@ def strict_runtime_module(
     class Runtime(_Strict):
         _real = lean.Runtime
 
+        num_DLA_cores = dla_cores
+
         def __init__(self, logger):
             self.engine_host_code_allowed = False
+            self._bad_core = False
 
         def __setattr__(self, name, value):
             super().__setattr__(name, value)
             if name == "DLA_core":
                 calls.append(("DLA_core", value))
+                # TensorRT logs an error for a core the device does not have; the plan then fails to load
+                object.__setattr__(self, "_bad_core", not 0 <= value < self.num_DLA_cores)
 
         def deserialize_cuda_engine(self, data):
             calls.append(("deserialize", len(data)))
+            if self._bad_core:
+                return None
             return Engine(*plans.get(bytes(data), (io, fn)))
 
     class Logger(_Strict):

@@ -135,7 +135,7 @@ def test_a_built_dla_plan_is_deserialized_on_its_core(bundle_root, monkeypatch):
     (plan,) = Bundle.load(bundle_root).plans
     assert plan.dla_core == 1
     io = [("target", "in", (-1, 3, 224, 224)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, 224, 224))]
-    runtime = strict_runtime_module(lean, io, lambda inputs: {}, version=builder.__version__)
+    runtime = strict_runtime_module(lean, io, lambda inputs: {}, version=builder.__version__, dla_cores=2)
     monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (runtime, False))
     with trt_engine.TensorRTEngine(bundle_root, plan):
         pass

@@ -321,3 +321,29 @@ def test_execute_device_allocates_no_io_buffers_and_run_allocates_them_once(gpu,
         for owner in (*buffers.values(), stream):
             owner.free()
     assert not gpu.live
+
+
+def test_the_standin_refuses_a_dla_core_the_device_lacks():
+    """Planted: TensorRT cannot load a plan on a DLA core the device does not have (none on a discrete GPU)."""
+    module = strict_runtime_module(lean, IO, fake_generator, dla_cores=2)
+    runtime = module.Runtime(module.Logger(module.Logger.WARNING))
+    runtime.DLA_core = 1
+    assert runtime.deserialize_cuda_engine(b"plan") is not None
+    runtime.DLA_core = 2
+    assert runtime.deserialize_cuda_engine(b"plan") is None
+
+
+@pytest.mark.parametrize("cores", [0, 2])
+def test_an_engine_refuses_a_dla_plan_for_a_core_the_device_lacks(gpu, plan_bundle, monkeypatch, cores):  # noqa: F811
+    from dataclasses import replace
+
+    module = strict_runtime_module(lean, IO, fake_generator, dla_cores=cores)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    entry = replace(plan_bundle.plans[0], dla_core=2)
+    with pytest.raises(EngineError, match=f"runs on DLA core 2, and this device has {cores} DLA core.*simswap-build"):
+        trt_engine.TensorRTEngine(plan_bundle.root, entry)
+    assert not [call for call in module.calls if call[0] in ("deserialize", "DLA_core")]  # refused before
+    entry = replace(plan_bundle.plans[0], dla_core=1)
+    if cores:
+        with trt_engine.TensorRTEngine(plan_bundle.root, entry):
+            assert ("DLA_core", 1) in module.calls

@@ -193,6 +193,13 @@ class TensorRTEngine(Engine):
         if entry.version_compatible:
             self._runtime.engine_host_code_allowed = True  # trusted: the plan matched the manifest hash
         if entry.dla_core is not None:
+            cores = int(self._runtime.num_DLA_cores)
+            if not entry.dla_core < cores:
+                raise EngineError(
+                    f"the {entry.role} plan {entry.file} runs on DLA core {entry.dla_core}, and this device has "
+                    f"{cores} DLA core(s): rebuild it with another --dla-core or without one: "
+                    f"{rebuild_command(str(bundle_root), entry)}"
+                )
             self._runtime.DLA_core = entry.dla_core  # the core the plan's DLA layers run on (Jetson)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
