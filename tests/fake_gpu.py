@@ -713,7 +713,7 @@ def strict_runtime_module(
                 if self._running and not self._running[1] and self._running[0] != stream_handle:
                     raise AssertionError("an execution context was enqueued on two streams at once")
                 self._running = running = [stream_handle, False]
-            if self._memory is not None:  # contexts sharing activation memory must never run at once
+            if self._memory is not None and not captured:  # contexts sharing activation memory never run at once
                 other = sharing.get(self._memory)
                 if other is not None and not other[1] and other[0] != stream_handle:
                     raise AssertionError("two contexts sharing activation memory run on two streams at once")
@@ -736,7 +736,7 @@ def strict_runtime_module(
                 for name, value in fn(inputs).items():
                     raw = np.ascontiguousarray(value, dtypes[name]).reshape(-1).view(np.uint8)
                     GPU.view(addresses[name], raw.size)[:] = raw
-                if not captured or self._memory is not None:
+                if not captured:
                     running[1] = True
 
             GPU.enqueue(stream_handle, "execute", execute)
