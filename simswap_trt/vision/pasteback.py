@@ -68,8 +68,9 @@ def paste_back(
         for crop, matrix, (fx0, fy0, fx1, fy1), footprint in group:
             face, mask = _warp_face_and_mask(crop, matrix, (fx0, fy0, fx1, fy1), footprint)
             view = region[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-            np.subtract(face, view, out=face)  # mask·face + (1 - mask)·view as view + mask·(face - view),
-            face *= mask  # in place: no ROI-sized temporaries
+            face *= mask  # mask·face + (1 - mask)·view, in place (no ROI-sized temporaries) and in the
+            np.subtract(1, mask, out=mask)  # official order of operations, so the truncation to uint8 rounds
+            view *= mask  # as upstream and as the paste-back kernel
             view += face
         out[y0:y1, x0:x1] = region.astype(np.uint8)  # truncation, as upstream
     return out
