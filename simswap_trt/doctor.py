@@ -68,7 +68,7 @@ def kernel_lines() -> list[str]:
 
 def memory_lines(bundle: str | Path) -> list[str]:
     """The device and pinned memory a swapper on ``bundle``'s TensorRT plans holds once loaded, per part
-    (``FaceSwapper.memory``); its buffers then grow with the batches it serves (docs/device.md)."""
+    (``FaceSwapper.memory``); its buffers then grow with the batches it serves (docs/device-path.md)."""
     from simswap_trt.swapper import FaceSwapper
 
     try:
@@ -76,5 +76,5 @@ def memory_lines(bundle: str | Path) -> list[str]:
             report = swapper.memory()
     except SimswapError as exc:
         return [f"  memory      not measured: {exc}"]
-    head = "  memory      a swapper once loaded (buffers grow with the batch: docs/device.md):"
+    head = "  memory      a swapper once loaded (buffers grow with the batch: docs/device-path.md):"
     return [head, *(f"    {line}" for line in report.lines())]

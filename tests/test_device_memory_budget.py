@@ -1,6 +1,6 @@
 """The device path's memory budget on the CPU stand-in (which counts every allocation): what the swapper
 reports equals what it allocated, the 224 and 512 generators at batch 8 stay within the budget that
-docs/device.md states, workspaces and captured graphs are bounded, and graph contexts share their
+docs/device-path.md states, workspaces and captured graphs are bounded, and graph contexts share their
 workspace's activation memory."""
 
 import numpy as np
@@ -17,7 +17,7 @@ from simswap_trt.errors import EngineError
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
 MIB = 2**20
-# the runtime's own buffers at batch 8 (1080p frames, 2 batches in flight), as docs/device.md states them;
+# the runtime's own buffers at batch 8 (1080p frames, 2 batches in flight), as docs/device-path.md states them;
 # every execution context adds its plan's activation memory (2 per plan, 4 for the generator with graphs)
 BUDGET = {224: MemoryUse(60 * MIB, 48 * MIB), 512: MemoryUse(140 * MIB, 48 * MIB)}
 
@@ -47,13 +47,13 @@ def test_a_buffer_left_out_of_the_report_is_caught(monkeypatch, graph_runtime):
 
 
 def test_the_documented_figures_are_the_commands(monkeypatch, graph_runtime):
-    """docs/device.md gives the figures of benchmarks/results/memory.json, which the stand-in reproduces."""
+    """docs/device-path.md gives the figures of benchmarks/results/memory.json, which the stand-in reproduces."""
     import json
     from pathlib import Path
 
     root = Path(__file__).parents[1]
     rows = json.loads((root / "benchmarks/results/memory.json").read_text())["rows"]
-    docs = (root / "docs/device.md").read_text()
+    docs = (root / "docs/device-path.md").read_text()
     for row in rows:
         for figure in (row["device_bytes"], row["pinned_bytes"]):
             assert f"{figure / MIB:.1f} MiB" in docs
