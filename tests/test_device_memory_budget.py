@@ -171,3 +171,26 @@ def test_doctor_reports_what_a_swapper_on_the_bundle_holds(tiny_bundle, tmp_path
     out = capsys.readouterr().out
     assert "memory      a swapper once loaded" in out
     assert "generator     device      2.0 MiB" in out and "arcface       device      2.0 MiB" in out
+
+
+def test_bench_reports_what_the_swapper_holds(monkeypatch):
+    """`simswap-trt bench`'s memory run records the swapper's report where it holds device or pinned memory."""
+    from simswap_build.bench import run as bench_run
+
+    def no_gpu():
+        raise EngineError("no GPU")
+
+    class Swapper:
+        def __init__(self, parts):
+            self.parts = parts
+
+        def swap(self, frame):
+            return frame
+
+        def memory(self):
+            return SwapperMemory(self.parts)
+
+    monkeypatch.setattr(cuda, "memory_used", no_gpu)
+    held = bench_run.memory_run(Swapper({"generator": MemoryUse(4 * MIB, MIB)}), 2)
+    assert held["swapper"]["device"] == 4 * MIB and held["swapper"]["parts"]["generator"]["pinned"] == MIB
+    assert "swapper" not in bench_run.memory_run(Swapper({}), 2)  # the CPU path holds none
