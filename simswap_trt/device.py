@@ -267,11 +267,11 @@ class DeviceStages:
         else:
             ws = Workspace(self.host_memory)
             self.workspaces.append(ws)
-        ws.held = True
         for surplus in idle[: max(0, len(self.workspaces) - self.depth)]:
             self.workspaces.remove(surplus)
             surplus.free()
         ws.done.synchronize()
+        ws.held = True  # only once nothing above failed: a failure leaves no workspace held
         self._uses += 1
         ws.used = self._uses
         return ws
