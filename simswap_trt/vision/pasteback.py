@@ -59,31 +59,29 @@ def paste_back(
     """Composite ``(swapped crop, frame→crop matrix)`` pairs into a copy of ``frame`` (uint8 BGR).
 
     Crops are BGR, float32 in [0, 255] (the generator output ×255, as the official code warps it) or
-    uint8; all have the same square size. Faces whose regions overlap are blended on one shared float
+    uint8; all have the same square size. Faces whose mask boxes overlap are blended on one shared float
     buffer and truncated once, as the official full-frame composite is. ``footprints``: per face, the crop
     whose border mask places it when that is not the pasted crop itself (an enhanced face, pasted at the
     enhancer's resolution within its swap's region); None or absent: the pasted crop's own."""
     out = frame.copy()
     footprints = footprints or [None] * len(faces)
-    placed = []
+    placed = []  # (crop, matrix, mask box, mask): outside its box a face leaves the frame as it is
     for (crop, matrix), footprint in zip(faces, footprints, strict=True):
         mask_matrix, mask_size = footprint or (matrix, crop.shape[0])
         if roi := face_roi(mask_matrix, mask_size, frame.shape):
-            placed.append((crop, matrix, roi, (mask_matrix, mask_size)))
+            placed.append((crop, matrix, *mask_box(mask_matrix, mask_size, roi)))
     for indices in _overlapping_groups([p[2] for p in placed]):
         group = [placed[i] for i in indices]
-        x0, y0 = min(r[0] for _, _, r, _ in group), min(r[1] for _, _, r, _ in group)
-        x1, y1 = max(r[2] for _, _, r, _ in group), max(r[3] for _, _, r, _ in group)
+        x0, y0 = min(b[0] for _, _, b, _ in group), min(b[1] for _, _, b, _ in group)
+        x1, y1 = max(b[2] for _, _, b, _ in group), max(b[3] for _, _, b, _ in group)
         region = out[y0:y1, x0:x1].astype(np.float32)
-        for crop, matrix, roi, footprint in group:
-            (fx0, fy0, fx1, fy1), mask = mask_box(footprint[0], footprint[1], roi)
+        for crop, matrix, (fx0, fy0, fx1, fy1), mask in group:
             face = _warp(crop, matrix, (fx0, fy0, fx1, fy1))
-            mask = mask[..., None]
             view = region[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
             np.subtract(face, view, out=face)  # mask·face + (1 - mask)·view as view + mask·(face - view),
-            face *= mask  # in place: no ROI-sized temporaries
+            face *= mask[..., None]  # in place: no box-sized temporaries
             view += face
-        out[y0:y1, x0:x1] = region.astype(np.uint8)  # truncation, as upstream
+        np.copyto(out[y0:y1, x0:x1], region, casting="unsafe")  # truncation to uint8, as upstream
     return out
 
 
