@@ -195,6 +195,8 @@ def _print_int8_report(report: dict) -> None:
                 f"  {role}: {goal} on the check split: met, {figures}, with {len(r['fp32_layers'])} of "
                 f"{r['convolutions']} convolutions in FP32 ({fallbacks}); {r['method']} ranges; bounds tried {tried}"
             )
+        for backend, f in c.get("backends", {}).items():
+            print(f"    on {backend}: bound {f['bound']:.4g}, worst {f['worst']:.4g}, mean {f['mean']:.4g}")
         if "ms_per_face" in r:
             costs = ", ".join(f"{p} {ms:.1f} ms" for p, ms in r["ms_per_face"].items())
             print(f"    reference selection runs ArcFace once per target face: {costs} per face (ONNX Runtime CPU)")
@@ -281,7 +283,44 @@ def _validate(args: argparse.Namespace) -> int:
     print_report(report)
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
-    return 0 if all(r["meets_goals"] for r in report["precisions"].values()) else 1
+    met = all(r["meets_goals"] for r in report["precisions"].values())
+    if args.set_default:
+        met = _set_default(bundle, report, args.set_default, backends) and met
+    return 0 if met else 1
+
+
+def _set_default(bundle: Bundle, report: dict, precision: str, backends: Sequence[str]) -> bool:
+    """Mark ``precision`` as the bundle's default on each of ``backends`` whose held-out row met its goals (a
+    backend whose row failed loses its default); print what was set. False when no backend met them."""
+    from dataclasses import replace
+
+    from simswap_build.bundle_writer import rewrite_manifest
+    from simswap_trt.bundle import DEFAULT_BACKENDS
+
+    defaults = dict(bundle.default_precision)
+    set_on = []
+    for backend in backends:
+        row = report["precisions"].get(precision if backend == "onnxruntime" else f"{precision}/{backend}")
+        if row is None or precision not in DEFAULT_BACKENDS[backend]:
+            continue
+        if not row["meets_goals"]:
+            if defaults.pop(backend, None) is not None:
+                print(f"{backend}: the default precision was removed ({precision} failed its goals)")
+            continue
+        defaults[backend] = {
+            "precision": precision,
+            "gate": row["goals"],
+            "measured": {k: row[k] for k in row["goals"]},
+            "faces": report["faces"],
+            "set_by": "simswap-build validate",
+        }
+        set_on.append(backend)
+    rewrite_manifest(replace(Bundle.load(bundle.root), default_precision=defaults))
+    if not set_on:
+        print(f"{precision} is not the default on any backend: it met its goals on none of {', '.join(backends)}")
+        return False
+    print(f"{precision} is now the bundle's default on {', '.join(set_on)} (--precision fp32 still runs FP32)")
+    return True
 
 
 def _check_report_output(path: Path, bundle: Bundle, images: Sequence[Path], overwrite: bool) -> None:
@@ -709,6 +748,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the report as JSON (never inside the bundle or over a photo)",
     )
     validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    validate.add_argument(
+        "--set-default",
+        choices=("fp16", "int8", "bf16"),
+        default=None,
+        help="mark this precision as the bundle's default on each CPU backend where it met its goals here "
+        "(ONNX Runtime: fp16, int8; OpenVINO: int8, bf16); the runtime then runs it when --precision is not "
+        "given. A backend where it fails loses its default",
+    )
 
     bench = sub.add_parser(
         "bench",

@@ -351,7 +351,9 @@ def register_variants(bundle: Bundle, graphs: dict, sources: Mapping[tuple[str, 
         variants.setdefault(role, {})[precision] = replace(
             base, file=file, sha256=sha256_of(bundle.root / file), precision=precision, source=source
         )
-    updated = replace(bundle, variants=variants)
+    replaced = {precision for _, precision in graphs}  # a default validated on the old graphs no longer holds
+    defaults = {b: r for b, r in bundle.default_precision.items() if r["precision"] not in replaced}
+    updated = replace(bundle, variants=variants, default_precision=defaults)
     return rewrite_manifest(updated)
 
 

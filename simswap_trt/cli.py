@@ -540,7 +540,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         choices=PRECISIONS,
         default=None,
         help="fp32, fp16, int8: which of the bundle's graphs to run (from 'simswap-build precision'); bf16: the "
-        "FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX (checked). On the CPU fp32 unless asked; "
+        "FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX (checked). On the CPU fp32 unless asked "
+        "or the bundle has a validated default ('simswap-build validate --set-default'; --precision fp32 overrides "
+        "it); "
         "ONNX Runtime's int8 needs VNNI or AMX (checked). TensorRT: the fastest plan unless asked. "
         "'simswap-build validate' reports each one's fidelity",
     )

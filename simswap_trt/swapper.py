@@ -270,14 +270,16 @@ class FaceSwapper:
         default), ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"``
         (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"``
         or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
-        AMX) (default: FP32 on the CPU, the fastest plan on TensorRT). ``device``:
+        AMX) (default: the bundle's validated CPU default where it has one, else FP32 on the CPU; the fastest plan on
+        TensorRT). ``device``:
         the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
         providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``. ``enhance``: restore
         every swapped face with the bundle's ``enhancer`` (a ``BundleError`` naming ``simswap-build
         add-enhancer`` when it has none), blended with the swap by ``enhance_blend`` (0–1)."""
-        from simswap_trt.backends import open_engine
+        from simswap_trt.backends import default_precision, open_engine
 
         bundle = Bundle.load(path)
+        precision = precision or default_precision(bundle, backend, providers, device)
         if enhance:
             bundle.require_enhancer()
         if device is not None:  # a bad id is refused before any engine loads
