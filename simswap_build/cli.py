@@ -109,15 +109,25 @@ def _untrained(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_profile(args: argparse.Namespace) -> tuple[int, int, int]:
+    """--min/--opt/--max-batch; those not given are 1/8/32, or for a DLA plan (a fixed batch) the batch given
+    (--opt-batch first), 8 when none is."""
+    given = (args.min_batch, args.opt_batch, args.max_batch)
+    if args.dla_core is None:
+        defaults = (1, 8, 32)
+    else:
+        fixed = args.opt_batch or next((b for b in given if b is not None), 8)
+        defaults = (fixed, fixed, fixed)
+    return tuple(default if batch is None else batch for batch, default in zip(given, defaults, strict=True))
+
+
 def _engine(args: argparse.Namespace) -> int:
     import json
 
     from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report, import_builder
 
     options = BuildOptions(
-        min_batch=args.min_batch,
-        opt_batch=args.opt_batch,
-        max_batch=args.max_batch,
+        *_batch_profile(args),
         workspace_mib=args.workspace_mib,
         version_compatible=args.version_compatible,
         exclude_lean_runtime=args.exclude_lean_runtime,
@@ -185,6 +195,8 @@ def _print_int8_report(report: dict) -> None:
                 f"  {role}: {goal} on the check split: met, {figures}, with {len(r['fp32_layers'])} of "
                 f"{r['convolutions']} convolutions in FP32 ({fallbacks}); {r['method']} ranges; bounds tried {tried}"
             )
+        for backend, f in c.get("backends", {}).items():
+            print(f"    on {backend}: bound {f['bound']:.4g}, worst {f['worst']:.4g}, mean {f['mean']:.4g}")
         if "ms_per_face" in r:
             costs = ", ".join(f"{p} {ms:.1f} ms" for p, ms in r["ms_per_face"].items())
             print(f"    reference selection runs ArcFace once per target face: {costs} per face (ONNX Runtime CPU)")
@@ -275,7 +287,44 @@ def _validate(args: argparse.Namespace) -> int:
     print_report(report)
     if args.json:
         write_atomic(args.json, (json.dumps(report, indent=2) + "\n").encode())
-    return 0 if meets_goals(report) else 1
+    met = meets_goals(report)  # the enhancer's rows too
+    if args.set_default:
+        met = _set_default(bundle, report, args.set_default, backends) and met
+    return 0 if met else 1
+
+
+def _set_default(bundle: Bundle, report: dict, precision: str, backends: Sequence[str]) -> bool:
+    """Mark ``precision`` as the bundle's default on each of ``backends`` whose held-out row met its goals (a
+    backend whose row failed loses its default); print what was set. False when no backend met them."""
+    from dataclasses import replace
+
+    from simswap_build.bundle_writer import rewrite_manifest
+    from simswap_trt.bundle import DEFAULT_BACKENDS
+
+    defaults = dict(bundle.default_precision)
+    set_on = []
+    for backend in backends:
+        row = report["precisions"].get(precision if backend == "onnxruntime" else f"{precision}/{backend}")
+        if row is None or precision not in DEFAULT_BACKENDS[backend]:
+            continue
+        if not row["meets_goals"]:
+            if defaults.pop(backend, None) is not None:
+                print(f"{backend}: the default precision was removed ({precision} failed its goals)")
+            continue
+        defaults[backend] = {
+            "precision": precision,
+            "gate": row["goals"],
+            "measured": {k: row[k] for k in row["goals"]},
+            "faces": report["faces"],
+            "set_by": "simswap-build validate",
+        }
+        set_on.append(backend)
+    rewrite_manifest(replace(Bundle.load(bundle.root), default_precision=defaults))
+    if not set_on:
+        print(f"{precision} is not the default on any backend: it met its goals on none of {', '.join(backends)}")
+        return False
+    print(f"{precision} is now the bundle's default on {', '.join(set_on)} (--precision fp32 still runs FP32)")
+    return True
 
 
 def _check_report_output(path: Path, bundle: Bundle, images: Sequence[Path], overwrite: bool) -> None:
@@ -567,11 +616,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="fp32",
         help="which of the bundle's graphs to build (fp16/int8: from 'simswap-build precision')",
     )
-    engine.add_argument("--min-batch", type=positive_int, default=1, help="smallest batch the plan accepts (default 1)")
-    engine.add_argument("--opt-batch", type=positive_int, default=8, help="batch the kernels are tuned for (default 8)")
-    engine.add_argument(
-        "--max-batch", type=positive_int, default=32, help="largest batch; buffers are sized for it (32)"
-    )
+    engine.add_argument("--min-batch", type=positive_int, help="smallest batch the plan accepts (default 1)")
+    engine.add_argument("--opt-batch", type=positive_int, help="batch the kernels are tuned for (default 8)")
+    engine.add_argument("--max-batch", type=positive_int, help="largest batch; buffers are sized for it (32)")
     engine.add_argument("--workspace-mib", type=positive_int, default=None, help="builder workspace limit in MiB")
     engine.add_argument(
         "--version-compatible",
@@ -593,8 +640,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--dla-core",
         type=int_at_least(0),
         default=None,
-        help="Jetson: build for this DLA core, GPU fallback; "
-        "reports which layers run on the DLA and which on the GPU (engines/*.dla.json)",
+        help="Jetson: build for this DLA core, GPU fallback; an fp16 or int8 --precision and one fixed batch "
+        "(the batch flags default to 8); not with --version-compatible or --hardware-compatibility. "
+        "Reports which layers run on the DLA and which on the GPU (engines/*.dla.json)",
     )
     engine.add_argument("--no-progress", action="store_true", help="no progress bars")
     engine.add_argument("--overwrite", action="store_true", help="replace a plan built before for the same GPU")
@@ -704,6 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the report as JSON (never inside the bundle or over a photo)",
     )
     validate.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    validate.add_argument(
+        "--set-default",
+        choices=("fp16", "int8", "bf16"),
+        default=None,
+        help="mark this precision as the bundle's default on each CPU backend where it met its goals here "
+        "(ONNX Runtime: fp16, int8; OpenVINO: int8, bf16); the runtime then runs it when --precision is not "
+        "given. A backend where it fails loses its default",
+    )
 
     bench = sub.add_parser(
         "bench",

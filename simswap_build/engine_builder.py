@@ -56,6 +56,21 @@ class BuildOptions:
             raise ConfigError(f"hardware compatibility must be one of {', '.join(HARDWARE_LEVELS)}")
         if self.exclude_lean_runtime and not self.version_compatible:
             raise ConfigError("--exclude-lean-runtime only applies to --version-compatible plans")
+        if self.dla_core is not None:
+            self._check_dla()
+
+    def _check_dla(self) -> None:
+        """What would place nothing on the DLA (everything would fall back to the GPU) is refused."""
+        if not self.min_batch == self.opt_batch == self.max_batch:
+            raise ConfigError(
+                f"a DLA plan needs a fixed batch (the DLA runs static shapes only), got "
+                f"{self.min_batch}/{self.opt_batch}/{self.max_batch}: give --min-batch, --opt-batch and "
+                "--max-batch one value (smaller batches are padded up to it), or leave them out for 8"
+            )
+        if self.version_compatible:
+            raise ConfigError("a DLA plan cannot be --version-compatible: TensorRT places no layer on the DLA in one")
+        if self.hardware_compatibility != "none":
+            raise ConfigError("a DLA plan cannot use --hardware-compatibility: TensorRT places no DLA layer in one")
 
 
 def is_tensorrt_11(trt: ModuleType) -> bool:
@@ -175,6 +190,10 @@ def build_plan(
         config.set_timing_cache(cache, False)
         _configure(trt, config, options)
         eligible = network_placement(config, network) if options.dla_core is not None else {}
+        if eligible and "dla" not in eligible.values():
+            raise BuildError(
+                f"no layer of {onnx_path.name} can run on DLA core {options.dla_core}: build it without --dla-core"
+            )
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             raise BuildError(f"TensorRT failed to build {onnx_path.name}; the build log is {log_file}")
@@ -273,6 +292,11 @@ def build_engine(
     if role not in bundle.models:
         raise BundleError(f"{bundle.root} has no {role} model; roles: {', '.join(bundle.models)}")
     model = bundle.model(role, precision)
+    if options.dla_core is not None and model.precision not in ("fp16", "int8"):
+        raise ConfigError(
+            f"the DLA runs FP16 and INT8 layers only, and the {model.precision} {role} graph has none: build "
+            f"--precision fp16 or int8 (add them with 'simswap-build precision {bundle.root}')"
+        )
     device = cuda.device_info()
     stem = f"{role}.{model.precision}.{device.sm}.trt{trt.__version__}"
     engines = ensure_folder(bundle.root / "engines")
@@ -327,7 +351,9 @@ def register_variants(bundle: Bundle, graphs: dict, sources: Mapping[tuple[str, 
         variants.setdefault(role, {})[precision] = replace(
             base, file=file, sha256=sha256_of(bundle.root / file), precision=precision, source=source
         )
-    updated = replace(bundle, variants=variants)
+    replaced = {precision for _, precision in graphs}  # a default validated on the old graphs no longer holds
+    defaults = {b: r for b, r in bundle.default_precision.items() if r["precision"] not in replaced}
+    updated = replace(bundle, variants=variants, default_precision=defaults)
     return rewrite_manifest(updated)
 
 

@@ -21,7 +21,9 @@ check it on a CPU.
   3. the most sensitive convolutions are put back to FP32, fewest first (doubling, then bisection),
      until a candidate is accepted: the lower tolerance bound of the check faces' per-face scores
      (generator PSNR, ArcFace cosine vs FP32; ``simswap_build.tolerance``: at least ``coverage`` of all
-     faces above it, with ``confidence``) and the worst check face both reach the goal. A small check
+     faces above it, with ``confidence``) and the worst check face both reach the goal, on every CPU
+     backend that can run the graph (ONNX Runtime with Q/DQ as written and, where it is installed,
+     OpenVINO's integer kernels, which round differently); the report keeps each backend's figures. A small check
      split widens the bound, so it asks for more fallbacks by itself. Beyond the budget the recipe stops
      with a report (``PrecisionGoalError``).
 
@@ -40,7 +42,7 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -312,11 +314,45 @@ def per_face_scores(role: str, reference: np.ndarray, output: np.ndarray) -> np.
     return psnr_per_face(reference, output) if role == "generator" else cosines(reference, output)
 
 
+def scoring_backends() -> tuple[str, ...]:
+    """The CPU backends a candidate graph is checked on: ONNX Runtime (Q/DQ as written), and OpenVINO (its
+    integer kernels round differently) where it is installed."""
+    from simswap_trt.engines.openvino import openvino_available
+
+    return ("onnxruntime", "openvino") if openvino_available() else ("onnxruntime",)
+
+
+def run_on(backend: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], batch: int = 4) -> np.ndarray:
+    """The first output of ``graph`` on ``feeds`` (in chunks of ``batch``) on ``backend``: ONNX Runtime with
+    every node as written, or OpenVINO's CPU plugin in f32 (the runtime's INT8 path; no compiled-model cache)."""
+    if backend == "onnxruntime":
+        return run_batched(session(graph), feeds, batch=batch)[0]
+    from simswap_trt.engines.openvino import OpenVinoEngine
+
+    engine = OpenVinoEngine(graph.SerializeToString(), name=f"{graph.graph.name or 'candidate'}", cache=False)
+    output = graph.graph.output[0].name
+    count = len(next(iter(feeds.values())))
+    try:
+        chunks = [engine.run({k: v[i : i + batch] for k, v in feeds.items()})[output] for i in range(0, count, batch)]
+    finally:
+        engine.close()
+    return np.concatenate(chunks)
+
+
 def _scores(
-    role: str, graph: onnx.ModelProto, feeds: Mapping[str, np.ndarray], reference: np.ndarray, variants: int = 1
-) -> np.ndarray:
-    """Per-face scores; with ``variants`` consecutive samples per face, each face's worst."""
-    return worst_variant(per_face_scores(role, reference, run_batched(session(graph), feeds)[0]), variants)
+    role: str,
+    graph: onnx.ModelProto,
+    feeds: Mapping[str, np.ndarray],
+    reference: np.ndarray,
+    variants: int = 1,
+    backends: Sequence[str] = ("onnxruntime",),
+) -> dict[str, np.ndarray]:
+    """Per-face scores on each of ``backends``; with ``variants`` consecutive samples per face, each face's
+    worst."""
+    return {
+        backend: worst_variant(per_face_scores(role, reference, run_on(backend, graph, feeds)), variants)
+        for backend in backends
+    }
 
 
 def worst_variant(scores: np.ndarray, variants: int) -> np.ndarray:
@@ -331,15 +367,23 @@ def _subset(feeds: Mapping[str, np.ndarray], count: int, variants: int = 1) -> d
 
 @dataclass(frozen=True)
 class Trial:
-    """One candidate graph on the check split: its lower tolerance bound, worst face and mean."""
+    """One candidate graph on the check split: its lower tolerance bound, worst face and mean on the backend
+    where it scores lowest, and each backend's own figures."""
 
     bound: float
     worst: float
     mean: float
+    backends: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, role: str, scores: np.ndarray, goals: Goals) -> Trial:
-        return cls(goals.bound(role, scores), float(scores.min()), float(scores.mean()))
+    def of(cls, role: str, scores: Mapping[str, np.ndarray], goals: Goals) -> Trial:
+        """The trial of per-face ``scores`` on each backend; it stands for the backend that scores lowest."""
+        figures = {
+            backend: {"bound": goals.bound(role, s), "worst": float(s.min()), "mean": float(s.mean())}
+            for backend, s in scores.items()
+        }
+        limiting = min(figures.values(), key=lambda f: min(f["bound"], f["worst"]))
+        return cls(limiting["bound"], limiting["worst"], limiting["mean"], figures)
 
     @property
     def score(self) -> float:
@@ -369,12 +413,15 @@ def int8_search(
     budget: int | None = None,
     method: str = "auto",
     variants: int = 1,
+    backends: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, dict]:
     """The INT8 graph of ``model`` whose ``check`` faces' lower tolerance bound and worst face meet
     ``goals`` with the fewest FP32 convolutions (calibrated on the ``calibration`` feeds only), and its
     report. ``budget``: the most convolutions left in FP32 (default: half of them). ``variants``: the feeds
     hold that many consecutive samples per face (``face_variants``), and a check face scores its worst.
-    Raises ``PrecisionGoalError`` when the budget is not enough."""
+    ``backends``: the CPU backends every candidate must meet the goals on (default ``scoring_backends()``);
+    the sensitivity ranking runs on ONNX Runtime. Raises ``PrecisionGoalError`` when the budget is not
+    enough."""
     from tqdm import tqdm
 
     if method != "auto" and method not in METHODS:
@@ -382,12 +429,17 @@ def int8_search(
     convs = quantizable_convs(model)
     budget = (len(convs) + 1) // 2 if budget is None else min(budget, len(convs))
     goal = goals.goal(role)
+    backends = tuple(backends or scoring_backends())
     histograms = activation_histograms(model, convs.values(), calibration)
     reference = run_batched(session(model), check)[0]
     methods = METHODS if method == "auto" else (method,)
     ranges = {m: activation_ranges(histograms, m) for m in methods}
     trails: dict[str, dict[int, Trial]] = {
-        m: {0: Trial.of(role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference, variants), goals)}
+        m: {
+            0: Trial.of(
+                role, _scores(role, qdq_graph(model, ranges[m], convs), check, reference, variants, backends), goals
+            )
+        }
         for m in tqdm(methods, desc=f"INT8 {role} range methods", unit="method", leave=False)
     }
     # clip-free ranges first: a range fitted to the calibration faces clips the larger activations of unseen
@@ -400,7 +452,9 @@ def int8_search(
         probe = _subset(calibration, SENSITIVITY_FACES, variants)
         probe_reference = run_batched(session(model), probe)[0]
         sensitivity = {
-            name: float(_scores(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference).min())
+            name: float(
+                _scores(role, qdq_graph(model, ranges[best], [name]), probe, probe_reference)["onnxruntime"].min()
+            )
             for name in tqdm(convs, desc=f"INT8 {role} sensitivity", unit="conv", leave=False)
         }
     order = sorted(convs, key=lambda name: sensitivity.get(name, 0.0))  # worst alone first; ties: graph order
@@ -411,7 +465,7 @@ def int8_search(
         if kept not in trails[method]:
             searching.update()
             graph = qdq_graph(model, ranges[method], [c for c in convs if c not in order[:kept]])
-            trails[method][kept] = Trial.of(role, _scores(role, graph, check, reference, variants), goals)
+            trails[method][kept] = Trial.of(role, _scores(role, graph, check, reference, variants, backends), goals)
             log.info("INT8 %s, %s ranges: %d FP32 convolution(s) -> %s", role, method, kept, trails[method][kept])
         return trails[method][kept]
 
@@ -442,6 +496,7 @@ def int8_search(
         "metric": METRICS[role],
         "goal": goal,
         "bound": _bound_report(role, goals, len(reference) // variants),
+        "backends": list(backends),
         "convolutions": len(convs),
         "budget": budget,
         "method": best,
@@ -519,14 +574,16 @@ def arcface_for_int8(
     method: str,
     fp16: onnx.ModelProto | None = None,
     variants: int = 1,
+    backends: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, dict]:
     """ArcFace in the INT8 recipe: INT8 when it holds the goal within the budget, else (``auto``) FP16
     (``fp16``, when the caller has already converted it). ``calibration`` and ``check``: ArcFace feeds
-    with ``variants`` samples per face."""
+    with ``variants`` samples per face; ``backends``: where each candidate must meet the goal."""
+    backends = tuple(backends or scoring_backends())
     report: dict = {}
     if policy != "fp16":
         try:
-            graph, report = int8_search(fp32, "arcface", calibration, check, goals, budget, method, variants)
+            graph, report = int8_search(fp32, "arcface", calibration, check, goals, budget, method, variants, backends)
             report["graph"] = "int8"
         except PrecisionGoalError as exc:
             if policy == "int8":
@@ -535,10 +592,14 @@ def arcface_for_int8(
     if policy == "fp16" or report["graph"] == "fp16":
         graph = fp16 or fp16_graph(fp32)
         reference = run_batched(session(fp32), check)[0]
-        result = Trial.of("arcface", _scores("arcface", graph, check, reference, variants), goals)
+        result = Trial.of("arcface", _scores("arcface", graph, check, reference, variants, backends), goals)
         faces = len(reference) // variants
         report.update(
-            graph="fp16", metric=METRICS["arcface"], goal=goals.cosine, bound=_bound_report("arcface", goals, faces)
+            graph="fp16",
+            metric=METRICS["arcface"],
+            goal=goals.cosine,
+            bound=_bound_report("arcface", goals, faces),
+            backends=list(backends),
         )
         report.update(check=asdict(result))
         report.setdefault("why", "requested (--arcface fp16)")
@@ -601,6 +662,8 @@ def add_precisions(
             "check": "a check face scores the worst of its variants",
         }
         calibration, check = feeds_for(bundle.root, split.calibration, split.check, variants=True)
+        backends = scoring_backends()
+        log.info("INT8: every candidate is checked on %s", " and ".join(backends))
         started = time.perf_counter()
         graphs["generator", "int8"], report["generator"] = int8_search(
             fp32["generator"],
@@ -611,6 +674,7 @@ def add_precisions(
             budgets.get("generator"),
             method,
             len(VARIANTS),
+            backends,
         )
         report["generator"]["seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -624,6 +688,7 @@ def add_precisions(
             method,
             fp16.get(("arcface", "fp16")),
             len(VARIANTS),
+            backends,
         )
         report["arcface"]["seconds"] = time.perf_counter() - started
         chosen = report["arcface"]["graph"]

@@ -7,6 +7,9 @@ generator and written down in docs/cpu.md): OpenVINO for ``int8`` and ``bf16`` w
 Runtime for ``fp32`` and ``fp16``. Every choice is logged with its reason. Asking for a backend that cannot
 run is an error naming every reason; there is no silent fallback.
 
+Without ``--precision``, the runtime runs the bundle's validated default for the CPU backend chosen
+(``default_precision``, set by ``simswap-build validate --set-default``), else FP32.
+
 Precisions: ``fp32``, ``fp16`` and ``int8`` are the bundle's graphs; ``bf16`` is the FP32 graph run by
 OpenVINO with BF16 inference precision, on CPUs with AVX512_BF16 or AMX only.
 """
@@ -83,6 +86,58 @@ def cpu_backend(precision: str | None, providers: Sequence[str] = DEFAULT_PROVID
     if backend == "openvino" and not openvino_available():
         return "onnxruntime", f"OpenVINO is not installed ({OPENVINO_INSTALL}); {why}"
     return backend, why
+
+
+def default_precision(
+    bundle: Bundle, backend: str = "auto", providers: Sequence[str] = DEFAULT_PROVIDERS, device: int | None = None
+) -> str | None:
+    """The precision to run when none is asked for: the bundle's validated default for the CPU backend that
+    will run it (``Bundle.default_precision``), else None (FP32 on the CPU, the fastest plan on TensorRT).
+    Not applied where TensorRT runs the generator, nor where this CPU or backend cannot run it; logged."""
+    if not bundle.default_precision or backend == "tensorrt":
+        return None
+    if backend == "auto":
+        try:
+            usable_plan(bundle, "generator", None, device)
+            return None  # TensorRT runs it: its plans, not the CPU default
+        except EngineError:
+            pass
+        choices = [b for b in ("openvino", "onnxruntime") if bundle.default_for(b)]
+        for candidate in choices:
+            precision = bundle.default_for(candidate)
+            if cpu_backend(precision, providers)[0] == candidate:
+                return _usable_default(bundle, candidate, precision, providers)
+        log.info("the bundle's default precision is for %s, which auto does not pick here: fp32", " and ".join(choices))
+        return None
+    precision = bundle.default_for(backend)
+    return None if precision is None else _usable_default(bundle, backend, precision, providers)
+
+
+def _usable_default(bundle: Bundle, backend: str, precision: str, providers: Sequence[str]) -> str | None:
+    """``precision`` when this CPU can run it on ``backend`` (logged with the figures that validated it)."""
+    from simswap_trt.engines.openvino import bf16_supported
+
+    gate = bundle.default_precision[backend].get("gate", {})
+    figures = ", ".join(f"{k} >= {v}" for k, v in gate.items())
+    if precision == "bf16" and not bf16_supported():
+        reason = "this CPU has no BF16 instructions"
+    elif (
+        precision == "int8"
+        and backend == "onnxruntime"
+        and providers[0] == "CPUExecutionProvider"
+        and not int8_kernels_exact()
+    ):
+        reason = f"ONNX Runtime's INT8 kernels need one of {', '.join(INT8_EXACT_FLAGS)}"
+    else:
+        log.info(
+            "precision %s on %s: the bundle's validated default (%s); --precision fp32 runs FP32",
+            precision,
+            BACKEND_NAMES[backend],
+            figures or "validated",
+        )
+        return precision
+    log.info("the bundle's default precision %s on %s is not used: %s; running fp32", precision, backend, reason)
+    return None
 
 
 def open_engine(

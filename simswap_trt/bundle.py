@@ -24,6 +24,11 @@ Optional ``enhancer`` (added by ``simswap-build add-enhancer`` or ``convert --en
 (GFPGAN v1.4) with ``face`` float32[batch,3,E,E] RGB in [0,1], aligned to the template named by its
 ``source["alignment"]`` at E px, → ``enhanced`` float32[batch,3,E,E] RGB in [0,1]; its ``source`` also
 states the weights' licence. See docs/enhancer.md.
+
+Optional ``default_precision`` (written by ``simswap-build validate --set-default``): per CPU backend
+(``onnxruntime``, ``openvino``), the lower precision the runtime runs when none is asked for, with the
+held-out figures that met its gate on that backend: ``{backend: {"precision", "gate", "faces", "set_by"}}``.
+Bundles without it run FP32 by default.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ DETECTOR = "detector"  # the optional detector role
 DETECTOR_OUTPUTS = {"centerface": 4, "scrfd": 9}  # architecture -> number of outputs
 PARSER = "parser"  # the optional face-parser role
 ENHANCER = "enhancer"  # the optional face-restorer role
+DEFAULT_BACKENDS = {"onnxruntime": ("fp16", "int8"), "openvino": ("int8", "bf16")}  # backend -> defaults it runs
 
 
 def contract(role: str, crop_size: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -109,6 +115,7 @@ class Bundle:
     created_with: Mapping[str, str]
     plans: tuple[PlanEntry, ...] = ()
     variants: Mapping[str, Mapping[str, ModelEntry]] = field(default_factory=dict)  # role -> precision -> entry
+    default_precision: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # backend -> record
 
     @property
     def detector(self) -> ModelEntry | None:
@@ -150,12 +157,17 @@ class Bundle:
                 f"{self.root} has no {precision} {role} graph; create it with 'simswap-build precision {self.root}'"
             ) from None
 
+    def default_for(self, backend: str) -> str | None:
+        """The validated lower precision the bundle runs by default on CPU ``backend``, or None (FP32)."""
+        record = self.default_precision.get(backend)
+        return None if record is None else str(record["precision"])
+
     def path_of(self, role: str, precision: str = "fp32") -> Path:
         """Absolute path of the ``role`` model file in ``precision``."""
         return self.root / self.model(role, precision).file
 
     def to_json(self) -> dict:
-        return {
+        data = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_VERSION,
             "crop_size": self.crop_size,
@@ -166,6 +178,9 @@ class Bundle:
             "variants": {role: {p: e.to_json() for p, e in by.items()} for role, by in self.variants.items()},
             "engines": [plan.to_json() for plan in self.plans],
         }
+        if self.default_precision:  # absent unless set: manifests without it stay as they were
+            data["default_precision"] = {b: dict(r) for b, r in self.default_precision.items()}
+        return data
 
     @classmethod
     def load(cls, root: str | Path, verify_hashes: bool = True) -> Bundle:
@@ -201,6 +216,7 @@ class Bundle:
                 },
                 created_with=dict(data.get("created_with", {})),
                 plans=tuple(PlanEntry.from_json(p) for p in data.get("engines", [])),
+                default_precision={b: dict(r) for b, r in data.get("default_precision", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(
@@ -258,10 +274,25 @@ class Bundle:
                 elif (entry.inputs, entry.outputs) != contract(role, self.crop_size):
                     raise BundleError(f"{self.root}: the {precision} {role} signature breaks the contract")
                 self._check_file(f"{precision} {role}", entry.file, entry.sha256, verify_hashes)
+        self._validate_default_precision()
         for plan in self.plans:
             if plan.role not in ROLES and plan.role not in self.models:
                 raise BundleError(f"{self.root}: TensorRT plan {plan.file} has unknown role {plan.role!r}")
             self._check_file(f"{plan.role} TensorRT plan", plan.file, plan.sha256, verify_hashes)
+
+    def _validate_default_precision(self) -> None:
+        for backend, record in self.default_precision.items():
+            precision = record.get("precision")
+            if precision not in DEFAULT_BACKENDS.get(backend, ()):
+                raise BundleError(
+                    f"{self.root}: default precision {precision!r} for backend {backend!r} is not one of "
+                    f"{DEFAULT_BACKENDS}; set it again with 'simswap-build validate --set-default'"
+                )
+            if precision != "bf16" and any(precision not in self.variants.get(role, {}) for role in ROLES):
+                raise BundleError(
+                    f"{self.root}: the default precision {precision} on {backend} has no {precision} graphs; "
+                    f"create them with 'simswap-build precision {self.root}' and validate again"
+                )
 
     def _validate_parser(self, entry: ModelEntry) -> None:
         from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE

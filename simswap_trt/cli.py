@@ -108,7 +108,7 @@ def _doctor(args: argparse.Namespace) -> int:
     import onnxruntime
 
     from simswap_trt.backends import usable_plan
-    from simswap_trt.doctor import gpu_lines
+    from simswap_trt.doctor import gpu_lines, memory_lines
     from simswap_trt.engines.openvino import openvino_line
     from simswap_trt.engines.tensorrt import import_tensorrt
     from simswap_trt.jetson import doctor_lines  # Jetson release and power mode, GPU memory kind, DLA cores
@@ -143,6 +143,8 @@ def _doctor(args: argparse.Namespace) -> int:
                 print(f"  {role:<11} auto -> TensorRT: {plan.file}")
             except SimswapError as exc:
                 print(f"  {role:<11} auto -> ONNX Runtime: {exc}")
+        if gpu.usable and bundle.plans:
+            print(*memory_lines(bundle.root), sep="\n")
     return 0
 
 
@@ -542,7 +544,9 @@ def _add_runtime_flags(parser: argparse.ArgumentParser, batch: int) -> None:
         choices=PRECISIONS,
         default=None,
         help="fp32, fp16, int8: which of the bundle's graphs to run (from 'simswap-build precision'); bf16: the "
-        "FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX (checked). On the CPU fp32 unless asked; "
+        "FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX (checked). On the CPU fp32 unless asked "
+        "or the bundle has a validated default ('simswap-build validate --set-default'; --precision fp32 overrides "
+        "it); "
         "ONNX Runtime's int8 needs VNNI or AMX (checked). TensorRT: the fastest plan unless asked. "
         "'simswap-build validate' reports each one's fidelity",
     )

@@ -41,7 +41,15 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.device_memory import DeviceArray, ResidentFrame, ResidentFrames, Staging, aligned
+from simswap_trt.device_memory import (
+    DeviceArray,
+    MemoryUse,
+    ResidentFrame,
+    ResidentFrames,
+    Staging,
+    aligned,
+    buffers_use,
+)
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import (
@@ -61,7 +69,8 @@ from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_
 
 log = logging.getLogger(__name__)
 GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
-MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped)
+MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped, with their contexts)
+MAX_WORKSPACES = 8  # batches in flight at once; idle workspaces beyond ``depth`` are freed when one is taken
 
 
 class Workspace:
@@ -79,9 +88,18 @@ class Workspace:
         self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
         self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
+        self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
         # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
         self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
         self.graph_failed: set[tuple] = set()
+        self.used = 0  # when a batch last took the workspace (order of use)
+
+    def memory(self) -> MemoryUse:
+        """Its staging, generator, region, parser and shared activation buffers."""
+        arrays = (self.targets, self.swapped, self.activation, self.parser_inputs, self.parser_logits)
+        arrays += (self.parser_labels,)
+        use = self.inputs.memory() + self.masks.memory() + buffers_use(self.regions, self.crops)
+        return sum((array.memory() for array in arrays), use)
 
     def regions_view(self, nbytes: int) -> np.ndarray:
         if self.regions is None or self.regions.array.nbytes < nbytes:
@@ -105,6 +123,7 @@ class Workspace:
         for context in self.contexts:
             context.free()
         self.contexts = []
+        self.activation.free()  # after the contexts that used it
 
     def crops_view(self, nbytes: int) -> np.ndarray:
         if self.crops is None or self.crops.array.nbytes < nbytes:
@@ -223,23 +242,45 @@ class DeviceStages:
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
         # more workspaces are made when more batches are in flight
+        self.depth = depth
         self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
+        self._uses = 0  # batches that took a workspace
         self.frames = ResidentFrames(self.host_memory)  # frames device detection uploaded (DeviceDetector)
         self._closed = False
         self._lock = threading.RLock()  # calls from several threads enqueue one batch at a time
 
     def _workspace(self) -> Workspace:
-        """A workspace no unfinished batch holds (a new one when every one is held), once its last batch's
-        device work is done, so that its buffers may be reused."""
+        """A workspace no unfinished batch holds (the most recently used one, or a new one when every one is
+        held, up to ``MAX_WORKSPACES``), once its last batch's device work is done, so that its buffers may be
+        reused. Idle workspaces beyond ``depth`` (made for a burst of batches in flight) are freed, least
+        recently used first, with their buffers, graphs and contexts: memory stays bounded."""
         if self._closed:
             raise EngineError("the device stages are closed")
-        ws = next((w for w in self.workspaces if not w.held), None)
-        if ws is None:
+        idle = [w for w in self.workspaces if not w.held]
+        if idle:
+            ws = max(idle, key=lambda w: w.used)  # the first of the most recently used
+            idle = sorted((w for w in idle if w is not ws), key=lambda w: w.used)
+        elif len(self.workspaces) >= MAX_WORKSPACES:
+            raise EngineError(
+                f"{MAX_WORKSPACES} batches are in flight on the device stages (the most they hold): finish one first"
+            )
+        else:
             ws = Workspace(self.host_memory)
             self.workspaces.append(ws)
+        for surplus in idle[: max(0, len(self.workspaces) - self.depth)]:
+            self.workspaces.remove(surplus)
+            surplus.free()
         ws.done.synchronize()
-        ws.held = True
+        ws.held = True  # only once nothing above failed: a failure leaves no workspace held
+        self._uses += 1
+        ws.used = self._uses
         return ws
+
+    def memory(self) -> MemoryUse:
+        """Device and pinned host memory that the device stages allocated: the workspaces and the resident
+        frames (the engines report their own)."""
+        with self._lock:
+            return sum((ws.memory() for ws in self.workspaces), self.frames.memory())
 
     @contextmanager
     def _held(self) -> Iterator[Workspace]:
@@ -531,11 +572,11 @@ class DeviceStages:
             ws.graphs.move_to_end(key)
             ws.graphs[key][0].launch(ws.compute)
             return
-        contexts = None if key in ws.graph_failed else self._graph_contexts(len(staged.chunks))
+        contexts = None if key in ws.graph_failed else self._graph_contexts(ws, len(staged.chunks))
         if contexts is None:
             ws.graph_failed.add(key)
             while len(ws.contexts) < len(staged.chunks):
-                ws.contexts.append(self.generator.device_context())
+                ws.contexts.append(self._device_context(ws))
             sequence(ws.contexts)
             return
         sequence(contexts)
@@ -552,13 +593,20 @@ class DeviceStages:
             ws.compute.synchronize()
             free_graph(*ws.graphs.popitem(last=False)[1])
 
-    def _graph_contexts(self, count: int) -> list | None:
+    def _device_context(self, ws: Workspace):
+        """A generator context for the workspace's graphs and eager graph-mode runs. On TensorRT they share
+        the workspace's activation memory: they all run one after another on its compute stream."""
+        if not hasattr(self.generator, "activation_bytes"):
+            return self.generator.device_context()
+        return self.generator.device_context(ws.activation.reserve(max(self.generator.activation_bytes(), 1)))
+
+    def _graph_contexts(self, ws: Workspace, count: int) -> list | None:
         """``count`` new generator contexts for one graph, or None (those made freed) when TensorRT cannot
         create them (out of device memory): the signature then runs without a graph."""
         contexts: list = []
         try:
             while len(contexts) < count:
-                contexts.append(self.generator.device_context())
+                contexts.append(self._device_context(ws))
         except EngineError as exc:
             for context in contexts:
                 context.free()

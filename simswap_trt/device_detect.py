@@ -33,7 +33,7 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.device_memory import DeviceArray, ResidentFrames, aligned
+from simswap_trt.device_memory import DeviceArray, MemoryUse, ResidentFrames, aligned, buffers_use
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.kernels import DeviceKernels, frame_tables, letterbox, letterbox_tables
@@ -159,6 +159,15 @@ class DeviceDetector:
         self.done.record(self.download_stream)
         self.done.synchronize()
         return [out[:count].astype(np.float32) for out in outputs]  # copies: the buffer is reused
+
+    def memory(self) -> MemoryUse:
+        """What the detector holds: its plan (``TensorRTEngine.memory``), its canvas, output and result buffers,
+        and its own resident frames (not the swap stages', which they report)."""
+        with self._lock:
+            use = self.canvas.memory() + self.outputs.memory() + buffers_use(self.results)
+            use += self.frames.memory() if self._own_frames else MemoryUse()
+        engine = getattr(self.engine, "memory", None)
+        return use + engine() if engine is not None else use
 
     def close(self) -> None:
         """Wait for the streams, then free every buffer, event and stream, and close the detector plan and the

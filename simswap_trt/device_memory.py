@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,52 @@ RESIDENT_UPLOADS = 4  # uploads of frames kept on the device: the one being dete
 
 def aligned(offset: int) -> int:
     return -(-offset // ALIGN) * ALIGN
+
+
+@dataclass(frozen=True)
+class MemoryUse:
+    """Bytes of device memory and of page-locked (pinned or mapped) host memory that one part holds. Mapped
+    memory, which the GPU reads in place (integrated GPUs), counts once, as pinned."""
+
+    device: int = 0
+    pinned: int = 0
+
+    def __add__(self, other: MemoryUse) -> MemoryUse:
+        return MemoryUse(self.device + other.device, self.pinned + other.pinned)
+
+
+@dataclass(frozen=True)
+class SwapperMemory:
+    """What a ``FaceSwapper`` holds on the device and in pinned host memory, per part (the engines with
+    their execution contexts' activation memory, the device stages' workspaces and resident frames)."""
+
+    parts: Mapping[str, MemoryUse] = field(default_factory=dict)
+
+    @property
+    def device(self) -> int:
+        return sum(use.device for use in self.parts.values())
+
+    @property
+    def pinned(self) -> int:
+        return sum(use.pinned for use in self.parts.values())
+
+    def lines(self) -> list[str]:
+        """One line per part and the total, in MiB."""
+        rows = [*self.parts.items(), ("total", MemoryUse(self.device, self.pinned))]
+        mib = 2**20
+        return [f"{name:<14}device {u.device / mib:8.1f} MiB, pinned {u.pinned / mib:8.1f} MiB" for name, u in rows]
+
+
+def buffers_use(*buffers) -> MemoryUse:
+    """What live buffers hold: pinned and mapped buffers (``array``) as pinned host memory, device buffers
+    (``nbytes``) as device memory; a buffer listed twice (mapped: both host and device side) counts once."""
+    device = pinned = 0
+    for buffer in {id(b): b for b in buffers if b is not None}.values():
+        if hasattr(buffer, "array"):
+            pinned += buffer.array.nbytes if buffer.array is not None else 0
+        elif buffer.ptr:
+            device += buffer.nbytes
+    return MemoryUse(device, pinned)
 
 
 class Staging:
@@ -54,6 +100,9 @@ class Staging:
     def upload(self, stream: cuda.Stream) -> None:
         self.device.upload(self.pinned.array[: self.used], stream)
 
+    def memory(self) -> MemoryUse:
+        return buffers_use(self.pinned, self.device)
+
     def free(self) -> None:
         for buffer in (self.pinned, self.device):
             if buffer is not None:
@@ -72,6 +121,9 @@ class DeviceArray:
             self.free()
             self.buffer = cuda.DeviceBuffer(nbytes)
         return self.buffer.ptr
+
+    def memory(self) -> MemoryUse:
+        return buffers_use(self.buffer)
 
     def free(self) -> None:
         if self.buffer is not None:
@@ -198,6 +250,10 @@ class ResidentFrames:
             for resident in found:
                 if resident is not None:
                     resident.slot.pins -= 1
+
+    def memory(self) -> MemoryUse:
+        with self._lock:
+            return sum((slot.staging.memory() for slot in self.slots), MemoryUse())
 
     def _forget(self, slot: FrameSlot) -> None:
         for k, entry in enumerate(slot.frames):

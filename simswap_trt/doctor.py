@@ -1,10 +1,11 @@
 """What ``simswap-trt doctor`` says about the GPU: every usable device, or plainly why none is and what runs
-instead (the CPU path), a driver older than the CUDA runtime with what to install, and whether the fused
-kernels load."""
+instead (the CPU path), a driver older than the CUDA runtime with what to install, whether the fused
+kernels load, and the memory a swapper on a bundle's plans holds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from simswap_trt import cuda
 from simswap_trt.errors import SimswapError
@@ -63,3 +64,17 @@ def kernel_lines() -> list[str]:
     except SimswapError as exc:
         return [f"kernels       NOT USABLE, the device path falls back to the host stages: {exc}"]
     return ["kernels       loaded (fused preprocess, paste-back and detector-input kernels)"]
+
+
+def memory_lines(bundle: str | Path) -> list[str]:
+    """The device and pinned memory a swapper on ``bundle``'s TensorRT plans holds once loaded, per part
+    (``FaceSwapper.memory``); its buffers then grow with the batches it serves (docs/device-path.md)."""
+    from simswap_trt.swapper import FaceSwapper
+
+    try:
+        with FaceSwapper.from_bundle(bundle, backend="tensorrt") as swapper:
+            report = swapper.memory()
+    except SimswapError as exc:
+        return [f"  memory      not measured: {exc}"]
+    head = "  memory      a swapper once loaded (buffers grow with the batch: docs/device-path.md):"
+    return [head, *(f"    {line}" for line in report.lines())]

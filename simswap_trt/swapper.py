@@ -25,6 +25,7 @@ import numpy as np
 
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.device_memory import SwapperMemory
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
 from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
@@ -248,6 +249,16 @@ class FaceSwapper:
         callers gain from keeping batches in flight (``swap_stream``)."""
         return not isinstance(self._stages, HostStages)
 
+    def memory(self) -> SwapperMemory:
+        """Device and pinned host memory this swapper holds now, per part: each TensorRT engine (its I/O
+        buffers and its execution contexts' activation memory), the device detector, and the device stages'
+        workspaces and resident frames. Host-only parts (ONNX Runtime, OpenVINO, the host stages) hold none
+        and are left out. Buffers grow on first use: measure after a representative batch."""
+        parts = {"generator": self.generator, "arcface": self.arcface, "parser": self.parser_engine}
+        parts |= {"detector": self._detector, "device stages": self._stages}
+        reports = {name: part.memory() for name, part in parts.items() if hasattr(part, "memory")}
+        return SwapperMemory({name: use for name, use in reports.items() if use.device or use.pinned})
+
     def close(self) -> None:
         """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and
         the default detector. Engines, detectors and parsers passed in stay the caller's. Idempotent; use
@@ -284,14 +295,16 @@ class FaceSwapper:
         default), ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"``
         (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"``
         or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
-        AMX) (default: FP32 on the CPU, the fastest plan on TensorRT). ``device``:
+        AMX) (default: the bundle's validated CPU default where it has one, else FP32 on the CPU; the fastest plan on
+        TensorRT). ``device``:
         the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
         providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``. ``enhance``: restore
         every swapped face with the bundle's ``enhancer`` (a ``BundleError`` naming ``simswap-build
         add-enhancer`` when it has none), blended with the swap by ``enhance_blend`` (0–1)."""
-        from simswap_trt.backends import open_engine
+        from simswap_trt.backends import default_precision, open_engine
 
         bundle = Bundle.load(path)
+        precision = precision or default_precision(bundle, backend, providers, device)
         if enhance:
             bundle.require_enhancer()
         if device is not None:  # a bad id is refused before any engine loads

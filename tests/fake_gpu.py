@@ -16,6 +16,9 @@ the real ``tensorrt_lean`` bindings.
 * Kernels: ``launch`` is replaced by a queued call of the host build with the same argument packing
   (the host functions take the face or frame count that the device reads from ``gridDim.z``); launch
   grids must cover the crop and the regions.
+* Guard mode (``install_fake_cuda(guard=True)``): device memory lies in pages of its own that the host
+  cannot access (PROT_NONE) except while device work or a synchronous copy runs, so a host read or write of
+  device memory outside copies crashes the process, as it faults on a discrete GPU.
 * Strict where CUDA is: while a thread captures a stream, allocation, synchronization, frees and copies of
   pageable host memory on the capturing stream fail (``cudaErrorStreamCaptureUnsupported``) and invalidate
   the capture; the current device is per thread (a new thread starts on device 0); device and pinned
@@ -32,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import itertools
+import mmap
 import threading
 from types import SimpleNamespace
 
@@ -58,6 +62,47 @@ class FakeGpu:
         self.device_of: dict[int, int] = {}  # device address -> the device it was allocated on
         self.memory = 80 << 30  # bytes of each device
         self.graphs: dict[int, list] = {}  # captured graphs: id -> the work captured
+        self.guarded: dict[int, int] = {}  # guard mode: device allocation address -> its page-rounded length
+        self._open = 0  # device work (or a synchronous copy) running now: guarded memory is accessible
+
+    # -- guard mode: device memory the host cannot touch ----------------------------------------------------
+    def allocate(self, nbytes: int) -> np.ndarray:
+        """``nbytes`` of device memory: 256-byte aligned host bytes, or in guard mode pages of their own that
+        are inaccessible (PROT_NONE) except while device work or a synchronous copy runs, so that a host read
+        or write of device memory outside copies crashes (SIGSEGV) instead of passing."""
+        if not hasattr(self, "guard_pages"):
+            return aligned_bytes(nbytes)
+        length = -(-max(nbytes, 1) // mmap.PAGESIZE) * mmap.PAGESIZE
+        pages = mmap.mmap(-1, length)
+        memory = np.frombuffer(pages, np.uint8)[: max(nbytes, 1)]
+        self.guarded[memory.ctypes.data] = length
+        self.guard_pages.append(pages)  # kept mapped: numpy views of it may outlive the allocation
+        self._protect(memory.ctypes.data, length, self._open == 0)
+        return memory
+
+    def _protect(self, address: int, length: int, closed: bool) -> None:
+        prot = 0 if closed else mmap.PROT_READ | mmap.PROT_WRITE  # 0: PROT_NONE
+        assert LIBC.mprotect(ctypes.c_void_p(address), ctypes.c_size_t(length), prot) == 0, "mprotect failed"
+
+    def device_access(self, run) -> None:
+        """Run ``run`` (device work, a synchronous copy) with device memory accessible."""
+        if self._open == 0:
+            for address, length in self.guarded.items():
+                self._protect(address, length, False)
+        self._open += 1
+        try:
+            run()
+        finally:
+            self._open -= 1
+            if self._open == 0:
+                for address, length in self.guarded.items():
+                    self._protect(address, length, True)
+
+    def release(self, address: int) -> None:
+        """A freed device allocation stops being guarded (its pages become ordinary memory again)."""
+        length = self.guarded.pop(address, None)
+        if length is not None:
+            self._protect(address, length, False)
 
     # -- memory -------------------------------------------------------------------------------------------
     def view(self, address: int, nbytes: int) -> np.ndarray:
@@ -149,7 +194,7 @@ class FakeGpu:
             _, stream = max(runnable, key=lambda item: item[0])
             op = stream.ops.pop(0)
             if op.run is not None:
-                op.run()
+                self.device_access(op.run)
             self.executed.append(op.kind)
 
 
@@ -158,6 +203,10 @@ def aligned_bytes(nbytes: int, alignment: int = 256) -> np.ndarray:
     raw = np.zeros(max(nbytes, 1) + alignment, np.uint8)
     start = -raw.ctypes.data % alignment
     return raw[start : start + max(nbytes, 1)]
+
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+LIBC.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 class Op:
@@ -237,7 +286,7 @@ class FakeDeviceBuffer:
         if nbytes > GPU.memory:  # as cudaMalloc refuses more than the device has
             raise cuda.CudaOutOfMemory("cudaMalloc", "cudaErrorMemoryAllocation", 2)
         self.nbytes = nbytes
-        memory = aligned_bytes(nbytes)
+        memory = GPU.allocate(nbytes)
         self.ptr = memory.ctypes.data
         GPU.allocations[self.ptr] = memory
         GPU.device_of[self.ptr] = self.device = GPU.current
@@ -280,18 +329,29 @@ class FakeDeviceBuffer:
         GPU.enqueue(stream.handle, "download", copy)
 
     @classmethod
-    def from_array(cls, array):
+    def from_array(cls, array):  # a synchronous copy
         array = np.ascontiguousarray(array)
         buffer = cls(array.nbytes)
-        GPU.view(buffer.ptr, array.nbytes)[:] = array.reshape(-1).view(np.uint8)
+
+        def copy():
+            GPU.view(buffer.ptr, array.nbytes)[:] = array.reshape(-1).view(np.uint8)
+
+        GPU.device_access(copy)
         return buffer
 
-    def to_array(self, like):
-        return GPU.view(self.ptr, like.nbytes).view(like.dtype).reshape(like.shape).copy()
+    def to_array(self, like):  # a synchronous copy
+        out = np.empty_like(like)
+
+        def copy():
+            out.reshape(-1).view(np.uint8)[:] = GPU.view(self.ptr, like.nbytes)
+
+        GPU.device_access(copy)
+        return out
 
     def free(self):
         if self.ptr:
             GPU.refuse_under_capture("cudaFree")
+            GPU.release(self.ptr)
             GPU.allocations.pop(self.ptr)
             GPU.live.discard(self)
             self.ptr = 0
@@ -505,12 +565,21 @@ def fake_cudart(calls, instantiate_error=None):
 
 
 def install_fake_cuda(
-    monkeypatch, compute_capability=(9, 0), name="Fake H100", host_lib=None, integrated=False, devices=1
+    monkeypatch,
+    compute_capability=(9, 0),
+    name="Fake H100",
+    host_lib=None,
+    integrated=False,
+    devices=1,
+    guard=False,
 ):
     """Replace ``simswap_trt.cuda``'s types (and, with ``host_lib``, the kernels) by the stand-in, on
-    ``devices`` discrete or ``integrated`` GPUs of one model; returns the fresh ``FakeGpu``."""
+    ``devices`` discrete or ``integrated`` GPUs of one model; returns the fresh ``FakeGpu``. ``guard``:
+    device memory is inaccessible to the host outside device work and copies (see ``FakeGpu.allocate``)."""
     global GPU
     GPU = FakeGpu()
+    if guard:
+        GPU.guard_pages = []
     GPU.names = [name] * devices
     COPIES.clear()
     UPLOADED.clear()
@@ -567,22 +636,35 @@ class _Strict:
 
 
 def strict_runtime_module(
-    lean, io, fn, version="11.4.0.106", calls=None, batch_range=(1, 1 << 30), plans=None, contexts=None
+    lean,
+    io,
+    fn,
+    version="11.4.0.106",
+    calls=None,
+    batch_range=(1, 1 << 30),
+    plans=None,
+    contexts=None,
+    activation=0,
+    dla_cores=0,
 ):
     """A fake runtime module. ``io``: [(name, mode 'in'/'out', shape with -1 batch[, dtype])], float32
     unless a dtype ("float16") is given; ``fn(inputs dict) -> outputs dict`` is what executing the plan
     computes. ``plans`` maps serialized plan bytes to their own ``(io, fn)`` (several models); others get
     ``io`` and ``fn``. ``set_input_shape`` returns False for batches outside ``batch_range`` (the plan's
     profile), as TensorRT does; ``contexts``: how many execution contexts can be created before
-    ``create_execution_context`` returns None (out of memory), unlimited by default.
+    ``create_execution_context`` returns None (out of memory), unlimited by default; ``activation``: the
+    plan's ``device_memory_size_v2`` (bytes each context holds for its activations); ``dla_cores``: the
+    runtime's ``num_DLA_cores`` (none on a discrete GPU).
 
     Strict where TensorRT is: ``set_tensor_address`` returns False for an address that is not 256-byte
     aligned and refuses host memory; a context may not be enqueued on a second stream while a run on
-    another is unfinished; a graph captured with a context replays only while none of the context's shapes
-    and addresses changed since the capture."""
+    another is unfinished, nor may two contexts sharing ``USER_MANAGED`` activation memory; a graph captured
+    with a context replays only while none of the context's shapes and addresses changed since the capture;
+    a ``DLA_core`` the runtime does not have makes deserialization fail."""
     calls = calls if calls is not None else []
     plans = plans or {}
     left = [contexts if contexts is not None else 1 << 62]
+    sharing: dict[int, list] = {}  # activation memory address -> [stream handle, done] of its latest run
 
     def dtype_of(entry):
         return np.dtype(entry[3] if len(entry) > 3 else "float32")
@@ -590,10 +672,17 @@ def strict_runtime_module(
     class Context(_Strict):
         _real = lean.IExecutionContext
 
-        def __init__(self, io, fn):
+        def __init__(self, io, fn, user_managed=False):
             self._addresses, self._shapes, self._io, self._fn = {}, {}, io, fn
             self._generation = 0  # counts changes of shapes and addresses
             self._running: list = []  # [stream handle, done] of the latest eager run
+            self._user_managed, self._memory = user_managed, None  # activation memory the caller gives
+
+        def set_device_memory(self, memory, size):
+            assert self._user_managed, "set_device_memory on a context that allocated its own memory"
+            assert memory % 256 == 0 and size >= activation, f"activation memory {memory:#x} of {size} bytes"
+            GPU.view(memory, max(size, 1))  # live device memory of that size
+            self._memory = memory
 
         def set_tensor_address(self, name, ptr):
             calls.append(("set_tensor_address", name))
@@ -619,10 +708,16 @@ def strict_runtime_module(
             addresses, io, fn = dict(self._addresses), self._io, self._fn  # TensorRT reads bindings at enqueue
             GPU.check_on(stream_handle, addresses.values())
             captured = GPU.streams[stream_handle].capture is not None
+            assert not self._user_managed or self._memory is not None, "a USER_MANAGED context has no memory"
             if not captured:
                 if self._running and not self._running[1] and self._running[0] != stream_handle:
                     raise AssertionError("an execution context was enqueued on two streams at once")
                 self._running = running = [stream_handle, False]
+            if self._memory is not None and not captured:  # contexts sharing activation memory never run at once
+                other = sharing.get(self._memory)
+                if other is not None and not other[1] and other[0] != stream_handle:
+                    raise AssertionError("two contexts sharing activation memory run on two streams at once")
+                sharing[self._memory] = running = [stream_handle, False]
             generation = self._generation
 
             def execute():
@@ -655,6 +750,10 @@ def strict_runtime_module(
             self._io, self._fn = io, fn
 
         @property
+        def device_memory_size_v2(self):
+            return activation
+
+        @property
         def num_io_tensors(self):
             return len(self._io)
 
@@ -672,25 +771,32 @@ def strict_runtime_module(
             mode = next(entry[1] for entry in self._io if entry[0] == name)
             return lean.TensorIOMode.INPUT if mode == "in" else lean.TensorIOMode.OUTPUT
 
-        def create_execution_context(self):
+        def create_execution_context(self, strategy=lean.ExecutionContextAllocationStrategy.STATIC):
             if left[0] <= 0:
                 return None  # what TensorRT returns when it cannot allocate the context
             left[0] -= 1
-            return Context(self._io, self._fn)
+            return Context(self._io, self._fn, strategy == lean.ExecutionContextAllocationStrategy.USER_MANAGED)
 
     class Runtime(_Strict):
         _real = lean.Runtime
 
+        num_DLA_cores = dla_cores
+
         def __init__(self, logger):
             self.engine_host_code_allowed = False
+            self._bad_core = False
 
         def __setattr__(self, name, value):
             super().__setattr__(name, value)
             if name == "DLA_core":
                 calls.append(("DLA_core", value))
+                # TensorRT logs an error for a core the device does not have; the plan then fails to load
+                object.__setattr__(self, "_bad_core", not 0 <= value < self.num_DLA_cores)
 
         def deserialize_cuda_engine(self, data):
             calls.append(("deserialize", len(data)))
+            if self._bad_core:
+                return None
             return Engine(*plans.get(bytes(data), (io, fn)))
 
     class Logger(_Strict):
@@ -706,6 +812,7 @@ def strict_runtime_module(
         Runtime=Runtime,
         Logger=Logger,
         TensorIOMode=lean.TensorIOMode,
+        ExecutionContextAllocationStrategy=lean.ExecutionContextAllocationStrategy,
         nptype=lean.nptype,
         calls=calls,
     )

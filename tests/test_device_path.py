@@ -266,6 +266,7 @@ def test_run_device_checks_every_batch_and_orders_itself_on_the_callers_stream(
 def test_dla_plans_run_on_their_core(tiny_bundle, host, monkeypatch, tmp_path):
     bundle = plan_bundle(tiny_bundle, tmp_path / "b", dla_core=1)
     _, module = install_device(monkeypatch, host, bundle)
+    module.Runtime.num_DLA_cores = 2  # an Orin
     with trt_engine.TensorRTEngine(bundle.root, bundle.plans[0]):
         pass
     assert ("DLA_core", 1) in module.calls

@@ -16,6 +16,7 @@ from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 from skimage.metrics import peak_signal_noise_ratio
 
+import simswap_build.cli as build_cli
 import simswap_build.precision as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
@@ -271,12 +272,42 @@ def test_search_keeps_exactly_the_fragile_layer_in_fp32(recipe, generator_feeds)
     assert report["trail"]["0"]["worst"] < goals.psnr_db - 5  # the fragile layer in INT8 breaks the output
     swapped = run_batched(session(graph), check)[0]
     faces = psnr_per_face(run_batched(session(fragile), check)[0], swapped)
-    assert report["check"]["worst"] == pytest.approx(faces.min(), abs=1e-6)
+    on_ort = report["check"]["backends"]["onnxruntime"]
+    assert on_ort["worst"] == pytest.approx(faces.min(), abs=1e-6)
     k = report["bound"]["k"]
-    assert report["check"]["bound"] == pytest.approx(faces.mean() - k * faces.std(ddof=1), abs=1e-6)
-    assert min(report["check"]["bound"], faces.min()) >= goals.psnr_db
+    assert on_ort["bound"] == pytest.approx(faces.mean() - k * faces.std(ddof=1), abs=1e-6)
+    assert min(on_ort["bound"], faces.min()) >= goals.psnr_db
+    limiting = min(report["check"]["backends"].values(), key=lambda f: min(f["bound"], f["worst"]))
+    assert report["check"]["bound"] == limiting["bound"] and report["check"]["worst"] == limiting["worst"]
     fp32 = next(p.value for p in graph.metadata_props if p.key == "simswap_trt.fp32_layers")
     assert fp32 == "BottleNeck.0.conv2"
+
+
+def test_search_chooses_fallbacks_that_pass_on_every_backend(recipe, generator_feeds, monkeypatch):
+    """A second backend that rounds worse (planted: noise on its output unless at least 3 convolutions stay
+    FP32) makes the search keep more FP32 convolutions than ONNX Runtime alone needs; both backends' figures
+    are reported and meet the goal."""
+    bundle, report, _ = recipe
+    calibration, check = generator_feeds
+    model = onnx.load(bundle.path_of("generator"))
+    goals = Goals(psnr_db=report["generator"]["method_scores"]["max"] - 2.0)  # all-INT8 passes on ONNX Runtime
+    honest = precision_module.run_on
+
+    def rounding_worse(backend, graph, feeds, batch=4):
+        out = honest("onnxruntime", graph, feeds, batch)
+        fp32 = next(p.value for p in graph.metadata_props if p.key == "simswap_trt.fp32_layers")
+        if backend == "openvino" and len([n for n in fp32.split(",") if n]) < 3:
+            out = out + np.random.default_rng(0).normal(0, 0.25, out.shape).astype(np.float32)
+        return out
+
+    monkeypatch.setattr(precision_module, "run_on", rounding_worse)
+    _, alone = int8_search(model, "generator", calibration, check, goals, backends=("onnxruntime",))
+    assert alone["fp32_layers"] == [] and alone["backends"] == ["onnxruntime"]
+    _, both = int8_search(model, "generator", calibration, check, goals, backends=("onnxruntime", "openvino"))
+    assert len(both["fp32_layers"]) == 3 and both["backends"] == ["onnxruntime", "openvino"]
+    assert both["trail"]["0"]["backends"]["openvino"]["worst"] < goals.psnr_db  # the planted rounding is caught
+    for figures in both["check"]["backends"].values():
+        assert min(figures["bound"], figures["worst"]) >= goals.psnr_db
 
 
 def test_impossible_goal_stops_with_the_report(precision_bundle, photos, tmp_path, capsys):
@@ -325,6 +356,12 @@ def test_recipe_records_goals_and_meets_them_on_the_check_split(recipe):
     assert min(check["bound"], check["worst"]) >= 35.0 and check["bound"] < check["mean"]
     assert bound["k"] == pytest.approx(3.0919, abs=1e-4) and bound["check_faces"] == 6  # k for n = 6: Natrella A-7
     assert generator["recipe"]["method"] in ("max", "percentile", "entropy", "mse")
+    backends = list(precision_module.scoring_backends())  # OpenVINO too where it is installed
+    for role in ("generator", "arcface"):
+        recipe = bundle.model(role, "int8").source["recipe"]
+        assert recipe["backends"] == backends and list(recipe["check"]["backends"]) == backends
+        goal = recipe["goal"]
+        assert all(min(f["bound"], f["worst"]) >= goal for f in recipe["check"]["backends"].values())
     assert set(generator["recipe"]["method_scores"]) == {"max", "percentile", "entropy", "mse"}
     arcface = bundle.model("arcface", "int8").source["recipe"]
     assert min(arcface["check"]["bound"], arcface["check"]["worst"]) >= 0.98 and arcface["graph"] in ("int8", "fp16")
@@ -559,3 +596,73 @@ def test_int8_is_validated_on_openvino_too(precision_bundle, photos):
     reference = OnnxRuntimeEngine(precision_bundle.path_of("generator")).run(feeds)["swapped"]
     out = OpenVinoEngine(precision_bundle.path_of("generator", "int8")).run(feeds)["swapped"]
     assert row["psnr_db"] == pytest.approx(psnr(reference, out), rel=1e-6)
+
+
+# -- the bundle's validated default precision ------------------------------------------------------------------
+
+
+def test_validate_sets_the_default_only_where_it_met_its_goals(precision_bundle, photos, tmp_path, capsys):
+    import json
+
+    from simswap_trt.swapper import FaceSwapper
+
+    root = tmp_path / "d"
+    shutil.copytree(precision_bundle.root, root)
+    assert "default_precision" not in json.loads((root / "manifest.json").read_text())  # absent unless set
+    assert FaceSwapper.from_bundle(root, backend="onnxruntime").generator.graph["precision"] == "fp32"
+    report = tmp_path / "report.json"
+    args = ["validate", str(root), "--images", str(photos / "held-out"), "--json", str(report), "--set-default"]
+    build_main([*args, "int8"])
+    rows = json.loads(report.read_text())["precisions"]
+    met = {
+        b for b, key in (("onnxruntime", "int8"), ("openvino", "int8/openvino")) if rows.get(key, {}).get("meets_goals")
+    }
+    assert met, "the INT8 graphs of this bundle should meet their goals on held-out faces"
+    bundle = Bundle.load(root)
+    assert set(bundle.default_precision) == met
+    for backend in met:
+        record = bundle.default_precision[backend]
+        row = rows["int8" if backend == "onnxruntime" else "int8/openvino"]
+        assert record["precision"] == "int8" and record["gate"] == row["goals"]
+        assert all(record["measured"][k] >= v for k, v in record["gate"].items())
+    if "openvino" in met:
+        assert FaceSwapper.from_bundle(root, backend="openvino").generator.graph["precision"] == "int8"
+        forced = FaceSwapper.from_bundle(root, backend="openvino", precision="fp32")
+        assert forced.generator.graph["precision"] == "fp32" and forced.arcface.graph["precision"] == "fp32"
+    # a precision that fails its goals is not set, and removes a default set before on that backend
+    failing = {"faces": 4, "precisions": {k: {**r, "meets_goals": False} for k, r in rows.items()}}
+    assert not build_cli._set_default(bundle, failing, "int8", ("onnxruntime", "openvino"))
+    assert Bundle.load(root).default_precision == {}
+    assert "int8 is not the default on any backend" in capsys.readouterr().out
+
+
+def test_default_precision_is_used_only_where_this_machine_runs_it(precision_bundle, tmp_path, monkeypatch):
+    import json
+
+    from simswap_trt.backends import default_precision
+
+    root = tmp_path / "d"
+    shutil.copytree(precision_bundle.root, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    record = {"precision": "int8", "gate": {"psnr_min_db": 35.0}, "faces": 4, "set_by": "test"}
+    manifest["default_precision"] = {"onnxruntime": record}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    bundle = Bundle.load(root)
+    monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    assert default_precision(bundle, "onnxruntime") == "int8"
+    assert default_precision(bundle, "openvino") is None  # set for ONNX Runtime only
+    monkeypatch.setattr(onnxruntime_engine, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert default_precision(bundle, "onnxruntime") is None  # INT8 kernels not exact on this CPU: FP32
+    # a default the manifest cannot back is refused when the bundle loads
+    for bad in ({"onnxruntime": {**record, "precision": "bf16"}}, {"openvino": {**record, "precision": "fp16"}}):
+        manifest["default_precision"] = bad
+        (root / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="default precision"):
+            Bundle.load(root)
+    # replacing the INT8 graphs drops the default validated on the old ones
+    manifest["default_precision"] = {"onnxruntime": record}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    bundle = register_variants(
+        Bundle.load(root), {("generator", "int8"): onnx.load(bundle.path_of("generator", "int8"))}
+    )
+    assert bundle.default_precision == {}

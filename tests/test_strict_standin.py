@@ -13,6 +13,7 @@ from test_tensorrt_engine import IO, fake_generator, plan_bundle  # noqa: F401 (
 
 from simswap_trt import cuda
 from simswap_trt import kernels as kernels_module
+from simswap_trt.device_memory import MemoryUse
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
 
@@ -311,12 +312,92 @@ def test_execute_device_allocates_no_io_buffers_and_run_allocates_them_once(gpu,
         for _ in range(3):
             engine.execute_device({name: b.ptr for name, b in buffers.items()}, 1, stream)
         stream.synchronize()
-        assert len(gpu.allocations) == before and engine.memory() == {"device": 0, "pinned": 0}
+        assert len(gpu.allocations) == before and engine.memory() == MemoryUse(0, 0)
         feeds = {"target": np.ones((2, 3, 224, 224), np.float32), "latent": np.ones((2, 512), np.float32)}
         engine.run(feeds)
         engine.run(feeds)
         per_slot = 5 * sum(sizes.values())
-        assert engine.memory() == {"device": per_slot, "pinned": per_slot}  # one chunk: only slot 0, once
+        assert engine.memory() == MemoryUse(per_slot, per_slot)  # one chunk: only slot 0, once
         for owner in (*buffers.values(), stream):
             owner.free()
     assert not gpu.live
+
+
+def test_the_standin_refuses_a_dla_core_the_device_lacks():
+    """Planted: TensorRT cannot load a plan on a DLA core the device does not have (none on a discrete GPU)."""
+    module = strict_runtime_module(lean, IO, fake_generator, dla_cores=2)
+    runtime = module.Runtime(module.Logger(module.Logger.WARNING))
+    runtime.DLA_core = 1
+    assert runtime.deserialize_cuda_engine(b"plan") is not None
+    runtime.DLA_core = 2
+    assert runtime.deserialize_cuda_engine(b"plan") is None
+
+
+@pytest.mark.parametrize("cores", [0, 2])
+def test_an_engine_refuses_a_dla_plan_for_a_core_the_device_lacks(gpu, plan_bundle, monkeypatch, cores):  # noqa: F811
+    from dataclasses import replace
+
+    module = strict_runtime_module(lean, IO, fake_generator, dla_cores=cores)
+    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
+    entry = replace(plan_bundle.plans[0], dla_core=2)
+    with pytest.raises(EngineError, match=f"runs on DLA core 2, and this device has {cores} DLA core.*simswap-build"):
+        trt_engine.TensorRTEngine(plan_bundle.root, entry)
+    assert not [call for call in module.calls if call[0] in ("deserialize", "DLA_core")]  # refused before
+    entry = replace(plan_bundle.plans[0], dla_core=1)
+    if cores:
+        with trt_engine.TensorRTEngine(plan_bundle.root, entry):
+            assert ("DLA_core", 1) in module.calls
+
+
+GUARDED_READ = """
+import ctypes
+import numpy as np
+import pytest
+from fake_gpu import install_fake_cuda
+from simswap_trt import cuda
+
+install_fake_cuda(pytest.MonkeyPatch(), guard=True)
+buffer, stream = cuda.DeviceBuffer.from_array(np.arange(64, dtype=np.uint8)), cuda.Stream()
+pinned = cuda.PinnedBuffer((64,), np.uint8)
+buffer.download(pinned.array, stream)
+stream.synchronize()
+assert (pinned.array == np.arange(64)).all() and (buffer.to_array(pinned.array) == np.arange(64)).all()
+print("copies work", flush=True)
+ctypes.string_at(buffer.ptr, 16)  # planted: the host reads device memory without a copy
+print("the host read device memory", flush=True)
+"""
+
+
+def test_guarded_device_memory_is_readable_only_through_copies():
+    """Planted: with ``guard``, a host read of device memory outside a copy crashes (SIGSEGV), as it
+    faults on a discrete GPU; copies and device work still reach it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    result = subprocess.run([sys.executable, "-c", GUARDED_READ], capture_output=True, text=True, env=env, timeout=120)
+    assert "copies work" in result.stdout, result.stderr
+    assert "the host read device memory" not in result.stdout
+    assert result.returncode == -signal.SIGSEGV
+
+
+def test_the_device_path_never_touches_device_memory_from_the_host(tiny_bundle, host, monkeypatch, tmp_path):
+    """The whole device path (upload, kernels, plans, paste-back, region download) on guarded device memory:
+    it reaches device memory only through copies and device work (a host access would crash the test)."""
+    import test_device_path as device_path
+
+    from simswap_trt import FaceSwapper
+
+    bundle = device_path.plan_bundle(tiny_bundle, tmp_path / "b", roles=("generator", "arcface"))
+    gpu, _ = device_path.install_device(monkeypatch, host, bundle, guard=True)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as swapper:
+        assert swapper.stages.startswith("device")
+        swapper.source_latent = device_path.latent()
+        images, faces = device_path.scenes(224, bundle.alignment)[0]
+        results = swapper.swap_faces(images, faces)
+    assert len(gpu.guard_pages) == 4  # guarded: frames and tables, paste-back tables, generator input, output
+    assert np.abs(results[0].image.astype(int) - images[0]).max() > 0

@@ -270,13 +270,15 @@ FULL_OPTIONS = BuildOptions(
     version_compatible=True,
     exclude_lean_runtime=True,
     hardware_compatibility="ampere_plus",
-    dla_core=0,
     progress=True,
 )
+DLA_OPTIONS = BuildOptions(min_batch=8, opt_batch=8, max_batch=8, dla_core=0, progress=True)
 
 
 @pytest.mark.parametrize("version,network_flags", [("10.3", 1 << 1), ("11.x", 0)])
-@pytest.mark.parametrize("options", [BuildOptions(progress=False), FULL_OPTIONS], ids=["defaults", "all-options"])
+@pytest.mark.parametrize(
+    "options", [BuildOptions(progress=False), FULL_OPTIONS, DLA_OPTIONS], ids=["defaults", "all-options", "dla"]
+)
 def test_builder_uses_only_the_api_of_each_version(tmp_path, version, network_flags, options):
     record = []
     trt = fake_builder_module(version, GENERATOR_INPUTS, record)
@@ -284,19 +286,20 @@ def test_builder_uses_only_the_api_of_each_version(tmp_path, version, network_fl
     plan = build_plan(trt, tmp_path / "g.onnx", options, cache, tmp_path / "build.log")
     assert plan == b"serialized plan"
     assert ("create_network", network_flags) in record
-    assert ("set_shape", "target", (1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224)) in record
+    batches = (8, 8, 8) if options is DLA_OPTIONS else (1, 8, 32)
+    assert ("set_shape", "target", *((b, 3, 224, 224) for b in batches)) in record
     assert cache.read_bytes() == b"timing cache"
     assert "[INFO] builder created" in (tmp_path / "build.log").read_text()
+    settings = {name: value for name, value, *_ in record}
     if options is FULL_OPTIONS:
         assert {
             ("flag", "VERSION_COMPATIBLE"),
             ("flag", "EXCLUDE_LEAN_RUNTIME"),
-            ("flag", "GPU_FALLBACK"),
             ("pool", "WORKSPACE", 1024 << 20),
-            ("IBuilderConfig.DLA_core", 0),
         } <= set(record)
-        settings = {name: value for name, value, *_ in record}
         assert settings["IBuilderConfig.hardware_compatibility_level"].name == "AMPERE_PLUS"
+    if options is DLA_OPTIONS:
+        assert {("flag", "GPU_FALLBACK"), ("IBuilderConfig.DLA_core", 0)} <= set(record)
         assert settings["IBuilderConfig.default_device_type"].name == "DLA"
         assert "IBuilderConfig.progress_monitor" in settings
     # a second build starts from the saved timing cache

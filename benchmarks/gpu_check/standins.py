@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt.bundle import contract
+from simswap_trt.engines.base import Engine
 
 
 def standin_numpy(target: np.ndarray, latent: np.ndarray) -> np.ndarray:
@@ -24,7 +25,7 @@ def standin_torch(target, latent):
     return torch.clamp(1.0 - target * 0.8 + shift, 0.0, 1.0)
 
 
-class StandinEngine:
+class StandinEngine(Engine):
     """A TensorRT-shaped generator engine (``execute_device`` on device addresses, ordered on the caller's
     stream) computing ``standin_torch`` with torch on the device buffers it is given, without copies."""
 
@@ -50,11 +51,8 @@ class StandinEngine:
             tensor(addresses["swapped"], (batch, 3, size, size)).copy_(standin_torch(target, latent))
         self.calls += 1
 
-    def run(self, feeds):
+    def _run_impl(self, feeds):  # the host path's generator (run, submit/collect), in NumPy
         return {"swapped": standin_numpy(feeds["target"], feeds["latent"])}
-
-    def close(self) -> None:
-        pass
 
 
 class _ArrayInterface:

@@ -306,6 +306,10 @@ def memory_run(swapper: FaceSwapper, frames: int) -> dict:
     result = {"frames": frames, "rss_kib": samples, "slope_kib_per_frame": slope(steady), "peak_kib": max(samples)}
     if gpu is not None:
         result.update(gpu_used_kib=gpu, gpu_slope_kib_per_frame=slope(gpu[len(gpu) // 2 :]))
+    held = swapper.memory()  # what the swapper's engines and device stages hold (nothing on the CPU path)
+    if held.parts:
+        parts = {name: {"device": use.device, "pinned": use.pinned} for name, use in held.parts.items()}
+        result["swapper"] = {"device": held.device, "pinned": held.pinned, "parts": parts, "lines": held.lines()}
     return result
 
 
@@ -467,6 +471,8 @@ def print_report(results: dict) -> None:
         f"\nmemory over {memory['frames']} frames: peak RSS {memory['peak_kib'] / 1024:.0f} MiB, "
         f"slope {memory['slope_kib_per_frame']:+.1f} KiB/frame (second half)"
     )
+    if "swapper" in memory:
+        print("device and pinned memory the swapper holds:", *memory["swapper"]["lines"], sep="\n  ")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

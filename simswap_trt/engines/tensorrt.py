@@ -4,11 +4,12 @@
 
 Data path of ``run``: the batch is cut into chunks no larger than the profile maximum; chunks rotate
 through ``depth`` slots, each with its own execution context, stream, device buffers and pinned host
-buffers, all allocated once at the profile maximum. Chunk k+1 is uploaded and enqueued before chunk k is
-downloaded (see ``scheduler.Pipeline``). Optionally each (slot, batch size) is captured as a CUDA graph
-on an execution context of its own, after one run on that context (TensorRT ties a graph to its
-context's shapes and addresses, so no other run changes them); if capture fails the engine keeps using
-``execute_async_v3`` on the slot's context.
+buffers (the buffers allocated at the profile maximum when ``run``/``submit`` first use the slot). Chunk
+k+1 is uploaded and enqueued before chunk k is downloaded (see ``scheduler.Pipeline``). Optionally each
+(slot, batch size) is captured as a CUDA graph on an execution context of its own (at most
+``MAX_SLOT_GRAPHS`` per slot, least recently used dropped), after one run on that context (TensorRT ties
+a graph to its context's shapes and addresses, so no other run changes them); if capture fails the
+engine keeps using ``execute_async_v3`` on the slot's context. ``memory()`` reports what the engine holds.
 
 ``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
 loop can prepare frame k+1 on the CPU while the GPU works on frame k. ``execute_device`` runs on device
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from simswap_trt import cuda
+from simswap_trt.device_memory import MemoryUse, buffers_use
 from simswap_trt.engines.base import Engine
 from simswap_trt.engines.scheduler import Pipeline, chunk_batches
 from simswap_trt.errors import BundleError, EngineError
@@ -40,6 +42,7 @@ from simswap_trt.plans import PlanEntry, RuntimeInfo, plan_problems, rebuild_com
 from simswap_trt.schema import TensorSpec, sha256_of
 
 log = logging.getLogger(__name__)
+MAX_SLOT_GRAPHS = 4  # captured graphs (batch sizes) per slot, each with its own context; least recently used dropped
 
 
 def import_tensorrt() -> tuple[ModuleType, bool]:
@@ -137,12 +140,10 @@ class _Slot:
     def own_buffers(self) -> bool:
         return bool(self.own) and all(self.addresses[name] == address for name, address in self.own.items())
 
-    def held(self) -> dict[str, int]:
-        """Bytes of device and pinned host memory the slot's own buffers hold (one mapped buffer counts once,
-        as pinned host memory the GPU reads in place)."""
-        pinned = sum(buffer.array.nbytes for buffer in self.host.values())
-        device = sum(b.nbytes for name, b in self.device.items() if b is not self.host[name])
-        return {"device": device, "pinned": pinned}
+    def held(self) -> MemoryUse:
+        """What the slot's own buffers hold (one mapped buffer counts once, as pinned host memory the GPU
+        reads in place)."""
+        return buffers_use(*self.host.values(), *self.device.values())
 
     def free(self) -> None:
         """Wait for the slot's stream, then free what it holds; after a device fault, as much as can be."""
@@ -192,6 +193,13 @@ class TensorRTEngine(Engine):
         if entry.version_compatible:
             self._runtime.engine_host_code_allowed = True  # trusted: the plan matched the manifest hash
         if entry.dla_core is not None:
+            cores = int(self._runtime.num_DLA_cores)
+            if not entry.dla_core < cores:
+                raise EngineError(
+                    f"the {entry.role} plan {entry.file} runs on DLA core {entry.dla_core}, and this device has "
+                    f"{cores} DLA core(s): rebuild it with another --dla-core or without one: "
+                    f"{rebuild_command(str(bundle_root), entry)}"
+                )
             self._runtime.DLA_core = entry.dla_core  # the core the plan's DLA layers run on (Jetson)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
@@ -325,6 +333,7 @@ class TensorRTEngine(Engine):
     def _enqueue(self, slot: _Slot, n: int) -> None:
         graphs = self.cuda_graphs and slot.own_buffers()  # a graph replays the addresses it was captured with
         if graphs and n in slot.graphs:
+            slot.graphs[n] = slot.graphs.pop(n)  # the most recently used last
             slot.graphs[n][0].launch(slot.stream)
             return
         if graphs and n not in slot.graph_failed and self._capture(slot, n):
@@ -345,12 +354,18 @@ class TensorRTEngine(Engine):
             return False
         context.enqueue(slot.own, n, slot.stream)
         try:
-            slot.graphs[n] = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream)), context
+            graph = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream))
         except cuda.GraphCaptureError as exc:
             slot.graph_failed.add(n)
             slot.stream.synchronize()  # the run above still uses the context
             context.free()
             log.info("%s; batch %d uses execute_async_v3", exc, n)
+            return True
+        if len(slot.graphs) >= MAX_SLOT_GRAPHS:  # the least recently used one, with its context
+            slot.stream.synchronize()
+            old_graph, old_context = slot.graphs.pop(next(iter(slot.graphs)))
+            cuda.free_all(old_graph.free, old_context.free)
+        slot.graphs[n] = graph, context
         return True
 
     def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
@@ -407,21 +422,36 @@ class TensorRTEngine(Engine):
             contexts, self._engine = list(self._device_contexts), None
             cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
 
-    def memory(self) -> dict[str, int]:
-        """Bytes of device and pinned host memory held by the engine's own I/O buffers (allocated by the first
-        ``run``/``submit``; not TensorRT's activation memory)."""
-        held = [slot.held() for slot in self._slots]
-        return {kind: sum(h[kind] for h in held) for kind in ("device", "pinned")}
+    def contexts(self) -> int:
+        """Live execution contexts with activation memory of their own: the slots' and every ``DeviceContext``
+        (graphs included) not given the caller's memory."""
+        with self._lock:
+            own = sum(context.own_memory for context in self._device_contexts)
+            return sum(slot.context is not None for slot in self._slots) + own
 
-    def device_context(self) -> DeviceContext:
+    def activation_bytes(self) -> int:
+        """Device memory TensorRT allocates for each execution context (the plan's activations, at the profile
+        maximum): ``device_memory_size_v2``; 0 once closed."""
+        return int(self._engine.device_memory_size_v2) if self._engine is not None else 0
+
+    def memory(self) -> MemoryUse:
+        """Device and pinned host memory the engine holds: its slots' own I/O buffers (allocated by the first
+        ``run``/``submit`` of each slot) and every live execution context's activation memory."""
+        with self._lock:
+            buffers = sum((slot.held() for slot in self._slots), MemoryUse())
+        return buffers + MemoryUse(self.contexts() * self.activation_bytes(), 0)
+
+    def device_context(self, memory: int | None = None) -> DeviceContext:
         """An execution context of the caller's own, enqueued straight on the caller's stream (no slot, no
         events): for a sequence of kernels and plan runs captured as one CUDA graph. Freed by its ``free()``
-        or by ``close()`` at the latest; each costs the plan's activation memory."""
+        or by ``close()`` at the latest. Each costs the plan's activation memory (``activation_bytes``),
+        unless ``memory``: the address of device memory of at least that size which the caller owns and
+        shares among contexts that never run at the same time (e.g. all enqueued on one stream)."""
         with self._lock:
             if self._engine is None:
                 raise EngineError("the engine is closed")
             cuda.activate(self.device)
-            return DeviceContext(self)
+            return DeviceContext(self, memory)
 
 
 class DeviceContext:
@@ -429,11 +459,18 @@ class DeviceContext:
     ``TensorRTEngine.device_context``). A CUDA graph captured with it is tied to its shapes and addresses:
     give each graph a context of its own and do not enqueue that context with other shapes or addresses."""
 
-    def __init__(self, engine: TensorRTEngine) -> None:
+    def __init__(self, engine: TensorRTEngine, memory: int | None = None) -> None:
         self._engine = engine
-        self.context = engine._engine.create_execution_context()
+        self.own_memory = memory is None
+        if memory is None:
+            self.context = engine._engine.create_execution_context()
+        else:
+            strategy = engine._trt.ExecutionContextAllocationStrategy.USER_MANAGED
+            self.context = engine._engine.create_execution_context(strategy)
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+        if memory is not None:
+            self.context.set_device_memory(memory, engine.activation_bytes())
         self.batch = -1
         self.addresses: dict[str, int] = {}
         engine._device_contexts.append(self)  # freed by the engine's close() at the latest

@@ -8,6 +8,14 @@ Speed: all of that happens only inside each face's region of interest: the bound
 crop, grown by ``MARGIN`` pixels (erosion reach 20 + blur reach 20) so that OpenCV's border handling at
 the ROI edge sees the same zeros the full frame has. Outside the ROI the official mask is exactly 0, so
 the frame is untouched. Work is float32 on ROI-sized buffers, blended in place; no full-frame float passes.
+
+The mask is built on a smaller box inside the ROI, exactly (``mask_box``): the warped crop is non-zero
+only inside the box of its corners (B, one pixel more for the bilinear reach), so the erosion is non-zero
+only inside B shrunk by the erosion's reach, and the blur, which reaches 20 pixels, is non-zero only
+inside B. The threshold, erosion and blur therefore run on B grown by ``BOX_GROWTH`` pixels (every window
+of a pixel of B lies inside it; the pixels it adds are zeros, so the blur's reflected border there reads
+the zeros the ROI has), and the mask is 0 elsewhere: the same values as over the whole ROI. The face is
+warped and blended on that box only.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ MASK_THRESHOLD = 20
 ERODE_SIZE = 40
 BLUR_SIZE = 41
 MARGIN = ERODE_SIZE // 2 + BLUR_SIZE // 2 + 1
+BOX_GROWTH = max(ERODE_SIZE // 2, BLUR_SIZE // 2) + 1  # the mask box: the crop's box grown by this
 _ERODE_KERNEL = np.ones((ERODE_SIZE, ERODE_SIZE), np.uint8)
+_WHITE: dict[int, np.ndarray] = {}  # the white crop of each size, made once
 
 
 def face_roi(matrix: np.ndarray, crop_size: int, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
@@ -49,29 +59,30 @@ def paste_back(
     """Composite ``(swapped crop, frame→crop matrix)`` pairs into a copy of ``frame`` (uint8 BGR).
 
     Crops are BGR, float32 in [0, 255] (the generator output ×255, as the official code warps it) or
-    uint8; all have the same square size. Faces whose regions overlap are blended on one shared float
+    uint8; all have the same square size. Faces whose mask boxes overlap are blended on one shared float
     buffer and truncated once, as the official full-frame composite is. ``footprints``: per face, the crop
     whose border mask places it when that is not the pasted crop itself (an enhanced face, pasted at the
     enhancer's resolution within its swap's region); None or absent: the pasted crop's own."""
     out = frame.copy()
     footprints = footprints or [None] * len(faces)
-    placed = []
+    placed = []  # (crop, matrix, mask box, mask): outside its box a face leaves the frame as it is
     for (crop, matrix), footprint in zip(faces, footprints, strict=True):
         mask_matrix, mask_size = footprint or (matrix, crop.shape[0])
         if roi := face_roi(mask_matrix, mask_size, frame.shape):
-            placed.append((crop, matrix, roi, (mask_matrix, mask_size)))
+            placed.append((crop, matrix, *mask_box(mask_matrix, mask_size, roi)))
     for indices in _overlapping_groups([p[2] for p in placed]):
         group = [placed[i] for i in indices]
-        x0, y0 = min(r[0] for _, _, r, _ in group), min(r[1] for _, _, r, _ in group)
-        x1, y1 = max(r[2] for _, _, r, _ in group), max(r[3] for _, _, r, _ in group)
+        x0, y0 = min(b[0] for _, _, b, _ in group), min(b[1] for _, _, b, _ in group)
+        x1, y1 = max(b[2] for _, _, b, _ in group), max(b[3] for _, _, b, _ in group)
         region = out[y0:y1, x0:x1].astype(np.float32)
-        for crop, matrix, (fx0, fy0, fx1, fy1), footprint in group:
-            face, mask = _warp_face_and_mask(crop, matrix, (fx0, fy0, fx1, fy1), footprint)
+        for crop, matrix, (fx0, fy0, fx1, fy1), mask in group:
+            face = _warp(crop, matrix, (fx0, fy0, fx1, fy1))
             view = region[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
-            np.subtract(face, view, out=face)  # mask·face + (1 - mask)·view as view + mask·(face - view),
-            face *= mask  # in place: no ROI-sized temporaries
+            face *= mask[..., None]  # mask·face + (1 - mask)·view, in place (no box-sized temporaries) and in
+            np.subtract(1, mask, out=mask)  # the official order of operations, so the truncation to uint8
+            view *= mask[..., None]  # rounds as upstream and as the paste-back kernel
             view += face
-        out[y0:y1, x0:x1] = region.astype(np.uint8)  # truncation, as upstream
+        np.copyto(out[y0:y1, x0:x1], region, casting="unsafe")  # truncation to uint8, as upstream
     return out
 
 
@@ -86,18 +97,37 @@ def border_mask(matrix: np.ndarray, size: int, roi: tuple[int, int, int, int]) -
     """The official border mask of a ``size`` crop placed by ``matrix``, over ``roi``: float32 [h, w] in
     [0, 1]. It depends only on the geometry, so the GPU path computes it while the generator runs."""
     x0, y0, x1, y1 = roi
-    mask = cv2.warpAffine(np.full((size, size), 255, np.float32), _roi_inverse(matrix, roi), (x1 - x0, y1 - y0))
-    mask[mask > MASK_THRESHOLD] = 255
-    mask = cv2.GaussianBlur(cv2.erode(mask, _ERODE_KERNEL), (BLUR_SIZE, BLUR_SIZE), 0)
-    mask *= np.float32(1 / 255)
+    (bx0, by0, bx1, by1), inner = mask_box(matrix, size, roi)
+    mask = np.zeros((y1 - y0, x1 - x0), np.float32)
+    mask[by0 - y0 : by1 - y0, bx0 - x0 : bx1 - x0] = inner
     return mask
 
 
-def _warp_face_and_mask(crop: np.ndarray, matrix: np.ndarray, roi: tuple[int, int, int, int], footprint: Footprint):
-    """The crop and the border mask (HxWx1 in [0, 1]) of its footprint, warped into the ROI's coordinates."""
+def mask_box(
+    matrix: np.ndarray, size: int, roi: tuple[int, int, int, int]
+) -> tuple[tuple[int, int, int, int], np.ndarray]:
+    """The frame box (inside ``roi``) outside which the official border mask is 0, and the mask over it
+    (float32 in [0, 1]): the same values as over the whole ROI (see the module docstring)."""
     x0, y0, x1, y1 = roi
-    face = cv2.warpAffine(crop.astype(np.float32, copy=False), _roi_inverse(matrix, roi), (x1 - x0, y1 - y0))
-    return face, border_mask(footprint[0], footprint[1], roi)[..., None]
+    inverse = invert_affine(matrix)
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inverse[:, :2].T + inverse[:, 2]
+    bx0, by0 = np.floor(corners.min(axis=0)).astype(int) - 1 - BOX_GROWTH
+    bx1, by1 = np.ceil(corners.max(axis=0)).astype(int) + 2 + BOX_GROWTH
+    box = (max(bx0, x0), max(by0, y0), min(bx1, x1), min(by1, y1))
+    white = _WHITE.get(size)
+    if white is None:
+        white = _WHITE.setdefault(size, np.full((size, size), 255, np.float32))
+    mask = cv2.warpAffine(white, _roi_inverse(matrix, box), (box[2] - box[0], box[3] - box[1]))
+    mask[mask > MASK_THRESHOLD] = 255
+    mask = cv2.GaussianBlur(cv2.erode(mask, _ERODE_KERNEL), (BLUR_SIZE, BLUR_SIZE), 0)
+    mask *= np.float32(1 / 255)
+    return box, mask
+
+
+def _warp(crop: np.ndarray, matrix: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The crop warped into ``box``'s frame coordinates (float32)."""
+    x0, y0, x1, y1 = box
+    return cv2.warpAffine(crop.astype(np.float32, copy=False), _roi_inverse(matrix, box), (x1 - x0, y1 - y0))
 
 
 def _overlapping_groups(rois: list[tuple[int, int, int, int]]) -> list[list[int]]:
