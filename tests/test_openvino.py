@@ -392,3 +392,40 @@ def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, m
         assert seen == [("openvino",)] and "bf16/openvino" in capsys.readouterr().out
     else:
         assert build_main([*argv, "openvino"]) == 1
+
+
+SIGNAL_AFTER_ENGINES = """
+import gc, os, signal, sys
+import numpy as np, onnx
+from onnx import TensorProto, helper
+from simswap_trt.engines.openvino import OpenVinoEngine
+from simswap_trt.files import Terminated, terminate_as_interrupt
+
+graph = helper.make_graph(
+    [helper.make_node("Relu", ["x"], ["y"])], "relu",
+    [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 8, 8])],
+)
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+first, second = (OpenVinoEngine(model, threads=1, cache=False) for _ in range(2))
+first.run({"x": np.ones((1, 3, 8, 8), np.float32)})
+for engine in (first, second):  # released in creation order, as a swapper's models are
+    engine.close()
+del first, second, engine
+gc.collect()
+try:
+    with terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)
+except Terminated:
+    print("terminated cleanly")
+"""
+
+
+def test_a_signal_after_engines_are_released_is_handled_not_a_crash():
+    """Engines released out of creation order once left the thread's alternate signal stack on freed memory
+    (OpenVINO's CPU plugin sets one per Core), and the next SIGTERM or Ctrl-C crashed the process."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_ENGINES], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "terminated cleanly" in result.stdout, (result.returncode, result.stderr[-2000:])

@@ -12,6 +12,7 @@ upgraded OpenVINO or another CPU never gets a stale compiled model.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -45,6 +46,15 @@ def import_openvino():
     except ImportError:
         raise EngineError("OpenVINO is not installed: pip install 'simswap-trt[openvino]'") from None
     return openvino
+
+
+@functools.lru_cache(maxsize=1)
+def shared_core():
+    """The process's one ``openvino.Core``, never released. Every engine compiles through it (their settings go
+    to ``compile_model``): OpenVINO's CPU plugin gives a compiling thread an alternate signal stack of its own
+    and, when a Core is released, restores the one it replaced, so Cores released out of creation order left
+    the thread's signal stack pointing at freed memory, and the next SIGINT or SIGTERM crashed the process."""
+    return import_openvino().Core()
 
 
 def openvino_available() -> bool:
@@ -205,7 +215,7 @@ class OpenVinoEngine(Engine):
         self.inputs, self.outputs = onnx_specs(model)
         self.precision = precision
         self.threads = threads or available_cpus()
-        self._core = ov.Core()
+        self._core = shared_core()
         config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "INFERENCE_PRECISION_HINT": precision,
