@@ -242,3 +242,65 @@ def test_video_command_signs_or_opts_out(tiny_bundle, chain, tmp_path, capsys):
     assert main([*argv, "--output", str(tmp_path / "x.mkv"), *signing]) == 1
     assert "cannot be embedded in .mkv" in capsys.readouterr().err
     assert not (tmp_path / "x.mkv").exists()
+
+
+def test_the_enhancer_is_listed_among_the_models(tiny_bundle, chain, photos, tmp_path, capsys):
+    from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+
+    checkpoint = save_gfpgan(make_gfpgan(seed=7), tmp_path / "GFPGANv1.4.pth")
+    bundle = bundle_with_enhancer(tiny_bundle.root, checkpoint, tmp_path)
+    argv = ["swap", "--bundle", str(bundle.root), "--source", str(photos / "source.png"), "--threads", "1"]
+    argv += [
+        "--target",
+        str(photos / "targets" / "a.png"),
+        "--sign-cert",
+        str(chain.cert),
+        "--sign-key",
+        str(chain.key),
+    ]
+    roles = {}
+    for name, extra in (("plain", []), ("enhanced", ["--enhancer"])):
+        assert main([*argv, "--output", str(tmp_path / f"{name}.png"), *extra]) == 0
+        result = verify(tmp_path / f"{name}.png")
+        assert result.status == "valid"
+        roles[name] = {m["role"]: m for m in result.models["models"]}
+    capsys.readouterr()
+    assert "enhancer" not in roles["plain"]  # listed only where it ran
+    enhancer = roles["enhanced"]["enhancer"]
+    entry = bundle.models["enhancer"]
+    assert (enhancer["file"], enhancer["sha256"]) == (entry.file, entry.sha256)
+    assert enhancer["precision"] == "fp32" and enhancer["backend"].startswith("onnxruntime")
+
+
+def test_swap_aligned_and_demo_sign_their_outputs(tiny_bundle, chain, astronaut_crop, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "crop.png"), astronaut_crop)
+    signing = ["--sign-cert", str(chain.cert), "--sign-key", str(chain.key)]
+    aligned = ["swap-aligned", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "crop.png")]
+    aligned += ["--target", str(tmp_path / "crop.png"), "--threads", "1"]
+    assert main([*aligned, "--output", str(tmp_path / "aligned.png"), *signing, "--credit-source"]) == 0
+    result = verify(tmp_path / "aligned.png", chain.root)
+    assert (result.status, result.trust, result.tampered) == ("valid", "trusted", False)
+    assert [a["action"] for a in result.actions] == ["c2pa.opened", "c2pa.edited"]
+    crop_sha = hashlib.sha256((tmp_path / "crop.png").read_bytes()).hexdigest()
+    assert result.models["target_sha256"] == crop_sha and result.models["source_sha256"] == [crop_sha]
+    assert {m["role"] for m in result.models["models"]} >= {"generator", "arcface"}
+    # refused before any model loads: a format without a manifest place, a mismatched key
+    assert main([*aligned, "--output", str(tmp_path / "aligned.bmp"), *signing]) == 1
+    assert "cannot be embedded in .bmp" in capsys.readouterr().err
+    assert not (tmp_path / "aligned.bmp").exists()
+
+    demo = tmp_path / "demo"
+    base = ["demo", "--bundle", str(tiny_bundle.root), "--output", str(demo), "--threads", "1"]
+    assert main([*base, *signing]) == 0
+    for name in ("camera.png", "two-faces.png"):
+        result = verify(demo / name, chain.root)
+        assert (result.status, result.trust) == ("valid", "trusted")
+        assert result.actions[1]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
+        assert "target_sha256" in result.models
+    other = make_chain(tmp_path, "other")
+    assert main([*base, "--sign-cert", str(chain.cert), "--sign-key", str(other.key)]) == 1
+    assert "does not belong to" in capsys.readouterr().err
+    assert main([*base, "--no-synthetic-tag"]) == 0  # unsigned and unlabelled when asked
+    assert verify(demo / "camera.png").exit_code == 3
+    with Image.open(demo / "camera.png") as plain:
+        assert "xmp" not in plain.info

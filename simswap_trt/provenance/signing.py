@@ -298,13 +298,16 @@ def target_format(header: bytes, suffix: str = "") -> str | None:
 
 
 def models_used(swapper) -> dict[str, Any]:
-    """The bundle (folder name, its manifest's sha256) and each engine that ran: role, file, sha256 and
-    precision of the graph or plan (where the engine came from the bundle), backend."""
+    """The bundle (folder name, its manifest's sha256) and each engine that ran (generator, arcface, the
+    parser and the face enhancer where they run): role, file, sha256 and precision of the graph or plan
+    (where the engine came from the bundle), backend."""
     from simswap_trt.bundle import MANIFEST_NAME
 
     engines = {"generator": swapper.generator, "arcface": swapper.arcface}
     if swapper.parser_engine is not None:
         engines["parser"] = swapper.parser_engine
+    if swapper.enhancer is not None:
+        engines["enhancer"] = swapper.enhancer.engine
     bundle = swapper.bundle
     return {
         "bundle": {
