@@ -58,7 +58,7 @@ def flip_byte(path, marker: bytes, offset: int):
     return changed
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
 def test_synthetic_label_is_read_by_pillow_and_exiftool(tmp_path, suffix):
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     path = tmp_path / f"out{suffix}"
@@ -304,3 +304,27 @@ def test_swap_aligned_and_demo_sign_their_outputs(tiny_bundle, chain, astronaut_
     assert verify(demo / "camera.png").exit_code == 3
     with Image.open(demo / "camera.png") as plain:
         assert "xmp" not in plain.info
+
+
+def test_tiff_label_is_the_xml_packet_tag_and_tiff_signs(chain, tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    path = tmp_path / "out.tiff"
+    write_image(path, image, synthetic=True)
+    with Image.open(path) as labelled:
+        assert DIGITAL_SOURCE_TYPE.encode() in bytes(labelled.tag_v2[700])  # XMLPacket, in the first IFD
+    np.testing.assert_array_equal(read_image(path), image)
+    target = tmp_path / "target.png"
+    cv2.imwrite(str(target), image)
+    provenance = Provenance(signer=Signer.from_files(chain.cert, chain.key))
+    sign = partial(provenance.sign_image, suffix=".tiff", target=target, title="out.tiff")
+    write_image(path, image, synthetic=True, finish=sign)
+    result = verify(path, chain.root)
+    assert (result.status, result.trust, result.tampered) == ("valid", "trusted", False)
+    assert result.actions[1]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
+    np.testing.assert_array_equal(read_image(path), image)
+    with Image.open(path) as signed:  # the label survives signing
+        assert DIGITAL_SOURCE_TYPE.encode() in bytes(signed.tag_v2[700])
+        strip = signed.tag_v2[273][0]  # StripOffsets: where the pixel data begins
+    changed = flip_byte(path, path.read_bytes()[strip : strip + 8], 4)
+    tampered = verify(changed)
+    assert tampered.status == "invalid" and tampered.tampered

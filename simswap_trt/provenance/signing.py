@@ -11,7 +11,7 @@ accepts the pair (a trial signature). ``Provenance`` carries what a run writes i
   that ran (role, file, sha256, precision, backend), the target's sha256 and, with ``credit_source``, the
   source photos' sha256.
 
-Manifests are embedded: in JPEG, PNG and WebP over the whole file's bytes (data hash), in MP4 and MOV over
+Manifests are embedded: in JPEG, PNG, WebP and TIFF over the whole file's bytes (data hash), in MP4 and MOV over
 the boxes (BMFF hash), computed once over the finished file. Thumbnails are off: a manifest never holds a
 picture of the target's original face.
 """
@@ -42,6 +42,8 @@ MIME_TYPES = {
     ".jpeg": "image/jpeg",
     ".png": "image/png",
     ".webp": "image/webp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
     ".mp4": "video/mp4",
     ".m4v": "video/x-m4v",
     ".mov": "video/quicktime",
