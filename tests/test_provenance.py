@@ -244,11 +244,17 @@ def test_video_command_signs_or_opts_out(tiny_bundle, chain, tmp_path, capsys):
     assert not (tmp_path / "x.mkv").exists()
 
 
-def test_the_enhancer_is_listed_among_the_models(tiny_bundle, chain, photos, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def enhanced_bundle(tiny_bundle, tmp_path_factory):
     from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
-    checkpoint = save_gfpgan(make_gfpgan(seed=7), tmp_path / "GFPGANv1.4.pth")
-    bundle = bundle_with_enhancer(tiny_bundle.root, checkpoint, tmp_path)
+    folder = tmp_path_factory.mktemp("enhancer")
+    checkpoint = save_gfpgan(make_gfpgan(seed=7), folder / "GFPGANv1.4.pth")
+    return bundle_with_enhancer(tiny_bundle.root, checkpoint, folder)
+
+
+def test_the_enhancer_is_listed_among_the_models(enhanced_bundle, chain, photos, tmp_path, capsys):
+    bundle = enhanced_bundle
     argv = ["swap", "--bundle", str(bundle.root), "--source", str(photos / "source.png"), "--threads", "1"]
     argv += [
         "--target",
@@ -328,3 +334,19 @@ def test_tiff_label_is_the_xml_packet_tag_and_tiff_signs(chain, tmp_path):
     changed = flip_byte(path, path.read_bytes()[strip : strip + 8], 4)
     tampered = verify(changed)
     assert tampered.status == "invalid" and tampered.tampered
+
+
+def test_served_images_list_the_enhancer_where_a_request_ran_it(enhanced_bundle, chain, photos, tmp_path):
+    from simswap_trt.serving.models import SwapImage
+
+    swapper = FaceSwapper.from_bundle(enhanced_bundle.root, threads=1, enhance=True, enhance_blend=0.0)
+    swapper.set_source(read_image(photos / "source.png"))
+    serve = SwapImage(swapper, provenance=Provenance(signer=Signer.from_files(chain.cert, chain.key)))
+    image = np.array([[(photos / "targets" / "a.png").read_bytes()]], dtype=object)
+    plain, enhanced = serve([{"image": image}, {"image": image, "enhance": np.array([[1.0]], np.float32)}])
+    for answer, listed in ((plain, False), (enhanced, True)):
+        path = tmp_path / f"served-{listed}.png"
+        path.write_bytes(bytes(answer["image"][0, 0]))
+        result = verify(path)
+        assert result.status == "valid"
+        assert ("enhancer" in {m["role"] for m in result.models["models"]}) == listed
