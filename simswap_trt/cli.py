@@ -21,7 +21,7 @@ from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
 from simswap_trt.files import Inputs, check_output, write_atomic
-from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, list_images, read_image, write_image
+from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, encode_image, list_images, read_image, write_image
 from simswap_trt.plans import PlanEntry
 from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
 from simswap_trt.provenance.signing import Provenance
@@ -335,6 +335,7 @@ def _swap_aligned(args: argparse.Namespace) -> int:
     if not todo:
         print(f"done: 0 written, {skipped} skipped")
         return EXIT_PARTIAL
+    provenance = provenance_from_args(args, [dest for _, dest in todo])
     with FaceSwapper.from_bundle(
         args.bundle,
         args.providers,
@@ -346,19 +347,26 @@ def _swap_aligned(args: argparse.Namespace) -> int:
         cuda_graphs=args.cuda_graphs,
     ) as swapper:
         swapper.set_source_crops([_read_crop(p, swapper.crop_size) for p in args.source])
+        provenance = provenance.with_models(swapper)
         written = 0
         for start in range(0, len(todo), args.batch):
             chunk, crops = [], []
             for source, dest in todo[start : start + args.batch]:
                 try:
                     crops.append(_read_crop(source, swapper.crop_size))
-                    chunk.append(dest)
+                    chunk.append((source, dest))
                 except InputError as exc:
                     print(f"{source.name}: skipped, {exc}")
                     skipped += 1
             if crops:
-                for dest, image in zip(chunk, swapper.swap_aligned(crops), strict=True):
-                    write_image(dest, image, synthetic=not args.no_synthetic_tag)
+                for (source, dest), image in zip(chunk, swapper.swap_aligned(crops), strict=True):
+                    try:
+                        sign = partial(provenance.sign_image, suffix=dest.suffix, target=source, title=str(dest))
+                        write_image(dest, image, provenance.synthetic, finish=sign)
+                    except OutputError as exc:
+                        print(f"{source.name}: failed, {exc}")
+                        skipped += 1
+                        continue
                     written += 1
     print(f"done: {written} written, {skipped} skipped")
     return EXIT_PARTIAL if skipped else 0
@@ -382,6 +390,7 @@ def _demo(args: argparse.Namespace) -> int:
                 f"{args.output / name} exists and was not written by the demo; pass --overwrite to replace it, "
                 "or choose another --output"
             )
+    provenance = provenance_from_args(args, names)
     bundle = args.bundle or _untrained_demo_bundle()
     astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])  # public domain (NASA)
     camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)  # CC0
@@ -390,9 +399,12 @@ def _demo(args: argparse.Namespace) -> int:
         swapper.set_source(astronaut)
         results = swapper.swap_batch([camera, both])
         untrained = swapper.bundle.untrained
+        provenance = provenance.with_models(swapper)
     write_atomic(args.output / DEMO_MARKER, b"written by 'simswap-trt demo', which replaces its outputs here\n")
-    for name, result in zip(names, results, strict=True):
-        write_image(args.output / name, result.image, synthetic=True)
+    for name, target, result in zip(names, (camera, both), results, strict=True):
+        dest = args.output / name
+        sign = partial(provenance.sign_image, suffix=".png", target=encode_image(target, ".png"), title=str(dest))
+        write_image(dest, result.image, provenance.synthetic, finish=sign)
         print(f"{name}: {len(result.faces)} face(s) found, {result.swapped_count} swapped -> {args.output / name}")
     if untrained:
         print(
@@ -695,6 +707,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="replace camera.png / two-faces.png in --output even if the demo did not write them (its own "
         "outputs are always replaced, atomically)",
     )
+    add_signing_flags(demo, synthetic_flag=True, credit=False)  # the source is the built-in astronaut photo
     _add_pipeline_flags(demo)
     _add_runtime_flags(demo, batch=8)
     _add_device_flag(demo)
@@ -714,6 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     aligned.add_argument(
         "--overwrite", action="store_true", help="replace existing outputs (default: skip them and say so)"
     )
+    add_signing_flags(aligned)
     _add_runtime_flags(aligned, batch=8)
     _add_device_flag(aligned)
 

@@ -74,7 +74,7 @@ def write_image(
     path: str | Path, image: np.ndarray, synthetic: bool = True, finish: Callable[[bytes], bytes] | None = None
 ) -> None:
     """Encode by the file's suffix and write atomically (temporary file in the same folder, then rename).
-    ``synthetic`` (default on, as the command line does) labels JPEG, PNG and WebP files as AI-generated (XMP
+    ``synthetic`` (default on, as the command line does) labels JPEG, PNG, WebP and TIFF files as AI-generated (XMP
     metadata; ``False`` for images that are not, such as a photo copied unchanged); ``finish`` takes the
     encoded bytes and returns what is written (e.g. ``Provenance.sign_image``): if it raises, nothing is."""
     path = Path(path)
@@ -100,8 +100,8 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
 
 
 def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = False, name: str = "image") -> bytes:
-    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` labels JPEG, PNG
-    and WebP as AI-generated with the IPTC digital source type in XMP (``simswap_trt.provenance.metadata``;
+    """Encode a uint8 BGR image by format suffix (``.png``, ``.jpg``...); ``synthetic`` labels JPEG, PNG,
+    WebP and TIFF as AI-generated with the IPTC digital source type in XMP (``simswap_trt.provenance.metadata``;
     other formats carry no label: logged). ``name`` says what is encoded, for messages."""
     try:
         ok, encoded = cv2.imencode(suffix, image)
@@ -113,6 +113,6 @@ def encode_image(image: np.ndarray, suffix: str = ".png", synthetic: bool = Fals
     if synthetic:
         tagged = tag_image(data, suffix, image.shape[1], image.shape[0])
         if tagged is None:
-            log.warning("%s: %s files carry no synthetic-content label; use .jpg, .png or .webp", name, suffix)
+            log.warning("%s: %s files carry no synthetic-content label; use .jpg, .png, .webp or .tif", name, suffix)
         data = tagged or data
     return data

@@ -58,7 +58,7 @@ def flip_byte(path, marker: bytes, offset: int):
     return changed
 
 
-@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp"])
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".webp", ".tif"])
 def test_synthetic_label_is_read_by_pillow_and_exiftool(tmp_path, suffix):
     image = np.random.default_rng(0).integers(0, 256, (32, 48, 3), dtype=np.uint8)
     path = tmp_path / f"out{suffix}"
@@ -242,3 +242,111 @@ def test_video_command_signs_or_opts_out(tiny_bundle, chain, tmp_path, capsys):
     assert main([*argv, "--output", str(tmp_path / "x.mkv"), *signing]) == 1
     assert "cannot be embedded in .mkv" in capsys.readouterr().err
     assert not (tmp_path / "x.mkv").exists()
+
+
+@pytest.fixture(scope="module")
+def enhanced_bundle(tiny_bundle, tmp_path_factory):
+    from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+
+    folder = tmp_path_factory.mktemp("enhancer")
+    checkpoint = save_gfpgan(make_gfpgan(seed=7), folder / "GFPGANv1.4.pth")
+    return bundle_with_enhancer(tiny_bundle.root, checkpoint, folder)
+
+
+def test_the_enhancer_is_listed_among_the_models(enhanced_bundle, chain, photos, tmp_path, capsys):
+    bundle = enhanced_bundle
+    argv = ["swap", "--bundle", str(bundle.root), "--source", str(photos / "source.png"), "--threads", "1"]
+    argv += [
+        "--target",
+        str(photos / "targets" / "a.png"),
+        "--sign-cert",
+        str(chain.cert),
+        "--sign-key",
+        str(chain.key),
+    ]
+    roles = {}
+    for name, extra in (("plain", []), ("enhanced", ["--enhancer"])):
+        assert main([*argv, "--output", str(tmp_path / f"{name}.png"), *extra]) == 0
+        result = verify(tmp_path / f"{name}.png")
+        assert result.status == "valid"
+        roles[name] = {m["role"]: m for m in result.models["models"]}
+    capsys.readouterr()
+    assert "enhancer" not in roles["plain"]  # listed only where it ran
+    enhancer = roles["enhanced"]["enhancer"]
+    entry = bundle.models["enhancer"]
+    assert (enhancer["file"], enhancer["sha256"]) == (entry.file, entry.sha256)
+    assert enhancer["precision"] == "fp32" and enhancer["backend"].startswith("onnxruntime")
+
+
+def test_swap_aligned_and_demo_sign_their_outputs(tiny_bundle, chain, astronaut_crop, tmp_path, capsys):
+    cv2.imwrite(str(tmp_path / "crop.png"), astronaut_crop)
+    signing = ["--sign-cert", str(chain.cert), "--sign-key", str(chain.key)]
+    aligned = ["swap-aligned", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "crop.png")]
+    aligned += ["--target", str(tmp_path / "crop.png"), "--threads", "1"]
+    assert main([*aligned, "--output", str(tmp_path / "aligned.png"), *signing, "--credit-source"]) == 0
+    result = verify(tmp_path / "aligned.png", chain.root)
+    assert (result.status, result.trust, result.tampered) == ("valid", "trusted", False)
+    assert [a["action"] for a in result.actions] == ["c2pa.opened", "c2pa.edited"]
+    crop_sha = hashlib.sha256((tmp_path / "crop.png").read_bytes()).hexdigest()
+    assert result.models["target_sha256"] == crop_sha and result.models["source_sha256"] == [crop_sha]
+    assert {m["role"] for m in result.models["models"]} >= {"generator", "arcface"}
+    # refused before any model loads: a format without a manifest place, a mismatched key
+    assert main([*aligned, "--output", str(tmp_path / "aligned.bmp"), *signing]) == 1
+    assert "cannot be embedded in .bmp" in capsys.readouterr().err
+    assert not (tmp_path / "aligned.bmp").exists()
+
+    demo = tmp_path / "demo"
+    base = ["demo", "--bundle", str(tiny_bundle.root), "--output", str(demo), "--threads", "1"]
+    assert main([*base, *signing]) == 0
+    for name in ("camera.png", "two-faces.png"):
+        result = verify(demo / name, chain.root)
+        assert (result.status, result.trust) == ("valid", "trusted")
+        assert result.actions[1]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
+        assert "target_sha256" in result.models
+    other = make_chain(tmp_path, "other")
+    assert main([*base, "--sign-cert", str(chain.cert), "--sign-key", str(other.key)]) == 1
+    assert "does not belong to" in capsys.readouterr().err
+    assert main([*base, "--no-synthetic-tag"]) == 0  # unsigned and unlabelled when asked
+    assert verify(demo / "camera.png").exit_code == 3
+    with Image.open(demo / "camera.png") as plain:
+        assert "xmp" not in plain.info
+
+
+def test_tiff_label_is_the_xml_packet_tag_and_tiff_signs(chain, tmp_path):
+    image = np.random.default_rng(1).integers(0, 256, (40, 24, 3), dtype=np.uint8)
+    path = tmp_path / "out.tiff"
+    write_image(path, image, synthetic=True)
+    with Image.open(path) as labelled:
+        assert DIGITAL_SOURCE_TYPE.encode() in bytes(labelled.tag_v2[700])  # XMLPacket, in the first IFD
+    np.testing.assert_array_equal(read_image(path), image)
+    target = tmp_path / "target.png"
+    cv2.imwrite(str(target), image)
+    provenance = Provenance(signer=Signer.from_files(chain.cert, chain.key))
+    sign = partial(provenance.sign_image, suffix=".tiff", target=target, title="out.tiff")
+    write_image(path, image, synthetic=True, finish=sign)
+    result = verify(path, chain.root)
+    assert (result.status, result.trust, result.tampered) == ("valid", "trusted", False)
+    assert result.actions[1]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
+    np.testing.assert_array_equal(read_image(path), image)
+    with Image.open(path) as signed:  # the label survives signing
+        assert DIGITAL_SOURCE_TYPE.encode() in bytes(signed.tag_v2[700])
+        strip = signed.tag_v2[273][0]  # StripOffsets: where the pixel data begins
+    changed = flip_byte(path, path.read_bytes()[strip : strip + 8], 4)
+    tampered = verify(changed)
+    assert tampered.status == "invalid" and tampered.tampered
+
+
+def test_served_images_list_the_enhancer_where_a_request_ran_it(enhanced_bundle, chain, photos, tmp_path):
+    from simswap_trt.serving.models import SwapImage
+
+    swapper = FaceSwapper.from_bundle(enhanced_bundle.root, threads=1, enhance=True, enhance_blend=0.0)
+    swapper.set_source(read_image(photos / "source.png"))
+    serve = SwapImage(swapper, provenance=Provenance(signer=Signer.from_files(chain.cert, chain.key)))
+    image = np.array([[(photos / "targets" / "a.png").read_bytes()]], dtype=object)
+    plain, enhanced = serve([{"image": image}, {"image": image, "enhance": np.array([[1.0]], np.float32)}])
+    for answer, listed in ((plain, False), (enhanced, True)):
+        path = tmp_path / f"served-{listed}.png"
+        path.write_bytes(bytes(answer["image"][0, 0]))
+        result = verify(path)
+        assert result.status == "valid"
+        assert ("enhancer" in {m["role"] for m in result.models["models"]}) == listed

@@ -3,7 +3,8 @@
 Images carry an XMP packet with the IPTC digital source type ``compositeWithTrainedAlgorithmicMedia``
 (``Iptc4xmpExt:DigitalSourceType``), a human-readable ``dc:description`` and ``xmp:CreatorTool``: in JPEG
 as an APP1 segment, in PNG as an ``iTXt`` chunk with the keyword ``XML:com.adobe.xmp``, in WebP as an
-``XMP `` chunk (the file becomes the extended format). Exiftool, Pillow and photo software read these
+``XMP `` chunk (the file becomes the extended format), in TIFF as the ``XMLPacket`` tag (700) of the first
+image. Exiftool, Pillow and photo software read these
 fields. Video containers (MP4, MOV, MKV) carry the same facts as container tags (``video_metadata``).
 """
 
@@ -15,7 +16,8 @@ from xml.sax.saxutils import escape
 
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 SYNTHETIC_TEXT = "Synthetic media: faces were swapped by simswap-trt (AI-generated content)"
-TAGGED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+TAGGED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
+_TIFF_XMP_TAG, _TIFF_BYTE = 700, 1
 _JPEG_XMP_ID = b"http://ns.adobe.com/xap/1.0/\0"
 
 
@@ -56,7 +58,8 @@ def xmp_packet() -> bytes:
 
 def tag_image(encoded: bytes, suffix: str, width: int, height: int) -> bytes | None:
     """``encoded`` (as OpenCV writes ``suffix``) with the XMP packet added; None for formats without a
-    standard XMP place (BMP, TIFF from OpenCV). ``width`` and ``height`` are the image's (WebP needs them)."""
+    standard XMP place (BMP) or a layout this does not edit (BigTIFF). ``width`` and ``height`` are the
+    image's (WebP needs them)."""
     suffix = suffix.lower()
     if suffix in (".jpg", ".jpeg"):
         return _tag_jpeg(encoded)
@@ -64,6 +67,8 @@ def tag_image(encoded: bytes, suffix: str, width: int, height: int) -> bytes | N
         return _tag_png(encoded)
     if suffix == ".webp":
         return _tag_webp(encoded, width, height)
+    if suffix in (".tif", ".tiff"):
+        return _tag_tiff(encoded)
     return None
 
 
@@ -96,3 +101,24 @@ def _tag_webp(encoded: bytes, width: int, height: int) -> bytes:
         body = _riff_chunk(b"VP8X", vp8x) + body
     body += _riff_chunk(b"XMP ", xmp_packet())
     return b"RIFF" + struct.pack("<I", len(body) + 4) + b"WEBP" + body
+
+
+def _tag_tiff(encoded: bytes) -> bytes | None:
+    """Classic TIFF: the XMP packet and a copy of the first IFD with an ``XMLPacket`` entry are appended, and
+    the header points at the copy; the image data and every other offset stay as they were."""
+    order = {b"II*\0": "<", b"MM\0*": ">"}.get(encoded[:4])
+    if order is None:
+        return None
+    (ifd,) = struct.unpack(order + "I", encoded[4:8])
+    (count,) = struct.unpack(order + "H", encoded[ifd : ifd + 2])
+    entries = [encoded[ifd + 2 + 12 * i : ifd + 14 + 12 * i] for i in range(count)]
+    (next_ifd,) = struct.unpack(order + "I", encoded[ifd + 2 + 12 * count : ifd + 6 + 12 * count])
+    entries = [e for e in entries if struct.unpack(order + "H", e[:2])[0] != _TIFF_XMP_TAG]
+    packet = xmp_packet()
+    packet_at = len(encoded) + len(encoded) % 2  # TIFF offsets are word-aligned
+    entries.append(struct.pack(order + "HHII", _TIFF_XMP_TAG, _TIFF_BYTE, len(packet), packet_at))
+    entries.sort(key=lambda e: struct.unpack(order + "H", e[:2])[0])
+    new_ifd = packet_at + len(packet) + len(packet) % 2
+    table = struct.pack(order + "H", len(entries)) + b"".join(entries) + struct.pack(order + "I", next_ifd)
+    body = encoded[:4] + struct.pack(order + "I", new_ifd) + encoded[8:] + b"\0" * (len(encoded) % 2)
+    return body + packet + b"\0" * (len(packet) % 2) + table

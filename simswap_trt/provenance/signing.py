@@ -11,7 +11,7 @@ accepts the pair (a trial signature). ``Provenance`` carries what a run writes i
   that ran (role, file, sha256, precision, backend), the target's sha256 and, with ``credit_source``, the
   source photos' sha256.
 
-Manifests are embedded: in JPEG, PNG and WebP over the whole file's bytes (data hash), in MP4 and MOV over
+Manifests are embedded: in JPEG, PNG, WebP and TIFF over the whole file's bytes (data hash), in MP4 and MOV over
 the boxes (BMFF hash), computed once over the finished file. Thumbnails are off: a manifest never holds a
 picture of the target's original face.
 """
@@ -42,6 +42,8 @@ MIME_TYPES = {
     ".jpeg": "image/jpeg",
     ".png": "image/png",
     ".webp": "image/webp",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
     ".mp4": "video/mp4",
     ".m4v": "video/x-m4v",
     ".mov": "video/quicktime",
@@ -298,13 +300,16 @@ def target_format(header: bytes, suffix: str = "") -> str | None:
 
 
 def models_used(swapper) -> dict[str, Any]:
-    """The bundle (folder name, its manifest's sha256) and each engine that ran: role, file, sha256 and
-    precision of the graph or plan (where the engine came from the bundle), backend."""
+    """The bundle (folder name, its manifest's sha256) and each engine that ran (generator, arcface, the
+    parser and the face enhancer where they run): role, file, sha256 and precision of the graph or plan
+    (where the engine came from the bundle), backend."""
     from simswap_trt.bundle import MANIFEST_NAME
 
     engines = {"generator": swapper.generator, "arcface": swapper.arcface}
     if swapper.parser_engine is not None:
         engines["parser"] = swapper.parser_engine
+    if swapper.enhancer is not None:
+        engines["enhancer"] = swapper.enhancer.engine
     bundle = swapper.bundle
     return {
         "bundle": {

@@ -174,7 +174,16 @@ class SwapImage(ServedModel):
         self.image_format = image_format
         self.synthetic = synthetic
         self.max_pixels = max_pixels
-        self.provenance = (provenance or Provenance(synthetic)).with_models(swapper)
+        self._provenance = provenance or Provenance(synthetic)
+        self._provenances: dict[bool, Provenance] = {}  # by whether the face enhancer ran
+
+    def _models_of(self, swapper: FaceSwapper) -> Provenance:
+        """The provenance of items ``swapper`` (this model's, or a variant with a request's enhance share)
+        swapped: its models list the face enhancer only where it ran."""
+        enhanced = swapper.enhancer is not None
+        if enhanced not in self._provenances:
+            self._provenances[enhanced] = self._provenance.with_models(swapper)
+        return self._provenances[enhanced]
 
     def prepare(self, request: Request) -> list[tuple[np.ndarray, np.ndarray, bytes, str, float | None]]:
         """(image, latent, encoded image, name, enhance share or None) of each item."""
@@ -187,7 +196,7 @@ class SwapImage(ServedModel):
 
     def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray, bytes, str, float | None]]]) -> list[Reply]:
         items = [item for request in prepared for item in request]
-        results = [None] * len(items)
+        results, provenances = [None] * len(items), [None] * len(items)
         # one swap_batch per distinct latent and enhance share; a shallow copy shares the engines but not the
         # source identity nor the share
         groups: dict[tuple[bytes, float | None], list[int]] = {}
@@ -200,15 +209,16 @@ class SwapImage(ServedModel):
                 swapper = copy.copy(swapper)
                 swapper.source_latent = np.asarray(latent, np.float32)
             for k, result in zip(members, swapper.swap_batch([items[k][0] for k in members], self.select), strict=True):
-                results[k] = result
-        done = [(result, data, name) for result, (_, _, data, name, _) in zip(results, items, strict=True)]
+                results[k], provenances[k] = result, self._models_of(swapper)
+        done = [(r, p, data, name) for r, p, (_, _, data, name, _) in zip(results, provenances, items, strict=True)]
         starts = np.cumsum([0, *(len(request) for request in prepared)])
         return [self._reply(done[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
     def _reply(self, done) -> Reply:
-        """``done``: (result, the request's encoded image, its name) of each item of one request."""
-        results = [result for result, _, _ in done]
-        images = [self._encode(result, data, name) for result, data, name in done]
+        """``done``: (result, its provenance, the request's encoded image, its name) of each item of one
+        request."""
+        results = [result for result, _, _, _ in done]
+        images = [self._encode(*item) for item in done]
         most = max(1, *(len(r.faces) for r in results))  # one NaN row at least: no empty tensors on the wire
         faces = np.full((len(results), most, len(FACE_COLUMNS)), np.nan, np.float32)
         for n, result in enumerate(results):
@@ -217,12 +227,12 @@ class SwapImage(ServedModel):
         swapped = np.array([[r.swapped_count] for r in results], np.int32)
         return {"image": np.array(images, dtype=object).reshape(-1, 1), "swapped": swapped, "faces": faces}
 
-    def _encode(self, result, data: bytes, name: str) -> bytes:
+    def _encode(self, result, provenance: Provenance, data: bytes, name: str) -> bytes:
         """A swapped image labelled (and signed, with a signer); an unchanged one as it is."""
         if not result.swapped_count:
             return encode_image(result.image, self.image_format)
         encoded = encode_image(result.image, self.image_format, self.synthetic)
-        return self.provenance.sign_image(encoded, self.image_format, data, name)
+        return provenance.sign_image(encoded, self.image_format, data, name)
 
 
 class Identity(ServedModel):
