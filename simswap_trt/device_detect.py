@@ -37,7 +37,7 @@ from simswap_trt.device_memory import DeviceArray, MemoryUse, ResidentFrames, al
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.kernels import DeviceKernels, frame_tables, letterbox, letterbox_tables
-from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd
+from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, RegionPlan, Scrfd
 
 log = logging.getLogger(__name__)
 HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
@@ -47,10 +47,10 @@ class DeviceDetector:
     """``decoder``'s detection (a CenterFace or SCRFD of the same canvas: its thresholds and ``decode``) with
     its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
     ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
-    interface of ``FaceDetector``: ``detect`` and ``detect_batch``. ``device``: the CUDA device id of its buffers,
-    streams and launches (made current by every entry point); ``frames``: where the frames go up and stay for
-    the swap (the swap stages' ``frames``, which they close), else a ``ResidentFrames`` of its own, with
-    ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
+    interface of ``FaceDetector``: ``detect``, ``detect_batch`` and ``detect_regions`` (a ``RegionDetector``).
+    ``device``: the CUDA device id of its buffers, streams and launches (made current by every entry point);
+    ``frames``: where the frames go up and stay for the swap (the swap stages' ``frames``, which they close),
+    else a ``ResidentFrames`` of its own, with ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
 
     name = "device (letterbox kernel, detector on TensorRT device buffers)"
 
@@ -99,10 +99,45 @@ class DeviceDetector:
                 results += self._detect(images[chunk])
         return results
 
+    def detect_regions(self, image: np.ndarray, regions: Sequence[np.ndarray]) -> list[Detection]:
+        """The faces inside ``regions`` of ``image`` as ``EngineDetector.detect_regions`` finds them (the same
+        windows of the letterboxed canvas, ``RegionPlan``): each window goes up as a small image that the
+        letterbox kernel places unscaled on the detector canvas, so region search keeps track-guided video
+        detection on the device path. The windows are not kept on the device for the swap."""
+        plan = RegionPlan.of(image, regions, self.input_size)
+        if plan is None:
+            return []
+        windows = list(plan.canvas)
+        size = plan.canvas.shape[1:3]
+        found: list[list[Detection]] = []
+        with self._lock:
+            if self._closed:
+                raise EngineError("the device detector is closed")
+            cuda.activate(self.device)
+            for chunk in chunk_batches(len(windows), self.engine.max_batch):
+                unscaled = [
+                    np.array([size[::-1]] * len(windows[chunk]), np.int32),
+                    np.ones((len(windows[chunk]), 2), np.float32),
+                ]
+                outputs = self._canvas_outputs(windows[chunk], unscaled, keep=None)
+                found += self.decoder.decode(outputs, np.ones(len(windows[chunk])), [size] * len(windows[chunk]))
+        return plan.merge(found, self.decoder.nms_iou)
+
     def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        canvas = self.input_size
         frames = [np.ascontiguousarray(image) for image in images]
-        tables = frame_tables(frames) + letterbox_tables(frames, canvas)  # frame addresses filled below
+        sizing = letterbox_tables(frames, self.input_size)
+        outputs = self._canvas_outputs(frames, sizing, keep=images)
+        resized = sizing[0]  # (width, height) of each frame on the canvas
+        scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
+        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
+
+    def _canvas_outputs(
+        self, frames: list[np.ndarray], sizing: list[np.ndarray], keep: Sequence[np.ndarray] | None
+    ) -> list[np.ndarray]:
+        """The detector's outputs for ``frames`` placed on its canvas by the letterbox kernel with the tables
+        ``sizing`` (``letterbox_tables``); ``keep``: the images the frames stay on the device as, for the
+        swap (None: not kept)."""
+        tables = frame_tables(frames) + sizing  # frame addresses filled below
         self.done.synchronize()  # the previous chunk's work no longer uses the canvas and output buffers
         slot = self.frames.acquire()
         try:
@@ -117,10 +152,11 @@ class DeviceDetector:
         except BaseException:
             self.frames.keep(slot)  # nothing kept
             raise
-        self.frames.keep(slot, images, addresses[: len(frames)])  # the letterbox kernel has read them
-        resized = tables[4]  # (width, height) of each frame on the canvas
-        scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
-        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
+        if keep is None:
+            self.frames.keep(slot)
+        else:
+            self.frames.keep(slot, keep, addresses[: len(frames)])  # the letterbox kernel has read them
+        return outputs
 
     def _run(self, uploaded: cuda.Event, tables: list[int], count: int) -> list[np.ndarray]:
         """Steps 2 and 3 for ``count`` frames once ``uploaded``, from the letterbox tables at ``tables``;
