@@ -27,16 +27,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
+from simswap_trt.device import DeviceStages
 from simswap_trt.device_memory import DeviceArray, MemoryUse, ResidentFrames, aligned, buffers_use
+from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.kernels import DeviceKernels, frame_tables, letterbox, letterbox_tables
+from simswap_trt.stages import Stages
 from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, RegionPlan, Scrfd
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,9 @@ HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
 
 class DeviceDetector:
     """``decoder``'s detection (a CenterFace or SCRFD of the same canvas: its thresholds and ``decode``) with
-    its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
-    ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
-    interface of ``FaceDetector``: ``detect``, ``detect_batch`` and ``detect_regions`` (a ``RegionDetector``).
+    its input made on the device and its model run by ``engine`` (a ``DeviceEngine``: a TensorRT plan of the
+    detector graph). It has the interface of ``FaceDetector``: ``detect``, ``detect_batch`` and ``detect_regions``
+    (a ``RegionDetector``).
     ``device``: the CUDA device id of its buffers, streams and launches (made current by every entry point);
     ``frames``: where the frames go up and stay for the swap (the swap stages' ``frames``, which they close),
     else a ``ResidentFrames`` of its own, with ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
@@ -57,7 +59,7 @@ class DeviceDetector:
     def __init__(
         self,
         decoder: EngineDetector,
-        engine: Any,
+        engine: DeviceEngine,
         kernels: DeviceKernels,
         device: int | None = None,
         host_memory: str = "staged",
@@ -230,14 +232,13 @@ class DeviceDetector:
 
 
 def open_device_detector(
-    bundle: Bundle, stages: Any, providers: Sequence[str], threads: int | None
+    bundle: Bundle, stages: Stages, providers: Sequence[str], threads: int | None
 ) -> DeviceDetector | None:
     """The device detector of ``bundle`` on the device of ``stages`` when they are the device stages and the
     bundle has a detector plan this machine can run, else None (detection then runs on the host). The
     choice is logged."""
     where = "detection: host (ONNX Runtime)"
-    kernels, device = getattr(stages, "kernels", None), getattr(stages, "device", None)
-    if kernels is None:
+    if not isinstance(stages, DeviceStages):
         log.info("%s: the swap runs on the host", where)
         return None
     if bundle.detector is None:
@@ -248,16 +249,20 @@ def open_device_detector(
     from simswap_trt.backends import open_engine
 
     try:
-        engine = open_engine(bundle, "detector", "tensorrt", providers, threads, device=device)
+        engine = open_engine(bundle, "detector", "tensorrt", providers, threads, device=stages.device)
     except SimswapError as exc:
         log.warning("%s: the detector plan cannot run: %s", where, exc)
         return None
     try:
         cls = HOST_DETECTORS[bundle.detector.architecture]
         decoder = cls(
-            bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads, device=device
+            bundle.path_of("detector"),
+            bundle.detector_canvas,
+            providers=providers,
+            threads=threads,
+            device=stages.device,
         )
-        detector = DeviceDetector(decoder, engine, kernels, device, frames=stages.frames)
+        detector = DeviceDetector(decoder, engine, stages.kernels, stages.device, frames=stages.frames)
     except SimswapError as exc:
         engine.close()
         log.warning("%s: %s", where, exc)

@@ -26,7 +26,7 @@ import numpy as np
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.device_memory import SwapperMemory
-from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
+from simswap_trt.engines import DEFAULT_PROVIDERS, DeviceEngine, Engine
 from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
 from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
@@ -170,7 +170,7 @@ class FaceSwapper:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
         host = self._host_stages(self.enhancer)
-        on_tensorrt = hasattr(self.generator, "execute_device")
+        on_tensorrt = isinstance(self.generator, DeviceEngine)
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
         reason = None
