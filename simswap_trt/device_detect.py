@@ -117,12 +117,10 @@ class DeviceDetector:
                 raise EngineError("the device detector is closed")
             cuda.activate(self.device)
             for chunk in chunk_batches(len(windows), self.engine.max_batch):
-                unscaled = [
-                    np.array([size[::-1]] * len(windows[chunk]), np.int32),
-                    np.ones((len(windows[chunk]), 2), np.float32),
-                ]
-                outputs = self._canvas_outputs(windows[chunk], unscaled, keep=None)
-                found += self.decoder.decode(outputs, np.ones(len(windows[chunk])), [size] * len(windows[chunk]))
+                part = windows[chunk]
+                unscaled = [np.array([size[::-1]] * len(part), np.int32), np.ones((len(part), 2), np.float32)]
+                outputs = self._canvas_outputs(part, unscaled, keep=None)  # (width, height), ratios 1
+                found += self.decoder.decode(outputs, np.ones(len(part)), [size] * len(part))
         return plan.merge(found, self.decoder.nms_iou)
 
     def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
