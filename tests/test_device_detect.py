@@ -246,3 +246,57 @@ def test_the_bundle_refuses_a_malformed_detector_graph(bundle):
     (bundle.root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="TensorRT plan engines/detector.plan has unknown role 'detector'"):
         Bundle.load(bundle.root)
+
+
+def searches(detector) -> list[tuple[str, list]]:
+    """Record each whole-frame search ("whole", its frames' detections) and region search ("regions", its
+    detections) of ``detector``, in order."""
+    calls: list[tuple[str, list]] = []
+    whole, regions = detector.detect_batch, getattr(detector, "detect_regions", None)
+
+    def detect_batch(images, batch_size=8):
+        found = whole(images, batch_size)
+        calls.extend(("whole", faces) for faces in found)
+        return found
+
+    def detect_regions(image, boxes):
+        found = regions(image, boxes)
+        calls.append(("regions", found))
+        return found
+
+    detector.detect_batch = detect_batch
+    if regions is not None:  # a detector without region search is not given one
+        detector.detect_regions = detect_regions
+    return calls
+
+
+def test_video_on_the_device_keeps_track_guided_detection(bundle, host, monkeypatch):
+    """The device detector searches regions as the host detector does: the same whole-frame and region
+    searches for the same clip, finding the same faces (tolerances of the whole-frame comparison above)."""
+    from video_clips import FACE, background, moving_face
+
+    from simswap_trt.video import VideoOptions, swap_frames
+
+    frames = moving_face(8) + [background()] * 5 + moving_face(6)  # lost at frame 8, back at frame 13
+    options = VideoOptions(batch=4, full_detect_every=3)
+    decoder = CenterFace(bundle.path_of("detector"), bundle.detector_canvas, threads=2)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="onnxruntime", detector=decoder) as on_host:
+        on_host.set_source(np.ascontiguousarray(FACE))
+        expected = searches(on_host.detector)
+        list(swap_frames(on_host, frames, options=options))
+    install_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as on_device:
+        assert on_device.detector.name.startswith("device")
+        on_device.set_source(np.ascontiguousarray(FACE))
+        got = searches(on_device.detector)
+        list(swap_frames(on_device, frames, options=options))
+
+    assert [kind for kind, _ in got] == [kind for kind, _ in expected]
+    assert [kind for kind, _ in got].count("whole") == 8  # frames 0, 3, 6, 9, 10, 11, 14, 17 (test_video_guided)
+    assert sum(len(faces) for kind, faces in got if kind == "regions") >= 9  # the face was found in regions
+    for (_, want), (_, faces) in zip(expected, got, strict=True):
+        assert len(faces) == len(want)
+        for w, g in zip(want, faces, strict=True):
+            assert abs(g.score - w.score) <= 3e-3
+            assert np.abs(g.box - w.box).max() <= 0.5
+            assert np.abs(g.landmarks - w.landmarks).max() <= 0.5
