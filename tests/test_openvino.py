@@ -392,3 +392,22 @@ def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, m
         assert seen == [("openvino",)] and "bf16/openvino" in capsys.readouterr().out
     else:
         assert build_main([*argv, "openvino"]) == 1
+
+
+def test_batches_of_changing_size_reach_openvino_as_one_shape(full_bundle, monkeypatch):
+    """OpenVINO prepares kernels per new input shape (seconds at full size): a video's changing faces per batch
+    must not make it prepare again, so every request gets one sample, and the results match batch by batch."""
+    engine = open_engine(full_bundle, "generator", "openvino")
+    reference = open_engine(full_bundle, "generator", "onnxruntime")
+    shapes = set()
+    start = engine._start
+
+    def counting(feeds):
+        shapes.add(tuple(tuple(a.shape) for a in feeds.values()))
+        return start(feeds)
+
+    monkeypatch.setattr(engine, "_start", counting)
+    for batch in (3, 1, 5, 2, 3):
+        feeds = role_feeds(engine, batch, seed=batch)
+        np.testing.assert_allclose(engine.run(feeds)["swapped"], reference.run(feeds)["swapped"], rtol=1e-4, atol=1e-4)
+    assert len(shapes) == 1, shapes
