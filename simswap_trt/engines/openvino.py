@@ -288,8 +288,7 @@ class OpenVinoEngine(Engine):
 
         OpenVINO's CPU plugin prepares its kernels for each new input shape the first time it sees it (seconds
         for the full-size generator): batches of changing size (a video's faces per batch) would pay it again
-        and again. One-sample requests keep a single shape, prepared once; at batch 1 the CPU plugin runs as
-        many faces per second as with larger batches.
+        and again. One-sample requests keep a single shape, prepared once.
         """
         sizes = {len(array) for array in feeds.values()}
         batched = all(spec.shape and isinstance(spec.shape[0], str) for spec in self.inputs)
