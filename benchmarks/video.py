@@ -146,14 +146,21 @@ def main() -> None:
             clip = make_clip(folder / f"clip{faces}.mp4", faces, args.frames)
             swap_video(swapper, clip, folder / "warm.mp4", options, duration=8 / FPS, overwrite=True)  # warm-up
             times = {"naive": [], "pipeline": [], "pipeline_full_detect": []}
-            for _ in range(args.repeats):
-                times["naive"].append(timed(lambda clip=clip: naive(swapper, clip, folder / "naive.mp4")))
-                times["pipeline"].append(
-                    timed(lambda clip=clip: swap_video(swapper, clip, folder / "out.mp4", options, overwrite=True))
-                )
-                times["pipeline_full_detect"].append(
-                    timed(lambda clip=clip: swap_video(swapper, clip, folder / "out.mp4", every_frame, overwrite=True))
-                )
+            runs = {
+                "naive": lambda clip=clip: naive(swapper, clip, folder / "naive.mp4"),
+                "pipeline": lambda clip=clip: swap_video(swapper, clip, folder / "out.mp4", options, overwrite=True),
+                "pipeline_full_detect": lambda clip=clip: swap_video(
+                    swapper, clip, folder / "out.mp4", every_frame, overwrite=True
+                ),
+            }
+            order = list(runs)
+            for _ in range(args.repeats):  # interleaved, the order rotating from round to round
+                for name in order:
+                    times[name].append(timed(runs[name]))
+                order = order[1:] + order[:1]
+            ratios = {
+                name: [n / t for n, t in zip(times["naive"], times[name], strict=True)] for name in list(runs)[1:]
+            }
             fps = {name: args.frames / statistics.median(t) for name, t in times.items()}
             rows.append(
                 {
@@ -164,6 +171,8 @@ def main() -> None:
                     "pipeline_full_detect_fps": fps["pipeline_full_detect"],
                     "speedup_median": fps["pipeline"] / fps["naive"],
                     "speedup_full_detect_median": fps["pipeline_full_detect"] / fps["naive"],
+                    "speedup_per_round": ratios["pipeline"],
+                    "speedup_full_detect_per_round": ratios["pipeline_full_detect"],
                     "seconds": times,
                 }
             )
@@ -175,6 +184,9 @@ def main() -> None:
             f"{row['faces']:>6}{row['naive_fps']:>12.2f}{row['pipeline_fps']:>14.2f}{row['speedup_median']:>9.2f}x"
             f"{row['pipeline_full_detect_fps']:>16.2f}{row['speedup_full_detect_median']:>9.2f}x"
         )
+    for row in rows:
+        spread = row["speedup_per_round"]
+        print(f"{row['faces']} face(s): pipeline / naive per round {', '.join(f'{r:.2f}x' for r in spread)}")
     load_after = os.getloadavg()
     print(
         f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "

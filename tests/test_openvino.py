@@ -429,3 +429,22 @@ def test_a_signal_after_engines_are_released_is_handled_not_a_crash():
 
     result = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_ENGINES], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "terminated cleanly" in result.stdout, (result.returncode, result.stderr[-2000:])
+
+
+def test_batches_of_changing_size_reach_openvino_as_one_shape(full_bundle, monkeypatch):
+    """OpenVINO prepares kernels per new input shape (seconds at full size): a video's changing faces per batch
+    must not make it prepare again, so every request gets one sample, and the results match batch by batch."""
+    engine = open_engine(full_bundle, "generator", "openvino")
+    reference = open_engine(full_bundle, "generator", "onnxruntime")
+    shapes = set()
+    start = engine._start
+
+    def counting(feeds):
+        shapes.add(tuple(tuple(a.shape) for a in feeds.values()))
+        return start(feeds)
+
+    monkeypatch.setattr(engine, "_start", counting)
+    for batch in (3, 1, 5, 2, 3):
+        feeds = role_feeds(engine, batch, seed=batch)
+        np.testing.assert_allclose(engine.run(feeds)["swapped"], reference.run(feeds)["swapped"], rtol=1e-4, atol=1e-4)
+    assert len(shapes) == 1, shapes

@@ -188,11 +188,11 @@ class OpenVinoEngine(Engine):
     ``precision``: the inference precision, ``"f32"`` (default; the FP32 result) or ``"bf16"`` (refused on CPUs
     without AVX512_BF16 or AMX). It applies to the parts of the graph OpenVINO runs in floating point: the
     INT8 graph's Q/DQ convolutions run as integer kernels either way. ``threads``: OpenVINO's inference
-    threads (default: the CPUs available to this process). ``submit`` starts an asynchronous infer request and
-    returns at once, so the caller prepares the next batch meanwhile; idle requests are reused. ``cache``: the
-    folder of the
-    compiled-model cache (default ``cache_root()``; ``False``: no cache). ``sha256``: the graph's hash when the
-    caller knows it already (the bundle manifest), else it is computed.
+    threads (default: the CPUs available to this process). ``submit`` starts asynchronous infer requests, one per
+    sample of a batch (a single input shape, prepared once), and returns at once, so the caller prepares the
+    next batch meanwhile; idle requests are reused. ``cache``: the folder of the compiled-model cache
+    (default ``cache_root()``; ``False``: no cache). ``sha256``: the graph's hash when the caller knows it
+    already (the bundle manifest), else it is computed.
     """
 
     def __init__(
@@ -293,7 +293,23 @@ class OpenVinoEngine(Engine):
     def _run_impl(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self._collect_impl(self._submit_impl(feeds))
 
+    def _samples(self, feeds: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """``feeds`` as one-sample batches when every input has a dynamic batch axis, else as it is.
+
+        OpenVINO's CPU plugin prepares its kernels for each new input shape the first time it sees it (seconds
+        for the full-size generator): batches of changing size (a video's faces per batch) would pay it again
+        and again. One-sample requests keep a single shape, prepared once.
+        """
+        sizes = {len(array) for array in feeds.values()}
+        batched = all(spec.shape and isinstance(spec.shape[0], str) for spec in self.inputs)
+        if not batched or len(sizes) != 1 or sizes == {1}:
+            return [dict(feeds)]
+        return [{name: array[i : i + 1] for name, array in feeds.items()} for i in range(sizes.pop())]
+
     def _submit_impl(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        return [self._start(sample) for sample in self._samples(feeds)]
+
+    def _start(self, feeds: Mapping[str, np.ndarray]) -> Any:
         request = self._request()
         try:
             request.start_async({name: np.ascontiguousarray(array) for name, array in feeds.items()})
@@ -303,10 +319,23 @@ class OpenVinoEngine(Engine):
         return request
 
     def _collect_impl(self, ticket: Any) -> dict[str, np.ndarray]:
+        results, error = [], None
+        for request in ticket:  # every request is waited for and released, even after one failed
+            try:
+                results.append(self._finish(request))
+            except EngineError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        if len(results) == 1:
+            return results[0]
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    def _finish(self, request) -> dict[str, np.ndarray]:
         try:
-            ticket.wait()
-            return self._outputs(ticket)
+            request.wait()
+            return self._outputs(request)
         except Exception as exc:  # OpenVINO's exception types
             raise EngineError(f"{self.backend}: inference failed: {exc}") from exc
         finally:
-            self._release(ticket)
+            self._release(request)
