@@ -50,7 +50,6 @@ from simswap_trt.device_memory import (
     aligned,
     buffers_use,
 )
-from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import (
@@ -384,7 +383,7 @@ class DeviceStages:
     def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
         on TensorRT, else by the host stages (synchronous)."""
-        if not isinstance(self.arcface, DeviceEngine):
+        if not hasattr(self.arcface, "execute_device"):
             return self.host.latents(images, faces)
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)

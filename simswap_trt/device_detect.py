@@ -27,19 +27,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.device import DeviceStages
 from simswap_trt.device_memory import DeviceArray, MemoryUse, ResidentFrames, aligned, buffers_use
-from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.kernels import DeviceKernels, frame_tables, letterbox, letterbox_tables
-from simswap_trt.stages import Stages
-from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, RegionPlan, Scrfd
+from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd
 
 log = logging.getLogger(__name__)
 HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
@@ -47,19 +45,19 @@ HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
 
 class DeviceDetector:
     """``decoder``'s detection (a CenterFace or SCRFD of the same canvas: its thresholds and ``decode``) with
-    its input made on the device and its model run by ``engine`` (a ``DeviceEngine``: a TensorRT plan of the
-    detector graph). It has the interface of ``FaceDetector``: ``detect``, ``detect_batch`` and ``detect_regions``
-    (a ``RegionDetector``).
-    ``device``: the CUDA device id of its buffers, streams and launches (made current by every entry point);
-    ``frames``: where the frames go up and stay for the swap (the swap stages' ``frames``, which they close),
-    else a ``ResidentFrames`` of its own, with ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
+    its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
+    ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
+    interface of ``FaceDetector``: ``detect`` and ``detect_batch``. ``device``: the CUDA device id of its buffers,
+    streams and launches (made current by every entry point); ``frames``: where the frames go up and stay for
+    the swap (the swap stages' ``frames``, which they close), else a ``ResidentFrames`` of its own, with
+    ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
 
     name = "device (letterbox kernel, detector on TensorRT device buffers)"
 
     def __init__(
         self,
         decoder: EngineDetector,
-        engine: DeviceEngine,
+        engine: Any,
         kernels: DeviceKernels,
         device: int | None = None,
         host_memory: str = "staged",
@@ -101,43 +99,10 @@ class DeviceDetector:
                 results += self._detect(images[chunk])
         return results
 
-    def detect_regions(self, image: np.ndarray, regions: Sequence[np.ndarray]) -> list[Detection]:
-        """The faces inside ``regions`` of ``image`` as ``EngineDetector.detect_regions`` finds them (the same
-        windows of the letterboxed canvas, ``RegionPlan``): each window goes up as a small image that the
-        letterbox kernel places unscaled on the detector canvas, so region search keeps track-guided video
-        detection on the device path. The windows are not kept on the device for the swap."""
-        plan = RegionPlan.of(image, regions, self.input_size)
-        if plan is None:
-            return []
-        windows = list(plan.canvas)
-        size = plan.canvas.shape[1:3]
-        found: list[list[Detection]] = []
-        with self._lock:
-            if self._closed:
-                raise EngineError("the device detector is closed")
-            cuda.activate(self.device)
-            for chunk in chunk_batches(len(windows), self.engine.max_batch):
-                part = windows[chunk]
-                unscaled = [np.array([size[::-1]] * len(part), np.int32), np.ones((len(part), 2), np.float32)]
-                outputs = self._canvas_outputs(part, unscaled, keep=None)  # (width, height), ratios 1
-                found += self.decoder.decode(outputs, np.ones(len(part)), [size] * len(part))
-        return plan.merge(found, self.decoder.nms_iou)
-
     def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        canvas = self.input_size
         frames = [np.ascontiguousarray(image) for image in images]
-        sizing = letterbox_tables(frames, self.input_size)
-        outputs = self._canvas_outputs(frames, sizing, keep=images)
-        resized = sizing[0]  # (width, height) of each frame on the canvas
-        scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
-        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
-
-    def _canvas_outputs(
-        self, frames: list[np.ndarray], sizing: list[np.ndarray], keep: Sequence[np.ndarray] | None
-    ) -> list[np.ndarray]:
-        """The detector's outputs for ``frames`` placed on its canvas by the letterbox kernel with the tables
-        ``sizing`` (``letterbox_tables``); ``keep``: the images the frames stay on the device as, for the
-        swap (None: not kept)."""
-        tables = frame_tables(frames) + sizing  # frame addresses filled below
+        tables = frame_tables(frames) + letterbox_tables(frames, canvas)  # frame addresses filled below
         self.done.synchronize()  # the previous chunk's work no longer uses the canvas and output buffers
         slot = self.frames.acquire()
         try:
@@ -152,11 +117,10 @@ class DeviceDetector:
         except BaseException:
             self.frames.keep(slot)  # nothing kept
             raise
-        if keep is None:
-            self.frames.keep(slot)
-        else:
-            self.frames.keep(slot, keep, addresses[: len(frames)])  # the letterbox kernel has read them
-        return outputs
+        self.frames.keep(slot, images, addresses[: len(frames)])  # the letterbox kernel has read them
+        resized = tables[4]  # (width, height) of each frame on the canvas
+        scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
+        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
 
     def _run(self, uploaded: cuda.Event, tables: list[int], count: int) -> list[np.ndarray]:
         """Steps 2 and 3 for ``count`` frames once ``uploaded``, from the letterbox tables at ``tables``;
@@ -230,13 +194,14 @@ class DeviceDetector:
 
 
 def open_device_detector(
-    bundle: Bundle, stages: Stages, providers: Sequence[str], threads: int | None
+    bundle: Bundle, stages: Any, providers: Sequence[str], threads: int | None
 ) -> DeviceDetector | None:
     """The device detector of ``bundle`` on the device of ``stages`` when they are the device stages and the
     bundle has a detector plan this machine can run, else None (detection then runs on the host). The
     choice is logged."""
     where = "detection: host (ONNX Runtime)"
-    if not isinstance(stages, DeviceStages):
+    kernels, device = getattr(stages, "kernels", None), getattr(stages, "device", None)
+    if kernels is None:
         log.info("%s: the swap runs on the host", where)
         return None
     if bundle.detector is None:
@@ -247,20 +212,16 @@ def open_device_detector(
     from simswap_trt.backends import open_engine
 
     try:
-        engine = open_engine(bundle, "detector", "tensorrt", providers, threads, device=stages.device)
+        engine = open_engine(bundle, "detector", "tensorrt", providers, threads, device=device)
     except SimswapError as exc:
         log.warning("%s: the detector plan cannot run: %s", where, exc)
         return None
     try:
         cls = HOST_DETECTORS[bundle.detector.architecture]
         decoder = cls(
-            bundle.path_of("detector"),
-            bundle.detector_canvas,
-            providers=providers,
-            threads=threads,
-            device=stages.device,
+            bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads, device=device
         )
-        detector = DeviceDetector(decoder, engine, stages.kernels, stages.device, frames=stages.frames)
+        detector = DeviceDetector(decoder, engine, kernels, device, frames=stages.frames)
     except SimswapError as exc:
         engine.close()
         log.warning("%s: %s", where, exc)

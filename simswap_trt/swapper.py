@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import numpy as np
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.device_memory import SwapperMemory
-from simswap_trt.engines import DEFAULT_PROVIDERS, DeviceEngine, Engine
+from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
 from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
 from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
@@ -129,9 +129,6 @@ class FaceSwapper:
         cuda_graphs: bool = False,
         parser_engine: Engine | None = None,
         enhance: FaceEnhancer | None = None,
-        owned: Sequence[Engine] = (),
-        detector_options: Mapping[str, Any] | None = None,
-        device_detector: bool = False,
     ) -> None:
         """``device``: the CUDA device id the device path (buffers, streams, kernels) runs on, the same as the
         TensorRT engines' (``from_bundle`` opens them there); an id that does not exist is a
@@ -140,12 +137,7 @@ class FaceSwapper:
         graph captured per batch size (not with a parser). ``parser_engine``: a TensorRT plan of ``parser``'s
         graph (``from_bundle`` opens the bundle's when it was made from the same file): the device path then
         parses on the device. ``enhance``: a ``FaceEnhancer`` that restores each swapped face before the
-        paste-back (``from_bundle(..., enhance=True)`` opens the bundle's); off by default. ``owned``: engines
-        the swapper closes on ``close()`` (the caller's otherwise). ``detector_options``: the keyword arguments
-        of the default ``CenterFace``, made on first use when no ``detector`` is given. ``device_detector``:
-        with no ``detector``, detect with the bundle's detector plan on the device when the stages are the
-        device stages (``open_device_detector``, with ``detector_options``' providers and threads; the swapper
-        closes it), else with the default detector."""
+        paste-back (``from_bundle(..., enhance=True)`` opens the bundle's); off by default."""
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -165,33 +157,20 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
-        self._detector_options = dict(detector_options or {})  # providers and threads of the default detector
-        self._owned: list[Any] = list(owned)  # engines (and the device detector) closed by close()
+        self._detector_options: dict[str, Any] = {}  # providers and threads of the default detector
+        self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
         self.device = self._check_device(device)
         self.cuda_graphs = cuda_graphs
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
         self._stages = self._choose_stages(device_path)
         log.info("stages: %s", self._stages.name)
-        if device_detector and detector is None:
-            self._open_device_detector()
-
-    def _open_device_detector(self) -> None:
-        """The bundle's detector plan on the device stages' device, owned by the swapper (none: the default
-        detector)."""
-        from simswap_trt.device_detect import open_device_detector
-
-        options = self._detector_options
-        providers, threads = options.get("providers", DEFAULT_PROVIDERS), options.get("threads")
-        self._detector = open_device_detector(self.bundle, self._stages, providers, threads)
-        if self._detector is not None:
-            self._owned.append(self._detector)
 
     def _choose_stages(self, device_path: bool | None) -> Stages:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
         host = self._host_stages(self.enhancer)
-        on_tensorrt = isinstance(self.generator, DeviceEngine)
+        on_tensorrt = hasattr(self.generator, "execute_device")
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
         reason = None
@@ -282,8 +261,7 @@ class FaceSwapper:
 
     def close(self) -> None:
         """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and
-        the default detector, and the engines given as ``owned``. Other engines, detectors and parsers passed in
-        stay the caller's. Idempotent; use
+        the default detector. Engines, detectors and parsers passed in stay the caller's. Idempotent; use
         ``with FaceSwapper.from_bundle(...) as swapper:`` to close on exit."""
         self._stages.close()
         for engine in self._owned:
@@ -339,9 +317,6 @@ class FaceSwapper:
             on_gpu = backend in ("auto", "tensorrt")
             parser_engine = cls._parser_plan(bundle, parser, backend, device) if on_gpu else None
             engines += [parser_engine] if parser_engine is not None else []
-            options = {"providers": providers, "threads": threads, "device": device}
-            if backend == "openvino":
-                options = {"threads": threads, "backend": backend}
             enhancer = None
             if enhance:
                 enhancer = FaceEnhancer.from_bundle(
@@ -359,14 +334,21 @@ class FaceSwapper:
                 cuda_graphs,
                 parser_engine,
                 enhancer,
-                owned=engines,
-                detector_options=options,
-                device_detector=on_gpu,  # the bundle's detector plan, on the device path
             )
         except BaseException:
             for engine in engines:
                 engine.close()
             raise
+        swapper._owned += engines
+        swapper._detector_options = {"providers": providers, "threads": threads, "device": device}
+        if backend == "openvino":
+            swapper._detector_options = {"threads": threads, "backend": backend}
+        if detector is None and on_gpu:  # the bundle's detector plan, on the device path
+            from simswap_trt.device_detect import open_device_detector
+
+            swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
+            if swapper._detector is not None:
+                swapper._owned.append(swapper._detector)
         return swapper
 
     @staticmethod

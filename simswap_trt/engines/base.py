@@ -1,12 +1,11 @@
-"""The one interface every inference backend implements: named, typed tensors in and out (``Engine``), and the
-one an engine adds to run on device buffers for the device path (``DeviceEngine``)."""
+"""The one interface every inference backend implements: named, typed tensors in and out."""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
@@ -92,20 +91,3 @@ class Engine(ABC):
                         raise EngineError(
                             f"{self.backend}: axis {want!r} is {first[1]} in {first[0]!r} but {got} in {name!r}"
                         )
-
-
-@runtime_checkable
-class DeviceEngine(Protocol):
-    """An engine that runs on device buffers (TensorRT's ``TensorRTEngine``): what the device stages and the
-    device detector use. ``inputs``/``outputs`` as ``Engine``'s; the plan's batch profile ``min_batch`` to
-    ``max_batch``; ``execute_device`` enqueues one run of ``batch`` items on ``stream`` with every input and
-    output bound to a device address (by name), after the work already on that stream. Engines that also
-    make execution contexts for graph capture have ``device_context`` (``TensorRTEngine.device_context``).
-    ``isinstance(engine, DeviceEngine)`` tells whether an engine can run on the device path."""
-
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    min_batch: int
-    max_batch: int
-
-    def execute_device(self, addresses: Mapping[str, int], batch: int, stream: Any) -> None: ...

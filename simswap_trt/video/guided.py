@@ -26,7 +26,7 @@ import numpy as np
 
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.video.tracking import Tracker, TrackingOptions, box_iou, landmark_distance
-from simswap_trt.vision.detect import Detection, RegionDetector
+from simswap_trt.vision.detect import Detection
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class GuidedDetection:
         self._thumbnail: np.ndarray | None = None
         self._held: list[tuple[np.ndarray, Any, list[Detection]]] = []  # frames since the last whole-frame search
         detector = getattr(swapper, "detector", None)
-        if every > 1 and not isinstance(detector, RegionDetector):
+        if every > 1 and not hasattr(detector, "detect_regions"):
             log.info("video: %s has no region detection; the whole frame is searched on every frame", detector)
             self.every = 1
 
