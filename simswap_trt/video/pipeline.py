@@ -155,6 +155,7 @@ def swap_video(
     began = time.perf_counter()
     stream = StreamSwapper(swapper, options)
     reader = VideoReader(target, start, duration, max_pixels)
+    declared = reader.declared_frames  # from the header: PyAV refuses stream attributes once it is closed
     ensure_folder(output.parent)
     remove_stale_temporaries(output.parent)
     partial = temporary_path(output)
@@ -250,7 +251,7 @@ def swap_video(
         counts["bridged"],
         reader.decode_errors,
         time.perf_counter() - began,
-        reader.declared_frames,
+        declared,
     )
     if report.frames_missing:
         log.warning(
