@@ -592,6 +592,29 @@ def _device_list(text: str) -> list[int]:
     return ids
 
 
+def _add_selection_flags(parser: argparse.ArgumentParser, largest: str) -> None:
+    """--select, --reference and --threshold: which faces to swap (``largest``: where the largest is taken)."""
+    parser.add_argument(
+        "--select",
+        choices=SELECT_MODES,
+        default="all",
+        help=f"faces to swap: all, the largest {largest}, or those matching --reference (default: all)",
+    )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="photo(s) of the person to replace, for --select reference",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float_between(-1.0, 1.0),
+        default=DEFAULT_MATCH_THRESHOLD,
+        help="minimum cosine similarity to --reference, in [-1, 1] (ArcFace latents; default: %(default)s)",
+    )
+
+
 def _add_pipeline_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scrfd",
@@ -648,25 +671,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
     swap.add_argument("--target", type=Path, required=True, help="image, or folder of images, to change")
     swap.add_argument("--output", type=Path, required=True, help="output file, or folder (created if missing)")
-    swap.add_argument(
-        "--select",
-        choices=SELECT_MODES,
-        default="all",
-        help="faces to swap: all, the largest per image, or those matching --reference (default: all)",
-    )
-    swap.add_argument(
-        "--reference",
-        type=Path,
-        nargs="+",
-        default=None,
-        help="photo(s) of the person to replace, for --select reference",
-    )
-    swap.add_argument(
-        "--threshold",
-        type=float_between(-1.0, 1.0),
-        default=DEFAULT_MATCH_THRESHOLD,
-        help="minimum cosine similarity to --reference, in [-1, 1] (ArcFace latents; default: %(default)s)",
-    )
+    _add_selection_flags(swap, "per image")
     swap.add_argument(
         "--copy-unchanged",
         action="store_true",
@@ -819,19 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument(
         "--gpus-per-actor", type=float, default=None, help="default: 1 when the cluster has GPUs, else 0"
     )
-    batch.add_argument(
-        "--select",
-        choices=SELECT_MODES,
-        default="all",
-        help="faces to swap: all, the largest, or those matching --reference (default: all)",
-    )
-    batch.add_argument("--reference", type=Path, nargs="+", default=None, help="photo(s) of the person to replace")
-    batch.add_argument(
-        "--threshold",
-        type=float_between(-1.0, 1.0),
-        default=DEFAULT_MATCH_THRESHOLD,
-        help="minimum cosine similarity to --reference (default: %(default)s)",
-    )
+    _add_selection_flags(batch, "per image or video frame")
     batch.add_argument("--copy-unchanged", action="store_true", help="write images and videos without a face unchanged")
     batch.add_argument("--overwrite", action="store_true", help="redo items whose output exists")
     batch.add_argument(

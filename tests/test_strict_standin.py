@@ -134,13 +134,19 @@ def test_the_engine_reports_an_address_tensorrt_refuses(gpu, plan_bundle, monkey
             buffer.free()
 
 
-def test_a_context_may_not_run_on_two_streams_at_once(gpu):
+def bound_context(gpu):
+    """A stand-in context with device buffers bound to every tensor and batch-1 shapes set."""
     _, ctx = context(gpu)
     buffers = [cuda.DeviceBuffer(4 << 20) for _ in IO]
     for (name, *_), buffer in zip(IO, buffers, strict=True):
         ctx.set_tensor_address(name, buffer.ptr)
     ctx.set_input_shape("target", (1, 3, 224, 224))
     ctx.set_input_shape("latent", (1, 512))
+    return ctx, buffers
+
+
+def test_a_context_may_not_run_on_two_streams_at_once(gpu):
+    ctx, buffers = bound_context(gpu)
     first, second = cuda.Stream(), cuda.Stream()
     ctx.execute_async_v3(first.handle)
     with pytest.raises(AssertionError, match="enqueued on two streams at once"):
@@ -152,12 +158,7 @@ def test_a_context_may_not_run_on_two_streams_at_once(gpu):
 
 
 def test_a_graph_may_not_replay_after_its_context_changed(gpu):
-    _, ctx = context(gpu)
-    buffers = [cuda.DeviceBuffer(4 << 20) for _ in IO]
-    for (name, *_), buffer in zip(IO, buffers, strict=True):
-        ctx.set_tensor_address(name, buffer.ptr)
-    ctx.set_input_shape("target", (1, 3, 224, 224))
-    ctx.set_input_shape("latent", (1, 512))
+    ctx, buffers = bound_context(gpu)
     stream = cuda.Stream()
     graph = cuda.Graph.capture(stream, lambda: ctx.execute_async_v3(stream.handle))
     graph.launch(stream)
