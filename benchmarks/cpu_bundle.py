@@ -18,9 +18,9 @@ from pathlib import Path
 import onnx
 
 from simswap_build.bench.measure import generator_feeds
-from simswap_build.convert import untrained_bundle
-from simswap_build.engine_builder import register_variants
-from simswap_build.qdq import activation_histograms, activation_ranges, qdq_graph, quantizable_convs
+from simswap_build.convert.bundle import untrained_bundle
+from simswap_build.precision.qdq import activation_histograms, activation_ranges, qdq_graph, quantizable_convs
+from simswap_build.tensorrt.builder import register_variants
 from simswap_trt.bundle import Bundle
 
 

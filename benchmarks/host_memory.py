@@ -27,6 +27,7 @@ from simswap_build.bench.measure import machine
 from simswap_trt import cuda
 from simswap_trt.backends import usable_plan
 from simswap_trt.bundle import Bundle
+from simswap_trt.cuda.memory import host_memory_strategy, memory_traits
 from simswap_trt.errors import SimswapError
 from simswap_trt.files import check_output, write_atomic
 
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from simswap_trt.engines.tensorrt import TensorRTEngine
 
-        device, traits = cuda.device_info(), cuda.memory_traits()
+        device, traits = cuda.device_info(), memory_traits()
         bundle = Bundle.load(args.bundle)
         plan = usable_plan(bundle, args.role)
         sha = bundle.model(args.role, plan.precision).sha256
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for engine in engines.values():
         engine.close()
 
-    kind, auto = "integrated" if traits.integrated else "discrete", cuda.host_memory_strategy(traits)
+    kind, auto = "integrated" if traits.integrated else "discrete", host_memory_strategy(traits)
     print(f"{plan.file} on {device.name} ({kind}; engines choose {auto}), {args.repeats} runs")
     print(f"{'batch':>6}{'staged ms':>12}{'mapped ms':>12}{'mapped/staged':>15}{'max diff':>10}")
     for row in rows:

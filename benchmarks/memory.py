@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.device_memory import SwapperMemory
+from simswap_trt.cuda.memory import SwapperMemory
 from simswap_trt.files import check_output, write_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the stand-in lives with the tests
@@ -74,7 +74,7 @@ def device_stages(monkeypatch, crop_size: int, graphs: bool, activation: int = 0
     from fake_gpu import install_fake_cuda, strict_runtime_module
 
     from simswap_trt import kernels as kernels_module
-    from simswap_trt.device import DeviceStages
+    from simswap_trt.device.stages import DeviceStages
     from simswap_trt.engines import tensorrt as trt_engine
 
     gpu = install_fake_cuda(monkeypatch)

@@ -25,9 +25,9 @@ import numpy as np
 import onnxruntime
 from skimage import data
 
-from simswap_build.architectures import GeneratorConfig
 from simswap_build.bench.measure import machine
-from simswap_build.convert import untrained_bundle
+from simswap_build.convert.architectures import GeneratorConfig
+from simswap_build.convert.bundle import untrained_bundle
 from simswap_trt.engines import onnxruntime as ort_engine
 from simswap_trt.swapper import FaceSwapper
 

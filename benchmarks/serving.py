@@ -110,8 +110,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "serving.json")
     args = parser.parse_args()
 
-    from simswap_build.architectures import GeneratorConfig
-    from simswap_build.convert import untrained_bundle
+    from simswap_build.convert.architectures import GeneratorConfig
+    from simswap_build.convert.bundle import untrained_bundle
 
     batch = args.clients  # the server can batch at most one request per client
     crops = np.random.default_rng(0).integers(0, 256, (args.clients * args.requests, 224, 224, 3), np.uint8)

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
+from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
 from simswap_build.models import Generator, ResNet
 from simswap_build.training import FaceSet, TrainConfig, Trainer
 

@@ -129,8 +129,8 @@ def main() -> None:
         folder = Path(folder)
         model = "given bundle"
         if args.bundle is None:
-            from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
-            from simswap_build.convert import untrained_bundle
+            from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
+            from simswap_build.convert.bundle import untrained_bundle
 
             # ArcFace only sets the source identity here (select="all"), so it is reduced too
             args.bundle, model = folder / "bundle", "untrained reduced-width 224 (generator ngf 16, 3 blocks)"

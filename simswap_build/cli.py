@@ -9,10 +9,10 @@ from pathlib import Path
 
 import onnx
 
-from simswap_build.architectures import GENERATOR_ARCHES
-from simswap_build.bundle_writer import check_bundle_output
-from simswap_build.precision import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK, Goals
-from simswap_build.trt_compat import TARGETS, check_model
+from simswap_build.convert.architectures import GENERATOR_ARCHES
+from simswap_build.convert.bundle_writer import check_bundle_output
+from simswap_build.precision.recipe import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK, Goals
+from simswap_build.tensorrt.compat import TARGETS, check_model
 from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
 from simswap_trt.cli_support import float_between, int_at_least, positive_int
@@ -44,7 +44,7 @@ your umask gives. Errors are one line (exit status 1); --debug shows the traceba
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from simswap_build.convert import convert_checkpoints, describe_checksum
+    from simswap_build.convert.bundle import convert_checkpoints, describe_checksum
 
     checkpoints = [args.generator, args.arcface] + ([args.enhancer] if args.enhancer else [])
     for path in checkpoints:
@@ -83,7 +83,7 @@ def _describe_enhancer(bundle: Bundle) -> str:
 
 
 def _add_enhancer(args: argparse.Namespace) -> int:
-    from simswap_build.convert import add_enhancer
+    from simswap_build.convert.bundle import add_enhancer
 
     if not args.checkpoint.is_file():
         raise InputError(f"enhancer checkpoint not found: {args.checkpoint}")
@@ -99,7 +99,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _untrained(args: argparse.Namespace) -> int:
-    from simswap_build.convert import untrained_bundle
+    from simswap_build.convert.bundle import untrained_bundle
 
     check_bundle_output(args.output, overwrite=args.overwrite)
     bundle = untrained_bundle(
@@ -124,7 +124,7 @@ def _batch_profile(args: argparse.Namespace) -> tuple[int, int, int]:
 def _engine(args: argparse.Namespace) -> int:
     import json
 
-    from simswap_build.engine_builder import BuildOptions, build_engine, describe_dla_report, import_builder
+    from simswap_build.tensorrt.builder import BuildOptions, build_engine, describe_dla_report, import_builder
 
     options = BuildOptions(
         *_batch_profile(args),
@@ -140,7 +140,7 @@ def _engine(args: argparse.Namespace) -> int:
         roles += ("enhancer",)
     import_builder()  # before the detector graph is added: without a builder nothing changes
     if args.role == "detector" or (args.role == "all" and not args.no_detector):
-        from simswap_build.detector_graph import ensure_detector
+        from simswap_build.graphs.detector import ensure_detector
 
         try:
             detector = ensure_detector(args.bundle, args.scrfd, args.detector_canvas).detector
@@ -151,7 +151,7 @@ def _engine(args: argparse.Namespace) -> int:
                 raise
             print(f"no detector plan (detection stays on ONNX Runtime): {exc}")
     if args.parser is not None:
-        from simswap_build.parser_graph import add_parser
+        from simswap_build.graphs.parser import add_parser
 
         print(f"parser graph: {add_parser(args.bundle, args.parser).parser.file} (from {args.parser.name})")
         roles += ("parser",)
@@ -203,7 +203,7 @@ def _print_int8_report(report: dict) -> None:
 
 
 def _precision(args: argparse.Namespace) -> int:
-    from simswap_build.precision import PrecisionGoalError, add_precisions
+    from simswap_build.precision.recipe import PrecisionGoalError, add_precisions
 
     bundle = Bundle.load(args.bundle)
     existing = sorted({p for by in bundle.variants.values() for p in by} & set(args.precisions))
@@ -263,8 +263,8 @@ def _bf16_on_openvino() -> bool:
 def _validate(args: argparse.Namespace) -> int:
     import json
 
-    from simswap_build.fidelity import enhancer_size, fidelity_report, meets_goals, print_report
-    from simswap_build.precision import calibration_crops, calibration_files
+    from simswap_build.precision.fidelity import enhancer_size, fidelity_report, meets_goals, print_report
+    from simswap_build.precision.recipe import calibration_crops, calibration_files
     from simswap_trt.images import list_images
 
     bundle = Bundle.load(args.bundle)
@@ -298,7 +298,7 @@ def _set_default(bundle: Bundle, report: dict, precision: str, backends: Sequenc
     backend whose row failed loses its default); print what was set. False when no backend met them."""
     from dataclasses import replace
 
-    from simswap_build.bundle_writer import rewrite_manifest
+    from simswap_build.convert.bundle_writer import rewrite_manifest
     from simswap_trt.bundle import DEFAULT_BACKENDS
 
     defaults = dict(bundle.default_precision)
@@ -489,7 +489,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _triton_repo(args: argparse.Namespace) -> int:
-    from simswap_build.triton_repo import RepoOptions, write_triton_repo
+    from simswap_build.tensorrt.triton_repo import RepoOptions, write_triton_repo
 
     options = RepoOptions(
         args.max_batch, args.queue_delay_us, args.instances, tuple(args.gpus), args.onnx_on_cpu, args.precision

@@ -18,7 +18,6 @@ from simswap_trt.bundle import Bundle
 from simswap_trt.cache import cache_folder
 from simswap_trt.cli_support import float_between, positive_int
 from simswap_trt.engines import DEFAULT_PROVIDERS
-from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, OutputError, SimswapError
 from simswap_trt.files import Inputs, check_output, write_atomic
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, encode_image, list_images, read_image, write_image
@@ -26,6 +25,7 @@ from simswap_trt.plans import PlanEntry
 from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
 from simswap_trt.provenance.signing import Provenance
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, UNTRAINED_WARNING, FaceSwapper
+from simswap_trt.vision.enhance import DEFAULT_ENHANCE_BLEND
 
 EPILOG = """\
 examples:

@@ -5,3 +5,4 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ARCFACE_INPUT_SIZE = 112
 LATENT_SIZE = 512
 INSTANCE_NORM_EPS = 1e-8
+PARSING_SIZE = 512  # the face parser's input and output size (BiSeNet, 512×512)

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from simswap_trt import cuda
+from simswap_trt.cuda.memory import host_memory_strategy, memory_traits
 from simswap_trt.errors import SimswapError
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")  # "# R36 (release), REVISION: 4.3, GCID: ..., BOARD: ..."
@@ -102,11 +102,11 @@ def doctor_lines() -> list[str]:
         lines.append(f"Jetson        {info.model or 'unknown module'}: L4T {info.l4t}, {jetpack}")
         lines.append(f"power mode    {info.power_mode or 'not readable (nvpmodel -q)'}")
     try:
-        traits = cuda.memory_traits()
+        traits = memory_traits()
     except SimswapError:
         return lines
     if traits.integrated:
-        strategy = cuda.host_memory_strategy(traits)
+        strategy = host_memory_strategy(traits)
         how = "mapped pinned host memory, no copies" if strategy == "mapped" else "staged copies (not I/O coherent)"
         lines.append(f"GPU memory    integrated: shared with the CPU; engines use {how}")
     else:

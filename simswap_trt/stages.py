@@ -11,7 +11,7 @@ can run the stages implements the same three steps:
 * ``close()``: release what the place holds (idempotent).
 
 ``HostStages`` is the CPU implementation (OpenCV/NumPy around any engine); the device implementation
-(fused kernels and TensorRT on device buffers) is ``simswap_trt.device.DeviceStages``.
+(fused kernels and TensorRT on device buffers) is ``simswap_trt.device.stages.DeviceStages``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from simswap_trt.enhance import FaceEnhancer
-from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
+from simswap_trt.vision.enhance import FaceEnhancer
 from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.vision.warp import warp_faces
 
 Faces = Sequence[tuple[int, np.ndarray]]  # (image index, 2x3 frame→crop matrix), in paste order per image

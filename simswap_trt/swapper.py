@@ -25,15 +25,15 @@ import numpy as np
 
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.device_memory import SwapperMemory
+from simswap_trt.cuda.memory import SwapperMemory
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
-from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
-from simswap_trt.preprocess import Crops, crops_to_tensor, tensor_to_crops
 from simswap_trt.stages import HostStages, Stages
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
+from simswap_trt.vision.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.vision.parsing import FaceParser
+from simswap_trt.vision.preprocess import Crops, crops_to_tensor, tensor_to_crops
 from simswap_trt.vision.warp import largest_face_crop
 
 Photos = np.ndarray | str | Path | Sequence[np.ndarray | str | Path]
@@ -179,7 +179,7 @@ class FaceSwapper:
         elif self.enhancer is not None:
             reason = "face enhancement runs on the host stages only"
         if reason is None:
-            from simswap_trt.device import DeviceStages
+            from simswap_trt.device.stages import DeviceStages
 
             try:
                 return DeviceStages(
@@ -344,7 +344,7 @@ class FaceSwapper:
         if backend == "openvino":
             swapper._detector_options = {"threads": threads, "backend": backend}
         if detector is None and on_gpu:  # the bundle's detector plan, on the device path
-            from simswap_trt.device_detect import open_device_detector
+            from simswap_trt.device.detect import open_device_detector
 
             swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
             if swapper._detector is not None:

@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from simswap_build.architectures import ArcFaceConfig, GeneratorConfig  # noqa: E402
+from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig  # noqa: E402
 
 TINY_GENERATOR = GeneratorConfig(ngf=8, n_blocks=2)
 TINY_ARCFACE = ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
@@ -50,7 +50,7 @@ def tiny_checkpoints(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoints, tmp_path_factory):
     """A bundle converted from the tiny checkpoints, 224 px crops."""
-    from simswap_build.convert import convert_checkpoints
+    from simswap_build.convert.bundle import convert_checkpoints
 
     _, _, generator_path, arcface_path = tiny_checkpoints
     return convert_checkpoints(generator_path, arcface_path, tmp_path_factory.mktemp("bundles") / "tiny")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from simswap_build.enhancers import GFPGANv1Clean
+from simswap_build.convert.enhancers import GFPGANv1Clean
 from simswap_build.models.gfpgan import GFPGAN
 
 # 64 px crops, 1/32 of the channels, 32-dim styles, 2 mapping layers: the whole architecture, fast
@@ -34,7 +34,7 @@ def save_gfpgan(model: GFPGAN, path: Path, key: str = "params_ema") -> Path:
 
 def bundle_with_enhancer(bundle_root: Path, checkpoint: Path, folder: Path):
     """A copy of ``bundle_root`` in ``folder`` with the enhancer added by ``add_enhancer``."""
-    from simswap_build.convert import add_enhancer
+    from simswap_build.convert.bundle import add_enhancer
 
     copy = folder / "with-enhancer"
     shutil.copytree(bundle_root, copy)

@@ -43,6 +43,7 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt import kernels as kernels_module
+from simswap_trt.cuda.memory import MemoryTraits
 from simswap_trt.kernels import BLOCK
 
 
@@ -594,7 +595,7 @@ def install_fake_cuda(
     monkeypatch.setattr(cuda, "device_count", lambda: devices)
     monkeypatch.setattr(cuda, "set_device", lambda device: GPU.set_device(device))
     monkeypatch.setattr(cuda, "current_device", lambda: GPU.current)
-    traits = cuda.MemoryTraits(integrated, True, compute_capability)
+    traits = MemoryTraits(integrated, True, compute_capability)
     monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
     for attribute, fake in (
         ("DeviceBuffer", FakeDeviceBuffer),

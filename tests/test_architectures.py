@@ -4,7 +4,7 @@ definitions (the torch reference models and the torch-free key specs used for de
 import pytest
 from conftest import reference_keys
 
-from simswap_build.architectures import (
+from simswap_build.convert.architectures import (
     IR_SE_50,
     ArcFaceConfig,
     GeneratorConfig,

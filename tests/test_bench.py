@@ -6,10 +6,10 @@ import json
 import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 
-from simswap_build.architectures import GeneratorConfig, generator_keys
 from simswap_build.bench.measure import Stats, conv_flops, interleaved, measure, ratio_stats, slope
-from simswap_build.convert import random_weights, untrained_bundle
-from simswap_build.onnx_graphs import generator_graph
+from simswap_build.convert.architectures import GeneratorConfig, generator_keys
+from simswap_build.convert.bundle import random_weights, untrained_bundle
+from simswap_build.graphs.export import generator_graph
 
 
 def test_stats_median_and_spread():

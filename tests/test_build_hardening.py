@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR, random_crops
 
-import simswap_build.precision as precision_module
+import simswap_build.precision.recipe as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
-from simswap_build.convert import KNOWN_RELEASE_SHA256, untrained_bundle
+from simswap_build.convert.bundle import KNOWN_RELEASE_SHA256, untrained_bundle
 from simswap_trt.bundle import Bundle
 from simswap_trt.cache import CACHE_ENV
 from simswap_trt.schema import sha256_of

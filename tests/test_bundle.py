@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from simswap_build.bundle_writer import write_bundle
+from simswap_build.convert.bundle_writer import write_bundle
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
 from simswap_trt.errors import BundleError, OutputError
 
@@ -72,7 +72,7 @@ def test_file_outside_the_bundle_is_refused(bundle_copy):
 def test_writer_never_clobbers(tmp_path, tiny_bundle):
     import onnx
 
-    from simswap_build.bundle_writer import BundleModel
+    from simswap_build.convert.bundle_writer import BundleModel
 
     models = {role: BundleModel(onnx.load(tiny_bundle.path_of(role)), "x") for role in ("generator", "arcface")}
     (tmp_path / "notes").mkdir()

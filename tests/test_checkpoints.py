@@ -16,8 +16,8 @@ from official_formats import (
     save_generator,
 )
 
-from simswap_build.architectures import GeneratorConfig
-from simswap_build.checkpoints import load_arcface, load_generator
+from simswap_build.convert.architectures import GeneratorConfig
+from simswap_build.convert.checkpoints import load_arcface, load_generator
 from simswap_build.models import PatchDiscriminator
 from simswap_trt.errors import CheckpointError, UnsafeCheckpointError
 

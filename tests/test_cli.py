@@ -292,7 +292,7 @@ def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, ca
 def test_info_lists_graphs_and_plans(tiny_bundle, tmp_path, capsys):
     from test_plans import plan
 
-    from simswap_build.engine_builder import register_plan
+    from simswap_build.tensorrt.builder import register_plan
     from simswap_trt.bundle import Bundle, sha256_of
 
     root = tmp_path / "b"

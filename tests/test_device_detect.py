@@ -1,4 +1,4 @@
-"""Detection on the device (simswap_trt.device_detect) on the CPU stand-in of the GPU (tests/fake_gpu.py):
+"""Detection on the device (simswap_trt.device.detect) on the CPU stand-in of the GPU (tests/fake_gpu.py):
 the letterbox kernel from the host build, the detector plan as ONNX Runtime behind a TensorRT-shaped
 engine, streams that run out of order unless events order them; and the builder's detector graph and plan.
 
@@ -18,9 +18,9 @@ from test_device_path import register_fake_plans
 from test_trt_conformance import fake_builder_module
 
 from simswap_build import cli as build_cli
-from simswap_build import engine_builder
-from simswap_build.detector_graph import add_detector
-from simswap_build.engine_builder import BuildOptions, build_engine
+from simswap_build.graphs.detector import add_detector
+from simswap_build.tensorrt import builder as engine_builder
+from simswap_build.tensorrt.builder import BuildOptions, build_engine
 from simswap_trt import FaceSwapper
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
@@ -207,7 +207,7 @@ def test_the_swap_command_detects_on_the_device(bundle, photos, host, monkeypatc
 def test_a_detector_plan_that_does_not_fit_the_decoder_is_refused():
     from types import SimpleNamespace
 
-    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.device.detect import DeviceDetector
     from simswap_trt.errors import EngineError
     from simswap_trt.schema import TensorSpec
 

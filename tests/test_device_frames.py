@@ -1,5 +1,5 @@
 """Frames uploaded once per batch: with detection on the device, the frames it uploaded stay there and the swap
-of the same frames reads them (simswap_trt.device_memory.ResidentFrames), on the CPU stand-in of the GPU
+of the same frames reads them (simswap_trt.device.frames.ResidentFrames), on the CPU stand-in of the GPU
 (tests/fake_gpu.py: streams run out of order unless events order them; ``UPLOADED`` holds the bytes of
 every upload). References: the same swapper with the frames uploaded again for the swap (what it did
 before: bit for bit), and the host path given the same detections (within 1 level)."""
@@ -13,7 +13,7 @@ from fake_gpu import FakeStream, fake_cudart, install_fake_cuda, strict_runtime_
 from test_device_detect import PLANS, detector_bundle, latent
 
 from simswap_trt import FaceSwapper, cuda
-from simswap_trt.device_memory import FrameSlot, ResidentFrames
+from simswap_trt.device.frames import FrameSlot, ResidentFrames
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.swapper import FrameBatch

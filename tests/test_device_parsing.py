@@ -115,7 +115,7 @@ def test_parsing_blend_kernel_math(host, half_in, half_out):
 
 def parser_bundle(tiny_bundle, tmp_path, parser_file):
     """A bundle with the parser graph of ``parser_file`` and (fake) plans for the generator and the parser."""
-    from simswap_build.parser_graph import add_parser
+    from simswap_build.graphs.parser import add_parser
 
     shutil.copytree(tiny_bundle.root, tmp_path / "with-parser")
     add_parser(tmp_path / "with-parser", parser_file)

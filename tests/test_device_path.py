@@ -12,11 +12,12 @@ import pytest
 from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
 
 from benchmarks.gpu_check.scenes import face_landmarks, smooth_frame
-from simswap_build.architectures import GeneratorConfig
-from simswap_build.engine_builder import register_plan
+from simswap_build.convert.architectures import GeneratorConfig
+from simswap_build.tensorrt.builder import register_plan
 from simswap_trt import FaceSwapper, cuda
 from simswap_trt.bundle import Bundle, sha256_of
-from simswap_trt.device import DeviceStages
+from simswap_trt.cuda.memory import DeviceBuffer, PinnedBuffer
+from simswap_trt.device.stages import DeviceStages
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
@@ -120,7 +121,7 @@ def latent(seed=3):
 def bundle_512(tmp_path_factory):
     from conftest import TINY_ARCFACE
 
-    from simswap_build.convert import untrained_bundle
+    from simswap_build.convert.bundle import untrained_bundle
 
     config = GeneratorConfig.from_name("512", ngf=8, n_blocks=1)
     return untrained_bundle(tmp_path_factory.mktemp("b512") / "b", "512", generator_config=config,
@@ -242,7 +243,7 @@ def test_run_device_checks_every_batch_and_orders_itself_on_the_callers_stream(
 
     class Array:  # a caller-owned GPU array on the stand-in
         def __init__(self, shape):
-            self.buffer = cuda.DeviceBuffer(int(np.prod(shape)) * 4)
+            self.buffer = DeviceBuffer(int(np.prod(shape)) * 4)
             self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (self.buffer.ptr, False)}
 
     with trt_engine.TensorRTEngine(bundle.root, bundle.plans[0]) as engine:
@@ -251,12 +252,12 @@ def test_run_device_checks_every_batch_and_orders_itself_on_the_callers_stream(
         out = Array((3, 3, 224, 224))
         with pytest.raises(EngineError, match="every array must hold the same batch"):
             engine.run_device(arrays, {"swapped": Array((2, 3, 224, 224))}, caller.handle)
-        pinned = {name: cuda.PinnedBuffer(value.shape, np.float32) for name, value in feeds.items()}
+        pinned = {name: PinnedBuffer(value.shape, np.float32) for name, value in feeds.items()}
         for name, value in feeds.items():  # the producer: uploads on the caller's stream
             pinned[name].array[...] = value
             arrays[name].buffer.upload(pinned[name].array, caller)
         engine.run_device(arrays, {"swapped": out}, caller.handle)
-        result = cuda.PinnedBuffer((3, 3, 224, 224), np.float32)
+        result = PinnedBuffer((3, 3, 224, 224), np.float32)
         out.buffer.download(result.array, caller)  # the consumer, on the caller's stream
         caller.synchronize()
         np.testing.assert_allclose(result.array, reference.run(feeds)["swapped"], atol=1e-5)

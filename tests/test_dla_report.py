@@ -11,8 +11,8 @@ from fake_gpu import install_fake_cuda, strict_runtime_module
 from test_trt_conformance import fake_builder_module
 
 from simswap_build import cli as build_cli
-from simswap_build import engine_builder
-from simswap_build.engine_builder import BuildOptions, build_engine, register_variants
+from simswap_build.tensorrt import builder as engine_builder
+from simswap_build.tensorrt.builder import BuildOptions, build_engine, register_variants
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import BuildError, ConfigError

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from enhancer_formats import TINY_GFPGAN, bundle_with_enhancer, make_gfpgan, save_gfpgan
 
-from simswap_build.checkpoints import load_enhancer
-from simswap_build.enhancer_graph import enhancer_graph
-from simswap_build.enhancers import GFPGANv1Clean, detect_restorer
-from simswap_build.trt_compat import TARGETS, check_model
+from simswap_build.convert.checkpoints import load_enhancer
+from simswap_build.convert.enhancers import GFPGANv1Clean, detect_restorer
+from simswap_build.graphs.enhancer import enhancer_graph
+from simswap_build.tensorrt.compat import TARGETS, check_model
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
 from simswap_trt.errors import BundleError, CheckpointError, UnsafeCheckpointError
 
@@ -293,7 +293,7 @@ def test_convert_with_enhancer(tiny_checkpoints, tiny_model, tmp_path):
 
 
 def test_fp16_enhancer_variant_meets_45_db_or_is_refused(tiny_bundle, tiny_model, tmp_path, monkeypatch):
-    from simswap_build import precision
+    from simswap_build.precision import recipe as precision
 
     checkpoint = save_gfpgan(tiny_model, tmp_path / "GFPGANv1.4.pth")
     bundle = bundle_with_enhancer(tiny_bundle.root, checkpoint, tmp_path)
@@ -313,7 +313,7 @@ def test_fp16_enhancer_variant_meets_45_db_or_is_refused(tiny_bundle, tiny_model
 
 
 def test_triton_repo_exports_the_enhancer(tiny_bundle, tiny_model, tmp_path):
-    from simswap_build.triton_repo import write_triton_repo
+    from simswap_build.tensorrt.triton_repo import write_triton_repo
 
     bundle = bundle_with_enhancer(tiny_bundle.root, save_gfpgan(tiny_model, tmp_path / "g.pth"), tmp_path)
     configs = write_triton_repo(bundle.root, tmp_path / "repo")

@@ -9,10 +9,10 @@ import pytest
 from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_trt import FaceSwapper
-from simswap_trt.enhance import FaceEnhancer, compose_affine, to_enhancer_crops
 from simswap_trt.errors import BundleError, ConfigError
 from simswap_trt.vision.align import FFHQ_TEMPLATE_512, alignment_matrix, invert_affine
 from simswap_trt.vision.detect import Detection
+from simswap_trt.vision.enhance import FaceEnhancer, compose_affine, to_enhancer_crops
 from simswap_trt.vision.pasteback import face_roi
 
 

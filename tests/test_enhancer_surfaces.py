@@ -14,10 +14,10 @@ from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_trt import FaceSwapper
 from simswap_trt.bundle import Bundle
-from simswap_trt.enhance import FaceEnhancer, enhancer_precision
 from simswap_trt.errors import ConfigError
 from simswap_trt.serving import ERROR, SwapImage
 from simswap_trt.vision.detect import CenterFace
+from simswap_trt.vision.enhance import FaceEnhancer, enhancer_precision
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_cli_batch_enhancer_without_one_names_the_command(tiny_bundle, face, tmp
 def fp16_bundle(enhanced_bundle, tmp_path_factory):
     import shutil
 
-    from simswap_build import precision
+    from simswap_build.precision import recipe as precision
 
     root = tmp_path_factory.mktemp("fp16") / "bundle"
     shutil.copytree(enhanced_bundle.root, root)
@@ -153,7 +153,7 @@ def test_fp16_pipeline_runs_the_fp16_enhancer_graph(fp16_bundle, backend):
 
 
 def test_enhancer_precision_falls_back_with_a_log_line(enhanced_bundle, fp16_bundle, caplog):
-    with caplog.at_level(logging.WARNING, "simswap_trt.enhance"):
+    with caplog.at_level(logging.WARNING, "simswap_trt.vision.enhance"):
         assert enhancer_precision(enhanced_bundle, "fp16") is None
         assert "no FP16 enhancer graph" in caplog.text and "runs its FP32 graph" in caplog.text
         caplog.clear()
@@ -192,7 +192,7 @@ def test_validate_reports_the_fp16_enhancer_on_held_out_faces(fp16_bundle, held_
     import onnxruntime as ort
     from skimage.metrics import peak_signal_noise_ratio
 
-    from simswap_build.precision import calibration_crops
+    from simswap_build.precision.recipe import calibration_crops
 
     code, report = _validate(fp16_bundle.root, held_out, tmp_path, monkeypatch)
     row = report["enhancer"]["fp16"]
@@ -220,8 +220,8 @@ def test_validate_fails_a_planted_bad_fp16_enhancer(fp16_bundle, held_out, tmp_p
     import onnx
     from onnx import numpy_helper
 
-    from simswap_build.engine_builder import register_variants
-    from simswap_build.precision import fp16_graph
+    from simswap_build.precision.recipe import fp16_graph
+    from simswap_build.tensorrt.builder import register_variants
 
     root = tmp_path / "bad"
     shutil.copytree(fp16_bundle.root, root)

@@ -14,11 +14,12 @@ from fake_gpu import install_fake_cuda
 
 from simswap_trt import cuda
 from simswap_trt.backends import open_engine
+from simswap_trt.cuda.memory import MemoryTraits, host_memory_strategy, memory_traits
 from simswap_trt.errors import EngineError
 
-ORIN = cuda.MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(8, 7))
-H100 = cuda.MemoryTraits(integrated=False, can_map_host_memory=True, compute_capability=(9, 0))
-TX2 = cuda.MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(6, 2))
+ORIN = MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(8, 7))
+H100 = MemoryTraits(integrated=False, can_map_host_memory=True, compute_capability=(9, 0))
+TX2 = MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(6, 2))
 
 # the TensorRT backend's stand-in fixtures: a bundle with a plan, a strict fake runtime
 plan_bundle, fake_trt = test_tensorrt_engine.plan_bundle, test_tensorrt_engine.fake_trt
@@ -31,20 +32,20 @@ fake_generator = test_tensorrt_engine.fake_generator
         (ORIN, "auto", "mapped"),  # shared DRAM, I/O coherent: zero copy
         (H100, "auto", "staged"),  # discrete: copies over PCIe once, kernels read device memory
         (TX2, "auto", "staged"),  # integrated but not I/O coherent: mapped memory is uncached for the GPU
-        (cuda.MemoryTraits(True, False, (8, 7)), "auto", "staged"),  # cannot map
+        (MemoryTraits(True, False, (8, 7)), "auto", "staged"),  # cannot map
         (ORIN, "staged", "staged"),
         (H100, "mapped", "mapped"),
     ],
 )
 def test_strategy_follows_the_device_attributes(traits, requested, expected):
-    assert cuda.host_memory_strategy(traits, requested) == expected
+    assert host_memory_strategy(traits, requested) == expected
 
 
 def test_impossible_or_unknown_requests_are_errors():
     with pytest.raises(EngineError, match="this device cannot map host memory"):
-        cuda.host_memory_strategy(cuda.MemoryTraits(True, False, (8, 7)), "mapped")
+        host_memory_strategy(MemoryTraits(True, False, (8, 7)), "mapped")
     with pytest.raises(EngineError, match="host memory must be one of auto, mapped, staged, got 'zero-copy'"):
-        cuda.host_memory_strategy(ORIN, "zero-copy")
+        host_memory_strategy(ORIN, "zero-copy")
 
 
 @pytest.mark.parametrize("integrated", [0, 1])
@@ -66,10 +67,10 @@ def test_traits_come_from_cuda_device_attributes(monkeypatch, integrated):
 
     fake = SimpleNamespace(cudaDeviceAttr=attr, cudaError_t=real.cudaError_t, cudaDeviceGetAttribute=get_attribute)
     monkeypatch.setattr(cuda, "runtime", lambda: fake)
-    traits = cuda.memory_traits(1)
-    assert traits == cuda.MemoryTraits(bool(integrated), True, (8, 7))
+    traits = memory_traits(1)
+    assert traits == MemoryTraits(bool(integrated), True, (8, 7))
     assert {device for _, device in calls} == {1}
-    assert cuda.host_memory_strategy(traits) == ("mapped" if integrated else "staged")
+    assert host_memory_strategy(traits) == ("mapped" if integrated else "staged")
 
 
 @pytest.fixture()

@@ -103,7 +103,7 @@ RUN_PINNED = textwrap.dedent(
     from cuda.core import Device, LaunchConfig, ObjectCode, Program, ProgramOptions, launch  # the kernels' names
     from simswap_trt import FaceSwapper, cuda
     from onnxconverter_common import float16  # simswap-build precision (FP16) on the device
-    import simswap_build.engine_builder, simswap_build.precision  # noqa: E401 - the builder without torch
+    import simswap_build.tensorrt.builder, simswap_build.precision.recipe  # noqa: E401 - the builder without torch
     used = set()  # cudart.X.Y chains and device attribute names in the runtime's sources
     for path in __import__("pathlib").Path(repo, "simswap_trt").rglob("*.py"):
         text = path.read_text()

@@ -13,10 +13,11 @@ import pytest
 from conftest import _gpu_available
 
 from simswap_build.bench.official_style import paste_back_official
-from simswap_trt.kernels import crop_to_frame_matrices, fatbin_targets, pack_pasteback
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.device.tables import crop_to_frame_matrices, pack_pasteback
+from simswap_trt.kernels import fatbin_targets
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.preprocess import crops_to_tensor
 from simswap_trt.vision.warp import warp_faces
 
 FRONTAL = np.array([[39.73, 51.14], [72.27, 51.14], [56.0, 68.49], [42.46, 87.01], [69.54, 87.01]])

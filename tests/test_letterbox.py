@@ -13,7 +13,8 @@ import ctypes
 import numpy as np
 import pytest
 
-from simswap_trt.kernels import BLOCK, letterbox_grid, letterbox_tables
+from simswap_trt.device.tables import letterbox_tables
+from simswap_trt.kernels import BLOCK, letterbox_grid
 from simswap_trt.vision.detect import CenterFace, Scrfd, letterbox, letterbox_size, normalise
 
 NORMALISATIONS = {"centerface": CenterFace.normalisation, "scrfd": Scrfd.normalisation}

@@ -13,7 +13,7 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import simswap_trt
     from simswap_trt import FaceSwapper
-    from simswap_build.convert import untrained_bundle
+    from simswap_build.convert.bundle import untrained_bundle
     from conftest import TINY_ARCFACE, TINY_GENERATOR
     bundle = untrained_bundle(sys.argv[1], generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE)
     swapper = FaceSwapper.from_bundle(bundle.root)

@@ -10,10 +10,10 @@ import torch
 from conftest import random_crops
 from official_formats import make_arcface, make_generator
 
-from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
+from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
+from simswap_build.graphs.export import arcface_graph, generator_graph
 from simswap_build.models import identity_latent
-from simswap_build.onnx_graphs import arcface_graph, generator_graph
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.vision.preprocess import crops_to_tensor
 
 TOLERANCE = 1e-4
 

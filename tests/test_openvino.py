@@ -12,9 +12,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from simswap_build.detector_graph import add_detector
-from simswap_build.fidelity import psnr
-from simswap_build.parser_graph import add_parser
+from simswap_build.graphs.detector import add_detector
+from simswap_build.graphs.parser import add_parser
+from simswap_build.precision.fidelity import psnr
 from simswap_trt import FaceSwapper
 from simswap_trt import backends as backends_module
 from simswap_trt.backends import CPU_RULE, open_engine
@@ -267,8 +267,8 @@ def test_swapper_runs_every_model_on_openvino(full_bundle, astronaut_crop):
 
 @pytest.mark.skipif(not bf16_supported(), reason="the CPU has no AVX512_BF16 or AMX")
 def test_validate_reports_bf16_from_the_engines_outputs(full_bundle, astronaut_crop, monkeypatch):
-    from simswap_build import fidelity
-    from simswap_trt.preprocess import crops_to_tensor
+    from simswap_build.precision import fidelity
+    from simswap_trt.vision.preprocess import crops_to_tensor
 
     crops = np.stack([astronaut_crop, astronaut_crop[::-1], astronaut_crop[:, ::-1]])
     report = fidelity.fidelity_report(full_bundle.root, crops)
@@ -368,8 +368,8 @@ def test_the_default_detector_finds_the_same_faces_on_openvino():
 
 
 def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, monkeypatch):
-    from simswap_build import fidelity
     from simswap_build.cli import main as build_main
+    from simswap_build.precision import fidelity
 
     seen = []
     real = fidelity.fidelity_report
@@ -380,7 +380,7 @@ def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, m
 
     monkeypatch.setattr(fidelity, "fidelity_report", recording)
     monkeypatch.setattr(
-        "simswap_build.precision.calibration_crops", lambda *a, **k: np.zeros((2, 224, 224, 3), np.uint8)
+        "simswap_build.precision.recipe.calibration_crops", lambda *a, **k: np.zeros((2, 224, 224, 3), np.uint8)
     )
     argv = ["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend"]
     assert build_main([*argv, "onnxruntime"]) == 1  # no FP16/INT8 graphs: nothing of ONNX Runtime's to check

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from benchmarks.gpu_check.standins import content_parser
-from simswap_build.parser_graph import add_parser
+from simswap_build.graphs.parser import add_parser
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.errors import ConfigError

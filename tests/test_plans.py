@@ -2,7 +2,7 @@
 
 import pytest
 
-from simswap_build.engine_builder import register_plan
+from simswap_build.tensorrt.builder import register_plan
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import TensorSpec
 from simswap_trt.errors import BundleError

@@ -17,13 +17,14 @@ from onnx import TensorProto, numpy_helper
 from skimage.metrics import peak_signal_noise_ratio
 
 import simswap_build.cli as build_cli
-import simswap_build.precision as precision_module
+import simswap_build.precision.recipe as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
-from simswap_build.convert import reestimated_bundle
-from simswap_build.engine_builder import register_variants
-from simswap_build.fidelity import fidelity_report, psnr, psnr_per_face
-from simswap_build.precision import (
+from simswap_build.convert.bundle import reestimated_bundle
+from simswap_build.precision.fidelity import fidelity_report, psnr, psnr_per_face
+from simswap_build.precision.qdq import activation_histograms, quantizable_convs, run_batched, session
+from simswap_build.precision.ranges import entropy_amax, max_amax, mse_amax, percentile_amax
+from simswap_build.precision.recipe import (
     MIN_CALIBRATION,
     VARIANTS,
     Goals,
@@ -37,16 +38,15 @@ from simswap_build.precision import (
     int8_search,
     split_faces,
 )
-from simswap_build.qdq import activation_histograms, quantizable_convs, run_batched, session
-from simswap_build.ranges import entropy_amax, max_amax, mse_amax, percentile_amax
-from simswap_build.tolerance import lower_bound, tolerance_factor
-from simswap_build.trt_compat import check_model
+from simswap_build.precision.tolerance import lower_bound, tolerance_factor
+from simswap_build.tensorrt.builder import register_variants
+from simswap_build.tensorrt.compat import check_model
 from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import onnxruntime as onnxruntime_engine
 from simswap_trt.engines.onnxruntime import int8_kernels_exact
 from simswap_trt.errors import BundleError, EngineError, InputError
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.vision.preprocess import crops_to_tensor
 
 
 @pytest.fixture(scope="module")

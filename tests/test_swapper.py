@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import random_crops
 
-from simswap_build.convert import untrained_bundle
+from simswap_build.convert.bundle import untrained_bundle
 from simswap_build.models import identity_latent
 from simswap_trt import FaceSwapper
 from simswap_trt.errors import InputError
-from simswap_trt.preprocess import crops_to_tensor, tensor_to_crops
+from simswap_trt.vision.preprocess import crops_to_tensor, tensor_to_crops
 
 
 @pytest.fixture(scope="module")

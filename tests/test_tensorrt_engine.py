@@ -9,7 +9,7 @@ import pytest
 from conftest import _gpu_available
 from fake_gpu import fake_cudart, install_fake_cuda, strict_runtime_module
 
-from simswap_build.engine_builder import register_plan
+from simswap_build.tensorrt.builder import register_plan
 from simswap_trt import FaceSwapper, cuda
 from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle

@@ -21,9 +21,9 @@ from simswap_build.training.checkpoint import export_generator, load_checkpoint,
 from simswap_build.training.models import keep_float32
 from simswap_trt.bundle import Bundle
 from simswap_trt.errors import InputError
-from simswap_trt.preprocess import crops_to_tensor
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace
+from simswap_trt.vision.preprocess import crops_to_tensor
 from simswap_trt.vision.warp import warp_faces
 
 SIZE = 96  # the smallest crop the two-scale discriminator takes
@@ -312,7 +312,7 @@ def test_train_without_torch_is_a_one_line_error(tmp_path):
 
 
 def test_the_512_layout_trains_and_exports_as_a_512_checkpoint(faces, arcface, tmp_path):
-    from simswap_build.checkpoints import load_generator
+    from simswap_build.convert.checkpoints import load_generator
     from simswap_build.training.models import new_generator
 
     generator = new_generator("512", ngf=8, n_blocks=1)

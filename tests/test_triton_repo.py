@@ -7,8 +7,8 @@ import pytest
 from test_plans import plan
 
 from simswap_build.cli import main as build_main
-from simswap_build.engine_builder import register_plan
-from simswap_build.triton_repo import RepoOptions, TritonConfigError, check_config, write_triton_repo
+from simswap_build.tensorrt.builder import register_plan
+from simswap_build.tensorrt.triton_repo import RepoOptions, TritonConfigError, check_config, write_triton_repo
 from simswap_trt.bundle import Bundle, contract, sha256_of
 from simswap_trt.engines import TensorSpec
 from simswap_trt.errors import SimswapError
@@ -102,7 +102,7 @@ def test_planted_errors_fail_the_check(tiny_bundle, tmp_path, old, new, message)
 
 
 def test_bad_contract_is_refused_before_writing(tiny_bundle, tmp_path):
-    from simswap_build.triton_repo import model_config
+    from simswap_build.tensorrt.triton_repo import model_config
 
     with pytest.raises(TritonConfigError, match="no batch axis"):
         model_config("m", "onnxruntime_onnx", [TensorSpec("x", "float32", (3, 8))], [], RepoOptions(), 8)

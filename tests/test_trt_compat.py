@@ -6,10 +6,10 @@ import pytest
 from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, helper, numpy_helper
 
-from simswap_build.architectures import arcface_keys, generator_keys
-from simswap_build.convert import random_weights
-from simswap_build.onnx_graphs import arcface_graph, generator_graph
-from simswap_build.trt_compat import TARGETS, check_model
+from simswap_build.convert.architectures import arcface_keys, generator_keys
+from simswap_build.convert.bundle import random_weights
+from simswap_build.graphs.export import arcface_graph, generator_graph
+from simswap_build.tensorrt.compat import TARGETS, check_model
 
 
 @pytest.mark.parametrize("target", list(TARGETS))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import _gpu_available
 
-from simswap_build import engine_builder
-from simswap_build.engine_builder import BuildOptions, build_plan
+from simswap_build.tensorrt import builder as engine_builder
+from simswap_build.tensorrt.builder import BuildOptions, build_plan
 from simswap_trt import cuda
 from simswap_trt.errors import EngineError, SimswapError
 

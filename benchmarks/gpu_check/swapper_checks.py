@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cuda
+from simswap_trt.cuda.memory import DeviceBuffer
 from simswap_trt.kernels import DeviceKernels
 
 from . import standins
@@ -26,8 +27,8 @@ from .standins import (
 
 def swappers(crop_size: int, folder: Path, max_batch: int = 16):
     """A host-path and a device-path FaceSwapper over an untrained bundle with the stand-in generator."""
-    from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
-    from simswap_build.convert import untrained_bundle
+    from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
+    from simswap_build.convert.bundle import untrained_bundle
     from simswap_trt import FaceSwapper
     from simswap_trt.bundle import Bundle
     from simswap_trt.engines import OnnxRuntimeEngine
@@ -114,7 +115,7 @@ def check_frame_stream(folder: Path, batches: int) -> dict:
 def check_device_detection(kernels: dict, canvas: int = 640) -> dict:
     """``DeviceDetector`` (upload, letterbox kernel, stand-in plan on its buffers, output download) vs the
     stand-in's function of the CPU detector's input: the heatmap within 1/255 (each canvas level within 1)."""
-    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.device.detect import DeviceDetector
     from simswap_trt.vision.detect import letterbox, normalise
 
     rng = np.random.default_rng(7)
@@ -192,7 +193,7 @@ def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
         swapped = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_out else np.float32)
         targets = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_in else np.float32)
         masks, faces = rng.random((2, size, size), dtype=np.float32), np.array([2, 0], np.int32)
-        buffers = [cuda.DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
+        buffers = [DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
         parsing_blend(device_kernels, stream.handle, buffers[0].ptr, half_out, buffers[1].ptr, half_in,
                       buffers[2].ptr, buffers[3].ptr, 2, size)  # fmt: skip
         stream.synchronize()
@@ -268,7 +269,7 @@ def check_resident_frames(folder: Path, batches: int, canvas: int = 640, rounds:
     frame on the device and equal the CPU path within 1 level. Then ``batches`` batches of 4 1080p frames
     are detected and swapped ``rounds`` times, alternately with the frames found on the device and uploaded
     again for the swap (as before); the medians give the speed-up."""
-    from simswap_trt.device_detect import DeviceDetector
+    from simswap_trt.device.detect import DeviceDetector
     from simswap_trt.swapper import FrameBatch
 
     host, device = swappers(224, folder)

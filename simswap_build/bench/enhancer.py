@@ -34,9 +34,9 @@ import numpy as np
 from simswap_build.bench.measure import Stats, interleaved, ratio_stats
 from simswap_trt.bundle import Bundle
 from simswap_trt.errors import SimswapError
-from simswap_trt.preprocess import tensor_to_bgr
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.preprocess import tensor_to_bgr
 
 FRAME_SIZE = (1080, 1920)
 PEERS = "peers-onnxruntime"
@@ -72,8 +72,8 @@ def random_weight_enhancer(bundle_root: Path, folder: Path) -> Bundle:
     the weights). Needs torch."""
     import torch
 
-    from simswap_build.convert import add_enhancer
-    from simswap_build.enhancers import GFPGANv1Clean
+    from simswap_build.convert.bundle import add_enhancer
+    from simswap_build.convert.enhancers import GFPGANv1Clean
     from simswap_build.models.gfpgan import GFPGAN
 
     torch.manual_seed(0)
@@ -152,7 +152,7 @@ def enhancer_comparison(
     backends, each optionally with a precision (``openvino-bf16``: ``--backend openvino --precision bf16``)."""
     with tempfile.TemporaryDirectory() as tmp:
         if bundle_path is None:
-            from simswap_build.convert import untrained_bundle
+            from simswap_build.convert.bundle import untrained_bundle
 
             bundle = random_weight_enhancer(untrained_bundle(Path(tmp) / "untrained-224").root, Path(tmp))
         else:

@@ -52,7 +52,7 @@ class OfficialStylePipeline:
         """The baseline with the same architectures (widths, depths) as ``bundle``'s graphs."""
         import onnx
 
-        from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
+        from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
 
         def shapes(role: str) -> dict[str, list[int]]:
             model = onnx.load(bundle.path_of(role))

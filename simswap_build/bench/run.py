@@ -59,10 +59,10 @@ from simswap_trt.engines import Engine
 from simswap_trt.engines.openvino import OpenVinoEngine
 from simswap_trt.errors import OutputError, SimswapError
 from simswap_trt.files import check_output, write_atomic
-from simswap_trt.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
+from simswap_trt.vision.preprocess import crops_to_tensor, tensor_to_bgr
 from simswap_trt.vision.warp import warp_faces
 
 FRAME_SIZE = (1080, 1920)
@@ -367,7 +367,7 @@ def run(
         Bundle.load(given).require_enhancer()
     with tempfile.TemporaryDirectory() as tmp:
         if bundle_path is None:
-            from simswap_build.convert import untrained_bundle
+            from simswap_build.convert.bundle import untrained_bundle
 
             bundle_path = untrained_bundle(Path(tmp) / "untrained-224").root
         swapper = FaceSwapper.from_bundle(bundle_path, backend=backend, precision=precision)

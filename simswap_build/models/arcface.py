@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simswap_build.architectures import ArcFaceConfig
+from simswap_build.convert.architectures import ArcFaceConfig
 from simswap_trt.constants import ARCFACE_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from simswap_build.architectures import GeneratorConfig
+from simswap_build.convert.architectures import GeneratorConfig
 from simswap_trt.constants import IMAGENET_MEAN, IMAGENET_STD, INSTANCE_NORM_EPS
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simswap_build.enhancers import DEMOD_EPS, SLOPE, GFPGANv1Clean
+from simswap_build.convert.enhancers import DEMOD_EPS, SLOPE, GFPGANv1Clean
 
 
 def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from simswap_build.checkpoints import load_tensors
+from simswap_build.convert.checkpoints import load_tensors
 from simswap_build.models import Generator, MultiscaleDiscriminator
 from simswap_build.training.trainer import Trainer
 from simswap_trt.errors import CheckpointError

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from simswap_build.architectures import GeneratorConfig
+from simswap_build.convert.architectures import GeneratorConfig
 from simswap_build.models import Generator, ResNet
 from simswap_build.models.generator import ApplyStyle, InstanceNorm
 from simswap_trt.errors import CheckpointError
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _load_state(model: nn.Module, weights: dict, what: str) -> None:
-    """Strict load of numpy weights already validated by ``simswap_build.checkpoints`` (a missing
+    """Strict load of numpy weights already validated by ``simswap_build.convert.checkpoints`` (a missing
     ``num_batches_tracked`` is the only tolerated gap)."""
     missing, unexpected = model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
@@ -38,7 +38,7 @@ def new_generator(arch: str = "224", ngf: int = 64, n_blocks: int = 9, seed: int
 def load_generator(path: str | Path) -> Generator:
     """A generator to fine-tune, from an official ``latest_net_G.pth`` / ``550000_net_G.pth`` (or one this
     trainer wrote); loaded as strictly as the converter loads it."""
-    from simswap_build.checkpoints import load_generator as read_checkpoint
+    from simswap_build.convert.checkpoints import load_generator as read_checkpoint
 
     loaded = read_checkpoint(path)
     if loaded.config.family != "official":
@@ -53,7 +53,7 @@ def load_generator(path: str | Path) -> Generator:
 def load_arcface(path: str | Path) -> ResNet:
     """The frozen identity network (eval mode, no gradients to its weights) from ``arcface_checkpoint.tar``
     (either official format) or from a converted bundle folder that kept its weights."""
-    from simswap_build.checkpoints import load_arcface as read_checkpoint
+    from simswap_build.convert.checkpoints import load_arcface as read_checkpoint
 
     path = Path(path)
     if path.is_dir():
@@ -70,7 +70,7 @@ def _bundle_arcface(folder: Path):
     """ArcFace config and weights from a bundle's ``weights/arcface.safetensors`` (hash checked)."""
     from safetensors.numpy import load_file
 
-    from simswap_build.architectures import arcface_keys, compare_keys, detect_arcface
+    from simswap_build.convert.architectures import arcface_keys, compare_keys, detect_arcface
     from simswap_trt.bundle import Bundle
     from simswap_trt.schema import sha256_of
 

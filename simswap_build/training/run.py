@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from simswap_build.convert import alignment_for
+from simswap_build.convert.bundle import alignment_for
 from simswap_build.training import checkpoint, logs
 from simswap_build.training.config import TrainConfig
 from simswap_build.training.data import DEFAULT_MIN_FACE, prepare_faces

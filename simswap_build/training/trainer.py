@@ -20,7 +20,7 @@ from simswap_build.training.config import TrainConfig
 from simswap_build.training.data import FaceSet, PairSampler
 from simswap_build.training.models import freeze, keep_float32
 from simswap_trt.errors import CheckpointError, InputError
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.vision.preprocess import crops_to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_trt.enhance import DEFAULT_ENHANCE_BLEND
 from simswap_trt.errors import ConfigError, InputError, OutputError, SimswapError
 from simswap_trt.files import (
     Inputs,
@@ -38,6 +37,7 @@ from simswap_trt.files import (
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
 from simswap_trt.provenance.signing import Provenance, Signer
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
+from simswap_trt.vision.enhance import DEFAULT_ENHANCE_BLEND
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class JobOptions:
     max_pixels: int = MAX_PIXELS  # images' and video frames' limit
     crf: int = 18  # quality of the video outputs, as 'simswap-trt video --crf' (libx264: 0 lossless to 51)
     codec: str | None = None  # video encoder (None: libx264; WebM: VP9 or AV1)
-    enhance: bool = False  # restore each swapped face with the bundle's enhancer (simswap_trt.enhance)
+    enhance: bool = False  # restore each swapped face with the bundle's enhancer (simswap_trt.vision.enhance)
     enhance_blend: float = DEFAULT_ENHANCE_BLEND  # share of the restored face, 0-1
 
 

@@ -34,7 +34,15 @@ from typing import Any
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.device_memory import MemoryUse, buffers_use
+from simswap_trt.cuda.memory import (
+    DeviceBuffer,
+    MemoryUse,
+    PinnedBuffer,
+    buffers_use,
+    host_memory_strategy,
+    io_buffers,
+    memory_traits,
+)
 from simswap_trt.engines.base import Engine
 from simswap_trt.engines.scheduler import Pipeline, chunk_batches
 from simswap_trt.errors import BundleError, EngineError
@@ -101,8 +109,8 @@ class _Slot:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.device: dict[str, cuda.DeviceBuffer] = {}
-        self.host: dict[str, cuda.PinnedBuffer] = {}
+        self.device: dict[str, DeviceBuffer] = {}
+        self.host: dict[str, PinnedBuffer] = {}
         self.graphs: dict[int, tuple[cuda.Graph, DeviceContext]] = {}  # batch -> graph on the own buffers
         self.graph_failed: set[int] = set()
         self.stream = self.started = self.done = self.ready = None
@@ -126,7 +134,7 @@ class _Slot:
             return
         for name, shape, dtype in self._io:
             # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles
-            self.host[name], self.device[name] = cuda.io_buffers(shape, dtype, self._host_memory)
+            self.host[name], self.device[name] = io_buffers(shape, dtype, self._host_memory)
         self.own = {name: buffer.ptr for name, buffer in self.device.items()}
         self.bind(self.own)
 
@@ -207,8 +215,8 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        traits = cuda.memory_traits(self.device)
-        self.host_memory = cuda.host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
+        traits = memory_traits(self.device)
+        self.host_memory = host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
         self._slots: list[_Slot] = []
         try:
             while len(self._slots) < depth:

@@ -15,25 +15,22 @@
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
 next to this file) with cuda.core; without one it compiles the ``.cu`` source with NVRTC at first use.
-The border masks depend only on the geometry and are computed on the CPU (OpenCV, exactly the official
-steps) while the generator runs; ``pack_pasteback`` lays them out for the kernel. ``DeviceKernels``
-launches both with grids computed from the crop size and the regions.
+The border masks depend only on the geometry and are computed on the CPU while the generator runs
+(``simswap_trt.device.tables`` plans every table the kernels read). ``DeviceKernels`` launches them with
+grids computed from the crop size and the regions.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from simswap_trt import cuda as cuda_module
+from simswap_trt.constants import PARSING_SIZE
 from simswap_trt.errors import EngineError, SimswapError
-from simswap_trt.vision.align import invert_affine
-from simswap_trt.vision.detect import letterbox_size
-from simswap_trt.vision.pasteback import border_mask, face_roi
 
 SOURCE_DIR = Path(__file__).parent
 KERNEL_NAMES = (
@@ -45,63 +42,6 @@ KERNEL_NAMES = (
     "simswap_parser_labels_kernel",
 )
 BLOCK = (16, 16, 1)
-
-
-@dataclass(frozen=True)
-class PasteBackBatch:
-    """Everything the paste-back kernel reads besides frames and crops, for a batch of frames. Every face
-    keeps its packed position (the crops are indexed by it); a face whose region lies outside its frame
-    gets an empty region and is listed in ``outside``."""
-
-    union_rois: np.ndarray  # int32 [frames, 4]: x0, y0, x1, y1 covering every face of the frame
-    face_begin: np.ndarray  # int32 [frames + 1]: faces of frame f are face_begin[f]:face_begin[f + 1]
-    forward: np.ndarray  # float32 [faces, 6]: frame→crop matrices
-    rois: np.ndarray  # int32 [faces, 4], (0, 0, 0, 0) for faces outside their frame
-    masks: np.ndarray  # float32, every face's border mask over its ROI, concatenated
-    mask_offsets: np.ndarray  # int64 [faces]
-    outside: tuple[int, ...]  # packed positions of the faces outside their frame (nothing to paste)
-
-
-def pack_pasteback(
-    frame_shapes: Sequence[tuple[int, ...]], matrices: Sequence[Sequence[np.ndarray]], crop_size: int
-) -> PasteBackBatch:
-    """Regions, masks and matrices of ``matrices[f]`` (the faces of frame f, in paste order)."""
-    union_rois, face_begin, forward, rois, masks, offsets, outside = [], [0], [], [], [], [], []
-    offset = 0
-    for shape, faces in zip(frame_shapes, matrices, strict=True):
-        placed = []
-        for matrix in faces:
-            roi = face_roi(matrix, crop_size, shape)
-            if roi is None:
-                outside.append(len(forward))
-            else:
-                mask = border_mask(matrix, crop_size, roi)
-                masks.append(mask.ravel())
-                placed.append(roi)
-            forward.append(np.asarray(matrix, np.float32).reshape(6))
-            rois.append(roi or (0, 0, 0, 0))
-            offsets.append(offset)
-            offset += mask.size if roi else 0
-        face_begin.append(face_begin[-1] + len(faces))
-        if placed:
-            r = np.array(placed)
-            union_rois.append([r[:, 0].min(), r[:, 1].min(), r[:, 2].max(), r[:, 3].max()])
-        else:
-            union_rois.append([0, 0, 0, 0])
-    return PasteBackBatch(
-        union_rois=np.array(union_rois, np.int32).reshape(-1, 4),
-        face_begin=np.array(face_begin, np.int32),
-        forward=np.array(forward, np.float32).reshape(-1, 6),
-        rois=np.array(rois, np.int32).reshape(-1, 4),
-        masks=np.concatenate(masks).astype(np.float32) if masks else np.zeros(1, np.float32),
-        mask_offsets=np.array(offsets, np.int64),
-        outside=tuple(outside),
-    )
-
-
-def crop_to_frame_matrices(matrices: Sequence[np.ndarray]) -> np.ndarray:
-    """float32 [faces, 6] crop→frame matrices for the preprocessing kernel."""
-    return np.array([invert_affine(np.asarray(m, np.float64)).reshape(6) for m in matrices], np.float32)
 
 
 def load_device_kernels(device: int | None = None):
@@ -157,27 +97,6 @@ def pasteback_grid(union_rois: np.ndarray) -> tuple[int, int, int]:
     """One thread per pixel of the widest and tallest region, one grid layer per frame."""
     extent = union_rois[:, 2:] - union_rois[:, :2]
     return _blocks(extent[:, 0].max(), BLOCK[0]), _blocks(extent[:, 1].max(), BLOCK[1]), len(union_rois)
-
-
-def frame_tables(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The kernels' per-frame tables of ``frames``: device addresses (zeros, for the caller to fill), row
-    pitches, widths and heights."""
-    return [
-        np.zeros(len(frames), np.uint64),
-        np.array([f.strides[0] for f in frames], np.int32),
-        np.array([f.shape[1] for f in frames], np.int32),
-        np.array([f.shape[0] for f in frames], np.int32),
-    ]
-
-
-def letterbox_tables(frames: Sequence[np.ndarray], canvas: int) -> list[np.ndarray]:
-    """The letterbox kernel's per-frame tables: each frame's resized (width, height) on the ``canvas`` and its
-    source / resized size ratios (x, y)."""
-    sizes = [letterbox_size(f.shape, canvas) for f in frames]  # (height, width)
-    return [
-        np.array([(w, h) for h, w in sizes], np.int32),
-        np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
-    ]
 
 
 def letterbox_grid(canvas: int, frames: int) -> tuple[int, int, int]:
@@ -292,9 +211,6 @@ def parsing_blend(
         args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
         args += [np.uint64(masks), np.uint64(faces), np.int32(size)]
         launch(stream, kernels.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, count), args)
-
-
-PARSING_SIZE = 512  # the face parser's input and output size (simswap_trt.vision.parsing)
 
 
 def parser_input(

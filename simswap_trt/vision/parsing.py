@@ -16,13 +16,12 @@ import cv2
 import numpy as np
 
 from simswap_trt.backends import host_engine
-from simswap_trt.constants import IMAGENET_MEAN, IMAGENET_STD
+from simswap_trt.constants import IMAGENET_MEAN, IMAGENET_STD, PARSING_SIZE
 from simswap_trt.engines import DEFAULT_PROVIDERS
 from simswap_trt.errors import EngineError
 
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 12, 13)
 MOUTH_CLASS = 11
-PARSING_SIZE = 512
 PARSING_CLASSES = 19
 MIN_MASK_SUM = 5000  # in 0/255 units over both channels, as upstream; below it the plain swap is used
 

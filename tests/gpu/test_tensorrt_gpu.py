@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from conftest import random_crops
 
-from simswap_build.engine_builder import BuildOptions, build_engine
+from simswap_build.tensorrt.builder import BuildOptions, build_engine
 from simswap_trt import FaceSwapper
 from simswap_trt.backends import open_engine
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines.tensorrt import TensorRTEngine
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.vision.preprocess import crops_to_tensor
 
 pytestmark = pytest.mark.gpu
 # FP32 plans may use TF32 tensor-core math (TensorRT's default): about 1e-3 relative on these outputs

@@ -7,7 +7,7 @@ check it on a CPU.
   normalisation and the latent's L2 normalisation stay FP32 behind Cast nodes (eps 1e-8 is 0 in FP16 and
   the mean of squares can overflow). Graph inputs and outputs stay FP32, so every precision has one
   contract.
-* INT8 (``simswap_build.qdq``): symmetric per-tensor INT8 activations and per-channel INT8 weights with
+* INT8 (``simswap_build.precision.qdq``): symmetric per-tensor INT8 activations and per-channel INT8 weights with
   zero points 0, around convolutions only; everything else FP32. Driven by accuracy goals measured on a
   **check split**: the faces are split by content hash, calibration (activation histograms) sees only
   the calibration part, and per model (generator, ArcFace):
@@ -20,7 +20,7 @@ check it on a CPU.
   2. every convolution is scored alone in INT8 (the rest FP32) on calibration faces: its sensitivity;
   3. the most sensitive convolutions are put back to FP32, fewest first (doubling, then bisection),
      until a candidate is accepted: the lower tolerance bound of the check faces' per-face scores
-     (generator PSNR, ArcFace cosine vs FP32; ``simswap_build.tolerance``: at least ``coverage`` of all
+     (generator PSNR, ArcFace cosine vs FP32; ``simswap_build.precision.tolerance``: at least ``coverage`` of all
      faces above it, with ``confidence``) and the worst check face both reach the goal, on every CPU
      backend that can run the graph (ONNX Runtime with Q/DQ as written and, where it is installed,
      OpenVINO's integer kernels, which round differently); the report keeps each backend's figures. A small check
@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from simswap_build import tolerance
-from simswap_build.qdq import (
+from simswap_build.precision import tolerance
+from simswap_build.precision.qdq import (
     activation_histograms,
     activation_ranges,
     qdq_graph,
@@ -57,7 +57,7 @@ from simswap_build.qdq import (
     run_batched,
     session,
 )
-from simswap_build.ranges import METHODS
+from simswap_build.precision.ranges import METHODS
 from simswap_trt.bundle import Bundle
 from simswap_trt.cache import cache_folder
 from simswap_trt.errors import BuildError, ConfigError, InputError, OutputError
@@ -108,7 +108,7 @@ class Goals:
         return self.psnr_db if role == "generator" else self.cosine
 
     def bound(self, role: str, scores: np.ndarray) -> float:
-        """The lower tolerance bound of per-face ``scores`` (``simswap_build.tolerance``)."""
+        """The lower tolerance bound of per-face ``scores`` (``simswap_build.precision.tolerance``)."""
         return tolerance.lower_bound(role, scores, self.coverage, self.confidence)
 
 
@@ -145,7 +145,7 @@ def enhancer_fp16(model: onnx.ModelProto, alignment: str, license: str) -> tuple
     """The FP16 enhancer graph and its manifest source: checked against the FP32 graph on seeded random
     faces (the hardest input: every pixel independent), each at least ``ENHANCER_FP16_GOAL_DB`` PSNR, else
     ``PrecisionGoalError``. INT8 is not offered for the enhancer."""
-    from simswap_build.fidelity import psnr_per_face
+    from simswap_build.precision.fidelity import psnr_per_face
 
     graph = fp16_graph(model)
     size = model.graph.input[0].type.tensor_type.shape.dim[2].dim_value
@@ -309,7 +309,7 @@ def split_faces(crops: np.ndarray, check_fraction: float = CHECK_FRACTION, min_c
 
 def per_face_scores(role: str, reference: np.ndarray, output: np.ndarray) -> np.ndarray:
     """Generator: PSNR (dB) of each face's output; ArcFace: cosine of each face's latent (both vs FP32)."""
-    from simswap_build.fidelity import cosines, psnr_per_face
+    from simswap_build.precision.fidelity import cosines, psnr_per_face
 
     return psnr_per_face(reference, output) if role == "generator" else cosines(reference, output)
 
@@ -533,7 +533,7 @@ def feeds_for(bundle_root: Path, *groups: np.ndarray, variants: bool = False) ->
     identity i+1, a real swap pairing). With ``variants``, every crop in its ``VARIANTS`` (consecutive),
     each swapped with the identity of the next face as photographed. The FP32 ArcFace is opened once."""
     from simswap_trt.backends import open_engine
-    from simswap_trt.preprocess import crops_to_tensor
+    from simswap_trt.vision.preprocess import crops_to_tensor
 
     arcface = open_engine(Bundle.load(bundle_root), "arcface", "onnxruntime")
     copies = len(VARIANTS) if variants else 1
@@ -551,7 +551,7 @@ def ms_per_face(model: Path | bytes, crops: np.ndarray, precision: str, repeats:
     with integer kernels only on CPUs where they are exact, else Q/DQ as written)."""
     from simswap_trt.engines import OnnxRuntimeEngine
     from simswap_trt.engines.onnxruntime import int8_kernels_exact
-    from simswap_trt.preprocess import crops_to_tensor
+    from simswap_trt.vision.preprocess import crops_to_tensor
 
     engine = OnnxRuntimeEngine(model, optimize=precision != "int8" or int8_kernels_exact())
     feed = {"crop": crops_to_tensor(crops[:1], crops.shape[1])}
@@ -628,7 +628,7 @@ def add_precisions(
     that INT8 report (empty without INT8). What can be known early (an untrained bundle, too few photos) is
     refused before any work; the FP16 graphs are written before the INT8 recipe starts and kept when it
     fails; no INT8 graph is written when a goal cannot be met (``PrecisionGoalError``)."""
-    from simswap_build.engine_builder import register_variants
+    from simswap_build.tensorrt.builder import register_variants
 
     bundle = Bundle.load(bundle_root)
     unknown = set(precisions) - set(PRECISIONS)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
-from simswap_build.architectures import Shape
+from simswap_build.convert.architectures import Shape
 from simswap_trt.errors import CheckpointError, ConfigError
 
 Keys = list[tuple[str, Shape]]

@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_build.precision import Goals
+from simswap_build.precision.recipe import Goals
 from simswap_trt.backends import open_engine, open_openvino
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import Engine, OnnxRuntimeEngine
 from simswap_trt.errors import EngineError
-from simswap_trt.preprocess import crops_to_tensor
+from simswap_trt.vision.preprocess import crops_to_tensor
 
 FP16_GOALS = {"psnr_min_db": 45.0}
 BF16_GOALS = {"psnr_min_db": 45.0, "arcface_cosine_min": 0.999}
@@ -92,7 +92,7 @@ def enhancer_rows(
 ) -> tuple[dict, dict]:
     """The enhancer's rows (module docstring) on ``crops``, uint8 BGR aligned to its template at its size,
     and why rows were skipped."""
-    from simswap_build.precision import ENHANCER_FP16_GOAL_DB
+    from simswap_build.precision.recipe import ENHANCER_FP16_GOAL_DB
 
     faces = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32) * np.float32(1 / 255)
     reference = OnnxRuntimeEngine(bundle.path_of("enhancer")).run({"face": faces})["enhanced"]

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from simswap_build.ranges import BINS, amax_from_histogram
+from simswap_build.precision.ranges import BINS, amax_from_histogram
 
 
 def quantizable_convs(model: onnx.ModelProto) -> dict[str, str]:
@@ -76,7 +76,7 @@ def activation_histograms(
 
 
 def activation_ranges(histograms: Mapping[str, tuple[np.ndarray, float]], method: str) -> dict[str, float]:
-    """``{tensor: amax}`` by ``method`` (see ``simswap_build.ranges``)."""
+    """``{tensor: amax}`` by ``method`` (see ``simswap_build.precision.ranges``)."""
     return {name: amax_from_histogram(method, counts, width) for name, (counts, width) in histograms.items()}
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from simswap_build.architectures import ArcFaceConfig, GeneratorConfig
+from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
 from simswap_trt.constants import ARCFACE_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD, INSTANCE_NORM_EPS
 from simswap_trt.errors import BuildError, ConfigError
 

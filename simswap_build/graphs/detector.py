@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from simswap_build.bundle_writer import add_model
+from simswap_build.convert.bundle_writer import add_model
 from simswap_trt.bundle import DETECTOR, DETECTOR_OUTPUTS, Bundle
 from simswap_trt.errors import ConfigError
 from simswap_trt.schema import sha256_of

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from simswap_build.bundle_writer import add_model
+from simswap_build.convert.bundle_writer import add_model
 from simswap_trt.bundle import PARSER, Bundle
 from simswap_trt.errors import ConfigError
 from simswap_trt.schema import sha256_of

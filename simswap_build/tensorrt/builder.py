@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from simswap_build.bundle_writer import rewrite_manifest
+from simswap_build.convert.bundle_writer import rewrite_manifest
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
 from simswap_trt.errors import BuildError, BundleError, ConfigError, OutputError

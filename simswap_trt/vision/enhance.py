@@ -24,8 +24,8 @@ import numpy as np
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
 from simswap_trt.errors import BundleError, ConfigError
-from simswap_trt.preprocess import tensor_to_bgr
 from simswap_trt.vision.align import alignment_matrix, invert_affine
+from simswap_trt.vision.preprocess import tensor_to_bgr
 from simswap_trt.vision.warp import warp_faces
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from simswap_build import safe_pickle
-from simswap_build.architectures import (
+from simswap_build.convert import safe_pickle
+from simswap_build.convert.architectures import (
     ArcFaceConfig,
     Family,
     GeneratorConfig,
@@ -31,7 +31,7 @@ from simswap_build.architectures import (
     detect_generator,
     generator_keys,
 )
-from simswap_build.enhancers import Restorer, detect_restorer
+from simswap_build.convert.enhancers import Restorer, detect_restorer
 from simswap_trt.errors import CheckpointError, UnsafeCheckpointError
 
 log = logging.getLogger(__name__)

@@ -1,134 +1,20 @@
-"""Memory of the device path: staging buffers (pinned or mapped host memory and its device side), device
-buffers grown on demand, and ``ResidentFrames``: frames that device detection uploaded, kept on the device
-so that the swap of the same frames reads them there instead of uploading them again."""
+"""``ResidentFrames``: frames that device detection uploaded, kept on the device so that the swap of the same
+frames reads them there instead of uploading them again."""
 
 from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from simswap_trt import cuda
+from simswap_trt.cuda.memory import DeviceBuffer, MemoryUse, Staging
 from simswap_trt.errors import EngineError
 
-ALIGN = 256  # bytes; every table and frame starts on a boundary the kernels can read with any type
 RESIDENT_UPLOADS = 4  # uploads of frames kept on the device: the one being detected, two queued, one swapped
-
-
-def aligned(offset: int) -> int:
-    return -(-offset // ALIGN) * ALIGN
-
-
-@dataclass(frozen=True)
-class MemoryUse:
-    """Bytes of device memory and of page-locked (pinned or mapped) host memory that one part holds. Mapped
-    memory, which the GPU reads in place (integrated GPUs), counts once, as pinned."""
-
-    device: int = 0
-    pinned: int = 0
-
-    def __add__(self, other: MemoryUse) -> MemoryUse:
-        return MemoryUse(self.device + other.device, self.pinned + other.pinned)
-
-
-@dataclass(frozen=True)
-class SwapperMemory:
-    """What a ``FaceSwapper`` holds on the device and in pinned host memory, per part (the engines with
-    their execution contexts' activation memory, the device stages' workspaces and resident frames)."""
-
-    parts: Mapping[str, MemoryUse] = field(default_factory=dict)
-
-    @property
-    def device(self) -> int:
-        return sum(use.device for use in self.parts.values())
-
-    @property
-    def pinned(self) -> int:
-        return sum(use.pinned for use in self.parts.values())
-
-    def lines(self) -> list[str]:
-        """One line per part and the total, in MiB."""
-        rows = [*self.parts.items(), ("total", MemoryUse(self.device, self.pinned))]
-        mib = 2**20
-        return [f"{name:<14}device {u.device / mib:8.1f} MiB, pinned {u.pinned / mib:8.1f} MiB" for name, u in rows]
-
-
-def buffers_use(*buffers) -> MemoryUse:
-    """What live buffers hold: pinned and mapped buffers (``array``) as pinned host memory, device buffers
-    (``nbytes``) as device memory; a buffer listed twice (mapped: both host and device side) counts once."""
-    device = pinned = 0
-    for buffer in {id(b): b for b in buffers if b is not None}.values():
-        if hasattr(buffer, "array"):
-            pinned += buffer.array.nbytes if buffer.array is not None else 0
-        elif buffer.ptr:
-            device += buffer.nbytes
-    return MemoryUse(device, pinned)
-
-
-class Staging:
-    """A pinned host buffer and a device buffer of the same size, grown on demand and reused. ``layout``
-    places arrays front to back (aligned) and returns their device addresses; ``write`` fills the pinned
-    mirror; ``upload`` copies the used part in one asynchronous copy. With ``host_memory="mapped"``
-    (integrated GPUs, see ``cuda.host_memory_strategy``) one mapped pinned buffer is both: the kernels read
-    what the host wrote, and ``upload`` copies nothing."""
-
-    def __init__(self, host_memory: str = "staged") -> None:
-        self.pinned: cuda.PinnedBuffer | None = None
-        self.device: cuda.DeviceBuffer | None = None
-        self.used = 0
-        self.host_memory = host_memory
-
-    def layout(self, sizes: Sequence[int]) -> list[int]:
-        offsets, end = [], 0
-        for size in sizes:
-            offsets.append(aligned(end))
-            end = offsets[-1] + size
-        if self.device is None or self.device.nbytes < end:
-            self.free()
-            capacity = aligned(max(end, 1) * 5 // 4)  # some headroom: frame sizes vary a little
-            self.pinned, self.device = cuda.io_buffers((capacity,), np.uint8, self.host_memory)
-        self.used = end
-        return [self.device.ptr + offset for offset in offsets]
-
-    def write(self, address: int, array: np.ndarray) -> None:
-        offset = address - self.device.ptr
-        self.pinned.array[offset : offset + array.nbytes].view(array.dtype).reshape(array.shape)[...] = array
-
-    def upload(self, stream: cuda.Stream) -> None:
-        self.device.upload(self.pinned.array[: self.used], stream)
-
-    def memory(self) -> MemoryUse:
-        return buffers_use(self.pinned, self.device)
-
-    def free(self) -> None:
-        for buffer in (self.pinned, self.device):
-            if buffer is not None:
-                buffer.free()
-        self.pinned = self.device = None
-
-
-class DeviceArray:
-    """A device buffer of at least ``nbytes``, grown on demand (its contents are not kept)."""
-
-    def __init__(self) -> None:
-        self.buffer: cuda.DeviceBuffer | None = None
-
-    def reserve(self, nbytes: int) -> int:
-        if self.buffer is None or self.buffer.nbytes < nbytes:
-            self.free()
-            self.buffer = cuda.DeviceBuffer(nbytes)
-        return self.buffer.ptr
-
-    def memory(self) -> MemoryUse:
-        return buffers_use(self.buffer)
-
-    def free(self) -> None:
-        if self.buffer is not None:
-            self.buffer.free()
-            self.buffer = None
 
 
 class FrameSlot:
@@ -164,7 +50,7 @@ class ResidentFrame:
     address: int
 
     @property
-    def buffer(self) -> cuda.DeviceBuffer:
+    def buffer(self) -> DeviceBuffer:
         return self.slot.staging.device
 
 

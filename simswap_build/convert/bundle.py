@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_build.architectures import ArcFaceConfig, Family, GeneratorConfig, arcface_keys, generator_keys
-from simswap_build.bundle_writer import BundleModel, add_model, write_bundle
-from simswap_build.enhancer_graph import enhancer_graph
-from simswap_build.enhancers import Restorer
-from simswap_build.onnx_graphs import arcface_graph, generator_graph
-from simswap_build.trt_compat import TARGETS, check_model
+from simswap_build.convert.architectures import ArcFaceConfig, Family, GeneratorConfig, arcface_keys, generator_keys
+from simswap_build.convert.bundle_writer import BundleModel, add_model, write_bundle
+from simswap_build.convert.enhancers import Restorer
+from simswap_build.graphs.enhancer import enhancer_graph
+from simswap_build.graphs.export import arcface_graph, generator_graph
+from simswap_build.tensorrt.compat import TARGETS, check_model
 from simswap_trt.bundle import ENHANCER, Bundle
 from simswap_trt.errors import BuildError
 from simswap_trt.schema import sha256_of
@@ -63,7 +63,7 @@ def convert_checkpoints(
 ) -> Bundle:
     """Convert an official generator ``.pth`` and ``arcface_checkpoint.tar`` (and optionally a face restorer
     such as ``GFPGANv1.4.pth`` as role ``enhancer``) into a bundle at ``output``."""
-    from simswap_build.checkpoints import load_arcface, load_generator  # needs torch
+    from simswap_build.convert.checkpoints import load_arcface, load_generator  # needs torch
 
     gen = load_generator(generator, arch, family)
     arc = load_arcface(arcface)
@@ -96,7 +96,7 @@ def enhancer_source(restorer: Restorer, provenance: dict) -> dict:
 
 def enhancer_model(checkpoint: str | Path) -> BundleModel:
     """The bundle model of a face-restorer checkpoint, loaded strictly, as a checked ONNX graph."""
-    from simswap_build.checkpoints import load_enhancer  # needs torch
+    from simswap_build.convert.checkpoints import load_enhancer  # needs torch
 
     loaded = load_enhancer(checkpoint)
     provenance = {"checkpoint": Path(checkpoint).name, "sha256": sha256_of(Path(checkpoint))}
@@ -181,7 +181,7 @@ def reestimated_bundle(
     import torch
 
     from simswap_build.models import Generator, ResNet, identity_latent
-    from simswap_trt.preprocess import crops_to_tensor
+    from simswap_trt.vision.preprocess import crops_to_tensor
 
     gen_config = generator_config or GeneratorConfig.from_name(arch)
     size = crops.shape[1]

@@ -1,5 +1,5 @@
 """Write face-restorer inference graphs as ONNX, node by node from a numpy state_dict (as
-``simswap_build.onnx_graphs`` does for the generator): only the batch axis is dynamic, node names follow
+``simswap_build.graphs.export`` does for the generator): only the batch axis is dynamic, node names follow
 the checkpoint's module paths, and every checkpoint tensor is consumed or explicitly declared unused.
 
 Contract of every restorer graph: ``face`` float32 [N,3,E,E] RGB in [0,1] (the face aligned to the
@@ -21,8 +21,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from simswap_build.enhancers import DEMOD_EPS, SLOPE, GFPGANv1Clean, Restorer
-from simswap_build.onnx_graphs import BATCH, _Graph
+from simswap_build.convert.enhancers import DEMOD_EPS, SLOPE, GFPGANv1Clean, Restorer
+from simswap_build.graphs.export import BATCH, _Graph
 from simswap_trt.errors import ConfigError
 
 ENHANCER_INPUT = "face"

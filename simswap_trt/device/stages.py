@@ -32,144 +32,31 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.device_memory import (
-    DeviceArray,
+from simswap_trt.cuda.memory import (
+    DeviceBuffer,
     MemoryUse,
-    ResidentFrame,
-    ResidentFrames,
-    Staging,
-    aligned,
-    buffers_use,
+    host_memory_strategy,
+    memory_traits,
 )
+from simswap_trt.device.frames import ResidentFrame, ResidentFrames
+from simswap_trt.device.tables import PasteBackBatch, crop_to_frame_matrices, frame_tables, pack_pasteback
+from simswap_trt.device.workspace import MAX_GRAPHS, MAX_WORKSPACES, DeviceTicket, Staged, Workspace, free_graph
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import (
-    DeviceKernels,
-    PasteBackBatch,
-    crop_to_frame_matrices,
-    frame_tables,
-    pack_pasteback,
-    parser_input,
-    parser_labels,
-    parsing_blend,
-    pasteback_grid,
-)
-from simswap_trt.preprocess import stack_crops
+from simswap_trt.kernels import DeviceKernels, parser_input, parser_labels, parsing_blend, pasteback_grid
 from simswap_trt.stages import Faces, Stages
 from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
+from simswap_trt.vision.preprocess import stack_crops
 
 log = logging.getLogger(__name__)
 GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
-MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped, with their contexts)
-MAX_WORKSPACES = 8  # batches in flight at once; idle workspaces beyond ``depth`` are freed when one is taken
-
-
-class Workspace:
-    """Everything one batch in flight uses: a compute stream, staging, device buffers and events."""
-
-    def __init__(self, host_memory: str = "staged") -> None:
-        self.compute = cuda.Stream()
-        # frames not yet on the device + preprocessing tables; paste-back tables
-        self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
-        self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
-        self.regions: cuda.PinnedBuffer | None = None  # downloaded union regions
-        self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
-        self.held = False  # by a started batch until it is finished
-        self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
-        self.crops: cuda.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
-        self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
-        self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
-        self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
-        # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
-        self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
-        self.graph_failed: set[tuple] = set()
-        self.used = 0  # when a batch last took the workspace (order of use)
-
-    def memory(self) -> MemoryUse:
-        """Its staging, generator, region, parser and shared activation buffers."""
-        arrays = (self.targets, self.swapped, self.activation, self.parser_inputs, self.parser_logits)
-        arrays += (self.parser_labels,)
-        use = self.inputs.memory() + self.masks.memory() + buffers_use(self.regions, self.crops)
-        return sum((array.memory() for array in arrays), use)
-
-    def regions_view(self, nbytes: int) -> np.ndarray:
-        if self.regions is None or self.regions.array.nbytes < nbytes:
-            if self.regions is not None:
-                self.regions.free()
-            self.regions = cuda.PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
-        return self.regions.array
-
-    def free(self) -> None:
-        """Wait for the workspace's work, then free it; after a device fault, as much as can be."""
-        steps = [self.compute.synchronize, self.done.synchronize]
-        steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped)]
-        steps += [self.regions.free] if self.regions is not None else []
-        steps += [event.free for event in (self.uploaded, self.masks_uploaded, self.computed, self.done)]
-        self.regions = None
-        cuda.free_all(*steps, self.free_parsing, self.free_graphs, self.compute.free)
-
-    def free_graphs(self) -> None:
-        while self.graphs:
-            free_graph(*self.graphs.popitem()[1])
-        for context in self.contexts:
-            context.free()
-        self.contexts = []
-        self.activation.free()  # after the contexts that used it
-
-    def crops_view(self, nbytes: int) -> np.ndarray:
-        if self.crops is None or self.crops.array.nbytes < nbytes:
-            if self.crops is not None:
-                self.crops.free()
-            self.crops = cuda.PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
-        return self.crops.array[:nbytes]
-
-    def free_parsing(self) -> None:
-        for event in (self.preprocessed, self.crops_downloaded):
-            event.free()
-        if self.crops is not None:
-            self.crops.free()
-            self.crops = None
-        for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
-            owner.free()
-
-
-def free_graph(graph: cuda.Graph, contexts: list) -> None:
-    """Destroy a captured graph and the execution contexts it owns (once the streams replaying it are done)."""
-    graph.free()
-    for context in contexts:
-        context.free()
-
-
-@dataclass
-class DeviceTicket:
-    """A batch started on a workspace: what ``finish`` needs to assemble the output images."""
-
-    images: Sequence[np.ndarray]
-    workspace: Workspace
-    regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
-
-
-@dataclass
-class Staged:
-    """A batch's inputs on the device: frame and table addresses (and each frame's buffer), generator input and
-    output, chunks."""
-
-    frames: list[int]
-    buffers: list[cuda.DeviceBuffer]
-    tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
-    targets: int
-    swapped: int
-    count: int
-    chunks: list[slice]
 
 
 def frames_with_faces(images: Sequence[np.ndarray], faces: Faces) -> tuple[list[int], list[np.ndarray], np.ndarray]:
@@ -207,7 +94,7 @@ class DeviceStages:
         a ``FaceParser``; its masks blend each swap with its target crop on the device (see ``_parse``). ``graphs``:
         replay each batch's whole sequence (preprocess, generator, paste-back) as one CUDA graph (see
         ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence.
-        ``host_memory``: how frames and tables reach the device (``cuda.host_memory_strategy``: ``"auto"``
+        ``host_memory``: how frames and tables reach the device (``host_memory_strategy``: ``"auto"``
         maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere).
         ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device."""
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
@@ -237,7 +124,7 @@ class DeviceStages:
         self.device = device = cuda.bound_device(device)  # None: the current one, kept for every thread's calls
         cuda.activate(device)
         self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
-        self.host_memory = cuda.host_memory_strategy(cuda.memory_traits(device), host_memory)
+        self.host_memory = host_memory_strategy(memory_traits(device), host_memory)
         log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
@@ -305,7 +192,7 @@ class DeviceStages:
         inverse: np.ndarray,
         extra,
         resident: Sequence[ResidentFrame | None],
-    ) -> tuple[list[int], list[int], list[cuda.DeviceBuffer]]:
+    ) -> tuple[list[int], list[int], list[DeviceBuffer]]:
         """Step 1: the ``frames`` (contiguous) not already on the device (``resident``: each frame's device copy
         from detection, or None), the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
         crop→frame matrix ``inverse[k]``) and ``extra`` in one upload; event ``uploaded`` also follows the

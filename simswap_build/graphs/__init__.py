@@ -1,0 +1,1 @@
+"""ONNX graphs of every role (generator, ArcFace, detector, parser, enhancer), exported and checked."""

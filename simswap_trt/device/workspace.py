@@ -1,0 +1,116 @@
+"""What one batch in flight holds on the device path: a ``Workspace`` (compute stream, staging, device
+buffers, events, captured graphs) and the batch's ``DeviceTicket``/``Staged`` records. A workspace is reused
+only once its previous batch is finished."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from simswap_trt import cuda
+from simswap_trt.cuda.memory import DeviceArray, DeviceBuffer, MemoryUse, PinnedBuffer, Staging, aligned, buffers_use
+
+MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped, with their contexts)
+MAX_WORKSPACES = 8  # batches in flight at once; idle workspaces beyond ``depth`` are freed when one is taken
+
+
+class Workspace:
+    """Everything one batch in flight uses: a compute stream, staging, device buffers and events."""
+
+    def __init__(self, host_memory: str = "staged") -> None:
+        self.compute = cuda.Stream()
+        # frames not yet on the device + preprocessing tables; paste-back tables
+        self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
+        self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
+        self.regions: PinnedBuffer | None = None  # downloaded union regions
+        self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
+        self.held = False  # by a started batch until it is finished
+        self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
+        self.crops: PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
+        self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
+        self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
+        self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
+        # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
+        self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
+        self.graph_failed: set[tuple] = set()
+        self.used = 0  # when a batch last took the workspace (order of use)
+
+    def memory(self) -> MemoryUse:
+        """Its staging, generator, region, parser and shared activation buffers."""
+        arrays = (self.targets, self.swapped, self.activation, self.parser_inputs, self.parser_logits)
+        arrays += (self.parser_labels,)
+        use = self.inputs.memory() + self.masks.memory() + buffers_use(self.regions, self.crops)
+        return sum((array.memory() for array in arrays), use)
+
+    def regions_view(self, nbytes: int) -> np.ndarray:
+        if self.regions is None or self.regions.array.nbytes < nbytes:
+            if self.regions is not None:
+                self.regions.free()
+            self.regions = PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
+        return self.regions.array
+
+    def free(self) -> None:
+        """Wait for the workspace's work, then free it; after a device fault, as much as can be."""
+        steps = [self.compute.synchronize, self.done.synchronize]
+        steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped)]
+        steps += [self.regions.free] if self.regions is not None else []
+        steps += [event.free for event in (self.uploaded, self.masks_uploaded, self.computed, self.done)]
+        self.regions = None
+        cuda.free_all(*steps, self.free_parsing, self.free_graphs, self.compute.free)
+
+    def free_graphs(self) -> None:
+        while self.graphs:
+            free_graph(*self.graphs.popitem()[1])
+        for context in self.contexts:
+            context.free()
+        self.contexts = []
+        self.activation.free()  # after the contexts that used it
+
+    def crops_view(self, nbytes: int) -> np.ndarray:
+        if self.crops is None or self.crops.array.nbytes < nbytes:
+            if self.crops is not None:
+                self.crops.free()
+            self.crops = PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
+        return self.crops.array[:nbytes]
+
+    def free_parsing(self) -> None:
+        for event in (self.preprocessed, self.crops_downloaded):
+            event.free()
+        if self.crops is not None:
+            self.crops.free()
+            self.crops = None
+        for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
+            owner.free()
+
+
+def free_graph(graph: cuda.Graph, contexts: list) -> None:
+    """Destroy a captured graph and the execution contexts it owns (once the streams replaying it are done)."""
+    graph.free()
+    for context in contexts:
+        context.free()
+
+
+@dataclass
+class DeviceTicket:
+    """A batch started on a workspace: what ``finish`` needs to assemble the output images."""
+
+    images: Sequence[np.ndarray]
+    workspace: Workspace
+    regions: list[tuple[int, tuple[int, int, int, int], int]]  # (image, union region, offset in regions)
+
+
+@dataclass
+class Staged:
+    """A batch's inputs on the device: frame and table addresses (and each frame's buffer), generator input and
+    output, chunks."""
+
+    frames: list[int]
+    buffers: list[DeviceBuffer]
+    tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
+    targets: int
+    swapped: int
+    count: int
+    chunks: list[slice]
