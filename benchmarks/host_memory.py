@@ -27,7 +27,8 @@ from simswap_build.bench.measure import machine
 from simswap_trt import cuda
 from simswap_trt.backends import usable_plan
 from simswap_trt.bundle import Bundle
-from simswap_trt.cuda.memory import host_memory_strategy, memory_traits
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import host_memory_strategy
 from simswap_trt.errors import SimswapError
 from simswap_trt.files import check_output, write_atomic
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from simswap_trt.engines.tensorrt import TensorRTEngine
 
-        device, traits = cuda.device_info(), memory_traits()
+        device, traits = cuda.device_info(), cuda_memory.memory_traits()
         bundle = Bundle.load(args.bundle)
         plan = usable_plan(bundle, args.role)
         sha = bundle.model(args.role, plan.precision).sha256

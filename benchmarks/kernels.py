@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer
+from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.device.tables import crop_to_frame_matrices, pack_pasteback
 from simswap_trt.errors import SimswapError
 from simswap_trt.kernels import DeviceKernels, load_device_kernels
@@ -56,25 +56,25 @@ def main() -> int:
     stream = Stream.from_handle(cuda_stream.handle)
     timing = EventOptions(timing_enabled=True)  # cuda.core events do not time by default
 
-    device_frames = [DeviceBuffer.from_array(f) for f in frames]
-    pointers = DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
-    pitches = DeviceBuffer.from_array(np.full(n, 1920 * 3, np.int32))
+    device_frames = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
+    pointers = cuda_memory.DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
+    pitches = cuda_memory.DeviceBuffer.from_array(np.full(n, 1920 * 3, np.int32))
     widths, heights = (
-        DeviceBuffer.from_array(np.full(n, 1920, np.int32)),
-        DeviceBuffer.from_array(np.full(n, 1080, np.int32)),
+        cuda_memory.DeviceBuffer.from_array(np.full(n, 1920, np.int32)),
+        cuda_memory.DeviceBuffer.from_array(np.full(n, 1080, np.int32)),
     )
     frame_of_face, inverse = (
-        DeviceBuffer.from_array(np.arange(n, dtype=np.int32)),
-        DeviceBuffer.from_array(crop_to_frame_matrices(matrices)),
+        cuda_memory.DeviceBuffer.from_array(np.arange(n, dtype=np.int32)),
+        cuda_memory.DeviceBuffer.from_array(crop_to_frame_matrices(matrices)),
     )
-    out = DeviceBuffer(n * 3 * size * size * 4)
+    out = cuda_memory.DeviceBuffer(n * 3 * size * size * 4)
     batch = pack_pasteback([f.shape for f in frames], [[m] for m in matrices], size)
-    device_crops = DeviceBuffer.from_array(generator_out)
+    device_crops = cuda_memory.DeviceBuffer.from_array(generator_out)
     crop_table = np.array([device_crops.ptr + i * generator_out[0].nbytes for i in range(n)], np.uint64)
     tables = [
-        DeviceBuffer.from_array(a)
+        cuda_memory.DeviceBuffer.from_array(a)
         for a in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
-    ] + [DeviceBuffer.from_array(batch.mask_offsets)]
+    ] + [cuda_memory.DeviceBuffer.from_array(batch.mask_offsets)]
 
     def gpu_time(run) -> float:
         start = stream.record(options=timing)

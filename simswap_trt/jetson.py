@@ -11,7 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from simswap_trt.cuda.memory import host_memory_strategy, memory_traits
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import host_memory_strategy
 from simswap_trt.errors import SimswapError
 
 TEGRA_RELEASE = Path("/etc/nv_tegra_release")  # "# R36 (release), REVISION: 4.3, GCID: ..., BOARD: ..."
@@ -102,7 +103,7 @@ def doctor_lines() -> list[str]:
         lines.append(f"Jetson        {info.model or 'unknown module'}: L4T {info.l4t}, {jetpack}")
         lines.append(f"power mode    {info.power_mode or 'not readable (nvpmodel -q)'}")
     try:
-        traits = memory_traits()
+        traits = cuda_memory.memory_traits()
     except SimswapError:
         return lines
     if traits.integrated:

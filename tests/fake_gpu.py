@@ -43,6 +43,7 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt import kernels as kernels_module
+from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.cuda.memory import MemoryTraits
 from simswap_trt.kernels import BLOCK
 
@@ -596,15 +597,15 @@ def install_fake_cuda(
     monkeypatch.setattr(cuda, "set_device", lambda device: GPU.set_device(device))
     monkeypatch.setattr(cuda, "current_device", lambda: GPU.current)
     traits = MemoryTraits(integrated, True, compute_capability)
-    monkeypatch.setattr(cuda, "memory_traits", lambda device=0: traits)
-    for attribute, fake in (
-        ("DeviceBuffer", FakeDeviceBuffer),
-        ("PinnedBuffer", FakePinnedBuffer),
-        ("MappedBuffer", FakeMappedBuffer),
-        ("Stream", FakeStream),
-        ("Event", FakeEvent),
+    monkeypatch.setattr(cuda_memory, "memory_traits", lambda device=0: traits)
+    for module, attribute, fake in (
+        (cuda_memory, "DeviceBuffer", FakeDeviceBuffer),
+        (cuda_memory, "PinnedBuffer", FakePinnedBuffer),
+        (cuda_memory, "MappedBuffer", FakeMappedBuffer),
+        (cuda, "Stream", FakeStream),
+        (cuda, "Event", FakeEvent),
     ):
-        monkeypatch.setattr(cuda, attribute, fake)
+        monkeypatch.setattr(module, attribute, fake)
     if host_lib is not None:
         names = {name: name for name in kernels_module.KERNEL_NAMES}
         GPU.kernel_devices = []  # the device each load of the kernels was for

@@ -10,7 +10,8 @@ from test_tensorrt_engine import IO, fake_generator, plan_bundle  # noqa: F401 (
 
 from benchmarks import memory as budget
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer, MemoryUse, Staging, SwapperMemory
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import MemoryUse, Staging, SwapperMemory
 from simswap_trt.device.workspace import MAX_WORKSPACES
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
@@ -100,10 +101,12 @@ def test_two_contexts_sharing_activation_memory_may_not_run_at_once(monkeypatch,
     """Planted: the stand-in refuses two contexts that share activation memory on two streams at once."""
     with budget.device_stages(monkeypatch, 224, graphs=False, activation=4096) as device:
         generator = device.generator
-        shared = DeviceBuffer(4096)
+        shared = cuda_memory.DeviceBuffer(4096)
         first, second = generator.device_context(shared.ptr), generator.device_context(shared.ptr)
         size = 3 * 224 * 224 * 4
-        buffers = {name: DeviceBuffer(n) for name, n in (("target", size), ("latent", 2048), ("swapped", size))}
+        buffers = {
+            name: cuda_memory.DeviceBuffer(n) for name, n in (("target", size), ("latent", 2048), ("swapped", size))
+        }
         addresses = {name: b.ptr for name, b in buffers.items()}
         streams = cuda.Stream(), cuda.Stream()
         first.enqueue(addresses, 1, streams[0])

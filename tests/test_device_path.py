@@ -16,7 +16,7 @@ from simswap_build.convert.architectures import GeneratorConfig
 from simswap_build.tensorrt.builder import register_plan
 from simswap_trt import FaceSwapper, cuda
 from simswap_trt.bundle import Bundle, sha256_of
-from simswap_trt.cuda.memory import DeviceBuffer, PinnedBuffer
+from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.device.stages import DeviceStages
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
@@ -243,7 +243,7 @@ def test_run_device_checks_every_batch_and_orders_itself_on_the_callers_stream(
 
     class Array:  # a caller-owned GPU array on the stand-in
         def __init__(self, shape):
-            self.buffer = DeviceBuffer(int(np.prod(shape)) * 4)
+            self.buffer = cuda_memory.DeviceBuffer(int(np.prod(shape)) * 4)
             self.__cuda_array_interface__ = {"shape": shape, "typestr": "<f4", "data": (self.buffer.ptr, False)}
 
     with trt_engine.TensorRTEngine(bundle.root, bundle.plans[0]) as engine:
@@ -252,12 +252,12 @@ def test_run_device_checks_every_batch_and_orders_itself_on_the_callers_stream(
         out = Array((3, 3, 224, 224))
         with pytest.raises(EngineError, match="every array must hold the same batch"):
             engine.run_device(arrays, {"swapped": Array((2, 3, 224, 224))}, caller.handle)
-        pinned = {name: PinnedBuffer(value.shape, np.float32) for name, value in feeds.items()}
+        pinned = {name: cuda_memory.PinnedBuffer(value.shape, np.float32) for name, value in feeds.items()}
         for name, value in feeds.items():  # the producer: uploads on the caller's stream
             pinned[name].array[...] = value
             arrays[name].buffer.upload(pinned[name].array, caller)
         engine.run_device(arrays, {"swapped": out}, caller.handle)
-        result = PinnedBuffer((3, 3, 224, 224), np.float32)
+        result = cuda_memory.PinnedBuffer((3, 3, 224, 224), np.float32)
         out.buffer.download(result.array, caller)  # the consumer, on the caller's stream
         caller.synchronize()
         np.testing.assert_allclose(result.array, reference.run(feeds)["swapped"], atol=1e-5)

@@ -14,7 +14,8 @@ from fake_gpu import install_fake_cuda
 
 from simswap_trt import cuda
 from simswap_trt.backends import open_engine
-from simswap_trt.cuda.memory import MemoryTraits, host_memory_strategy, memory_traits
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import MemoryTraits, host_memory_strategy
 from simswap_trt.errors import EngineError
 
 ORIN = MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(8, 7))
@@ -67,7 +68,7 @@ def test_traits_come_from_cuda_device_attributes(monkeypatch, integrated):
 
     fake = SimpleNamespace(cudaDeviceAttr=attr, cudaError_t=real.cudaError_t, cudaDeviceGetAttribute=get_attribute)
     monkeypatch.setattr(cuda, "runtime", lambda: fake)
-    traits = memory_traits(1)
+    traits = cuda_memory.memory_traits(1)
     assert traits == MemoryTraits(bool(integrated), True, (8, 7))
     assert {device for _, device in calls} == {1}
     assert host_memory_strategy(traits) == ("mapped" if integrated else "staged")

@@ -13,7 +13,8 @@ from test_tensorrt_engine import IO, fake_generator, plan_bundle  # noqa: F401 (
 
 from simswap_trt import cuda
 from simswap_trt import kernels as kernels_module
-from simswap_trt.cuda.memory import DeviceBuffer, MemoryUse, PinnedBuffer
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import MemoryUse
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import EngineError
 
@@ -37,8 +38,8 @@ def capture(stream, enqueue):
 @pytest.mark.parametrize(
     "call, planted",
     [
-        ("cudaMalloc", lambda stream: DeviceBuffer(64)),
-        ("cudaMallocHost", lambda stream: PinnedBuffer((4,), np.float32)),
+        ("cudaMalloc", lambda stream: cuda_memory.DeviceBuffer(64)),
+        ("cudaMallocHost", lambda stream: cuda_memory.PinnedBuffer((4,), np.float32)),
         ("cudaStreamSynchronize", lambda stream: stream.synchronize()),
         ("cudaEventSynchronize", lambda stream: OWNED[1].synchronize()),
         ("cudaMemcpyAsync", lambda stream: OWNED[0].upload(np.zeros(4, np.float32), stream)),  # pageable
@@ -46,11 +47,11 @@ def capture(stream, enqueue):
 )
 def test_what_a_capture_refuses_fails_the_capture_and_the_stream_stays_usable(gpu, call, planted):
     stream = cuda.Stream()
-    OWNED[:] = [DeviceBuffer(64), cuda.Event()]
+    OWNED[:] = [cuda_memory.DeviceBuffer(64), cuda.Event()]
     assert call in capture(stream, lambda: planted(stream))
     assert not gpu.capturing and stream.capture is None
     assert not any(kind == "graph" for kind, *_ in [k for k in gpu.live if isinstance(k, tuple)])
-    pinned = PinnedBuffer((4,), np.float32)  # a copy of pinned memory is captured
+    pinned = cuda_memory.PinnedBuffer((4,), np.float32)  # a copy of pinned memory is captured
     graph = cuda.Graph.capture(stream, lambda: OWNED[0].upload(pinned.array, stream))
     graph.launch(stream)
     stream.synchronize()
@@ -110,7 +111,7 @@ def context(gpu, io=IO, fn=fake_generator, **options):
 
 def test_tensor_addresses_must_be_256_byte_aligned_device_memory(gpu):
     _, ctx = context(gpu)
-    buffer, pinned = DeviceBuffer(1024), PinnedBuffer((256,), np.float32)
+    buffer, pinned = cuda_memory.DeviceBuffer(1024), cuda_memory.PinnedBuffer((256,), np.float32)
     assert buffer.ptr % 256 == 0 and pinned.array.ctypes.data % 256 == 0  # as cudaMalloc/cudaMallocHost give
     assert ctx.set_tensor_address("target", buffer.ptr)
     assert not ctx.set_tensor_address("target", buffer.ptr + 4)
@@ -124,7 +125,7 @@ def test_the_engine_reports_an_address_tensorrt_refuses(gpu, plan_bundle, monkey
     module = strict_runtime_module(lean, IO, fake_generator)
     monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
     with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1) as engine:
-        buffers = {s.name: DeviceBuffer(4 << 20) for s in engine.inputs + engine.outputs}
+        buffers = {s.name: cuda_memory.DeviceBuffer(4 << 20) for s in engine.inputs + engine.outputs}
         addresses = {name: b.ptr for name, b in buffers.items()} | {"latent": buffers["latent"].ptr + 8}
         stream = cuda.Stream()
         with pytest.raises(EngineError, match="TensorRT refused the address of tensor 'latent'"):
@@ -137,7 +138,7 @@ def test_the_engine_reports_an_address_tensorrt_refuses(gpu, plan_bundle, monkey
 def bound_context(gpu):
     """A stand-in context with device buffers bound to every tensor and batch-1 shapes set."""
     _, ctx = context(gpu)
-    buffers = [DeviceBuffer(4 << 20) for _ in IO]
+    buffers = [cuda_memory.DeviceBuffer(4 << 20) for _ in IO]
     for (name, *_), buffer in zip(IO, buffers, strict=True):
         ctx.set_tensor_address(name, buffer.ptr)
     ctx.set_input_shape("target", (1, 3, 224, 224))
@@ -307,7 +308,7 @@ def test_execute_device_allocates_no_io_buffers_and_run_allocates_them_once(gpu,
     monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
     with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=2) as engine:
         sizes = {"target": 3 * 224 * 224 * 4, "latent": 512 * 4, "swapped": 3 * 224 * 224 * 4}
-        buffers = {name: DeviceBuffer(nbytes) for name, nbytes in sizes.items()}
+        buffers = {name: cuda_memory.DeviceBuffer(nbytes) for name, nbytes in sizes.items()}
         stream = cuda.Stream()
         before = len(gpu.allocations)
         for _ in range(3):
@@ -356,10 +357,11 @@ import numpy as np
 import pytest
 from fake_gpu import install_fake_cuda
 from simswap_trt import cuda
+from simswap_trt.cuda import memory as cuda_memory
 
 install_fake_cuda(pytest.MonkeyPatch(), guard=True)
-buffer, stream = DeviceBuffer.from_array(np.arange(64, dtype=np.uint8)), cuda.Stream()
-pinned = PinnedBuffer((64,), np.uint8)
+buffer, stream = cuda_memory.DeviceBuffer.from_array(np.arange(64, dtype=np.uint8)), cuda.Stream()
+pinned = cuda_memory.PinnedBuffer((64,), np.uint8)
 buffer.download(pinned.array, stream)
 stream.synchronize()
 assert (pinned.array == np.arange(64)).all() and (buffer.to_array(pinned.array) == np.arange(64)).all()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer, PinnedBuffer
+from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.device.tables import crop_to_frame_matrices, frame_tables, pack_pasteback
 from simswap_trt.kernels import DeviceKernels
 from simswap_trt.vision.align import alignment_matrix
@@ -63,11 +63,11 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
     matrices = [alignment_matrix(face_landmarks(c, s, a, size), "multipose", size) for _, c, s, a in faces]
     frame_of_face = np.array([f for f, *_ in faces], np.int32)
     stream = cuda.Stream()
-    on_device = [DeviceBuffer.from_array(f) for f in frames]
+    on_device = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
     tables = frame_tables(frames) + [frame_of_face, crop_to_frame_matrices(matrices)]
     tables[0][:] = [b.ptr for b in on_device]
-    table_buffers = [DeviceBuffer.from_array(t) for t in tables]
-    out = DeviceBuffer(len(faces) * 3 * size * size * 4)
+    table_buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda_memory.DeviceBuffer(len(faces) * 3 * size * size * 4)
     device.preprocess(stream.handle, *[b.ptr for b in table_buffers], len(faces), size, False, out.ptr)
     stream.synchronize()
     got = out.to_array(np.empty((len(faces), 3, size, size), np.float32))
@@ -88,10 +88,10 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
     order = np.argsort(frame_of_face, kind="stable")
     per_frame = [[matrices[i] for i in order if frame_of_face[i] == f] for f in range(len(frames))]
     batch = pack_pasteback([f.shape for f in frames], per_frame, size)
-    crops = DeviceBuffer.from_array(generator_out[order])
+    crops = cuda_memory.DeviceBuffer.from_array(generator_out[order])
     crop_table = np.array([crops.ptr + i * generator_out[0].nbytes for i in range(len(faces))], np.uint64)
     paste_tables = [batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks]
-    paste_buffers = [DeviceBuffer.from_array(t) for t in (*paste_tables, batch.mask_offsets)]
+    paste_buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in (*paste_tables, batch.mask_offsets)]
     device.pasteback(
         stream.handle,
         table_buffers[0].ptr,
@@ -122,9 +122,9 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
 def check_cuda_layer() -> dict:
     rng = np.random.default_rng(0)
     data = rng.integers(0, 256, (301, 433, 3), dtype=np.uint8)
-    pinned = PinnedBuffer(data.shape, np.uint8)
+    pinned = cuda_memory.PinnedBuffer(data.shape, np.uint8)
     pinned.array[...] = data
-    device = DeviceBuffer(data.nbytes)
+    device = cuda_memory.DeviceBuffer(data.nbytes)
     first, second = cuda.Stream(), cuda.Stream()
     uploaded = cuda.Event(timing=False)
     start, end = cuda.Event(), cuda.Event()
@@ -132,7 +132,7 @@ def check_cuda_layer() -> dict:
     device.upload(pinned.array, first)
     uploaded.record(first)
     second.wait(uploaded)  # the download on the other stream starts after the upload
-    region = PinnedBuffer((100, 57 * 3), np.uint8)
+    region = cuda_memory.PinnedBuffer((100, 57 * 3), np.uint8)
     device.download_rows(region.array, second, offset=40 * data.strides[0] + 30 * 3, pitch=data.strides[0])
     end.record(second)
     end.synchronize()
@@ -142,14 +142,14 @@ def check_cuda_layer() -> dict:
     if not elapsed >= 0:
         raise AssertionError(f"event timing gave {elapsed}")
     try:
-        DeviceBuffer(1 << 52)
+        cuda_memory.DeviceBuffer(1 << 52)
         raise AssertionError("a 4 PiB allocation did not fail")
     except cuda.CudaOutOfMemory:
         cuda.runtime().cudaGetLastError()  # reset the error state before the next checks
 
     # a captured graph replays an upload + download
     cudart = cuda.runtime()
-    back = PinnedBuffer(data.shape, np.uint8)
+    back = cuda_memory.PinnedBuffer(data.shape, np.uint8)
     cuda.cuda_call(
         "cudaStreamBeginCapture",
         cudart.cudaStreamBeginCapture(first.handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
@@ -190,17 +190,17 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
     size, frame = 224, rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     matrices = [alignment_matrix(face_landmarks((900 + rng.normal(0, 20), 560), 230, 3, size), "multipose", size)]
     matrices *= faces
-    frames = [DeviceBuffer.from_array(frame) for _ in range(faces)]
+    frames = [cuda_memory.DeviceBuffer.from_array(frame) for _ in range(faces)]
     tables = frame_tables([frame] * faces) + [np.arange(faces, dtype=np.int32), crop_to_frame_matrices(matrices)]
     tables[0][:] = [b.ptr for b in frames]
-    table_buffers = [DeviceBuffer.from_array(t) for t in tables]
-    out = DeviceBuffer(faces * 3 * size * size * 4)
+    table_buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda_memory.DeviceBuffer(faces * 3 * size * size * 4)
     batch = pack_pasteback([frame.shape] * faces, [[m] for m in matrices], size)
     crop_table = np.array([out.ptr + i * 3 * size * size * 4 for i in range(faces)], np.uint64)
     paste = [
-        DeviceBuffer.from_array(t)
+        cuda_memory.DeviceBuffer.from_array(t)
         for t in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
-    ] + [DeviceBuffer.from_array(batch.mask_offsets)]
+    ] + [cuda_memory.DeviceBuffer.from_array(batch.mask_offsets)]
     stream = cuda.Stream()
     preprocess_ms = event_timed(
         stream,
@@ -232,12 +232,12 @@ def letterbox_on_device(kernels: dict, frames: list[np.ndarray], canvas: int, no
     from simswap_trt.device.tables import letterbox_tables
     from simswap_trt.kernels import letterbox
 
-    on_device = [DeviceBuffer.from_array(f) for f in frames]
+    on_device = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
     tables = frame_tables(frames) + letterbox_tables(frames, canvas)
     tables[0][:] = [b.ptr for b in on_device]
-    buffers = [DeviceBuffer.from_array(t) for t in tables]
+    buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
     dtype = np.float16 if half else np.float32
-    out = DeviceBuffer(len(frames) * 3 * canvas * canvas * np.dtype(dtype).itemsize)
+    out = cuda_memory.DeviceBuffer(len(frames) * 3 * canvas * canvas * np.dtype(dtype).itemsize)
     stream = cuda.Stream()
     device = DeviceKernels(kernels)
     letterbox(device, stream.handle, *[b.ptr for b in buffers], len(frames), canvas, normalisation, half, out.ptr)
@@ -293,11 +293,11 @@ def check_letterbox_throughput(kernels: dict, repeats: int, count: int = 8, canv
     from simswap_trt.vision.detect import CenterFace
 
     frame = np.random.default_rng(6).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
-    frames = [DeviceBuffer.from_array(frame) for _ in range(count)]
+    frames = [cuda_memory.DeviceBuffer.from_array(frame) for _ in range(count)]
     tables = frame_tables([frame] * count) + letterbox_tables([frame] * count, canvas)
     tables[0][:] = [b.ptr for b in frames]
-    buffers = [DeviceBuffer.from_array(t) for t in tables]
-    out = DeviceBuffer(count * 3 * canvas * canvas * 4)
+    buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    out = cuda_memory.DeviceBuffer(count * 3 * canvas * canvas * 4)
     stream, device = cuda.Stream(), DeviceKernels(kernels)
 
     def run() -> None:
@@ -318,8 +318,8 @@ def check_parser_kernels(device_kernels: DeviceKernels, host, stream) -> bool:
     rng, size, count = np.random.default_rng(6), 224, 3
     targets = rng.random((count, 3, size, size), dtype=np.float32).astype(np.float16)
     logits = rng.integers(-3, 4, (count, 19, 512, 512)).astype(np.float32)  # with ties
-    buffers = [DeviceBuffer.from_array(a) for a in (targets, logits)]
-    out, labels = DeviceBuffer(count * 3 * 512 * 512 * 4), DeviceBuffer(count * 512 * 512)
+    buffers = [cuda_memory.DeviceBuffer.from_array(a) for a in (targets, logits)]
+    out, labels = cuda_memory.DeviceBuffer(count * 3 * 512 * 512 * 4), cuda_memory.DeviceBuffer(count * 512 * 512)
     parser_input(device_kernels, stream.handle, buffers[0].ptr, True, count, size, out.ptr)
     parser_labels(device_kernels, stream.handle, buffers[1].ptr, count, labels.ptr)
     stream.synchronize()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer
+from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.kernels import DeviceKernels
 
 from . import standins
@@ -193,7 +193,7 @@ def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
         swapped = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_out else np.float32)
         targets = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_in else np.float32)
         masks, faces = rng.random((2, size, size), dtype=np.float32), np.array([2, 0], np.int32)
-        buffers = [DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
+        buffers = [cuda_memory.DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
         parsing_blend(device_kernels, stream.handle, buffers[0].ptr, half_out, buffers[1].ptr, half_in,
                       buffers[2].ptr, buffers[3].ptr, 2, size)  # fmt: skip
         stream.synchronize()

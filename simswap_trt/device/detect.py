@@ -33,7 +33,8 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.cuda.memory import DeviceArray, MemoryUse, PinnedBuffer, aligned, buffers_use
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import DeviceArray, MemoryUse, aligned, buffers_use
 from simswap_trt.device.frames import ResidentFrames
 from simswap_trt.device.tables import frame_tables, letterbox_tables
 from simswap_trt.engines.scheduler import chunk_batches
@@ -84,7 +85,7 @@ class DeviceDetector:
         self._own_frames = frames is None  # else the swap stages' (closed by them)
         self.frames = ResidentFrames(host_memory, capacity=1) if frames is None else frames
         self.canvas, self.outputs = DeviceArray(), DeviceArray()
-        self.results: PinnedBuffer | None = None
+        self.results: cuda_memory.PinnedBuffer | None = None
         self._closed = False
         self._lock = threading.Lock()
 
@@ -151,7 +152,7 @@ class DeviceDetector:
         if self.results is None or self.results.array.nbytes < end:
             if self.results is not None:
                 self.results.free()
-            self.results = PinnedBuffer((aligned(max(end, 1)),), np.uint8)
+            self.results = cuda_memory.PinnedBuffer((aligned(max(end, 1)),), np.uint8)
         outputs = []
         for (_, shape, dtype), offset in zip(shapes, offsets, strict=True):
             nbytes = int(np.prod(shape)) * dtype.itemsize

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer, MemoryUse, Staging
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import MemoryUse, Staging
 from simswap_trt.errors import EngineError
 
 RESIDENT_UPLOADS = 4  # uploads of frames kept on the device: the one being detected, two queued, one swapped
@@ -50,7 +51,7 @@ class ResidentFrame:
     address: int
 
     @property
-    def buffer(self) -> DeviceBuffer:
+    def buffer(self) -> cuda_memory.DeviceBuffer:
         return self.slot.staging.device
 
 

@@ -39,12 +39,8 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
-from simswap_trt.cuda.memory import (
-    DeviceBuffer,
-    MemoryUse,
-    host_memory_strategy,
-    memory_traits,
-)
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
 from simswap_trt.device.frames import ResidentFrame, ResidentFrames
 from simswap_trt.device.tables import PasteBackBatch, crop_to_frame_matrices, frame_tables, pack_pasteback
 from simswap_trt.device.workspace import MAX_GRAPHS, MAX_WORKSPACES, DeviceTicket, Staged, Workspace, free_graph
@@ -124,7 +120,7 @@ class DeviceStages:
         self.device = device = cuda.bound_device(device)  # None: the current one, kept for every thread's calls
         cuda.activate(device)
         self.kernels = kernels if kernels is not None else DeviceKernels(device=device)
-        self.host_memory = host_memory_strategy(memory_traits(device), host_memory)
+        self.host_memory = host_memory_strategy(cuda_memory.memory_traits(device), host_memory)
         log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
         self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
@@ -192,7 +188,7 @@ class DeviceStages:
         inverse: np.ndarray,
         extra,
         resident: Sequence[ResidentFrame | None],
-    ) -> tuple[list[int], list[int], list[DeviceBuffer]]:
+    ) -> tuple[list[int], list[int], list[cuda_memory.DeviceBuffer]]:
         """Step 1: the ``frames`` (contiguous) not already on the device (``resident``: each frame's device copy
         from detection, or None), the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
         crop→frame matrix ``inverse[k]``) and ``extra`` in one upload; event ``uploaded`` also follows the

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceArray, DeviceBuffer, MemoryUse, PinnedBuffer, Staging, aligned, buffers_use
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import DeviceArray, MemoryUse, Staging, aligned, buffers_use
 
 MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped, with their contexts)
 MAX_WORKSPACES = 8  # batches in flight at once; idle workspaces beyond ``depth`` are freed when one is taken
@@ -25,11 +26,11 @@ class Workspace:
         # frames not yet on the device + preprocessing tables; paste-back tables
         self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
-        self.regions: PinnedBuffer | None = None  # downloaded union regions
+        self.regions: cuda_memory.PinnedBuffer | None = None  # downloaded union regions
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
         self.held = False  # by a started batch until it is finished
         self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
-        self.crops: PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
+        self.crops: cuda_memory.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
         self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
         self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
@@ -49,7 +50,7 @@ class Workspace:
         if self.regions is None or self.regions.array.nbytes < nbytes:
             if self.regions is not None:
                 self.regions.free()
-            self.regions = PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
+            self.regions = cuda_memory.PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
         return self.regions.array
 
     def free(self) -> None:
@@ -73,7 +74,7 @@ class Workspace:
         if self.crops is None or self.crops.array.nbytes < nbytes:
             if self.crops is not None:
                 self.crops.free()
-            self.crops = PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
+            self.crops = cuda_memory.PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
         return self.crops.array[:nbytes]
 
     def free_parsing(self) -> None:
@@ -108,7 +109,7 @@ class Staged:
     output, chunks."""
 
     frames: list[int]
-    buffers: list[DeviceBuffer]
+    buffers: list[cuda_memory.DeviceBuffer]
     tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
     targets: int
     swapped: int

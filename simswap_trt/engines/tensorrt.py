@@ -34,15 +34,8 @@ from typing import Any
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import (
-    DeviceBuffer,
-    MemoryUse,
-    PinnedBuffer,
-    buffers_use,
-    host_memory_strategy,
-    io_buffers,
-    memory_traits,
-)
+from simswap_trt.cuda import memory as cuda_memory
+from simswap_trt.cuda.memory import MemoryUse, buffers_use, host_memory_strategy, io_buffers
 from simswap_trt.engines.base import Engine
 from simswap_trt.engines.scheduler import Pipeline, chunk_batches
 from simswap_trt.errors import BundleError, EngineError
@@ -109,8 +102,8 @@ class _Slot:
         self.context = engine.create_execution_context()
         if self.context is None:
             raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
-        self.device: dict[str, DeviceBuffer] = {}
-        self.host: dict[str, PinnedBuffer] = {}
+        self.device: dict[str, cuda_memory.DeviceBuffer] = {}
+        self.host: dict[str, cuda_memory.PinnedBuffer] = {}
         self.graphs: dict[int, tuple[cuda.Graph, DeviceContext]] = {}  # batch -> graph on the own buffers
         self.graph_failed: set[int] = set()
         self.stream = self.started = self.done = self.ready = None
@@ -215,7 +208,7 @@ class TensorRTEngine(Engine):
         self.inputs, self.outputs = self._signature()
         self.max_batch, self.min_batch = entry.max_batch, entry.min_batch
         self.cuda_graphs = cuda_graphs
-        traits = memory_traits(self.device)
+        traits = cuda_memory.memory_traits(self.device)
         self.host_memory = host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
         self._slots: list[_Slot] = []
         try:

@@ -6,7 +6,7 @@ import pytest
 from test_kernels import FACES, FRAMES, face_matrix, pasteback, preprocess
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer
+from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.device.tables import crop_to_frame_matrices
 from simswap_trt.kernels import DeviceKernels, load_device_kernels
 
@@ -26,9 +26,9 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source, s
     matrices = [face_matrix(c, s, a, size) for _, c, s, a in FACES]
     count = len(FACES)
     frame_of_face = np.array([f for f, *_ in FACES], np.int32)
-    device_frames = [DeviceBuffer.from_array(f) for f in frames]
+    device_frames = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
     meta = {
-        name: DeviceBuffer.from_array(a)
+        name: cuda_memory.DeviceBuffer.from_array(a)
         for name, a in {
             "frames": np.array([b.ptr for b in device_frames], np.uint64),
             "pitches": np.array([f.strides[0] for f in frames], np.int32),
@@ -39,7 +39,7 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source, s
         }.items()
     }
     for dtype in (np.float32, np.float16):
-        out = DeviceBuffer(count * 3 * size * size * np.dtype(dtype).itemsize)
+        out = cuda_memory.DeviceBuffer(count * 3 * size * size * np.dtype(dtype).itemsize)
         pointers = [meta[k].ptr for k in ("frames", "pitches", "widths", "heights", "frame_of_face", "inverse")]
         kernels.preprocess(stream.handle, *pointers, count, size, dtype == np.float16, out.ptr)
         stream.synchronize()
@@ -50,10 +50,10 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source, s
     per_frame = [[matrices[i] for i in order if FACES[i][0] == f] for f in range(len(FRAMES))]
     generator_out = rng.random((count, 3, size, size), dtype=np.float32)
     expected_frames, batch = pasteback(host, frames, per_frame, generator_out, size)
-    crops = DeviceBuffer.from_array(generator_out)
+    crops = cuda_memory.DeviceBuffer.from_array(generator_out)
     crop_table = np.array([crops.ptr + i * generator_out[0].nbytes for i in range(count)], np.uint64)
     tables = {
-        k: DeviceBuffer.from_array(v)
+        k: cuda_memory.DeviceBuffer.from_array(v)
         for k, v in {
             "union": batch.union_rois,
             "begin": batch.face_begin,

@@ -5,15 +5,15 @@ import numpy as np
 import pytest
 
 from simswap_trt import cuda
-from simswap_trt.cuda.memory import DeviceBuffer, MappedBuffer
+from simswap_trt.cuda import memory as cuda_memory
 
 pytestmark = pytest.mark.gpu
 
 
 def test_mapped_buffer_is_the_same_memory_for_host_and_device():
     rng = np.random.default_rng(5)
-    mapped = MappedBuffer((4, 3, 8, 8), np.float32)
-    device = DeviceBuffer(mapped.nbytes)
+    mapped = cuda_memory.MappedBuffer((4, 3, 8, 8), np.float32)
+    device = cuda_memory.DeviceBuffer(mapped.nbytes)
     stream = cuda.Stream()
     mapped.array[...] = rng.random(mapped.array.shape, dtype=np.float32)
     mapped.upload(mapped.array, stream)  # a view of its own memory: nothing to copy
@@ -27,7 +27,7 @@ def test_mapped_buffer_is_the_same_memory_for_host_and_device():
     stream.synchronize()
     np.testing.assert_array_equal(device.to_array(mapped.array), mapped.array)  # the GPU read the host's bytes
     written = rng.random(mapped.array.shape, dtype=np.float32)
-    source = DeviceBuffer.from_array(written)
+    source = cuda_memory.DeviceBuffer.from_array(written)
     device_copy(mapped.ptr, source.ptr)
     stream.synchronize()
     np.testing.assert_array_equal(mapped.array, written)  # the host sees what the GPU wrote
