@@ -215,7 +215,7 @@ def test_a_failed_capture_leaves_the_stream_usable(plan_bundle, fake_trt, monkey
     cudart = fake_cudart(fake_trt.calls)
     monkeypatch.setattr(cuda, "runtime", lambda: cudart)
     with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as engine:
-        context = engine._slots[0].context
+        context = engine._slots[0].context.context
         execute = type(context).execute_async_v3
 
         def refuses_under_capture(self, handle):
@@ -228,7 +228,7 @@ def test_a_failed_capture_leaves_the_stream_usable(plan_bundle, fake_trt, monkey
         for _ in range(2):
             np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
         assert [c[0] for c in fake_trt.calls].count("end capture") == 1  # tried once, then plain enqueues
-        assert 2 in engine._slots[0].graph_failed
+        assert 2 in engine._slots[0].graphs.failed
 
 
 def test_alternating_batch_sizes_replay_their_own_graphs_bit_for_bit(plan_bundle, fake_trt, monkeypatch):
