@@ -92,6 +92,8 @@ def test_input_shapes_are_set_only_when_they_change(plan_bundle, fake_trt):
     engine.run(feeds)
     shape_calls = [c for c in fake_trt.calls if c[0] == "set_input_shape"]
     assert len(shape_calls) == 4  # two inputs on each of the two slots, then reused
+    address_calls = [c for c in fake_trt.calls if c[0] == "set_tensor_address"]
+    assert len(address_calls) == 6  # three tensors on each slot's own buffers, bound once
 
 
 def test_plan_for_another_gpu_is_refused_before_deserializing(plan_bundle, fake_trt, monkeypatch):
