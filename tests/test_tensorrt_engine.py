@@ -250,7 +250,7 @@ def test_alternating_batch_sizes_replay_their_own_graphs_bit_for_bit(plan_bundle
     with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as graphed:
         got = [graphed.run(feeds)["swapped"] for feeds in batches]
         assert sorted(graphed._slots[0].graphs) == [1, 2, 3]
-        contexts = {id(context) for _, context in graphed._slots[0].graphs.values()}
+        contexts = {id(context) for _, owned in graphed._slots[0].graphs.values() for context in owned}
         assert len(contexts) == 3  # one context per graph
     steps = [c[0] for c in fake_trt.calls[before:] if c[0] in ("end capture", "graph launch")]
     assert steps == ["end capture"] * 3 + ["graph launch"] * 3
