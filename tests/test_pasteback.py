@@ -65,7 +65,7 @@ def test_face_entirely_outside_the_frame_changes_nothing():
 
 def test_the_crop_mask_baseline_equals_its_method_on_the_whole_frame():
     """The benchmark's FaceFusion-method baseline blends only inside the box the warped crop covers: equal to
-    the same method evaluated over the whole frame in float64 (mask and crop warped to the full frame), so the
+    the same method evaluated over the whole frame (mask and crop warped to the full frame), so the
     box loses nothing; and it really pastes."""
     import cv2
 
@@ -80,7 +80,7 @@ def test_the_crop_mask_baseline_equals_its_method_on_the_whole_frame():
     expected = frame
     for crop, matrix in faces:
         inverse = cv2.invertAffineTransform(matrix)
-        mask = cv2.warpAffine(box_mask(224), inverse, (420, 300)).clip(0, 1)[..., None].astype(np.float64)
+        mask = cv2.warpAffine(box_mask(224), inverse, (420, 300)).clip(0, 1)[..., None]
         warped = cv2.warpAffine(crop, inverse, (420, 300), borderMode=cv2.BORDER_REPLICATE)
         expected = (expected * (1 - mask) + warped * mask).astype(np.uint8)
     got = paste_back_crop_mask(frame, faces)
