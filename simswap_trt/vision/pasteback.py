@@ -120,7 +120,7 @@ def _blend(view: np.ndarray, crop: np.ndarray, matrix: np.ndarray, paint: Box, m
     weights = cv2.merge((mask, mask, mask), dst=_WORKSPACE.take("weights", (height, width, 3)))
     face = _WORKSPACE.take("face", (height, width, 3))
     crop = np.ascontiguousarray(crop, np.float32)
-    cv2.warpAffine(crop, _roi_inverse(matrix, paint), (width, height), dst=face)
+    face = cv2.warpAffine(crop, _roi_inverse(matrix, paint), (width, height), dst=face)
     np.multiply(face, weights, out=face)
     np.subtract(1, weights, out=weights)
     np.multiply(view, weights, out=view)
@@ -177,11 +177,11 @@ def _official_mask(matrix: np.ndarray, size: int, box: Box, border: int) -> np.n
     white = _WHITE.get(size)
     if white is None:
         white = _WHITE.setdefault(size, np.full((size, size), 255, np.float32))
-    cv2.warpAffine(white, _roi_inverse(matrix, box), shape[::-1], dst=mask)
-    cv2.threshold(mask, MASK_THRESHOLD, 255, cv2.THRESH_BINARY, dst=scratch)
+    mask = cv2.warpAffine(white, _roi_inverse(matrix, box), shape[::-1], dst=mask)
+    scratch = cv2.threshold(mask, MASK_THRESHOLD, 255, cv2.THRESH_BINARY, dst=scratch)[1]
     np.maximum(mask, scratch, out=mask)  # mask[mask > 20] = 255, the other values kept
-    cv2.erode(mask, _ERODE_KERNEL, dst=scratch)
-    cv2.GaussianBlur(scratch, (BLUR_SIZE, BLUR_SIZE), 0, dst=mask, borderType=border)
+    scratch = cv2.erode(mask, _ERODE_KERNEL, dst=scratch)
+    mask = cv2.GaussianBlur(scratch, (BLUR_SIZE, BLUR_SIZE), 0, dst=mask, borderType=border)
     mask *= np.float32(1 / 255)
     return mask
 
