@@ -2,15 +2,21 @@
 smoothing on, the video defaults: whole-frame face detection every 4th frame, regions around the
 tracked faces in between; and once more with whole-frame detection on every frame) against the naive
 loop (decode one frame, swap it as an image, encode it), on the same synthetic 1080p clip with one and
-with several faces, in the same run. Prints a table, writes JSON (with the CPU model and flags) and a bar
-chart to benchmarks/results/.
+with several faces, in the same run. Each run's wall time and its process's CPU seconds (all threads:
+the work, which other load on a shared machine does not change) are recorded. Prints a table, writes
+JSON (with the CPU model and flags) and a bar chart to benchmarks/results/.
 
-    python -m benchmarks.video [--bundle B] [--frames 48] [--repeats 1]
+    python -m benchmarks.video [--bundle B] [--frames 48] [--repeats 1] [--pipeline-threads 1]
 
 Without --bundle an UNTRAINED reduced-width 224 bundle (generator ngf 16, 3 blocks) is made for the run.
 On a CPU the full-size generator takes seconds per face, which no pipeline can hide; the reduced one
 makes decoding, detection, paste-back and encoding weigh as they do next to a fast (GPU) generator,
 which is what the pipeline overlaps. Pass --bundle for any other bundle.
+
+``--pipeline-threads N`` runs the pipeline (and its every-frame variant) with a swapper of N inference
+threads per engine, and times the pipeline with the default swapper (all CPUs, as the naive loop) beside
+it as ``pipeline_all_threads``: the pipeline runs detection and the swap in two threads at once, and this
+measures whether splitting the cores between them pays (on 2 CPUs it does not: docs/cpu.md).
 """
 
 from __future__ import annotations
@@ -100,10 +106,25 @@ def naive(swapper: FaceSwapper, clip: Path, output: Path) -> int:
     return count
 
 
-def timed(function) -> float:
-    start = time.perf_counter()
+def open_swapper(args: argparse.Namespace, threads: int | None) -> FaceSwapper:
+    """The benchmark's swapper with ``threads`` inference threads per engine (None: all CPUs)."""
+    swapper = FaceSwapper.from_bundle(
+        args.bundle, max_batch=args.batch, backend=args.backend, precision=args.precision, threads=threads
+    )
+    swapper.set_source(np.ascontiguousarray(data.astronaut()[..., ::-1]))
+    return swapper
+
+
+def first_frame(clip: Path) -> np.ndarray:
+    with av.open(str(clip)) as source:
+        return next(source.decode(video=0)).to_ndarray(format="bgr24")
+
+
+def timed(function) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all its threads) of one call."""
+    start, cpu = time.perf_counter(), time.process_time()
     function()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
@@ -120,6 +141,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help="as 'simswap-trt video' (default: auto)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None, help="e.g. int8 or bf16 (docs/cpu.md)")
+    parser.add_argument(
+        "--pipeline-threads",
+        type=int,
+        default=None,
+        help="inference threads per engine of the pipeline's swapper, as 'simswap-trt video --threads' "
+        "(default: all CPUs, as the naive loop)",
+    )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "video.json")
     args = parser.parse_args()
 
@@ -136,27 +164,33 @@ def main() -> None:
             args.bundle, model = folder / "bundle", "untrained reduced-width 224 (generator ngf 16, 3 blocks)"
             generator, arcface = GeneratorConfig(ngf=16, n_blocks=3), ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
             untrained_bundle(args.bundle, generator_config=generator, arcface_config=arcface)
-        swapper = FaceSwapper.from_bundle(
-            args.bundle, max_batch=args.batch, backend=args.backend, precision=args.precision
-        )
-        swapper.set_source(np.ascontiguousarray(data.astronaut()[..., ::-1]))
+        swapper = open_swapper(args, None)
+        piped = swapper if args.pipeline_threads is None else open_swapper(args, args.pipeline_threads)
         options = VideoOptions(batch=args.batch)
         every_frame = VideoOptions(batch=args.batch, full_detect_every=1)
         for faces in args.faces:
             clip = make_clip(folder / f"clip{faces}.mp4", faces, args.frames)
-            swap_video(swapper, clip, folder / "warm.mp4", options, duration=8 / FPS, overwrite=True)  # warm-up
-            times = {"naive": [], "pipeline": [], "pipeline_full_detect": []}
+            swap_video(piped, clip, folder / "warm.mp4", options, duration=8 / FPS, overwrite=True)  # warm-up
+            swapper.swap(first_frame(clip))
             runs = {
                 "naive": lambda clip=clip: naive(swapper, clip, folder / "naive.mp4"),
-                "pipeline": lambda clip=clip: swap_video(swapper, clip, folder / "out.mp4", options, overwrite=True),
+                "pipeline": lambda clip=clip: swap_video(piped, clip, folder / "out.mp4", options, overwrite=True),
                 "pipeline_full_detect": lambda clip=clip: swap_video(
-                    swapper, clip, folder / "out.mp4", every_frame, overwrite=True
+                    piped, clip, folder / "out.mp4", every_frame, overwrite=True
                 ),
             }
+            if piped is not swapper:  # the pipeline with the default threads too, for the difference
+                runs["pipeline_all_threads"] = lambda clip=clip: swap_video(
+                    swapper, clip, folder / "out.mp4", options, overwrite=True
+                )
+            times: dict[str, list[float]] = {name: [] for name in runs}
+            cpu: dict[str, list[float]] = {name: [] for name in runs}
             order = list(runs)
             for _ in range(args.repeats):  # interleaved, the order rotating from round to round
                 for name in order:
-                    times[name].append(timed(runs[name]))
+                    wall, used = timed(runs[name])
+                    times[name].append(wall)
+                    cpu[name].append(used)
                 order = order[1:] + order[:1]
             ratios = {
                 name: [n / t for n, t in zip(times["naive"], times[name], strict=True)] for name in list(runs)[1:]
@@ -173,7 +207,10 @@ def main() -> None:
                     "speedup_full_detect_median": fps["pipeline_full_detect"] / fps["naive"],
                     "speedup_per_round": ratios["pipeline"],
                     "speedup_full_detect_per_round": ratios["pipeline_full_detect"],
+                    "speedup_all_threads_per_round": ratios.get("pipeline_all_threads"),
+                    "cpu_ratio_per_round": [n / t for n, t in zip(cpu["naive"], cpu["pipeline"], strict=True)],
                     "seconds": times,
+                    "cpu_seconds": cpu,
                 }
             )
 
@@ -187,6 +224,11 @@ def main() -> None:
     for row in rows:
         spread = row["speedup_per_round"]
         print(f"{row['faces']} face(s): pipeline / naive per round {', '.join(f'{r:.2f}x' for r in spread)}")
+        if row["speedup_all_threads_per_round"]:
+            spread = row["speedup_all_threads_per_round"]
+            print(f"   with all threads per engine, per round {', '.join(f'{r:.2f}x' for r in spread)}")
+        cpu_ratios = ", ".join(f"{r:.2f}x" for r in row["cpu_ratio_per_round"])
+        print(f"   CPU seconds, naive / pipeline per round {cpu_ratios} (independent of other work on the machine)")
     load_after = os.getloadavg()
     print(
         f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
@@ -204,6 +246,7 @@ def main() -> None:
         "model": model,
         "untrained_bundle": swapper.bundle.untrained,
         "backend": swapper.generator.backend,
+        "pipeline_threads": args.pipeline_threads,
         "machine": cpu_facts(),
         "load_average": {"before": list(load_before), "after": list(load_after)},
         "versions": {"pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info, "python": platform.python_version()},

@@ -65,7 +65,7 @@ def test_face_entirely_outside_the_frame_changes_nothing():
 
 def test_the_crop_mask_baseline_equals_its_method_on_the_whole_frame():
     """The benchmark's FaceFusion-method baseline blends only inside the box the warped crop covers: equal to
-    the same method evaluated over the whole frame in float64 (mask and crop warped to the full frame), so the
+    the same method evaluated over the whole frame (mask and crop warped to the full frame), so the
     box loses nothing; and it really pastes."""
     import cv2
 
@@ -80,7 +80,7 @@ def test_the_crop_mask_baseline_equals_its_method_on_the_whole_frame():
     expected = frame
     for crop, matrix in faces:
         inverse = cv2.invertAffineTransform(matrix)
-        mask = cv2.warpAffine(box_mask(224), inverse, (420, 300)).clip(0, 1)[..., None].astype(np.float64)
+        mask = cv2.warpAffine(box_mask(224), inverse, (420, 300)).clip(0, 1)[..., None]
         warped = cv2.warpAffine(crop, inverse, (420, 300), borderMode=cv2.BORDER_REPLICATE)
         expected = (expected * (1 - mask) + warped * mask).astype(np.uint8)
     got = paste_back_crop_mask(frame, faces)
@@ -102,26 +102,48 @@ def full_roi_mask(matrix, size, roi):
 
 
 def test_mask_built_on_its_box_equals_the_mask_over_the_whole_roi():
-    """The mask box holds every non-zero value of the official mask, and the values built on the box equal
-    those built over the whole ROI (within one float32 step: the warp's origin moves), for random faces of
-    every size, angle and position, at and beyond the frame border."""
-    from simswap_trt.vision.pasteback import border_mask, mask_box
+    """The mask box holds every non-zero value of the official mask, the paint box (where the face is
+    blended) too, and the values built on the box equal those built over the whole ROI (within one float32
+    step: the warp's origin moves), for random faces of every size (up to three frame pixels per crop
+    pixel), angle and position, inside the frame (the mask built on the paint box, zero border) and at and
+    beyond its border (on the grown box, reflected border)."""
+    import cv2
+
+    from simswap_trt.vision.pasteback import _boxes, border_mask, mask_box
 
     rng = np.random.default_rng(11)
-    checked = 0
-    for _ in range(120):
-        h, w = (int(v) for v in rng.integers(150, 600, 2))
+    checked, borders = 0, set()
+    for _ in range(160):
+        h, w = (int(v) for v in rng.integers(150, 1400, 2))
         center = (rng.uniform(-60, w + 60), rng.uniform(-60, h + 60))
-        matrix = face_matrix(center, rng.uniform(50, 320), rng.uniform(-180, 180))
+        matrix = face_matrix(center, rng.uniform(50, 680), rng.uniform(-180, 180))
         roi = face_roi(matrix, 224, (h, w, 3))
         if roi is None:
             continue
         reference = full_roi_mask(matrix, 224, roi)
         (bx0, by0, bx1, by1), inner = mask_box(matrix, 224, roi)
+        _, (px0, py0, px1, py1), border = _boxes(matrix, 224, roi)
         outside = np.ones(reference.shape, bool)
         outside[by0 - roi[1] : by1 - roi[1], bx0 - roi[0] : bx1 - roi[0]] = False
         assert not reference[outside].any()  # nothing of the mask is lost outside the box
+        unpainted = np.ones(reference.shape, bool)
+        unpainted[py0 - roi[1] : py1 - roi[1], px0 - roi[0] : px1 - roi[0]] = False
+        assert not reference[unpainted].any()  # nor outside the paint box
         np.testing.assert_allclose(border_mask(matrix, 224, roi), reference, rtol=0, atol=2.5e-7)
         np.testing.assert_allclose(inner, reference[~outside].reshape(inner.shape), rtol=0, atol=2.5e-7)
         checked += reference.any()
-    assert checked > 60
+        borders.add(border)
+    assert checked > 80 and borders == {cv2.BORDER_CONSTANT, cv2.BORDER_REFLECT_101}
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0, 3.0, 4.5])
+def test_mask_of_a_face_larger_than_its_crop(scale):
+    """A crop pixel covers ``scale`` frame pixels: the warped crop's bilinear edge reaches that far beyond
+    its corners (here on whole pixels, the worst case), and the mask built on the paint box still equals
+    the mask over the whole ROI."""
+    from simswap_trt.vision.pasteback import border_mask
+
+    matrix = np.array([[1 / scale, 0, -100 / scale], [0, 1 / scale, -100 / scale]])  # frame→crop
+    size = int(224 * scale) + 200
+    roi = face_roi(matrix, 224, (size, size, 3))
+    np.testing.assert_allclose(border_mask(matrix, 224, roi), full_roi_mask(matrix, 224, roi), rtol=0, atol=2.5e-7)

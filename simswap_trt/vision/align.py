@@ -37,20 +37,19 @@ FFHQ_TEMPLATE_512 = np.array(
 
 def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """The 2x3 similarity (rotation, uniform scale, translation) minimising squared distances from
-    ``src`` points to ``dst`` points (Umeyama 1991, no reflection)."""
+    ``src`` points [P,2] to ``dst`` points: Umeyama's (1991) least-squares fit without reflection, which
+    in the plane has the closed form ``q = α·p`` over centred points as complex numbers, with
+    ``α = Σ q·conj(p) / Σ |p|²`` (scale |α|, rotation arg α). ``dst`` may hold several point sets
+    [..., P, 2]: one fit per set, [..., 2, 3], computed together."""
     src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
-    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
-    src_c, dst_c = src - src_mean, dst - dst_mean
-    covariance = dst_c.T @ src_c / len(src)
-    u, s, vt = np.linalg.svd(covariance)
-    d = np.ones(2)
-    if np.linalg.det(covariance) < 0:
-        d[1] = -1
-    rotation = u @ np.diag(d) @ vt
-    scale = (s * d).sum() / src_c.var(axis=0).sum()
-    matrix = np.empty((2, 3))
-    matrix[:, :2] = scale * rotation
-    matrix[:, 2] = dst_mean - matrix[:, :2] @ src_mean
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=-2)
+    p = (src[:, 0] - src_mean[0]) + 1j * (src[:, 1] - src_mean[1])
+    q = (dst[..., 0] - dst_mean[..., None, 0]) + 1j * (dst[..., 1] - dst_mean[..., None, 1])
+    alpha = (q @ p.conj()) / (p.real @ p.real + p.imag @ p.imag)
+    matrix = np.empty((*dst.shape[:-2], 2, 3))
+    matrix[..., 0, 0], matrix[..., 0, 1] = alpha.real, -alpha.imag
+    matrix[..., 1, 0], matrix[..., 1, 1] = alpha.imag, alpha.real
+    matrix[..., 2] = dst_mean - matrix[..., :2] @ src_mean
     return matrix
 
 
@@ -64,17 +63,19 @@ def templates(alignment: str, crop_size: int) -> np.ndarray:
 
 
 def alignment_matrix(landmarks: np.ndarray, alignment: str, crop_size: int) -> np.ndarray:
-    """The 2x3 frame→crop matrix for one face's [5,2] landmarks (best template by summed L2 error)."""
-    best, best_error = None, np.inf
-    for template in templates(alignment, crop_size):
-        matrix = estimate_similarity(landmarks, template)
-        error = np.linalg.norm(landmarks @ matrix[:, :2].T + matrix[:, 2] - template, axis=1).sum()
-        if error < best_error:
-            best, best_error = matrix, error
-    return best
+    """The 2x3 frame→crop matrix for one face's [5,2] landmarks (best template by summed L2 error; the
+    first of equal ones). All templates are fitted in one batched computation."""
+    candidates = templates(alignment, crop_size)
+    landmarks = np.asarray(landmarks, np.float64)
+    matrices = estimate_similarity(landmarks, candidates)
+    mapped = landmarks @ np.swapaxes(matrices[:, :, :2], 1, 2) + matrices[:, None, :, 2]
+    errors = np.linalg.norm(mapped - candidates, axis=2).sum(axis=1)
+    return matrices[int(np.argmin(errors))]
 
 
 def invert_affine(matrix: np.ndarray) -> np.ndarray:
     """The analytic inverse of a 2x3 affine matrix (what ``cv2.invertAffineTransform`` returns)."""
-    linear = np.linalg.inv(matrix[:, :2])
-    return np.hstack([linear, -linear @ matrix[:, 2:]])
+    (a, b, tx), (c, d, ty) = np.asarray(matrix, np.float64).tolist()
+    det = a * d - b * c
+    ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
+    return np.array([[ia, ib, -(ia * tx + ib * ty)], [ic, id_, -(ic * tx + id_ * ty)]])

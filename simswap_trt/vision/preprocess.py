@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from simswap_trt.errors import InputError
@@ -39,9 +40,13 @@ def crops_to_tensor(crops: Crops, crop_size: int) -> np.ndarray:
 
 
 def tensor_to_bgr(tensor: np.ndarray) -> np.ndarray:
-    """float32 [N,3,S,S] RGB in [0,1] → float [N,S,S,3] BGR in [0,255], neither rounded nor clipped (for
-    blending, which rounds once at the end)."""
-    return tensor.transpose(0, 2, 3, 1)[..., ::-1] * 255.0
+    """float32 [N,3,S,S] RGB in [0,1] → float32 [N,S,S,3] BGR in [0,255], neither rounded nor clipped (for
+    blending, which rounds once at the end), C-contiguous: each crop is ready for OpenCV without a copy."""
+    tensor = np.asarray(tensor, np.float32)
+    out = np.empty((tensor.shape[0], *tensor.shape[2:], 3), np.float32)
+    for planes, crop in zip(tensor, out, strict=True):
+        cv2.merge(tuple(planes[::-1]), dst=crop)  # interleaved once, channels reversed
+    return np.multiply(out, np.float32(255), out=out)
 
 
 def tensor_to_crops(tensor: np.ndarray) -> np.ndarray:
