@@ -81,7 +81,7 @@ def test_enhancer_input_equals_the_host_composed_warp_within_one_level(host, sce
     difference = np.abs(out.astype(np.float32) - reference) * 255
     # one level: the frame around the swap is rounded to a level, as the host's uint8 warp; FP16 adds its step
     assert difference.max() <= 1.0 + (0.25 if half_in or half_out else 1e-3)
-    assert difference.mean() < (0.02 if half_in or half_out else 1e-3)
+    assert difference.mean() < (0.05 if half_in or half_out else 1e-3)  # FP16 steps average about 0.02 level
     # a planted error in the composed map moves the face: the check above would see it
     shifted = np.roll(reference, 3, axis=-1)
     assert (np.abs(shifted - reference) * 255).max() > 1.0
