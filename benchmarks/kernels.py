@@ -21,9 +21,9 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory
-from simswap_trt.device.tables import crop_to_frame_matrices, pack_pasteback
+from simswap_trt.device.tables import crop_to_frame_matrices, pack_pasteback, pasteback_tables, preprocess_tables
 from simswap_trt.errors import SimswapError
-from simswap_trt.kernels import DeviceKernels, load_device_kernels
+from simswap_trt.kernels import DeviceKernels, PasteBackTables, PreprocessTables, load_device_kernels
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.preprocess import crops_to_tensor
@@ -57,24 +57,17 @@ def main() -> int:
     timing = EventOptions(timing_enabled=True)  # cuda.core events do not time by default
 
     device_frames = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
-    pointers = cuda_memory.DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
-    pitches = cuda_memory.DeviceBuffer.from_array(np.full(n, 1920 * 3, np.int32))
-    widths, heights = (
-        cuda_memory.DeviceBuffer.from_array(np.full(n, 1920, np.int32)),
-        cuda_memory.DeviceBuffer.from_array(np.full(n, 1080, np.int32)),
-    )
-    frame_of_face, inverse = (
-        cuda_memory.DeviceBuffer.from_array(np.arange(n, dtype=np.int32)),
-        cuda_memory.DeviceBuffer.from_array(crop_to_frame_matrices(matrices)),
-    )
+    planned = preprocess_tables(frames, np.arange(n), crop_to_frame_matrices(matrices))
+    planned["frames"][:] = [b.ptr for b in device_frames]
+    placed = {name: cuda_memory.DeviceBuffer.from_array(table).ptr for name, table in planned.items()}
+    preprocess_tables_on_device = PreprocessTables(**placed)
     out = cuda_memory.DeviceBuffer(n * 3 * size * size * 4)
     batch = pack_pasteback([f.shape for f in frames], [[m] for m in matrices], size)
     device_crops = cuda_memory.DeviceBuffer.from_array(generator_out)
     crop_table = np.array([device_crops.ptr + i * generator_out[0].nbytes for i in range(n)], np.uint64)
-    tables = [
-        cuda_memory.DeviceBuffer.from_array(a)
-        for a in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
-    ] + [cuda_memory.DeviceBuffer.from_array(batch.mask_offsets)]
+    paste_planned = pasteback_tables(batch, crop_table)
+    paste = {name: cuda_memory.DeviceBuffer.from_array(t).ptr for name, t in paste_planned.items()}
+    pasteback_tables_on_device = PasteBackTables(frames=placed["frames"], pitches=placed["pitches"], **paste)
 
     def gpu_time(run) -> float:
         start = stream.record(options=timing)
@@ -85,26 +78,10 @@ def main() -> int:
         return (end - start) / args.repeats / 1e3  # cuda.core events subtract to milliseconds
 
     preprocess_gpu = gpu_time(
-        lambda: kernels.preprocess(
-            cuda_stream.handle,
-            *[b.ptr for b in (pointers, pitches, widths, heights, frame_of_face, inverse)],
-            n,
-            size,
-            False,
-            out.ptr,
-        )
+        lambda: kernels.preprocess(cuda_stream.handle, preprocess_tables_on_device, n, size, False, out.ptr)
     )
     pasteback_gpu = gpu_time(
-        lambda: kernels.pasteback(
-            cuda_stream.handle,
-            pointers.ptr,
-            pitches.ptr,
-            batch.union_rois,
-            *[t.ptr for t in tables[:3]],
-            size,
-            False,
-            *[t.ptr for t in tables[3:]],
-        )
+        lambda: kernels.pasteback(cuda_stream.handle, pasteback_tables_on_device, batch.union_rois, size, False)
     )
 
     def cpu_time(run) -> float:

@@ -220,9 +220,9 @@ def test_chunks_below_the_profile_minimum_are_padded(tiny_bundle, host, monkeypa
         assert [c[1] for c in module.calls if c[0] == "execute"] == [4, 2]  # 4 + 1 padded to 2
         with pytest.raises(EngineError, match=r"batch 1 is outside the plan's profile 2..4 \(pad it up"):
             engine.execute_device({"target": 1, "latent": 2, "swapped": 3}, 1, cuda.Stream())
-        engine._slots[0].batch = -1
+        engine._slots[0].context.batch = -1
         with pytest.raises(EngineError, match="TensorRT refused shape"):
-            engine._set_batch(engine._slots[0], 7)
+            engine._slots[0].context.set_batch(7)
         # the device path pads too: one face, a profile minimum of 2
         swapper = FaceSwapper(bundle, engine, OnnxRuntimeEngine(bundle.path_of("arcface")))
         swapper.source_latent = latent()

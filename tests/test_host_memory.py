@@ -106,7 +106,7 @@ def test_mapped_path_gives_the_staged_results_without_copies(plan_bundle, fake_t
     assert mapped_copies == []
     for slot in mapped._slots:  # one buffer in both roles, its device address bound to the context
         assert all(slot.host[name] is slot.device[name] for name in slot.host)
-        assert slot.context._addresses == {name: buffer.ptr for name, buffer in slot.device.items()}
+        assert slot.context.context._addresses == {name: buffer.ptr for name, buffer in slot.device.items()}
 
 
 def test_host_memory_can_be_forced(plan_bundle, fake_trt, monkeypatch, feeds):

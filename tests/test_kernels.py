@@ -13,7 +13,13 @@ import pytest
 from conftest import _gpu_available
 
 from simswap_build.bench.official_style import paste_back_official
-from simswap_trt.device.tables import crop_to_frame_matrices, pack_pasteback
+from simswap_trt.device.tables import (
+    crop_to_frame_matrices,
+    frame_tables,
+    pack_pasteback,
+    pasteback_tables,
+    preprocess_tables,
+)
 from simswap_trt.kernels import fatbin_targets
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
@@ -25,10 +31,6 @@ FRONTAL = np.array([[39.73, 51.14], [72.27, 51.14], [56.0, 68.49], [42.46, 87.01
 
 def ptr(array, kind=ctypes.c_void_p):
     return array.ctypes.data_as(kind)
-
-
-def pointer_array(arrays):
-    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
 
 
 def face_matrix(center, size, angle_deg, crop=224):
@@ -48,15 +50,16 @@ FACES = [  # (frame, centre, face size, angle)
 ]
 
 
+PREPROCESS_TABLES = ("frames", "pitches", "widths", "heights", "frame_of_face", "inverse")  # the kernel's order
+
+
 def preprocess(host, frames, matrices, frame_of_face, size, dtype):
+    """The host build's preprocessing, from the tables the device path plans (host addresses here)."""
     out = np.zeros((len(matrices), 3, size, size), dtype)
+    tables = preprocess_tables(frames, frame_of_face, crop_to_frame_matrices(matrices))
+    tables["frames"][:] = [f.ctypes.data for f in frames]
     host.simswap_preprocess_host(
-        pointer_array(frames),
-        ptr(np.array([f.strides[0] for f in frames], np.int32)),
-        ptr(np.array([f.shape[1] for f in frames], np.int32)),
-        ptr(np.array([f.shape[0] for f in frames], np.int32)),
-        ptr(frame_of_face),
-        ptr(crop_to_frame_matrices(matrices)),
+        *[ptr(tables[name]) for name in PREPROCESS_TABLES],
         len(matrices),
         size,
         int(dtype == np.float16),
@@ -99,19 +102,16 @@ def pasteback(host, frames, per_frame, generator_out, size=224):
     paste order) into copies of ``frames``; also returns the packed batch."""
     batch = pack_pasteback([f.shape for f in frames], per_frame, size)
     out = [f.copy() for f in frames]
+    crops = np.array([crop.ctypes.data for crop in generator_out], np.uint64)
+    tables = {**frame_tables(out), **pasteback_tables(batch, crops)}  # the device path's planning
+    tables["frames"][:] = [f.ctypes.data for f in out]
     host.simswap_pasteback_host(
-        pointer_array(out),
-        ptr(np.array([f.strides[0] for f in out], np.int32)),
+        *[ptr(tables[name]) for name in ("frames", "pitches")],
         len(out),
-        ptr(batch.union_rois),
-        ptr(batch.face_begin),
-        pointer_array(list(generator_out)),
+        *[ptr(tables[name]) for name in ("union_rois", "face_begin", "crops")],
         size,
         int(generator_out.dtype == np.float16),
-        ptr(batch.forward),
-        ptr(batch.rois),
-        ptr(batch.masks),
-        ptr(batch.mask_offsets),
+        *[ptr(tables[name]) for name in ("forward", "rois", "masks", "mask_offsets")],
     )
     return out, batch
 

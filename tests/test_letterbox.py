@@ -19,24 +19,17 @@ from simswap_trt.vision.detect import CenterFace, Scrfd, letterbox, letterbox_si
 
 NORMALISATIONS = {"centerface": CenterFace.normalisation, "scrfd": Scrfd.normalisation}
 SHAPES = [(301, 433), (433, 301), (97, 61), (640, 640), (1080, 1921), (5, 3)]
+LETTERBOX_TABLES = ("frames", "pitches", "widths", "heights", "resized", "scales")  # the kernel's order
 
 
 def run_host(host, frames, canvas, normalisation, dtype=np.float32):
     host.simswap_letterbox_host.restype = None
-    resized, scales = letterbox_tables(frames, canvas)
+    tables = letterbox_tables(frames, canvas)  # the device path's planning
+    tables["frames"][:] = [f.ctypes.data for f in frames]
     out = np.full((len(frames), 3, canvas, canvas), np.nan, dtype)
-    table = (ctypes.c_void_p * len(frames))(*[f.ctypes.data for f in frames])
-    pitches, widths, heights = (
-        np.array(v, np.int32) for v in zip(*[(f.strides[0], f.shape[1], f.shape[0]) for f in frames], strict=True)
-    )
     swap_rb, mean, scale = normalisation
     host.simswap_letterbox_host(
-        table,
-        pitches.ctypes.data_as(ctypes.c_void_p),
-        widths.ctypes.data_as(ctypes.c_void_p),
-        heights.ctypes.data_as(ctypes.c_void_p),
-        resized.ctypes.data_as(ctypes.c_void_p),
-        scales.ctypes.data_as(ctypes.c_void_p),
+        *[tables[name].ctypes.data_as(ctypes.c_void_p) for name in LETTERBOX_TABLES],
         len(frames),
         canvas,
         int(swap_rb),

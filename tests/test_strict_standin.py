@@ -210,7 +210,7 @@ def test_graphs_fall_back_to_eager_runs_when_tensorrt_has_no_context_or_instanti
         with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as engine:
             for _ in range(2):
                 np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
-            assert engine._slots[0].graph_failed == {2} and not engine._slots[0].graphs
+            assert engine._slots[0].graphs.failed == {2} and not engine._slots[0].graphs
         assert not gpu.live  # no graph, executable or context left behind
 
 

@@ -92,6 +92,8 @@ def test_input_shapes_are_set_only_when_they_change(plan_bundle, fake_trt):
     engine.run(feeds)
     shape_calls = [c for c in fake_trt.calls if c[0] == "set_input_shape"]
     assert len(shape_calls) == 4  # two inputs on each of the two slots, then reused
+    address_calls = [c for c in fake_trt.calls if c[0] == "set_tensor_address"]
+    assert len(address_calls) == 6  # three tensors on each slot's own buffers, bound once
 
 
 def test_plan_for_another_gpu_is_refused_before_deserializing(plan_bundle, fake_trt, monkeypatch):
@@ -215,7 +217,7 @@ def test_a_failed_capture_leaves_the_stream_usable(plan_bundle, fake_trt, monkey
     cudart = fake_cudart(fake_trt.calls)
     monkeypatch.setattr(cuda, "runtime", lambda: cudart)
     with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as engine:
-        context = engine._slots[0].context
+        context = engine._slots[0].context.context
         execute = type(context).execute_async_v3
 
         def refuses_under_capture(self, handle):
@@ -228,7 +230,7 @@ def test_a_failed_capture_leaves_the_stream_usable(plan_bundle, fake_trt, monkey
         for _ in range(2):
             np.testing.assert_allclose(engine.run(feeds)["swapped"], fake_generator(feeds)["swapped"], rtol=1e-6)
         assert [c[0] for c in fake_trt.calls].count("end capture") == 1  # tried once, then plain enqueues
-        assert 2 in engine._slots[0].graph_failed
+        assert 2 in engine._slots[0].graphs.failed
 
 
 def test_alternating_batch_sizes_replay_their_own_graphs_bit_for_bit(plan_bundle, fake_trt, monkeypatch):
@@ -248,7 +250,7 @@ def test_alternating_batch_sizes_replay_their_own_graphs_bit_for_bit(plan_bundle
     with trt_engine.TensorRTEngine(plan_bundle.root, plan_bundle.plans[0], depth=1, cuda_graphs=True) as graphed:
         got = [graphed.run(feeds)["swapped"] for feeds in batches]
         assert sorted(graphed._slots[0].graphs) == [1, 2, 3]
-        contexts = {id(context) for _, context in graphed._slots[0].graphs.values()}
+        contexts = {id(context) for _, owned in graphed._slots[0].graphs.values() for context in owned}
         assert len(contexts) == 3  # one context per graph
     steps = [c[0] for c in fake_trt.calls[before:] if c[0] in ("end capture", "graph launch")]
     assert steps == ["end capture"] * 3 + ["graph launch"] * 3

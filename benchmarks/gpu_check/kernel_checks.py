@@ -13,8 +13,14 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory
-from simswap_trt.device.tables import crop_to_frame_matrices, frame_tables, pack_pasteback
-from simswap_trt.kernels import DeviceKernels
+from simswap_trt.device.tables import (
+    crop_to_frame_matrices,
+    letterbox_tables,
+    pack_pasteback,
+    pasteback_tables,
+    preprocess_tables,
+)
+from simswap_trt.kernels import DeviceKernels, LetterboxTables, PasteBackTables, PreprocessTables
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.preprocess import crops_to_tensor, tensor_to_bgr
@@ -54,6 +60,23 @@ def address_of(array: np.ndarray) -> ctypes.c_void_p:
     return ctypes.c_void_p(array.ctypes.data)
 
 
+def upload_tables(tables: dict[str, np.ndarray]) -> tuple[list[cuda_memory.DeviceBuffer], dict[str, int]]:
+    """Each planned table in a device buffer of its own: the buffers (to free) and their addresses by name."""
+    buffers = {name: cuda_memory.DeviceBuffer.from_array(table) for name, table in tables.items()}
+    return list(buffers.values()), {name: buffer.ptr for name, buffer in buffers.items()}
+
+
+def pasteback_on_device(
+    device: DeviceKernels, stream: cuda.Stream, frames: dict[str, int], batch, crops: np.ndarray, size: int
+) -> list[cuda_memory.DeviceBuffer]:
+    """One paste-back launch of ``batch`` into the frames at ``frames`` (their ``frames`` and ``pitches``
+    tables), reading each face's generator output at ``crops`` (uint64); returns the table buffers to free."""
+    buffers, placed = upload_tables(pasteback_tables(batch, crops))
+    tables = PasteBackTables(frames=frames["frames"], pitches=frames["pitches"], **placed)
+    device.pasteback(stream.handle, tables, batch.union_rois, size, False)
+    return buffers
+
+
 def check_kernels(kernels: dict, host, size: int) -> dict:
     """Both kernels on the device vs the host build (bit-exact) and the CPU pipeline (1 level)."""
     device = DeviceKernels(kernels)
@@ -64,11 +87,11 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
     frame_of_face = np.array([f for f, *_ in faces], np.int32)
     stream = cuda.Stream()
     on_device = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
-    tables = frame_tables(frames) + [frame_of_face, crop_to_frame_matrices(matrices)]
-    tables[0][:] = [b.ptr for b in on_device]
-    table_buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    tables = preprocess_tables(frames, frame_of_face, crop_to_frame_matrices(matrices))
+    tables["frames"][:] = [b.ptr for b in on_device]
+    table_buffers, placed = upload_tables(tables)
     out = cuda_memory.DeviceBuffer(len(faces) * 3 * size * size * 4)
-    device.preprocess(stream.handle, *[b.ptr for b in table_buffers], len(faces), size, False, out.ptr)
+    device.preprocess(stream.handle, PreprocessTables(**placed), len(faces), size, False, out.ptr)
     stream.synchronize()
     got = out.to_array(np.empty((len(faces), 3, size, size), np.float32))
     cpu = crops_to_tensor(warp_faces(frames, list(zip(frame_of_face.tolist(), matrices, strict=True)), size), size)
@@ -77,8 +100,9 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
         raise AssertionError(f"preprocess differs from the CPU crop by {details['preprocess_max_levels_vs_cpu']}")
     if host is not None:
         expected = np.zeros_like(got)
+        names = ("pitches", "widths", "heights", "frame_of_face", "inverse")
         host.simswap_preprocess_host(
-            pointer_table(frames), *[address_of(t) for t in tables[1:]], len(faces), size, 0, address_of(expected)
+            pointer_table(frames), *[address_of(tables[n]) for n in names], len(faces), size, 0, address_of(expected)
         )
         if not np.array_equal(got, expected):
             raise AssertionError(f"preprocess is not bit-exact with the host build: {np.abs(got - expected).max()}")
@@ -90,18 +114,7 @@ def check_kernels(kernels: dict, host, size: int) -> dict:
     batch = pack_pasteback([f.shape for f in frames], per_frame, size)
     crops = cuda_memory.DeviceBuffer.from_array(generator_out[order])
     crop_table = np.array([crops.ptr + i * generator_out[0].nbytes for i in range(len(faces))], np.uint64)
-    paste_tables = [batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks]
-    paste_buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in (*paste_tables, batch.mask_offsets)]
-    device.pasteback(
-        stream.handle,
-        table_buffers[0].ptr,
-        table_buffers[1].ptr,
-        batch.union_rois,
-        *[b.ptr for b in paste_buffers[:3]],
-        size,
-        False,
-        *[b.ptr for b in paste_buffers[3:]],
-    )
+    paste_buffers = pasteback_on_device(device, stream, placed, batch, crop_table, size)
     stream.synchronize()
     swaps = tensor_to_bgr(generator_out)
     worst = 0
@@ -147,20 +160,16 @@ def check_cuda_layer() -> dict:
     except cuda.CudaOutOfMemory:
         cuda.runtime().cudaGetLastError()  # reset the error state before the next checks
 
-    # a captured graph replays an upload + download
-    cudart = cuda.runtime()
+    # a captured graph replays a download (nothing runs during the capture)
     back = cuda_memory.PinnedBuffer(data.shape, np.uint8)
-    cuda.cuda_call(
-        "cudaStreamBeginCapture",
-        cudart.cudaStreamBeginCapture(first.handle, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
-    )
-    device.download(back.array, first)
-    graph = cuda.cuda_call("cudaStreamEndCapture", cudart.cudaStreamEndCapture(first.handle))
-    executable = cuda.cuda_call("cudaGraphInstantiate", cudart.cudaGraphInstantiate(graph, 0))
-    cuda.cuda_call("cudaGraphLaunch", cudart.cudaGraphLaunch(executable, first.handle))
+    back.array[...] = 0
+    graph = cuda.Graph.capture(first, lambda: device.download(back.array, first))
     first.synchronize()
-    cuda.cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(executable))
-    cuda.cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(graph))
+    if back.array.any():
+        raise AssertionError("the capture ran the download instead of recording it")
+    graph.launch(first)
+    first.synchronize()
+    graph.free()
     if not np.array_equal(back.array, data):
         raise AssertionError("the replayed graph did not copy the buffer back")
     for owner in (pinned, device, region, back, uploaded, start, end, first, second):
@@ -191,56 +200,43 @@ def check_throughput(kernels: dict, faces: int, repeats: int) -> dict:
     matrices = [alignment_matrix(face_landmarks((900 + rng.normal(0, 20), 560), 230, 3, size), "multipose", size)]
     matrices *= faces
     frames = [cuda_memory.DeviceBuffer.from_array(frame) for _ in range(faces)]
-    tables = frame_tables([frame] * faces) + [np.arange(faces, dtype=np.int32), crop_to_frame_matrices(matrices)]
-    tables[0][:] = [b.ptr for b in frames]
-    table_buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    tables = preprocess_tables([frame] * faces, np.arange(faces), crop_to_frame_matrices(matrices))
+    tables["frames"][:] = [b.ptr for b in frames]
+    table_buffers, placed = upload_tables(tables)
     out = cuda_memory.DeviceBuffer(faces * 3 * size * size * 4)
     batch = pack_pasteback([frame.shape] * faces, [[m] for m in matrices], size)
     crop_table = np.array([out.ptr + i * 3 * size * size * 4 for i in range(faces)], np.uint64)
-    paste = [
-        cuda_memory.DeviceBuffer.from_array(t)
-        for t in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
-    ] + [cuda_memory.DeviceBuffer.from_array(batch.mask_offsets)]
+    paste_buffers, paste = upload_tables(pasteback_tables(batch, crop_table))
+    paste_tables = PasteBackTables(frames=placed["frames"], pitches=placed["pitches"], **paste)
     stream = cuda.Stream()
+    preprocess_tables_on_device = PreprocessTables(**placed)
     preprocess_ms = event_timed(
         stream,
-        lambda: device.preprocess(stream.handle, *[b.ptr for b in table_buffers], faces, size, False, out.ptr),
+        lambda: device.preprocess(stream.handle, preprocess_tables_on_device, faces, size, False, out.ptr),
         repeats,
     )
     pasteback_ms = event_timed(
-        stream,
-        lambda: device.pasteback(
-            stream.handle,
-            table_buffers[0].ptr,
-            table_buffers[1].ptr,
-            batch.union_rois,
-            *[b.ptr for b in paste[:3]],
-            size,
-            False,
-            *[b.ptr for b in paste[3:]],
-        ),
-        repeats,
+        stream, lambda: device.pasteback(stream.handle, paste_tables, batch.union_rois, size, False), repeats
     )
-    for buffer in (*frames, *table_buffers, out, *paste):
+    for buffer in (*frames, *table_buffers, out, *paste_buffers):
         buffer.free()
     stream.free()
     return {"faces": faces, "preprocess_ms": round(preprocess_ms, 4), "pasteback_ms": round(pasteback_ms, 4)}
 
 
 def letterbox_on_device(kernels: dict, frames: list[np.ndarray], canvas: int, normalisation, half: bool):
-    """The letterbox kernel on ``frames``: the output (float32, or float16 with ``half``) [N, 3, C, C]."""
-    from simswap_trt.device.tables import letterbox_tables
-    from simswap_trt.kernels import letterbox
-
+    """The letterbox kernel on ``frames``: the output (float32, or float16 with ``half``) [N, 3, C, C], and the
+    planned tables (by name)."""
     on_device = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
-    tables = frame_tables(frames) + letterbox_tables(frames, canvas)
-    tables[0][:] = [b.ptr for b in on_device]
-    buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    tables = letterbox_tables(frames, canvas)
+    tables["frames"][:] = [b.ptr for b in on_device]
+    buffers, placed = upload_tables(tables)
     dtype = np.float16 if half else np.float32
     out = cuda_memory.DeviceBuffer(len(frames) * 3 * canvas * canvas * np.dtype(dtype).itemsize)
     stream = cuda.Stream()
     device = DeviceKernels(kernels)
-    letterbox(device, stream.handle, *[b.ptr for b in buffers], len(frames), canvas, normalisation, half, out.ptr)
+    count = len(frames)
+    device.detector_input(stream.handle, LetterboxTables(**placed), count, canvas, normalisation, half, out.ptr)
     stream.synchronize()
     result = out.to_array(np.empty((len(frames), 3, canvas, canvas), dtype))
     for buffer in (*on_device, *buffers, out):
@@ -271,7 +267,7 @@ def check_letterbox(kernels: dict, host) -> dict:
                 swap_rb, mean, scale = normalisation
                 host.simswap_letterbox_host(
                     pointer_table(frames),
-                    *[address_of(t) for t in tables[1:]],
+                    *[address_of(tables[n]) for n in ("pitches", "widths", "heights", "resized", "scales")],
                     len(frames),
                     canvas,
                     int(swap_rb),
@@ -288,21 +284,19 @@ def check_letterbox(kernels: dict, host) -> dict:
 
 def check_letterbox_throughput(kernels: dict, repeats: int, count: int = 8, canvas: int = 640) -> dict:
     """The letterbox kernel for ``count`` 1080p frames onto the detector canvas, event-timed."""
-    from simswap_trt.device.tables import letterbox_tables
-    from simswap_trt.kernels import letterbox
     from simswap_trt.vision.detect import CenterFace
 
     frame = np.random.default_rng(6).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     frames = [cuda_memory.DeviceBuffer.from_array(frame) for _ in range(count)]
-    tables = frame_tables([frame] * count) + letterbox_tables([frame] * count, canvas)
-    tables[0][:] = [b.ptr for b in frames]
-    buffers = [cuda_memory.DeviceBuffer.from_array(t) for t in tables]
+    tables = letterbox_tables([frame] * count, canvas)
+    tables["frames"][:] = [b.ptr for b in frames]
+    buffers, placed = upload_tables(tables)
     out = cuda_memory.DeviceBuffer(count * 3 * canvas * canvas * 4)
     stream, device = cuda.Stream(), DeviceKernels(kernels)
+    letterboxed = LetterboxTables(**placed)
 
     def run() -> None:
-        pointers = [b.ptr for b in buffers]
-        letterbox(device, stream.handle, *pointers, count, canvas, CenterFace.normalisation, False, out.ptr)
+        device.detector_input(stream.handle, letterboxed, count, canvas, CenterFace.normalisation, False, out.ptr)
 
     milliseconds = event_timed(stream, run, repeats)
     for buffer in (*frames, *buffers, out):
@@ -313,15 +307,13 @@ def check_letterbox_throughput(kernels: dict, repeats: int, count: int = 8, canv
 
 def check_parser_kernels(device_kernels: DeviceKernels, host, stream) -> bool:
     """The parser's input and labels kernels vs the host build, bit-exact (a float16 generator input)."""
-    from simswap_trt.kernels import parser_input, parser_labels
-
     rng, size, count = np.random.default_rng(6), 224, 3
     targets = rng.random((count, 3, size, size), dtype=np.float32).astype(np.float16)
     logits = rng.integers(-3, 4, (count, 19, 512, 512)).astype(np.float32)  # with ties
     buffers = [cuda_memory.DeviceBuffer.from_array(a) for a in (targets, logits)]
     out, labels = cuda_memory.DeviceBuffer(count * 3 * 512 * 512 * 4), cuda_memory.DeviceBuffer(count * 512 * 512)
-    parser_input(device_kernels, stream.handle, buffers[0].ptr, True, count, size, out.ptr)
-    parser_labels(device_kernels, stream.handle, buffers[1].ptr, count, labels.ptr)
+    device_kernels.parser_input(stream.handle, buffers[0].ptr, True, count, size, out.ptr)
+    device_kernels.parser_labels(stream.handle, buffers[1].ptr, count, labels.ptr)
     stream.synchronize()
     got_input = out.to_array(np.empty((count, 3, 512, 512), np.float32))
     got_labels = labels.to_array(np.empty((count, 512, 512), np.uint8))

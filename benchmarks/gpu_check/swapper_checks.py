@@ -183,7 +183,7 @@ def check_devices(folder: Path) -> dict:
 def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
     """The blend kernel vs the host build (bit-exact, float32 and float16 buffers), then the device path with
     a face parser vs the CPU path with it."""
-    from simswap_trt.kernels import parsing_blend
+    from simswap_trt.kernels import ParsingTables
     from simswap_trt.vision.parsing import FaceParser
 
     device_kernels, rng, size = DeviceKernels(kernels), np.random.default_rng(5), 224
@@ -194,8 +194,8 @@ def check_parsing_blend(kernels: dict, host, folder: Path) -> dict:
         targets = rng.random((3, 3, size, size), dtype=np.float32).astype(np.float16 if half_in else np.float32)
         masks, faces = rng.random((2, size, size), dtype=np.float32), np.array([2, 0], np.int32)
         buffers = [cuda_memory.DeviceBuffer.from_array(a) for a in (swapped, targets, masks, faces)]
-        parsing_blend(device_kernels, stream.handle, buffers[0].ptr, half_out, buffers[1].ptr, half_in,
-                      buffers[2].ptr, buffers[3].ptr, 2, size)  # fmt: skip
+        tables = ParsingTables(masks=buffers[2].ptr, faces=buffers[3].ptr, count=2)
+        device_kernels.parsing_blend(stream.handle, tables, size, buffers[0].ptr, half_out, buffers[1].ptr, half_in)
         stream.synchronize()
         got = buffers[0].to_array(swapped)
         if host is not None:

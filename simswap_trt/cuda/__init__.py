@@ -9,12 +9,16 @@ driver; on JetPack 6 / CUDA 12 install cuda-python 12.x).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from simswap_trt.errors import ConfigError, EngineError
+
+log = logging.getLogger(__name__)
 
 
 class CudaError(EngineError):
@@ -311,3 +315,74 @@ class Graph:
             cuda_call("cudaGraphExecDestroy", cudart.cudaGraphExecDestroy(self._executable))
             cuda_call("cudaGraphDestroy", cudart.cudaGraphDestroy(self._graph))
             self._graph = self._executable = None
+
+
+class GraphCache(Mapping[Any, tuple[Graph, Sequence[Any]]]):
+    """Captured graphs by launch signature (``key``), each with what it owns (anything with ``free()``: the
+    execution contexts it was captured on), at most ``limit``: the least recently used one is freed first.
+    ``run`` replays a signature's graph, or captures one, or runs the work eagerly where no graph can be
+    had (a signature whose capture failed keeps running eagerly, without a second try). Maps each key to
+    (graph, owners)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._graphs: OrderedDict[Any, tuple[Graph, Sequence[Any]]] = OrderedDict()
+        self.failed: set = set()
+
+    def __getitem__(self, key: Any) -> tuple[Graph, Sequence[Any]]:
+        return self._graphs[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._graphs)
+
+    def __len__(self) -> int:
+        return len(self._graphs)
+
+    def run(
+        self,
+        key: Any,
+        stream: Stream,
+        owners: Callable[[], Sequence[Any]],
+        enqueue: Callable[[Sequence[Any]], None],
+        eager: Callable[[], None],
+        what: str,
+    ) -> None:
+        """The work of ``key`` on ``stream``: its graph replayed; else, for a new key, ``enqueue(owners())``
+        once eagerly on new owners (lazy set-up stays outside the capture), then captured with them; else
+        (``owners()`` raised ``EngineError``, or the capture failed: logged with ``what``) ``eager()``."""
+        if key in self._graphs:
+            self._graphs.move_to_end(key)
+            self._graphs[key][0].launch(stream)
+            return
+        made = None
+        if key not in self.failed:
+            try:
+                made = owners()
+            except EngineError as exc:
+                log.warning("no CUDA graph for %s: %s", what, exc)
+        if made is None:
+            self.failed.add(key)
+            eager()
+            return
+        enqueue(made)
+        try:
+            graph = Graph.capture(stream, lambda: enqueue(made))
+        except GraphCaptureError as exc:
+            self.failed.add(key)
+            stream.synchronize()  # the eager run above still uses the owners
+            free_all(*[owner.free for owner in made])
+            log.info("%s; %s runs without a graph", exc, what)
+            return
+        self._graphs[key] = graph, made
+        if len(self._graphs) > self.limit:
+            stream.synchronize()  # the least recently used one may still be replaying
+            self._free(*self._graphs.popitem(last=False)[1])
+
+    @staticmethod
+    def _free(graph: Graph, owners: Sequence[Any]) -> None:
+        free_all(graph.free, *[owner.free for owner in owners])
+
+    def free(self) -> None:
+        """Destroy every graph and what it owns (once the streams that replay them are done)."""
+        graphs, self._graphs = list(self._graphs.values()), OrderedDict()
+        free_all(*[lambda entry=entry: self._free(*entry) for entry in graphs])

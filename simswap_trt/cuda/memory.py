@@ -330,6 +330,31 @@ class Staging:
         self.pinned = self.device = None
 
 
+class PinnedArray:
+    """A pinned host buffer of at least ``nbytes``, grown on demand (its contents are not kept); with
+    ``headroom`` a new buffer gets a quarter more room, for sizes that vary a little from call to call."""
+
+    def __init__(self, headroom: bool = False) -> None:
+        self.buffer: PinnedBuffer | None = None
+        self.headroom = headroom
+
+    def reserve(self, nbytes: int) -> np.ndarray:
+        """The first ``nbytes`` of the buffer as uint8 (a view, valid until the buffer grows or is freed)."""
+        if self.buffer is None or self.buffer.array.nbytes < nbytes:
+            self.free()
+            capacity = max(nbytes, 1) * 5 // 4 if self.headroom else max(nbytes, 1)
+            self.buffer = PinnedBuffer((aligned(capacity),), np.uint8)
+        return self.buffer.array[:nbytes]
+
+    def memory(self) -> MemoryUse:
+        return buffers_use(self.buffer)
+
+    def free(self) -> None:
+        if self.buffer is not None:
+            self.buffer.free()
+            self.buffer = None
+
+
 class DeviceArray:
     """A device buffer of at least ``nbytes``, grown on demand (its contents are not kept)."""
 

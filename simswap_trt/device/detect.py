@@ -33,13 +33,12 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.cuda import memory as cuda_memory
-from simswap_trt.cuda.memory import DeviceArray, MemoryUse, aligned, buffers_use
+from simswap_trt.cuda.memory import DeviceArray, MemoryUse, PinnedArray, aligned
 from simswap_trt.device.frames import ResidentFrames
-from simswap_trt.device.tables import frame_tables, letterbox_tables
+from simswap_trt.device.tables import letterbox_tables
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
-from simswap_trt.kernels import DeviceKernels, letterbox
+from simswap_trt.kernels import DeviceKernels, LetterboxTables
 from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd
 
 log = logging.getLogger(__name__)
@@ -85,7 +84,7 @@ class DeviceDetector:
         self._own_frames = frames is None  # else the swap stages' (closed by them)
         self.frames = ResidentFrames(host_memory, capacity=1) if frames is None else frames
         self.canvas, self.outputs = DeviceArray(), DeviceArray()
-        self.results: cuda_memory.PinnedBuffer | None = None
+        self.results = PinnedArray()  # the detector's outputs, downloaded
         self._closed = False
         self._lock = threading.Lock()
 
@@ -105,27 +104,28 @@ class DeviceDetector:
     def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         canvas = self.input_size
         frames = [np.ascontiguousarray(image) for image in images]
-        tables = frame_tables(frames) + letterbox_tables(frames, canvas)  # frame addresses filled below
+        tables = letterbox_tables(frames, canvas)  # frame addresses filled below
         self.done.synchronize()  # the previous chunk's work no longer uses the canvas and output buffers
         slot = self.frames.acquire()
         try:
             # 1. one upload of frames and tables, into a slot of the frames kept on the device
-            addresses = slot.staging.layout([f.nbytes for f in frames] + [t.nbytes for t in tables])
-            tables[0][:] = addresses[: len(frames)]
-            for address, array in zip(addresses, frames + tables, strict=True):
+            addresses = slot.staging.layout([f.nbytes for f in frames] + [t.nbytes for t in tables.values()])
+            tables["frames"][:] = addresses[: len(frames)]
+            for address, array in zip(addresses, frames + list(tables.values()), strict=True):
                 slot.staging.write(address, array)
             slot.staging.upload(self.upload_stream)
             slot.uploaded.record(self.upload_stream)
-            outputs = self._run(slot.uploaded, addresses[len(frames) :], len(frames))
+            placed = LetterboxTables(**dict(zip(tables, addresses[len(frames) :], strict=True)))
+            outputs = self._run(slot.uploaded, placed, len(frames))
         except BaseException:
             self.frames.keep(slot)  # nothing kept
             raise
         self.frames.keep(slot, images, addresses[: len(frames)])  # the letterbox kernel has read them
-        resized = tables[4]  # (width, height) of each frame on the canvas
+        resized = tables["resized"]  # (width, height) of each frame on the canvas
         scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
         return self.decoder.decode(outputs, scales, [f.shape for f in frames])
 
-    def _run(self, uploaded: cuda.Event, tables: list[int], count: int) -> list[np.ndarray]:
+    def _run(self, uploaded: cuda.Event, tables: LetterboxTables, count: int) -> list[np.ndarray]:
         """Steps 2 and 3 for ``count`` frames once ``uploaded``, from the letterbox tables at ``tables``;
         returns the detector's outputs (float32 copies, synchronous)."""
         canvas, engine = self.input_size, self.engine
@@ -141,7 +141,7 @@ class DeviceDetector:
         output_address = self.outputs.reserve(end)
         self.compute.wait(uploaded)
         half = self.input_dtype == np.float16
-        letterbox(self.kernels, self.compute.handle, *tables, count, canvas, self.normalisation, half, input_address)
+        self.kernels.detector_input(self.compute.handle, tables, count, canvas, self.normalisation, half, input_address)
         bindings = {engine.inputs[0].name: input_address}
         bindings.update({name: output_address + offset for (name, _, _), offset in zip(shapes, offsets, strict=True)})
         engine.execute_device(bindings, batch, self.compute)
@@ -149,14 +149,10 @@ class DeviceDetector:
 
         # 3. the outputs back, then the host decoder
         self.download_stream.wait(self.computed)
-        if self.results is None or self.results.array.nbytes < end:
-            if self.results is not None:
-                self.results.free()
-            self.results = cuda_memory.PinnedBuffer((aligned(max(end, 1)),), np.uint8)
-        outputs = []
+        results, outputs = self.results.reserve(end), []
         for (_, shape, dtype), offset in zip(shapes, offsets, strict=True):
             nbytes = int(np.prod(shape)) * dtype.itemsize
-            host = self.results.array[offset : offset + nbytes].view(dtype).reshape(shape)
+            host = results[offset : offset + nbytes].view(dtype).reshape(shape)
             self.outputs.buffer.download(host, self.download_stream, offset)
             outputs.append(host)
         self.done.record(self.download_stream)
@@ -167,7 +163,7 @@ class DeviceDetector:
         """What the detector holds: its plan (``TensorRTEngine.memory``), its canvas, output and result buffers,
         and its own resident frames (not the swap stages', which they report)."""
         with self._lock:
-            use = self.canvas.memory() + self.outputs.memory() + buffers_use(self.results)
+            use = self.canvas.memory() + self.outputs.memory() + self.results.memory()
             use += self.frames.memory() if self._own_frames else MemoryUse()
         engine = getattr(self.engine, "memory", None)
         return use + engine() if engine is not None else use
@@ -185,10 +181,8 @@ class DeviceDetector:
             stream.synchronize()
         if self._own_frames:
             self.frames.close()
-        for owner in (self.canvas, self.outputs):
+        for owner in (self.canvas, self.outputs, self.results):
             owner.free()
-        if self.results is not None:
-            self.results.free()
         for event in (self.computed, self.done):
             event.free()
         for stream in (self.upload_stream, self.compute, self.download_stream):

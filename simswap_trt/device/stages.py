@@ -41,12 +41,18 @@ from simswap_trt import cuda
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
+from simswap_trt.device.chunks import Chunks
 from simswap_trt.device.frames import ResidentFrame, ResidentFrames
-from simswap_trt.device.tables import PasteBackBatch, crop_to_frame_matrices, frame_tables, pack_pasteback
-from simswap_trt.device.workspace import MAX_GRAPHS, MAX_WORKSPACES, DeviceTicket, Staged, Workspace, free_graph
-from simswap_trt.engines.scheduler import chunk_batches
+from simswap_trt.device.tables import (
+    PasteBackBatch,
+    crop_to_frame_matrices,
+    pack_pasteback,
+    pasteback_tables,
+    preprocess_tables,
+)
+from simswap_trt.device.workspace import MAX_WORKSPACES, DeviceTicket, Staged, Workspace
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import DeviceKernels, parser_input, parser_labels, parsing_blend, pasteback_grid
+from simswap_trt.kernels import DeviceKernels, ParsingTables, PasteBackTables, PreprocessTables, pasteback_grid
 from simswap_trt.stages import Faces, Stages
 from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
 from simswap_trt.vision.preprocess import stack_crops
@@ -62,6 +68,22 @@ def frames_with_faces(images: Sequence[np.ndarray], faces: Faces) -> tuple[list[
     position = {image: k for k, image in enumerate(used)}
     frames = [np.ascontiguousarray(images[i]) for i in used]
     return used, frames, np.array([position[i] for i, _ in faces], np.int32)
+
+
+def log_parser(parser, parser_engine) -> None:
+    """Say where the face parser runs: its plan on the device, or on the host on downloaded crops."""
+    if parser_engine is not None:
+        log.info(
+            "face parser: %s on the device (input and labels kernels, only the labels come back); the "
+            "parsing-mask blend runs on the device",
+            parser_engine.backend,
+        )
+    else:
+        log.info(
+            "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
+            "blend runs on the device",
+            parser.engine.backend,
+        )
 
 
 class DeviceStages:
@@ -100,18 +122,8 @@ class DeviceStages:
         if graphs:
             log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else "off (face parser)")
         self.parser_engine = parser_engine if parser is not None else None
-        if self.parser_engine is not None:
-            log.info(
-                "face parser: %s on the device (input and labels kernels, only the labels come back); the "
-                "parsing-mask blend runs on the device",
-                parser_engine.backend,
-            )
-        elif parser is not None:
-            log.info(
-                "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
-                "blend runs on the device",
-                parser.engine.backend,
-            )
+        if parser is not None:
+            log_parser(parser, self.parser_engine)
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
         floats = (np.float32, np.float16)
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
@@ -188,26 +200,27 @@ class DeviceStages:
         inverse: np.ndarray,
         extra,
         resident: Sequence[ResidentFrame | None],
-    ) -> tuple[list[int], list[int], list[cuda_memory.DeviceBuffer]]:
+    ) -> tuple[list[int], PreprocessTables, int, list[cuda_memory.DeviceBuffer]]:
         """Step 1: the ``frames`` (contiguous) not already on the device (``resident``: each frame's device copy
         from detection, or None), the preprocessing tables (face k is ``frames[frame_of_face[k]]`` through
         crop→frame matrix ``inverse[k]``) and ``extra`` in one upload; event ``uploaded`` also follows the
-        uploads of the resident frames. Returns the device addresses of the frames and of the tables (frame
-        addresses, pitches, widths, heights, frame of face, inverse, extra), and each frame's buffer."""
+        uploads of the resident frames. Returns the device addresses of the frames, of the preprocessing
+        tables and of ``extra``, and each frame's buffer."""
         fresh = [f for f, r in zip(frames, resident, strict=True) if r is None]
-        tables = frame_tables(frames) + [frame_of_face.astype(np.int32), inverse, extra]  # addresses filled below
-        addresses = ws.inputs.layout([f.nbytes for f in fresh] + [t.nbytes for t in tables])
-        uploaded, table_addresses = iter(addresses[: len(fresh)]), addresses[len(fresh) :]
+        tables = {**preprocess_tables(frames, frame_of_face, inverse), "extra": extra}  # frames filled below
+        addresses = ws.inputs.layout([f.nbytes for f in fresh] + [t.nbytes for t in tables.values()])
+        uploaded, placed = iter(addresses[: len(fresh)]), dict(zip(tables, addresses[len(fresh) :], strict=True))
         frame_addresses = [next(uploaded) if r is None else r.address for r in resident]
-        tables[0][:] = frame_addresses
-        for address, array in zip(addresses, fresh + tables, strict=True):
+        tables["frames"][:] = frame_addresses
+        for address, array in zip(addresses, fresh + list(tables.values()), strict=True):
             ws.inputs.write(address, array)
         ws.inputs.upload(self.upload_stream)
         for slot in {id(r.slot): r.slot for r in resident if r is not None}.values():
             self.upload_stream.wait(slot.uploaded)  # the frames detection uploaded
         ws.uploaded.record(self.upload_stream)
         buffers = [ws.inputs.device if r is None else r.buffer for r in resident]
-        return frame_addresses, table_addresses, buffers
+        extra_address = placed.pop("extra")
+        return frame_addresses, PreprocessTables(**placed), extra_address, buffers
 
     def _stage(
         self,
@@ -221,14 +234,14 @@ class DeviceStages:
         """Step 1 (upload) and the generator's input and output buffers, with room for padding the last chunk
         up to the plan's minimum batch."""
         count, face_bytes = len(frame_of_face), 3 * self.crop_size * self.crop_size
-        chunks = chunk_batches(count, self.generator.max_batch)
-        capacity = max(count, chunks[-1].start + self.generator.min_batch)
-        latents = np.zeros((capacity, LATENT_SIZE), np.float32)
+        chunks = Chunks.of(self.generator, count)
+        latents = np.zeros((chunks.capacity, LATENT_SIZE), np.float32)
         latents[:count] = latent  # one shared [512] latent, or one per face
-        frame_addresses, table_addresses, buffers = self._upload(ws, frames, frame_of_face, inverse, latents, resident)
-        targets = ws.targets.reserve(capacity * face_bytes * self.target_dtype.itemsize)
-        swapped = ws.swapped.reserve(capacity * face_bytes * self.output_dtype.itemsize)
-        return Staged(frame_addresses, buffers, table_addresses, targets, swapped, count, chunks)
+        uploaded = self._upload(ws, frames, frame_of_face, inverse, latents, resident)
+        frame_addresses, tables, latent_address, buffers = uploaded
+        targets = ws.targets.reserve(chunks.capacity * face_bytes * self.target_dtype.itemsize)
+        swapped = ws.swapped.reserve(chunks.capacity * face_bytes * self.output_dtype.itemsize)
+        return Staged(frame_addresses, buffers, tables, latent_address, targets, swapped, chunks)
 
     def _enqueue_generate(self, ws: Workspace, staged: Staged, contexts: Sequence | None = None) -> None:
         """Step 2 on the compute stream: one preprocess launch into the generator's input, then the generator
@@ -237,31 +250,24 @@ class DeviceStages:
         needs."""
         face_bytes = 3 * self.crop_size * self.crop_size
         half_in = self.target_dtype == np.float16
-        tables = staged.tables
-        self.kernels.preprocess(ws.compute.handle, *tables[:6], staged.count, self.crop_size, half_in, staged.targets)
+        self.kernels.preprocess(ws.compute.handle, staged.tables, staged.count, self.crop_size, half_in, staged.targets)
         if contexts is None:
             ws.preprocessed.record(ws.compute)  # a host face parser downloads the crops from here
-        for k, chunk in enumerate(staged.chunks):
-            addresses = {
-                "target": staged.targets + chunk.start * face_bytes * self.target_dtype.itemsize,
-                "latent": tables[6] + chunk.start * LATENT_SIZE * 4,
-                "swapped": staged.swapped + chunk.start * face_bytes * self.output_dtype.itemsize,
-            }
-            batch = max(chunk.stop - chunk.start, self.generator.min_batch)
-            if contexts is None:
-                self.generator.execute_device(addresses, batch, ws.compute)
-            else:
-                contexts[k].enqueue(addresses, batch, ws.compute)
+        tensors = {
+            "target": (staged.targets, face_bytes * self.target_dtype.itemsize),
+            "latent": (staged.latents, LATENT_SIZE * 4),
+            "swapped": (staged.swapped, face_bytes * self.output_dtype.itemsize),
+        }
+        staged.chunks.enqueue(self.generator, tensors, ws.compute, contexts)
 
     def _generate(
         self, ws: Workspace, frames: list[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray, latent
-    ) -> tuple[list[int], list[int], int]:
-        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator.
-        Returns the frames' and the tables' device addresses and the generator output's address."""
+    ) -> Staged:
+        """Steps 1 and 2: upload, preprocess every face into the generator's input, run the generator."""
         staged = self._stage(ws, frames, frame_of_face, inverse, latent, [None] * len(frames))
         ws.compute.wait(ws.uploaded)
         self._enqueue_generate(ws, staged)
-        return staged.frames, staged.tables, staged.swapped
+        return staged
 
     def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
@@ -275,24 +281,17 @@ class DeviceStages:
             inverse = crop_to_frame_matrices([m for _, m in faces])
             resident = self.frames.find([images[i] for i in used], consume=False)  # read only
             try:
-                _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
+                _, tables, _, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
                 crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
-                count, size, arcface = len(faces), self.crop_size, self.arcface
-                chunks = chunk_batches(count, arcface.max_batch)
-                capacity = max(count, chunks[-1].start + arcface.min_batch)
-                crops = ws.targets.reserve(capacity * 3 * size * size * crop_dtype.itemsize)
-                latents = ws.swapped.reserve(capacity * LATENT_SIZE * 4)
+                count, crop_bytes = len(faces), 3 * self.crop_size * self.crop_size * crop_dtype.itemsize
+                chunks = Chunks.of(self.arcface, count)
+                crops = ws.targets.reserve(chunks.capacity * crop_bytes)
+                latents = ws.swapped.reserve(chunks.capacity * LATENT_SIZE * 4)
                 ws.compute.wait(ws.uploaded)
-                self.kernels.preprocess(ws.compute.handle, *tables[:6], count, size, crop_dtype == np.float16, crops)
-                for chunk in chunks:
-                    arcface.execute_device(
-                        {
-                            "crop": crops + chunk.start * 3 * size * size * crop_dtype.itemsize,
-                            "latent": latents + chunk.start * LATENT_SIZE * 4,
-                        },
-                        max(chunk.stop - chunk.start, arcface.min_batch),
-                        ws.compute,
-                    )
+                half = crop_dtype == np.float16
+                self.kernels.preprocess(ws.compute.handle, tables, count, self.crop_size, half, crops)
+                tensors = {"crop": (crops, crop_bytes), "latent": (latents, LATENT_SIZE * 4)}
+                chunks.enqueue(self.arcface, tensors, ws.compute)
                 return self._download_output(ws, (count, LATENT_SIZE), np.dtype(np.float32)).copy()
             finally:
                 self.frames.release(resident, self.download_stream)
@@ -304,7 +303,7 @@ class DeviceStages:
         with self._held() as ws:
             frames = list(stack_crops(crops, self.crop_size))
             identity = np.tile(np.array([1, 0, 0, 0, 1, 0], np.float32), (len(frames), 1))
-            _, _, swapped = self._generate(ws, frames, np.arange(len(frames)), identity, latent)
+            self._generate(ws, frames, np.arange(len(frames)), identity, latent)
             shape = (len(frames), 3, self.crop_size, self.crop_size)
             return self._download_output(ws, shape, self.output_dtype).astype(np.float32)
 
@@ -314,7 +313,7 @@ class DeviceStages:
         ws.computed.record(ws.compute)
         self.download_stream.wait(ws.computed)
         nbytes = int(np.prod(shape)) * dtype.itemsize
-        host = ws.regions_view(nbytes)[:nbytes].view(dtype).reshape(shape)
+        host = ws.regions.reserve(nbytes).view(dtype).reshape(shape)
         ws.swapped.buffer.download(host, self.download_stream)
         ws.done.record(self.download_stream)
         ws.done.synchronize()
@@ -332,16 +331,16 @@ class DeviceStages:
                     ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
                 )
                 if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
-                    batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, [])
-                    self._run_graphed(ws, staged, batch, mask_addresses)
+                    batch, paste, _ = self._upload_pasteback(ws, used, faces, frames, staged, [])
+                    self._run_graphed(ws, staged, batch, paste)
                 else:
                     ws.compute.wait(ws.uploaded)
                     self._enqueue_generate(ws, staged)
                     # the host parser, meanwhile
                     parsing = self._parse(ws, len(faces)) if self.parser is not None else []
-                    batch, mask_addresses = self._upload_pasteback(ws, used, faces, frames, staged.swapped, parsing)
+                    batch, paste, blend = self._upload_pasteback(ws, used, faces, frames, staged, parsing)
                     ws.compute.wait(ws.masks_uploaded)
-                    self._enqueue_pasteback(ws, staged, batch, mask_addresses, parsing)
+                    self._enqueue_pasteback(ws, staged, batch, paste, blend)
                 ws.computed.record(ws.compute)
                 regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
             finally:
@@ -362,7 +361,7 @@ class DeviceStages:
             if x1 > x0 and y1 > y0:
                 regions.append((k, (x0, y0, x1, y1), total))
                 total += (y1 - y0) * (x1 - x0) * 3
-        view = ws.regions_view(total)
+        view = ws.regions.reserve(total)
         for k, (x0, y0, x1, y1), offset in regions:
             pitch, buffer = frames[k].strides[0], staged.buffers[k]
             host = view[offset : offset + (y1 - y0) * (x1 - x0) * 3].reshape(y1 - y0, (x1 - x0) * 3)
@@ -372,109 +371,82 @@ class DeviceStages:
         return [(used[k], region, offset) for k, region, offset in regions]
 
     def _upload_pasteback(
-        self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], swapped: int, parsing
-    ) -> tuple[PasteBackBatch, list[int]]:
-        """Step 3: the border masks on the host (while the device works), then the paste-back tables'
-        upload (event ``masks_uploaded``). Returns the batch and the tables' device addresses."""
-        face_bytes = 3 * self.crop_size * self.crop_size
+        self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], staged: Staged, parsing
+    ) -> tuple[PasteBackBatch, PasteBackTables, ParsingTables]:
+        """Step 3: the border masks on the host (while the device works), then the upload of the paste-back
+        tables and of the ``parsing`` masks (event ``masks_uploaded``). Returns the batch and the device
+        addresses of both kernels' tables."""
+        item = 3 * self.crop_size * self.crop_size * self.output_dtype.itemsize
         per_frame = [[m for i, m in faces if i == image] for image in used]
         order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
         batch = pack_pasteback([f.shape for f in frames], per_frame, self.crop_size)
-        crop_table = np.array(
-            [swapped + f * face_bytes * self.output_dtype.itemsize for f in order], np.uint64
-        ).reshape(-1)
-        # the masks, whose size changes with every batch, last: the other tables keep their addresses (graphs)
-        pasteback_tables = [
-            batch.union_rois,
-            batch.face_begin,
-            crop_table,
-            batch.forward,
-            batch.rois,
-            batch.mask_offsets,
-            batch.masks,
-            *parsing,
-        ]
-        mask_addresses = ws.masks.layout([t.nbytes for t in pasteback_tables])
-        for address, array in zip(mask_addresses, pasteback_tables, strict=True):
+        crops = np.array([staged.swapped + f * item for f in order], np.uint64).reshape(-1)
+        tables = pasteback_tables(batch, crops)
+        if parsing:  # last: their size changes too
+            tables.update(parsing_masks=parsing[0], parsing_faces=parsing[1])
+        addresses = ws.masks.layout([t.nbytes for t in tables.values()])
+        for address, array in zip(addresses, tables.values(), strict=True):
             ws.masks.write(address, array)
         ws.masks.upload(self.upload_stream)
         ws.masks_uploaded.record(self.upload_stream)
-        return batch, mask_addresses
+        placed = dict(zip(tables, addresses, strict=True))
+        count = len(parsing[1]) if parsing else 0
+        blend = ParsingTables(placed.pop("parsing_masks", 0), placed.pop("parsing_faces", 0), count)
+        paste = PasteBackTables(frames=staged.tables.frames, pitches=staged.tables.pitches, **placed)
+        return batch, paste, blend
 
     def _enqueue_pasteback(
-        self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int], parsing, grid_rois=None
+        self,
+        ws: Workspace,
+        staged: Staged,
+        batch: PasteBackBatch,
+        paste: PasteBackTables,
+        blend: ParsingTables | None = None,
+        grid_rois: np.ndarray | None = None,
     ) -> None:
-        """Step 4 on the compute stream: the parsing-mask blend (with a parser), then one paste-back launch
-        that reads the generator's output where it lies. ``grid_rois``: regions for the launch grid only."""
-        union, begin, crops, forward, rois, offsets, masks = mask_addresses[:7]
+        """Step 4 on the compute stream: the parsing-mask blend (``blend``, with a parser), then one paste-back
+        launch that reads the generator's output where it lies. ``grid_rois``: regions for the launch grid
+        only."""
         half_out = self.output_dtype == np.float16
-        if parsing:
+        if blend is not None:
             half_in = self.target_dtype == np.float16
-            parsing_blend(
-                self.kernels, ws.compute.handle, staged.swapped, half_out, staged.targets, half_in,
-                *mask_addresses[7:], len(parsing[1]), self.crop_size,
-            )  # fmt: skip
-        self.kernels.pasteback(
-            ws.compute.handle,
-            *staged.tables[:2],  # frames, pitches
-            batch.union_rois if grid_rois is None else grid_rois,
-            union,
-            begin,
-            crops,
-            self.crop_size,
-            half_out,
-            forward,
-            rois,
-            masks,
-            offsets,
-        )
+            swapped, targets = staged.swapped, staged.targets
+            self.kernels.parsing_blend(ws.compute.handle, blend, self.crop_size, swapped, half_out, targets, half_in)
+        regions = batch.union_rois if grid_rois is None else grid_rois
+        self.kernels.pasteback(ws.compute.handle, paste, regions, self.crop_size, half_out)
 
-    def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, mask_addresses: list[int]) -> None:
+    def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, paste: PasteBackTables) -> None:
         """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
         the compute stream once both uploads are done. Each graph owns the generator contexts it was
         captured on (one per chunk, enqueued on the compute stream), and nothing changes them afterwards:
         TensorRT ties a captured graph to its context's shapes and addresses. A new signature runs once
         eagerly on fresh contexts (TensorRT's lazy set-up stays outside the capture), then is captured
-        with them; later batches of the signature replay it. A capture failure is logged and the signature
-        keeps running eagerly, on the workspace's eager contexts. The paste-back grid is rounded up
-        (``GRAPH_GRID_STEP``) so that batches of a video whose faces move a little share one graph."""
+        with them; later batches of the signature replay it (``cuda.GraphCache``). A capture failure is
+        logged and the signature keeps running eagerly, on the workspace's eager contexts. The paste-back
+        grid is rounded up (``GRAPH_GRID_STEP``) so that batches of a video whose faces move a little share
+        one graph."""
         ws.compute.wait(ws.uploaded)
         ws.compute.wait(ws.masks_uploaded)
         grid_rois = batch.union_rois.copy()
         extent = grid_rois[:, 2:] - grid_rois[:, :2]
         grid_rois[:, 2:] = grid_rois[:, :2] + -(-extent // GRAPH_GRID_STEP) * GRAPH_GRID_STEP
-        batches = tuple(max(c.stop - c.start, self.generator.min_batch) for c in staged.chunks)
-        key = (staged.count, batches, tuple(staged.tables), staged.targets, staged.swapped, tuple(mask_addresses))
+        chunks = staged.chunks
+        key = (chunks.count, chunks.batches, staged.tables, staged.latents, staged.targets, staged.swapped, paste)
         key += (pasteback_grid(grid_rois),)
 
         def sequence(contexts: Sequence) -> None:
             self._enqueue_generate(ws, staged, contexts)
-            self._enqueue_pasteback(ws, staged, batch, mask_addresses, [], grid_rois)
+            self._enqueue_pasteback(ws, staged, batch, paste, None, grid_rois)
 
-        if key in ws.graphs:
-            ws.graphs.move_to_end(key)
-            ws.graphs[key][0].launch(ws.compute)
-            return
-        contexts = None if key in ws.graph_failed else self._graph_contexts(ws, len(staged.chunks))
-        if contexts is None:
-            ws.graph_failed.add(key)
-            while len(ws.contexts) < len(staged.chunks):
+        def eager() -> None:
+            while len(ws.contexts) < len(chunks.batches):
                 ws.contexts.append(self._device_context(ws))
             sequence(ws.contexts)
-            return
-        sequence(contexts)
-        try:
-            ws.graphs[key] = cuda.Graph.capture(ws.compute, lambda: sequence(contexts)), contexts
-        except cuda.GraphCaptureError as exc:
-            ws.graph_failed.add(key)
-            ws.compute.synchronize()  # the eager run above still uses the contexts
-            for context in contexts:
-                context.free()
-            log.info("%s; batches of %d faces run without a graph", exc, staged.count)
-            return
-        if len(ws.graphs) > MAX_GRAPHS:  # the least recently used one, with its contexts
-            ws.compute.synchronize()
-            free_graph(*ws.graphs.popitem(last=False)[1])
+
+        def contexts() -> list:
+            return self._graph_contexts(ws, len(chunks.batches))
+
+        ws.graphs.run(key, ws.compute, contexts, sequence, eager, f"batches of {chunks.count} faces")
 
     def _device_context(self, ws: Workspace):
         """A generator context for the workspace's graphs and eager graph-mode runs. On TensorRT they share
@@ -483,18 +455,16 @@ class DeviceStages:
             return self.generator.device_context()
         return self.generator.device_context(ws.activation.reserve(max(self.generator.activation_bytes(), 1)))
 
-    def _graph_contexts(self, ws: Workspace, count: int) -> list | None:
-        """``count`` new generator contexts for one graph, or None (those made freed) when TensorRT cannot
-        create them (out of device memory): the signature then runs without a graph."""
+    def _graph_contexts(self, ws: Workspace, count: int) -> list:
+        """``count`` new generator contexts for one graph; if TensorRT cannot create them (out of device
+        memory), those made are freed and its ``EngineError`` raised (the signature then runs without a graph)."""
         contexts: list = []
         try:
             while len(contexts) < count:
                 contexts.append(self._device_context(ws))
-        except EngineError as exc:
-            for context in contexts:
-                context.free()
-            log.warning("no CUDA graph: %s", exc)
-            return None
+        except EngineError:
+            cuda.free_all(*[context.free for context in contexts])
+            raise
         return contexts
 
     def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
@@ -507,7 +477,7 @@ class DeviceStages:
         else:
             shape = (count, 3, size, size)
             nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
-            crops = ws.crops_view(nbytes).view(self.target_dtype).reshape(shape)
+            crops = ws.crops.reserve(nbytes).view(self.target_dtype).reshape(shape)
             self.download_stream.wait(ws.preprocessed)
             ws.targets.buffer.download(crops, self.download_stream)
             ws.crops_downloaded.record(self.download_stream)
@@ -524,23 +494,19 @@ class DeviceStages:
         generator's input, the parser's plan runs in chunks, one launch reduces its logits to labels, and only
         the labels come back (synchronous)."""
         engine, plane = self.parser_engine, PARSING_SIZE * PARSING_SIZE
-        chunks = chunk_batches(count, engine.max_batch)
-        capacity = max(count, chunks[-1].start + engine.min_batch)
-        inputs = ws.parser_inputs.reserve(capacity * 3 * plane * 4)
-        logits = ws.parser_logits.reserve(capacity * PARSING_CLASSES * plane * 4)
+        chunks = Chunks.of(engine, count)
+        inputs = ws.parser_inputs.reserve(chunks.capacity * 3 * plane * 4)
+        logits = ws.parser_logits.reserve(chunks.capacity * PARSING_CLASSES * plane * 4)
         labels = ws.parser_labels.reserve(count * plane)
         stream = self.parse_stream
         stream.wait(ws.preprocessed)
         half = self.target_dtype == np.float16
-        parser_input(self.kernels, stream.handle, ws.targets.buffer.ptr, half, count, self.crop_size, inputs)
-        for chunk in chunks:
-            addresses = {
-                engine.inputs[0].name: inputs + chunk.start * 3 * plane * 4,
-                engine.outputs[0].name: logits + chunk.start * PARSING_CLASSES * plane * 4,
-            }
-            engine.execute_device(addresses, max(chunk.stop - chunk.start, engine.min_batch), stream)
-        parser_labels(self.kernels, stream.handle, logits, count, labels)
-        host = ws.crops_view(count * plane).reshape(count, PARSING_SIZE, PARSING_SIZE)
+        self.kernels.parser_input(stream.handle, ws.targets.buffer.ptr, half, count, self.crop_size, inputs)
+        tensors = {engine.inputs[0].name: (inputs, 3 * plane * 4)}
+        tensors[engine.outputs[0].name] = (logits, PARSING_CLASSES * plane * 4)
+        chunks.enqueue(engine, tensors, stream)
+        self.kernels.parser_labels(stream.handle, logits, count, labels)
+        host = ws.crops.reserve(count * plane).reshape(count, PARSING_SIZE, PARSING_SIZE)
         ws.parser_labels.buffer.download(host, stream)
         ws.crops_downloaded.record(stream)
         ws.crops_downloaded.synchronize()
@@ -568,7 +534,7 @@ class DeviceStages:
         ws.done.synchronize()
         outputs = [image.copy() for image in ticket.images]
         for image, (x0, y0, x1, y1), offset in ticket.regions:
-            region = ws.regions.array[offset : offset + (y1 - y0) * (x1 - x0) * 3]
+            region = ws.regions.buffer.array[offset : offset + (y1 - y0) * (x1 - x0) * 3]
             outputs[image][y0:y1, x0:x1] = region.reshape(y1 - y0, x1 - x0, 3)
         ws.held = False
         return outputs

@@ -72,22 +72,46 @@ def crop_to_frame_matrices(matrices: Sequence[np.ndarray]) -> np.ndarray:
     return np.array([invert_affine(np.asarray(m, np.float64)).reshape(6) for m in matrices], np.float32)
 
 
-def frame_tables(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The kernels' per-frame tables of ``frames``: device addresses (zeros, for the caller to fill), row
-    pitches, widths and heights."""
-    return [
-        np.zeros(len(frames), np.uint64),
-        np.array([f.strides[0] for f in frames], np.int32),
-        np.array([f.shape[1] for f in frames], np.int32),
-        np.array([f.shape[0] for f in frames], np.int32),
-    ]
+def frame_tables(frames: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The kernels' per-frame tables of ``frames`` by field name (``PreprocessTables``, ``LetterboxTables``):
+    device addresses (zeros, for the caller to fill once the frames are placed), row pitches, widths and
+    heights."""
+    return {
+        "frames": np.zeros(len(frames), np.uint64),
+        "pitches": np.array([f.strides[0] for f in frames], np.int32),
+        "widths": np.array([f.shape[1] for f in frames], np.int32),
+        "heights": np.array([f.shape[0] for f in frames], np.int32),
+    }
 
 
-def letterbox_tables(frames: Sequence[np.ndarray], canvas: int) -> list[np.ndarray]:
-    """The letterbox kernel's per-frame tables: each frame's resized (width, height) on the ``canvas`` and its
-    source / resized size ratios (x, y)."""
+def preprocess_tables(
+    frames: Sequence[np.ndarray], frame_of_face: np.ndarray, inverse: np.ndarray
+) -> dict[str, np.ndarray]:
+    """The preprocessing kernel's tables by field name of ``PreprocessTables``: face k is sampled from
+    ``frames[frame_of_face[k]]`` through the crop→frame matrix ``inverse[k]`` (``crop_to_frame_matrices``)."""
+    return {**frame_tables(frames), "frame_of_face": frame_of_face.astype(np.int32), "inverse": inverse}
+
+
+def pasteback_tables(batch: PasteBackBatch, crops: np.ndarray) -> dict[str, np.ndarray]:
+    """The paste-back kernel's tables of ``batch`` by field name of ``PasteBackTables``, but the frames' (those
+    of the preprocessing); ``crops``: uint64 [faces], each face's generator output address, in paste order.
+    The masks, whose size changes with every batch, come last: placed in this order, the other tables keep
+    their addresses from batch to batch (graphs replay them)."""
+    return {
+        "union_rois": batch.union_rois,
+        "face_begin": batch.face_begin,
+        "crops": crops,
+        "forward": batch.forward,
+        "rois": batch.rois,
+        "mask_offsets": batch.mask_offsets,
+        "masks": batch.masks,
+    }
+
+
+def letterbox_tables(frames: Sequence[np.ndarray], canvas: int) -> dict[str, np.ndarray]:
+    """The letterbox kernel's tables by field name of ``LetterboxTables``: ``frame_tables`` and each frame's
+    resized (width, height) on the ``canvas`` and its source / resized size ratios (x, y)."""
     sizes = [letterbox_size(f.shape, canvas) for f in frames]  # (height, width)
-    return [
-        np.array([(w, h) for h, w in sizes], np.int32),
-        np.array([(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)], np.float32),
-    ]
+    scales = [(f.shape[1] / w, f.shape[0] / h) for f, (h, w) in zip(frames, sizes, strict=True)]
+    resized = np.array([(w, h) for h, w in sizes], np.int32)
+    return {**frame_tables(frames), "resized": resized, "scales": np.array(scales, np.float32)}

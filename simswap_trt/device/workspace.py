@@ -4,7 +4,6 @@ only once its previous batch is finished."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -12,7 +11,9 @@ import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory
-from simswap_trt.cuda.memory import DeviceArray, MemoryUse, Staging, aligned, buffers_use
+from simswap_trt.cuda.memory import DeviceArray, MemoryUse, PinnedArray, Staging
+from simswap_trt.device.chunks import Chunks
+from simswap_trt.kernels import PreprocessTables
 
 MAX_GRAPHS = 8  # captured graphs kept per workspace (least recently used dropped, with their contexts)
 MAX_WORKSPACES = 8  # batches in flight at once; idle workspaces beyond ``depth`` are freed when one is taken
@@ -26,72 +27,41 @@ class Workspace:
         # frames not yet on the device + preprocessing tables; paste-back tables
         self.inputs, self.masks = Staging(host_memory), Staging(host_memory)
         self.targets, self.swapped = DeviceArray(), DeviceArray()  # generator input and output
-        self.regions: cuda_memory.PinnedBuffer | None = None  # downloaded union regions
+        self.regions = PinnedArray(headroom=True)  # downloaded union regions (or a synchronous output)
         self.uploaded, self.masks_uploaded, self.computed, self.done = (cuda.Event(timing=False) for _ in range(4))
         self.held = False  # by a started batch until it is finished
         self.preprocessed, self.crops_downloaded = cuda.Event(timing=False), cuda.Event(timing=False)
-        self.crops: cuda_memory.PinnedBuffer | None = None  # target crops (host parser) or labels (parser plan)
+        self.crops = PinnedArray()  # target crops (host parser) or labels (parser plan)
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
         self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
         self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
         # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
-        self.graphs: OrderedDict[tuple, tuple[cuda.Graph, list]] = OrderedDict()
-        self.graph_failed: set[tuple] = set()
+        self.graphs = cuda.GraphCache(MAX_GRAPHS)
         self.used = 0  # when a batch last took the workspace (order of use)
 
     def memory(self) -> MemoryUse:
         """Its staging, generator, region, parser and shared activation buffers."""
-        arrays = (self.targets, self.swapped, self.activation, self.parser_inputs, self.parser_logits)
-        arrays += (self.parser_labels,)
-        use = self.inputs.memory() + self.masks.memory() + buffers_use(self.regions, self.crops)
-        return sum((array.memory() for array in arrays), use)
-
-    def regions_view(self, nbytes: int) -> np.ndarray:
-        if self.regions is None or self.regions.array.nbytes < nbytes:
-            if self.regions is not None:
-                self.regions.free()
-            self.regions = cuda_memory.PinnedBuffer((aligned(max(nbytes, 1) * 5 // 4),), np.uint8)
-        return self.regions.array
+        arrays = (self.targets, self.swapped, self.activation, self.regions, self.crops)
+        arrays += (self.parser_inputs, self.parser_logits, self.parser_labels)
+        return sum((array.memory() for array in arrays), self.inputs.memory() + self.masks.memory())
 
     def free(self) -> None:
         """Wait for the workspace's work, then free it; after a device fault, as much as can be."""
         steps = [self.compute.synchronize, self.done.synchronize]
-        steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped)]
-        steps += [self.regions.free] if self.regions is not None else []
+        steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped, self.regions)]
         steps += [event.free for event in (self.uploaded, self.masks_uploaded, self.computed, self.done)]
-        self.regions = None
         cuda.free_all(*steps, self.free_parsing, self.free_graphs, self.compute.free)
 
     def free_graphs(self) -> None:
-        while self.graphs:
-            free_graph(*self.graphs.popitem()[1])
-        for context in self.contexts:
-            context.free()
-        self.contexts = []
+        contexts, self.contexts = self.contexts, []
+        cuda.free_all(self.graphs.free, *[context.free for context in contexts])
         self.activation.free()  # after the contexts that used it
-
-    def crops_view(self, nbytes: int) -> np.ndarray:
-        if self.crops is None or self.crops.array.nbytes < nbytes:
-            if self.crops is not None:
-                self.crops.free()
-            self.crops = cuda_memory.PinnedBuffer((aligned(max(nbytes, 1)),), np.uint8)
-        return self.crops.array[:nbytes]
 
     def free_parsing(self) -> None:
         for event in (self.preprocessed, self.crops_downloaded):
             event.free()
-        if self.crops is not None:
-            self.crops.free()
-            self.crops = None
-        for owner in (self.parser_inputs, self.parser_logits, self.parser_labels):
+        for owner in (self.crops, self.parser_inputs, self.parser_logits, self.parser_labels):
             owner.free()
-
-
-def free_graph(graph: cuda.Graph, contexts: list) -> None:
-    """Destroy a captured graph and the execution contexts it owns (once the streams replaying it are done)."""
-    graph.free()
-    for context in contexts:
-        context.free()
 
 
 @dataclass
@@ -105,13 +75,17 @@ class DeviceTicket:
 
 @dataclass
 class Staged:
-    """A batch's inputs on the device: frame and table addresses (and each frame's buffer), generator input and
-    output, chunks."""
+    """A batch's inputs on the device: frame addresses (and each frame's buffer), the preprocessing tables,
+    the latents, the generator's input and output, its chunks."""
 
     frames: list[int]
     buffers: list[cuda_memory.DeviceBuffer]
-    tables: list[int]  # frame addresses, pitches, widths, heights, frame of face, inverse, latents
+    tables: PreprocessTables
+    latents: int  # float32 [chunks.capacity, 512]
     targets: int
     swapped: int
-    count: int
-    chunks: list[slice]
+    chunks: Chunks
+
+    @property
+    def count(self) -> int:
+        return self.chunks.count

@@ -7,9 +7,11 @@ through ``depth`` slots, each with its own execution context, stream, device buf
 buffers (the buffers allocated at the profile maximum when ``run``/``submit`` first use the slot). Chunk
 k+1 is uploaded and enqueued before chunk k is downloaded (see ``scheduler.Pipeline``). Optionally each
 (slot, batch size) is captured as a CUDA graph on an execution context of its own (at most
-``MAX_SLOT_GRAPHS`` per slot, least recently used dropped), after one run on that context (TensorRT ties
-a graph to its context's shapes and addresses, so no other run changes them); if capture fails the
-engine keeps using ``execute_async_v3`` on the slot's context. ``memory()`` reports what the engine holds.
+``MAX_SLOT_GRAPHS`` per slot, least recently used dropped, see ``cuda.GraphCache``), after one run on that
+context (TensorRT ties a graph to its context's shapes and addresses, so no other run changes them); if
+capture fails the engine keeps using ``execute_async_v3`` on the slot's context. Every context, a slot's,
+a graph's or a caller's, is a ``DeviceContext``: the one place where shapes and addresses are set (only
+where they changed) and the plan is executed. ``memory()`` reports what the engine holds.
 
 ``submit``/``collect`` expose the same slots across calls (at most ``depth`` tickets in flight), so a video
 loop can prepare frame k+1 on the CPU while the GPU works on frame k. ``execute_device`` runs on device
@@ -94,24 +96,20 @@ def device_pointer(array: Any, spec: TensorSpec, name: str) -> tuple[int, tuple[
 
 
 class _Slot:
-    """One execution context with its stream, captured graphs and, once ``run``/``submit`` first use it,
-    its own I/O buffers at the profile maximum (``execute_device`` runs on the caller's buffers and never
-    allocates them)."""
+    """One execution context (a ``DeviceContext``) with its stream, captured graphs and, once ``run``/``submit``
+    first use it, its own I/O buffers at the profile maximum (``execute_device`` runs on the caller's buffers
+    and never allocates them)."""
 
-    def __init__(self, engine: Any, inputs, outputs, max_batch: int, host_memory: str = "staged") -> None:
-        self.context = engine.create_execution_context()
-        if self.context is None:
-            raise EngineError("TensorRT could not create an execution context (out of GPU memory?)")
+    def __init__(self, engine: TensorRTEngine, max_batch: int, host_memory: str = "staged") -> None:
+        self.context: DeviceContext | None = DeviceContext(engine)
         self.device: dict[str, cuda_memory.DeviceBuffer] = {}
         self.host: dict[str, cuda_memory.PinnedBuffer] = {}
-        self.graphs: dict[int, tuple[cuda.Graph, DeviceContext]] = {}  # batch -> graph on the own buffers
-        self.graph_failed: set[int] = set()
+        self.graphs = cuda.GraphCache(MAX_SLOT_GRAPHS)  # batch -> graph on the own buffers, with its context
         self.stream = self.started = self.done = self.ready = None
-        self.addresses: dict[str, int] = {}
         self.own: dict[str, int] = {}  # the addresses of the slot's own buffers, once allocated
-        self.batch = -1
         self.pending = 0  # items enqueued by submit() and not yet collected
-        self._io = [(spec.name, (max_batch, *spec.shape[1:]), np.dtype(spec.dtype)) for spec in inputs + outputs]
+        specs = engine.inputs + engine.outputs
+        self._io = [(spec.name, (max_batch, *spec.shape[1:]), np.dtype(spec.dtype)) for spec in specs]
         self._host_memory = host_memory
         try:
             self.stream = cuda.Stream()
@@ -122,24 +120,13 @@ class _Slot:
             raise
 
     def allocate(self) -> None:
-        """The slot's own I/O buffers at the profile maximum, bound to its context (once)."""
+        """The slot's own I/O buffers at the profile maximum (once)."""
         if self.own:
             return
         for name, shape, dtype in self._io:
             # staged: pinned host + device buffer; mapped (integrated GPUs): one buffer in both roles
             self.host[name], self.device[name] = io_buffers(shape, dtype, self._host_memory)
         self.own = {name: buffer.ptr for name, buffer in self.device.items()}
-        self.bind(self.own)
-
-    def bind(self, addresses: Mapping[str, int]) -> None:
-        for name, address in addresses.items():
-            if self.addresses.get(name) != address:
-                if not self.context.set_tensor_address(name, address):
-                    raise EngineError(f"TensorRT refused the address of tensor {name!r}")
-                self.addresses[name] = address
-
-    def own_buffers(self) -> bool:
-        return bool(self.own) and all(self.addresses[name] == address for name, address in self.own.items())
 
     def held(self) -> MemoryUse:
         """What the slot's own buffers hold (one mapped buffer counts once, as pinned host memory the GPU
@@ -149,11 +136,10 @@ class _Slot:
     def free(self) -> None:
         """Wait for the slot's stream, then free what it holds; after a device fault, as much as can be."""
         steps = [self.stream.synchronize] if self.stream is not None else []  # nothing may still use it
-        for graph, context in self.graphs.values():
-            steps += [graph.free, context.free]
-        self.graphs = {}
+        steps += [self.graphs.free]
         steps += [buffer.free for buffer in (*self.device.values(), *self.host.values())]
         steps += [owner.free for owner in (self.started, self.done, self.ready, self.stream) if owner is not None]
+        steps += [self.context.free] if self.context is not None else []
         self.context = None
         cuda.free_all(*steps)
 
@@ -194,14 +180,7 @@ class TensorRTEngine(Engine):
         if entry.version_compatible:
             self._runtime.engine_host_code_allowed = True  # trusted: the plan matched the manifest hash
         if entry.dla_core is not None:
-            cores = int(self._runtime.num_DLA_cores)
-            if not entry.dla_core < cores:
-                raise EngineError(
-                    f"the {entry.role} plan {entry.file} runs on DLA core {entry.dla_core}, and this device has "
-                    f"{cores} DLA core(s): rebuild it with another --dla-core or without one: "
-                    f"{rebuild_command(str(bundle_root), entry)}"
-                )
-            self._runtime.DLA_core = entry.dla_core  # the core the plan's DLA layers run on (Jetson)
+            self._use_dla_core(bundle_root, entry)
         self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
         if self._engine is None:
             raise EngineError(f"TensorRT could not deserialize {path} (see the TensorRT log above)")
@@ -210,15 +189,15 @@ class TensorRTEngine(Engine):
         self.cuda_graphs = cuda_graphs
         traits = cuda_memory.memory_traits(self.device)
         self.host_memory = host_memory_strategy(traits, host_memory)  # "mapped" or "staged"
+        self._contexts: list[DeviceContext] = []  # every live one: the slots', graphs', device_context()'s
         self._slots: list[_Slot] = []
         try:
             while len(self._slots) < depth:
-                self._slots.append(_Slot(self._engine, self.inputs, self.outputs, self.max_batch, self.host_memory))
+                self._slots.append(_Slot(self, self.max_batch, self.host_memory))
         except BaseException:
             cuda.free_all(*[slot.free for slot in self._slots])  # the slots made before the failure
             raise
         self._lock = threading.Lock()
-        self._device_contexts: list[DeviceContext] = []  # handed out by device_context()
         self._tickets = 0  # submitted through submit(); slot = ticket % depth
         self._device_calls = 0  # execute_device calls; slot = call % depth
         self.last_gpu_seconds = 0.0  # event-timed upload + compute + download of the last run, summed over chunks
@@ -226,6 +205,17 @@ class TensorRTEngine(Engine):
         self.backend = f"tensorrt{'-lean' if lean else ''} {trt.__version__} [{on}, {entry.precision}]"
         log.info("%s: %s, %d slots, max batch %d", entry.file, self.backend, depth, self.max_batch)
         log.info("%s: %s host memory for inputs and outputs", entry.file, self.host_memory)
+
+    def _use_dla_core(self, bundle_root: str | Path, entry: PlanEntry) -> None:
+        """Run the plan's DLA layers on its DLA core (Jetson), or refuse a core this device does not have."""
+        cores = int(self._runtime.num_DLA_cores)
+        if not entry.dla_core < cores:
+            raise EngineError(
+                f"the {entry.role} plan {entry.file} runs on DLA core {entry.dla_core}, and this device has "
+                f"{cores} DLA core(s): rebuild it with another --dla-core or without one: "
+                f"{rebuild_command(str(bundle_root), entry)}"
+            )
+        self._runtime.DLA_core = entry.dla_core
 
     def _signature(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         trt, engine = self._trt, self._engine
@@ -268,14 +258,13 @@ class TensorRTEngine(Engine):
         n = len(next(iter(feeds.values())))
         padded = max(n, self.min_batch)
         slot.allocate()
-        slot.bind(slot.own)
         slot.started.record(slot.stream)
         for spec in self.inputs:
             staging = slot.host[spec.name].array[:padded]
             staging[:n] = feeds[spec.name]
             staging[n:] = 0
             slot.device[spec.name].upload(staging, slot.stream)
-        self._enqueue(slot, padded)
+        self._enqueue(slot, slot.own, padded)
         for spec in self.outputs:
             slot.device[spec.name].download(slot.host[spec.name].array[:n], slot.stream)
         slot.done.record(slot.stream)
@@ -320,54 +309,22 @@ class TensorRTEngine(Engine):
             slot.pending = 0
             return outputs
 
-    def _set_batch(self, slot: _Slot, n: int) -> bool:
-        """Set every input's batch to ``n``; True when the shape changed."""
-        if slot.batch == n:
-            return False
-        slot.batch = -1  # unknown until every input accepted the new shape
-        for spec in self.inputs:
-            if not slot.context.set_input_shape(spec.name, (n, *spec.shape[1:])):
-                raise EngineError(f"TensorRT refused shape {(n, *spec.shape[1:])} for {spec.name!r}")
-        slot.batch = n
-        return True
-
-    def _enqueue(self, slot: _Slot, n: int) -> None:
-        graphs = self.cuda_graphs and slot.own_buffers()  # a graph replays the addresses it was captured with
-        if graphs and n in slot.graphs:
-            slot.graphs[n] = slot.graphs.pop(n)  # the most recently used last
-            slot.graphs[n][0].launch(slot.stream)
+    def _enqueue(self, slot: _Slot, addresses: Mapping[str, int], n: int) -> None:
+        """One run of batch ``n`` on ``addresses`` on the slot's stream: on the slot's own buffers with
+        ``cuda_graphs``, the graph of batch ``n`` (captured on a context of its own at its first run, see
+        ``cuda.GraphCache``); else on the slot's context."""
+        context, stream = slot.context, slot.stream
+        if not (self.cuda_graphs and addresses == slot.own):  # a graph replays the addresses it was captured with
+            context.enqueue(addresses, n, stream)
             return
-        if graphs and n not in slot.graph_failed and self._capture(slot, n):
-            return
-        self._set_batch(slot, n)
-        if not slot.context.execute_async_v3(slot.stream.handle):
-            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
-
-    def _capture(self, slot: _Slot, n: int) -> bool:
-        """Run batch ``n`` on the slot's own buffers with a new context, then capture that context's run as
-        the slot's graph for ``n`` (the first run did TensorRT's lazy set-up outside the capture). Returns
-        whether the batch ran; on a failure the batch keeps running on the slot's context, logged."""
-        try:
-            context = DeviceContext(self)
-        except EngineError as exc:
-            slot.graph_failed.add(n)
-            log.warning("no CUDA graph for batch %d: %s", n, exc)
-            return False
-        context.enqueue(slot.own, n, slot.stream)
-        try:
-            graph = cuda.Graph.capture(slot.stream, lambda: context.enqueue(slot.own, n, slot.stream))
-        except cuda.GraphCaptureError as exc:
-            slot.graph_failed.add(n)
-            slot.stream.synchronize()  # the run above still uses the context
-            context.free()
-            log.info("%s; batch %d uses execute_async_v3", exc, n)
-            return True
-        if len(slot.graphs) >= MAX_SLOT_GRAPHS:  # the least recently used one, with its context
-            slot.stream.synchronize()
-            old_graph, old_context = slot.graphs.pop(next(iter(slot.graphs)))
-            cuda.free_all(old_graph.free, old_context.free)
-        slot.graphs[n] = graph, context
-        return True
+        slot.graphs.run(
+            n,
+            stream,
+            owners=lambda: [DeviceContext(self)],
+            enqueue=lambda owners: owners[0].enqueue(addresses, n, stream),
+            eager=lambda: context.enqueue(addresses, n, stream),
+            what=f"batch {n}",
+        )
 
     def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
         """Enqueue one run on device memory the caller owns: ``addresses`` maps every tensor name to a device
@@ -393,9 +350,8 @@ class TensorRTEngine(Engine):
             slot.done.synchronize()  # the slot's previous run finished: its context may be changed again
             slot.ready.record(stream)
             slot.stream.wait(slot.ready)
-            slot.bind(addresses)
             slot.started.record(slot.stream)
-            self._enqueue(slot, batch)
+            self._enqueue(slot, addresses, batch)
             slot.done.record(slot.stream)
             stream.wait(slot.done)
             self._device_calls += 1
@@ -420,15 +376,14 @@ class TensorRTEngine(Engine):
         with self._lock:
             cuda.activate(self.device)
             slots, self._slots = self._slots, []
-            contexts, self._engine = list(self._device_contexts), None
+            contexts, self._engine = list(self._contexts), None
             cuda.free_all(*[slot.free for slot in slots], *[context.free for context in contexts])
 
     def contexts(self) -> int:
-        """Live execution contexts with activation memory of their own: the slots' and every ``DeviceContext``
-        (graphs included) not given the caller's memory."""
+        """Live execution contexts with activation memory of their own: the slots', the graphs' and every
+        other ``DeviceContext`` not given the caller's memory."""
         with self._lock:
-            own = sum(context.own_memory for context in self._device_contexts)
-            return sum(slot.context is not None for slot in self._slots) + own
+            return sum(context.own_memory for context in self._contexts)
 
     def activation_bytes(self) -> int:
         """Device memory TensorRT allocates for each execution context (the plan's activations, at the profile
@@ -456,9 +411,13 @@ class TensorRTEngine(Engine):
 
 
 class DeviceContext:
-    """One TensorRT execution context that a single caller enqueues on its own stream (see
-    ``TensorRTEngine.device_context``). A CUDA graph captured with it is tied to its shapes and addresses:
-    give each graph a context of its own and do not enqueue that context with other shapes or addresses."""
+    """One TensorRT execution context bound to the batch and tensor addresses it last ran with: ``enqueue``
+    sets the batch shape and the addresses only where they changed, then executes on a stream. Every run of
+    the engine goes through one: its slots', the CUDA graphs' (a graph is captured around ``enqueue``) and
+    those of ``TensorRTEngine.device_context``. A CUDA graph captured with it is tied to its shapes and
+    addresses: give each graph a context of its own and do not enqueue that context with other shapes or
+    addresses. ``memory``: the address of activation memory the caller owns (else TensorRT allocates the
+    context's own)."""
 
     def __init__(self, engine: TensorRTEngine, memory: int | None = None) -> None:
         self._engine = engine
@@ -474,7 +433,7 @@ class DeviceContext:
             self.context.set_device_memory(memory, engine.activation_bytes())
         self.batch = -1
         self.addresses: dict[str, int] = {}
-        engine._device_contexts.append(self)  # freed by the engine's close() at the latest
+        engine._contexts.append(self)  # freed by the engine's close() at the latest
 
     def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None:
         """Enqueue one run on device ``addresses`` (every tensor, ``batch`` items, within the profile) on
@@ -486,22 +445,31 @@ class DeviceContext:
             raise EngineError(f"enqueue needs every tensor of the plan; got {sorted(addresses)}")
         if not engine.min_batch <= batch <= engine.max_batch:
             raise EngineError(f"batch {batch} is outside the plan's profile {engine.min_batch}..{engine.max_batch}")
-        if batch != self.batch:
-            self.batch = -1  # unknown until every input accepted the new shape
-            for spec in engine.inputs:
-                if not self.context.set_input_shape(spec.name, (batch, *spec.shape[1:])):
-                    raise EngineError(f"TensorRT refused shape {(batch, *spec.shape[1:])} for {spec.name!r}")
-            self.batch = batch
+        self.set_batch(batch)
+        self.bind(addresses)
+        if not self.context.execute_async_v3(stream.handle):
+            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
+
+    def set_batch(self, batch: int) -> None:
+        """Every input's batch set to ``batch``, unless it already is."""
+        if batch == self.batch:
+            return
+        self.batch = -1  # unknown until every input accepted the new shape
+        for spec in self._engine.inputs:
+            if not self.context.set_input_shape(spec.name, (batch, *spec.shape[1:])):
+                raise EngineError(f"TensorRT refused shape {(batch, *spec.shape[1:])} for {spec.name!r}")
+        self.batch = batch
+
+    def bind(self, addresses: Mapping[str, int]) -> None:
+        """The tensors' addresses set where they changed."""
         for name, address in addresses.items():
             if self.addresses.get(name) != address:
                 if not self.context.set_tensor_address(name, address):
                     raise EngineError(f"TensorRT refused the address of tensor {name!r}")
                 self.addresses[name] = address
-        if not self.context.execute_async_v3(stream.handle):
-            raise EngineError("TensorRT execute_async_v3 failed (see the TensorRT log)")
 
     def free(self) -> None:
         """Release the context (after the streams it was enqueued on are done). A second call does nothing."""
         self.context = None
-        if self in self._engine._device_contexts:
-            self._engine._device_contexts.remove(self)
+        if self in self._engine._contexts:
+            self._engine._contexts.remove(self)

@@ -1,4 +1,4 @@
-"""Fused CUDA preprocessing and paste-back: one launch per batch each.
+"""The fused CUDA kernels of the device path (one launch per batch each) and their launchers.
 
 * ``simswap_kernels.cuh``: the per-pixel math, shared by the device kernels and a host build.
 * ``simswap_kernels.cu``: ``simswap_preprocess_kernel`` (bilinear inverse-affine sampling of every face of
@@ -11,19 +11,24 @@
   float32 or float16 straight into the detector engine's input buffer.
 * ``simswap_parsing_blend_kernel``: the optional parsing-mask blend (official ``--use_mask``), in crop space:
   each masked face's generator output blended in place with its generator input, before the paste-back.
+* ``simswap_parser_input_kernel`` and ``simswap_parser_labels_kernel``: the face parser's input made from
+  the generator input (nearest resize to 512, ImageNet normalisation) and its logits reduced to labels.
 * ``host.cpp``: the same math in loops, built by CMake (``simswap_kernels_host``) for the CPU tests.
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
 next to this file) with cuda.core; without one it compiles the ``.cu`` source with NVRTC at first use.
 The border masks depend only on the geometry and are computed on the CPU while the generator runs
-(``simswap_trt.device.tables`` plans every table the kernels read). ``DeviceKernels`` launches them with
-grids computed from the crop size and the regions.
+(``simswap_trt.device.tables`` plans every table the kernels read). ``DeviceKernels`` launches each kernel
+with one method that takes the device addresses of its tables by name (``PreprocessTables``,
+``PasteBackTables``, ``LetterboxTables``, ``ParsingTables``) and computes the grid from the crop size, the
+canvas or the regions.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,130 +109,136 @@ def letterbox_grid(canvas: int, frames: int) -> tuple[int, int, int]:
     return _blocks(canvas, BLOCK[0]), _blocks(canvas, BLOCK[1]), frames
 
 
+@dataclass(frozen=True)
+class PreprocessTables:
+    """Device addresses of the tables the preprocessing kernel reads (planned by ``simswap_trt.device.tables``):
+    per frame its address (uint64), row pitch, width and height (int32); per face its frame (int32) and its
+    crop→frame matrix (float32 [6])."""
+
+    frames: int
+    pitches: int
+    widths: int
+    heights: int
+    frame_of_face: int
+    inverse: int
+
+
+@dataclass(frozen=True)
+class PasteBackTables:
+    """Device addresses of the tables the paste-back kernel reads: per frame its address and row pitch, its
+    union region (int32 [4]) and its first face (int32 [frames + 1]); per face its generator output's address
+    (uint64), frame→crop matrix (float32 [6]), region (int32 [4]) and its border mask's offset (int64) in
+    ``masks`` (float32, every face's mask over its region)."""
+
+    frames: int
+    pitches: int
+    union_rois: int
+    face_begin: int
+    crops: int
+    forward: int
+    rois: int
+    masks: int
+    mask_offsets: int
+
+
+@dataclass(frozen=True)
+class LetterboxTables:
+    """Device addresses of the tables the detector-input kernel reads: per frame its address, row pitch, width
+    and height, its resized width and height on the canvas (int32 [2]) and its source / resized size ratios
+    (float32 [2])."""
+
+    frames: int
+    pitches: int
+    widths: int
+    heights: int
+    resized: int
+    scales: int
+
+
+@dataclass(frozen=True)
+class ParsingTables:
+    """Device addresses of the parsing-mask blend's tables: the masks (float32 [count, size, size]) and the
+    batch position of each masked face (int32 [count])."""
+
+    masks: int
+    faces: int
+    count: int
+
+
+def _pointers(*addresses: int) -> list[np.uint64]:
+    return [np.uint64(address) for address in addresses]
+
+
 class DeviceKernels:
-    """The two kernels with their argument packing and launch geometry. Arguments are device addresses
-    (``int``) of the tables the kernels read; see ``simswap_kernels.cu``."""
+    """The six kernels, each launched by one method from named tables of device addresses (see
+    ``simswap_kernels.cu``), with grids computed from the crop size, canvas or regions. A launch for no
+    face or frame does nothing."""
 
     def __init__(self, kernels=None, device: int | None = None) -> None:
         self.kernels = kernels if kernels is not None else load_device_kernels(device)
 
-    def preprocess(
+    def preprocess(self, stream: int, tables: PreprocessTables, faces: int, size: int, half: bool, out: int) -> None:
+        """Every face of a batch into ``out`` (NCHW RGB [0, 1], float16 with ``half``), one launch."""
+        if faces:
+            t = tables
+            args = _pointers(t.frames, t.pitches, t.widths, t.heights, t.frame_of_face, t.inverse)
+            args += [np.int32(size), np.int32(half), np.uint64(out)]
+            launch(stream, self.kernels["simswap_preprocess_kernel"], preprocess_grid(size, faces), args)
+
+    def pasteback(self, stream: int, tables: PasteBackTables, regions: np.ndarray, size: int, half: bool) -> None:
+        """Every face of a batch of frames into its frame, one launch, reading each face's generator output
+        (NCHW RGB [0, 1], float16 with ``half``) where it lies. ``regions``: the union regions on the host
+        (int32 [frames, 4]), for the launch grid."""
+        if len(regions):
+            t = tables
+            args = _pointers(t.frames, t.pitches, t.union_rois, t.face_begin, t.crops)
+            args += [np.int32(size), np.int32(half), *_pointers(t.forward, t.rois, t.masks, t.mask_offsets)]
+            launch(stream, self.kernels["simswap_pasteback_kernel"], pasteback_grid(regions), args)
+
+    def detector_input(
         self,
         stream: int,
-        frames: int,
-        pitches: int,
-        widths: int,
-        heights: int,
-        frame_of_face: int,
-        inverse: int,
-        faces: int,
-        size: int,
+        tables: LetterboxTables,
+        count: int,
+        canvas: int,
+        normalisation: tuple[bool, float, float],
         half: bool,
         out: int,
     ) -> None:
-        """Every face of a batch into ``out`` (NCHW, float16 with ``half``), one launch."""
-        if faces:
-            pointers = (frames, pitches, widths, heights, frame_of_face, inverse)
-            args = [*map(np.uint64, pointers), np.int32(size), np.int32(half), np.uint64(out)]
-            launch(stream, self.kernels["simswap_preprocess_kernel"], preprocess_grid(size, faces), args)
+        """Every frame of a batch letterboxed onto the detector canvas in ``out`` (NCHW, float16 with
+        ``half``), one launch. ``normalisation``: (BGR→RGB, mean, scale) of the detector
+        (``FaceDetector.normalisation``)."""
+        if count:
+            swap_rb, mean, scale = normalisation
+            t = tables
+            args = _pointers(t.frames, t.pitches, t.widths, t.heights, t.resized, t.scales)
+            args += [np.int32(canvas), np.int32(swap_rb), np.float32(mean), np.float32(scale), np.int32(half)]
+            args += [np.uint64(out)]
+            launch(stream, self.kernels["simswap_letterbox_kernel"], letterbox_grid(canvas, count), args)
 
-    def pasteback(
-        self,
-        stream: int,
-        frames: int,
-        pitches: int,
-        union_rois_host: np.ndarray,
-        union_rois: int,
-        face_begin: int,
-        crops: int,
-        size: int,
-        half: bool,
-        forward: int,
-        rois: int,
-        masks: int,
-        mask_offsets: int,
+    def parsing_blend(
+        self, stream: int, tables: ParsingTables, size: int, swapped: int, half_out: bool, targets: int, half_in: bool
     ) -> None:
-        """Every face of a batch of frames into its frame, one launch; ``crops`` is the device table of
-        per-face generator output addresses."""
-        if len(union_rois_host):
-            args = [
-                *map(np.uint64, (frames, pitches, union_rois, face_begin, crops)),
-                np.int32(size),
-                np.int32(half),
-                *map(np.uint64, (forward, rois, masks, mask_offsets)),
-            ]
-            launch(stream, self.kernels["simswap_pasteback_kernel"], pasteback_grid(union_rois_host), args)
+        """Blend the masked faces of the generator output ``swapped`` with the generator input ``targets``
+        (each float16 with its ``half_*``) by their parsing masks, one launch; the output is rewritten in
+        place."""
+        if tables.count:
+            args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
+            args += [*_pointers(tables.masks, tables.faces), np.int32(size)]
+            launch(stream, self.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, tables.count), args)
 
+    def parser_input(self, stream: int, targets: int, half: bool, count: int, size: int, out: int) -> None:
+        """The face parser's float32 input [count, 3, 512, 512] at ``out`` from the generator input ``targets``
+        (float16 with ``half``): nearest resize to 512 and ImageNet normalisation, one launch."""
+        if count:
+            args = [np.uint64(targets), np.int32(half), np.int32(size), np.uint64(out)]
+            launch(stream, self.kernels["simswap_parser_input_kernel"], preprocess_grid(PARSING_SIZE, count), args)
 
-def letterbox(
-    kernels: DeviceKernels,
-    stream: int,
-    frames: int,
-    pitches: int,
-    widths: int,
-    heights: int,
-    resized: int,
-    scales: int,
-    count: int,
-    canvas: int,
-    normalisation: tuple[bool, float, float],
-    half: bool,
-    out: int,
-) -> None:
-    """Every frame of a batch onto the detector canvas in ``out`` (NCHW, float16 with ``half``), one launch.
-    ``resized``: int32 [frames, 2] resized width and height; ``scales``: float32 [frames, 2] source / resized
-    size ratios; ``normalisation``: (BGR→RGB, mean, scale) of the detector (``FaceDetector.normalisation``)."""
-    if count:
-        swap_rb, mean, scale = normalisation
-        pointers = (frames, pitches, widths, heights, resized, scales)
-        args = [
-            *map(np.uint64, pointers),
-            np.int32(canvas),
-            np.int32(swap_rb),
-            np.float32(mean),
-            np.float32(scale),
-            np.int32(half),
-            np.uint64(out),
-        ]
-        launch(stream, kernels.kernels["simswap_letterbox_kernel"], letterbox_grid(canvas, count), args)
-
-
-def parsing_blend(
-    kernels: DeviceKernels,
-    stream: int,
-    swapped: int,
-    half_out: bool,
-    targets: int,
-    half_in: bool,
-    masks: int,
-    faces: int,
-    count: int,
-    size: int,
-) -> None:
-    """Blend ``count`` faces (device table ``faces`` of their batch positions) of the generator output
-    ``swapped`` with the generator input ``targets`` by their parsing masks (``masks``: float32
-    [count, size, size]), one launch; the output is rewritten in place (float16 with ``half_out``)."""
-    if count:
-        args = [np.uint64(swapped), np.int32(half_out), np.uint64(targets), np.int32(half_in)]
-        args += [np.uint64(masks), np.uint64(faces), np.int32(size)]
-        launch(stream, kernels.kernels["simswap_parsing_blend_kernel"], preprocess_grid(size, count), args)
-
-
-def parser_input(
-    kernels: DeviceKernels, stream: int, targets: int, half: bool, count: int, size: int, out: int
-) -> None:
-    """The face parser's float32 input [count, 3, 512, 512] at ``out`` from the generator input ``targets``
-    (float16 with ``half``): nearest resize to 512 and ImageNet normalisation, one launch."""
-    if count:
-        args = [np.uint64(targets), np.int32(half), np.int32(size), np.uint64(out)]
-        launch(stream, kernels.kernels["simswap_parser_input_kernel"], preprocess_grid(PARSING_SIZE, count), args)
-
-
-def parser_labels(kernels: DeviceKernels, stream: int, logits: int, count: int, labels: int) -> None:
-    """uint8 labels [count, 512, 512] at ``labels``: the argmax of the parser's float32 logits, one launch."""
-    if count:
-        grid = preprocess_grid(PARSING_SIZE, count)
-        launch(stream, kernels.kernels["simswap_parser_labels_kernel"], grid, [np.uint64(logits), np.uint64(labels)])
+    def parser_labels(self, stream: int, logits: int, count: int, labels: int) -> None:
+        """uint8 labels [count, 512, 512] at ``labels``: the argmax of the parser's float32 logits, one launch."""
+        if count:
+            grid = preprocess_grid(PARSING_SIZE, count)
+            launch(stream, self.kernels["simswap_parser_labels_kernel"], grid, _pointers(logits, labels))
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:

@@ -7,8 +7,8 @@ from test_kernels import FACES, FRAMES, face_matrix, pasteback, preprocess
 
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory
-from simswap_trt.device.tables import crop_to_frame_matrices
-from simswap_trt.kernels import DeviceKernels, load_device_kernels
+from simswap_trt.device.tables import crop_to_frame_matrices, pasteback_tables, preprocess_tables
+from simswap_trt.kernels import DeviceKernels, PasteBackTables, PreprocessTables, load_device_kernels
 
 pytestmark = pytest.mark.gpu
 
@@ -27,21 +27,12 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source, s
     count = len(FACES)
     frame_of_face = np.array([f for f, *_ in FACES], np.int32)
     device_frames = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
-    meta = {
-        name: cuda_memory.DeviceBuffer.from_array(a)
-        for name, a in {
-            "frames": np.array([b.ptr for b in device_frames], np.uint64),
-            "pitches": np.array([f.strides[0] for f in frames], np.int32),
-            "widths": np.array([f.shape[1] for f in frames], np.int32),
-            "heights": np.array([f.shape[0] for f in frames], np.int32),
-            "frame_of_face": frame_of_face,
-            "inverse": crop_to_frame_matrices(matrices),
-        }.items()
-    }
+    planned = preprocess_tables(frames, frame_of_face, crop_to_frame_matrices(matrices))
+    planned["frames"][:] = [b.ptr for b in device_frames]
+    meta = {name: cuda_memory.DeviceBuffer.from_array(a).ptr for name, a in planned.items()}
     for dtype in (np.float32, np.float16):
         out = cuda_memory.DeviceBuffer(count * 3 * size * size * np.dtype(dtype).itemsize)
-        pointers = [meta[k].ptr for k in ("frames", "pitches", "widths", "heights", "frame_of_face", "inverse")]
-        kernels.preprocess(stream.handle, *pointers, count, size, dtype == np.float16, out.ptr)
+        kernels.preprocess(stream.handle, PreprocessTables(**meta), count, size, dtype == np.float16, out.ptr)
         stream.synchronize()
         expected = preprocess(host, frames, matrices, frame_of_face, size, dtype)
         np.testing.assert_array_equal(out.to_array(expected), expected)  # same code, no FMA: bit-exact
@@ -52,28 +43,9 @@ def test_device_kernels_equal_the_host_build(build, host, monkeypatch, source, s
     expected_frames, batch = pasteback(host, frames, per_frame, generator_out, size)
     crops = cuda_memory.DeviceBuffer.from_array(generator_out)
     crop_table = np.array([crops.ptr + i * generator_out[0].nbytes for i in range(count)], np.uint64)
-    tables = {
-        k: cuda_memory.DeviceBuffer.from_array(v)
-        for k, v in {
-            "union": batch.union_rois,
-            "begin": batch.face_begin,
-            "crops": crop_table,
-            "forward": batch.forward,
-            "rois": batch.rois,
-            "masks": batch.masks,
-            "offsets": batch.mask_offsets,
-        }.items()
-    }
-    kernels.pasteback(
-        stream.handle,
-        meta["frames"].ptr,
-        meta["pitches"].ptr,
-        batch.union_rois,
-        *[tables[k].ptr for k in ("union", "begin", "crops")],
-        size,
-        False,
-        *[tables[k].ptr for k in ("forward", "rois", "masks", "offsets")],
-    )
+    paste = {k: cuda_memory.DeviceBuffer.from_array(v).ptr for k, v in pasteback_tables(batch, crop_table).items()}
+    tables = PasteBackTables(frames=meta["frames"], pitches=meta["pitches"], **paste)
+    kernels.pasteback(stream.handle, tables, batch.union_rois, size, False)
     stream.synchronize()
     for device_frame, frame in zip(device_frames, expected_frames, strict=True):
         np.testing.assert_array_equal(device_frame.to_array(frame), frame)
