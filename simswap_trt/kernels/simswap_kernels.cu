@@ -111,11 +111,12 @@ extern "C" __global__ void simswap_enhancer_input_kernel(const uint8_t* const* f
     store_nchw((char*)out + (long long)face * 3 * size * size * (half_out ? 2 : 4), half_out, size, x, y, rgb);
 }
 
-// One thread per value of `count` values: the enhancer's output (`enhanced`, rewritten in place) blended with
-// its input by `blend`, before the paste-back reads it.
+// One thread per value of `count` values (blocks of any shape, one-dimensional grid): the enhancer's output
+// (`enhanced`, rewritten in place) blended with its input by `blend`, before the paste-back reads it.
 extern "C" __global__ void simswap_enhance_blend_kernel(void* enhanced, int half_out, const void* inputs, int half_in,
                                                         float blend, long long count) {
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long threads = (long long)blockDim.x * blockDim.y;
+    long long i = blockIdx.x * threads + (long long)threadIdx.y * blockDim.x + threadIdx.x;
     if (i >= count) return;
     store_value(enhanced, half_out, i,
                 enhance_blend(load_value(enhanced, half_out, i), load_value(inputs, half_in, i), blend));
