@@ -176,8 +176,6 @@ class FaceSwapper:
         reason = None
         if not on_tensorrt:
             reason = f"the generator runs on {self.generator.backend}, not TensorRT"
-        elif self.enhancer is not None:
-            reason = "face enhancement runs on the host stages only"
         if reason is None:
             from simswap_trt.device.stages import DeviceStages
 
@@ -191,6 +189,7 @@ class FaceSwapper:
                     parser=self.parser,
                     graphs=self.cuda_graphs,
                     parser_engine=self.parser_engine,
+                    enhancer=self.enhancer,
                 )
             except SimswapError as exc:
                 reason = str(exc)
@@ -202,7 +201,7 @@ class FaceSwapper:
     def with_enhance_blend(self, blend: float) -> FaceSwapper:
         """A shallow copy (sharing the engines) that enhances with ``blend`` (0–1; 0: no enhancement) instead
         of this swapper's; a ``ConfigError`` when this swapper was made without an enhancer. The copy runs the
-        host stages when it enhances (the device path does not enhance)."""
+        host stages (the device path enhances with the blend its swapper was made with)."""
         if self.enhance_model is None:
             raise ConfigError("this swapper has no face enhancer (FaceSwapper.from_bundle(..., enhance=True))")
         if blend == (self.enhancer.blend if self.enhancer is not None else 0.0):

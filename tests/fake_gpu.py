@@ -422,6 +422,10 @@ def fake_launch(host_lib):
             return launch_parsing_blend(host_lib, stream, grid, values)
         if kernel in ("simswap_parser_input_kernel", "simswap_parser_labels_kernel"):
             return launch_parser_kernel(host_lib, stream, kernel, grid, values)
+        if kernel == "simswap_enhancer_input_kernel":
+            return launch_enhancer_input(host_lib, stream, grid, args)
+        if kernel == "simswap_enhance_blend_kernel":
+            return launch_enhance_blend(host_lib, stream, grid, args)
         if kernel == "simswap_preprocess_kernel":
             size = values[6]
             assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
@@ -490,6 +494,30 @@ def launch_parser_kernel(host_lib, stream, kernel, grid, values):
         function = host_lib.simswap_parser_labels_host
         converted = [ctypes.c_void_p(values[0]), ctypes.c_int(grid[2]), ctypes.c_void_p(values[1])]
     GPU.enqueue(stream, kernel, lambda: function(*converted))
+
+
+def launch_enhancer_input(host_lib, stream, grid, args):
+    """The enhancer-input kernel on the stand-in: the grid must cover the enhancer crop, one layer per face;
+    every table, the generator output and the output are memory of the stream's device."""
+    *tables, swapped, half_in, swap_size, size, half_out, out = (a.item() for a in args)
+    assert grid[0] * BLOCK[0] >= size and grid[1] * BLOCK[1] >= size, f"grid {grid} misses crop {size}"
+    GPU.check_on(stream, [*tables, swapped, out])
+    converted = [ctypes.c_void_p(t) for t in tables] + [ctypes.c_void_p(swapped), ctypes.c_int(half_in)]
+    converted += [ctypes.c_int(swap_size), ctypes.c_int(grid[2]), ctypes.c_int(size), ctypes.c_int(half_out)]
+    converted += [ctypes.c_void_p(out)]
+    host_lib.simswap_enhancer_input_host.restype = None
+    GPU.enqueue(stream, "simswap_enhancer_input_kernel", lambda: host_lib.simswap_enhancer_input_host(*converted))
+
+
+def launch_enhance_blend(host_lib, stream, grid, args):
+    """The enhancer blend on the stand-in: the one-dimensional grid must cover every value."""
+    enhanced, half_out, inputs, half_in, blend, count = (a.item() for a in args)
+    assert grid[0] * BLOCK[0] * BLOCK[1] >= count and grid[1:] == (1, 1), f"grid {grid} misses {count} values"
+    GPU.check_on(stream, [enhanced, inputs])
+    converted = [ctypes.c_void_p(enhanced), ctypes.c_int(half_out), ctypes.c_void_p(inputs), ctypes.c_int(half_in)]
+    converted += [ctypes.c_float(blend), ctypes.c_longlong(count)]
+    host_lib.simswap_enhance_blend_host.restype = None
+    GPU.enqueue(stream, "simswap_enhance_blend_kernel", lambda: host_lib.simswap_enhance_blend_host(*converted))
 
 
 CudaErrors = enum.IntEnum(

@@ -277,8 +277,8 @@ def test_torch_parts_skip_saying_why_and_the_others_run(build, monkeypatch, tmp_
     argv = [*QUICK, "--build", str(build), "--output", str(output)]
     assert cli.main(argv) == 1
     checks = json.loads(output.read_text())["checks"]
-    torch_parts = {"device-path-224", "device-path-512", "frame-stream", "device-detection", "frames-uploaded-once"}
-    for name in torch_parts:
+    torch_parts = ("device-path-224", "device-path-512", "frame-stream", "enhancer", "device-detection")
+    for name in (*torch_parts, "frames-uploaded-once"):
         assert (checks[name]["result"], checks[name]["reason"]) == ("skipped", "torch 2.9.1+cpu has no CUDA here")
     assert checks["cuda-layer"]["result"] == "FAIL" and "ZeroDivisionError" in checks["cuda-layer"]["error"]
     assert checks["graphs"]["result"] == checks["kernels-nvrtc-512"]["result"] == "ok"

@@ -4,7 +4,7 @@
 
 Needs an NVIDIA GPU with a driver for the installed CUDA runtime and cuda-python (cuda.bindings, cuda.core
 with NVRTC). Torch with CUDA runs the torch stand-in plans: without it those parts (device-path-*,
-frame-stream, device-detection, frames-uploaded-once) are skipped, each saying why, and the others run.
+frame-stream, enhancer, device-detection, frames-uploaded-once) are skipped, each saying why, and the others run.
 CuPy is recorded when present. TensorRT is not needed; where it is installed, the ``-m gpu`` tests run
 as well. Parts, in order (the names ``--only`` takes):
 
@@ -17,6 +17,8 @@ cuda-layer               device and pinned buffers, rectangle downloads, two str
 device-path-{224,512}    FaceSwapper's device path with a torch stand-in generator vs the CPU path, faces at
                          and beyond the border
 frame-stream             swap_stream (two batches in flight) on 1080p frames
+enhancer                 the face enhancer on the device path (torch stand-in restorer) vs the CPU path,
+                         enhanced faces per second, the host's share of the frame time with and without it
 kernel-throughput        preprocess and paste-back of --faces faces from 1080p frames (target <= 1 ms each
                          on an H100/H200-class GPU)
 letterbox-{fatbin,nvrtc} the detector-input kernel (CenterFace and SCRFD, FP32 and FP16) vs the host build

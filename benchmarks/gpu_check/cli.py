@@ -30,6 +30,7 @@ PART_NAMES = (
     "device-path-224",
     "device-path-512",
     "frame-stream",
+    "enhancer",
     "kernel-throughput",
     *[f"letterbox-{source}" for source in SOURCES],
     "letterbox-throughput",
@@ -167,6 +168,7 @@ def plan(args: argparse.Namespace, folder: Path) -> list[Part]:
     ]
     parts += [
         Part("frame-stream", on_torch(lambda: swaps.check_frame_stream(folder, args.stream_batches))),
+        Part("enhancer", on_torch(lambda: swaps.check_enhancer(folder, args.stream_batches))),
         Part("kernel-throughput", lambda: kernel_checks.check_throughput(k.of(), args.faces, args.repeats)),
     ]
     parts += [

@@ -55,6 +55,39 @@ class StandinEngine(Engine):
         return {"swapped": standin_numpy(feeds["target"], feeds["latent"])}
 
 
+def enhancer_standin_numpy(face: np.ndarray) -> np.ndarray:
+    """What the stand-in face enhancer computes: a smooth, content-dependent change of the crop in [0, 1]."""
+    return np.clip(0.9 - face * np.float32(0.7), 0.0, 1.0).astype(np.float32)
+
+
+class StandinEnhancerEngine(Engine):
+    """A TensorRT-shaped face enhancer (``face`` → ``enhanced``, ``size`` crops) computing
+    ``enhancer_standin_numpy`` with torch on the device buffers it is given, in order on the caller's stream."""
+
+    backend = "torch stand-in"
+
+    def __init__(self, size: int = 512, max_batch: int = 8) -> None:
+        from simswap_trt.schema import TensorSpec
+
+        image = ("batch", 3, size, size)
+        self.inputs, self.outputs = (TensorSpec("face", "float32", image),), (TensorSpec("enhanced", "float32", image),)
+        self.size, self.min_batch, self.max_batch = size, 1, max_batch
+        self.calls = 0
+
+    def execute_device(self, addresses, batch: int, stream) -> None:
+        import torch
+
+        shape = (batch, 3, self.size, self.size)
+        with torch.cuda.stream(torch.cuda.ExternalStream(stream.handle)):
+            face = torch.as_tensor(_ArrayInterface(addresses["face"], shape), device="cuda")
+            enhanced = torch.as_tensor(_ArrayInterface(addresses["enhanced"], shape), device="cuda")
+            enhanced.copy_(torch.clamp(0.9 - face * 0.7, 0.0, 1.0))
+        self.calls += 1
+
+    def _run_impl(self, feeds):  # the host path's restorer, in NumPy
+        return {"enhanced": enhancer_standin_numpy(feeds["face"])}
+
+
 class _ArrayInterface:
     """float32 device memory at ``address`` described by ``__cuda_array_interface__`` (for torch / CuPy)."""
 

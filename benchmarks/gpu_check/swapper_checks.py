@@ -20,6 +20,7 @@ from .standins import (
     RecordingDecoder,
     StandinDetectorEngine,
     StandinEngine,
+    StandinEnhancerEngine,
     content_parser,
     detector_standin_numpy,
 )
@@ -110,6 +111,59 @@ def check_frame_stream(folder: Path, batches: int) -> dict:
     if worst > 1:
         raise AssertionError(f"the streamed output differs from the CPU path by {worst} levels")
     return {"frames_per_s": round(batches * len(frames) / seconds, 1), "max_levels_vs_cpu": worst}
+
+
+def check_enhancer(folder: Path, batches: int) -> dict:
+    """The face enhancer on the device path (stand-in restorer at 512) over 1080p frames of two faces: equal to
+    the CPU path within one level, the restorer's faces per second, and the share of the wall time the host
+    spends (process CPU time / wall time) with and without the enhancer, which must not grow with it."""
+    from simswap_trt import FaceSwapper
+    from simswap_trt.swapper import FrameBatch
+    from simswap_trt.vision.detect import Detection
+    from simswap_trt.vision.enhance import FaceEnhancer
+
+    plain_host, plain = swappers(224, folder)
+    engine = StandinEnhancerEngine()
+    enhancers = FaceEnhancer(StandinEnhancerEngine(), "ffhq"), FaceEnhancer(engine, "ffhq")
+    host, device = (
+        FaceSwapper(plain.bundle, swapper.generator, swapper.arcface, device_path=on_device, enhance=enhancer)
+        for swapper, enhancer, on_device in zip((plain_host, plain), enhancers, (False, True), strict=True)
+    )
+    host.source_latent = device.source_latent = plain.source_latent
+    rng = np.random.default_rng(4)
+    frames = [smooth_frame(rng, 1080, 1920) for _ in range(4)]
+    faces = [
+        [Detection(np.zeros(4, np.float32), 0.9, face_landmarks((700 + 30 * k, 520), 240, 4, 224)) for k in range(2)]
+        for _ in frames
+    ]
+    worst = max(
+        int(np.abs(g.image.astype(int) - w.image).max())
+        for g, w in zip(device.swap_faces(frames, faces), host.swap_faces(frames, faces), strict=True)
+    )
+    stream = [FrameBatch(frames, faces) for _ in range(batches)]
+    shares, seconds = {}, {}
+    for name, swapper in (("without", plain), ("with", device)):
+        list(swapper.swap_stream(stream[:1]))  # warm-up
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in swapper.swap_stream(stream):
+            pass
+        seconds[name] = time.perf_counter() - wall
+        shares[name] = (time.process_time() - cpu) / seconds[name]
+    calls = engine.calls
+    for swapper in (device, host, plain, plain_host):
+        swapper.close()
+    if worst > 1:
+        raise AssertionError(f"the device path with the enhancer differs from the CPU path by {worst} levels")
+    if shares["with"] > shares["without"] + 0.05:
+        raise AssertionError(f"the host's share of the frame time grows with the enhancer: {shares}")
+    enhanced = batches * sum(len(f) for f in faces)
+    return {
+        "max_levels_vs_cpu": worst,
+        "enhanced_faces_per_s": round(enhanced / seconds["with"], 1),
+        "frames_per_s": {name: round(batches * len(frames) / s, 1) for name, s in seconds.items()},
+        "host_share": {name: round(share, 3) for name, share in shares.items()},
+        "enhancer_calls": calls,
+    }
 
 
 def check_device_detection(kernels: dict, canvas: int = 640) -> dict:

@@ -24,8 +24,8 @@ the host may still read them; with more batches in flight than workspaces, anoth
 
 Options: ``device`` (the CUDA device everything lives on, made current at every entry point); a face
 ``parser`` (step 3 also downloads the target crops and parses them on the host; a blend kernel rewrites
-the masked swaps before step 4); ``graphs`` (steps 2 and 4 replayed as one CUDA graph per launch
-signature, the masks uploaded before them); mapped staging on integrated GPUs (step 1 copies nothing).
+the masked swaps before step 4); an ``enhancer`` (restores the swaps before step 4, ``device.enhance``);
+``graphs`` (steps 2 and 4 as one CUDA graph per launch signature); mapped staging on integrated GPUs.
 """
 
 from __future__ import annotations
@@ -42,32 +42,34 @@ from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
 from simswap_trt.device.chunks import Chunks
+from simswap_trt.device.enhance import DeviceEnhancer
 from simswap_trt.device.frames import ResidentFrame, ResidentFrames
 from simswap_trt.device.tables import (
     PasteBackBatch,
     crop_to_frame_matrices,
+    enhancer_matrices,
+    frames_with_faces,
     pack_pasteback,
     pasteback_tables,
     preprocess_tables,
 )
 from simswap_trt.device.workspace import MAX_WORKSPACES, DeviceTicket, Staged, Workspace
 from simswap_trt.errors import EngineError
-from simswap_trt.kernels import DeviceKernels, ParsingTables, PasteBackTables, PreprocessTables, pasteback_grid
+from simswap_trt.kernels import (
+    DeviceKernels,
+    EnhancerTables,
+    ParsingTables,
+    PasteBackTables,
+    PreprocessTables,
+    pasteback_grid,
+)
 from simswap_trt.stages import Faces, Stages
+from simswap_trt.vision.enhance import FaceEnhancer
 from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
 from simswap_trt.vision.preprocess import stack_crops
 
 log = logging.getLogger(__name__)
 GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
-
-
-def frames_with_faces(images: Sequence[np.ndarray], faces: Faces) -> tuple[list[int], list[np.ndarray], np.ndarray]:
-    """Only frames with faces are used: their image indices, the frames (contiguous), and each face's frame
-    position among them."""
-    used = sorted({i for i, _ in faces})
-    position = {image: k for k, image in enumerate(used)}
-    frames = [np.ascontiguousarray(images[i]) for i in used]
-    return used, frames, np.array([position[i] for i, _ in faces], np.int32)
 
 
 def log_parser(parser, parser_engine) -> None:
@@ -105,6 +107,7 @@ class DeviceStages:
         graphs: bool = False,
         host_memory: str = "auto",
         parser_engine=None,
+        enhancer: FaceEnhancer | None = None,
     ) -> None:
         """``arcface``: the ArcFace engine; on TensorRT (``execute_device``) its input is preprocessed on the
         device too, else ``host`` (the host stages) computes the latents. ``device``: the CUDA device id of the
@@ -114,13 +117,19 @@ class DeviceStages:
         ``_run_graphed``); not with a parser, whose host round trip sits in the middle of the sequence.
         ``host_memory``: how frames and tables reach the device (``host_memory_strategy``: ``"auto"``
         maps pinned host memory on integrated GPUs, so nothing is uploaded; copies elsewhere).
-        ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device."""
+        ``parser_engine``: the parser's TensorRT plan (``execute_device``), to parse on the device.
+        ``enhancer``: a ``FaceEnhancer`` on a TensorRT plan, run on the device between the generator and the
+        paste-back (``simswap_trt.device.enhance``) for the batches ``start`` gives enhancer matrices."""
         specs = {spec.name: spec for spec in generator.inputs + generator.outputs}
         self.generator, self.crop_size, self.arcface, self.host = generator, crop_size, arcface, host
         self.parser = parser
-        self.graphs = graphs and parser is None
+        self.enhancer = DeviceEnhancer(enhancer) if enhancer is not None else None
+        self.graphs = graphs and parser is None and enhancer is None
         if graphs:
-            log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else "off (face parser)")
+            off = "off (face parser)" if parser is not None else "off (face enhancer)"
+            log.info("CUDA graphs of the whole per-batch sequence: %s", "on" if self.graphs else off)
+        if self.enhancer is not None:
+            log.info("%s", self.enhancer.name)
         self.parser_engine = parser_engine if parser is not None else None
         if parser is not None:
             log_parser(parser, self.parser_engine)
@@ -320,7 +329,7 @@ class DeviceStages:
         ws.held = False
         return host
 
-    def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+    def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray, enhance=None) -> DeviceTicket:
         with self._held() as ws:
             if not faces:
                 return DeviceTicket(images, ws, [])
@@ -331,16 +340,19 @@ class DeviceStages:
                     ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
                 )
                 if self.graphs:  # the masks first, then the whole sequence in one graph (see _run_graphed)
-                    batch, paste, _ = self._upload_pasteback(ws, used, faces, frames, staged, [])
+                    batch, paste, _, _ = self._upload_pasteback(ws, used, faces, frames, staged, [])
                     self._run_graphed(ws, staged, batch, paste)
                 else:
                     ws.compute.wait(ws.uploaded)
                     self._enqueue_generate(ws, staged)
                     # the host parser, meanwhile
                     parsing = self._parse(ws, len(faces)) if self.parser is not None else []
-                    batch, paste, blend = self._upload_pasteback(ws, used, faces, frames, staged, parsing)
+                    enhance = enhance if self.enhancer is not None else None
+                    batch, paste, blend, enhancing = self._upload_pasteback(
+                        ws, used, faces, frames, staged, parsing, enhance
+                    )
                     ws.compute.wait(ws.masks_uploaded)
-                    self._enqueue_pasteback(ws, staged, batch, paste, blend)
+                    self._enqueue_pasteback(ws, staged, batch, paste, blend, enhancing=enhancing)
                 ws.computed.record(ws.compute)
                 regions = self._download_regions(ws, staged, batch.union_rois, used, frames)
             finally:
@@ -371,17 +383,31 @@ class DeviceStages:
         return [(used[k], region, offset) for k, region, offset in regions]
 
     def _upload_pasteback(
-        self, ws: Workspace, used: list[int], faces: Faces, frames: list[np.ndarray], staged: Staged, parsing
-    ) -> tuple[PasteBackBatch, PasteBackTables, ParsingTables]:
+        self,
+        ws: Workspace,
+        used: list[int],
+        faces: Faces,
+        frames: list[np.ndarray],
+        staged: Staged,
+        parsing,
+        enhance: Sequence[np.ndarray] | None = None,
+    ) -> tuple[PasteBackBatch, PasteBackTables, ParsingTables, EnhancerTables | None]:
         """Step 3: the border masks on the host (while the device works), then the upload of the paste-back
-        tables and of the ``parsing`` masks (event ``masks_uploaded``). Returns the batch and the device
-        addresses of both kernels' tables."""
-        item = 3 * self.crop_size * self.crop_size * self.output_dtype.itemsize
+        tables, of the ``parsing`` masks and, with ``enhance`` (each face's frame→enhancer-crop matrix), of the
+        enhancer's matrices (event ``masks_uploaded``). Enhanced faces are pasted from the enhancer's output,
+        read through their enhancer matrices within their swap's region and mask. Returns the batch and the
+        device addresses of the kernels' tables."""
         per_frame = [[m for i, m in faces if i == image] for image in used]
         order = [f for image in used for f, (i, _) in enumerate(faces) if i == image]  # faces grouped by frame
-        batch = pack_pasteback([f.shape for f in frames], per_frame, self.crop_size)
-        crops = np.array([staged.swapped + f * item for f in order], np.uint64).reshape(-1)
-        tables = pasteback_tables(batch, crops)
+        if enhance is None:
+            base, item, sampled = staged.swapped, 3 * self.crop_size**2 * self.output_dtype.itemsize, None
+        else:
+            base, item = self.enhancer.reserve(ws, len(faces))[1], self.enhancer.output_bytes()
+            sampled = [[enhance[f] for f, (i, _) in enumerate(faces) if i == image] for image in used]
+        batch = pack_pasteback([f.shape for f in frames], per_frame, self.crop_size, sampled)
+        tables = pasteback_tables(batch, np.array([base + f * item for f in order], np.uint64).reshape(-1))
+        if enhance is not None:  # first: the masks' size changes with every batch
+            tables = {**enhancer_matrices([m for _, m in faces], enhance), **tables}
         if parsing:  # last: their size changes too
             tables.update(parsing_masks=parsing[0], parsing_faces=parsing[1])
         addresses = ws.masks.layout([t.nbytes for t in tables.values()])
@@ -392,8 +418,13 @@ class DeviceStages:
         placed = dict(zip(tables, addresses, strict=True))
         count = len(parsing[1]) if parsing else 0
         blend = ParsingTables(placed.pop("parsing_masks", 0), placed.pop("parsing_faces", 0), count)
+        enhancing = None
+        if enhance is not None:
+            t = staged.tables
+            inverse, to_swap = placed.pop("enhancer_inverse"), placed.pop("to_swap")
+            enhancing = EnhancerTables(t.frames, t.pitches, t.widths, t.heights, t.frame_of_face, inverse, to_swap)
         paste = PasteBackTables(frames=staged.tables.frames, pitches=staged.tables.pitches, **placed)
-        return batch, paste, blend
+        return batch, paste, blend, enhancing
 
     def _enqueue_pasteback(
         self,
@@ -403,17 +434,22 @@ class DeviceStages:
         paste: PasteBackTables,
         blend: ParsingTables | None = None,
         grid_rois: np.ndarray | None = None,
+        enhancing: EnhancerTables | None = None,
     ) -> None:
-        """Step 4 on the compute stream: the parsing-mask blend (``blend``, with a parser), then one paste-back
-        launch that reads the generator's output where it lies. ``grid_rois``: regions for the launch grid
+        """Step 4 on the compute stream: the parsing-mask blend (``blend``, with a parser), the face enhancer
+        (``enhancing``: its tables, see ``simswap_trt.device.enhance``), then one paste-back launch that reads
+        the generator's (or the enhancer's) output where it lies. ``grid_rois``: regions for the launch grid
         only."""
-        half_out = self.output_dtype == np.float16
+        size, half_out = self.crop_size, self.output_dtype == np.float16
         if blend is not None:
             half_in = self.target_dtype == np.float16
             swapped, targets = staged.swapped, staged.targets
-            self.kernels.parsing_blend(ws.compute.handle, blend, self.crop_size, swapped, half_out, targets, half_in)
+            self.kernels.parsing_blend(ws.compute.handle, blend, size, swapped, half_out, targets, half_in)
+        if enhancing is not None:
+            self.enhancer.enqueue(self.kernels, ws, enhancing, staged.count, (staged.swapped, size, half_out))
+            size, half_out = self.enhancer.size, self.enhancer.half_out
         regions = batch.union_rois if grid_rois is None else grid_rois
-        self.kernels.pasteback(ws.compute.handle, paste, regions, self.crop_size, half_out)
+        self.kernels.pasteback(ws.compute.handle, paste, regions, size, half_out)
 
     def _run_graphed(self, ws: Workspace, staged: Staged, batch: PasteBackBatch, paste: PasteBackTables) -> None:
         """Steps 2 and 4 as one CUDA graph per launch signature (the batch size, addresses and grids), on
@@ -512,11 +548,19 @@ class DeviceStages:
         ws.crops_downloaded.synchronize()
         return host
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
-        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
+    def start(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Faces,
+        latent: np.ndarray,
+        enhance: Sequence[np.ndarray] | None = None,
+    ) -> DeviceTicket:
+        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them. ``enhance``: each face's
+        frame→enhancer-crop matrix (``FaceEnhancer.matrix``), to restore the swaps on the device before the
+        paste-back (with an ``enhancer``)."""
         with self._lock:
             cuda.activate(self.device)
-            return self._start(images, faces, latent)
+            return self._start(images, faces, latent, enhance)
 
     def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
         with self._lock:

@@ -12,6 +12,7 @@ import numpy as np
 
 from simswap_trt.vision.align import invert_affine
 from simswap_trt.vision.detect import letterbox_size
+from simswap_trt.vision.enhance import compose_affine
 from simswap_trt.vision.pasteback import border_mask, face_roi
 
 
@@ -31,14 +32,19 @@ class PasteBackBatch:
 
 
 def pack_pasteback(
-    frame_shapes: Sequence[tuple[int, ...]], matrices: Sequence[Sequence[np.ndarray]], crop_size: int
+    frame_shapes: Sequence[tuple[int, ...]],
+    matrices: Sequence[Sequence[np.ndarray]],
+    crop_size: int,
+    sampled: Sequence[Sequence[np.ndarray]] | None = None,
 ) -> PasteBackBatch:
-    """Regions, masks and matrices of ``matrices[f]`` (the faces of frame f, in paste order)."""
+    """Regions, masks and matrices of ``matrices[f]`` (the faces of frame f, in paste order). ``sampled``: the
+    frame→crop matrices the pasted crops are read through when they are not the crops that place the faces
+    (enhanced faces: read in the enhancer's crop, placed by their swap's region and border mask)."""
     union_rois, face_begin, forward, rois, masks, offsets, outside = [], [0], [], [], [], [], []
     offset = 0
-    for shape, faces in zip(frame_shapes, matrices, strict=True):
+    for shape, faces, reads in zip(frame_shapes, matrices, sampled or matrices, strict=True):
         placed = []
-        for matrix in faces:
+        for matrix, read in zip(faces, reads, strict=True):
             roi = face_roi(matrix, crop_size, shape)
             if roi is None:
                 outside.append(len(forward))
@@ -46,7 +52,7 @@ def pack_pasteback(
                 mask = border_mask(matrix, crop_size, roi)
                 masks.append(mask.ravel())
                 placed.append(roi)
-            forward.append(np.asarray(matrix, np.float32).reshape(6))
+            forward.append(np.asarray(read, np.float32).reshape(6))
             rois.append(roi or (0, 0, 0, 0))
             offsets.append(offset)
             offset += mask.size if roi else 0
@@ -67,9 +73,35 @@ def pack_pasteback(
     )
 
 
+def frames_with_faces(
+    images: Sequence[np.ndarray], faces: Sequence[tuple[int, np.ndarray]]
+) -> tuple[list[int], list[np.ndarray], np.ndarray]:
+    """Only frames with faces are used: their image indices, the frames (contiguous), and each face's frame
+    position among them."""
+    used = sorted({i for i, _ in faces})
+    position = {image: k for k, image in enumerate(used)}
+    frames = [np.ascontiguousarray(images[i]) for i in used]
+    return used, frames, np.array([position[i] for i, _ in faces], np.int32)
+
+
 def crop_to_frame_matrices(matrices: Sequence[np.ndarray]) -> np.ndarray:
     """float32 [faces, 6] crop→frame matrices for the preprocessing kernel."""
     return np.array([invert_affine(np.asarray(m, np.float64)).reshape(6) for m in matrices], np.float32)
+
+
+def enhancer_matrices(generator: Sequence[np.ndarray], enhancer: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The enhancer-input kernel's per-face matrices by field name of ``EnhancerTables``: each face's enhancer
+    crop→frame matrix and enhancer crop→generator crop matrix (the inverse of the composed map
+    ``simswap_trt.vision.enhance.compose_affine(E, G⁻¹)``), from its frame→generator-crop matrix ``G`` and
+    frame→enhancer-crop matrix ``E``."""
+    to_swap = [
+        invert_affine(compose_affine(np.asarray(e, np.float64), invert_affine(np.asarray(g, np.float64))))
+        for g, e in zip(generator, enhancer, strict=True)
+    ]
+    return {
+        "enhancer_inverse": crop_to_frame_matrices(enhancer),
+        "to_swap": np.array([m.reshape(6) for m in to_swap], np.float32).reshape(-1, 6),
+    }
 
 
 def frame_tables(frames: Sequence[np.ndarray]) -> dict[str, np.ndarray]:

@@ -35,20 +35,22 @@ class Workspace:
         self.parser_inputs, self.parser_logits, self.parser_labels = DeviceArray(), DeviceArray(), DeviceArray()
         self.contexts: list = []  # graph mode: contexts of the eager runs (never captured), one per chunk
         self.activation = DeviceArray()  # graph mode: the activation memory all its generator contexts share
+        self.enhancer_inputs, self.enhanced = DeviceArray(), DeviceArray()  # the face enhancer's input and output
         # graph mode, by launch signature: each graph with the contexts it was captured on (its own)
         self.graphs = cuda.GraphCache(MAX_GRAPHS)
         self.used = 0  # when a batch last took the workspace (order of use)
 
     def memory(self) -> MemoryUse:
-        """Its staging, generator, region, parser and shared activation buffers."""
+        """Its staging, generator, region, parser, enhancer and shared activation buffers."""
         arrays = (self.targets, self.swapped, self.activation, self.regions, self.crops)
-        arrays += (self.parser_inputs, self.parser_logits, self.parser_labels)
+        arrays += (self.parser_inputs, self.parser_logits, self.parser_labels, self.enhancer_inputs, self.enhanced)
         return sum((array.memory() for array in arrays), self.inputs.memory() + self.masks.memory())
 
     def free(self) -> None:
         """Wait for the workspace's work, then free it; after a device fault, as much as can be."""
         steps = [self.compute.synchronize, self.done.synchronize]
         steps += [owner.free for owner in (self.inputs, self.masks, self.targets, self.swapped, self.regions)]
+        steps += [self.enhancer_inputs.free, self.enhanced.free]
         steps += [event.free for event in (self.uploaded, self.masks_uploaded, self.computed, self.done)]
         cuda.free_all(*steps, self.free_parsing, self.free_graphs, self.compute.free)
 

@@ -13,6 +13,9 @@
   each masked face's generator output blended in place with its generator input, before the paste-back.
 * ``simswap_parser_input_kernel`` and ``simswap_parser_labels_kernel``: the face parser's input made from
   the generator input (nearest resize to 512, ImageNet normalisation) and its logits reduced to labels.
+* ``simswap_enhancer_input_kernel`` and ``simswap_enhance_blend_kernel``: the face enhancer's input made from
+  the generator's output where it lies (the composed map into the enhancer's crop, the frame around it) and
+  the enhancer's output blended with it in place, before the paste-back reads it.
 * ``host.cpp``: the same math in loops, built by CMake (``simswap_kernels_host``) for the CPU tests.
 
 The runtime loads the fatbin that CMake builds (``SIMSWAP_KERNELS_FATBIN`` or ``simswap_kernels.fatbin``
@@ -45,6 +48,8 @@ KERNEL_NAMES = (
     "simswap_parsing_blend_kernel",
     "simswap_parser_input_kernel",
     "simswap_parser_labels_kernel",
+    "simswap_enhancer_input_kernel",
+    "simswap_enhance_blend_kernel",
 )
 BLOCK = (16, 16, 1)
 
@@ -165,12 +170,27 @@ class ParsingTables:
     count: int
 
 
+@dataclass(frozen=True)
+class EnhancerTables:
+    """Device addresses of the tables the enhancer-input kernel reads: the preprocessing's per-frame tables and
+    frame of each face, and per face its enhancer crop→frame matrix (``inverse``) and enhancer crop→generator
+    crop matrix (``to_swap``), float32 [6] each."""
+
+    frames: int
+    pitches: int
+    widths: int
+    heights: int
+    frame_of_face: int
+    inverse: int
+    to_swap: int
+
+
 def _pointers(*addresses: int) -> list[np.uint64]:
     return [np.uint64(address) for address in addresses]
 
 
 class DeviceKernels:
-    """The six kernels, each launched by one method from named tables of device addresses (see
+    """The eight kernels, each launched by one method from named tables of device addresses (see
     ``simswap_kernels.cu``), with grids computed from the crop size, canvas or regions. A launch for no
     face or frame does nothing."""
 
@@ -239,6 +259,37 @@ class DeviceKernels:
         if count:
             grid = preprocess_grid(PARSING_SIZE, count)
             launch(stream, self.kernels["simswap_parser_labels_kernel"], grid, _pointers(logits, labels))
+
+    def enhancer_input(
+        self,
+        stream: int,
+        tables: EnhancerTables,
+        faces: int,
+        swap: tuple[int, int, bool],
+        size: int,
+        half: bool,
+        out: int,
+    ) -> None:
+        """Every face's enhancer input into ``out`` (NCHW RGB [0, 1], ``size`` crops, float16 with ``half``), one
+        launch: ``swap`` = (address, crop size, float16) of the generator's output, placed by the composed map,
+        the frame around it."""
+        if faces:
+            t, (swapped, swap_size, half_in) = tables, swap
+            args = _pointers(t.frames, t.pitches, t.widths, t.heights, t.frame_of_face, t.inverse, t.to_swap)
+            args += [np.uint64(swapped), np.int32(half_in), np.int32(swap_size), np.int32(size), np.int32(half)]
+            args += [np.uint64(out)]
+            launch(stream, self.kernels["simswap_enhancer_input_kernel"], preprocess_grid(size, faces), args)
+
+    def enhance_blend(
+        self, stream: int, enhanced: int, half_out: bool, inputs: int, half_in: bool, blend: float, count: int
+    ) -> None:
+        """``blend``·enhanced + (1 − ``blend``)·input over ``count`` values, rewriting the enhancer's output
+        ``enhanced`` in place (each float16 with its ``half_*``), one launch."""
+        if count:
+            args = [np.uint64(enhanced), np.int32(half_out), np.uint64(inputs), np.int32(half_in)]
+            args += [np.float32(blend), np.int64(count)]
+            grid = (_blocks(count, BLOCK[0] * BLOCK[1]), 1, 1)
+            launch(stream, self.kernels["simswap_enhance_blend_kernel"], grid, args)
 
 
 def fatbin_targets(path: str | Path) -> list[tuple[str, int]]:

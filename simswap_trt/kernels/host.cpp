@@ -76,4 +76,29 @@ void simswap_parser_labels_host(const float* logits, int faces, uint8_t* labels)
         for (long long index = 0; index < plane; ++index)
             labels[face * plane + index] = parser_label(logits + face * SIMSWAP_PARSING_CLASSES * plane, index);
 }
+
+void simswap_enhancer_input_host(const uint8_t* const* frames, const int* pitches, const int* widths,
+                                 const int* heights, const int* frame_of_face, const Affine* inverse,
+                                 const Affine* to_swap, const void* swapped, int half_in, int swap_size, int faces,
+                                 int size, int half_out, void* out) {
+    for (int face = 0; face < faces; ++face) {
+        int f = frame_of_face[face];
+        const char* swap = (const char*)swapped + (long long)face * 3 * swap_size * swap_size * (half_in ? 2 : 4);
+        char* face_out = (char*)out + (long long)face * 3 * size * size * (half_out ? 2 : 4);
+        for (int y = 0; y < size; ++y)
+            for (int x = 0; x < size; ++x) {
+                float rgb[3];
+                enhancer_input_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], swap, half_in,
+                                     swap_size, to_swap[face], x, y, rgb);
+                store_nchw(face_out, half_out, size, x, y, rgb);
+            }
+    }
+}
+
+void simswap_enhance_blend_host(void* enhanced, int half_out, const void* inputs, int half_in, float blend,
+                                long long count) {
+    for (long long i = 0; i < count; ++i)
+        store_value(enhanced, half_out, i,
+                    enhance_blend(load_value(enhanced, half_out, i), load_value(inputs, half_in, i), blend));
+}
 }

@@ -89,3 +89,35 @@ extern "C" __global__ void simswap_parser_labels_kernel(const float* logits, uin
     long long index = (long long)y * SIMSWAP_PARSING_SIZE + x;
     labels[face * plane + index] = parser_label(logits + face * SIMSWAP_PARSING_CLASSES * plane, index);
 }
+
+// One thread per enhancer crop pixel; blockIdx.z is the face. Writes the enhancer's input NCHW RGB [0, 1]
+// (3 x size x size per face, float32 or, with `half_out`, float16) from each face's generator output (`swapped`,
+// swap_size crops, `half_in`) placed by `to_swap` (enhancer crop -> generator crop), the frame around it placed
+// by `inverse` (enhancer crop -> frame).
+extern "C" __global__ void simswap_enhancer_input_kernel(const uint8_t* const* frames, const int* pitches,
+                                                         const int* widths, const int* heights,
+                                                         const int* frame_of_face, const Affine* inverse,
+                                                         const Affine* to_swap, const void* swapped, int half_in,
+                                                         int swap_size, int size, int half_out, void* out) {
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    int face = blockIdx.z;
+    if (x >= size || y >= size) return;
+    int f = frame_of_face[face];
+    const char* swap = (const char*)swapped + (long long)face * 3 * swap_size * swap_size * (half_in ? 2 : 4);
+    float rgb[3];
+    enhancer_input_pixel(frames[f], pitches[f], widths[f], heights[f], inverse[face], swap, half_in, swap_size,
+                         to_swap[face], x, y, rgb);
+    store_nchw((char*)out + (long long)face * 3 * size * size * (half_out ? 2 : 4), half_out, size, x, y, rgb);
+}
+
+// One thread per value of `count` values (blocks of any shape, one-dimensional grid): the enhancer's output
+// (`enhanced`, rewritten in place) blended with its input by `blend`, before the paste-back reads it.
+extern "C" __global__ void simswap_enhance_blend_kernel(void* enhanced, int half_out, const void* inputs, int half_in,
+                                                        float blend, long long count) {
+    long long threads = (long long)blockDim.x * blockDim.y;
+    long long i = blockIdx.x * threads + (long long)threadIdx.y * blockDim.x + threadIdx.x;
+    if (i >= count) return;
+    store_value(enhanced, half_out, i,
+                enhance_blend(load_value(enhanced, half_out, i), load_value(inputs, half_in, i), blend));
+}

@@ -269,3 +269,43 @@ SIMSWAP_HD uint8_t parser_label(const float* logits, long long index) {
         if (logits[k * plane + index] > top) top = logits[k * plane + index], best = k;
     return (uint8_t)best;
 }
+
+// -- face enhancer on the device: its input made from the swap where it lies, its output blended with it ------
+
+// RGB in [0, 1] and coverage of a generator output crop at (fx, fy): a bilinear sample with zero outside the
+// crop (as cv2.warpAffine with a constant zero border), and `cover`, the same sample of an all-ones crop: the
+// share of the pixel that the crop covers.
+SIMSWAP_HD float sample_swap(const void* crop, int half, int size, float fx, float fy, float rgb[3]) {
+    float x0f = simswap_floorf(fx), y0f = simswap_floorf(fy);
+    float ax = fx - x0f, ay = fy - y0f;
+    int x0 = (int)x0f, y0 = (int)y0f;
+    float bgr[3];
+    sample_generator(crop, half, size, fx, fy, bgr);
+    for (int c = 0; c < 3; ++c) rgb[c] = bgr[2 - c] * (1.0f / 255.0f);
+    float inside[4];
+    for (int k = 0; k < 4; ++k) {
+        int x = x0 + (k & 1), y = y0 + (k >> 1);
+        inside[k] = (x >= 0 && y >= 0 && x < size && y < size) ? 1.0f : 0.0f;
+    }
+    return lerp_f32(lerp_f32(inside[0], inside[1], ax), lerp_f32(inside[2], inside[3], ax), ay);
+}
+
+// Enhancer input pixel (x, y) of one face, RGB in [0, 1] (simswap_trt.vision.enhance.to_enhancer_crops): the
+// swap (`swapped`, the generator's output crop) sampled through `to_swap` (enhancer crop -> generator crop),
+// and where it does not cover the pixel, the frame sampled through `inverse` (enhancer crop -> frame) and
+// rounded to a level, as the host's uint8 warp.
+SIMSWAP_HD void enhancer_input_pixel(const uint8_t* frame, int pitch, int width, int height, Affine inverse,
+                                     const void* swapped, int half, int swap_size, Affine to_swap, int x, int y,
+                                     float rgb[3]) {
+    float around[3], face[3];
+    preprocess_pixel(frame, pitch, width, height, inverse, x, y, around);
+    float fx = to_swap.m[0] * (float)x + (to_swap.m[1] * (float)y + to_swap.m[2]);
+    float fy = to_swap.m[3] * (float)x + (to_swap.m[4] * (float)y + to_swap.m[5]);
+    float cover = sample_swap(swapped, half, swap_size, fx, fy, face);
+    for (int c = 0; c < 3; ++c) rgb[c] = face[c] + (1.0f - cover) * around[c];
+}
+
+// blend * enhanced + (1 - blend) * input, in float32 and in this order (as the host path's NumPy expression).
+SIMSWAP_HD float enhance_blend(float enhanced, float input, float blend) {
+    return blend * enhanced + (1.0f - blend) * input;
+}

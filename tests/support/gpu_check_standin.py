@@ -41,6 +41,18 @@ def enqueue_detector(gpu, engine, addresses: dict, batch: int, stream) -> None:
     gpu.enqueue(stream.handle, "execute", run)
 
 
+def enqueue_enhancer(gpu, addresses: dict, batch: int, size: int, stream) -> None:
+    """The stand-in face enhancer's work on ``batch`` crops as NumPy queued on ``stream`` of the stand-in GPU."""
+    image = (batch, 3, size, size)
+
+    def run():
+        view(gpu, addresses["enhanced"], image)[...] = standins.enhancer_standin_numpy(
+            view(gpu, addresses["face"], image)
+        )
+
+    gpu.enqueue(stream.handle, "execute", run)
+
+
 def plans_on(gpu, monkeypatch) -> None:
     """The check's stand-in plans (torch and the NVRTC kernel) as queued NumPy work on ``gpu``."""
 
@@ -52,11 +64,16 @@ def plans_on(gpu, monkeypatch) -> None:
         enqueue_detector(gpu, self, addresses, batch, stream)
         self.calls += 1
 
+    def enhancer(self, addresses, batch, stream):
+        enqueue_enhancer(gpu, addresses, batch, self.size, stream)
+        self.calls += 1
+
     def kernel(self, addresses, batch, stream):
         enqueue_generator(gpu, addresses, batch, self.crop_size, stream)
 
     monkeypatch.setattr(standins.StandinEngine, "execute_device", generator)
     monkeypatch.setattr(standins.StandinDetectorEngine, "execute_device", detector)
+    monkeypatch.setattr(standins.StandinEnhancerEngine, "execute_device", enhancer)
     monkeypatch.setattr(standins.KernelStandinEngine, "launch", kernel)
     monkeypatch.setattr(standins, "standin_kernel", lambda device=None: "standin_generator")
     monkeypatch.setattr(standins, "torch_cuda_missing", lambda: None)
