@@ -16,10 +16,10 @@ from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 from skimage.metrics import peak_signal_noise_ratio
 
-import simswap_build.cli as build_cli
 import simswap_build.precision.recipe as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
+from simswap_build.cli import validate as validate_command
 from simswap_build.convert.bundle import reestimated_bundle
 from simswap_build.precision.fidelity import fidelity_report, psnr, psnr_per_face
 from simswap_build.precision.qdq import activation_histograms, quantizable_convs, run_batched, session
@@ -539,10 +539,10 @@ def test_arcface_stays_fp16_where_int8_costs_identity(precision_bundle, photos):
 
 
 def test_int8_report_printout(recipe, capsys):
-    from simswap_build.cli import _print_int8_report
+    from simswap_build.cli.precision import print_int8_report
 
     _, report, _ = recipe
-    _print_int8_report(report)
+    print_int8_report(report)
     lines = capsys.readouterr().out.splitlines()
     split = report["split"]
     assert lines[0].startswith(f"int8: {split['calibration_faces']} calibration faces, {split['check_faces']} check")
@@ -631,7 +631,7 @@ def test_validate_sets_the_default_only_where_it_met_its_goals(precision_bundle,
         assert forced.generator.graph["precision"] == "fp32" and forced.arcface.graph["precision"] == "fp32"
     # a precision that fails its goals is not set, and removes a default set before on that backend
     failing = {"faces": 4, "precisions": {k: {**r, "meets_goals": False} for k, r in rows.items()}}
-    assert not build_cli._set_default(bundle, failing, "int8", ("onnxruntime", "openvino"))
+    assert not validate_command.set_default(bundle, failing, "int8", ("onnxruntime", "openvino"))
     assert Bundle.load(root).default_precision == {}
     assert "int8 is not the default on any backend" in capsys.readouterr().out
 
