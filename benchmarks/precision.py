@@ -25,8 +25,9 @@ import numpy as np
 from simswap_build.bench.measure import generator_feeds, machine, measure
 from simswap_build.bench.photos import face_photo_set, people_photo_set
 from simswap_build.convert.bundle import reestimated_bundle
+from simswap_build.precision.calibration import calibration_crops
 from simswap_build.precision.fidelity import fidelity_report, print_report, psnr_per_face
-from simswap_build.precision.recipe import add_precisions, calibration_crops, feeds_for
+from simswap_build.precision.recipe import add_precisions, feeds_for
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, cpu_flags, int8_kernels_exact

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from simswap_build.precision import recipe
-from simswap_build.precision.recipe import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK, Goals, PrecisionGoalError
+from simswap_build.precision.goals import Goals, PrecisionGoalError
+from simswap_build.precision.split import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK
 from simswap_trt.bundle import Bundle
 from simswap_trt.cli_support import float_between, int_at_least
 from simswap_trt.errors import OutputError, SimswapError

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from simswap_build.convert.bundle_writer import rewrite_manifest
-from simswap_build.precision import fidelity, recipe
+from simswap_build.precision import calibration, fidelity
 from simswap_trt.bundle import DEFAULT_BACKENDS, Bundle
 from simswap_trt.cli_support import positive_int
 from simswap_trt.engines.openvino import bf16_supported, openvino_available
@@ -68,14 +68,14 @@ def run(args: argparse.Namespace) -> int:
             f"{args.bundle} has no FP16 / INT8 graphs to validate: add them with 'simswap-build precision'{hint}"
         )
     if args.json:
-        recipe.calibration_files(args.images)  # the folder must hold photos
+        calibration.calibration_files(args.images)  # the folder must hold photos
         _check_report_output(args.json, bundle, list_images(args.images), args.overwrite)
-    crops = recipe.calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
+    crops = calibration.calibration_crops(args.images, bundle.alignment, bundle.crop_size, limit=args.limit)
     enhancer_crops = None
     if bundle.enhancer is not None:  # the same faces, aligned as the enhancer takes them
         alignment = bundle.enhancer.source["alignment"]
         size = fidelity.enhancer_size(bundle)
-        enhancer_crops = recipe.calibration_crops(args.images, alignment, size, limit=args.limit)
+        enhancer_crops = calibration.calibration_crops(args.images, alignment, size, limit=args.limit)
     backends = ("onnxruntime", "openvino") if args.backend == "all" else (args.backend,)
     report = fidelity.fidelity_report(bundle.root, crops, backends, enhancer_crops)
     fidelity.print_report(report)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from simswap_build.precision.recipe import Goals
+from simswap_build.precision.goals import ENHANCER_FP16_GOAL_DB, Goals
 from simswap_trt.backends import open_engine, open_openvino
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import Engine, OnnxRuntimeEngine
@@ -92,8 +92,6 @@ def enhancer_rows(
 ) -> tuple[dict, dict]:
     """The enhancer's rows (module docstring) on ``crops``, uint8 BGR aligned to its template at its size,
     and why rows were skipped."""
-    from simswap_build.precision.recipe import ENHANCER_FP16_GOAL_DB
-
     faces = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32) * np.float32(1 / 255)
     reference = OnnxRuntimeEngine(bundle.path_of("enhancer")).run({"face": faces})["enhanced"]
     goals = {"psnr_min_db": ENHANCER_FP16_GOAL_DB}
