@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simswap_build.cli import train
 from simswap_build.cli.options import add_training_arguments
+from simswap_build.cli.train import run as train
 
 NAME = "finetune"
 HELP = "continue training an official (or own) generator on your faces"
@@ -29,4 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser)
 
 
-run = train.run  # 'train' reads --generator and --discriminators where they are given
+def run(args: argparse.Namespace) -> int:
+    """As 'train', which starts from --generator (and --discriminators) where they are given."""
+    return train(args)
