@@ -17,7 +17,6 @@ import onnx
 
 from simswap_build.convert.bundle_writer import add_model
 from simswap_trt.bundle import PARSER, Bundle
-from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.errors import ConfigError
 from simswap_trt.schema import sha256_of
 from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE
@@ -47,6 +46,8 @@ def parser_graph(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def check_parser_graph(graph: onnx.ModelProto, source: Path) -> None:
     """Run ``graph`` once on ONNX Runtime (two zero images): its output must really be [2, 19, 512, 512]."""
+    from simswap_trt.engines import OnnxRuntimeEngine
+
     engine = OnnxRuntimeEngine(graph.SerializeToString(), threads=1, name=source.name)
     image = np.zeros((2, 3, PARSING_SIZE, PARSING_SIZE), np.float32)
     shape = engine.run({engine.inputs[0].name: image})[engine.outputs[0].name].shape
