@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,18 +33,91 @@ LANDMARKS = np.array([[900, 500], [1000, 508], [948, 562], [905, 612], [993, 618
 
 
 def main() -> int:
-    args = _parser().parse_args()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "kernels.json")
+    args = parser.parse_args()
     try:
         device = cuda.device_info()
         kernels = DeviceKernels(load_device_kernels())
     except SimswapError as exc:
         print(f"skipped: {exc}")
         return 2
-    inputs = _Inputs.random(args.frames)
-    gpu = _gpu_times(kernels, inputs, args.repeats)
-    cpu = _cpu_times(inputs, args.repeats)
-    rows = {"preprocess": (cpu[0], gpu[0]), "paste-back": (cpu[1], gpu[1])}
-    n = args.frames
+    from cuda.core import EventOptions, Stream
+
+    rng = np.random.default_rng(0)
+    size, n = 224, args.frames
+    frames = [rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8) for _ in range(n)]
+    matrices = [alignment_matrix(LANDMARKS + rng.normal(0, 3, (5, 2)), "multipose", size) for _ in range(n)]
+    generator_out = rng.random((n, 3, size, size), dtype=np.float32)  # the generator's layout, as the kernel reads it
+    crops = generator_out.transpose(0, 2, 3, 1)[..., ::-1] * 255  # the CPU paste-back's BGR [0, 255] crops
+    cuda_stream = cuda.Stream()
+    stream = Stream.from_handle(cuda_stream.handle)
+    timing = EventOptions(timing_enabled=True)  # cuda.core events do not time by default
+
+    device_frames = [cuda_memory.DeviceBuffer.from_array(f) for f in frames]
+    pointers = cuda_memory.DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
+    pitches = cuda_memory.DeviceBuffer.from_array(np.full(n, 1920 * 3, np.int32))
+    widths, heights = (
+        cuda_memory.DeviceBuffer.from_array(np.full(n, 1920, np.int32)),
+        cuda_memory.DeviceBuffer.from_array(np.full(n, 1080, np.int32)),
+    )
+    frame_of_face, inverse = (
+        cuda_memory.DeviceBuffer.from_array(np.arange(n, dtype=np.int32)),
+        cuda_memory.DeviceBuffer.from_array(crop_to_frame_matrices(matrices)),
+    )
+    out = cuda_memory.DeviceBuffer(n * 3 * size * size * 4)
+    batch = pack_pasteback([f.shape for f in frames], [[m] for m in matrices], size)
+    device_crops = cuda_memory.DeviceBuffer.from_array(generator_out)
+    crop_table = np.array([device_crops.ptr + i * generator_out[0].nbytes for i in range(n)], np.uint64)
+    tables = [
+        cuda_memory.DeviceBuffer.from_array(a)
+        for a in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
+    ] + [cuda_memory.DeviceBuffer.from_array(batch.mask_offsets)]
+
+    def gpu_time(run) -> float:
+        start = stream.record(options=timing)
+        for _ in range(args.repeats):
+            run()
+        end = stream.record(options=timing)
+        end.sync()
+        return (end - start) / args.repeats / 1e3  # cuda.core events subtract to milliseconds
+
+    preprocess_gpu = gpu_time(
+        lambda: kernels.preprocess(
+            cuda_stream.handle,
+            *[b.ptr for b in (pointers, pitches, widths, heights, frame_of_face, inverse)],
+            n,
+            size,
+            False,
+            out.ptr,
+        )
+    )
+    pasteback_gpu = gpu_time(
+        lambda: kernels.pasteback(
+            cuda_stream.handle,
+            pointers.ptr,
+            pitches.ptr,
+            batch.union_rois,
+            *[t.ptr for t in tables[:3]],
+            size,
+            False,
+            *[t.ptr for t in tables[3:]],
+        )
+    )
+
+    def cpu_time(run) -> float:
+        seconds = []
+        for _ in range(max(3, args.repeats // 4)):
+            start = time.perf_counter()
+            run()
+            seconds.append(time.perf_counter() - start)
+        return statistics.median(seconds)
+
+    preprocess_cpu = cpu_time(lambda: crops_to_tensor(warp_faces(frames, list(enumerate(matrices)), size), size))
+    pasteback_cpu = cpu_time(lambda: [paste_back(f, [(c, m)]) for f, c, m in zip(frames, crops, matrices, strict=True)])
+    rows = {"preprocess": (preprocess_cpu, preprocess_gpu), "paste-back": (pasteback_cpu, pasteback_gpu)}
     print(f"{n} frames 1920x1080, 1 face each; {device.name} ({device.sm})")
     print(f"{'stage':<12}{'CPU ms':>10}{'GPU ms':>10}{'speed-up':>10}")
     for name, (cpu_s, gpu_s) in rows.items():
@@ -65,115 +137,6 @@ def main() -> int:
         + "\n"
     )
     return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "kernels.json")
-    return parser
-
-
-@dataclass(frozen=True)
-class _Inputs:
-    """Seeded random 1080p frames with one face each, their alignment matrices and the generator's output."""
-
-    frames: list[np.ndarray]
-    matrices: list[np.ndarray]
-    generator_out: np.ndarray  # the generator's layout, as the kernel reads it
-    size: int = 224
-
-    @classmethod
-    def random(cls, n: int, size: int = 224) -> _Inputs:
-        rng = np.random.default_rng(0)
-        frames = [rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8) for _ in range(n)]
-        matrices = [alignment_matrix(LANDMARKS + rng.normal(0, 3, (5, 2)), "multipose", size) for _ in range(n)]
-        return cls(frames, matrices, rng.random((n, 3, size, size), dtype=np.float32), size)
-
-    @property
-    def crops(self) -> np.ndarray:
-        """The CPU paste-back's BGR [0, 255] crops."""
-        return self.generator_out.transpose(0, 2, 3, 1)[..., ::-1] * 255
-
-
-def _cpu_times(inputs: _Inputs, repeats: int) -> tuple[float, float]:
-    """Median seconds of the OpenCV/NumPy preprocess and paste-back of the batch."""
-
-    def cpu_time(run) -> float:
-        seconds = []
-        for _ in range(max(3, repeats // 4)):
-            start = time.perf_counter()
-            run()
-            seconds.append(time.perf_counter() - start)
-        return statistics.median(seconds)
-
-    frames, matrices, size = inputs.frames, inputs.matrices, inputs.size
-    crops = inputs.crops
-    preprocess = cpu_time(lambda: crops_to_tensor(warp_faces(frames, list(enumerate(matrices)), size), size))
-    pasteback = cpu_time(lambda: [paste_back(f, [(c, m)]) for f, c, m in zip(frames, crops, matrices, strict=True)])
-    return preprocess, pasteback
-
-
-def _gpu_times(kernels: DeviceKernels, inputs: _Inputs, repeats: int) -> tuple[float, float]:
-    """Seconds per launch of the preprocess and paste-back kernels on the batch (CUDA events)."""
-    from cuda.core import EventOptions, Stream
-
-    n, size = len(inputs.frames), inputs.size
-    cuda_stream = cuda.Stream()
-    stream = Stream.from_handle(cuda_stream.handle)
-    timing = EventOptions(timing_enabled=True)  # cuda.core events do not time by default
-    device_frames = [cuda_memory.DeviceBuffer.from_array(f) for f in inputs.frames]
-    pointers = cuda_memory.DeviceBuffer.from_array(np.array([b.ptr for b in device_frames], np.uint64))
-    pitches = cuda_memory.DeviceBuffer.from_array(np.full(n, 1920 * 3, np.int32))
-    widths, heights = (
-        cuda_memory.DeviceBuffer.from_array(np.full(n, 1920, np.int32)),
-        cuda_memory.DeviceBuffer.from_array(np.full(n, 1080, np.int32)),
-    )
-    frame_of_face, inverse = (
-        cuda_memory.DeviceBuffer.from_array(np.arange(n, dtype=np.int32)),
-        cuda_memory.DeviceBuffer.from_array(crop_to_frame_matrices(inputs.matrices)),
-    )
-    out = cuda_memory.DeviceBuffer(n * 3 * size * size * 4)
-    batch = pack_pasteback([f.shape for f in inputs.frames], [[m] for m in inputs.matrices], size)
-    device_crops = cuda_memory.DeviceBuffer.from_array(inputs.generator_out)
-    crop_table = np.array([device_crops.ptr + i * inputs.generator_out[0].nbytes for i in range(n)], np.uint64)
-    tables = [
-        cuda_memory.DeviceBuffer.from_array(a)
-        for a in (batch.union_rois, batch.face_begin, crop_table, batch.forward, batch.rois, batch.masks)
-    ] + [cuda_memory.DeviceBuffer.from_array(batch.mask_offsets)]
-
-    def gpu_time(run) -> float:
-        start = stream.record(options=timing)
-        for _ in range(repeats):
-            run()
-        end = stream.record(options=timing)
-        end.sync()
-        return (end - start) / repeats / 1e3  # cuda.core events subtract to milliseconds
-
-    preprocess = gpu_time(
-        lambda: kernels.preprocess(
-            cuda_stream.handle,
-            *[b.ptr for b in (pointers, pitches, widths, heights, frame_of_face, inverse)],
-            n,
-            size,
-            False,
-            out.ptr,
-        )
-    )
-    pasteback = gpu_time(
-        lambda: kernels.pasteback(
-            cuda_stream.handle,
-            pointers.ptr,
-            pitches.ptr,
-            batch.union_rois,
-            *[t.ptr for t in tables[:3]],
-            size,
-            False,
-            *[t.ptr for t in tables[3:]],
-        )
-    )
-    return preprocess, pasteback
 
 
 if __name__ == "__main__":
