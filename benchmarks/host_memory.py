@@ -46,14 +46,7 @@ def _timed(function, repeats: int) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, required=True, help="bundle with a TensorRT plan for --role")
-    parser.add_argument("--role", choices=("generator", "arcface"), default="generator")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "host_memory.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if not check_output(args.output, overwrite=args.overwrite):
         print(f"{args.output} exists; pass --overwrite to replace it")
         return 1
@@ -69,26 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"skipped: {exc}")
         return 2
     rng = np.random.default_rng(0)
-    rows = []
-    for batch in args.batches:
-        feeds = {
-            spec.name: rng.random((batch, *spec.shape[1:])).astype(spec.dtype) for spec in engines["staged"].inputs
-        }
-        outputs = {mode: engines[mode].run(feeds) for mode in MODES}
-        difference = max(float(np.abs(outputs["mapped"][k] - outputs["staged"][k]).max()) for k in outputs["staged"])
-        medians = {}
-        for mode in MODES:
-            times = _timed(lambda engine=engines[mode], feeds=feeds: engine.run(feeds), args.repeats)
-            medians[mode] = 1e3 * statistics.median(times)
-        rows.append(
-            {
-                "batch": batch,
-                "staged_median_ms": medians["staged"],
-                "mapped_median_ms": medians["mapped"],
-                "mapped_over_staged": medians["mapped"] / medians["staged"],
-                "max_abs_difference": difference,
-            }
-        )
+    rows = [_row(engines, batch, rng, args.repeats) for batch in args.batches]
     for engine in engines.values():
         engine.close()
 
@@ -118,6 +92,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_atomic(args.output, (json.dumps(results, indent=2) + "\n").encode())
     print(f"wrote {args.output}")
     return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle with a TensorRT plan for --role")
+    parser.add_argument("--role", choices=("generator", "arcface"), default="generator")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "host_memory.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    return parser
+
+
+def _row(engines: dict, batch: int, rng: np.random.Generator, repeats: int) -> dict:
+    """One batch of random inputs through each mode's engine: median times and the outputs' largest difference."""
+    feeds = {spec.name: rng.random((batch, *spec.shape[1:])).astype(spec.dtype) for spec in engines["staged"].inputs}
+    outputs = {mode: engines[mode].run(feeds) for mode in MODES}
+    difference = max(float(np.abs(outputs["mapped"][k] - outputs["staged"][k]).max()) for k in outputs["staged"])
+    medians = {}
+    for mode in MODES:
+        times = _timed(lambda engine=engines[mode], feeds=feeds: engine.run(feeds), repeats)
+        medians[mode] = 1e3 * statistics.median(times)
+    return {
+        "batch": batch,
+        "staged_median_ms": medians["staged"],
+        "mapped_median_ms": medians["mapped"],
+        "mapped_over_staged": medians["mapped"] / medians["staged"],
+        "max_abs_difference": difference,
+    }
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ import numpy as np
 from simswap_build.bench.measure import generator_feeds, machine, measure
 from simswap_build.bench.photos import face_photo_set, people_photo_set
 from simswap_build.convert.bundle import reestimated_bundle
+from simswap_build.precision.calibration import calibration_crops
 from simswap_build.precision.fidelity import fidelity_report, print_report, psnr_per_face
-from simswap_build.precision.recipe import add_precisions, calibration_crops, feeds_for
+from simswap_build.precision.recipe import add_precisions, feeds_for
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, cpu_flags, int8_kernels_exact
@@ -64,37 +65,14 @@ def cpu_int8(bundle: Bundle, crops: np.ndarray, batches: list[int], repeats: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=None, help="measure this bundle (default: re-estimated)")
-    parser.add_argument(
-        "--workdir", type=Path, default=None, help="keep photos and the re-estimated bundle here between runs"
-    )
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "precision.json")
-    args = parser.parse_args()
-
+    args = _parser().parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.workdir or Path(scratch)
-        people_photo_set(tmp / "calibration", 32, 12)
-        face_photo_set(tmp / "calibration", 4, seed=0)
-        people_photo_set(tmp / "held-out-people", 60, 16)
-        face_photo_set(tmp / "held-out-photos", 8, seed=1)
-        if args.bundle is None and (tmp / "bundle" / "manifest.json").is_file():
-            args.bundle = tmp / "bundle"  # re-estimated by an earlier run with this --workdir
-        elif args.bundle is None:
-            people_photo_set(tmp / "statistics", 0, 32)
-            face_photo_set(tmp / "statistics", 8, seed=2)
-            statistics = calibration_crops(tmp / "statistics", "multipose", 224)
-            args.bundle = reestimated_bundle(tmp / "bundle", statistics).root
-        recipe = add_precisions(args.bundle, tmp / "calibration")
+        groups = _photo_sets(tmp)
+        args.bundle = args.bundle or _reestimated(tmp)
+        recipe = add_precisions(args.bundle, groups["calibration"])
         bundle = Bundle.load(args.bundle)
-        groups = {
-            "calibration": tmp / "calibration",
-            "held-out people": tmp / "held-out-people",
-            "held-out photos": tmp / "held-out-photos",
-        }
         crops = {name: calibration_crops(folder, bundle.alignment, bundle.crop_size) for name, folder in groups.items()}
         fidelity = {}
         for name, faces in crops.items():
@@ -103,16 +81,7 @@ def main() -> None:
             print_report(fidelity[name])
         cpu = cpu_int8(bundle, crops["held-out people"][:8], args.batches, args.repeats)
     flags = sorted(cpu_flags() & {"avx2", "avx512f", *INT8_EXACT_FLAGS})
-    print(f"\nCPU flags: {', '.join(flags)}; ONNX Runtime INT8 kernels exact here: {cpu['exact_flags_present']}")
-    print(
-        f"  INT8 optimized run vs Q/DQ as written: {cpu['kernels_vs_as_written_psnr_min_db']:.2f} dB (worst face); "
-        f"vs FP32 {cpu['kernels_vs_fp32_psnr_min_db']:.2f} dB (as written: {cpu['as_written_vs_fp32_psnr_min_db']:.2f})"
-    )
-    for batch, ratio in cpu["int8_over_fp32"].items():
-        print(
-            f"  generator batch {batch}: fp32 {cpu['faces_per_s']['fp32'][batch]:.2f} faces/s, "
-            f"int8 {cpu['faces_per_s']['int8'][batch]:.2f} -> {ratio:.2f}x"
-        )
+    _print_cpu_int8(cpu, flags)
     for role in ("generator", "arcface"):
         recipe[role].pop("sensitivity", None)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -135,6 +104,55 @@ def main() -> None:
         + b"\n",
     )
     print(f"wrote {args.output}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, default=None, help="measure this bundle (default: re-estimated)")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="keep photos and the re-estimated bundle here between runs"
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "precision.json")
+    return parser
+
+
+def _photo_sets(tmp: Path) -> dict[str, Path]:
+    """Write the photo sets into ``tmp``; the folders whose faces the report measures, by name (the recipe
+    calibrates on "calibration")."""
+    people_photo_set(tmp / "calibration", 32, 12)
+    face_photo_set(tmp / "calibration", 4, seed=0)
+    people_photo_set(tmp / "held-out-people", 60, 16)
+    face_photo_set(tmp / "held-out-photos", 8, seed=1)
+    return {
+        "calibration": tmp / "calibration",
+        "held-out people": tmp / "held-out-people",
+        "held-out photos": tmp / "held-out-photos",
+    }
+
+
+def _reestimated(tmp: Path) -> Path:
+    """The bundle re-estimated on faces by an earlier run with this --workdir, else a new one."""
+    if (tmp / "bundle" / "manifest.json").is_file():
+        return tmp / "bundle"
+    people_photo_set(tmp / "statistics", 0, 32)
+    face_photo_set(tmp / "statistics", 8, seed=2)
+    statistics = calibration_crops(tmp / "statistics", "multipose", 224)
+    return reestimated_bundle(tmp / "bundle", statistics).root
+
+
+def _print_cpu_int8(cpu: dict, flags: list[str]) -> None:
+    print(f"\nCPU flags: {', '.join(flags)}; ONNX Runtime INT8 kernels exact here: {cpu['exact_flags_present']}")
+    print(
+        f"  INT8 optimized run vs Q/DQ as written: {cpu['kernels_vs_as_written_psnr_min_db']:.2f} dB (worst face); "
+        f"vs FP32 {cpu['kernels_vs_fp32_psnr_min_db']:.2f} dB (as written: {cpu['as_written_vs_fp32_psnr_min_db']:.2f})"
+    )
+    for batch, ratio in cpu["int8_over_fp32"].items():
+        print(
+            f"  generator batch {batch}: fp32 {cpu['faces_per_s']['fp32'][batch]:.2f} faces/s, "
+            f"int8 {cpu['faces_per_s']['int8'][batch]:.2f} -> {ratio:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from simswap_build.convert.architectures import GeneratorConfig
+from simswap_build.convert.bundle import untrained_bundle
 from simswap_trt import FaceSwapper
 from simswap_trt.engines.onnxruntime import available_cpus
 from simswap_trt.serving import ServeConfig, start
@@ -101,46 +103,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=4, help="requests (one crop each) per client per round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--queue-delay-us", type=int, default=20000)
-    parser.add_argument("--ngf", type=int, default=64, help="generator width (official: 64; smaller runs faster)")
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "serving.json")
-    args = parser.parse_args()
-
-    from simswap_build.convert.architectures import GeneratorConfig
-    from simswap_build.convert.bundle import untrained_bundle
-
+    args = _parser().parse_args()
     batch = args.clients  # the server can batch at most one request per client
-    crops = np.random.default_rng(0).integers(0, 256, (args.clients * args.requests, 224, 224, 3), np.uint8)
-    with tempfile.TemporaryDirectory() as folder:
-        bundle = untrained_bundle(Path(folder) / "untrained-224", generator_config=GeneratorConfig(ngf=args.ngf))
-        local = FaceSwapper.from_bundle(bundle.root, max_batch=batch)
-        local.set_source_crops(crops[:1])
-        remote = FaceSwapper.from_bundle(bundle.root, max_batch=batch)
-        remote.source_latent = local.source_latent
-        executed = counting(remote)
-        config = ServeConfig(
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=0,
-            max_batch=batch,
-            queue_delay_us=args.queue_delay_us,
-        )
-        triton = start([remote], config)
-        try:
-            in_process(local, crops[:batch], batch)  # warm-up both
-            served(config.grpc_port, crops[:batch], args.clients)
-            rounds = []
-            executed.clear()
-            for _ in range(args.rounds):
-                rounds.append(("in-process", *in_process(local, crops, batch)))
-                rounds.append(("served", *served(config.grpc_port, crops, args.clients)))
-        finally:
-            triton.stop()
-
+    rounds, executed = _rounds(args, batch)
     rows = {}
     for name in ("in-process", "served"):
         mine = [r for r in rounds if r[0] == name]
@@ -184,6 +149,49 @@ def main() -> None:
         + "\n"
     )
     print(f"wrote {args.output}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=4, help="requests (one crop each) per client per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--queue-delay-us", type=int, default=20000)
+    parser.add_argument("--ngf", type=int, default=64, help="generator width (official: 64; smaller runs faster)")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "serving.json")
+    return parser
+
+
+def _rounds(args: argparse.Namespace, batch: int) -> tuple[list[tuple], dict[int, int]]:
+    """Alternating in-process and served rounds on one untrained bundle: (name, crops/s, latencies) per round,
+    and the batch sizes Triton executed in them."""
+    crops = np.random.default_rng(0).integers(0, 256, (args.clients * args.requests, 224, 224, 3), np.uint8)
+    with tempfile.TemporaryDirectory() as folder:
+        bundle = untrained_bundle(Path(folder) / "untrained-224", generator_config=GeneratorConfig(ngf=args.ngf))
+        local = FaceSwapper.from_bundle(bundle.root, max_batch=batch)
+        local.set_source_crops(crops[:1])
+        remote = FaceSwapper.from_bundle(bundle.root, max_batch=batch)
+        remote.source_latent = local.source_latent
+        executed = counting(remote)
+        config = ServeConfig(
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=0,
+            max_batch=batch,
+            queue_delay_us=args.queue_delay_us,
+        )
+        triton = start([remote], config)
+        try:
+            in_process(local, crops[:batch], batch)  # warm-up both
+            served(config.grpc_port, crops[:batch], args.clients)
+            rounds = []
+            executed.clear()
+            for _ in range(args.rounds):
+                rounds.append(("in-process", *in_process(local, crops, batch)))
+                rounds.append(("served", *served(config.grpc_port, crops, args.clients)))
+        finally:
+            triton.stop()
+    return rounds, executed
 
 
 if __name__ == "__main__":

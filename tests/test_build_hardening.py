@@ -16,6 +16,7 @@ import simswap_build.precision.recipe as precision_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
 from simswap_build.convert.bundle import KNOWN_RELEASE_SHA256, untrained_bundle
+from simswap_build.precision.goals import PrecisionGoalError
 from simswap_trt.bundle import Bundle
 from simswap_trt.cache import CACHE_ENV
 from simswap_trt.schema import sha256_of
@@ -134,7 +135,7 @@ def test_precision_keeps_the_fp16_graphs_when_int8_fails(tiny_bundle, tmp_path, 
     monkeypatch.setattr(precision_module, "calibration_crops", lambda *args, **kwargs: random_crops(12))
 
     def failing(model, role, *args):
-        raise precision_module.PrecisionGoalError(f"INT8 {role}: planted failure", {"metric": "psnr_db"})
+        raise PrecisionGoalError(f"INT8 {role}: planted failure", {"metric": "psnr_db"})
 
     monkeypatch.setattr(precision_module, "int8_search", failing)
     assert build_main(["precision", str(root), "--images", str(blank_photos(tmp_path / "photos", 12))]) == 1

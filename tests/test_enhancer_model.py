@@ -293,17 +293,18 @@ def test_convert_with_enhancer(tiny_checkpoints, tiny_model, tmp_path):
 
 
 def test_fp16_enhancer_variant_meets_45_db_or_is_refused(tiny_bundle, tiny_model, tmp_path, monkeypatch):
-    from simswap_build.precision import recipe as precision
+    from simswap_build.precision import fp16, recipe
+    from simswap_build.precision.goals import PrecisionGoalError
 
     checkpoint = save_gfpgan(tiny_model, tmp_path / "GFPGANv1.4.pth")
     bundle = bundle_with_enhancer(tiny_bundle.root, checkpoint, tmp_path)
-    monkeypatch.setattr(precision, "ENHANCER_FP16_GOAL_DB", 200.0)  # unreachable: no FP16 enhancer is written
-    with pytest.raises(precision.PrecisionGoalError, match="FP16 enhancer"):
-        precision.add_precisions(bundle.root, None, ["fp16"])
+    monkeypatch.setattr(fp16, "ENHANCER_FP16_GOAL_DB", 200.0)  # unreachable: no FP16 enhancer is written
+    with pytest.raises(PrecisionGoalError, match="FP16 enhancer"):
+        recipe.add_precisions(bundle.root, None, ["fp16"])
     kept = Bundle.load(bundle.root).variants  # the graphs that met their goals are kept
     assert "enhancer" not in kept and set(kept) == {"generator", "arcface"}
     monkeypatch.undo()
-    precision.add_precisions(bundle.root, None, ["fp16"])
+    recipe.add_precisions(bundle.root, None, ["fp16"])
     variant = Bundle.load(bundle.root).model("enhancer", "fp16")
     assert variant.source["fp16_check"]["psnr_min_db"] >= 45 and variant.source["alignment"] == "ffhq"
     faces = np.random.default_rng(3).random((2, 3, 64, 64), dtype=np.float32)

@@ -192,7 +192,7 @@ def test_validate_reports_the_fp16_enhancer_on_held_out_faces(fp16_bundle, held_
     import onnxruntime as ort
     from skimage.metrics import peak_signal_noise_ratio
 
-    from simswap_build.precision.recipe import calibration_crops
+    from simswap_build.precision.calibration import calibration_crops
 
     code, report = _validate(fp16_bundle.root, held_out, tmp_path, monkeypatch)
     row = report["enhancer"]["fp16"]
@@ -220,7 +220,7 @@ def test_validate_fails_a_planted_bad_fp16_enhancer(fp16_bundle, held_out, tmp_p
     import onnx
     from onnx import numpy_helper
 
-    from simswap_build.precision.recipe import fp16_graph
+    from simswap_build.precision.fp16 import fp16_graph
     from simswap_build.tensorrt.builder import register_variants
 
     root = tmp_path / "bad"

@@ -380,7 +380,7 @@ def test_validate_backend_flag_selects_the_rows(full_bundle, tmp_path, capsys, m
 
     monkeypatch.setattr(fidelity, "fidelity_report", recording)
     monkeypatch.setattr(
-        "simswap_build.precision.recipe.calibration_crops", lambda *a, **k: np.zeros((2, 224, 224, 3), np.uint8)
+        "simswap_build.precision.calibration.calibration_crops", lambda *a, **k: np.zeros((2, 224, 224, 3), np.uint8)
     )
     argv = ["validate", str(full_bundle.root), "--images", str(tmp_path), "--backend"]
     assert build_main([*argv, "onnxruntime"]) == 1  # no FP16/INT8 graphs: nothing of ONNX Runtime's to check

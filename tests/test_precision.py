@@ -16,26 +16,26 @@ from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 from skimage.metrics import peak_signal_noise_ratio
 
-import simswap_build.cli as build_cli
-import simswap_build.precision.recipe as precision_module
+import simswap_build.precision.scoring as scoring_module
+import simswap_build.precision.search as search_module
 from simswap_build.bench.photos import face_photo_set
 from simswap_build.cli import main as build_main
+from simswap_build.cli import validate as validate_command
 from simswap_build.convert.bundle import reestimated_bundle
+from simswap_build.precision.calibration import calibration_crops
 from simswap_build.precision.fidelity import fidelity_report, psnr, psnr_per_face
+from simswap_build.precision.fp16 import fp16_graph
+from simswap_build.precision.goals import Goals, PrecisionGoalError
 from simswap_build.precision.qdq import activation_histograms, quantizable_convs, run_batched, session
 from simswap_build.precision.ranges import entropy_amax, max_amax, mse_amax, percentile_amax
-from simswap_build.precision.recipe import (
+from simswap_build.precision.recipe import add_precisions, feeds_for
+from simswap_build.precision.search import arcface_for_int8, int8_search
+from simswap_build.precision.split import (
     MIN_CALIBRATION,
     VARIANTS,
-    Goals,
-    add_precisions,
-    calibration_crops,
     check_count,
     face_sha256,
     face_variants,
-    feeds_for,
-    fp16_graph,
-    int8_search,
     split_faces,
 )
 from simswap_build.precision.tolerance import lower_bound, tolerance_factor
@@ -72,7 +72,7 @@ def recipe(photos, tmp_path_factory):
         return activation_histograms(model, tensors, feeds, *args)
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(precision_module, "activation_histograms", recording)
+        patch.setattr(search_module, "activation_histograms", recording)
         report = add_precisions(bundle.root, photos / "calibration")
     return Bundle.load(bundle.root), report, seen
 
@@ -291,7 +291,7 @@ def test_search_chooses_fallbacks_that_pass_on_every_backend(recipe, generator_f
     calibration, check = generator_feeds
     model = onnx.load(bundle.path_of("generator"))
     goals = Goals(psnr_db=report["generator"]["method_scores"]["max"] - 2.0)  # all-INT8 passes on ONNX Runtime
-    honest = precision_module.run_on
+    honest = scoring_module.run_on
 
     def rounding_worse(backend, graph, feeds, batch=4):
         out = honest("onnxruntime", graph, feeds, batch)
@@ -300,7 +300,7 @@ def test_search_chooses_fallbacks_that_pass_on_every_backend(recipe, generator_f
             out = out + np.random.default_rng(0).normal(0, 0.25, out.shape).astype(np.float32)
         return out
 
-    monkeypatch.setattr(precision_module, "run_on", rounding_worse)
+    monkeypatch.setattr(scoring_module, "run_on", rounding_worse)
     _, alone = int8_search(model, "generator", calibration, check, goals, backends=("onnxruntime",))
     assert alone["fp32_layers"] == [] and alone["backends"] == ["onnxruntime"]
     _, both = int8_search(model, "generator", calibration, check, goals, backends=("onnxruntime", "openvino"))
@@ -356,7 +356,7 @@ def test_recipe_records_goals_and_meets_them_on_the_check_split(recipe):
     assert min(check["bound"], check["worst"]) >= 35.0 and check["bound"] < check["mean"]
     assert bound["k"] == pytest.approx(3.0919, abs=1e-4) and bound["check_faces"] == 6  # k for n = 6: Natrella A-7
     assert generator["recipe"]["method"] in ("max", "percentile", "entropy", "mse")
-    backends = list(precision_module.scoring_backends())  # OpenVINO too where it is installed
+    backends = list(scoring_module.scoring_backends())  # OpenVINO too where it is installed
     for role in ("generator", "arcface"):
         recipe = bundle.model(role, "int8").source["recipe"]
         assert recipe["backends"] == backends and list(recipe["check"]["backends"]) == backends
@@ -418,8 +418,8 @@ def test_face_variants_and_worst_variant_scores(astronaut_crop):
     # a face scores the worst of its variants: errors 0.01, 0.1 (face 0) and 0.001, 0.02 (face 1)
     reference = np.zeros((4, 3, 2, 2))
     output = reference + np.array([0.01, 0.1, 0.001, 0.02])[:, None, None, None]
-    scores = precision_module.per_face_scores("generator", reference, output)
-    np.testing.assert_allclose(precision_module.worst_variant(scores, 2), [20.0, 10 * np.log10(1 / 0.02**2)])
+    scores = scoring_module.per_face_scores("generator", reference, output)
+    np.testing.assert_allclose(scoring_module.worst_variant(scores, 2), [20.0, 10 * np.log10(1 / 0.02**2)])
 
 
 def test_default_check_split_rule():
@@ -526,7 +526,7 @@ def test_arcface_stays_fp16_where_int8_costs_identity(precision_bundle, photos):
     feeds = [f["arcface"] for f in feeds_for(precision_bundle.root, split.calibration, split.check)]
     model = onnx.load(precision_bundle.path_of("arcface"))
     strict = Goals(cosine=0.9999)  # beyond INT8 with no FP32 fallback allowed
-    graph, report = precision_module.arcface_for_int8(model, *feeds, strict, 0, "auto", "auto")
+    graph, report = arcface_for_int8(model, *feeds, strict, 0, "auto", "auto")
     assert report["graph"] == "fp16" and not report["met"] and report["trail"]["0"]["worst"] < 0.9999
     types = value_types(graph)
     assert all(types[n.input[1]] == TensorProto.FLOAT16 for n in graph.graph.node if n.op_type == "Conv")
@@ -534,15 +534,15 @@ def test_arcface_stays_fp16_where_int8_costs_identity(precision_bundle, photos):
     reference = session(model).run(None, {"crop": check})[0]
     cosine = np.sum(reference * session(graph).run(None, {"crop": check})[0], 1)  # unit-length latents
     assert report["check"]["worst"] == pytest.approx(cosine.min(), abs=1e-5) and cosine.min() >= 0.9999
-    with pytest.raises(precision_module.PrecisionGoalError, match="INT8 arcface"):
-        precision_module.arcface_for_int8(model, *feeds, strict, 0, "int8", "auto")
+    with pytest.raises(PrecisionGoalError, match="INT8 arcface"):
+        arcface_for_int8(model, *feeds, strict, 0, "int8", "auto")
 
 
 def test_int8_report_printout(recipe, capsys):
-    from simswap_build.cli import _print_int8_report
+    from simswap_build.cli.precision import print_int8_report
 
     _, report, _ = recipe
-    _print_int8_report(report)
+    print_int8_report(report)
     lines = capsys.readouterr().out.splitlines()
     split = report["split"]
     assert lines[0].startswith(f"int8: {split['calibration_faces']} calibration faces, {split['check_faces']} check")
@@ -631,7 +631,7 @@ def test_validate_sets_the_default_only_where_it_met_its_goals(precision_bundle,
         assert forced.generator.graph["precision"] == "fp32" and forced.arcface.graph["precision"] == "fp32"
     # a precision that fails its goals is not set, and removes a default set before on that backend
     failing = {"faces": 4, "precisions": {k: {**r, "meets_goals": False} for k, r in rows.items()}}
-    assert not build_cli._set_default(bundle, failing, "int8", ("onnxruntime", "openvino"))
+    assert not validate_command.set_default(bundle, failing, "int8", ("onnxruntime", "openvino"))
     assert Bundle.load(root).default_precision == {}
     assert "int8 is not the default on any backend" in capsys.readouterr().out
 

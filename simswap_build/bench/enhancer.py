@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 
 from simswap_build.bench.measure import Stats, interleaved, ratio_stats
+from simswap_build.convert.bundle import add_enhancer, untrained_bundle
+from simswap_build.convert.enhancers import GFPGANv1Clean
 from simswap_trt.bundle import Bundle
 from simswap_trt.errors import SimswapError
 from simswap_trt.swapper import FaceSwapper
@@ -70,10 +72,8 @@ def face_tensors(frame: np.ndarray, variant: int, size: int) -> np.ndarray:
 def random_weight_enhancer(bundle_root: Path, folder: Path) -> Bundle:
     """``bundle_root`` with a full-size GFPGAN v1.4 of seeded random weights added (speed does not depend on
     the weights). Needs torch."""
-    import torch
+    import torch  # optional (the 'build' extra), as the GFPGAN model: the harness runs without them
 
-    from simswap_build.convert.bundle import add_enhancer
-    from simswap_build.convert.enhancers import GFPGANv1Clean
     from simswap_build.models.gfpgan import GFPGAN
 
     torch.manual_seed(0)
@@ -152,8 +152,6 @@ def enhancer_comparison(
     backends, each optionally with a precision (``openvino-bf16``: ``--backend openvino --precision bf16``)."""
     with tempfile.TemporaryDirectory() as tmp:
         if bundle_path is None:
-            from simswap_build.convert.bundle import untrained_bundle
-
             bundle = random_weight_enhancer(untrained_bundle(Path(tmp) / "untrained-224").root, Path(tmp))
         else:
             bundle = Bundle.load(bundle_path)

@@ -6,6 +6,7 @@ and resident-memory sampling."""
 
 from __future__ import annotations
 
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -14,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+
+from simswap_trt.engines.onnxruntime import available_cpus
 
 
 @dataclass(frozen=True)
@@ -100,8 +103,6 @@ def ceiling_conv() -> Callable[[Any], Any]:
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from simswap_trt.engines.onnxruntime import available_cpus
-
     rng = np.random.default_rng(0)
     weight = numpy_helper.from_array(rng.normal(size=(512, 512, 3, 3)).astype(np.float32), "w")
     graph = helper.make_graph(
@@ -157,10 +158,6 @@ def slope(values: list[float]) -> float:
 def machine() -> dict:
     """What a figure was measured on: CPU model and flags (from /proc/cpuinfo, empty where unavailable),
     the CPUs this process may use, and the platform."""
-    import platform
-
-    from simswap_trt.engines.onnxruntime import available_cpus
-
     info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as cpuinfo:

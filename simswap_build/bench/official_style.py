@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import onnx
+
+from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
 
 
 def paste_back_official(
@@ -36,9 +39,9 @@ class OfficialStylePipeline:
     and alignment are the caller's, so both pipelines see the same faces. Needs torch ('[build]' extra)."""
 
     def __init__(self, generator_config=None, arcface_config=None, crop_size: int = 224) -> None:
-        import torch
+        import torch  # optional (the 'build' extra), as the models below: the harness runs without them
 
-        from simswap_build.models import ArcFaceConfig, Generator, GeneratorConfig, ResNet
+        from simswap_build.models import Generator, ResNet
 
         torch.manual_seed(0)
         self.torch = torch
@@ -50,9 +53,6 @@ class OfficialStylePipeline:
     @classmethod
     def for_bundle(cls, bundle) -> OfficialStylePipeline:
         """The baseline with the same architectures (widths, depths) as ``bundle``'s graphs."""
-        import onnx
-
-        from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
 
         def shapes(role: str) -> dict[str, list[int]]:
             model = onnx.load(bundle.path_of(role))
@@ -76,7 +76,7 @@ class OfficialStylePipeline:
         return self.torch.from_numpy(np.ascontiguousarray(crop[..., ::-1].transpose(2, 0, 1))).float().div(255)[None]
 
     def set_source(self, frame: np.ndarray, matrix: np.ndarray) -> None:
-        from simswap_build.models import identity_latent
+        from simswap_build.models import identity_latent  # imports torch (optional)
 
         with self.torch.no_grad():
             self.latent = identity_latent(self.arcface, self._tensor(frame, matrix))

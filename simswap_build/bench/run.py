@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import onnx
 
+from simswap_build.bench.enhancer import enhancer_comparison, print_enhancer_report
 from simswap_build.bench.measure import (
     CEILING_FLOPS,
     Stats,
@@ -52,6 +53,9 @@ from simswap_build.bench.measure import (
     resident_kib,
     slope,
 )
+from simswap_build.bench.official_style import OfficialStylePipeline
+from simswap_build.convert.bundle import untrained_bundle
+from simswap_trt import cuda
 from simswap_trt.backends import open_engine, usable_plan
 from simswap_trt.bundle import Bundle
 from simswap_trt.cli_support import int_at_least, positive_int
@@ -268,8 +272,6 @@ def end_to_end(bundle: Bundle, source: np.ndarray, repeats: int) -> tuple[dict, 
 def baseline_pipeline(swapper: FaceSwapper, source: np.ndarray):
     """The official-style pipeline as a call on a frame, with the same detector, or why it cannot run."""
     try:
-        from simswap_build.bench.official_style import OfficialStylePipeline
-
         pipeline = OfficialStylePipeline.for_bundle(swapper.bundle)
     except ImportError:
         return "needs torch and the builder models: pip install 'simswap-trt[build]'"
@@ -289,8 +291,6 @@ def baseline_pipeline(swapper: FaceSwapper, source: np.ndarray):
 def memory_run(swapper: FaceSwapper, frames: int) -> dict:
     """Resident (and, with a GPU, device) memory after each frame of a long run; the slope over the second
     half is the leak rate."""
-    from simswap_trt import cuda
-
     try:
         cuda.memory_used()
         gpu: list[int] | None = []
@@ -362,13 +362,27 @@ def run(
     """Measure everything (module docstring); the stage breakdown and the memory run on ``backend`` in
     ``precision``; with ``enhancer``, the face enhancer's section too (``simswap_build.bench.enhancer``).
     Writes bench.json and the plots into ``output`` and returns the results."""
-    given = bundle_path
-    if enhancer and given is not None:  # before the long runs: a bundle without one is refused at once
-        Bundle.load(given).require_enhancer()
+    if enhancer and bundle_path is not None:  # before the long runs: a bundle without one is refused at once
+        Bundle.load(bundle_path).require_enhancer()
+    results = _measure(bundle_path, repeats, batches, memory_frames, backend, precision)
+    if enhancer:
+        results["enhancer"] = enhancer_comparison(bundle_path, repeats)
+    results["plots"] = plot(results, output)
+    write_atomic(output / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
+    return results
+
+
+def _measure(
+    bundle_path: Path | None,
+    repeats: int,
+    batches: Sequence[int],
+    memory_frames: int,
+    backend: str,
+    precision: str | None,
+) -> dict:
+    """The results of everything but the enhancer's section, on ``bundle_path`` (None: an untrained one)."""
     with tempfile.TemporaryDirectory() as tmp:
         if bundle_path is None:
-            from simswap_build.convert.bundle import untrained_bundle
-
             bundle_path = untrained_bundle(Path(tmp) / "untrained-224").root
         swapper = FaceSwapper.from_bundle(bundle_path, backend=backend, precision=precision)
         bundle = swapper.bundle
@@ -383,7 +397,7 @@ def run(
     ceilings = [r["flops_per_s"]["median"] for r in rows if r["backend"] == CEILING]
     faces = 1
     baseline = pipelines.get("official-style")
-    results = {
+    return {
         "benchmark": "simswap-trt bench",
         "date": time.strftime("%Y-%m-%d"),
         "machine": machine(),
@@ -405,13 +419,6 @@ def run(
         "warnings": warnings,
         "memory": memory,
     }
-    if enhancer:
-        from simswap_build.bench.enhancer import enhancer_comparison
-
-        results["enhancer"] = enhancer_comparison(given, repeats)
-    results["plots"] = plot(results, output)
-    write_atomic(output / "bench.json", (json.dumps(results, indent=2) + "\n").encode())
-    return results
 
 
 def _ratio(stats: dict | None) -> str:
@@ -463,8 +470,6 @@ def print_report(results: dict) -> None:
     for name, reason in results["skipped"].items():
         print(f"skipped {name}: {reason}")
     if "enhancer" in results:
-        from simswap_build.bench.enhancer import print_enhancer_report
-
         print_enhancer_report(results["enhancer"])
     memory = results["memory"]
     print(

@@ -13,6 +13,7 @@ import numpy as np
 
 from simswap_build.convert.architectures import ArcFaceConfig, Family, GeneratorConfig, arcface_keys, generator_keys
 from simswap_build.convert.bundle_writer import BundleModel, add_model, write_bundle
+from simswap_build.convert.checkpoints import load_arcface, load_enhancer, load_generator  # these need torch
 from simswap_build.convert.enhancers import Restorer
 from simswap_build.graphs.enhancer import enhancer_graph
 from simswap_build.graphs.export import arcface_graph, generator_graph
@@ -20,6 +21,7 @@ from simswap_build.tensorrt.compat import TARGETS, check_model
 from simswap_trt.bundle import ENHANCER, Bundle
 from simswap_trt.errors import BuildError
 from simswap_trt.schema import sha256_of
+from simswap_trt.vision.preprocess import crops_to_tensor
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,6 @@ def convert_checkpoints(
 ) -> Bundle:
     """Convert an official generator ``.pth`` and ``arcface_checkpoint.tar`` (and optionally a face restorer
     such as ``GFPGANv1.4.pth`` as role ``enhancer``) into a bundle at ``output``."""
-    from simswap_build.convert.checkpoints import load_arcface, load_generator  # needs torch
-
     gen = load_generator(generator, arch, family)
     arc = load_arcface(arcface)
     size = crop_size or gen.config.crop_size
@@ -96,8 +96,6 @@ def enhancer_source(restorer: Restorer, provenance: dict) -> dict:
 
 def enhancer_model(checkpoint: str | Path) -> BundleModel:
     """The bundle model of a face-restorer checkpoint, loaded strictly, as a checked ONNX graph."""
-    from simswap_build.convert.checkpoints import load_enhancer  # needs torch
-
     loaded = load_enhancer(checkpoint)
     provenance = {"checkpoint": Path(checkpoint).name, "sha256": sha256_of(Path(checkpoint))}
     return BundleModel(
@@ -178,10 +176,9 @@ def reestimated_bundle(
     """An untrained bundle whose activations look like a trained model's: random weights (torch's default
     initialisation), then every BatchNorm's statistics re-estimated on real aligned face ``crops``
     (data-dependent initialisation). For measuring precision recipes without trained weights. Needs torch."""
-    import torch
+    import torch  # optional (the 'build' extra), as the models: untrained bundles are made without them
 
     from simswap_build.models import Generator, ResNet, identity_latent
-    from simswap_trt.vision.preprocess import crops_to_tensor
 
     gen_config = generator_config or GeneratorConfig.from_name(arch)
     size = crops.shape[1]

@@ -147,12 +147,10 @@ class _GFPGANWriter:
         return g.conv(y, f"{prefix}.2", f"{prefix}.2", None, pad=1)
 
 
-def _gfpgan_graph(weights: Mapping[str, np.ndarray], config: GFPGANv1Clean) -> onnx.ModelProto:
-    w = _GFPGANWriter(weights, config)
+def _gfpgan_unet(w: _GFPGANWriter, x: str, levels: int) -> tuple[str, list[tuple[str, str]]]:
+    """The U-Net: down to the style latent, then up, with each level's spatial-feature-transform conditions
+    (scale, shift)."""
     g = w.g
-    levels = len(config.decoder_channels) - 1  # 8 .. out_size
-    x = g.op("Mul", [ENHANCER_INPUT, g.const("two", np.array(2.0, np.float32))], "to_signed.mul")
-    x = g.op("Sub", [x, g.const("one", np.array(1.0, np.float32))], "to_signed.sub")
     feat = w.leaky(g.conv(x, "conv_body_first", "conv_body_first", None), "conv_body_first.act")
     skips = []
     for i in range(levels):
@@ -173,8 +171,12 @@ def _gfpgan_graph(weights: Mapping[str, np.ndarray], config: GFPGANv1Clean) -> o
     for i in range(levels):
         feat = w.res_block(g.op("Add", [feat, skips[i]], f"unet_skip.{i}"), f"conv_body_up.{i}", w.up)
         conditions.append((w.condition(feat, f"condition_scale.{i}"), w.condition(feat, f"condition_shift.{i}")))
+    return latent, conditions
 
-    d = "stylegan_decoder"
+
+def _gfpgan_decoder(w: _GFPGANWriter, latent: str, conditions: list[tuple[str, str]], config: GFPGANv1Clean) -> str:
+    """The StyleGAN2 decoder, modulated by ``conditions`` at each level; the RGB skip branch's last output."""
+    g, d = w.g, "stylegan_decoder"
     out = g.const(f"{d}.constant_input.weight", g.weight(f"{d}.constant_input.weight").astype(np.float32))
     out = w.style_conv(out, w.style(latent, 0), f"{d}.style_conv1", 0, upsample=False)
     skip = w.to_rgb(out, w.style(latent, 1), f"{d}.to_rgb1", None)
@@ -187,7 +189,16 @@ def _gfpgan_graph(weights: Mapping[str, np.ndarray], config: GFPGANv1Clean) -> o
         skip = w.to_rgb(out, w.style(latent, i + 2), f"{d}.to_rgbs.{level}", skip)
     # not used at inference: the mapping MLP (latents come from the encoder) and the auxiliary RGB heads
     g.unused -= {k for k in g.unused if k.startswith((f"{d}.style_mlp.", "toRGB."))}
+    return skip
 
+
+def _gfpgan_graph(weights: Mapping[str, np.ndarray], config: GFPGANv1Clean) -> onnx.ModelProto:
+    w = _GFPGANWriter(weights, config)
+    g = w.g
+    x = g.op("Mul", [ENHANCER_INPUT, g.const("two", np.array(2.0, np.float32))], "to_signed.mul")
+    x = g.op("Sub", [x, g.const("one", np.array(1.0, np.float32))], "to_signed.sub")
+    latent, conditions = _gfpgan_unet(w, x, len(config.decoder_channels) - 1)  # levels: 8 .. out_size
+    skip = _gfpgan_decoder(w, latent, conditions, config)
     x = g.op("Clip", [skip, g.const("minus_one", np.array(-1.0, np.float32)), "one"], "clamp")
     x = g.op("Add", [x, "one"], "to_unit.add")
     g.op("Mul", [x, g.const("half", np.array(0.5, np.float32))], ENHANCER_OUTPUT)

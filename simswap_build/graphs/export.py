@@ -115,48 +115,9 @@ def generator_graph(weights: Mapping[str, np.ndarray], config: GeneratorConfig, 
             "choose another --crop-size"
         )
     g = _Graph(weights)
-    x = "target"
-    if config.family == "train":
-        x = g.op("Sub", [x, g.const("imagenet_mean", _channel_vector(IMAGENET_MEAN))], "normalize.sub")
-        x = g.op("Div", [x, g.const("imagenet_std", _channel_vector(IMAGENET_STD))], "normalize.div")
-    x = g.conv(g.reflect_pad(x, "first_layer.pad", 3), "first_layer.conv", "first_layer.1", "first_layer.2")
-    x = g.op("Relu", [x], "first_layer.relu")
-    for stage, _, _ in config.down_stages:
-        x = g.op("Relu", [g.conv(x, f"{stage}.conv", f"{stage}.0", f"{stage}.1", stride=2, pad=1)], f"{stage}.relu")
-
-    dim = config.ngf * 8
-    norm_scale = g.const("instance_norm.scale", np.ones(dim, np.float32))
-    norm_bias = g.const("instance_norm.bias", np.zeros(dim, np.float32))
-    spatial_axes = g.const("spatial_axes", np.array([2, 3], dtype=np.int64))
-    for i in range(config.n_blocks):
-        block, y = f"BottleNeck.{i}", x
-        for n in (1, 2):
-            y = g.conv(g.reflect_pad(y, f"{block}.conv{n}.pad", 1), f"{block}.conv{n}", f"{block}.conv{n}.1", None)
-            y = g.op("InstanceNormalization", [y, norm_scale, norm_bias], f"{block}.norm{n}", epsilon=INSTANCE_NORM_EPS)
-            y = _apply_style(g, y, "latent", f"{block}.style{n}", dim, spatial_axes)
-            if n == 1:
-                y = g.op("Relu", [y], f"{block}.act1")
-        x = g.op("Add", [x, y], f"{block}.add")
-
-    scales = g.const("upsample.scales", np.array([1, 1, 2, 2], dtype=np.float32))
-    for stage, _, _ in config.up_stages:
-        x = g.op(
-            "Resize", [x, "", scales], f"{stage}.upsample", mode="linear", coordinate_transformation_mode="half_pixel"
-        )
-        x = g.op("Relu", [g.conv(x, f"{stage}.conv", f"{stage}.1", f"{stage}.2", pad=1)], f"{stage}.relu")
-    x = g.conv(g.reflect_pad(x, "last_layer.pad", 3), "last_layer.conv", "last_layer.1", None)
-    if config.family == "official":
-        x = g.op("Tanh", [x], "last_layer.tanh")
-        x = g.op("Add", [x, g.const("one", np.array(1.0, np.float32))], "to_rgb01.add")
-        x = g.op("Mul", [x, g.const("half", np.array(0.5, np.float32))], "swapped")
-    else:
-        x = g.op("Mul", [x, g.const("imagenet_std_out", _channel_vector(IMAGENET_STD))], "denormalize.mul")
-        x = g.op("Add", [x, g.const("imagenet_mean_out", _channel_vector(IMAGENET_MEAN))], "denormalize.add")
-        x = g.op(
-            "Clip",
-            [x, g.const("zero", np.array(0.0, np.float32)), g.const("one", np.array(1.0, np.float32))],
-            "swapped",
-        )
+    x = _generator_encoder(g, config)
+    x = _id_blocks(g, x, config)
+    _generator_decoder(g, x, config)
 
     image = [BATCH, 3, crop_size, crop_size]
     return g.finish(
@@ -177,6 +138,59 @@ def generator_graph(weights: Mapping[str, np.ndarray], config: GeneratorConfig, 
                 }
             ),
         },
+    )
+
+
+def _generator_encoder(g: _Graph, config: GeneratorConfig) -> str:
+    """Input normalisation (training-code family), the first layer and the downsampling stages."""
+    x = "target"
+    if config.family == "train":
+        x = g.op("Sub", [x, g.const("imagenet_mean", _channel_vector(IMAGENET_MEAN))], "normalize.sub")
+        x = g.op("Div", [x, g.const("imagenet_std", _channel_vector(IMAGENET_STD))], "normalize.div")
+    x = g.conv(g.reflect_pad(x, "first_layer.pad", 3), "first_layer.conv", "first_layer.1", "first_layer.2")
+    x = g.op("Relu", [x], "first_layer.relu")
+    for stage, _, _ in config.down_stages:
+        x = g.op("Relu", [g.conv(x, f"{stage}.conv", f"{stage}.0", f"{stage}.1", stride=2, pad=1)], f"{stage}.relu")
+    return x
+
+
+def _id_blocks(g: _Graph, x: str, config: GeneratorConfig) -> str:
+    """The ID-injection residual blocks: conv, instance norm and the latent's style, twice per block."""
+    dim = config.ngf * 8
+    norm_scale = g.const("instance_norm.scale", np.ones(dim, np.float32))
+    norm_bias = g.const("instance_norm.bias", np.zeros(dim, np.float32))
+    spatial_axes = g.const("spatial_axes", np.array([2, 3], dtype=np.int64))
+    for i in range(config.n_blocks):
+        block, y = f"BottleNeck.{i}", x
+        for n in (1, 2):
+            y = g.conv(g.reflect_pad(y, f"{block}.conv{n}.pad", 1), f"{block}.conv{n}", f"{block}.conv{n}.1", None)
+            y = g.op("InstanceNormalization", [y, norm_scale, norm_bias], f"{block}.norm{n}", epsilon=INSTANCE_NORM_EPS)
+            y = _apply_style(g, y, "latent", f"{block}.style{n}", dim, spatial_axes)
+            if n == 1:
+                y = g.op("Relu", [y], f"{block}.act1")
+        x = g.op("Add", [x, y], f"{block}.add")
+    return x
+
+
+def _generator_decoder(g: _Graph, x: str, config: GeneratorConfig) -> str:
+    """The upsampling stages, the last layer and the output "swapped" as RGB in [0, 1]."""
+    scales = g.const("upsample.scales", np.array([1, 1, 2, 2], dtype=np.float32))
+    for stage, _, _ in config.up_stages:
+        x = g.op(
+            "Resize", [x, "", scales], f"{stage}.upsample", mode="linear", coordinate_transformation_mode="half_pixel"
+        )
+        x = g.op("Relu", [g.conv(x, f"{stage}.conv", f"{stage}.1", f"{stage}.2", pad=1)], f"{stage}.relu")
+    x = g.conv(g.reflect_pad(x, "last_layer.pad", 3), "last_layer.conv", "last_layer.1", None)
+    if config.family == "official":
+        x = g.op("Tanh", [x], "last_layer.tanh")
+        x = g.op("Add", [x, g.const("one", np.array(1.0, np.float32))], "to_rgb01.add")
+        return g.op("Mul", [x, g.const("half", np.array(0.5, np.float32))], "swapped")
+    x = g.op("Mul", [x, g.const("imagenet_std_out", _channel_vector(IMAGENET_STD))], "denormalize.mul")
+    x = g.op("Add", [x, g.const("imagenet_mean_out", _channel_vector(IMAGENET_MEAN))], "denormalize.add")
+    return g.op(
+        "Clip",
+        [x, g.const("zero", np.array(0.0, np.float32)), g.const("one", np.array(1.0, np.float32))],
+        "swapped",
     )
 
 
@@ -217,34 +231,8 @@ def arcface_graph(weights: Mapping[str, np.ndarray], config: ArcFaceConfig, crop
 
     for stage, _, _, stride in config.stages():
         for b in range(config.layers[stage - 1]):
-            p = f"layer{stage}.{b}"
-            s = stride if b == 0 else 1
-            y = g.batch_norm(x, f"{p}.bn0")
-            y = g.prelu(g.conv(y, f"{p}.conv1", f"{p}.conv1", f"{p}.bn1", pad=1), f"{p}.prelu1", f"{p}.prelu.weight")
-            y = g.conv(y, f"{p}.conv2", f"{p}.conv2", f"{p}.bn2", stride=s, pad=1)
-            y = _squeeze_excite(g, y, f"{p}.se")
-            residual = x
-            if f"{p}.downsample.0.weight" in weights:
-                residual = g.conv(x, f"{p}.downsample", f"{p}.downsample.0", f"{p}.downsample.1", stride=s)
-            x = g.op("Add", [y, residual], f"{p}.add")
-            x = g.op("PRelu", [x, f"{p}.prelu1.slope"], f"{p}.prelu2")  # the same PReLU, applied twice
-
-    x = g.op("Flatten", [g.batch_norm(x, "bn2")], "flatten", axis=1)
-    w, bias = g.weight("fc.weight"), g.weight("fc.bias")
-    scale, shift = g.bn_affine("bn3")
-    x = g.op(
-        "Gemm",
-        [
-            x,
-            g.const("fc.weight", (w * scale[:, None]).astype(np.float32)),
-            g.const("fc.bias", (bias * scale + shift).astype(np.float32)),
-        ],
-        "fc",
-        transB=1,
-    )
-    norm = g.op("ReduceL2", [x], "l2norm.norm", axes=[1], keepdims=1)
-    norm = g.op("Max", [norm, g.const("l2norm.eps", np.array(L2_EPS, np.float32))], "l2norm.clamp")
-    g.op("Div", [x, norm], "latent")
+            x = _ir_block(g, x, f"layer{stage}.{b}", stride if b == 0 else 1)
+    _arcface_head(g, x)
 
     return g.finish(
         f"simswap_arcface_{config.name}",
@@ -261,6 +249,39 @@ def arcface_graph(weights: Mapping[str, np.ndarray], config: ArcFaceConfig, crop
             ),
         },
     )
+
+
+def _ir_block(g: _Graph, x: str, p: str, stride: int) -> str:
+    """One improved-residual block ``p`` (BN, conv, PReLU, conv, squeeze-excite, plus the shortcut)."""
+    y = g.batch_norm(x, f"{p}.bn0")
+    y = g.prelu(g.conv(y, f"{p}.conv1", f"{p}.conv1", f"{p}.bn1", pad=1), f"{p}.prelu1", f"{p}.prelu.weight")
+    y = g.conv(y, f"{p}.conv2", f"{p}.conv2", f"{p}.bn2", stride=stride, pad=1)
+    y = _squeeze_excite(g, y, f"{p}.se")
+    residual = x
+    if f"{p}.downsample.0.weight" in g.weights:
+        residual = g.conv(x, f"{p}.downsample", f"{p}.downsample.0", f"{p}.downsample.1", stride=stride)
+    x = g.op("Add", [y, residual], f"{p}.add")
+    return g.op("PRelu", [x, f"{p}.prelu1.slope"], f"{p}.prelu2")  # the same PReLU, applied twice
+
+
+def _arcface_head(g: _Graph, x: str) -> str:
+    """BN, flatten, the fully connected layer with the last BN folded in, and the L2 normalisation: "latent"."""
+    x = g.op("Flatten", [g.batch_norm(x, "bn2")], "flatten", axis=1)
+    w, bias = g.weight("fc.weight"), g.weight("fc.bias")
+    scale, shift = g.bn_affine("bn3")
+    x = g.op(
+        "Gemm",
+        [
+            x,
+            g.const("fc.weight", (w * scale[:, None]).astype(np.float32)),
+            g.const("fc.bias", (bias * scale + shift).astype(np.float32)),
+        ],
+        "fc",
+        transB=1,
+    )
+    norm = g.op("ReduceL2", [x], "l2norm.norm", axes=[1], keepdims=1)
+    norm = g.op("Max", [norm, g.const("l2norm.eps", np.array(L2_EPS, np.float32))], "l2norm.clamp")
+    return g.op("Div", [x, norm], "latent")
 
 
 def _squeeze_excite(g: _Graph, x: str, se: str) -> str:

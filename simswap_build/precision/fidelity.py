@@ -27,11 +27,12 @@ the FP16 graph). INT8 is not offered for the enhancer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from simswap_build.precision.recipe import Goals
+from simswap_build.precision.goals import ENHANCER_FP16_GOAL_DB, Goals
 from simswap_trt.backends import open_engine, open_openvino
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import Engine, OnnxRuntimeEngine
@@ -92,8 +93,6 @@ def enhancer_rows(
 ) -> tuple[dict, dict]:
     """The enhancer's rows (module docstring) on ``crops``, uint8 BGR aligned to its template at its size,
     and why rows were skipped."""
-    from simswap_build.precision.recipe import ENHANCER_FP16_GOAL_DB
-
     faces = np.ascontiguousarray(crops[..., ::-1].transpose(0, 3, 1, 2), np.float32) * np.float32(1 / 255)
     reference = OnnxRuntimeEngine(bundle.path_of("enhancer")).run({"face": faces})["enhanced"]
     goals = {"psnr_min_db": ENHANCER_FP16_GOAL_DB}
@@ -123,6 +122,55 @@ def enhancer_rows(
     return rows, skipped
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """The FP32 swap every row is compared with: identity i+1 swapped onto target i, on ONNX Runtime."""
+
+    targets: np.ndarray
+    sources: np.ndarray  # the FP32 latents, rolled by one
+    latents: np.ndarray  # the FP32 latents of the targets
+    swapped: np.ndarray
+    swap_identity: np.ndarray  # the FP32 latents of the FP32 swaps
+    arcface: Engine
+
+    @classmethod
+    def of(cls, bundle: Bundle, crops: np.ndarray) -> _Reference:
+        targets = crops_to_tensor(crops, bundle.crop_size)
+        arcface = open_engine(bundle, "arcface", "onnxruntime")
+        latents = arcface.run({"crop": targets})["latent"]
+        sources = np.roll(latents, -1, axis=0)  # swap identity i+1 onto target i
+        generator = open_engine(bundle, "generator", "onnxruntime")
+        swapped = generator.run({"target": targets, "latent": sources})["swapped"]
+        swap_identity = arcface.run({"crop": swapped})["latent"]
+        return cls(targets, sources, latents, swapped, swap_identity, arcface)
+
+    def row(self, gen: Engine, arc: Engine, goals: dict[str, float]) -> dict:
+        """The figures of one precision's generator and ArcFace, and whether they meet ``goals``."""
+        out = gen.run({"target": self.targets, "latent": self.sources})["swapped"]
+        face_psnr = psnr_per_face(self.swapped, out)
+        arc_cos = cosines(arc.run({"crop": self.targets})["latent"], self.latents)
+        swap_identity = self.arcface.run({"crop": out})["latent"]
+        identity = cosines(swap_identity, self.sources)
+        versus_fp32 = cosines(swap_identity, self.swap_identity)
+        result = {
+            "backend": gen.backend,
+            "psnr_db": psnr(self.swapped, out),
+            "psnr_min_db": float(face_psnr.min()),
+            "max_abs_error": float(np.abs(self.swapped - out).max()),
+            "arcface_cosine_mean": float(arc_cos.mean()),
+            "arcface_cosine_min": float(arc_cos.min()),
+            "identity_cosine_mean": float(identity.mean()),
+            "identity_cosine_min": float(identity.min()),
+            "identity_cosine_mean_fp32": float(cosines(self.swap_identity, self.sources).mean()),
+            "swap_identity_vs_fp32_mean": float(versus_fp32.mean()),
+            "swap_identity_vs_fp32_min": float(versus_fp32.min()),
+            "per_face": {"psnr_db": face_psnr.tolist(), "arcface_cosine": arc_cos.tolist()},
+        }
+        result["goals"] = goals
+        result["meets_goals"] = all(result[k] >= v for k, v in goals.items())
+        return result
+
+
 def fidelity_report(
     bundle_root: str | Path,
     crops: np.ndarray,
@@ -135,59 +183,7 @@ def fidelity_report(
     ONNX Runtime FP32). ``enhancer_crops``: the same faces aligned for the bundle's enhancer
     (``enhancer_size``), whose rows then go under ``enhancer``."""
     bundle = Bundle.load(bundle_root)
-    targets = crops_to_tensor(crops, bundle.crop_size)
-    reference_arc = open_engine(bundle, "arcface", "onnxruntime")
-    reference_gen = open_engine(bundle, "generator", "onnxruntime")
-    reference_latents = reference_arc.run({"crop": targets})["latent"]
-    sources = np.roll(reference_latents, -1, axis=0)  # swap identity i+1 onto target i
-    reference_out = reference_gen.run({"target": targets, "latent": sources})["swapped"]
-    reference_swap_identity = reference_arc.run({"crop": reference_out})["latent"]
-    reference_identity = cosines(reference_swap_identity, sources)
-
-    def row(precision: str, gen: Engine, arc: Engine) -> dict:
-        out = gen.run({"target": targets, "latent": sources})["swapped"]
-        face_psnr = psnr_per_face(reference_out, out)
-        arc_cos = cosines(arc.run({"crop": targets})["latent"], reference_latents)
-        swap_identity = reference_arc.run({"crop": out})["latent"]
-        identity = cosines(swap_identity, sources)
-        versus_fp32 = cosines(swap_identity, reference_swap_identity)
-        result = {
-            "backend": gen.backend,
-            "psnr_db": psnr(reference_out, out),
-            "psnr_min_db": float(face_psnr.min()),
-            "max_abs_error": float(np.abs(reference_out - out).max()),
-            "arcface_cosine_mean": float(arc_cos.mean()),
-            "arcface_cosine_min": float(arc_cos.min()),
-            "identity_cosine_mean": float(identity.mean()),
-            "identity_cosine_min": float(identity.min()),
-            "identity_cosine_mean_fp32": float(reference_identity.mean()),
-            "swap_identity_vs_fp32_mean": float(versus_fp32.mean()),
-            "swap_identity_vs_fp32_min": float(versus_fp32.min()),
-            "per_face": {"psnr_db": face_psnr.tolist(), "arcface_cosine": arc_cos.tolist()},
-        }
-        goals = _goals(bundle, precision)
-        result["goals"] = goals
-        result["meets_goals"] = all(result[k] >= v for k, v in goals.items())
-        return result
-
-    precisions = sorted({p for by in bundle.variants.values() for p in by})
-    rows = {}
-    for precision in precisions if "onnxruntime" in backends else ():
-        gen, arc = (
-            OnnxRuntimeEngine(bundle.path_of(role, precision), optimize=precision != "int8")
-            for role in ("generator", "arcface")
-        )
-        rows[precision] = row(precision, gen, arc)
-    skipped = {}
-    for precision in ("int8", "bf16") if "openvino" in backends else ():
-        if precision == "int8" and "int8" not in precisions:
-            continue
-        try:
-            gen, arc = (open_openvino(bundle, role, precision) for role in ("generator", "arcface"))
-        except EngineError as exc:  # OpenVINO not installed, or no BF16 on this CPU
-            skipped[f"{precision}/openvino"] = str(exc)
-            continue
-        rows[f"{precision}/openvino"] = row(precision, gen, arc)
+    rows, skipped = _precision_rows(bundle, _Reference.of(bundle, crops), backends)
     report = {
         "bundle": str(bundle.root),
         "untrained": bundle.untrained,
@@ -199,6 +195,30 @@ def fidelity_report(
         report["enhancer"], enhancer_skipped = enhancer_rows(bundle, enhancer_crops, backends)
         skipped.update(enhancer_skipped)
     return report
+
+
+def _precision_rows(bundle: Bundle, reference: _Reference, backends: tuple[str, ...]) -> tuple[dict, dict]:
+    """ONNX Runtime's row of each precision the bundle has, OpenVINO's INT8 and BF16 rows; and why rows
+    were skipped."""
+    precisions = sorted({p for by in bundle.variants.values() for p in by})
+    rows = {}
+    for precision in precisions if "onnxruntime" in backends else ():
+        gen, arc = (
+            OnnxRuntimeEngine(bundle.path_of(role, precision), optimize=precision != "int8")
+            for role in ("generator", "arcface")
+        )
+        rows[precision] = reference.row(gen, arc, _goals(bundle, precision))
+    skipped = {}
+    for precision in ("int8", "bf16") if "openvino" in backends else ():
+        if precision == "int8" and "int8" not in precisions:
+            continue
+        try:
+            gen, arc = (open_openvino(bundle, role, precision) for role in ("generator", "arcface"))
+        except EngineError as exc:  # OpenVINO not installed, or no BF16 on this CPU
+            skipped[f"{precision}/openvino"] = str(exc)
+            continue
+        rows[f"{precision}/openvino"] = reference.row(gen, arc, _goals(bundle, precision))
+    return rows, skipped
 
 
 def meets_goals(report: dict) -> bool:

@@ -120,6 +120,24 @@ def _input_rules(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return out
 
 
+class _NodeCheck:
+    """The reasons one node breaks a parser rule, collected by the checks of its op."""
+
+    def __init__(self, node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> None:
+        self.node, self.initializers = node, initializers
+        self.attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        self.reasons: list[str] = []
+
+    def text(self, name: str, default: str) -> str:
+        value = self.attrs.get(name, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def must_be_initializer(self, index: int, what: str) -> None:
+        inputs = self.node.input
+        if len(inputs) > index and inputs[index] and inputs[index] not in self.initializers:
+            self.reasons.append(f"{what} ({inputs[index]!r}) must be a constant initializer; fold constants first")
+
+
 def _node_rules(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto], model: onnx.ModelProto) -> list[str]:
     op = node.op_type
     if node.domain not in ("", "ai.onnx"):
@@ -128,56 +146,56 @@ def _node_rules(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto],
         return [UNSUPPORTED_OPS[op]]
     if op not in SUPPORTED_OPS:
         return [f"{op} is not in the TensorRT ONNX parser's support table"]
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    reasons = []
-
-    def text(name: str, default: str) -> str:
-        value = attrs.get(name, default)
-        return value.decode() if isinstance(value, bytes) else value
-
-    def must_be_initializer(index: int, what: str) -> None:
-        if len(node.input) > index and node.input[index] and node.input[index] not in initializers:
-            reasons.append(f"{what} ({node.input[index]!r}) must be a constant initializer; fold constants first")
-
+    check = _NodeCheck(node, initializers)
     if op == "Pad":
-        if text("mode", "constant") not in PAD_MODES:
-            reasons.append(f"pad mode {text('mode', 'constant')!r} is not supported")
-        must_be_initializer(1, "pads")
+        if check.text("mode", "constant") not in PAD_MODES:
+            check.reasons.append(f"pad mode {check.text('mode', 'constant')!r} is not supported")
+        check.must_be_initializer(1, "pads")
     elif op == "Resize":
-        mode, coords = text("mode", "nearest"), text("coordinate_transformation_mode", "half_pixel")
-        if mode not in RESIZE_MODES:
-            reasons.append(f"resize mode {mode!r} is not supported")
-        if coords not in RESIZE_COORDINATES:
-            reasons.append(f"coordinate_transformation_mode {coords!r} is not supported")
-        if mode == "nearest" and text("nearest_mode", "round_prefer_floor") not in NEAREST_MODES:
-            reasons.append(f"nearest_mode {text('nearest_mode', '')!r} is not supported")
-        if attrs.get("antialias", 0):
-            reasons.append("antialiased resize is not supported")
-        if text("keep_aspect_ratio_policy", "stretch") != "stretch":
-            reasons.append("only keep_aspect_ratio_policy='stretch' is supported")
-        must_be_initializer(2, "scales")
-        must_be_initializer(3, "sizes")
+        _resize_rules(check)
     elif op == "InstanceNormalization":
-        must_be_initializer(1, "scale")
-        must_be_initializer(2, "bias")
+        check.must_be_initializer(1, "scale")
+        check.must_be_initializer(2, "bias")
     elif op == "Clip":
-        must_be_initializer(1, "min")
-        must_be_initializer(2, "max")
+        check.must_be_initializer(1, "min")
+        check.must_be_initializer(2, "max")
     elif op in ("QuantizeLinear", "DequantizeLinear"):
-        must_be_initializer(1, "scale")
-        zero_point = node.input[2] if len(node.input) > 2 and node.input[2] else None
-        if zero_point is not None:
-            if zero_point not in initializers:
-                reasons.append("zero point must be a constant initializer")
-            elif numpy_helper.to_array(initializers[zero_point]).any():
-                reasons.append("zero point must be 0 (symmetric quantization only)")
+        _quantize_rules(check)
     elif op == "GridSample":
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         if opset >= 20:
-            reasons.append("opset >= 20 GridSample silently falls back to nearest in the parser; export at 16-19")
-    elif op == "Cast" and attrs.get("to") == TensorProto.DOUBLE:
-        reasons.append("casts to float64; TensorRT has no double precision")
+            check.reasons.append("opset >= 20 GridSample silently falls back to nearest in the parser; export at 16-19")
+    elif op == "Cast" and check.attrs.get("to") == TensorProto.DOUBLE:
+        check.reasons.append("casts to float64; TensorRT has no double precision")
     for name in node.input:
         if name in initializers and initializers[name].data_type == TensorProto.DOUBLE:
-            reasons.append(f"initializer {name!r} is float64; TensorRT has no double precision")
-    return reasons
+            check.reasons.append(f"initializer {name!r} is float64; TensorRT has no double precision")
+    return check.reasons
+
+
+def _resize_rules(check: _NodeCheck) -> None:
+    mode, coords = check.text("mode", "nearest"), check.text("coordinate_transformation_mode", "half_pixel")
+    if mode not in RESIZE_MODES:
+        check.reasons.append(f"resize mode {mode!r} is not supported")
+    if coords not in RESIZE_COORDINATES:
+        check.reasons.append(f"coordinate_transformation_mode {coords!r} is not supported")
+    if mode == "nearest" and check.text("nearest_mode", "round_prefer_floor") not in NEAREST_MODES:
+        check.reasons.append(f"nearest_mode {check.text('nearest_mode', '')!r} is not supported")
+    if check.attrs.get("antialias", 0):
+        check.reasons.append("antialiased resize is not supported")
+    if check.text("keep_aspect_ratio_policy", "stretch") != "stretch":
+        check.reasons.append("only keep_aspect_ratio_policy='stretch' is supported")
+    check.must_be_initializer(2, "scales")
+    check.must_be_initializer(3, "sizes")
+
+
+def _quantize_rules(check: _NodeCheck) -> None:
+    """Constant scales and zero points, the zero points 0 (TensorRT quantizes symmetrically)."""
+    check.must_be_initializer(1, "scale")
+    inputs = check.node.input
+    zero_point = inputs[2] if len(inputs) > 2 and inputs[2] else None
+    if zero_point is not None:
+        if zero_point not in check.initializers:
+            check.reasons.append("zero point must be a constant initializer")
+        elif numpy_helper.to_array(check.initializers[zero_point]).any():
+            check.reasons.append("zero point must be 0 (symmetric quantization only)")

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from simswap_trt.errors import InputError
 from simswap_trt.files import write_atomic_with
+from simswap_trt.images import list_images, read_image
+from simswap_trt.vision.align import alignment_matrix
+from simswap_trt.vision.detect import CenterFace
+from simswap_trt.vision.warp import warp_faces
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +53,6 @@ class FaceSet:
 
 def list_sources(data: Path) -> list[tuple[str, Path]]:
     """(identity, image path) pairs from a folder of identity folders or from a list file, in a fixed order."""
-    from simswap_trt.images import list_images
-
     data = Path(data)
     if data.is_dir():
         folders = sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -93,13 +96,6 @@ def prepare_faces(
 ) -> FaceSet:
     """Detect, filter and align the training faces once; later calls with the same files and settings
     read the cache in ``cache_dir``."""
-    from tqdm import tqdm
-
-    from simswap_trt.images import read_image
-    from simswap_trt.vision.align import alignment_matrix
-    from simswap_trt.vision.detect import CenterFace
-    from simswap_trt.vision.warp import warp_faces
-
     sources = list_sources(data)
     cache_dir = Path(cache_dir)
     key = _cache_key(sources, crop_size, alignment, min_face)
@@ -113,9 +109,24 @@ def prepare_faces(
             tuple(meta["names"]),
             tuple(meta["files"]),
         )
-
-    detector = CenterFace()
     names = sorted({identity for identity, _ in sources})
+    crops, identities, files, dropped = _align_faces(sources, names, crop_size, alignment, min_face, progress)
+    if not crops:
+        raise InputError(f"no usable face in the {len(sources)} image(s) of {data} (min face {min_face} px)")
+    faces = FaceSet(np.stack(crops), np.asarray(identities, np.int64), tuple(names), tuple(files))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic_with(crops_path, lambda f: np.save(f, faces.crops))
+    meta = {"identities": identities, "names": names, "files": files, "dropped": dropped}
+    write_atomic_with(meta_path, lambda f: f.write(json.dumps(meta).encode()))
+    return faces
+
+
+def _align_faces(
+    sources: list[tuple[str, Path]], names: list[str], crop_size: int, alignment: str, min_face: int, progress: bool
+) -> tuple[list[np.ndarray], list[int], list[str], dict[str, int]]:
+    """The aligned crop of the largest face of each source photo, its identity's index in ``names`` and its
+    file; photos unreadable, without a face or with a face narrower than ``min_face`` are counted and dropped."""
+    detector = CenterFace()
     index = {name: i for i, name in enumerate(names)}
     crops, identities, files = [], [], []
     dropped = {"unreadable": 0, "no face": 0, "too small": 0}
@@ -143,14 +154,7 @@ def prepare_faces(
         len(sources),
         ", ".join(f"{n} {reason}" for reason, n in dropped.items()),
     )
-    if not crops:
-        raise InputError(f"no usable face in the {len(sources)} image(s) of {data} (min face {min_face} px)")
-    faces = FaceSet(np.stack(crops), np.asarray(identities, np.int64), tuple(names), tuple(files))
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_atomic_with(crops_path, lambda f: np.save(f, faces.crops))
-    meta = {"identities": identities, "names": names, "files": files, "dropped": dropped}
-    write_atomic_with(meta_path, lambda f: f.write(json.dumps(meta).encode()))
-    return faces
+    return crops, identities, files, dropped
 
 
 class PairSampler:

@@ -8,12 +8,16 @@ import logging
 from pathlib import Path
 
 import torch
+from safetensors.numpy import load_file
 from torch import nn
 
-from simswap_build.convert.architectures import GeneratorConfig
+from simswap_build.convert import checkpoints
+from simswap_build.convert.architectures import GeneratorConfig, arcface_keys, compare_keys, detect_arcface
 from simswap_build.models import Generator, ResNet
 from simswap_build.models.generator import ApplyStyle, InstanceNorm
+from simswap_trt.bundle import Bundle
 from simswap_trt.errors import CheckpointError
+from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +42,7 @@ def new_generator(arch: str = "224", ngf: int = 64, n_blocks: int = 9, seed: int
 def load_generator(path: str | Path) -> Generator:
     """A generator to fine-tune, from an official ``latest_net_G.pth`` / ``550000_net_G.pth`` (or one this
     trainer wrote); loaded as strictly as the converter loads it."""
-    from simswap_build.convert.checkpoints import load_generator as read_checkpoint
-
-    loaded = read_checkpoint(path)
+    loaded = checkpoints.load_generator(path)
     if loaded.config.family != "official":
         raise CheckpointError(
             f"{path} is a training-code (--Gdeep) generator; fine-tuning takes official-format 224 or 512 generators"
@@ -53,13 +55,11 @@ def load_generator(path: str | Path) -> Generator:
 def load_arcface(path: str | Path) -> ResNet:
     """The frozen identity network (eval mode, no gradients to its weights) from ``arcface_checkpoint.tar``
     (either official format) or from a converted bundle folder that kept its weights."""
-    from simswap_build.convert.checkpoints import load_arcface as read_checkpoint
-
     path = Path(path)
     if path.is_dir():
         config, weights = _bundle_arcface(path)
     else:
-        loaded = read_checkpoint(path)
+        loaded = checkpoints.load_arcface(path)
         config, weights = loaded.config, loaded.weights
     arcface = ResNet(config)
     _load_state(arcface, weights, str(path))
@@ -68,12 +68,6 @@ def load_arcface(path: str | Path) -> ResNet:
 
 def _bundle_arcface(folder: Path):
     """ArcFace config and weights from a bundle's ``weights/arcface.safetensors`` (hash checked)."""
-    from safetensors.numpy import load_file
-
-    from simswap_build.convert.architectures import arcface_keys, compare_keys, detect_arcface
-    from simswap_trt.bundle import Bundle
-    from simswap_trt.schema import sha256_of
-
     bundle = Bundle.load(folder)
     kept = bundle.models["arcface"].source.get("weights")
     if not kept:
