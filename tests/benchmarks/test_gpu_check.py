@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import _gpu_available
-from fake_gpu import install_fake_cuda
+from support.fake_gpu import install_fake_cuda
+from support.paths import ROOT, TESTS
+from support.real_gpu import gpu_available
 
 from benchmarks.gpu_check import cli, kernel_checks, report, standins, swapper_checks
 
-TESTS = Path(__file__).parent
-ROOT = TESTS.parent
 QUICK = ["--faces", "2", "--stream-batches", "2", "--repeats", "2"]
 
 
@@ -41,7 +40,7 @@ def test_arguments_have_defaults_and_refuse_non_positive_counts(capsys):
     assert "argument --faces: must be a positive integer, got 0" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
+@pytest.mark.skipif(gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_without_a_gpu_it_says_why_and_writes_nothing(tmp_path, capsys):
     output = tmp_path / "gpu-check.json"
     assert cli.main(["--output", str(output)]) == 2
@@ -87,7 +86,7 @@ def test_the_kernel_check_runs_on_the_stand_in(size, host, monkeypatch):
 
 
 def test_the_cuda_layer_check_runs_on_the_stand_in(monkeypatch):
-    from fake_gpu import fake_cudart
+    from support.fake_gpu import fake_cudart
 
     from simswap_trt import cuda
 
@@ -165,7 +164,7 @@ def kernel_standin_on(gpu, monkeypatch):
 
 
 def test_the_device_parsing_and_graph_checks_run_on_the_stand_in(host, monkeypatch, tmp_path):
-    from fake_gpu import fake_cudart
+    from support.fake_gpu import fake_cudart
 
     from simswap_trt import cuda
 
@@ -256,7 +255,7 @@ def test_the_documented_command_runs_every_part_on_the_stand_in(build, tmp_path)
     assert "no part failed" in done.stdout and "rerun" not in done.stdout
 
 
-@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
+@pytest.mark.skipif(gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_the_documented_command_without_a_gpu_says_skipped_and_exits_2(tmp_path):
     output = tmp_path / "gpu-check.json"
     done = run_documented("--output", str(output))

@@ -4,10 +4,10 @@ identity, and one-line errors naming the path."""
 import errno
 import os
 import stat
-from pathlib import Path
 
 import numpy as np
 import pytest
+from support.folders import unwritable_folder
 
 from simswap_trt import files
 from simswap_trt.errors import OutputError
@@ -83,17 +83,6 @@ def test_check_output_refuses_unwritable_places(tmp_path):
         check_output(tmp_path)
     with pytest.raises(OutputError, match="is not writable"):
         check_output(unwritable_folder(tmp_path) / "out.png")
-
-
-def unwritable_folder(tmp_path):
-    """A folder this process cannot write: mode 0555, or for root (who ignores modes) /sys."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir(mode=0o555)
-        return folder
-    if not os.path.isdir("/sys"):
-        pytest.skip("running as root without /sys: no folder here refuses writes")
-    return Path("/sys")
 
 
 def dead_pid() -> int:

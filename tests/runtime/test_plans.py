@@ -1,39 +1,14 @@
 """Plan/manifest mismatches are refused with messages that say why and how to rebuild; tampering is refused."""
 
 import pytest
+from support.plans import plan
 
 from simswap_build.tensorrt.builder import register_plan
 from simswap_trt.bundle import Bundle
-from simswap_trt.engines import TensorSpec
 from simswap_trt.errors import BundleError
 from simswap_trt.plans import PlanEntry, RuntimeInfo, plan_problems, rebuild_command
 
 H100 = RuntimeInfo("11.4.0.106", lean=False, compute_capability=(9, 0), gpu_name="NVIDIA H100")
-
-
-def plan(**changes):
-    base = dict(
-        role="generator",
-        file="engines/generator.fp32.sm_90.plan",
-        sha256="0" * 64,
-        onnx_sha256="a" * 64,
-        precision="fp32",
-        tensorrt_version="11.4.0.106",
-        version_compatible=False,
-        hardware_compatibility="none",
-        gpu_name="NVIDIA H100",
-        compute_capability=(9, 0),
-        profile={
-            "target": ((1, 3, 224, 224), (8, 3, 224, 224), (32, 3, 224, 224)),
-            "latent": ((1, 512), (8, 512), (32, 512)),
-        },
-        inputs=(
-            TensorSpec("target", "float32", ("batch", 3, 224, 224)),
-            TensorSpec("latent", "float32", ("batch", 512)),
-        ),
-        outputs=(TensorSpec("swapped", "float32", ("batch", 3, 224, 224)),),
-    )
-    return PlanEntry(**{**base, **changes})
 
 
 def test_matching_plan_runs():

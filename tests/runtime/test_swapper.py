@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from conftest import random_crops
+from support.tiny import random_crops
 
 from simswap_build.convert.bundle import untrained_bundle
 from simswap_build.models import identity_latent
@@ -64,7 +64,7 @@ def test_input_errors(swapper):
 
 
 def test_untrained_bundle_says_so(tmp_path, caplog):
-    from conftest import TINY_ARCFACE, TINY_GENERATOR
+    from support.tiny import TINY_ARCFACE, TINY_GENERATOR
 
     bundle = untrained_bundle(tmp_path / "u", generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE)
     with caplog.at_level(logging.WARNING):

@@ -3,7 +3,7 @@ launches, TensorRT calls) without a GPU, and to check every TensorRT runtime att
 the real ``tensorrt_lean`` bindings.
 
 * Memory: device buffers are NumPy arrays whose *real host addresses* are the "device pointers", so the
-  host build of the kernels (tests/conftest.py ``host``) runs on them unchanged, pointer tables included.
+  host build of the kernels (tests/support/kernel_build.py ``host``) runs on them unchanged, pointer tables included.
   Every access through a device address is bounds-checked against the live allocations, and addresses
   of pinned host memory are refused where device memory is expected.
 * Streams execute asynchronously and out of order: work is queued, and runs only when the host waits

@@ -4,7 +4,7 @@ and a quick run whose report is internally consistent."""
 import json
 
 import pytest
-from conftest import TINY_ARCFACE, TINY_GENERATOR
+from support.tiny import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.bench.measure import Stats, conv_flops, interleaved, measure, ratio_stats, slope
 from simswap_build.convert.architectures import GeneratorConfig, generator_keys

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+from support.enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_build.bench.enhancer import PEERS, enhancer_comparison, summarize
 from simswap_trt.errors import BundleError

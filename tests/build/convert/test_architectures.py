@@ -2,7 +2,7 @@
 definitions (the torch reference models and the torch-free key specs used for detection and ONNX)."""
 
 import pytest
-from conftest import reference_keys
+from support.tiny import reference_keys
 
 from simswap_build.convert.architectures import (
     IR_SE_50,

@@ -10,7 +10,7 @@ import stat
 import cv2
 import numpy as np
 import pytest
-from conftest import TINY_ARCFACE, TINY_GENERATOR, random_crops
+from support.tiny import TINY_ARCFACE, TINY_GENERATOR, random_crops
 
 import simswap_build.precision.recipe as precision_module
 from simswap_build.bench.photos import face_photo_set

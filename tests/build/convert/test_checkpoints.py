@@ -7,14 +7,14 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ARCFACE, TINY_GENERATOR
-from official_formats import (
+from support.official_formats import (
     make_arcface,
     make_generator,
     save_arcface_pickled_module,
     save_arcface_training_dict,
     save_generator,
 )
+from support.tiny import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.convert.architectures import GeneratorConfig
 from simswap_build.convert.checkpoints import load_arcface, load_generator

@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from enhancer_formats import TINY_GFPGAN, bundle_with_enhancer, make_gfpgan, save_gfpgan
+from support.enhancer_formats import TINY_GFPGAN, bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_build.convert.checkpoints import load_enhancer
 from simswap_build.convert.enhancers import GFPGANv1Clean, detect_restorer

@@ -7,8 +7,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import random_crops
-from official_formats import make_arcface, make_generator
+from support.official_formats import make_arcface, make_generator
+from support.tiny import random_crops
 
 from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
 from simswap_build.graphs.export import arcface_graph, generator_graph

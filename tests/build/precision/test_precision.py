@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, numpy_helper
 from skimage.metrics import peak_signal_noise_ratio
+from support.tiny import TINY_ARCFACE, TINY_GENERATOR
 
 import simswap_build.cli as build_cli
 import simswap_build.precision.recipe as precision_module

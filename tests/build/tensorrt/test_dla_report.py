@@ -7,8 +7,8 @@ import shutil
 
 import onnx
 import pytest
-from fake_gpu import install_fake_cuda, strict_runtime_module
-from test_trt_conformance import fake_builder_module
+from support.fake_gpu import install_fake_cuda, strict_runtime_module
+from support.trt_builder_standin import fake_builder_module
 
 from simswap_build import cli as build_cli
 from simswap_build.tensorrt import builder as engine_builder

@@ -4,7 +4,7 @@ schema tritonclient ships) and states the bundle's contract; planted errors fail
 import shutil
 
 import pytest
-from test_plans import plan
+from support.plans import plan
 
 from simswap_build.cli import main as build_main
 from simswap_build.tensorrt.builder import register_plan

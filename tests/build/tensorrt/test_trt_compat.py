@@ -3,8 +3,8 @@
 import numpy as np
 import onnx
 import pytest
-from conftest import TINY_ARCFACE, TINY_GENERATOR
 from onnx import TensorProto, helper, numpy_helper
+from support.tiny import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.convert.architectures import arcface_keys, generator_keys
 from simswap_build.convert.bundle import random_weights

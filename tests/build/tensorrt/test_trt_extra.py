@@ -3,14 +3,13 @@ code imports from ``cuda.core``), and NVRTC of the same CUDA major version as cu
 install compiles the fused kernels where no fatbin is shipped."""
 
 import re
-from pathlib import Path
 
 import pytest
 import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from support.paths import ROOT
 
-ROOT = Path(__file__).parents[1]
 EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
 
 

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import TINY_ARCFACE, TINY_GENERATOR
-from official_formats import make_arcface
+from support.official_formats import make_arcface
+from support.tiny import TINY_ARCFACE, TINY_GENERATOR
 
 from simswap_build.cli import main as build_main
 from simswap_build.models import Generator, identity_latent

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from conftest import random_crops
 from onnx import helper
+from support.tiny import random_crops
 
 from simswap_build.cli import main as build_main
 from simswap_trt.cli import main as trt_main
@@ -290,7 +290,7 @@ def test_bundle_file_offered_as_detector(tiny_bundle, photo_folder, tmp_path, ca
 
 
 def test_info_lists_graphs_and_plans(tiny_bundle, tmp_path, capsys):
-    from test_plans import plan
+    from support.plans import plan
 
     from simswap_build.tensorrt.builder import register_plan
     from simswap_trt.bundle import Bundle, sha256_of

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import onnxruntime
 import pytest
-from conftest import _gpu_available
-from test_hardening import one_error_line, photos, swap  # noqa: F401 (photos is a fixture)
+from support.command_line import one_error_line, photos, swap  # noqa: F401 (photos is a fixture)
+from support.real_gpu import gpu_available
 
 from simswap_build.cli import main as build_main
 from simswap_trt import FaceSwapper
@@ -25,11 +25,11 @@ def test_doctor_reports_this_machine_and_each_bundle_role(tiny_bundle, capsys):
     assert ", ".join(onnxruntime.get_available_providers()) in text
     assert f"bundle        {tiny_bundle.root} (0 TensorRT plan(s))" in text
     for role in ("generator", "arcface"):
-        if _gpu_available():
+        if gpu_available():
             assert f"  {role:<11} auto -> ONNX Runtime: the bundle has no TensorRT plan for the {role}" in text
-        else:  # without a GPU: the CPU path, plainly (tests/test_doctor_gpu.py)
+        else:  # without a GPU: the CPU path, plainly (tests/runtime/cli/test_doctor_gpu.py)
             assert f"  {role:<11} auto -> ONNX Runtime on the CPU, fp32 graph" in text
-    if not _gpu_available():
+    if not gpu_available():
         assert "GPU           none " in text and "the CPU path works" in text
 
 
@@ -116,7 +116,7 @@ def test_max_pixels_refuses_large_targets_and_sources(tiny_bundle, photos, tmp_p
 
 
 def test_parsing_model_flag_reaches_the_swap(tiny_bundle, photos, tmp_path, capsys):  # noqa: F811
-    from test_pipeline import fake_parser
+    from support.parser_standin import fake_parser
 
     plain, masked = tmp_path / "plain.png", tmp_path / "masked.png"
     assert swap(tiny_bundle.root, photos / "astronaut.png", photos / "camera.png", plain) == 0

@@ -4,7 +4,7 @@ cuda-bindings' runtime names the cuda-compat package and library path, a desktop
 names the driver or cuda-python to install, and whether the fused kernels load."""
 
 import pytest
-from fake_gpu import install_fake_cuda
+from support.fake_gpu import install_fake_cuda
 
 from simswap_trt import cli, cuda, doctor
 from simswap_trt import kernels as kernels_module

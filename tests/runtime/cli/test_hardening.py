@@ -8,41 +8,18 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from conftest import random_crops
 from PIL import Image
-from test_files import unwritable_folder
+from support import command_line
+from support.command_line import one_error_line, swap
+from support.folders import unwritable_folder
+from support.paths import ROOT
+from support.tiny import random_crops
 
 from simswap_build.cli import main as build_main
 from simswap_trt.cli import main as trt_main
 from simswap_trt.errors import InputError
 
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    from skimage import data
-
-    folder = tmp_path_factory.mktemp("photos")
-    astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])
-    camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
-    cv2.imwrite(str(folder / "astronaut.png"), astronaut)
-    cv2.imwrite(str(folder / "camera.png"), camera)
-    cv2.imwrite(str(folder / "two.png"), np.hstack([camera, cv2.flip(astronaut, 1)]))
-    return folder
-
-
-def one_error_line(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
-    return err
-
-
-def swap(bundle, source, target, output, *extra):
-    return trt_main(
-        ["swap", "--bundle", str(bundle), "--source", str(source), "--target", str(target), "--output", str(output)]
-        + list(extra)
-    )
+photos = command_line.photos  # the fixture: public-domain photos on disk
 
 
 def test_output_equal_to_the_target_is_refused_and_the_photo_kept(tiny_bundle, photos, tmp_path, capsys):
@@ -227,7 +204,6 @@ def test_bundle_outputs_need_overwrite_and_are_checked_before_loading(tiny_check
 
 
 def test_missing_tensorrt_points_to_the_extra_that_installs_the_lean_runtime(monkeypatch):
-    from pathlib import Path
 
     from simswap_trt.engines.tensorrt import import_tensorrt
     from simswap_trt.errors import EngineError
@@ -236,7 +212,7 @@ def test_missing_tensorrt_points_to_the_extra_that_installs_the_lean_runtime(mon
     monkeypatch.setitem(sys.modules, "tensorrt_lean", None)
     with pytest.raises(EngineError, match=r"pip install 'simswap-trt\[trt-lean\]' for the lean runtime"):
         import_tensorrt()
-    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    pyproject = (ROOT / "pyproject.toml").read_text()
     (extra,) = [line for line in pyproject.splitlines() if line.startswith("trt-lean = ")]
     assert '"tensorrt-lean-' in extra  # the extra the message names installs the lean runtime
 

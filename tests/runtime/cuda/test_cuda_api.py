@@ -3,14 +3,13 @@ the installed cuda-python (cuda.bindings 13.x, cuda.core), so a misspelt or remo
 on the first GPU run."""
 
 import re
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 cudart = pytest.importorskip("cuda.bindings.runtime")
 core = pytest.importorskip("cuda.core")
 
-ROOT = Path(__file__).parents[1]
 SOURCES = [*sorted((ROOT / "simswap_trt").rglob("*.py")), *sorted((ROOT / "benchmarks").glob("*.py"))]
 
 

@@ -6,11 +6,11 @@ single host<->device copy."""
 import json
 from types import SimpleNamespace
 
-import fake_gpu
 import numpy as np
 import pytest
-import test_tensorrt_engine
-from fake_gpu import install_fake_cuda
+from support import fake_gpu
+from support.fake_gpu import install_fake_cuda
+from support.plans import fake_generator  # the plan_bundle and fake_trt fixtures: support/plans.py
 
 from simswap_trt import cuda
 from simswap_trt.backends import open_engine
@@ -21,10 +21,6 @@ from simswap_trt.errors import EngineError
 ORIN = MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(8, 7))
 H100 = MemoryTraits(integrated=False, can_map_host_memory=True, compute_capability=(9, 0))
 TX2 = MemoryTraits(integrated=True, can_map_host_memory=True, compute_capability=(6, 2))
-
-# the TensorRT backend's stand-in fixtures: a bundle with a plan, a strict fake runtime
-plan_bundle, fake_trt = test_tensorrt_engine.plan_bundle, test_tensorrt_engine.fake_trt
-fake_generator = test_tensorrt_engine.fake_generator
 
 
 @pytest.mark.parametrize(

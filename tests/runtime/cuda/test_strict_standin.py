@@ -5,11 +5,12 @@ TensorRT cannot create, a launch error, a failure in the middle of a batch, a st
 import threading
 from types import SimpleNamespace
 
-import fake_gpu
 import numpy as np
 import pytest
-from fake_gpu import CudaErrors, fake_cudart, install_fake_cuda, strict_runtime_module
-from test_tensorrt_engine import IO, fake_generator, plan_bundle  # noqa: F401 (a fixture)
+from support import fake_gpu
+from support.fake_gpu import CudaErrors, fake_cudart, install_fake_cuda, strict_runtime_module
+from support.paths import ROOT
+from support.plans import IO, fake_generator
 
 from simswap_trt import cuda
 from simswap_trt import kernels as kernels_module
@@ -246,8 +247,8 @@ def test_close_after_a_sticky_fault_frees_what_it_can(gpu, plan_bundle, monkeypa
 def test_a_failed_batch_releases_its_workspace(tiny_bundle, host, monkeypatch, tmp_path):
     """An error in the middle of a batch (here the generator's enqueue) leaves no workspace held: later
     batches reuse the two workspaces instead of making a new one each time."""
-    from test_device_path import install_device, latent, scenes
-    from test_device_path import plan_bundle as device_plan_bundle
+    from support.device_path import install_device, latent, scenes
+    from support.device_path import plan_bundle as device_plan_bundle
 
     from simswap_trt import FaceSwapper
 
@@ -355,7 +356,7 @@ GUARDED_READ = """
 import ctypes
 import numpy as np
 import pytest
-from fake_gpu import install_fake_cuda
+from support.fake_gpu import install_fake_cuda
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory
 
@@ -378,10 +379,8 @@ def test_guarded_device_memory_is_readable_only_through_copies():
     import signal
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     result = subprocess.run([sys.executable, "-c", GUARDED_READ], capture_output=True, text=True, env=env, timeout=120)
     assert "copies work" in result.stdout, result.stderr
     assert "the host read device memory" not in result.stdout
@@ -391,7 +390,7 @@ def test_guarded_device_memory_is_readable_only_through_copies():
 def test_the_device_path_never_touches_device_memory_from_the_host(tiny_bundle, host, monkeypatch, tmp_path):
     """The whole device path (upload, kernels, plans, paste-back, region download) on guarded device memory:
     it reaches device memory only through copies and device work (a host access would crash the test)."""
-    import test_device_path as device_path
+    from support import device_path
 
     from simswap_trt import FaceSwapper
 

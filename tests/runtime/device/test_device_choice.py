@@ -1,4 +1,4 @@
-"""Choosing the CUDA device, on a stand-in with two GPUs (tests/fake_gpu.py): a swapper's engines, buffers,
+"""Choosing the CUDA device, on a stand-in with two GPUs (tests/support/fake_gpu.py): a swapper's engines, buffers,
 streams and kernels live on its device, each call makes that device current (the stand-in refuses a launch
 on another device's stream or memory), a bad id is refused naming the available devices, ``serve
 --instances`` places instances round robin, and Ray actors use the GPU Ray assigned them."""
@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from fake_gpu import FakeDeviceBuffer, FakeStream, fake_cudart, install_fake_cuda
-from test_device_path import install_device, latent, plan_bundle, scenes
+from support.device_path import install_device, latent, plan_bundle, scenes
+from support.fake_gpu import FakeDeviceBuffer, FakeStream, fake_cudart, install_fake_cuda
 
 from simswap_trt import FaceSwapper, cli, cuda
 from simswap_trt.distributed.batch import assigned_device
@@ -136,7 +136,7 @@ def test_the_cli_lists_the_devices_and_swaps_on_the_one_chosen(
     _, module = install_device(monkeypatch, host, bundle, devices=2)
     calls = module.calls
     cudart = fake_cudart(calls)
-    monkeypatch.setattr("simswap_trt.jetson.doctor_lines", lambda: [])  # Jetson lines: tests/test_jetson_doctor.py
+    monkeypatch.setattr("simswap_trt.jetson.doctor_lines", lambda: [])  # Jetson lines: test_jetson_doctor.py
     assert cli.main(["doctor"]) == 0
     listed = capsys.readouterr().out
     assert "GPU 0         Fake H100 (sm_90" in listed and "GPU 1         Fake H100 (sm_90" in listed
@@ -160,7 +160,7 @@ def test_the_device_places_onnx_runtime_cuda_sessions(tiny_bundle, monkeypatch, 
     import cv2
     import onnxruntime
     from skimage import data
-    from test_pipeline import fake_parser
+    from support.parser_standin import fake_parser
 
     install_fake_cuda(monkeypatch, devices=2)
     gpu_providers = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -1,72 +1,33 @@
-"""Detection on the device (simswap_trt.device.detect) on the CPU stand-in of the GPU (tests/fake_gpu.py):
+"""Detection on the device (simswap_trt.device.detect) on the CPU stand-in of the GPU (tests/support/fake_gpu.py):
 the letterbox kernel from the host build, the detector plan as ONNX Runtime behind a TensorRT-shaped
 engine, streams that run out of order unless events order them; and the builder's detector graph and plan.
 
 Reference: the host detector (OpenCV letterbox, ONNX Runtime) on the same photos. The device canvas
-differs from OpenCV's by one level on some pixels (tests/test_letterbox.py), so detections agree within
+differs from OpenCV's by one level on some pixels (tests/runtime/kernels/test_letterbox.py), so detections agree within
 stated tolerances, not bit for bit."""
 
 import logging
 import shutil
 
 import cv2
-import fake_gpu
 import numpy as np
 import pytest
-from fake_gpu import FakeStream, install_fake_cuda, strict_runtime_module
-from test_device_path import register_fake_plans
-from test_trt_conformance import fake_builder_module
+from support import device_detection, fake_gpu
+from support.device_detection import detector_bundle, install_device
+from support.device_path import latent
+from support.fake_gpu import FakeStream, install_fake_cuda
+from support.trt_builder_standin import fake_builder_module
 
 from simswap_build import cli as build_cli
-from simswap_build.graphs.detector import add_detector
 from simswap_build.tensorrt import builder as engine_builder
 from simswap_build.tensorrt.builder import BuildOptions, build_engine
 from simswap_trt import FaceSwapper
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
-from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.vision.detect import CenterFace
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
-PLANS = {"generator": b"fake generator plan", "detector": b"fake detector plan", "arcface": b"fake arcface plan"}
-
-
-@pytest.fixture(scope="module")
-def photos():
-    """Public-domain photos (scikit-image) with one to four faces, of odd sizes."""
-    from skimage import data
-
-    astronaut = np.ascontiguousarray(data.astronaut()[..., ::-1])
-    camera = cv2.cvtColor(data.camera(), cv2.COLOR_GRAY2BGR)
-    two = np.hstack([camera, cv2.flip(astronaut, 1)])
-    four = np.vstack([two, np.hstack([cv2.flip(astronaut, 1), camera])])
-    return [astronaut, cv2.resize(two, (777, 389), interpolation=cv2.INTER_AREA), four[:1001, :1023].copy()]
-
-
-def detector_bundle(bundle, root, roles=("generator", "detector"), max_batch=4):
-    """A copy of ``bundle`` with CenterFace's detector graph and (fake) plans for ``roles``."""
-    shutil.copytree(bundle.root, root)
-    return register_fake_plans(add_detector(root), PLANS, roles, max_batch=max_batch)
-
-
-def install_device(monkeypatch, host, bundle, **gpu_options):
-    """The stand-in GPU (``gpu_options``: see ``install_fake_cuda``), and a fake TensorRT whose plans run the
-    bundle's graphs on ONNX Runtime."""
-    gpu = install_fake_cuda(monkeypatch, host_lib=host, **gpu_options)
-    generator = OnnxRuntimeEngine(bundle.path_of("generator"), threads=2)
-    detector = OnnxRuntimeEngine(bundle.path_of("detector"), threads=2)
-    size, canvas = bundle.crop_size, bundle.detector_canvas
-    io = [("target", "in", (-1, 3, size, size)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, size, size))]
-    maps = [(spec.name, "out", (-1, spec.shape[1], canvas // 4, canvas // 4)) for spec in detector.outputs]
-    detector_io = [(detector.inputs[0].name, "in", (-1, 3, canvas, canvas)), *maps]
-    module = strict_runtime_module(lean, io, generator.run, plans={PLANS["detector"]: (detector_io, detector.run)})
-    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
-    return gpu, module
-
-
-def latent(seed=3):
-    v = np.random.default_rng(seed).normal(size=512).astype(np.float32)
-    return v / np.linalg.norm(v)
+photos = device_detection.photos  # the fixture: public-domain photos with 1, 2 and 4 faces, of odd sizes
 
 
 @pytest.fixture()

@@ -1,16 +1,16 @@
 """Frames uploaded once per batch: with detection on the device, the frames it uploaded stay there and the swap
 of the same frames reads them (simswap_trt.device.frames.ResidentFrames), on the CPU stand-in of the GPU
-(tests/fake_gpu.py: streams run out of order unless events order them; ``UPLOADED`` holds the bytes of
+(tests/support/fake_gpu.py: streams run out of order unless events order them; ``UPLOADED`` holds the bytes of
 every upload). References: the same swapper with the frames uploaded again for the swap (what it did
 before: bit for bit), and the host path given the same detections (within 1 level)."""
 
 import cv2
-import fake_gpu
 import numpy as np
 import pytest
-import test_device_detect
-from fake_gpu import FakeStream, fake_cudart, install_fake_cuda, strict_runtime_module
-from test_device_detect import PLANS, detector_bundle, latent
+from support import device_detection, fake_gpu
+from support.device_detection import PLANS, detector_bundle
+from support.device_path import latent
+from support.fake_gpu import FakeStream, fake_cudart, install_fake_cuda, strict_runtime_module
 
 from simswap_trt import FaceSwapper, cuda
 from simswap_trt.device.frames import FrameSlot, ResidentFrames
@@ -20,7 +20,7 @@ from simswap_trt.swapper import FrameBatch
 from simswap_trt.video.stream import VideoOptions, swap_frames
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
-photos = test_device_detect.photos  # the fixture: public-domain photos with 1, 2 and 4 faces, of odd sizes
+photos = device_detection.photos  # the fixture: public-domain photos with 1, 2 and 4 faces, of odd sizes
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ then. Reference: the same swapper without graphs, and the host path."""
 
 import logging
 
-import fake_gpu
 import numpy as np
 import pytest
-from fake_gpu import fake_cudart
-from test_device_path import install_device, latent, plan_bundle, scenes
-from test_pipeline import fake_parser
+from support import fake_gpu
+from support.device_path import install_device, latent, plan_bundle, scenes
+from support.fake_gpu import fake_cudart
+from support.parser_standin import fake_parser
 
 from simswap_trt import FaceSwapper, cuda
 from simswap_trt.engines import OnnxRuntimeEngine

@@ -4,10 +4,10 @@ identical to the staged path of a discrete GPU."""
 
 import logging
 
-import fake_gpu
 import numpy as np
 import pytest
-from test_device_path import install_device, latent, plan_bundle, scenes
+from support import fake_gpu
+from support.device_path import install_device, latent, plan_bundle, scenes
 
 from simswap_trt import FaceSwapper
 from simswap_trt.swapper import FrameBatch

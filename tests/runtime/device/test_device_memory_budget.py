@@ -5,8 +5,9 @@ workspace's activation memory."""
 
 import numpy as np
 import pytest
-from fake_gpu import fake_cudart, strict_runtime_module
-from test_tensorrt_engine import IO, fake_generator, plan_bundle  # noqa: F401 (a fixture)
+from support.fake_gpu import fake_cudart, strict_runtime_module
+from support.paths import ROOT
+from support.plans import IO, fake_generator
 
 from benchmarks import memory as budget
 from simswap_trt import cuda
@@ -50,11 +51,9 @@ def test_a_buffer_left_out_of_the_report_is_caught(monkeypatch, graph_runtime):
 def test_the_documented_figures_are_the_commands(monkeypatch, graph_runtime):
     """docs/device-path.md gives the figures of benchmarks/results/memory.json, which the stand-in reproduces."""
     import json
-    from pathlib import Path
 
-    root = Path(__file__).parents[1]
-    rows = json.loads((root / "benchmarks/results/memory.json").read_text())["rows"]
-    docs = (root / "docs/device-path.md").read_text()
+    rows = json.loads((ROOT / "benchmarks/results/memory.json").read_text())["rows"]
+    docs = (ROOT / "docs/device-path.md").read_text()
     for row in rows:
         for figure in (row["device_bytes"], row["pinned_bytes"]):
             assert f"{figure / MIB:.1f} MiB" in docs
@@ -135,7 +134,7 @@ def test_engine_graphs_per_slot_are_bounded(gpu_engine):
 
 @pytest.fixture()
 def gpu_engine(monkeypatch, plan_bundle):  # noqa: F811
-    from fake_gpu import install_fake_cuda
+    from support.fake_gpu import install_fake_cuda
 
     gpu = install_fake_cuda(monkeypatch)
     cudart = fake_cudart(gpu.executed)
@@ -156,18 +155,18 @@ def test_swapper_memory_sums_its_parts():
 def test_doctor_reports_what_a_swapper_on_the_bundle_holds(tiny_bundle, tmp_path, monkeypatch, capsys):
     """`doctor B` with a usable GPU and plans: the swapper's memory per part, TensorRT's activation blocks
     included (2 contexts per plan, 1 MiB each on this stand-in)."""
-    import test_device_path
-    from fake_gpu import install_fake_cuda
+    from support import device_path
+    from support.fake_gpu import install_fake_cuda
 
     from simswap_trt import cli
 
-    bundle = test_device_path.plan_bundle(tiny_bundle, tmp_path / "b", roles=("generator", "arcface"))
+    bundle = device_path.plan_bundle(tiny_bundle, tmp_path / "b", roles=("generator", "arcface"))
     install_fake_cuda(monkeypatch)
     monkeypatch.setattr("simswap_trt.jetson.doctor_lines", lambda: [])
     size = bundle.crop_size
     io = [("target", "in", (-1, 3, size, size)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, size, size))]
     arcface_io = [("crop", "in", (-1, 3, size, size)), ("latent", "out", (-1, 512))]
-    plans = {test_device_path.PLAN_BYTES["arcface"]: (arcface_io, None)}
+    plans = {device_path.PLAN_BYTES["arcface"]: (arcface_io, None)}
     module = strict_runtime_module(lean, io, None, plans=plans, activation=1 << 20)
     monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
     assert cli.main(["doctor", str(bundle.root)]) == 0

@@ -9,8 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-from test_device_path import PLAN_BYTES, install_device, latent, plan_bundle, scenes
-from test_pipeline import fake_parser
+from support.device_path import PLAN_BYTES, install_device, latent, plan_bundle, scenes
+from support.parser_standin import fake_parser
 
 from benchmarks.gpu_check.standins import content_parser
 from simswap_trt import FaceSwapper

@@ -10,6 +10,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the batch job needs the 'ray' extra")
 
+from support.paths import ROOT, TESTS  # noqa: E402
+
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.distributed import JobOptions, list_inputs, output_for, run_job  # noqa: E402
 from simswap_trt.images import read_image  # noqa: E402
@@ -119,7 +121,7 @@ def test_batch_command(cluster, tiny_bundle, folder, tmp_path, capsys):
 def mixed_folder(tmp_path_factory, folder):
     """An image, a short clip with a moving face, a clip without a face and a truncated clip."""
     pytest.importorskip("av", reason="video items need the 'video' extra")
-    from video_clips import background, moving_face, write_clip
+    from support.video_clips import background, moving_face, write_clip
 
     root = tmp_path_factory.mktemp("ray_mixed")
     cv2.imwrite(str(root / "a_astronaut.png"), folder[1])
@@ -134,7 +136,7 @@ CLIP_SIZE = (160, 120)
 
 
 def test_videos_swapped_like_single_process_and_not_redone(cluster, tiny_bundle, mixed_folder, reference, tmp_path):
-    from video_clips import decoded, planes
+    from support.video_clips import decoded, planes
 
     from simswap_trt.video import VideoOptions, swap_video
 
@@ -188,7 +190,7 @@ def test_video_uri_is_reported(cluster, tiny_bundle, mixed_folder, reference, tm
 
 def test_batch_outputs_are_signed(cluster, tiny_bundle, mixed_folder, reference, tmp_path):
     pytest.importorskip("c2pa", reason="signing needs the 'provenance' extra")
-    from c2pa_certs import make_chain
+    from support.c2pa_certs import make_chain
 
     from simswap_trt.provenance import Signer, verify
 
@@ -206,7 +208,7 @@ def test_batch_outputs_are_signed(cluster, tiny_bundle, mixed_folder, reference,
 
 
 def test_an_unwritable_output_folder_is_one_error_before_ray_starts(tiny_bundle, folder, tmp_path, monkeypatch, capsys):
-    from test_files import unwritable_folder
+    from support.folders import unwritable_folder
 
     from simswap_trt.cli import main
     from simswap_trt.distributed import batch
@@ -268,7 +270,7 @@ def test_select_reference_swaps_like_the_single_process_swapper(cluster, tiny_bu
 def test_webm_videos_are_swapped_as_vp9(cluster, tiny_bundle, reference, tmp_path):
     pytest.importorskip("av", reason="video items need the 'video' extra")
     import av
-    from video_clips import moving_face, write_clip
+    from support.video_clips import moving_face, write_clip
 
     clip = write_clip(tmp_path / "clip.webm", moving_face(6, CLIP_SIZE), audio=False, codec="libvpx-vp9")
     [report] = run_job(
@@ -287,9 +289,8 @@ def test_sigterm_during_batch_exits_143_and_leaves_no_temporary(tiny_bundle, fol
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
-    from video_clips import moving_face, write_clip
+    from support.video_clips import moving_face, write_clip
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -298,8 +299,7 @@ def test_sigterm_during_batch_exits_143_and_leaves_no_temporary(tiny_bundle, fol
     out = tmp_path / "out"
     argv = ["batch", "--bundle", str(tiny_bundle.root), "--source", str(tmp_path / "source.png")]
     argv += ["--input", str(inputs), "--output", str(out), "--actors", "1", "--threads", "1", "--batch", "2"]
-    tests = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
     env.pop("RAY_ADDRESS", None)
     process = subprocess.Popen([sys.executable, "-m", "simswap_trt.cli", *argv], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240

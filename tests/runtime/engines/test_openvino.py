@@ -289,7 +289,7 @@ def test_validate_reports_bf16_from_the_engines_outputs(full_bundle, astronaut_c
 
 def test_cli_backend_and_precision_flags(tiny_bundle, tmp_path, capsys, caplog):
     import cv2
-    from conftest import random_crops
+    from support.tiny import random_crops
 
     from simswap_trt.cli import main as trt_main
 
@@ -337,7 +337,7 @@ def test_host_stream_keeps_the_next_batch_generating_while_one_is_pasted(full_bu
 
 
 def test_a_host_parser_without_declared_output_shapes_runs_on_openvino(tmp_path):
-    from test_pipeline import fake_parser
+    from support.parser_standin import fake_parser
 
     from simswap_trt.vision.parsing import FaceParser
 

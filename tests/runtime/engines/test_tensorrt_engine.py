@@ -2,70 +2,20 @@
 attribute it uses checked against the real tensorrt_lean bindings; and the backend choice without a GPU."""
 
 import logging
-import shutil
 
 import numpy as np
 import pytest
-from conftest import _gpu_available
-from fake_gpu import fake_cudart, install_fake_cuda, strict_runtime_module
+from support.fake_gpu import fake_cudart, install_fake_cuda
+from support.plans import fake_generator
+from support.real_gpu import gpu_available
 
-from simswap_build.tensorrt.builder import register_plan
 from simswap_trt import FaceSwapper, cuda
 from simswap_trt.backends import open_engine
-from simswap_trt.bundle import Bundle
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
 from simswap_trt.errors import BundleError, EngineError
-from simswap_trt.plans import PlanEntry
-from simswap_trt.schema import sha256_of
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
-
-IO = [("target", "in", (-1, 3, 224, 224)), ("latent", "in", (-1, 512)), ("swapped", "out", (-1, 3, 224, 224))]
-
-
-def fake_generator(inputs):
-    """What the fake plan computes: something that mixes both inputs per item."""
-    shift = inputs["latent"].mean(axis=1)[:, None, None, None]
-    return {"swapped": inputs["target"] * 0.5 + shift}
-
-
-@pytest.fixture()
-def plan_bundle(tiny_bundle, tmp_path):
-    root = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle.root, root)
-    bundle = Bundle.load(root)
-    (root / "engines").mkdir()
-    plan_file = root / "engines" / "generator.fp32.sm_90.plan"
-    plan_file.write_bytes(b"fake serialized plan")
-    model = bundle.models["generator"]
-    entry = PlanEntry(
-        role="generator",
-        file="engines/generator.fp32.sm_90.plan",
-        sha256=sha256_of(plan_file),
-        onnx_sha256=model.sha256,
-        precision="fp32",
-        tensorrt_version="11.4.0.106",
-        version_compatible=True,
-        hardware_compatibility="none",
-        gpu_name="Fake H100",
-        compute_capability=(9, 0),
-        profile={
-            "target": ((1, 3, 224, 224), (4, 3, 224, 224), (5, 3, 224, 224)),
-            "latent": ((1, 512), (4, 512), (5, 512)),
-        },
-        inputs=model.inputs,
-        outputs=model.outputs,
-    )
-    return register_plan(bundle, entry)
-
-
-@pytest.fixture()
-def fake_trt(monkeypatch):
-    install_fake_cuda(monkeypatch)
-    module = strict_runtime_module(lean, IO, fake_generator)
-    monkeypatch.setattr(trt_engine, "import_tensorrt", lambda: (module, True))
-    return module
 
 
 @pytest.mark.parametrize("total", [1, 4, 5, 6, 17])  # around the profile maximum of 5
@@ -133,7 +83,7 @@ def test_caller_owned_gpu_arrays_are_validated():
         trt_engine.device_pointer(np.zeros((2, 3, 224, 224), np.float32), spec, "target")
 
 
-@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
+@pytest.mark.skipif(gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_without_a_gpu_tensorrt_is_an_error_and_auto_says_why(plan_bundle, caplog):
     """The real situation of this machine: tensorrt_lean and cuda-python installed, no driver or GPU."""
     with pytest.raises(EngineError, match="no usable CUDA device for TensorRT: cudaGetDeviceCount failed"):

@@ -4,12 +4,11 @@ doctor prints for that device."""
 
 import re
 import shlex
-from pathlib import Path
 
-from fake_gpu import install_fake_cuda
-from test_jetson_doctor import ORIN_RELEASE, doctor, fake_commands, fake_files, fake_tensorrt
+from support.fake_gpu import install_fake_cuda
+from support.jetson_standin import ORIN_RELEASE, doctor, fake_commands, fake_files, fake_tensorrt
+from support.paths import ROOT
 
-ROOT = Path(__file__).parents[1]
 GUIDE = ROOT / "docs" / "jetson.md"
 OURS = ("simswap-trt", "simswap-build")
 

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from support.paths import ROOT
 
-ROOT = Path(__file__).parents[1]
 CHECK = ROOT / "deploy" / "jetson" / "check.py"
 _spec = importlib.util.spec_from_file_location("jetson_check", CHECK)
 check = sys.modules["jetson_check"] = importlib.util.module_from_spec(_spec)

@@ -5,64 +5,17 @@ and beyond the frame border, 90° rotations, several faces from several frames).
 Tolerances: preprocessing <= 1e-4 on [0, 1] floats against OpenCV's bilinear warp of the float frame;
 paste-back <= 1 level against the CPU paste-back and the official full-frame method."""
 
-import ctypes
-
 import cv2
 import numpy as np
 import pytest
-from conftest import _gpu_available
+from support.kernel_host import FACES, FRAMES, face_matrix, pasteback, preprocess
+from support.real_gpu import gpu_available
 
 from simswap_build.bench.official_style import paste_back_official
-from simswap_trt.device.tables import crop_to_frame_matrices, pack_pasteback
 from simswap_trt.kernels import fatbin_targets
-from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.preprocess import crops_to_tensor
 from simswap_trt.vision.warp import warp_faces
-
-FRONTAL = np.array([[39.73, 51.14], [72.27, 51.14], [56.0, 68.49], [42.46, 87.01], [69.54, 87.01]])
-
-
-def ptr(array, kind=ctypes.c_void_p):
-    return array.ctypes.data_as(kind)
-
-
-def pointer_array(arrays):
-    return (ctypes.c_void_p * len(arrays))(*[a.ctypes.data for a in arrays])
-
-
-def face_matrix(center, size, angle_deg, crop=224):
-    angle = np.deg2rad(angle_deg)
-    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
-    return alignment_matrix((FRONTAL - 56) * (size / 112) @ rotation.T + center, "multipose", crop)
-
-
-FRAMES = [(481, 643), (333, 517), (300, 401)]
-FACES = [  # (frame, centre, face size, angle)
-    (0, (320, 240), 180, 0),
-    (1, (250, 170), 150, 90),
-    (0, (20, 10), 160, 17),
-    (2, (395, 296), 120, -35),
-    (1, (60, 300), 90, 180),
-    (2, (200, 150), 260, 5),
-]
-
-
-def preprocess(host, frames, matrices, frame_of_face, size, dtype):
-    out = np.zeros((len(matrices), 3, size, size), dtype)
-    host.simswap_preprocess_host(
-        pointer_array(frames),
-        ptr(np.array([f.strides[0] for f in frames], np.int32)),
-        ptr(np.array([f.shape[1] for f in frames], np.int32)),
-        ptr(np.array([f.shape[0] for f in frames], np.int32)),
-        ptr(frame_of_face),
-        ptr(crop_to_frame_matrices(matrices)),
-        len(matrices),
-        size,
-        int(dtype == np.float16),
-        ptr(out),
-    )
-    return out
 
 
 def test_preprocess_matches_the_cpu_pipeline(host):
@@ -92,28 +45,6 @@ def test_preprocess_matches_the_cpu_pipeline(host):
         expected = warped[..., ::-1].transpose(2, 0, 1) / 255
         assert np.abs(out[i] - expected).max() <= 0.5 / 255 + 1e-4, (i, np.abs(out[i] - expected).max())
     assert out.std() > 0.1  # the faces really were sampled
-
-
-def pasteback(host, frames, per_frame, generator_out, size=224):
-    """The host build's paste-back of ``generator_out`` (NCHW RGB [0, 1], float32 or float16, faces in
-    paste order) into copies of ``frames``; also returns the packed batch."""
-    batch = pack_pasteback([f.shape for f in frames], per_frame, size)
-    out = [f.copy() for f in frames]
-    host.simswap_pasteback_host(
-        pointer_array(out),
-        ptr(np.array([f.strides[0] for f in out], np.int32)),
-        len(out),
-        ptr(batch.union_rois),
-        ptr(batch.face_begin),
-        pointer_array(list(generator_out)),
-        size,
-        int(generator_out.dtype == np.float16),
-        ptr(batch.forward),
-        ptr(batch.rois),
-        ptr(batch.masks),
-        ptr(batch.mask_offsets),
-    )
-    return out, batch
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -190,7 +121,7 @@ def test_shipped_source_compiles_with_nvrtc():
     assert all(name.encode() in ptx for name in KERNEL_NAMES)
 
 
-@pytest.mark.skipif(_gpu_available(), reason="checks the situation of a machine without a usable GPU")
+@pytest.mark.skipif(gpu_available(), reason="checks the situation of a machine without a usable GPU")
 def test_unusable_kernels_are_a_clear_error(monkeypatch):
     from simswap_trt.errors import EngineError
     from simswap_trt.kernels import DeviceKernels

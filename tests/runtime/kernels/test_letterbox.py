@@ -8,44 +8,12 @@ fixed-point weights and is off the exact value by up to 0.75 level, so about 13%
 OpenCV's by one, never more. Normalisation is exact: the kernel's values equal ``normalise`` of its own levels
 bit for bit, and its FP16 output is its FP32 output rounded to nearest even."""
 
-import ctypes
-
 import numpy as np
 import pytest
+from support.kernel_host import NORMALISATIONS, SHAPES, run_host
 
-from simswap_trt.device.tables import letterbox_tables
 from simswap_trt.kernels import BLOCK, letterbox_grid
-from simswap_trt.vision.detect import CenterFace, Scrfd, letterbox, letterbox_size, normalise
-
-NORMALISATIONS = {"centerface": CenterFace.normalisation, "scrfd": Scrfd.normalisation}
-SHAPES = [(301, 433), (433, 301), (97, 61), (640, 640), (1080, 1921), (5, 3)]
-
-
-def run_host(host, frames, canvas, normalisation, dtype=np.float32):
-    host.simswap_letterbox_host.restype = None
-    resized, scales = letterbox_tables(frames, canvas)
-    out = np.full((len(frames), 3, canvas, canvas), np.nan, dtype)
-    table = (ctypes.c_void_p * len(frames))(*[f.ctypes.data for f in frames])
-    pitches, widths, heights = (
-        np.array(v, np.int32) for v in zip(*[(f.strides[0], f.shape[1], f.shape[0]) for f in frames], strict=True)
-    )
-    swap_rb, mean, scale = normalisation
-    host.simswap_letterbox_host(
-        table,
-        pitches.ctypes.data_as(ctypes.c_void_p),
-        widths.ctypes.data_as(ctypes.c_void_p),
-        heights.ctypes.data_as(ctypes.c_void_p),
-        resized.ctypes.data_as(ctypes.c_void_p),
-        scales.ctypes.data_as(ctypes.c_void_p),
-        len(frames),
-        canvas,
-        int(swap_rb),
-        ctypes.c_float(mean),
-        ctypes.c_float(scale),
-        int(dtype == np.float16),
-        out.ctypes.data_as(ctypes.c_void_p),
-    )
-    return out
+from simswap_trt.vision.detect import letterbox, letterbox_size, normalise
 
 
 def resize_float64(image, new_h, new_w):

@@ -17,8 +17,8 @@ import pytest
 
 pytest.importorskip("c2pa", reason="signing needs the 'provenance' extra")
 
-from c2pa_certs import make_chain  # noqa: E402
 from PIL import Image  # noqa: E402
+from support.c2pa_certs import make_chain  # noqa: E402
 
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.cli import main  # noqa: E402
@@ -194,7 +194,7 @@ def test_served_images_are_signed(tiny_bundle, chain, photos):
 
 def test_video_is_labelled_and_signed(tiny_bundle, chain, tmp_path):
     av = pytest.importorskip("av")
-    from video_clips import FACE, moving_face, write_clip
+    from support.video_clips import FACE, moving_face, write_clip
 
     from simswap_trt.video import swap_video
 
@@ -225,7 +225,7 @@ def test_video_is_labelled_and_signed(tiny_bundle, chain, tmp_path):
 
 def test_video_command_signs_or_opts_out(tiny_bundle, chain, tmp_path, capsys):
     av = pytest.importorskip("av")
-    from video_clips import FACE, moving_face, write_clip
+    from support.video_clips import FACE, moving_face, write_clip
 
     cv2.imwrite(str(tmp_path / "me.png"), FACE)
     clip = write_clip(tmp_path / "in.mp4", moving_face(4))
@@ -246,7 +246,7 @@ def test_video_command_signs_or_opts_out(tiny_bundle, chain, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def enhanced_bundle(tiny_bundle, tmp_path_factory):
-    from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+    from support.enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
     folder = tmp_path_factory.mktemp("enhancer")
     checkpoint = save_gfpgan(make_gfpgan(seed=7), folder / "GFPGANv1.4.pth")

@@ -10,7 +10,7 @@ import logging
 import cv2
 import numpy as np
 import pytest
-from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+from support.enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_trt import FaceSwapper
 from simswap_trt.bundle import Bundle

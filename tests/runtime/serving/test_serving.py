@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import random_crops
+from support.tiny import random_crops
 
 pytest.importorskip("pytriton", reason="serving needs the 'serve' extra")
 if int(np.__version__.split(".")[0]) >= 2:

@@ -1,4 +1,4 @@
-"""Video files end to end on short synthetic clips (tests/video_clips.py): timestamps, audio, metadata,
+"""Video files end to end on short synthetic clips (tests/support/video_clips.py): timestamps, audio, metadata,
 bit-exact pass-through, gap bridging, bounded memory, interruption, bad inputs, the CLI."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from video_clips import FACE, SIZE, background, decoded, face_frame, moving_face, packets, planes, write_clip  # noqa: E402
+from support.video_clips import FACE, SIZE, background, decoded, face_frame, moving_face, packets, planes, write_clip  # noqa: E402
 
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.cli import main  # noqa: E402

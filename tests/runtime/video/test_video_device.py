@@ -1,4 +1,4 @@
-"""Video on the device path, on the CPU stand-in of the GPU (tests/fake_gpu.py, as in test_device_path.py):
+"""Video on the device path, on the CPU stand-in of the GPU (tests/support/fake_gpu.py, as in test_device_path.py):
 the swap stage keeps batches in flight with start_batch/finish_batch, and the output equals the host
 (CPU) video path's within one level, with the same frames, timestamps and audio."""
 
@@ -8,8 +8,8 @@ import pytest
 av = pytest.importorskip("av")
 pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
 
-from test_device_path import install_device, latent, plan_bundle  # noqa: E402
-from video_clips import background, decoded, moving_face, packets, planes, write_clip  # noqa: E402
+from support.device_path import install_device, latent, plan_bundle  # noqa: E402
+from support.video_clips import background, decoded, moving_face, packets, planes, write_clip  # noqa: E402
 
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.errors import ConfigError  # noqa: E402

@@ -1,5 +1,5 @@
 """Track-guided detection for video (simswap_trt/video/guided.py, FaceDetector.detect_regions) on short
-synthetic frames (tests/video_clips.py): region landmarks against whole-frame detection, late entry
+synthetic frames (tests/support/video_clips.py): region landmarks against whole-frame detection, late entry
 bounded by full_detect_every - 1 frames, faceless frames untouched, every=1 equal to per-batch detection,
 and how often the whole frame is searched."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from video_clips import FACE, SIZE, background, face_frame, moving_face
+from support.video_clips import FACE, SIZE, background, face_frame, moving_face
 
 from simswap_trt import FaceSwapper
 from simswap_trt.errors import ConfigError

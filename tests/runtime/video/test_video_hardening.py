@@ -20,7 +20,8 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from video_clips import FACE, background, decoded, moving_face, write_clip  # noqa: E402
+from support.paths import ROOT, TESTS  # noqa: E402
+from support.video_clips import FACE, background, decoded, moving_face, write_clip  # noqa: E402
 
 from simswap_trt import FaceSwapper  # noqa: E402
 from simswap_trt.cli import main  # noqa: E402
@@ -223,8 +224,7 @@ def test_sigterm_during_video_leaves_no_partial_and_exits_143(tiny_bundle, sourc
     out = tmp_path / "out" / "out.mp4"
     argv = ["video", "--bundle", str(tiny_bundle.root), "--source", str(source), "--target", str(clip)]
     argv += ["--output", str(out), "--threads", "1", "--batch", "2", "--window", "2"]
-    tests = Path(__file__).parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tests.parent), str(tests)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)])}
     process = subprocess.Popen([sys.executable, "-m", "simswap_trt.cli", *argv], env=env, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (out.parent.exists() and any(out.parent.iterdir())) and time.monotonic() < deadline:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
+from support.enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_trt import FaceSwapper
 from simswap_trt.errors import BundleError, ConfigError
@@ -182,7 +182,7 @@ def test_cli_swap_with_enhancer(enhanced_bundle, tiny_bundle, tmp_path, capsys):
 
 
 def test_cli_video_with_enhancer(enhanced_bundle, tmp_path, capsys):
-    from video_clips import FACE, decoded, moving_face, write_clip
+    from support.video_clips import FACE, decoded, moving_face, write_clip
 
     from simswap_trt.cli import main
 
