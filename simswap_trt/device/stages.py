@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.constants import LATENT_SIZE, PARSING_CLASSES, PARSING_SIZE
 from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
 from simswap_trt.device.frames import ResidentFrame, ResidentFrames
@@ -48,7 +48,7 @@ from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import DeviceKernels, parser_input, parser_labels, parsing_blend, pasteback_grid
 from simswap_trt.stages import Faces, Stages
-from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
+from simswap_trt.vision.parsing import mask_from_labels
 from simswap_trt.vision.preprocess import stack_crops
 
 log = logging.getLogger(__name__)
