@@ -1,7 +1,8 @@
 """The layout of the code: the runtime package holds only the runtime (importing any of its modules never pulls in
 the builder, the benchmarks or the tests); its modules import only their own layer and the layers below it, in
 the order stated here, and no two modules import each other (imports inside functions count: they are read
-from the sources with ``ast``); no module is over 600 lines and no function over 60 outside the tests.
+from the sources with ``ast``); no module is over 600 lines and no function over 60 outside the tests; no test
+module imports another (what tests share lives in tests/support).
 
 The order of the runtime's layers, lowest first (a module belongs to the layer naming it or the package above
 it; the most specific name wins):
@@ -30,6 +31,7 @@ import pytest
 from support.import_graph import (
     cycles,
     import_graph,
+    imports_of_test_modules,
     long_functions,
     long_modules,
     modules_of,
@@ -281,3 +283,26 @@ def test_planted_sizes_are_found(tmp_path):
     assert long_functions(path, MAX_FUNCTION_LINES) == {"C.long": MAX_FUNCTION_LINES + 1}
     lines = MAX_FUNCTION_LINES + 6
     assert long_modules([path], lines - 1) == {path: lines} and long_modules([path], lines) == {}
+
+
+def test_no_imports_of_test_modules_another():
+    """Shared stand-ins, fixtures and helpers live in tests/support; a test module imports only from there."""
+    tests = ROOT / "tests"
+    files = sorted(path for path in tests.rglob("*.py") if "data" not in path.relative_to(tests).parts)
+    assert len(files) > 60  # the whole tree was read
+    assert imports_of_test_modules(files) == {}
+
+
+def test_a_planted_import_of_a_test_module_is_found(tmp_path):
+    planted = {
+        "test_a.py": "from test_b import helper\n",
+        "test_c.py": "def f():\n    import conftest\n",
+        "test_d.py": "from support import fake_gpu\nfrom support.tiny import random_crops\n",
+    }
+    for name, text in planted.items():
+        (tmp_path / name).write_text(text)
+    found = imports_of_test_modules(sorted(tmp_path.iterdir()))
+    assert found == {
+        str(tmp_path / "test_a.py"): ["test_b", "test_b.helper"],
+        str(tmp_path / "test_c.py"): ["conftest"],
+    }

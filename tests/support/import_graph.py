@@ -148,3 +148,19 @@ def long_functions(path: Path, limit: int) -> dict[str, int]:
 
     walk(ast.parse(path.read_text(), str(path)), "")
     return found
+
+
+def imports_of_test_modules(paths: Iterable[Path]) -> dict[str, list[str]]:
+    """File -> the test modules (``test_*``) and conftest files it imports, at any depth of the file."""
+    found = {}
+    for path in paths:
+        names = []
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names += [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+        bad = sorted({n for n in names if any(p.startswith("test_") or p == "conftest" for p in n.split("."))})
+        if bad:
+            found[str(path)] = bad
+    return found
