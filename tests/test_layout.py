@@ -25,6 +25,7 @@ it; the most specific name wins):
 import subprocess
 import sys
 import textwrap
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,24 @@ def test_a_planted_import_of_a_test_module_is_found(tmp_path):
         str(tmp_path / "test_a.py"): ["test_b", "test_b.helper"],
         str(tmp_path / "test_c.py"): ["conftest"],
     }
+
+
+def unwalked_test_folders(tests: Path, patterns: list[str]) -> list[str]:
+    """Folders of ``tests`` holding test modules that pytest does not walk into (``norecursedirs``)."""
+    folders = [path for path in tests.rglob("*") if path.is_dir() and any(path.glob("test_*.py"))]
+    return sorted(
+        str(folder.relative_to(tests))
+        for folder in folders
+        if any(fnmatch(part, pattern) for part in folder.relative_to(tests).parts for pattern in patterns)
+    )
+
+
+def test_pytest_walks_every_folder_of_tests(pytestconfig):
+    """pytest's default ``norecursedirs`` skips folders named build: tests/build would silently not run."""
+    tests = ROOT / "tests"
+    assert unwalked_test_folders(tests, pytestconfig.getini("norecursedirs")) == []
+    assert unwalked_test_folders(tests, ["build"]) == ["build/bench", "build/convert", "build/graphs"] + [
+        "build/precision",
+        "build/tensorrt",
+        "build/training",
+    ]
