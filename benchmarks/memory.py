@@ -1,5 +1,5 @@
 """Memory budget of the device path: what ``FaceSwapper.memory()`` reports for the 224 and 512 generators at
-batch 8, counted on the CPU stand-in of the GPU (tests/fake_gpu.py), which allocates every buffer the runtime
+batch 8, counted on the CPU stand-in of the GPU (tests/support/fake_gpu.py), which allocates every buffer the runtime
 asks for and nothing else.
 
     python -m benchmarks.memory [--output benchmarks/results/memory.json] [--overwrite]
@@ -71,7 +71,7 @@ def device_stages(monkeypatch, crop_size: int, graphs: bool, activation: int = 0
     """The stand-in GPU (``gpu``), TensorRT ``generator`` and ``arcface`` plans (profile 1..MAX_BATCH, each
     context holding ``activation`` bytes) and the device ``stages`` around them; closed on exit."""
     import tensorrt_lean as lean
-    from fake_gpu import install_fake_cuda, strict_runtime_module
+    from support.fake_gpu import install_fake_cuda, strict_runtime_module
 
     from simswap_trt import kernels as kernels_module
     from simswap_trt.device.stages import DeviceStages

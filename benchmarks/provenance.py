@@ -5,7 +5,7 @@
 
 The clip is ``--seconds`` long at 24 fps (a panning photo with grain, libx264 CRF 18); signing hashes the whole file,
 so the cost per minute of video is given for the clip's bitrate, scaled from the measured throughput. Uses
-a throwaway test certificate chain (tests/c2pa_certs.py). Writes benchmarks/results/provenance.json.
+a throwaway test certificate chain (tests/support/c2pa_certs.py). Writes benchmarks/results/provenance.json.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from skimage import data
 from simswap_build.bench.measure import machine
 from simswap_trt.images import encode_image
 from simswap_trt.provenance import Provenance, Signer, tag_image
-from tests.c2pa_certs import make_chain
+from tests.support.c2pa_certs import make_chain
 
 SIZE = (1920, 1080)
 

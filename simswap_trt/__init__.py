@@ -4,12 +4,13 @@ Importing this package never imports torch.
 """
 
 from simswap_trt.bundle import Bundle
+from simswap_trt.constants import VERSION
 from simswap_trt.engines import Engine, OnnxRuntimeEngine, TensorSpec
 from simswap_trt.errors import BundleError, CheckpointError, EngineError, InputError, SimswapError
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.vision.enhance import FaceEnhancer
 
-__version__ = "0.1.0"
+__version__ = VERSION
 
 __all__ = [
     "Bundle",

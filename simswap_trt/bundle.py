@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.constants import LATENT_SIZE, PARSING_CLASSES, PARSING_SIZE
 from simswap_trt.errors import BundleError
 from simswap_trt.plans import PlanEntry
 from simswap_trt.schema import TensorSpec, sha256_of
@@ -295,8 +295,6 @@ class Bundle:
                 )
 
     def _validate_parser(self, entry: ModelEntry) -> None:
-        from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE
-
         shapes = [(s.dtype, s.shape[1:]) for s in entry.inputs + entry.outputs]
         want = [
             ("float32", (3, PARSING_SIZE, PARSING_SIZE)),

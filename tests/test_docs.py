@@ -10,14 +10,13 @@ import re
 import runpy
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 from simswap_build.cli import build_parser as build_cli_parser
 from simswap_trt.cli import build_parser as runtime_cli_parser
 
-ROOT = Path(__file__).parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_BLOCK = re.compile(r"```(?:bash|sh|shell|console)\n(.*?)```", re.S)
 INDENTED_BLOCK = re.compile(r"(?:^|\n)\n((?:(?: {4}.*)?\n)+)")  # a Markdown code block by indentation

@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent(
     import simswap_trt
     from simswap_trt import FaceSwapper
     from simswap_build.convert.bundle import untrained_bundle
-    from conftest import TINY_ARCFACE, TINY_GENERATOR
+    from support.tiny import TINY_ARCFACE, TINY_GENERATOR
     bundle = untrained_bundle(sys.argv[1], generator_config=TINY_GENERATOR, arcface_config=TINY_ARCFACE)
     swapper = FaceSwapper.from_bundle(bundle.root)
     crops = np.zeros((2, 224, 224, 3), np.uint8)

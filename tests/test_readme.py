@@ -3,15 +3,15 @@
 import os
 import re
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image
+from support.paths import ROOT
 
 from simswap_trt.provenance import DIGITAL_SOURCE_TYPE
 
-README = Path(__file__).parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 def readme_example() -> str:

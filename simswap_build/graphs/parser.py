@@ -17,9 +17,9 @@ import onnx
 
 from simswap_build.convert.bundle_writer import add_model
 from simswap_trt.bundle import PARSER, Bundle
+from simswap_trt.constants import PARSING_CLASSES, PARSING_SIZE
 from simswap_trt.errors import ConfigError
 from simswap_trt.schema import sha256_of
-from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE
 
 
 def parser_graph(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.constants import LATENT_SIZE, PARSING_CLASSES, PARSING_SIZE
 from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
 from simswap_trt.device.chunks import Chunks
@@ -65,7 +65,7 @@ from simswap_trt.kernels import (
 )
 from simswap_trt.stages import Faces, Stages
 from simswap_trt.vision.enhance import FaceEnhancer
-from simswap_trt.vision.parsing import PARSING_CLASSES, PARSING_SIZE, mask_from_labels
+from simswap_trt.vision.parsing import mask_from_labels
 from simswap_trt.vision.preprocess import stack_crops
 
 log = logging.getLogger(__name__)

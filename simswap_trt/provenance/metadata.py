@@ -14,6 +14,8 @@ import struct
 import zlib
 from xml.sax.saxutils import escape
 
+from simswap_trt.constants import VERSION
+
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 SYNTHETIC_TEXT = "Synthetic media: faces were swapped by simswap-trt (AI-generated content)"
 TAGGED_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff")
@@ -22,9 +24,7 @@ _JPEG_XMP_ID = b"http://ns.adobe.com/xap/1.0/\0"
 
 
 def creator_tool() -> str:
-    from simswap_trt import __version__  # not at import: the package imports this module while it loads
-
-    return f"simswap-trt {__version__}"
+    return f"simswap-trt {VERSION}"
 
 
 def video_metadata() -> dict[str, str]:

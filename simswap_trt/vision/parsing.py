@@ -22,7 +22,6 @@ from simswap_trt.errors import EngineError
 
 FACE_CLASSES = (1, 2, 3, 4, 5, 6, 10, 12, 13)
 MOUTH_CLASS = 11
-PARSING_CLASSES = 19
 MIN_MASK_SUM = 5000  # in 0/255 units over both channels, as upstream; below it the plain swap is used
 
 

@@ -3,7 +3,7 @@ compiled with NVRTC, give the same results as the host build of the same per-pix
 
 import numpy as np
 import pytest
-from test_kernels import FACES, FRAMES, face_matrix, pasteback, preprocess
+from support.kernel_host import FACES, FRAMES, face_matrix, pasteback, preprocess
 
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory

@@ -3,7 +3,7 @@ CMake fatbin and compiled with NVRTC gives the same values as its host build, bi
 
 import numpy as np
 import pytest
-from test_letterbox import NORMALISATIONS, SHAPES, run_host
+from support.kernel_host import NORMALISATIONS, SHAPES, run_host
 
 from benchmarks.gpu_check.kernel_checks import letterbox_on_device
 from simswap_trt.kernels import load_device_kernels

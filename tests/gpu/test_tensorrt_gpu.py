@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import random_crops
+from support.tiny import random_crops
 
 from simswap_build.tensorrt.builder import BuildOptions, build_engine
 from simswap_trt import FaceSwapper

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fake_gpu import fake_cudart, install_fake_cuda
 
 from benchmarks.gpu_check import standins
 from simswap_trt import cuda
+from support.fake_gpu import fake_cudart, install_fake_cuda
 
 
 def view(gpu, address: int, shape: tuple[int, ...]) -> np.ndarray:
