@@ -9,8 +9,8 @@ import shutil
 
 import numpy as np
 import pytest
-from enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
-from test_device_path import PLAN_BYTES, install_device, latent, register_fake_plans, scenes
+from support.device_path import PLAN_BYTES, install_device, latent, register_fake_plans, scenes
+from support.enhancer_formats import bundle_with_enhancer, make_gfpgan, save_gfpgan
 
 from simswap_trt import FaceSwapper
 from simswap_trt.bundle import Bundle

@@ -5,9 +5,9 @@ on the CPU stand-in of the GPU, and ``PinnedArray`` (a pinned buffer grown on de
 import logging
 from types import SimpleNamespace
 
-import fake_gpu
 import pytest
-from fake_gpu import fake_cudart
+from support import fake_gpu
+from support.fake_gpu import fake_cudart
 
 from simswap_trt import cuda
 from simswap_trt.cuda import memory as cuda_memory
