@@ -306,6 +306,17 @@ def test_pytest_walks_every_folder_of_tests(pytestconfig):
     assert unwalked_test_folders(tests, pytestconfig.getini("norecursedirs")) == []
     assert unwalked_test_folders(tests, ["build"]) == ["build", "build/bench", "build/convert", "build/graphs"] + [
         "build/precision",
-        "build/tensorrt",
         "build/training",
+        "build/trt",
     ]
+
+
+# Top-level modules the code imports that are optional or namespace packages: a folder of tests with one of
+# these names, on sys.path as pytest's rootdir-based imports put it, would be imported in their place.
+IMPORTED_MODULES = {"tensorrt", "tensorrt_lean", "cuda", "onnx", "onnxruntime", "openvino", "av", "ray", "c2pa"}
+
+
+def test_no_folder_of_tests_shadows_a_module_the_code_imports():
+    tests = ROOT / "tests"
+    names = {path.name for path in tests.rglob("*") if path.is_dir()}
+    assert names & IMPORTED_MODULES == set()
