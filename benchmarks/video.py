@@ -127,7 +127,7 @@ def timed(function) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--bundle",
@@ -149,71 +149,70 @@ def main() -> None:
         "(default: all CPUs, as the naive loop)",
     )
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results" / "video.json")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    rows = []
-    load_before = os.getloadavg()  # other work on the machine depresses the ratio: recorded with it
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        model = "given bundle"
-        if args.bundle is None:
-            from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
-            from simswap_build.convert.bundle import untrained_bundle
 
-            # ArcFace only sets the source identity here (select="all"), so it is reduced too
-            args.bundle, model = folder / "bundle", "untrained reduced-width 224 (generator ngf 16, 3 blocks)"
-            generator, arcface = GeneratorConfig(ngf=16, n_blocks=3), ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
-            untrained_bundle(args.bundle, generator_config=generator, arcface_config=arcface)
-        swapper = open_swapper(args, None)
-        piped = swapper if args.pipeline_threads is None else open_swapper(args, args.pipeline_threads)
-        options = VideoOptions(batch=args.batch)
-        every_frame = VideoOptions(batch=args.batch, full_detect_every=1)
-        for faces in args.faces:
-            clip = make_clip(folder / f"clip{faces}.mp4", faces, args.frames)
-            swap_video(piped, clip, folder / "warm.mp4", options, duration=8 / FPS, overwrite=True)  # warm-up
-            swapper.swap(first_frame(clip))
-            runs = {
-                "naive": lambda clip=clip: naive(swapper, clip, folder / "naive.mp4"),
-                "pipeline": lambda clip=clip: swap_video(piped, clip, folder / "out.mp4", options, overwrite=True),
-                "pipeline_full_detect": lambda clip=clip: swap_video(
-                    piped, clip, folder / "out.mp4", every_frame, overwrite=True
-                ),
-            }
-            if piped is not swapper:  # the pipeline with the default threads too, for the difference
-                runs["pipeline_all_threads"] = lambda clip=clip: swap_video(
-                    swapper, clip, folder / "out.mp4", options, overwrite=True
-                )
-            times: dict[str, list[float]] = {name: [] for name in runs}
-            cpu: dict[str, list[float]] = {name: [] for name in runs}
-            order = list(runs)
-            for _ in range(args.repeats):  # interleaved, the order rotating from round to round
-                for name in order:
-                    wall, used = timed(runs[name])
-                    times[name].append(wall)
-                    cpu[name].append(used)
-                order = order[1:] + order[:1]
-            ratios = {
-                name: [n / t for n, t in zip(times["naive"], times[name], strict=True)] for name in list(runs)[1:]
-            }
-            fps = {name: args.frames / statistics.median(t) for name, t in times.items()}
-            rows.append(
-                {
-                    "faces": faces,
-                    "frames": args.frames,
-                    "naive_fps": fps["naive"],
-                    "pipeline_fps": fps["pipeline"],
-                    "pipeline_full_detect_fps": fps["pipeline_full_detect"],
-                    "speedup_median": fps["pipeline"] / fps["naive"],
-                    "speedup_full_detect_median": fps["pipeline_full_detect"] / fps["naive"],
-                    "speedup_per_round": ratios["pipeline"],
-                    "speedup_full_detect_per_round": ratios["pipeline_full_detect"],
-                    "speedup_all_threads_per_round": ratios.get("pipeline_all_threads"),
-                    "cpu_ratio_per_round": [n / t for n, t in zip(cpu["naive"], cpu["pipeline"], strict=True)],
-                    "seconds": times,
-                    "cpu_seconds": cpu,
-                }
-            )
+def reduced_bundle(folder: Path) -> tuple[Path, str]:
+    """An untrained reduced-width 224 bundle in ``folder`` and how the report names it. ArcFace only sets the
+    source identity here (select="all"), so it is reduced too."""
+    from simswap_build.convert.architectures import ArcFaceConfig, GeneratorConfig
+    from simswap_build.convert.bundle import untrained_bundle
 
+    generator, arcface = GeneratorConfig(ngf=16, n_blocks=3), ArcFaceConfig(layers=(1, 1, 1, 1), width=16)
+    untrained_bundle(folder / "bundle", generator_config=generator, arcface_config=arcface)
+    return folder / "bundle", "untrained reduced-width 224 (generator ngf 16, 3 blocks)"
+
+
+def interleaved(runs: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU seconds of each run, ``repeats`` rounds interleaved, the order rotating from round to round."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    cpu: dict[str, list[float]] = {name: [] for name in runs}
+    order = list(runs)
+    for _ in range(repeats):
+        for name in order:
+            wall, used = timed(runs[name])
+            times[name].append(wall)
+            cpu[name].append(used)
+        order = order[1:] + order[:1]
+    return times, cpu
+
+
+def measure_clip(args, swapper, piped, folder: Path, faces: int) -> dict:
+    """One clip of ``faces`` faces: the naive loop against the pipeline (and with detection on every frame),
+    interleaved; the row of the report."""
+    options = VideoOptions(batch=args.batch)
+    every_frame = VideoOptions(batch=args.batch, full_detect_every=1)
+    clip = make_clip(folder / f"clip{faces}.mp4", faces, args.frames)
+    swap_video(piped, clip, folder / "warm.mp4", options, duration=8 / FPS, overwrite=True)  # warm-up
+    swapper.swap(first_frame(clip))
+    runs = {
+        "naive": lambda: naive(swapper, clip, folder / "naive.mp4"),
+        "pipeline": lambda: swap_video(piped, clip, folder / "out.mp4", options, overwrite=True),
+        "pipeline_full_detect": lambda: swap_video(piped, clip, folder / "out.mp4", every_frame, overwrite=True),
+    }
+    if piped is not swapper:  # the pipeline with the default threads too, for the difference
+        runs["pipeline_all_threads"] = lambda: swap_video(swapper, clip, folder / "out.mp4", options, overwrite=True)
+    times, cpu = interleaved(runs, args.repeats)
+    ratios = {name: [n / t for n, t in zip(times["naive"], times[name], strict=True)] for name in list(runs)[1:]}
+    fps = {name: args.frames / statistics.median(t) for name, t in times.items()}
+    return {
+        "faces": faces,
+        "frames": args.frames,
+        "naive_fps": fps["naive"],
+        "pipeline_fps": fps["pipeline"],
+        "pipeline_full_detect_fps": fps["pipeline_full_detect"],
+        "speedup_median": fps["pipeline"] / fps["naive"],
+        "speedup_full_detect_median": fps["pipeline_full_detect"] / fps["naive"],
+        "speedup_per_round": ratios["pipeline"],
+        "speedup_full_detect_per_round": ratios["pipeline_full_detect"],
+        "speedup_all_threads_per_round": ratios.get("pipeline_all_threads"),
+        "cpu_ratio_per_round": [n / t for n, t in zip(cpu["naive"], cpu["pipeline"], strict=True)],
+        "seconds": times,
+        "cpu_seconds": cpu,
+    }
+
+
+def print_table(args, rows: list[dict], load_before, load_after) -> None:
     print(f"video end to end, {SIZE[0]}x{SIZE[1]}, {args.frames} frames, batch {args.batch}, {args.repeats} run(s)")
     print(f"{'faces':>6}{'naive fps':>12}{'pipeline fps':>14}{'speed-up':>10}{'detect-all fps':>16}{'speed-up':>10}")
     for row in rows:
@@ -229,31 +228,14 @@ def main() -> None:
             print(f"   with all threads per engine, per round {', '.join(f'{r:.2f}x' for r in spread)}")
         cpu_ratios = ", ".join(f"{r:.2f}x" for r in row["cpu_ratio_per_round"])
         print(f"   CPU seconds, naive / pipeline per round {cpu_ratios} (independent of other work on the machine)")
-    load_after = os.getloadavg()
     print(
         f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
         f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} on {len(os.sched_getaffinity(0))} CPUs"
     )
 
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    result = {
-        "benchmark": "video",
-        "frame": list(SIZE),
-        "fps": FPS,
-        "batch": args.batch,
-        "full_detect_every": options.full_detect_every,
-        "repeats": args.repeats,
-        "model": model,
-        "untrained_bundle": swapper.bundle.untrained,
-        "backend": swapper.generator.backend,
-        "pipeline_threads": args.pipeline_threads,
-        "machine": cpu_facts(),
-        "load_average": {"before": list(load_before), "after": list(load_after)},
-        "versions": {"pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info, "python": platform.python_version()},
-        "results": rows,
-    }
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.output}")
+
+def plot(rows: list[dict], result: dict, path: Path) -> None:
+    """The frames-per-second chart next to the JSON (skipped without matplotlib)."""
     try:
         import matplotlib
 
@@ -271,7 +253,42 @@ def main() -> None:
     ax.set_title(f"1080p video end to end, {result['machine']['cpus']} CPUs", fontsize=10)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(args.output.with_suffix(".png"), dpi=100)
+    fig.savefig(path.with_suffix(".png"), dpi=100)
+
+
+def main() -> None:
+    args = parse_args()
+    load_before = os.getloadavg()  # other work on the machine depresses the ratio: recorded with it
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        model = "given bundle"
+        if args.bundle is None:
+            args.bundle, model = reduced_bundle(folder)
+        swapper = open_swapper(args, None)
+        piped = swapper if args.pipeline_threads is None else open_swapper(args, args.pipeline_threads)
+        rows = [measure_clip(args, swapper, piped, folder, faces) for faces in args.faces]
+    load_after = os.getloadavg()
+    print_table(args, rows, load_before, load_after)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "benchmark": "video",
+        "frame": list(SIZE),
+        "fps": FPS,
+        "batch": args.batch,
+        "full_detect_every": VideoOptions().full_detect_every,
+        "repeats": args.repeats,
+        "model": model,
+        "untrained_bundle": swapper.bundle.untrained,
+        "backend": swapper.generator.backend,
+        "pipeline_threads": args.pipeline_threads,
+        "machine": cpu_facts(),
+        "load_average": {"before": list(load_before), "after": list(load_after)},
+        "versions": {"pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info, "python": platform.python_version()},
+        "results": rows,
+    }
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    plot(rows, result, args.output)
 
 
 if __name__ == "__main__":

@@ -91,9 +91,6 @@ LONG_FUNCTIONS = {
     # argument parsers and command handlers written as one function each: one module per command instead
     "simswap_trt/cli.py": {"build_parser"},
     "simswap_trt/video/cli.py": {"add_arguments", "run"},
-    # benchmark entry points: argument parsing, the run and the report in one main
-    "benchmarks/kernels.py": {"main"},
-    "benchmarks/video.py": {"main"},
     # constructors that open and check every engine and buffer: to be split into named steps
     "simswap_trt/swapper.py": {"FaceSwapper.from_bundle"},
     # the video job as closures sharing queues: becomes a job class with one method per stage
