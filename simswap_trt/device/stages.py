@@ -5,8 +5,8 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
 
 1. the frames and the preprocessing tables are written into one reused pinned staging buffer and uploaded
    with one asynchronous copy on the upload stream (event ``uploaded``). Frames that device detection
-   uploaded (``self.frames``: ``ResidentFrames``, the same array objects) are not uploaded again: the
-   kernels read them where detection put them, and ``uploaded`` follows their upload;
+   uploaded (``self.frames``: ``ResidentFrames``; the batch's ``resident`` copies) are not uploaded again:
+   the kernels read them where detection put them, and ``uploaded`` follows their upload;
 2. the compute stream waits for it, then one preprocess launch writes every face straight into the
    generator's input buffer (FP16 when the plan's input is FP16), and the generator runs on it in chunks
    of at most the plan's maximum batch, through ``execute_device`` (no copies between kernels and plan);
@@ -44,6 +44,7 @@ from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
 from simswap_trt.device.frames import ResidentFrame, ResidentFrames
 from simswap_trt.device.tables import PasteBackBatch, crop_to_frame_matrices, frame_tables, pack_pasteback
 from simswap_trt.device.workspace import MAX_GRAPHS, MAX_WORKSPACES, DeviceTicket, Staged, Workspace, free_graph
+from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import DeviceKernels, parser_input, parser_labels, parsing_blend, pasteback_grid
@@ -65,14 +66,14 @@ def frames_with_faces(images: Sequence[np.ndarray], faces: Faces) -> tuple[list[
 
 
 class DeviceStages:
-    """Pre-processing, generator and paste-back on the device, around a TensorRT generator engine (anything
-    with ``execute_device``, ``inputs``/``outputs``, ``min_batch`` and ``max_batch``)."""
+    """Pre-processing, generator and paste-back on the device, around a TensorRT generator engine (a
+    ``DeviceEngine``)."""
 
     name = "device (fused CUDA kernels, generator on TensorRT device buffers)"
 
     def __init__(
         self,
-        generator,
+        generator: DeviceEngine,
         crop_size: int,
         kernels: DeviceKernels | None = None,
         depth: int = 2,
@@ -263,17 +264,19 @@ class DeviceStages:
         self._enqueue_generate(ws, staged)
         return staged.frames, staged.tables, staged.swapped
 
-    def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+    def _latents(
+        self, images: Sequence[np.ndarray], faces: Faces, copies: Sequence[ResidentFrame | None]
+    ) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
         on TensorRT, else by the host stages (synchronous)."""
-        if not hasattr(self.arcface, "execute_device"):
+        if not isinstance(self.arcface, DeviceEngine):
             return self.host.latents(images, faces)
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
         with self._held() as ws:
             used, frames, frame_of_face = frames_with_faces(images, faces)
             inverse = crop_to_frame_matrices([m for _, m in faces])
-            resident = self.frames.find([images[i] for i in used], consume=False)  # read only
+            resident = self.frames.take([copies[i] for i in used], consume=False)  # read only
             try:
                 _, tables, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
                 crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
@@ -321,12 +324,14 @@ class DeviceStages:
         ws.held = False
         return host
 
-    def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
+    def _start(
+        self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray, copies: Sequence[ResidentFrame | None]
+    ) -> DeviceTicket:
         with self._held() as ws:
             if not faces:
                 return DeviceTicket(images, ws, [])
             used, frames, frame_of_face = frames_with_faces(images, faces)
-            resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
+            resident = self.frames.take([copies[i] for i in used], consume=True)  # the paste-back writes into them
             try:
                 staged = self._stage(
                     ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
@@ -546,16 +551,25 @@ class DeviceStages:
         ws.crops_downloaded.synchronize()
         return host
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> DeviceTicket:
-        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them."""
+    def start(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Faces,
+        latent: np.ndarray,
+        resident: Sequence[ResidentFrame | None] | None = None,
+    ) -> DeviceTicket:
+        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them. ``resident``: each image's
+        copy on the device from detection (or None), read there instead of uploading the image."""
         with self._lock:
             cuda.activate(self.device)
-            return self._start(images, faces, latent)
+            return self._start(images, faces, latent, resident or [None] * len(images))
 
-    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+    def latents(
+        self, images: Sequence[np.ndarray], faces: Faces, resident: Sequence[ResidentFrame | None] | None = None
+    ) -> np.ndarray:
         with self._lock:
             cuda.activate(self.device)
-            return self._latents(images, faces)
+            return self._latents(images, faces, resident or [None] * len(images))
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         with self._lock:
