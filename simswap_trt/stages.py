@@ -1,14 +1,18 @@
 """Where FaceSwapper's stages run. The order of calls is written once, in ``FaceSwapper``; each place that
 can run the stages implements the same three steps:
 
-* ``start(images, faces, latent)``: preprocess the given faces (``(image index, frame→crop matrix)``),
-  run the generator with ``latent``, paste the swaps back, and return a ticket (possibly while the work is
-  still running); ``HostStages.start`` also takes ``enhance``, the faces' frame→enhancer-crop matrices, to
-  restore the swaps with its ``FaceEnhancer`` before the paste-back;
+* ``start(images, faces, latent, resident=None)``: preprocess the given faces (``(image index, frame→crop
+  matrix)``), run the generator with ``latent``, paste the swaps back, and return a ticket (possibly while
+  the work is still running); ``HostStages.start`` also takes ``enhance``, the faces' frame→enhancer-crop
+  matrices, to restore the swaps with its ``FaceEnhancer`` before the paste-back;
 * ``finish(ticket)``: the output images (new arrays) of a started batch, in order;
 * ``generate_aligned(crops, latent)``: the generator's float32 [N,3,S,S] output for aligned uint8 BGR crops;
-* ``latents(images, faces)``: the ArcFace latent [N,512] of each face's crop;
+* ``latents(images, faces, resident=None)``: the ArcFace latent [N,512] of each face's crop;
 * ``close()``: release what the place holds (idempotent).
+
+``resident``: one ``Resident`` (or None) per image, the frames' copies that device detection left on the
+device (``ResidentDetector``); the device stages read a frame there instead of uploading it, the host stages
+read the images themselves.
 
 ``HostStages`` is the CPU implementation (OpenCV/NumPy around any engine); the device implementation
 (fused kernels and TensorRT on device buffers) is ``simswap_trt.device.stages.DeviceStages``.
@@ -17,10 +21,11 @@ can run the stages implements the same three steps:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from simswap_trt.vision.detect import Detection
 from simswap_trt.vision.enhance import FaceEnhancer
 from simswap_trt.vision.pasteback import paste_back
 from simswap_trt.vision.preprocess import crops_to_tensor, tensor_to_bgr
@@ -29,16 +34,40 @@ from simswap_trt.vision.warp import warp_faces
 Faces = Sequence[tuple[int, np.ndarray]]  # (image index, 2x3 frame→crop matrix), in paste order per image
 
 
+class Resident(Protocol):
+    """A frame's pixels that device detection left on the device (``simswap_trt.device.frames.ResidentFrame``),
+    handed to the swap together with that frame; ``shape`` is the frame's."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+Residency = Sequence[Resident | None]  # one per image of a batch: its frame's copy on the device, or None
+
+
+@runtime_checkable
+class ResidentDetector(Protocol):
+    """A detector that leaves the frames it searched on the device for their swap
+    (``simswap_trt.device.detect.DeviceDetector``): ``detect_resident`` returns ``detect_batch``'s detections
+    and each frame's copy on the device, which ``FaceSwapper.start_batch(..., resident=)`` takes."""
+
+    def detect_resident(
+        self, images: Sequence[np.ndarray], batch_size: int = 8
+    ) -> tuple[list[list[Detection]], list[Resident]]: ...
+
+
 class Stages(Protocol):
     name: str
 
-    def start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray) -> Any: ...
+    def start(
+        self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray, resident: Residency | None = None
+    ) -> Any: ...
 
     def finish(self, ticket: Any) -> list[np.ndarray]: ...
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray: ...
 
-    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray: ...
+    def latents(self, images: Sequence[np.ndarray], faces: Faces, resident: Residency | None = None) -> np.ndarray: ...
 
     def close(self) -> None: ...
 
@@ -72,9 +101,11 @@ class HostStages:
         images: Sequence[np.ndarray],
         faces: Faces,
         latent: np.ndarray,
+        resident: Residency | None = None,
         enhance: Sequence[np.ndarray] | None = None,
     ) -> tuple:
-        """``enhance``: each face's affine map into the enhancer's crop (``FaceEnhancer.matrix``)."""
+        """``enhance``: each face's affine map into the enhancer's crop (``FaceEnhancer.matrix``). ``resident``
+        is not used: the host reads the images themselves."""
         if not faces:
             return images, faces, None, None, enhance
         targets = crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size)
@@ -102,7 +133,7 @@ class HostStages:
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         return self._collect(self._submit(crops_to_tensor(crops, self.crop_size), latent))
 
-    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+    def latents(self, images: Sequence[np.ndarray], faces: Faces, resident: Residency | None = None) -> np.ndarray:
         return self._identify(crops_to_tensor(warp_faces(images, faces, self.crop_size), self.crop_size))
 
     def close(self) -> None:

@@ -16,25 +16,28 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.cuda.memory import SwapperMemory
-from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
+from simswap_trt.engines import DEFAULT_PROVIDERS, DeviceEngine, Engine
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
-from simswap_trt.stages import HostStages, Stages
+from simswap_trt.stages import HostStages, Residency, ResidentDetector, Stages
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
 from simswap_trt.vision.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
 from simswap_trt.vision.parsing import FaceParser
 from simswap_trt.vision.preprocess import Crops, crops_to_tensor, tensor_to_crops
 from simswap_trt.vision.warp import largest_face_crop
+
+if TYPE_CHECKING:
+    from simswap_trt.device.detect import DeviceDetector
 
 Photos = np.ndarray | str | Path | Sequence[np.ndarray | str | Path]
 
@@ -74,12 +77,15 @@ class SwapResult:
 
 @dataclass(frozen=True)
 class FrameBatch:
-    """Frames and their faces, as ``swap_faces`` takes them: a unit of work for ``swap_stream``."""
+    """Frames and their faces, as ``swap_faces`` takes them: a unit of work for ``swap_stream``.
+    ``resident``: each frame's copy that device detection left on the device (``FaceSwapper.detect_frames``),
+    which the swap reads instead of uploading the frame again; None: every frame is uploaded."""
 
     images: Sequence[np.ndarray]
     faces: Sequence[Sequence[Detection]]
     select: str | Sequence[Sequence[bool]] = "all"
     threshold: float = DEFAULT_MATCH_THRESHOLD
+    resident: Residency | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,20 @@ def check_image(image: np.ndarray, what: str = "image") -> None:
         )
 
 
+def check_resident(images: Sequence[np.ndarray], resident: Residency | None) -> None:
+    """``resident`` holds one device copy (or None) per image, each of its own image's shape."""
+    if resident is None:
+        return
+    if len(resident) != len(images):
+        raise InputError(f"resident must hold one entry per image: {len(resident)} for {len(images)} images")
+    for i, (image, on_device) in enumerate(zip(images, resident, strict=True)):
+        if on_device is not None and tuple(on_device.shape) != image.shape:
+            raise InputError(
+                f"resident[{i}] is the device copy of a {list(on_device.shape)} frame, not of image {i} "
+                f"{list(image.shape)}: pass each frame's copy from detect_frames with that frame"
+            )
+
+
 class FaceSwapper:
     """Swap one source identity onto faces in images or aligned crops.
 
@@ -129,6 +149,9 @@ class FaceSwapper:
         cuda_graphs: bool = False,
         parser_engine: Engine | None = None,
         enhance: FaceEnhancer | None = None,
+        owned: Sequence[Engine] = (),
+        detector_options: Mapping[str, Any] | None = None,
+        device_detector: bool = False,
     ) -> None:
         """``device``: the CUDA device id the device path (buffers, streams, kernels) runs on, the same as the
         TensorRT engines' (``from_bundle`` opens them there); an id that does not exist is a
@@ -137,7 +160,12 @@ class FaceSwapper:
         graph captured per batch size (not with a parser). ``parser_engine``: a TensorRT plan of ``parser``'s
         graph (``from_bundle`` opens the bundle's when it was made from the same file): the device path then
         parses on the device. ``enhance``: a ``FaceEnhancer`` that restores each swapped face before the
-        paste-back (``from_bundle(..., enhance=True)`` opens the bundle's); off by default."""
+        paste-back (``from_bundle(..., enhance=True)`` opens the bundle's); off by default. ``owned``: engines
+        the swapper closes on ``close()`` (the caller's otherwise). ``detector_options``: the keyword arguments
+        of the default ``CenterFace``, made on first use when no ``detector`` is given. ``device_detector``:
+        with no ``detector``, detect with the bundle's detector plan on the device when the stages are the
+        device stages (``open_device_detector``, with ``detector_options``' providers and threads; the swapper
+        closes it), else with the default detector."""
         for role, engine in (("generator", generator), ("arcface", arcface)):
             if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
                 raise BundleError(
@@ -157,20 +185,37 @@ class FaceSwapper:
         self.source_latent: np.ndarray | None = None
         self.reference_latent: np.ndarray | None = None
         self._detector = detector
-        self._detector_options: dict[str, Any] = {}  # providers and threads of the default detector
-        self._owned: list[Engine] = []  # engines this swapper opened, closed by close()
+        self._detector_options = dict(detector_options or {})  # providers and threads of the default detector
+        self._owned: list[Engine | DeviceDetector] = list(owned)  # closed by close()
         self.device = self._check_device(device)
         self.cuda_graphs = cuda_graphs
         if bundle.untrained:
             log.warning(UNTRAINED_WARNING)
         self._stages = self._choose_stages(device_path)
         log.info("stages: %s", self._stages.name)
+        if device_detector and detector is None:
+            try:
+                self._open_device_detector()
+            except BaseException:
+                self._stages.close()
+                raise
+
+    def _open_device_detector(self) -> None:
+        """The bundle's detector plan on the device stages' device, owned by the swapper (none: the default
+        detector)."""
+        from simswap_trt.device.detect import open_device_detector
+
+        options = self._detector_options
+        providers, threads = options.get("providers", DEFAULT_PROVIDERS), options.get("threads")
+        self._detector = open_device_detector(self.bundle, self._stages, providers, threads)
+        if self._detector is not None:
+            self._owned.append(self._detector)
 
     def _choose_stages(self, device_path: bool | None) -> Stages:
         """The device path when the generator runs on TensorRT (``device_path=None``) or when asked
         (``True``: an error if it cannot run); else the host path."""
         host = self._host_stages(self.enhancer)
-        on_tensorrt = hasattr(self.generator, "execute_device")
+        on_tensorrt = isinstance(self.generator, DeviceEngine)
         if device_path is False or (device_path is None and not on_tensorrt):
             return host
         reason = None
@@ -232,7 +277,7 @@ class FaceSwapper:
 
         info = cuda.check_device(device)
         for role, engine in (("generator", self.generator), ("arcface", self.arcface)):
-            if getattr(engine, "device", None) not in (None, device):
+            if isinstance(engine, DeviceEngine) and engine.device not in (None, device):
                 raise ConfigError(f"the {role} engine runs on CUDA device {engine.device}, the swapper on {device}")
         log.info("CUDA device %d: %s (%s)", device, info.name, info.sm)
         return device
@@ -259,9 +304,9 @@ class FaceSwapper:
         return SwapperMemory({name: use for name, use in reports.items() if use.device or use.pinned})
 
     def close(self) -> None:
-        """Release what this swapper opened: the device path's buffers, the engines ``from_bundle`` loaded and
-        the default detector. Engines, detectors and parsers passed in stay the caller's. Idempotent; use
-        ``with FaceSwapper.from_bundle(...) as swapper:`` to close on exit."""
+        """Release what this swapper opened: the device path's buffers, the default or device detector, and the
+        engines given as ``owned`` (``from_bundle``'s). Other engines, detectors and parsers passed in stay the
+        caller's. Idempotent; use ``with FaceSwapper.from_bundle(...) as swapper:`` to close on exit."""
         self._stages.close()
         for engine in self._owned:
             engine.close()
@@ -322,33 +367,29 @@ class FaceSwapper:
                     bundle, enhance_blend, backend, providers, threads, max_batch, device=device, precision=precision
                 )
                 engines.append(enhancer.engine)
-            swapper = cls(
+            options = {"providers": providers, "threads": threads, "device": device}
+            if backend == "openvino":
+                options = {"threads": threads, "backend": backend}
+            return cls(
                 bundle,
-                *engines[:2],
-                detector,
-                parser,
-                max_batch,
-                device_path,
-                device,
-                cuda_graphs,
-                parser_engine,
-                enhancer,
+                engines[0],
+                engines[1],
+                detector=detector,
+                parser=parser,
+                max_batch=max_batch,
+                device_path=device_path,
+                device=device,
+                cuda_graphs=cuda_graphs,
+                parser_engine=parser_engine,
+                enhance=enhancer,
+                owned=engines,
+                detector_options=options,
+                device_detector=on_gpu,  # the bundle's detector plan, on the device path
             )
         except BaseException:
             for engine in engines:
                 engine.close()
             raise
-        swapper._owned += engines
-        swapper._detector_options = {"providers": providers, "threads": threads, "device": device}
-        if backend == "openvino":
-            swapper._detector_options = {"threads": threads, "backend": backend}
-        if detector is None and on_gpu:  # the bundle's detector plan, on the device path
-            from simswap_trt.device.detect import open_device_detector
-
-            swapper._detector = open_device_detector(bundle, swapper._stages, providers, threads)
-            if swapper._detector is not None:
-                swapper._owned.append(swapper._detector)
-        return swapper
 
     @staticmethod
     def _parser_plan(bundle: Bundle, parser: FaceParser | None, backend: str, device: int | None) -> Engine | None:
@@ -373,7 +414,7 @@ class FaceSwapper:
         return self.bundle.crop_size
 
     @property
-    def detector(self) -> FaceDetector:
+    def detector(self) -> FaceDetector | DeviceDetector:
         if self._detector is None:
             self._detector = CenterFace(**self._detector_options)
             self._owned.append(self._detector.engine)
@@ -502,15 +543,27 @@ class FaceSwapper:
         the ``set_reference`` identity is at least ``threshold`` (``"reference"``). Images without a
         selected face come back unchanged (as copies), with their faces reported as not swapped.
         """
-        return self.swap_faces(images, self.detect(images), select, threshold)
+        batch = self.detect_frames(images)
+        return self.swap_faces(images, batch.faces, select, threshold, resident=batch.resident)
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """The faces of each image (one batched detector call), in score order. With detection on the device the
-        frames stay there for a swap of the same arrays (``swap_faces``, ``start_batch``, ``swap_stream``), which
-        then does not upload them again: do not change them in place in between (pass a new array instead)."""
+        """The faces of each image (one batched detector call), in score order. See ``detect_frames`` to keep
+        frames that detection uploaded to the device for their swap."""
+        return self.detect_frames(images).faces
+
+    def detect_frames(self, images: Sequence[np.ndarray]) -> FrameBatch:
+        """The images with the faces of each (``detect``) as a ``FrameBatch`` for ``swap_stream``. With
+        detection on the device (a ``ResidentDetector``) the batch also carries each frame's copy on the device
+        (``resident``): its swap (``swap_stream``, or ``swap_faces``/``start_batch`` given ``resident=``)
+        reads the frame there instead of uploading it again. A copy stands for the frame as it was detected:
+        swap the very pixels that were detected."""
         for i, image in enumerate(images):
             check_image(image, f"image {i}")
-        return self.detector.detect_batch(images)
+        detector = self.detector
+        if isinstance(detector, ResidentDetector):
+            faces, resident = detector.detect_resident(images)
+            return FrameBatch(images, faces, resident=resident)
+        return FrameBatch(images, detector.detect_batch(images))
 
     def swap_faces(
         self,
@@ -518,13 +571,15 @@ class FaceSwapper:
         faces: Sequence[Sequence[Detection]],
         select: str | Sequence[Sequence[bool]] = "all",
         threshold: float = DEFAULT_MATCH_THRESHOLD,
+        resident: Residency | None = None,
     ) -> list[SwapResult]:
         """Swap the source identity onto given faces of several images (e.g. tracked, smoothed landmarks).
 
         ``faces[i]`` are the faces of ``images[i]``. ``select`` is a mode as in ``swap_batch``, or one
         sequence of booleans per image saying which of its faces to swap (decided by the caller).
+        ``resident``: the images' copies on the device from ``detect_frames`` (see ``FrameBatch``).
         """
-        return self.finish_batch(self.start_batch(images, faces, select, threshold))
+        return self.finish_batch(self.start_batch(images, faces, select, threshold, resident))
 
     def start_batch(
         self,
@@ -532,6 +587,7 @@ class FaceSwapper:
         faces: Sequence[Sequence[Detection]],
         select: str | Sequence[Sequence[bool]] = "all",
         threshold: float = DEFAULT_MATCH_THRESHOLD,
+        resident: Residency | None = None,
     ) -> InFlight:
         """``swap_faces`` in two halves: start the work (on the device path it returns while the device
         works) and ``finish_batch`` it later. The images must not change until then."""
@@ -547,6 +603,7 @@ class FaceSwapper:
         source = self._require_source(None)
         for i, image in enumerate(images):
             check_image(image, f"image {i}")
+        check_resident(images, resident)
 
         flat = tuple(
             (i, d, alignment_matrix(d.landmarks, self.bundle.alignment, self.crop_size))
@@ -557,13 +614,13 @@ class FaceSwapper:
             chosen = np.flatnonzero([bool(b) for mask in select for b in mask]).astype(np.int64)
             similarity: dict[int, float] = {}
         else:
-            chosen, similarity = self._select(images, flat, select, threshold)
+            chosen, similarity = self._select(images, flat, select, threshold, resident)
         selected = [(flat[f][0], flat[f][2]) for f in chosen]
         if self.enhancer is None:
-            ticket = self._stages.start(images, selected, source)
+            ticket = self._stages.start(images, selected, source, resident)
         else:
             enhance = [self.enhancer.matrix(flat[f][1].landmarks) for f in chosen]
-            ticket = self._stages.start(images, selected, source, enhance=enhance)
+            ticket = self._stages.start(images, selected, source, resident, enhance=enhance)
         return InFlight(ticket, flat, frozenset(int(f) for f in chosen), similarity)
 
     def finish_batch(self, batch: InFlight) -> list[SwapResult]:
@@ -588,12 +645,16 @@ class FaceSwapper:
         for batch in batches:
             if len(in_flight) == depth:
                 yield self.finish_batch(in_flight.popleft())
-            in_flight.append(self.start_batch(batch.images, batch.faces, batch.select, batch.threshold))
+            in_flight.append(self.start_batch(batch.images, batch.faces, batch.select, batch.threshold, batch.resident))
         while in_flight:
             yield self.finish_batch(in_flight.popleft())
 
-    def similarities(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]]) -> list[np.ndarray]:
-        """Cosine similarity of each given face to the ``set_reference`` identity: one float32 array per image."""
+    def similarities(
+        self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]], resident: Residency | None = None
+    ) -> list[np.ndarray]:
+        """Cosine similarity of each given face to the ``set_reference`` identity: one float32 array per image.
+        ``resident``: the images' copies on the device from ``detect_frames`` (read, not used up)."""
+        check_resident(images, resident)
         if self.reference_latent is None:
             raise InputError("similarities need a reference identity: call set_reference(images) first")
         flat = [
@@ -603,10 +664,10 @@ class FaceSwapper:
         ]
         if not flat:
             return [np.empty(0, np.float32) for _ in images]
-        cosine = (self._stages.latents(images, flat) @ self.reference_latent).astype(np.float32)
+        cosine = (self._stages.latents(images, flat, resident) @ self.reference_latent).astype(np.float32)
         return list(np.split(cosine, np.cumsum([len(f) for f in faces])[:-1]))
 
-    def _select(self, images, faces, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
+    def _select(self, images, faces, select, threshold, resident) -> tuple[np.ndarray, dict[int, float]]:
         """Indices (into ``faces``) to swap, in detection order, and each face's similarity if computed."""
         if select == "all":
             return np.arange(len(faces)), {}
@@ -618,7 +679,7 @@ class FaceSwapper:
             return np.array(sorted(best.values()), dtype=np.int64), {}
         if not faces:
             return np.empty(0, np.int64), {}
-        cosine = self._stages.latents(images, [(i, m) for i, _, m in faces]) @ self.reference_latent
+        cosine = self._stages.latents(images, [(i, m) for i, _, m in faces], resident) @ self.reference_latent
         for i in sorted({i for i, _, _ in faces}):
             log.info(
                 "image %d: similarity to the reference per face: %s (threshold %.3f)",

@@ -30,7 +30,7 @@ parsing-blend            the parsing blend and parser kernels vs the host build,
                          face parser vs the CPU path
 graphs                   whole-sequence CUDA graphs (a CUDA-kernel stand-in generator) vs eager: equal
                          outputs, a graph per batch size, time per batch
-frames-uploaded-once     detection on the device then the swap of the same frames finds every frame on
+frames-uploaded-once     detection on the device then the swap of the same frames takes every copy on
                          the device; detect + swap timed against uploading the frames again
 gpu-tests-tensorrt       pytest -m gpu over tests/gpu, where TensorRT is installed
 

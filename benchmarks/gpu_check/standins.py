@@ -30,6 +30,7 @@ class StandinEngine(Engine):
     stream) computing ``standin_torch`` with torch on the device buffers it is given, without copies."""
 
     backend = "torch stand-in"
+    device: int | None = None  # the current device
 
     def __init__(self, crop_size: int, max_batch: int = 16) -> None:
         self.inputs, self.outputs = contract("generator", crop_size)
@@ -37,6 +38,13 @@ class StandinEngine(Engine):
         self.calls = 0
 
     def execute_device(self, addresses, batch: int, stream) -> None:
+        self.launch(addresses, batch, stream)
+        self.calls += 1
+
+    def device_context(self, memory: int | None = None) -> StandinContext:
+        return StandinContext(self)
+
+    def launch(self, addresses, batch: int, stream) -> None:
         import torch
 
         size = self.crop_size
@@ -49,7 +57,6 @@ class StandinEngine(Engine):
             target = tensor(addresses["target"], (batch, 3, size, size))
             latent = tensor(addresses["latent"], (batch, 512))
             tensor(addresses["swapped"], (batch, 3, size, size)).copy_(standin_torch(target, latent))
-        self.calls += 1
 
     def _run_impl(self, feeds):  # the host path's generator (run, submit/collect), in NumPy
         return {"swapped": standin_numpy(feeds["target"], feeds["latent"])}
@@ -196,10 +203,6 @@ class KernelStandinEngine(StandinEngine):
         super().__init__(crop_size, max_batch)
         self.kernel, self.device = kernel, device
 
-    def execute_device(self, addresses, batch: int, stream) -> None:
-        self.launch(addresses, batch, stream)
-        self.calls += 1
-
     def launch(self, addresses, batch: int, stream) -> None:
         from simswap_trt.kernels import launch, preprocess_grid
 
@@ -207,14 +210,11 @@ class KernelStandinEngine(StandinEngine):
         grid = preprocess_grid(self.crop_size, batch)
         launch(stream.handle, self.kernel, grid, [*pointers, np.int32(self.crop_size)])
 
-    def device_context(self) -> StandinContext:
-        return StandinContext(self)
-
 
 class StandinContext:
-    """``TensorRTEngine.device_context``'s interface for the kernel stand-in."""
+    """``TensorRTEngine.device_context``'s interface for the stand-ins (the kernel one can be captured)."""
 
-    def __init__(self, engine: KernelStandinEngine) -> None:
+    def __init__(self, engine: StandinEngine) -> None:
         self.engine, self.batch = engine, -1
 
     def enqueue(self, addresses, batch: int, stream) -> None:

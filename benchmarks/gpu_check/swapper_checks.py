@@ -4,6 +4,7 @@ detection on the device, device choice, the parser, whole-sequence graphs, frame
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -319,10 +320,10 @@ def check_graphs(folder: Path, batches: int) -> dict:
 
 def check_resident_frames(folder: Path, batches: int, canvas: int = 640, rounds: int = 3) -> dict:
     """Detection on the device (``DeviceDetector`` with the stand-in detector plan, sharing the device stages'
-    ``frames``), then ``swap_stream`` of the same frames, two batches in flight: the swap must find every
-    frame on the device and equal the CPU path within 1 level. Then ``batches`` batches of 4 1080p frames
-    are detected and swapped ``rounds`` times, alternately with the frames found on the device and uploaded
-    again for the swap (as before); the medians give the speed-up."""
+    ``frames``), then ``swap_stream`` of the same frames with their copies, two batches in flight: the swap
+    must take every frame's copy on the device and equal the CPU path within 1 level. Then ``batches``
+    batches of 4 1080p frames are detected and swapped ``rounds`` times, alternately with the frames' copies
+    taken and the frames uploaded again for the swap; the medians give the speed-up."""
     from simswap_trt.device.detect import DeviceDetector
     from simswap_trt.swapper import FrameBatch
 
@@ -331,34 +332,36 @@ def check_resident_frames(folder: Path, batches: int, canvas: int = 640, rounds:
     pool, detector_engine = stages.frames, StandinDetectorEngine(canvas, max_batch=4)
     detector = DeviceDetector(RecordingDecoder(canvas), detector_engine, stages.kernels, frames=pool)
     stream = [FrameBatch([image.copy() for image in b.images], b.faces) for b in video_batches(batches)]
-    find, found = pool.find, []
+    take, found = pool.take, []
 
-    def counted(images, consume):
-        result = find(images, consume)
+    def counted(resident, consume):
+        result = take(resident, consume)
         found.extend(r is not None for r in result)
         return result
 
     def detected(batches):  # each batch detected on the device just before it is started, as in the video loop
         for batch in batches:
-            detector.detect_batch(batch.images)
-            yield batch
+            yield replace(batch, resident=detector.detect_resident(batch.images)[1])
 
     seconds: dict[str, list[float]] = {"resident": [], "uploaded_again": []}
     try:
-        pool.find = counted
+        pool.take = counted
         first = list(device.swap_stream(detected(stream[:2])))
         worst = worst_levels(first, [host.swap_faces(b.images, b.faces) for b in stream[:2]])
         if worst > 1 or not found or not all(found):
             raise AssertionError(f"{sum(found)} of {len(found)} frames found on the device, {worst} levels off")
         for _ in range(rounds):
-            for mode, lookup in (("uploaded_again", lambda images, consume: [None] * len(images)), ("resident", find)):
-                pool.find = lookup
+            for mode, lookup in (
+                ("uploaded_again", lambda resident, consume: [None] * len(resident)),
+                ("resident", take),
+            ):
+                pool.take = lookup
                 start = time.perf_counter()
                 for _ in device.swap_stream(detected(stream)):
                     pass
                 seconds[mode].append(time.perf_counter() - start)
     finally:
-        pool.find = find
+        pool.take = take
         detector.close()
         device.close()
         host.close()

@@ -14,8 +14,14 @@ Per chunk of frames (at most the plan's maximum batch):
    the frames) into pinned memory (event ``done``); the host decodes them with the detector's own ``decode``
    (the same code as the host path: thresholds, NMS, mapping back to the image).
 
-Once the letterbox kernel has read them, the frames are kept on the device: a swap of the same frames
-(``DeviceStages``) reads them there instead of uploading them again.
+Once the letterbox kernel has read them, the frames are kept on the device: ``detect_resident`` returns each
+frame's copy (``ResidentFrame``) with its detections, and a swap given it (``DeviceStages``) reads the frame
+there instead of uploading it again.
+
+``detect_regions`` searches regions of one frame as the host detector does (``RegionPlan``: the same windows
+of the letterboxed canvas, cut on the host): the windows go up through a staging buffer of the detector's own,
+not a slot of ``frames``, so a region search never evicts a frame that a swap is still to read; the letterbox
+kernel places them unscaled on the canvas. The frame itself is not uploaded: its swap uploads it, once.
 
 The canvas differs from the host detector's (OpenCV's resize) by at most one level on about one pixel in
 eight (see ``simswap_kernels.cuh``), so boxes and landmarks agree with the host detector's to a fraction of
@@ -27,19 +33,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from simswap_trt import cuda
 from simswap_trt.bundle import Bundle
-from simswap_trt.cuda.memory import DeviceArray, MemoryUse, PinnedArray, aligned
-from simswap_trt.device.frames import ResidentFrames
-from simswap_trt.device.tables import letterbox_tables
+from simswap_trt.cuda.memory import DeviceArray, MemoryUse, PinnedArray, Staging, aligned
+from simswap_trt.device.frames import ResidentFrame, ResidentFrames
+from simswap_trt.device.stages import DeviceStages
+from simswap_trt.device.tables import frame_tables, letterbox_tables
+from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.engines.scheduler import chunk_batches
 from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.kernels import DeviceKernels, LetterboxTables
-from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, Scrfd
+from simswap_trt.stages import Stages
+from simswap_trt.vision.detect import CenterFace, Detection, EngineDetector, RegionPlan, Scrfd
 
 log = logging.getLogger(__name__)
 HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
@@ -47,11 +55,12 @@ HOST_DETECTORS = {"centerface": CenterFace, "scrfd": Scrfd}
 
 class DeviceDetector:
     """``decoder``'s detection (a CenterFace or SCRFD of the same canvas: its thresholds and ``decode``) with
-    its input made on the device and its model run by ``engine`` (anything with ``execute_device``,
-    ``inputs``/``outputs``, ``min_batch``/``max_batch``: a TensorRT plan of the detector graph). It has the
-    interface of ``FaceDetector``: ``detect`` and ``detect_batch``. ``device``: the CUDA device id of its buffers,
-    streams and launches (made current by every entry point); ``frames``: where the frames go up and stay for
-    the swap (the swap stages' ``frames``, which they close), else a ``ResidentFrames`` of its own, with
+    its input made on the device and its model run by ``engine`` (a TensorRT plan of the detector graph). It
+    has the interface of ``FaceDetector`` (``detect``, ``detect_batch``), searches regions
+    (``detect_regions``: a ``RegionDetector``) and leaves the frames on the device for their swap
+    (``detect_resident``: a ``ResidentDetector``). ``device``: the CUDA device id of its buffers, streams and
+    launches (made current by every entry point); ``frames``: where the frames go up and stay for the swap
+    (the swap stages' ``frames``, which they close), else a ``ResidentFrames`` of its own, with
     ``host_memory`` ``"staged"`` or ``"mapped"`` (see ``Staging``)."""
 
     name = "device (letterbox kernel, detector on TensorRT device buffers)"
@@ -59,7 +68,7 @@ class DeviceDetector:
     def __init__(
         self,
         decoder: EngineDetector,
-        engine: Any,
+        engine: DeviceEngine,
         kernels: DeviceKernels,
         device: int | None = None,
         host_memory: str = "staged",
@@ -83,6 +92,8 @@ class DeviceDetector:
         self.computed, self.done = cuda.Event(timing=False), cuda.Event(timing=False)
         self._own_frames = frames is None  # else the swap stages' (closed by them)
         self.frames = ResidentFrames(host_memory, capacity=1) if frames is None else frames
+        self.windows = Staging(self.frames.host_memory)  # region searches' uploads: no slot of ``frames``
+        self.windows_uploaded = cuda.Event(timing=False)
         self.canvas, self.outputs = DeviceArray(), DeviceArray()
         self.results = PinnedArray()  # the detector's outputs, downloaded
         self._closed = False
@@ -92,38 +103,82 @@ class DeviceDetector:
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[list[Detection]]:
-        results: list[list[Detection]] = []
-        with self._lock:
-            if self._closed:
-                raise EngineError("the device detector is closed")
-            cuda.activate(self.device)
-            for chunk in chunk_batches(len(images), min(batch_size, self.engine.max_batch)):
-                results += self._detect(images[chunk])
-        return results
+        return self.detect_resident(images, batch_size)[0]
 
-    def _detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        canvas = self.input_size
+    def detect_resident(
+        self, images: Sequence[np.ndarray], batch_size: int = 8
+    ) -> tuple[list[list[Detection]], list[ResidentFrame]]:
+        """``detect_batch``'s detections, and each frame's copy on the device, for its swap
+        (``FaceSwapper.start_batch(..., resident=)``). A copy stands for the frame as it was detected."""
+        results: list[list[Detection]] = []
+        copies: list[ResidentFrame] = []
+        with self._lock:
+            self._activate()
+            for chunk in chunk_batches(len(images), min(batch_size, self.engine.max_batch)):
+                found, kept = self._detect(images[chunk])
+                results += found
+                copies += kept
+        return results, copies
+
+    def detect_regions(self, image: np.ndarray, regions: Sequence[np.ndarray]) -> list[Detection]:
+        """The faces inside ``regions`` of ``image`` as ``EngineDetector.detect_regions`` finds them (the same
+        windows of the letterboxed canvas, ``RegionPlan``): the windows go up through the detector's own
+        staging buffer and the letterbox kernel places each one unscaled on the canvas. The image is not
+        uploaded (its swap uploads it)."""
+        plan = RegionPlan.of(image, regions, self.input_size)
+        if plan is None:
+            return []
+        windows = list(plan.canvas)
+        size = plan.canvas.shape[1:3]  # (height, width)
+        found: list[list[Detection]] = []
+        with self._lock:
+            self._activate()
+            for chunk in chunk_batches(len(windows), self.engine.max_batch):
+                part = windows[chunk]
+                unscaled = {"resized": np.array([size[::-1]] * len(part), np.int32)}
+                unscaled["scales"] = np.ones((len(part), 2), np.float32)
+                self.done.synchronize()  # the previous chunk's work no longer reads the windows' buffer
+                _, tables = self._upload(self.windows, self.windows_uploaded, part, unscaled)
+                outputs = self._run(self.windows_uploaded, tables, len(part))
+                found += self.decoder.decode(outputs, np.ones(len(part)), [size] * len(part))
+        return plan.merge(found, self.decoder.nms_iou)
+
+    def _activate(self) -> None:
+        if self._closed:
+            raise EngineError("the device detector is closed")
+        cuda.activate(self.device)
+
+    def _detect(self, images: Sequence[np.ndarray]) -> tuple[list[list[Detection]], list[ResidentFrame]]:
         frames = [np.ascontiguousarray(image) for image in images]
-        tables = letterbox_tables(frames, canvas)  # frame addresses filled below
+        sizing = letterbox_tables(frames, self.input_size)
         self.done.synchronize()  # the previous chunk's work no longer uses the canvas and output buffers
         slot = self.frames.acquire()
         try:
-            # 1. one upload of frames and tables, into a slot of the frames kept on the device
-            addresses = slot.staging.layout([f.nbytes for f in frames] + [t.nbytes for t in tables.values()])
-            tables["frames"][:] = addresses[: len(frames)]
-            for address, array in zip(addresses, frames + list(tables.values()), strict=True):
-                slot.staging.write(address, array)
-            slot.staging.upload(self.upload_stream)
-            slot.uploaded.record(self.upload_stream)
-            placed = LetterboxTables(**dict(zip(tables, addresses[len(frames) :], strict=True)))
-            outputs = self._run(slot.uploaded, placed, len(frames))
+            addresses, tables = self._upload(slot.staging, slot.uploaded, frames, sizing)  # a slot kept on the device
+            outputs = self._run(slot.uploaded, tables, len(frames))
         except BaseException:
             self.frames.keep(slot)  # nothing kept
             raise
-        self.frames.keep(slot, images, addresses[: len(frames)])  # the letterbox kernel has read them
-        resized = tables["resized"]  # (width, height) of each frame on the canvas
+        copies = self.frames.keep(slot, frames, addresses)  # the letterbox kernel has read them
+        resized = sizing["resized"]  # (width, height) of each frame on the canvas
         scales = np.array([int(h) / f.shape[0] for f, (_, h) in zip(frames, resized, strict=True)])
-        return self.decoder.decode(outputs, scales, [f.shape for f in frames])
+        return self.decoder.decode(outputs, scales, [f.shape for f in frames]), copies
+
+    def _upload(
+        self, staging: Staging, uploaded: cuda.Event, frames: list[np.ndarray], sizing: dict[str, np.ndarray]
+    ) -> tuple[list[int], LetterboxTables]:
+        """Step 1: the ``frames`` (contiguous) and their letterbox tables (the frame tables and ``sizing``'s
+        ``resized`` and ``scales``, as ``letterbox_tables`` plans them) in one upload into ``staging`` on the
+        upload stream, then ``uploaded``. Returns the device addresses of the frames and of the tables."""
+        tables = {**frame_tables(frames), "resized": sizing["resized"], "scales": sizing["scales"]}  # frames: below
+        addresses = staging.layout([f.nbytes for f in frames] + [t.nbytes for t in tables.values()])
+        tables["frames"][:] = addresses[: len(frames)]
+        for address, array in zip(addresses, frames + list(tables.values()), strict=True):
+            staging.write(address, array)
+        staging.upload(self.upload_stream)
+        uploaded.record(self.upload_stream)
+        placed = LetterboxTables(**dict(zip(tables, addresses[len(frames) :], strict=True)))
+        return addresses[: len(frames)], placed
 
     def _run(self, uploaded: cuda.Event, tables: LetterboxTables, count: int) -> list[np.ndarray]:
         """Steps 2 and 3 for ``count`` frames once ``uploaded``, from the letterbox tables at ``tables``;
@@ -160,10 +215,10 @@ class DeviceDetector:
         return [out[:count].astype(np.float32) for out in outputs]  # copies: the buffer is reused
 
     def memory(self) -> MemoryUse:
-        """What the detector holds: its plan (``TensorRTEngine.memory``), its canvas, output and result buffers,
-        and its own resident frames (not the swap stages', which they report)."""
+        """What the detector holds: its plan (``TensorRTEngine.memory``), its canvas, output, result and
+        region-window buffers, and its own resident frames (not the swap stages', which they report)."""
         with self._lock:
-            use = self.canvas.memory() + self.outputs.memory() + self.results.memory()
+            use = self.canvas.memory() + self.outputs.memory() + self.results.memory() + self.windows.memory()
             use += self.frames.memory() if self._own_frames else MemoryUse()
         engine = getattr(self.engine, "memory", None)
         return use + engine() if engine is not None else use
@@ -181,9 +236,9 @@ class DeviceDetector:
             stream.synchronize()
         if self._own_frames:
             self.frames.close()
-        for owner in (self.canvas, self.outputs, self.results):
+        for owner in (self.canvas, self.outputs, self.windows, self.results):
             owner.free()
-        for event in (self.computed, self.done):
+        for event in (self.computed, self.done, self.windows_uploaded):
             event.free()
         for stream in (self.upload_stream, self.compute, self.download_stream):
             stream.free()
@@ -191,16 +246,16 @@ class DeviceDetector:
 
 
 def open_device_detector(
-    bundle: Bundle, stages: Any, providers: Sequence[str], threads: int | None
+    bundle: Bundle, stages: Stages, providers: Sequence[str], threads: int | None
 ) -> DeviceDetector | None:
     """The device detector of ``bundle`` on the device of ``stages`` when they are the device stages and the
     bundle has a detector plan this machine can run, else None (detection then runs on the host). The
     choice is logged."""
     where = "detection: host (ONNX Runtime)"
-    kernels, device = getattr(stages, "kernels", None), getattr(stages, "device", None)
-    if kernels is None:
+    if not isinstance(stages, DeviceStages):
         log.info("%s: the swap runs on the host", where)
         return None
+    device = stages.device
     if bundle.detector is None:
         log.info(
             "%s: the bundle has no detector graph; 'simswap-build engine %s' adds it and its plan", where, bundle.root
@@ -218,7 +273,7 @@ def open_device_detector(
         decoder = cls(
             bundle.path_of("detector"), bundle.detector_canvas, providers=providers, threads=threads, device=device
         )
-        detector = DeviceDetector(decoder, engine, kernels, device, frames=stages.frames)
+        detector = DeviceDetector(decoder, engine, stages.kernels, device, frames=stages.frames)
     except SimswapError as exc:
         engine.close()
         log.warning("%s: %s", where, exc)

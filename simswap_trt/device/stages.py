@@ -5,8 +5,8 @@ Per batch of frames, on the streams of one of ``depth`` workspaces (double-buffe
 
 1. the frames and the preprocessing tables are written into one reused pinned staging buffer and uploaded
    with one asynchronous copy on the upload stream (event ``uploaded``). Frames that device detection
-   uploaded (``self.frames``: ``ResidentFrames``, the same array objects) are not uploaded again: the
-   kernels read them where detection put them, and ``uploaded`` follows their upload;
+   uploaded (``self.frames``: ``ResidentFrames``; the batch's ``resident`` copies) are not uploaded again:
+   the kernels read them where detection put them, and ``uploaded`` follows their upload;
 2. the compute stream waits for it, then one preprocess launch writes every face straight into the
    generator's input buffer (FP16 when the plan's input is FP16), and the generator runs on it in chunks
    of at most the plan's maximum batch, through ``execute_device`` (no copies between kernels and plan);
@@ -23,7 +23,7 @@ its previous batch is finished (``finish``), so its pinned buffers are never ove
 the host may still read them; with more batches in flight than workspaces, another one is made.
 
 Options: ``device`` (the CUDA device everything lives on, made current at every entry point); a face
-``parser`` (step 3 also downloads the target crops and parses them on the host; a blend kernel rewrites
+``parser`` (step 3 makes the parsing masks, ``device.parse``; a blend kernel rewrites
 the masked swaps before step 4); an ``enhancer`` (restores the swaps before step 4, ``device.enhance``);
 ``graphs`` (steps 2 and 4 as one CUDA graph per launch signature); mapped staging on integrated GPUs.
 """
@@ -38,12 +38,13 @@ from contextlib import contextmanager
 import numpy as np
 
 from simswap_trt import cuda
-from simswap_trt.constants import LATENT_SIZE, PARSING_CLASSES, PARSING_SIZE
+from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.cuda import memory as cuda_memory
 from simswap_trt.cuda.memory import MemoryUse, host_memory_strategy
 from simswap_trt.device.chunks import Chunks
 from simswap_trt.device.enhance import DeviceEnhancer
 from simswap_trt.device.frames import ResidentFrame, ResidentFrames
+from simswap_trt.device.parse import DeviceParsing
 from simswap_trt.device.tables import (
     PasteBackBatch,
     crop_to_frame_matrices,
@@ -54,6 +55,7 @@ from simswap_trt.device.tables import (
     preprocess_tables,
 )
 from simswap_trt.device.workspace import MAX_WORKSPACES, DeviceTicket, Staged, Workspace
+from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import (
     DeviceKernels,
@@ -65,38 +67,21 @@ from simswap_trt.kernels import (
 )
 from simswap_trt.stages import Faces, Stages
 from simswap_trt.vision.enhance import FaceEnhancer
-from simswap_trt.vision.parsing import mask_from_labels
 from simswap_trt.vision.preprocess import stack_crops
 
 log = logging.getLogger(__name__)
 GRAPH_GRID_STEP = 64  # pixels: graph mode rounds the paste-back regions' launch extent up to a multiple
 
 
-def log_parser(parser, parser_engine) -> None:
-    """Say where the face parser runs: its plan on the device, or on the host on downloaded crops."""
-    if parser_engine is not None:
-        log.info(
-            "face parser: %s on the device (input and labels kernels, only the labels come back); the "
-            "parsing-mask blend runs on the device",
-            parser_engine.backend,
-        )
-    else:
-        log.info(
-            "face parser: %s on the host, on the target crops downloaded from the device; the parsing-mask "
-            "blend runs on the device",
-            parser.engine.backend,
-        )
-
-
 class DeviceStages:
-    """Pre-processing, generator and paste-back on the device, around a TensorRT generator engine (anything
-    with ``execute_device``, ``inputs``/``outputs``, ``min_batch`` and ``max_batch``)."""
+    """Pre-processing, generator and paste-back on the device, around a TensorRT generator engine (a
+    ``DeviceEngine``)."""
 
     name = "device (fused CUDA kernels, generator on TensorRT device buffers)"
 
     def __init__(
         self,
-        generator,
+        generator: DeviceEngine,
         crop_size: int,
         kernels: DeviceKernels | None = None,
         depth: int = 2,
@@ -131,8 +116,6 @@ class DeviceStages:
         if self.enhancer is not None:
             log.info("%s", self.enhancer.name)
         self.parser_engine = parser_engine if parser is not None else None
-        if parser is not None:
-            log_parser(parser, self.parser_engine)
         self.target_dtype, self.output_dtype = np.dtype(specs["target"].dtype), np.dtype(specs["swapped"].dtype)
         floats = (np.float32, np.float16)
         if self.target_dtype not in floats or self.output_dtype not in floats or specs["latent"].dtype != "float32":
@@ -144,7 +127,8 @@ class DeviceStages:
         self.host_memory = host_memory_strategy(cuda_memory.memory_traits(device), host_memory)
         log.info("device stages: %s host memory for frames and tables", self.host_memory)
         self.upload_stream, self.download_stream = cuda.Stream(), cuda.Stream()
-        self.parse_stream = cuda.Stream() if self.parser_engine is not None else None
+        self.parsing = DeviceParsing(parser, self.parser_engine, self.kernels, crop_size, self.target_dtype)
+        self.parse_stream = self.parsing.stream
         # more workspaces are made when more batches are in flight
         self.depth = depth
         self.workspaces = [Workspace(self.host_memory) for _ in range(depth)]
@@ -278,17 +262,19 @@ class DeviceStages:
         self._enqueue_generate(ws, staged)
         return staged
 
-    def _latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+    def _latents(
+        self, images: Sequence[np.ndarray], faces: Faces, copies: Sequence[ResidentFrame | None]
+    ) -> np.ndarray:
         """ArcFace latents of the faces: preprocessed straight into the ArcFace plan's input when ArcFace runs
         on TensorRT, else by the host stages (synchronous)."""
-        if not hasattr(self.arcface, "execute_device"):
+        if not isinstance(self.arcface, DeviceEngine):
             return self.host.latents(images, faces)
         if not faces:
             return np.empty((0, LATENT_SIZE), np.float32)
         with self._held() as ws:
             used, frames, frame_of_face = frames_with_faces(images, faces)
             inverse = crop_to_frame_matrices([m for _, m in faces])
-            resident = self.frames.find([images[i] for i in used], consume=False)  # read only
+            resident = self.frames.take([copies[i] for i in used], consume=False)  # read only
             try:
                 _, tables, _, _ = self._upload(ws, frames, frame_of_face, inverse, inverse[:0], resident)
                 crop_dtype = np.dtype(self.arcface.inputs[0].dtype)
@@ -329,12 +315,19 @@ class DeviceStages:
         ws.held = False
         return host
 
-    def _start(self, images: Sequence[np.ndarray], faces: Faces, latent: np.ndarray, enhance=None) -> DeviceTicket:
+    def _start(
+        self,
+        images: Sequence[np.ndarray],
+        faces: Faces,
+        latent: np.ndarray,
+        copies: Sequence[ResidentFrame | None],
+        enhance: Sequence[np.ndarray] | None = None,
+    ) -> DeviceTicket:
         with self._held() as ws:
             if not faces:
                 return DeviceTicket(images, ws, [])
             used, frames, frame_of_face = frames_with_faces(images, faces)
-            resident = self.frames.find([images[i] for i in used], consume=True)  # the paste-back writes into them
+            resident = self.frames.take([copies[i] for i in used], consume=True)  # the paste-back writes into them
             try:
                 staged = self._stage(
                     ws, frames, frame_of_face, crop_to_frame_matrices([m for _, m in faces]), latent, resident
@@ -346,7 +339,7 @@ class DeviceStages:
                     ws.compute.wait(ws.uploaded)
                     self._enqueue_generate(ws, staged)
                     # the host parser, meanwhile
-                    parsing = self._parse(ws, len(faces)) if self.parser is not None else []
+                    parsing = self.parsing.masks(ws, len(faces), self.download_stream)
                     enhance = enhance if self.enhancer is not None else None
                     batch, paste, blend, enhancing = self._upload_pasteback(
                         ws, used, faces, frames, staged, parsing, enhance
@@ -503,69 +496,28 @@ class DeviceStages:
             raise
         return contexts
 
-    def _parse(self, ws: Workspace, count: int) -> list[np.ndarray]:
-        """The face parser's masks of the batch's target crops: the preprocessed generator input is downloaded
-        (while the generator runs) and parsed on the host. Returns [masks float32 [M,S,S], faces int32 [M]]
-        for the M faces with a mask, or [] when no face has one (their swaps are pasted unblended)."""
-        size = self.crop_size
-        if self.parser_engine is not None:
-            masks = [mask_from_labels(labels, size) for labels in self._parse_on_device(ws, count)]
-        else:
-            shape = (count, 3, size, size)
-            nbytes = int(np.prod(shape)) * self.target_dtype.itemsize
-            crops = ws.crops.reserve(nbytes).view(self.target_dtype).reshape(shape)
-            self.download_stream.wait(ws.preprocessed)
-            ws.targets.buffer.download(crops, self.download_stream)
-            ws.crops_downloaded.record(self.download_stream)
-            ws.crops_downloaded.synchronize()
-            masks = self.parser.masks(crops.astype(np.float32))
-        masked = [k for k, mask in enumerate(masks) if mask is not None]
-        if not masked:
-            return []
-        return [np.stack([masks[k] for k in masked]).astype(np.float32), np.array(masked, np.int32)]
-
-    def _parse_on_device(self, ws: Workspace, count: int) -> np.ndarray:
-        """The face parser's class maps uint8 [count, 512, 512] of the batch's target crops, on the parse
-        stream (beside the generator on the compute stream): one launch makes the parser's input from the
-        generator's input, the parser's plan runs in chunks, one launch reduces its logits to labels, and only
-        the labels come back (synchronous)."""
-        engine, plane = self.parser_engine, PARSING_SIZE * PARSING_SIZE
-        chunks = Chunks.of(engine, count)
-        inputs = ws.parser_inputs.reserve(chunks.capacity * 3 * plane * 4)
-        logits = ws.parser_logits.reserve(chunks.capacity * PARSING_CLASSES * plane * 4)
-        labels = ws.parser_labels.reserve(count * plane)
-        stream = self.parse_stream
-        stream.wait(ws.preprocessed)
-        half = self.target_dtype == np.float16
-        self.kernels.parser_input(stream.handle, ws.targets.buffer.ptr, half, count, self.crop_size, inputs)
-        tensors = {engine.inputs[0].name: (inputs, 3 * plane * 4)}
-        tensors[engine.outputs[0].name] = (logits, PARSING_CLASSES * plane * 4)
-        chunks.enqueue(engine, tensors, stream)
-        self.kernels.parser_labels(stream.handle, logits, count, labels)
-        host = ws.crops.reserve(count * plane).reshape(count, PARSING_SIZE, PARSING_SIZE)
-        ws.parser_labels.buffer.download(host, stream)
-        ws.crops_downloaded.record(stream)
-        ws.crops_downloaded.synchronize()
-        return host
-
     def start(
         self,
         images: Sequence[np.ndarray],
         faces: Faces,
         latent: np.ndarray,
+        resident: Sequence[ResidentFrame | None] | None = None,
         enhance: Sequence[np.ndarray] | None = None,
     ) -> DeviceTicket:
-        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them. ``enhance``: each face's
-        frame→enhancer-crop matrix (``FaceEnhancer.matrix``), to restore the swaps on the device before the
-        paste-back (with an ``enhancer``)."""
+        """Steps 1 to 5 for a batch of frames, enqueued; ``finish`` waits for them. ``resident``: each image's
+        copy on the device from detection (or None), read there instead of uploading the image. ``enhance``:
+        each face's frame→enhancer-crop matrix (``FaceEnhancer.matrix``), to restore the swaps on the device
+        before the paste-back (with an ``enhancer``)."""
         with self._lock:
             cuda.activate(self.device)
-            return self._start(images, faces, latent, enhance)
+            return self._start(images, faces, latent, resident or [None] * len(images), enhance)
 
-    def latents(self, images: Sequence[np.ndarray], faces: Faces) -> np.ndarray:
+    def latents(
+        self, images: Sequence[np.ndarray], faces: Faces, resident: Sequence[ResidentFrame | None] | None = None
+    ) -> np.ndarray:
         with self._lock:
             cuda.activate(self.device)
-            return self._latents(images, faces)
+            return self._latents(images, faces, resident or [None] * len(images))
 
     def generate_aligned(self, crops: np.ndarray, latent: np.ndarray) -> np.ndarray:
         with self._lock:

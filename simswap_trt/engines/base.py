@@ -1,14 +1,16 @@
-"""The one interface every inference backend implements: named, typed tensors in and out."""
+"""The one interface every inference backend implements: named, typed tensors in and out (``Engine``), and the
+one an engine adds to run on device buffers for the device path (``DeviceEngine``)."""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from simswap_trt import cuda
 from simswap_trt.errors import EngineError
 from simswap_trt.schema import TensorSpec
 
@@ -91,3 +93,34 @@ class Engine(ABC):
                         raise EngineError(
                             f"{self.backend}: axis {want!r} is {first[1]} in {first[0]!r} but {got} in {name!r}"
                         )
+
+
+@runtime_checkable
+class DeviceEngine(Protocol):
+    """An engine that runs on device buffers (``TensorRTEngine``): what the device stages and the device
+    detector drive. ``inputs``/``outputs`` as ``Engine``'s; ``min_batch``..``max_batch`` the plan's batch
+    profile; ``device`` the CUDA device id its buffers and contexts live on (None: the current device).
+    ``execute_device`` enqueues one run of ``batch`` items on ``stream``, every input and output bound by name
+    to a device address, after the work already on that stream. ``device_context`` makes an execution context
+    of the caller's own, enqueued straight on the caller's stream (for a CUDA graph capture; ``memory``: the
+    address of activation memory the caller shares among contexts that never run at the same time).
+    ``isinstance(engine, DeviceEngine)`` tells whether an engine can run on the device path."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    min_batch: int
+    max_batch: int
+    device: int | None
+
+    def execute_device(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None: ...
+
+    def device_context(self, memory: int | None = None) -> EngineContext: ...
+
+
+class EngineContext(Protocol):
+    """One execution context of a ``DeviceEngine`` that a single caller enqueues on its own stream
+    (``DeviceEngine.device_context``): ``enqueue`` as ``execute_device``, ``free`` once its streams are done."""
+
+    def enqueue(self, addresses: Mapping[str, int], batch: int, stream: cuda.Stream) -> None: ...
+
+    def free(self) -> None: ...

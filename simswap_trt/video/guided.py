@@ -5,9 +5,12 @@ A whole-frame detection runs on the first frame, every ``every`` frames, on a fr
 cut (its thumbnail differs from the previous frame's by more than ``CUT_LEVELS`` on average, so a new
 shot's faces are swapped from its first frame), and on the frame after one where a tracked face was not
 found. On the other frames each live track's last box is expanded ``expand`` times around its centre and
-searched with ``FaceDetector.detect_regions``, at the scale and on the grid of the whole-frame detection,
-so a face well inside its region gets the same landmarks. A region that finds nothing leaves the gap to
-the tracker's bridging, as a detector miss.
+searched with the detector's ``detect_regions`` (a ``RegionDetector``: the host and the device detectors),
+at the scale and on the grid of the whole-frame detection, so a face well inside its region gets the same
+landmarks. A region that finds nothing leaves the gap to the tracker's bridging, as a detector miss.
+A frame searched whole on the device comes with its copy on the device (``FaceSwapper.detect_frames``),
+which its swap reads instead of uploading the frame again; a frame searched in regions only is uploaded by
+its swap.
 
 A face that enters between two whole-frame searches is first found by the next one. The frames since the
 previous whole-frame search are therefore held back (at most ``every - 1``) and, when a whole-frame search
@@ -24,21 +27,24 @@ from typing import Any
 import cv2
 import numpy as np
 
+from simswap_trt.stages import Resident
 from simswap_trt.swapper import FaceSwapper
 from simswap_trt.video.tracking import Tracker, TrackingOptions, box_iou, landmark_distance
-from simswap_trt.vision.detect import Detection
+from simswap_trt.vision.detect import Detection, RegionDetector
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL = (32, 18)  # width, height: enough to tell shots apart, about a millisecond for a 1080p frame
 CUT_LEVELS = 24.0  # mean absolute thumbnail difference (0-255) above which a frame starts a new shot
+Detected = tuple[Any, list[Detection], Resident | None]  # a frame's payload, faces and copy on the device
 
 
 class GuidedDetection:
     """Detect faces frame after frame, the whole frame every ``every`` frames (1: every frame, batched as
     ``FaceSwapper.detect``) and regions around the tracked faces in between (see the module docstring).
     ``push`` takes frames and returns those whose faces are final, in order, at most ``every - 1`` frames
-    later; ``flush`` returns the rest at the end of the stream."""
+    later, as ``(payload, faces, resident)`` (the frame's copy on the device, or None); ``flush`` returns
+    the rest at the end of the stream."""
 
     def __init__(
         self, swapper: FaceSwapper, every: int, tracking: TrackingOptions = TrackingOptions(), expand: float = 2.0
@@ -53,35 +59,43 @@ class GuidedDetection:
         self._frames = 0
         self._thumbnail: np.ndarray | None = None
         self._held: list[tuple[np.ndarray, Any, list[Detection]]] = []  # frames since the last whole-frame search
-        detector = getattr(swapper, "detector", None)
-        if every > 1 and not hasattr(detector, "detect_regions"):
+        detector = swapper.detector
+        self._regions = detector if isinstance(detector, RegionDetector) else None
+        if every > 1 and self._regions is None:
             log.info("video: %s has no region detection; the whole frame is searched on every frame", detector)
             self.every = 1
 
-    def push(self, images: Sequence[np.ndarray], payloads: Sequence[Any]) -> list[tuple[Any, list[Detection]]]:
-        """Detect the faces of the next frames; returns ``(payload, faces)`` of the frames that are final."""
+    def push(self, images: Sequence[np.ndarray], payloads: Sequence[Any]) -> list[Detected]:
+        """Detect the faces of the next frames; returns ``(payload, faces, resident)`` of the frames that are
+        final."""
         if self.every == 1:
-            return list(zip(payloads, self.swapper.detect(images) if len(images) else [], strict=True))
+            if not len(images):
+                return []
+            batch = self.swapper.detect_frames(images)
+            resident = batch.resident if batch.resident is not None else [None] * len(images)
+            return list(zip(payloads, batch.faces, resident, strict=True))
         out = []
         for image, payload in zip(images, payloads, strict=True):
             out += self._next(image, payload)
         return out
 
-    def flush(self) -> list[tuple[Any, list[Detection]]]:
+    def flush(self) -> list[Detected]:
         """The frames still held, at the end of the stream."""
-        out, self._held = [(payload, faces) for _, payload, faces in self._held], []
+        out, self._held = [(payload, faces, None) for _, payload, faces in self._held], []
         return out
 
-    def _next(self, image: np.ndarray, payload: Any) -> list[tuple[Any, list[Detection]]]:
+    def _next(self, image: np.ndarray, payload: Any) -> list[Detected]:
         tracked = self._tracker.last_seen
         cut = self._cut(image)  # always updates the thumbnail
         full = cut or self._since_full is None or self._since_full + 1 >= self.every or self._lost
+        copy = None
         if full:
-            detections = self.swapper.detect([image])[0]
+            batch = self.swapper.detect_frames([image])
+            detections, copy = batch.faces[0], batch.resident[0] if batch.resident is not None else None
             self._since_full = 0
         else:
             regions = [self._region(d) for d, _ in tracked]  # none: nothing to search until the next whole frame
-            detections = self.swapper.detector.detect_regions(image, regions) if regions else []
+            detections = self._regions.detect_regions(image, regions) if regions else []
             self._since_full += 1
         known = self._tracker.live_tracks
         frame = self._tracker.update(float(self._frames), detections)
@@ -94,7 +108,7 @@ class GuidedDetection:
         started = [f.detection for f in frame.faces if f.track not in known]
         if started and not cut:  # after a cut the held frames belong to the previous shot
             self._search_back(started)
-        out = [(p, faces) for _, p, faces in self._held] + [(payload, detections)]
+        out: list[Detected] = [(p, faces, None) for _, p, faces in self._held] + [(payload, detections, copy)]
         self._held = []
         return out
 
@@ -104,7 +118,7 @@ class GuidedDetection:
             for image, _, detections in reversed(self._held):
                 found = [
                     d
-                    for d in self.swapper.detector.detect_regions(image, [self._region(face)])
+                    for d in self._regions.detect_regions(image, [self._region(face)])
                     if self._same(d, face) and not any(self._same(d, other) for other in detections)
                 ]
                 if not found:

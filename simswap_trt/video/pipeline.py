@@ -219,8 +219,9 @@ def swap_video(
         for stage in stages:
             stage.start()
         while (released := _get(detected, stop)) is not _END:
-            batch, detections = [f for f, _ in released], [faces for _, faces in released]
-            for frame in stream.push([f.image for f in batch], [f.time for f in batch], batch, detections):
+            batch, detections = [f for f, _, _ in released], [faces for _, faces, _ in released]
+            resident = [copy for _, _, copy in released]  # the frames' copies on the device, from detection
+            for frame in stream.push([f.image for f in batch], [f.time for f in batch], batch, detections, resident):
                 _put(frames_out, frame, stop)
         for frame in stream.flush():
             _put(frames_out, frame, stop)

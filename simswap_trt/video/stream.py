@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from simswap_trt.errors import ConfigError, InputError
+from simswap_trt.stages import Resident
 from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper, InFlight
-from simswap_trt.video.guided import GuidedDetection
+from simswap_trt.video.guided import Detected, GuidedDetection
 from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
 from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
 from simswap_trt.vision.detect import Detection
@@ -109,18 +110,21 @@ class StreamSwapper:
         times: Sequence[float],
         payloads: Sequence[Any] | None = None,
         detections: Sequence[list[Detection]] | None = None,
+        resident: Sequence[Resident | None] | None = None,
     ) -> list[SwappedFrame]:
         """Add frames with their times in seconds; returns the frames that are done, in order.
 
         ``detections``: their faces, when the caller detects them itself with ``self.detection`` (in another
-        thread, say). Its ``push`` may hold frames back: pass the frames it released, with their faces, and
-        the frames its ``flush`` released before calling ``flush`` here."""
+        thread, say). Its ``push`` may hold frames back: pass the frames it released, with their faces and
+        their copies on the device (``resident``), and the frames its ``flush`` released before calling
+        ``flush`` here."""
         payloads = [None] * len(images) if payloads is None else payloads
         if detections is None:
             return self.push(*_unpack(self.detection.push(images, list(zip(images, times, payloads, strict=True)))))
+        resident = [None] * len(images) if resident is None else resident
         frames = [
-            self.tracker.update(t, d, (image, payload))
-            for image, t, d, payload in zip(images, times, detections, payloads, strict=True)
+            self.tracker.update(t, d, (image, payload, copy))
+            for image, t, d, payload, copy in zip(images, times, detections, payloads, resident, strict=True)
         ]
         if self.options.select == "reference":
             self._vote(frames)
@@ -149,7 +153,9 @@ class StreamSwapper:
         if not any(needed):
             return
         similarities = self.swapper.similarities(
-            [frame.payload[0] for frame in frames], [[f.detection for f in faces] for faces in needed]
+            [frame.payload[0] for frame in frames],
+            [[f.detection for f in faces] for faces in needed],
+            [frame.payload[2] for frame in frames],
         )
         for faces, values in zip(needed, similarities, strict=True):
             for face, value in zip(faces, values, strict=True):
@@ -169,18 +175,20 @@ class StreamSwapper:
 
     def _start(self, frames) -> None:
         """Smooth and select the released frames and start swapping those with a selected face."""
-        out = []
+        out, copies = [], []
         for frame in frames:
             frame = self.smoother.smooth(frame)
-            image, payload = frame.payload
+            image, payload, copy = frame.payload
             out.append(SwappedFrame(frame.index, frame.time, image, frame.faces, self._selected(frame.faces), payload))
-        todo = [f for f in out if f.changed]
+            copies.append(copy)
+        todo = [k for k, f in enumerate(out) if f.changed]
         started = None
         if todo:
             started = self.swapper.start_batch(
-                [f.image for f in todo],
-                [[face.detection for face in f.faces] for f in todo],
-                [f.swapped for f in todo],
+                [out[k].image for k in todo],
+                [[face.detection for face in out[k].faces] for k in todo],
+                [out[k].swapped for k in todo],
+                resident=[copies[k] for k in todo],
             )
         if out:
             self._in_flight.append((out, started))
@@ -203,14 +211,15 @@ class StreamSwapper:
         return out
 
 
-def _unpack(released: list[tuple[Any, list[Detection]]]) -> tuple[list, list, list, list]:
-    """Images, times, payloads and faces of the frames ``GuidedDetection`` released, given it
-    ``(image, time, payload)`` payloads."""
+def _unpack(released: list[Detected]) -> tuple[list, list, list, list, list]:
+    """Images, times, payloads, faces and copies on the device of the frames ``GuidedDetection`` released,
+    given it ``(image, time, payload)`` payloads."""
     return (
-        [p[0] for p, _ in released],
-        [p[1] for p, _ in released],
-        [p[2] for p, _ in released],
-        [faces for _, faces in released],
+        [p[0] for p, _, _ in released],
+        [p[1] for p, _, _ in released],
+        [p[2] for p, _, _ in released],
+        [faces for _, faces, _ in released],
+        [copy for _, _, copy in released],
     )
 
 

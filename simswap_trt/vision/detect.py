@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -131,7 +131,7 @@ class FaceDetector(ABC):
 
 class EngineDetector(FaceDetector):
     """A detector made of one engine and a decoder of its outputs: the engine's input is ``normalise`` of
-    the letterboxed canvas, so the same ``decode`` serves the host and the device (``device_detect``)."""
+    the letterboxed canvas, so the same ``decode`` serves the host and the device (``simswap_trt.device.detect``)."""
 
     engine: Any
 
@@ -154,11 +154,46 @@ class EngineDetector(FaceDetector):
         face well inside a region gets the landmarks the whole-image detection gives, at the cost of the
         region only. The regions run as one batch (zero padded to the largest); overlapping regions'
         detections are merged by NMS. In image pixels, highest score first."""
-        if not len(regions):
+        plan = RegionPlan.of(image, regions, self.input_size)
+        if plan is None:
             return []
-        new_h, new_w = letterbox_size(image.shape, self.input_size)
-        scale = new_h / image.shape[0]
-        fx, fy = new_w / image.shape[1], scale  # letterbox's resize factors per axis
+        outputs = self.engine.run({self.engine.inputs[0].name: normalise(plan.canvas, self.normalisation)})
+        size = plan.canvas.shape[1:3]
+        found = self.decode(list(outputs.values()), np.ones(len(plan.windows)), [size] * len(plan.windows), size)
+        return plan.merge(found, self.nms_iou)
+
+
+@runtime_checkable
+class RegionDetector(Protocol):
+    """A detector that searches regions of an image as well as whole images: the host detectors
+    (``EngineDetector``) and the device detector (``simswap_trt.device.detect.DeviceDetector``).
+    ``detect_batch`` as ``FaceDetector.detect_batch``, ``detect_regions`` as ``EngineDetector.detect_regions``;
+    track-guided video detection (``simswap_trt.video.guided``) needs both."""
+
+    def detect_batch(self, images: Sequence[np.ndarray], batch_size: int = 8) -> list[list[Detection]]: ...
+
+    def detect_regions(self, image: np.ndarray, regions: Sequence[np.ndarray]) -> list[Detection]: ...
+
+
+@dataclass
+class RegionPlan:
+    """The regions of one image cut from its letterboxed canvas (``EngineDetector.detect_regions``):
+    ``windows`` ((x1, y1), (x2, y2)) on the canvas, ``canvas`` [regions, height, width, 3] uint8 (each window
+    top-left, zero padded to the largest), ``scale`` the letterbox scale and ``shape`` the image's."""
+
+    windows: list[tuple[np.ndarray, np.ndarray]]
+    canvas: np.ndarray
+    scale: float
+    shape: tuple[int, ...]
+
+    @classmethod
+    def of(cls, image: np.ndarray, regions: Sequence[np.ndarray], size: int) -> RegionPlan | None:
+        """The plan of ``regions`` of ``image`` for a detector of canvas ``size``; None when no region has
+        pixels on the canvas."""
+        if not len(regions):
+            return None
+        new_h, new_w = letterbox_size(image.shape, size)
+        fx, fy = new_w / image.shape[1], new_h / image.shape[0]  # letterbox's resize factors per axis
         limit = np.array([-(-new_w // 32) * 32, -(-new_h // 32) * 32])
         windows = []
         for region in regions:
@@ -167,7 +202,7 @@ class EngineDetector(FaceDetector):
             if np.all(hi > lo):
                 windows.append((lo, hi))
         if not windows:
-            return []
+            return None
         height = max(hi[1] - lo[1] for lo, hi in windows)
         width = max(hi[0] - lo[0] for lo, hi in windows)
         canvas = np.zeros((len(windows), height, width, 3), np.uint8)
@@ -178,19 +213,19 @@ class EngineDetector(FaceDetector):
                 matrix = np.array([[sx, 0, (lo[0] + 0.5) * sx - 0.5], [0, sy, (lo[1] + 0.5) * sy - 0.5]])
                 flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
                 canvas[k, :h, :w] = cv2.warpAffine(image, matrix, (w, h), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        outputs = self.engine.run({self.engine.inputs[0].name: normalise(canvas, self.normalisation)})
-        found = self.decode(
-            list(outputs.values()), np.ones(len(windows)), [(height, width)] * len(windows), (height, width)
-        )
+        return cls(windows, canvas, new_h / image.shape[0], image.shape)
+
+    def merge(self, found: list[list[Detection]], nms_iou: float) -> list[Detection]:
+        """The detections of every window (canvas pixels of the window) in image pixels, merged by NMS."""
         boxes, scores, landmarks = [], [], []
-        for (lo, _), detections in zip(windows, found, strict=True):
+        for (lo, _), detections in zip(self.windows, found, strict=True):
             for d in detections:
                 boxes.append(np.concatenate([d.box[:2] + lo, d.box[2:] + lo]))
                 scores.append(d.score)
                 landmarks.append(d.landmarks + lo)
         if not boxes:
             return []
-        return _detections(np.array(boxes), np.array(scores), np.array(landmarks), self.nms_iou, scale, image.shape)
+        return _detections(np.array(boxes), np.array(scores), np.array(landmarks), nms_iou, self.scale, self.shape)
 
 
 def _dynamic_input_model(model: onnx.ModelProto) -> bytes:

@@ -124,3 +124,20 @@ def test_detector_batches_are_chunked_and_equal_single_calls():
         (face,) = faces
         np.testing.assert_allclose(face.landmarks, single.landmarks, atol=1e-3)
         np.testing.assert_allclose(face.box, single.box, atol=1e-3)
+
+
+def test_device_copies_must_come_with_their_own_frames(swapper):
+    """``resident=`` (the frames' copies from ``detect_frames``) holds one entry per image, each of its image's
+    shape; on the host path a batch from ``detect_frames`` carries none and swaps as ``swap_faces`` does."""
+    from types import SimpleNamespace
+
+    swapper.set_source_crops(random_crops(1, seed=4))
+    images = [np.zeros((64, 80, 3), np.uint8), np.zeros((48, 48, 3), np.uint8)]
+    batch = swapper.detect_frames(images)
+    assert batch.resident is None and list(batch.images) == images
+    copies = [SimpleNamespace(shape=(64, 80, 3)), None]
+    assert len(swapper.swap_faces(images, batch.faces, resident=copies)) == 2  # the host reads the images
+    with pytest.raises(InputError, match=r"resident must hold one entry per image: 1 for 2 images"):
+        swapper.swap_faces(images, batch.faces, resident=copies[:1])
+    with pytest.raises(InputError, match=r"resident\[1\] is the device copy of a \[64, 80, 3\] frame, not of image 1"):
+        swapper.swap_faces(images, batch.faces, resident=[None, copies[0]])

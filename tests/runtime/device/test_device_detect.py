@@ -207,3 +207,85 @@ def test_the_bundle_refuses_a_malformed_detector_graph(bundle):
     (bundle.root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="TensorRT plan engines/detector.plan has unknown role 'detector'"):
         Bundle.load(bundle.root)
+
+
+def searches(detector) -> list[tuple[str, list]]:
+    """Record each frame searched whole ("whole", its detections) and each region search ("regions", its
+    detections) of ``detector``, in order; whole frames through ``detect_batch`` or, on the device,
+    ``detect_resident``."""
+    calls: list[tuple[str, list]] = []
+    for name in ("detect_batch", "detect_resident"):
+        method = getattr(type(detector), name, None)
+        if method is not None:
+
+            def whole(images, batch_size=8, method=method):
+                found = method(detector, images, batch_size)
+                faces = found[0] if isinstance(found, tuple) else found
+                calls.extend(("whole", f) for f in faces)
+                return found
+
+            setattr(detector, name, whole)
+    regions = detector.detect_regions
+
+    def detect_regions(image, boxes):
+        found = regions(image, boxes)
+        calls.append(("regions", found))
+        return found
+
+    detector.detect_regions = detect_regions
+    return calls
+
+
+def test_video_on_the_device_keeps_track_guided_detection(bundle, host, monkeypatch):
+    """The device detector searches regions as the host detector does: the same whole-frame and region
+    searches for the same clip (as many whole-frame searches), finding the same faces (tolerances of the
+    whole-frame comparison above)."""
+    from support.video_clips import FACE, background, moving_face
+
+    from simswap_trt.video import VideoOptions, swap_frames
+    from simswap_trt.vision.detect import RegionDetector
+
+    frames = moving_face(8) + [background()] * 5 + moving_face(6)  # lost at frame 8, back at frame 13
+    options = VideoOptions(batch=4, full_detect_every=3)
+    decoder = CenterFace(bundle.path_of("detector"), bundle.detector_canvas, threads=2)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="onnxruntime", detector=decoder) as on_host:
+        on_host.set_source(np.ascontiguousarray(FACE))
+        expected = searches(on_host.detector)
+        list(swap_frames(on_host, frames, options=options))
+    install_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as on_device:
+        assert on_device.detector.name.startswith("device") and isinstance(on_device.detector, RegionDetector)
+        on_device.set_source(np.ascontiguousarray(FACE))
+        got = searches(on_device.detector)
+        list(swap_frames(on_device, frames, options=options))
+
+    kinds = [kind for kind, _ in got]
+    assert kinds == [kind for kind, _ in expected]
+    assert kinds.count("whole") == 8  # frames 0, 3, 6, 9, 10, 11, 14, 17 (test_video_guided)
+    assert sum(len(faces) for kind, faces in got if kind == "regions") >= 9  # the face was found in regions
+    for (_, want), (_, faces) in zip(expected, got, strict=True):
+        assert len(faces) == len(want)
+        for w, g in zip(want, faces, strict=True):
+            assert abs(g.score - w.score) <= 3e-3
+            assert np.abs(g.box - w.box).max() <= 0.5
+            assert np.abs(g.landmarks - w.landmarks).max() <= 0.5
+
+
+def test_a_region_search_keeps_the_detected_frames_on_the_device(bundle, photos, host, monkeypatch):
+    """Region windows go up through the detector's own buffer: with one slot of resident frames, a region
+    search between the detection and the swap of the photos leaves their copies alone (no second upload)."""
+
+    def uploads_of(frame: np.ndarray) -> int:
+        return sum(frame.tobytes() in data for data in fake_gpu.UPLOADED)
+
+    install_device(monkeypatch, host, bundle)
+    with FaceSwapper.from_bundle(bundle.root, threads=2, backend="auto") as swapper:
+        swapper.source_latent = latent()
+        swapper._stages.frames.capacity = 1
+        batch = swapper.detect_frames(photos)
+        (face,) = batch.faces[0]
+        region = np.concatenate([face.box[:2] - 20, face.box[2:] + 20])
+        found = swapper.detector.detect_regions(photos[0], [region])
+        swapper.swap_faces(photos, batch.faces, resident=batch.resident)
+        assert [uploads_of(photo) for photo in photos] == [1, 1, 1]
+    assert len(found) == 1 and np.abs(found[0].landmarks - face.landmarks).max() <= 0.5

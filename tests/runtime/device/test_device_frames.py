@@ -1,7 +1,7 @@
 """Frames uploaded once per batch: with detection on the device, the frames it uploaded stay there and the swap
-of the same frames reads them (simswap_trt.device.frames.ResidentFrames), on the CPU stand-in of the GPU
-(tests/support/fake_gpu.py: streams run out of order unless events order them; ``UPLOADED`` holds the bytes of
-every upload). References: the same swapper with the frames uploaded again for the swap (what it did
+given their copies (FaceSwapper.detect_frames → resident=) reads them (simswap_trt.device.frames), on the CPU
+stand-in of the GPU (tests/support/fake_gpu.py: streams run out of order unless events order them; ``UPLOADED``
+holds the bytes of every upload). References: the same swapper with the frames uploaded again for the swap (what it did
 before: bit for bit), and the host path given the same detections (within 1 level)."""
 
 import cv2
@@ -16,7 +16,6 @@ from simswap_trt import FaceSwapper, cuda
 from simswap_trt.device.frames import FrameSlot, ResidentFrames
 from simswap_trt.engines import OnnxRuntimeEngine
 from simswap_trt.engines import tensorrt as trt_engine
-from simswap_trt.swapper import FrameBatch
 from simswap_trt.video.stream import VideoOptions, swap_frames
 
 lean = pytest.importorskip("tensorrt_lean", reason="the tests install tensorrt-lean-cu13 (dev extra)")
@@ -54,8 +53,8 @@ def uploads_of(frame: np.ndarray, since: int = 0) -> int:
 
 
 def not_resident(monkeypatch):
-    """The swap no longer finds the frames detection uploaded: it uploads them again (as before)."""
-    monkeypatch.setattr(ResidentFrames, "find", lambda self, images, consume: [None] * len(images))
+    """The swap no longer takes the copies of the frames detection uploaded: it uploads them again (as before)."""
+    monkeypatch.setattr(ResidentFrames, "take", lambda self, resident, consume: [None] * len(resident))
 
 
 def device_swapper(bundle, **options) -> FaceSwapper:
@@ -113,7 +112,7 @@ def test_two_batches_in_flight_keep_their_frames(bundle, photos, host, monkeypat
         with device_swapper(bundle) as swapper:
             if case.startswith("one slot"):
                 swapper._stages.frames.capacity = 1
-            batches = (FrameBatch(frames, swapper.detect(frames)) for frames in (photos, flipped))
+            batches = (swapper.detect_frames(frames) for frames in (photos, flipped))
             outputs[case] = [r.image for results in swapper.swap_stream(batches, depth=2) for r in results]
             slots = len(swapper._stages.frames.slots)
         monkeypatch.undo()
@@ -132,10 +131,11 @@ def test_frames_whose_slot_was_reused_are_uploaded_by_the_swap(bundle, photos, h
     install_device(monkeypatch, host, bundle)
     with device_swapper(bundle) as swapper:
         swapper._stages.frames.capacity = 1
-        faces = swapper.detect(photos)
+        batch = swapper.detect_frames(photos)
         swapper.detect(flipped)  # reuses the only slot: the photos are no longer on the device
-        got = [r.image for r in swapper.swap_faces(photos, faces)]
+        got = [r.image for r in swapper.swap_faces(photos, batch.faces, resident=batch.resident)]
         assert [uploads_of(photo) for photo in photos] == [2, 2, 2]
+        faces = batch.faces
     install_device(monkeypatch, host, bundle)
     not_resident(monkeypatch)
     with device_swapper(bundle) as swapper:
@@ -160,7 +160,7 @@ def test_the_swap_waits_for_the_upload_of_the_frames(bundle, photos, host, monke
                 slot.staging.write(address, frame)
             slot.staging.upload(producer)
             slot.uploaded.record(producer)
-            pool.keep(slot, frames, addresses)
+            resident = pool.keep(slot, frames, addresses)
             if not ordered:
 
                 def wait(stream, event, ordered_wait=FakeStream.wait, upload=slot.uploaded):
@@ -168,7 +168,7 @@ def test_the_swap_waits_for_the_upload_of_the_frames(bundle, photos, host, monke
                         ordered_wait(stream, event)
 
                 monkeypatch.setattr(FakeStream, "wait", wait)
-            outputs[ordered] = [r.image for r in swapper.swap_faces(frames, faces)]
+            outputs[ordered] = [r.image for r in swapper.swap_faces(frames, faces, resident=resident)]
             producer.free()
             assert [uploads_of(frame, start) for frame in frames] == [1, 1, 1]  # the producer's only
         monkeypatch.undo()
@@ -185,9 +185,9 @@ def test_a_second_swap_of_the_same_frames_uploads_them_again(bundle, photos, hos
     """The paste-back wrote into the device copy: a second swap must not read the first one's output."""
     install_device(monkeypatch, host, bundle)
     with device_swapper(bundle) as swapper:
-        faces = swapper.detect(photos)
-        first = swapper.swap_faces(photos, faces)
-        second = swapper.swap_faces(photos, faces)
+        batch = swapper.detect_frames(photos)
+        first = swapper.swap_faces(photos, batch.faces, resident=batch.resident)
+        second = swapper.swap_faces(photos, batch.faces, resident=batch.resident)
         assert [uploads_of(photo) for photo in photos] == [2, 2, 2]
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a.image, b.image)
@@ -202,8 +202,9 @@ def test_reference_selection_reads_the_detected_frames_for_arcface_and_the_swap(
     with device_swapper(bundle) as swapper:
         assert swapper.arcface.backend.startswith("tensorrt")
         swapper.reference_latent = host_swapper.reference_latent
-        detections = swapper.detect(photos)
-        similarities = np.concatenate(swapper.similarities(photos, detections))
+        batch = swapper.detect_frames(photos)
+        detections, resident = batch.faces, batch.resident
+        similarities = np.concatenate(swapper.similarities(photos, detections, resident))
         np.testing.assert_allclose(
             similarities, np.concatenate(host_swapper.similarities(photos, detections)), atol=1e-5
         )
@@ -211,7 +212,7 @@ def test_reference_selection_reads_the_detected_frames_for_arcface_and_the_swap(
         gap = int(np.argmax(np.diff(ranked)))
         assert ranked[gap + 1] - ranked[gap] > 1e-4  # far wider than the two paths' difference
         threshold = float(ranked[gap] + ranked[gap + 1]) / 2
-        results = swapper.swap_faces(photos, detections, "reference", threshold)
+        results = swapper.swap_faces(photos, detections, "reference", threshold, resident)
         assert [uploads_of(photo) for photo in photos] == [1, 1, 1]
     expected = host_swapper.swap_faces(photos, detections, "reference", threshold)
     assert 0 < sum(f.swapped for result in expected for f in result.faces) < 7  # some faces, not all
@@ -230,10 +231,10 @@ def test_graphs_replay_the_detected_frames_equal_to_the_eager_sequence(bundle, p
         with device_swapper(bundle, cuda_graphs=graphs) as swapper:
             outputs[graphs], faces = [], None
             for frames in (photos, brighter):
-                found = swapper.detect(frames)  # the brighter frames go to a slot of their own
-                faces = found if faces is None else faces  # the photos' faces for both: one launch signature
+                found = swapper.detect_frames(frames)  # the brighter frames go to a slot of their own
+                faces = found.faces if faces is None else faces  # the photos' faces for both: one launch signature
                 before = len(module.calls)
-                outputs[graphs] += [r.image for r in swapper.swap_faces(frames, faces)]
+                outputs[graphs] += [r.image for r in swapper.swap_faces(frames, faces, resident=found.resident)]
                 new = [c[0] for c in module.calls[before:]]
                 kinds.append("capture" if "end capture" in new else "replay" if "graph launch" in new else "eager")
             assert [uploads_of(frame) for frame in photos + brighter] == [1] * 6
@@ -257,20 +258,25 @@ def test_integrated_gpus_copy_no_frame_at_all(bundle, photos, host, monkeypatch)
         np.testing.assert_array_equal(got, want)
 
 
-def test_the_video_loop_uploads_each_frame_once(bundle, photos, host, monkeypatch):
-    """swap_frames (detection, tracking, smoothing, swap of the frames with faces) on the device."""
+@pytest.mark.parametrize("every", [1, 4])
+def test_the_video_loop_uploads_each_frame_once(bundle, photos, host, monkeypatch, every):
+    """swap_frames (detection, tracking, smoothing, swap of the frames with faces) on the device; with
+    ``full_detect_every=4`` frames 1 to 3 are searched in regions only (their windows go up, not the frames),
+    and their swap uploads them."""
     base = photos[1]
     frames = [np.roll(base, 3 * k, axis=1) for k in range(5)] + [np.zeros_like(base)]  # the last one: no face
+    options = VideoOptions(batch=4, full_detect_every=every)
+    searched_whole = [True] * 5 if every == 1 else [True, False, False, False, True]
     outputs = {}
     for resident in (True, False):
         install_device(monkeypatch, host, bundle)
         if not resident:
             not_resident(monkeypatch)
         with device_swapper(bundle) as swapper:
-            outputs[resident] = list(swap_frames(swapper, frames, options=VideoOptions(batch=4)))
+            outputs[resident] = list(swap_frames(swapper, frames, options=options))
             counts = [uploads_of(frame) for frame in frames[:5]]
         monkeypatch.undo()
-        assert counts == [1 if resident else 2] * 5
+        assert counts == [1] * 5 if resident else [2 if whole else 1 for whole in searched_whole]
     for got, want in zip(outputs[True], outputs[False], strict=True):
         np.testing.assert_array_equal(got, want)
     assert np.abs(outputs[True][0].astype(int) - frames[0]).max() > 50

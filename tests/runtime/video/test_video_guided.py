@@ -128,11 +128,12 @@ def test_a_face_entering_next_to_a_tracked_one_is_found_back_once_per_frame(coun
     frames = [face_frame(120 + 2 * i, 96, 0.9, 2 * i, size) if i < entry else two_faces(i, size) for i in range(9)]
     detection = GuidedDetection(counted, every=4)
     released = detection.push(frames[:5], range(5)) + detection.push(frames[5:], range(5, 9)) + detection.flush()
-    assert [i for i, _ in released] == list(range(9))  # every frame once, in order
+    assert [i for i, _, _ in released] == list(range(9))  # every frame once, in order
+    assert all(on_device is None for _, _, on_device in released)  # a host detector leaves nothing on a device
     # whole frames 0, 4, 8; regions 1, 2, 3 and 5, 6, 7 around the tracked faces; the entering face is
     # found at 4, then searched back in 3 (found) and 2 (not there)
     assert sum(counted.detector.full) == 3 and counted.detector.regions == 3 + 3 + 2
-    for i, faces in released:
+    for i, faces, _ in released:
         whole = sorted(counted.detector.inner.detect(frames[i]), key=lambda d: d.box[0])
         assert len(faces) == len(whole) == (1 if i < entry else 2), f"frame {i}"  # nothing doubled or missed
         for a, b in zip(sorted(faces, key=lambda d: d.box[0]), whole, strict=True):

@@ -186,22 +186,25 @@ class StandInSwapper:
 
     reference_latent = np.ones(512, np.float32)
     on_device = False
+    detector = None  # no region search: every frame is searched whole
 
     def __init__(self, similarity: dict[float, list[float]]) -> None:
         self.similarity = similarity  # face x position -> similarity per frame
         self.frame = 0
         self.masks: list[list[bool]] = []
 
-    def detect(self, images):
-        return [[face(100, 100), face(300, 100)] for _ in images]
+    def detect_frames(self, images):
+        from simswap_trt.swapper import FrameBatch
 
-    def similarities(self, images, faces):
+        return FrameBatch(images, [[face(100, 100), face(300, 100)] for _ in images])
+
+    def similarities(self, images, faces, resident=None):
         out = []
         for per_frame in faces:
             out.append(np.array([self.similarity[round(float(f.landmarks[2, 0]))].pop(0) for f in per_frame]))
         return out
 
-    def start_batch(self, images, faces, select, threshold=0.5):
+    def start_batch(self, images, faces, select, threshold=0.5, resident=None):
         from simswap_trt.swapper import SwapResult
 
         self.masks += [list(m) for m in select]
