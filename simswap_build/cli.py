@@ -13,9 +13,9 @@ from simswap_build.convert.architectures import GENERATOR_ARCHES
 from simswap_build.convert.bundle_writer import check_bundle_output
 from simswap_build.precision.recipe import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK, Goals
 from simswap_build.tensorrt.compat import TARGETS, check_model
-from simswap_trt import cli_support
 from simswap_trt.bundle import MANIFEST_NAME, Bundle
-from simswap_trt.cli_support import float_between, int_at_least, positive_int
+from simswap_trt.cli import support as cli_support
+from simswap_trt.cli.support import float_between, int_at_least, positive_int
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
 from simswap_trt.errors import InputError, OutputError, SimswapError
 from simswap_trt.files import check_output, write_atomic

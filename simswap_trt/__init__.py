@@ -6,7 +6,7 @@ Importing this package never imports torch.
 from simswap_trt.bundle import Bundle
 from simswap_trt.engines import Engine, OnnxRuntimeEngine, TensorSpec
 from simswap_trt.errors import BundleError, CheckpointError, EngineError, InputError, SimswapError
-from simswap_trt.swapper import FaceSwapper
+from simswap_trt.swapper import FaceSwapper, SwapperOptions
 from simswap_trt.vision.enhance import FaceEnhancer
 
 __version__ = "0.1.0"
@@ -22,6 +22,7 @@ __all__ = [
     "InputError",
     "OnnxRuntimeEngine",
     "SimswapError",
+    "SwapperOptions",
     "TensorSpec",
     "__version__",
 ]

@@ -8,14 +8,15 @@ The order of the stages is written once, here. Where they run is a ``Stages`` ob
 (``HostStages``: OpenCV/NumPy around any engine), or on the device when the generator runs on TensorRT
 (``DeviceStages``: fused kernels and the plan on device buffers, frames uploaded once per batch, only the
 changed regions downloaded). The choice is logged. ``start_batch``/``finish_batch`` and ``swap_stream``
-keep batches of frames in flight, so the device works on one batch while the host prepares the next.
+keep batches of frames in flight (``engines.scheduler``), so the device works on one batch while the host
+prepares the next. Which faces are swapped is ``selection.select_faces``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.cuda.memory import SwapperMemory
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine
+from simswap_trt.engines.scheduler import in_flight
 from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
+from simswap_trt.selection import DEFAULT_MATCH_THRESHOLD, check_select, select_faces
 from simswap_trt.stages import HostStages, Stages
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
@@ -41,11 +44,35 @@ Photos = np.ndarray | str | Path | Sequence[np.ndarray | str | Path]
 log = logging.getLogger(__name__)
 
 UNTRAINED_WARNING = "this bundle has UNTRAINED random weights: its outputs are not face swaps"
-SELECT_MODES = ("all", "largest", "reference")
-# Cosine similarity between L2-normalised ArcFace latents above which a target face counts as the
-# reference person (select="reference"). Same-person pairs of aligned crops typically score well above
-# it, different people below; tune it for your footage.
-DEFAULT_MATCH_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class SwapperOptions:
+    """How ``FaceSwapper.from_bundle`` opens a bundle.
+
+    ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can run, else the faster CPU
+    backend for ``precision``; logged), ``"onnxruntime"`` (with ``providers``, CPU by default),
+    ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"`` (an error
+    if it cannot run). ``threads``: CPU threads of ONNX Runtime and OpenVINO (None: all). ``max_batch``:
+    faces per generator call. ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"`` or
+    ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or AMX)
+    (default: the bundle's validated CPU default where it has one, else FP32 on the CPU; the fastest plan
+    on TensorRT). ``device``: the CUDA device id for the TensorRT engines, the device path and ONNX
+    Runtime's CUDA and TensorRT providers (when ``providers`` asks for them); ``cuda_graphs``: see
+    ``FaceSwapper``. ``enhance``: restore every swapped face with the bundle's ``enhancer`` (a
+    ``BundleError`` naming ``simswap-build add-enhancer`` when it has none), blended with the swap by
+    ``enhance_blend`` (0–1)."""
+
+    providers: Sequence[str] = DEFAULT_PROVIDERS
+    threads: int | None = None
+    max_batch: int = 16
+    backend: str = "auto"
+    device_path: bool | None = None
+    precision: str | None = None
+    device: int | None = None
+    cuda_graphs: bool = False
+    enhance: bool = False
+    enhance_blend: float = DEFAULT_ENHANCE_BLEND
 
 
 @dataclass(frozen=True)
@@ -249,6 +276,12 @@ class FaceSwapper:
         callers gain from keeping batches in flight (``swap_stream``)."""
         return not isinstance(self._stages, HostStages)
 
+    @property
+    def stream_depth(self) -> int:
+        """Batches worth keeping in flight: 2 on the device (it swaps one while the next is uploaded and the
+        previous one downloaded), 1 on the host (starting a batch does all of its work)."""
+        return 2 if self.on_device else 1
+
     def memory(self) -> SwapperMemory:
         """Device and pinned host memory this swapper holds now, per part: each TensorRT engine (its I/O
         buffers and its execution contexts' activation memory), the device detector, and the device stages'
@@ -277,35 +310,30 @@ class FaceSwapper:
     def from_bundle(
         cls,
         path: str | Path,
-        providers: Sequence[str] = DEFAULT_PROVIDERS,
-        threads: int | None = None,
-        max_batch: int = 16,
+        options: SwapperOptions | None = None,
+        *,
         detector: FaceDetector | None = None,
         parser: FaceParser | None = None,
-        backend: str = "auto",
-        device_path: bool | None = None,
-        precision: str | None = None,
-        device: int | None = None,
-        cuda_graphs: bool = False,
-        enhance: bool = False,
-        enhance_blend: float = DEFAULT_ENHANCE_BLEND,
+        **settings: Any,
     ) -> FaceSwapper:
-        """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
-        run, else the faster CPU backend for ``precision``; logged), ``"onnxruntime"`` (with ``providers``, CPU by
-        default), ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"``
-        (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"``
-        or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
-        AMX) (default: the bundle's validated CPU default where it has one, else FP32 on the CPU; the fastest plan on
-        TensorRT). ``device``:
-        the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
-        providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``. ``enhance``: restore
-        every swapped face with the bundle's ``enhancer`` (a ``BundleError`` naming ``simswap-build
-        add-enhancer`` when it has none), blended with the swap by ``enhance_blend`` (0–1)."""
+        """Load a bundle, opened as ``options`` says (``SwapperOptions``), with ``settings`` (its fields by
+        keyword: ``from_bundle(path, backend="tensorrt", device=1)``) replacing options' values. ``detector``
+        and ``parser`` stay the caller's (default: CenterFace, or the bundle's detector plan on the device
+        path; no parser)."""
         from simswap_trt.backends import default_precision, open_engine
 
+        o = dataclasses.replace(options or SwapperOptions(), **settings)
+        providers, threads, max_batch, backend, precision, device = (
+            o.providers,
+            o.threads,
+            o.max_batch,
+            o.backend,
+            o.precision,
+            o.device,
+        )
         bundle = Bundle.load(path)
         precision = precision or default_precision(bundle, backend, providers, device)
-        if enhance:
+        if o.enhance:
             bundle.require_enhancer()
         if device is not None:  # a bad id is refused before any engine loads
             from simswap_trt import cuda
@@ -318,9 +346,9 @@ class FaceSwapper:
             parser_engine = cls._parser_plan(bundle, parser, backend, device) if on_gpu else None
             engines += [parser_engine] if parser_engine is not None else []
             enhancer = None
-            if enhance:
+            if o.enhance:
                 enhancer = FaceEnhancer.from_bundle(
-                    bundle, enhance_blend, backend, providers, threads, max_batch, device=device, precision=precision
+                    bundle, o.enhance_blend, backend, providers, threads, max_batch, device=device, precision=precision
                 )
                 engines.append(enhancer.engine)
             swapper = cls(
@@ -329,9 +357,9 @@ class FaceSwapper:
                 detector,
                 parser,
                 max_batch,
-                device_path,
+                o.device_path,
                 device,
-                cuda_graphs,
+                o.cuda_graphs,
                 parser_engine,
                 enhancer,
             )
@@ -537,8 +565,8 @@ class FaceSwapper:
         """``swap_faces`` in two halves: start the work (on the device path it returns while the device
         works) and ``finish_batch`` it later. The images must not change until then."""
         explicit = not isinstance(select, str)
-        if not explicit and select not in SELECT_MODES:
-            raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+        if not explicit:
+            check_select(select)
         if select == "reference" and self.reference_latent is None:
             raise InputError('select="reference" needs a reference identity: call set_reference(images) first')
         if len(faces) != len(images):
@@ -585,13 +613,10 @@ class FaceSwapper:
         k+1 is started (uploaded, enqueued) before batch k is finished."""
         if depth < 1:
             raise InputError("depth must be at least 1")
-        in_flight: deque[InFlight] = deque()
-        for batch in batches:
-            if len(in_flight) == depth:
-                yield self.finish_batch(in_flight.popleft())
-            in_flight.append(self.start_batch(batch.images, batch.faces, batch.select, batch.threshold))
-        while in_flight:
-            yield self.finish_batch(in_flight.popleft())
+        yield from in_flight(batches, self._start_frames, self.finish_batch, depth)
+
+    def _start_frames(self, batch: FrameBatch) -> InFlight:
+        return self.start_batch(batch.images, batch.faces, batch.select, batch.threshold)
 
     def similarities(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]]) -> list[np.ndarray]:
         """Cosine similarity of each given face to the ``set_reference`` identity: one float32 array per image."""
@@ -609,16 +634,21 @@ class FaceSwapper:
 
     def _select(self, images, faces, select, threshold) -> tuple[np.ndarray, dict[int, float]]:
         """Indices (into ``faces``) to swap, in detection order, and each face's similarity if computed."""
-        if select == "all":
-            return np.arange(len(faces)), {}
-        if select == "largest":
-            best: dict[int, int] = {}
-            for f, (i, detection, _) in enumerate(faces):
-                if i not in best or detection.area > faces[best[i]][1].area:
-                    best[i] = f
-            return np.array(sorted(best.values()), dtype=np.int64), {}
+        similarity = self._reference_similarities(images, faces, threshold) if select == "reference" else {}
+        by_image: dict[int, list[int]] = {}
+        for f, (i, _, _) in enumerate(faces):
+            by_image.setdefault(i, []).append(f)
+        chosen = []
+        for members in by_image.values():
+            areas = [faces[f][1].area for f in members]
+            picks = select_faces(select, areas, [similarity.get(f) for f in members], threshold)
+            chosen += [f for f, pick in zip(members, picks, strict=True) if pick]
+        return np.array(sorted(chosen), dtype=np.int64), similarity
+
+    def _reference_similarities(self, images, faces, threshold: float) -> dict[int, float]:
+        """Each face's (index into ``faces``) cosine similarity to the reference identity, logged per image."""
         if not faces:
-            return np.empty(0, np.int64), {}
+            return {}
         cosine = self._stages.latents(images, [(i, m) for i, _, m in faces]) @ self.reference_latent
         for i in sorted({i for i, _, _ in faces}):
             log.info(
@@ -627,7 +657,7 @@ class FaceSwapper:
                 ", ".join(f"{c:.3f}" for (j, _, _), c in zip(faces, cosine, strict=True) if j == i),
                 threshold,
             )
-        return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
+        return {f: float(c) for f, c in enumerate(cosine)}
 
     @staticmethod
     def _info(detection: Detection, matrix: np.ndarray, swapped: bool, similarity: float | None) -> FaceInfo:
