@@ -323,14 +323,8 @@ class FaceSwapper:
         from simswap_trt.backends import default_precision, open_engine
 
         o = dataclasses.replace(options or SwapperOptions(), **settings)
-        providers, threads, max_batch, backend, precision, device = (
-            o.providers,
-            o.threads,
-            o.max_batch,
-            o.backend,
-            o.precision,
-            o.device,
-        )
+        providers, threads, max_batch = o.providers, o.threads, o.max_batch
+        backend, precision, device = o.backend, o.precision, o.device
         bundle = Bundle.load(path)
         precision = precision or default_precision(bundle, backend, providers, device)
         if o.enhance:
