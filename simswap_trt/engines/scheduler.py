@@ -32,6 +32,7 @@ def chunk_batches(total: int, max_batch: int) -> list[slice]:
 
 
 def check_depth(depth: int) -> int:
+    """``depth`` (units in flight), or a ``ConfigError`` when it is below 1."""
     if depth < 1:
         raise ConfigError(f"depth must be at least 1, got {depth}")
     return depth
