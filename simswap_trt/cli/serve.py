@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from simswap_trt import serving
 from simswap_trt.cli.common import open_swapper, provenance_from_args
 from simswap_trt.cli.options import add_pipeline_flags, add_runtime_flags, add_signing_flags
 from simswap_trt.cli.support import int_at_least, positive_int
 from simswap_trt.images import MAX_PIXELS, read_image
-from simswap_trt.serving import MODELS, ServeConfig, check_ports, place_instances, start
 
 NAME = "serve"
 PARSER = {
@@ -80,7 +80,7 @@ def device_list(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     provenance = provenance_from_args(args, ["." + args.image_format])
-    config = ServeConfig(
+    config = serving.ServeConfig(
         host=args.host,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
@@ -93,15 +93,16 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         provenance=provenance,
     )
-    check_ports(config)  # before the engines load: a port in use is known at once
-    swappers = [open_swapper(args, args.bundle, device) for device in place_instances(args.instances, args.devices)]
+    serving.check_ports(config)  # before the engines load: a port in use is known at once
+    devices = serving.place_instances(args.instances, args.devices)
+    swappers = [open_swapper(args, args.bundle, device) for device in devices]
     if args.source:
         latent = swappers[0].set_source([read_image(p, args.max_pixels) for p in args.source], names=args.source)
         for swapper in swappers[1:]:
             swapper.source_latent = latent
-    triton = start(swappers, config)
+    triton = serving.start(swappers, config)
     print(
-        f"serving {', '.join(MODELS)} on {args.host}: HTTP {args.http_port}, gRPC {args.grpc_port} "
+        f"serving {', '.join(serving.MODELS)} on {args.host}: HTTP {args.http_port}, gRPC {args.grpc_port} "
         f"(ready: http://{args.host}:{args.http_port}/v2/health/ready); Ctrl-C or SIGTERM stops"
     )
     try:
