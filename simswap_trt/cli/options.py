@@ -159,11 +159,3 @@ def add_signing_flags(parser: argparse.ArgumentParser, synthetic_flag: bool = Fa
             action="store_true",
             help="record the sha256 of the --source photo(s) in the manifest (default: not recorded)",
         )
-
-
-def add_bundle_flag(parser: argparse.ArgumentParser, text: str = "bundle directory") -> None:
-    parser.add_argument("--bundle", type=Path, required=True, help=text)
-
-
-def add_source_flag(parser: argparse.ArgumentParser, text: str = "photo(s) of the identity to apply") -> None:
-    parser.add_argument("--source", type=Path, nargs="+", required=True, help=text)
