@@ -7,7 +7,7 @@ from simswap_trt.bundle import Bundle
 from simswap_trt.constants import VERSION
 from simswap_trt.engines import Engine, OnnxRuntimeEngine, TensorSpec
 from simswap_trt.errors import BundleError, CheckpointError, EngineError, InputError, SimswapError
-from simswap_trt.swapper import FaceSwapper
+from simswap_trt.swapper import FaceSwapper, SwapperOptions
 from simswap_trt.vision.enhance import FaceEnhancer
 
 __version__ = VERSION
@@ -23,6 +23,7 @@ __all__ = [
     "InputError",
     "OnnxRuntimeEngine",
     "SimswapError",
+    "SwapperOptions",
     "TensorSpec",
     "__version__",
 ]

@@ -24,8 +24,9 @@ from simswap_trt.bundle import Bundle
 from simswap_trt.engines import DEFAULT_PROVIDERS, Engine, OnnxRuntimeEngine
 from simswap_trt.engines.onnxruntime import INT8_EXACT_FLAGS, int8_kernels_exact
 from simswap_trt.engines.openvino import OpenVinoEngine, check_bf16, openvino_available
-from simswap_trt.errors import EngineError
+from simswap_trt.errors import EngineError, SimswapError
 from simswap_trt.plans import PlanEntry, plan_problems, rebuild_command
+from simswap_trt.schema import sha256_of
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +225,18 @@ def host_engine(
     if backend == "openvino":
         return OpenVinoEngine(model, threads, name=name)
     return OnnxRuntimeEngine(model, providers, threads, name, device=device)
+
+
+def parser_plan(bundle: Bundle, parser_path: Path, backend: str, device: int | None) -> Engine | None:
+    """The bundle's TensorRT plan of the face parser graph at ``parser_path``, when the bundle's parser graph was
+    made from the same file and its plan can run here; else None, and the parser runs on ONNX Runtime (logged)."""
+    if bundle.parser is None:
+        return None
+    if bundle.parser.source.get("sha256") != sha256_of(parser_path):
+        log.info("the bundle's parser plan is of another model than %s: it runs on ONNX Runtime", parser_path)
+        return None
+    try:
+        return open_engine(bundle, "parser", "tensorrt", device=device)
+    except SimswapError as exc:
+        log.log(logging.WARNING if backend == "tensorrt" else logging.INFO, "face parser on ONNX Runtime: %s", exc)
+        return None

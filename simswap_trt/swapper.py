@@ -8,16 +8,16 @@ The order of the stages is written once, here. Where they run is a ``Stages`` ob
 (``HostStages``: OpenCV/NumPy around any engine), or on the device when the generator runs on TensorRT
 (``DeviceStages``: fused kernels and the plan on device buffers, frames uploaded once per batch, only the
 changed regions downloaded). The choice is logged. ``start_batch``/``finish_batch`` and ``swap_stream``
-keep batches of frames in flight, so the device works on one batch while the host prepares the next.
+keep batches of frames in flight (``engines.scheduler``), so the device works on one batch while the host
+prepares the next. Which faces are swapped is ``selection.select_faces``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
-from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,105 +27,34 @@ from simswap_trt.bundle import Bundle, contract
 from simswap_trt.constants import LATENT_SIZE
 from simswap_trt.cuda.memory import SwapperMemory
 from simswap_trt.engines import DEFAULT_PROVIDERS, DeviceEngine, Engine
-from simswap_trt.errors import BundleError, ConfigError, InputError, NoFaceError, SimswapError
+from simswap_trt.engines.scheduler import in_flight
+from simswap_trt.errors import BundleError, ConfigError, InputError, SimswapError
+from simswap_trt.photos import Photos, largest_face_crops, read_photos
+from simswap_trt.selection import DEFAULT_MATCH_THRESHOLD, check_select, select_faces
 from simswap_trt.stages import HostStages, Residency, ResidentDetector, Stages
+from simswap_trt.swap_types import (
+    FaceInfo,
+    FrameBatch,
+    InFlight,
+    SwapperOptions,
+    SwapResult,
+    check_image,
+    check_resident,
+)
 from simswap_trt.vision.align import alignment_matrix
 from simswap_trt.vision.detect import CenterFace, Detection, FaceDetector
-from simswap_trt.vision.enhance import DEFAULT_ENHANCE_BLEND, FaceEnhancer
+from simswap_trt.vision.enhance import FaceEnhancer
 from simswap_trt.vision.parsing import FaceParser
 from simswap_trt.vision.preprocess import Crops, crops_to_tensor, tensor_to_crops
-from simswap_trt.vision.warp import largest_face_crop
 
 if TYPE_CHECKING:
     from simswap_trt.device.detect import DeviceDetector
 
-Photos = np.ndarray | str | Path | Sequence[np.ndarray | str | Path]
-
 log = logging.getLogger(__name__)
+# the types FaceSwapper takes and gives, importable from here as from the package
+__all__ = ["FaceInfo", "FaceSwapper", "FrameBatch", "InFlight", "SwapResult", "SwapperOptions", "check_image"]
 
 UNTRAINED_WARNING = "this bundle has UNTRAINED random weights: its outputs are not face swaps"
-SELECT_MODES = ("all", "largest", "reference")
-# Cosine similarity between L2-normalised ArcFace latents above which a target face counts as the
-# reference person (select="reference"). Same-person pairs of aligned crops typically score well above
-# it, different people below; tune it for your footage.
-DEFAULT_MATCH_THRESHOLD = 0.5
-
-
-@dataclass(frozen=True)
-class FaceInfo:
-    """One detected face of a target image and what happened to it."""
-
-    box: np.ndarray  # [x1, y1, x2, y2] image pixels
-    score: float  # detector confidence
-    landmarks: np.ndarray  # [5, 2] ArcFace order
-    matrix: np.ndarray  # 2x3 image → aligned-crop transform
-    swapped: bool
-    similarity: float | None = None  # cosine to the reference identity, when select="reference"
-
-
-@dataclass(frozen=True)
-class SwapResult:
-    """The output image (a new array) and every detected face, in detection (score) order."""
-
-    image: np.ndarray
-    faces: tuple[FaceInfo, ...]
-
-    @property
-    def swapped_count(self) -> int:
-        return sum(face.swapped for face in self.faces)
-
-
-@dataclass(frozen=True)
-class FrameBatch:
-    """Frames and their faces, as ``swap_faces`` takes them: a unit of work for ``swap_stream``.
-    ``resident``: each frame's copy that device detection left on the device (``FaceSwapper.detect_frames``),
-    which the swap reads instead of uploading the frame again; None: every frame is uploaded."""
-
-    images: Sequence[np.ndarray]
-    faces: Sequence[Sequence[Detection]]
-    select: str | Sequence[Sequence[bool]] = "all"
-    threshold: float = DEFAULT_MATCH_THRESHOLD
-    resident: Residency | None = None
-
-
-@dataclass(frozen=True)
-class InFlight:
-    """A started batch (``FaceSwapper.start_batch``): finish it with ``finish_batch``, in start order."""
-
-    ticket: Any
-    faces: tuple[tuple[int, Detection, np.ndarray], ...]  # (image index, detection, matrix) of every face
-    chosen: frozenset[int]
-    similarity: dict[int, float]
-
-
-def check_image(image: np.ndarray, what: str = "image") -> None:
-    """Images are uint8 BGR HxWx3 arrays (what ``cv2.imread`` / ``simswap_trt.images.read_image`` return)."""
-    if (
-        not isinstance(image, np.ndarray)
-        or image.dtype != np.uint8
-        or image.ndim != 3
-        or image.shape[2] != 3
-        or image.size == 0
-    ):
-        got = f"{image.dtype}{list(image.shape)}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise InputError(
-            f"{what} must be a uint8 BGR array of shape [H, W, 3] with H, W >= 1, got {got}; "
-            "read files with simswap_trt.images.read_image, which converts grey, RGBA and 16-bit"
-        )
-
-
-def check_resident(images: Sequence[np.ndarray], resident: Residency | None) -> None:
-    """``resident`` holds one device copy (or None) per image, each of its own image's shape."""
-    if resident is None:
-        return
-    if len(resident) != len(images):
-        raise InputError(f"resident must hold one entry per image: {len(resident)} for {len(images)} images")
-    for i, (image, on_device) in enumerate(zip(images, resident, strict=True)):
-        if on_device is not None and tuple(on_device.shape) != image.shape:
-            raise InputError(
-                f"resident[{i}] is the device copy of a {list(on_device.shape)} frame, not of image {i} "
-                f"{list(image.shape)}: pass each frame's copy from detect_frames with that frame"
-            )
 
 
 class FaceSwapper:
@@ -166,19 +95,9 @@ class FaceSwapper:
         with no ``detector``, detect with the bundle's detector plan on the device when the stages are the
         device stages (``open_device_detector``, with ``detector_options``' providers and threads; the swapper
         closes it), else with the default detector."""
-        for role, engine in (("generator", generator), ("arcface", arcface)):
-            if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
-                raise BundleError(
-                    f"{bundle.root}: the {role} engine's signature "
-                    f"{[s.describe() for s in engine.inputs + engine.outputs]} does not match the bundle contract"
-                )
-        if max_batch < 1:
-            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
-        self.bundle = bundle
-        self.generator = generator
-        self.arcface = arcface
-        self.parser = parser
-        self.parser_engine = parser_engine
+        self._check_engines(bundle, generator, arcface, max_batch)
+        self.bundle, self.generator, self.arcface = bundle, generator, arcface
+        self.parser, self.parser_engine = parser, parser_engine
         self.enhance_model = enhance  # kept at blend 0 too, for with_enhance_blend
         self.enhancer = enhance if enhance is not None and enhance.active else None
         self.max_batch = max_batch
@@ -194,20 +113,31 @@ class FaceSwapper:
         self._stages = self._choose_stages(device_path)
         log.info("stages: %s", self._stages.name)
         if device_detector and detector is None:
-            try:
-                self._open_device_detector()
-            except BaseException:
-                self._stages.close()
-                raise
+            self._open_device_detector()
+
+    @staticmethod
+    def _check_engines(bundle: Bundle, generator: Engine, arcface: Engine, max_batch: int) -> None:
+        for role, engine in (("generator", generator), ("arcface", arcface)):
+            if (engine.inputs, engine.outputs) != contract(role, bundle.crop_size):
+                raise BundleError(
+                    f"{bundle.root}: the {role} engine's signature "
+                    f"{[s.describe() for s in engine.inputs + engine.outputs]} does not match the bundle contract"
+                )
+        if max_batch < 1:
+            raise ConfigError(f"max_batch must be at least 1, got {max_batch}")
 
     def _open_device_detector(self) -> None:
         """The bundle's detector plan on the device stages' device, owned by the swapper (none: the default
-        detector)."""
+        detector); the stages are closed if it fails."""
         from simswap_trt.device.detect import open_device_detector
 
         options = self._detector_options
         providers, threads = options.get("providers", DEFAULT_PROVIDERS), options.get("threads")
-        self._detector = open_device_detector(self.bundle, self._stages, providers, threads)
+        try:
+            self._detector = open_device_detector(self.bundle, self._stages, providers, threads)
+        except BaseException:
+            self._stages.close()
+            raise
         if self._detector is not None:
             self._owned.append(self._detector)
 
@@ -293,6 +223,12 @@ class FaceSwapper:
         callers gain from keeping batches in flight (``swap_stream``)."""
         return not isinstance(self._stages, HostStages)
 
+    @property
+    def stream_depth(self) -> int:
+        """Batches worth keeping in flight: 2 on the device (it swaps one while the next is uploaded and the
+        previous one downloaded), 1 on the host (starting a batch does all of its work)."""
+        return 2 if self.on_device else 1
+
     def memory(self) -> SwapperMemory:
         """Device and pinned host memory this swapper holds now, per part: each TensorRT engine (its I/O
         buffers and its execution contexts' activation memory), the device detector, and the device stages'
@@ -321,93 +257,75 @@ class FaceSwapper:
     def from_bundle(
         cls,
         path: str | Path,
-        providers: Sequence[str] = DEFAULT_PROVIDERS,
-        threads: int | None = None,
-        max_batch: int = 16,
+        options: SwapperOptions | None = None,
+        *,
         detector: FaceDetector | None = None,
         parser: FaceParser | None = None,
-        backend: str = "auto",
-        device_path: bool | None = None,
-        precision: str | None = None,
-        device: int | None = None,
-        cuda_graphs: bool = False,
-        enhance: bool = False,
-        enhance_blend: float = DEFAULT_ENHANCE_BLEND,
+        **settings: Any,
     ) -> FaceSwapper:
-        """Load a bundle. ``backend``: ``"auto"`` (TensorRT where the bundle has a plan this machine can
-        run, else the faster CPU backend for ``precision``; logged), ``"onnxruntime"`` (with ``providers``, CPU by
-        default), ``"openvino"`` (every model, the host detector and parser too, on OpenVINO) or ``"tensorrt"``
-        (an error if it cannot run). ``device_path``: see ``FaceSwapper``. ``precision``: ``"fp32"``, ``"fp16"``
-        or ``"int8"`` graphs, or ``"bf16"`` (the FP32 graphs on OpenVINO in BF16, on CPUs with AVX512_BF16 or
-        AMX) (default: the bundle's validated CPU default where it has one, else FP32 on the CPU; the fastest plan on
-        TensorRT). ``device``:
-        the CUDA device id for the TensorRT engines, the device path and ONNX Runtime's CUDA and TensorRT
-        providers (when ``providers`` asks for them); ``cuda_graphs``: see ``FaceSwapper``. ``enhance``: restore
-        every swapped face with the bundle's ``enhancer`` (a ``BundleError`` naming ``simswap-build
-        add-enhancer`` when it has none), blended with the swap by ``enhance_blend`` (0–1)."""
-        from simswap_trt.backends import default_precision, open_engine
+        """Load a bundle, opened as ``options`` says (``SwapperOptions``), with ``settings`` (its fields by
+        keyword: ``from_bundle(path, backend="tensorrt", device=1)``) replacing options' values. ``detector``
+        and ``parser`` stay the caller's (default: CenterFace, or the bundle's detector plan on the device
+        path; no parser)."""
+        from simswap_trt.backends import default_precision
 
+        o = dataclasses.replace(options or SwapperOptions(), **settings)
         bundle = Bundle.load(path)
-        precision = precision or default_precision(bundle, backend, providers, device)
-        if enhance:
+        precision = o.precision or default_precision(bundle, o.backend, o.providers, o.device)
+        if o.enhance:
             bundle.require_enhancer()
-        if device is not None:  # a bad id is refused before any engine loads
+        if o.device is not None:  # a bad id is refused before any engine loads
             from simswap_trt import cuda
 
-            cuda.check_device(device)
-        engines = [open_engine(bundle, "generator", backend, providers, threads, precision, device=device)]
+            cuda.check_device(o.device)
+        engines: list[Engine] = []
         try:
-            engines.append(open_engine(bundle, "arcface", backend, providers, threads, precision, device=device))
-            on_gpu = backend in ("auto", "tensorrt")
-            parser_engine = cls._parser_plan(bundle, parser, backend, device) if on_gpu else None
-            engines += [parser_engine] if parser_engine is not None else []
-            enhancer = None
-            if enhance:
-                enhancer = FaceEnhancer.from_bundle(
-                    bundle, enhance_blend, backend, providers, threads, max_batch, device=device, precision=precision
-                )
-                engines.append(enhancer.engine)
-            options = {"providers": providers, "threads": threads, "device": device}
-            if backend == "openvino":
-                options = {"threads": threads, "backend": backend}
+            parser_engine, enhancer = cls._open_engines(bundle, o, precision, parser, engines)
+            detector_options = {"providers": o.providers, "threads": o.threads, "device": o.device}
+            if o.backend == "openvino":
+                detector_options = {"threads": o.threads, "backend": o.backend}
             return cls(
                 bundle,
                 engines[0],
                 engines[1],
                 detector=detector,
                 parser=parser,
-                max_batch=max_batch,
-                device_path=device_path,
-                device=device,
-                cuda_graphs=cuda_graphs,
+                max_batch=o.max_batch,
+                device_path=o.device_path,
+                device=o.device,
+                cuda_graphs=o.cuda_graphs,
                 parser_engine=parser_engine,
                 enhance=enhancer,
                 owned=engines,
-                detector_options=options,
-                device_detector=on_gpu,  # the bundle's detector plan, on the device path
+                detector_options=detector_options,
+                device_detector=o.backend in ("auto", "tensorrt"),  # the bundle's detector plan, on the device path
             )
         except BaseException:
             for engine in engines:
                 engine.close()
             raise
 
-    @staticmethod
-    def _parser_plan(bundle: Bundle, parser: FaceParser | None, backend: str, device: int | None) -> Engine | None:
-        """The bundle's TensorRT plan of ``parser``'s graph, when the bundle's parser graph was made from the
-        same file and its plan can run here; else None, and the parser runs on ONNX Runtime (logged)."""
-        if parser is None or bundle.parser is None:
-            return None
-        from simswap_trt.backends import open_engine
-        from simswap_trt.schema import sha256_of
+    @classmethod
+    def _open_engines(
+        cls, bundle: Bundle, o: SwapperOptions, precision: str | None, parser: FaceParser | None, engines: list
+    ) -> tuple[Engine | None, FaceEnhancer | None]:
+        """Open the generator, ArcFace, the parser's plan (on the device path) and the enhancer (with
+        ``o.enhance``), appending each engine to ``engines`` as it opens, for the caller to close on failure.
+        Returns the parser's plan and the enhancer."""
+        from simswap_trt.backends import open_engine, parser_plan
 
-        if bundle.parser.source.get("sha256") != sha256_of(parser.path):
-            log.info("the bundle's parser plan is of another model than %s: it runs on ONNX Runtime", parser.path)
-            return None
-        try:
-            return open_engine(bundle, "parser", "tensorrt", device=device)
-        except SimswapError as exc:
-            log.log(logging.WARNING if backend == "tensorrt" else logging.INFO, "face parser on ONNX Runtime: %s", exc)
-            return None
+        for role in ("generator", "arcface"):
+            engines.append(open_engine(bundle, role, o.backend, o.providers, o.threads, precision, device=o.device))
+        on_gpu = o.backend in ("auto", "tensorrt")
+        parser_engine = parser_plan(bundle, parser.path, o.backend, o.device) if on_gpu and parser else None
+        engines += [parser_engine] if parser_engine is not None else []
+        enhancer = None
+        if o.enhance:
+            enhancer = FaceEnhancer.from_bundle(
+                bundle, o.enhance_blend, o.backend, o.providers, o.threads, o.max_batch, o.device, precision
+            )
+            engines.append(enhancer.engine)
+        return parser_engine, enhancer
 
     @property
     def crop_size(self) -> int:
@@ -450,32 +368,9 @@ class FaceSwapper:
         return self.reference_latent
 
     def _largest_face_crops(self, images: Photos, what: str, names: Sequence[str] | None) -> np.ndarray:
-        from simswap_trt.images import read_image
-
-        items = [images] if isinstance(images, (np.ndarray, str, Path)) else list(images)
-        if not items:
-            raise ConfigError(f"no {what} image given: pass at least one photo (an array or a path)")
-        if names is not None and len(names) != len(items):
-            raise ConfigError(f"{len(names)} names for {len(items)} {what} images")
-        labels = [
-            f"the {what} photo {names[i] if names is not None else item}"
-            if names is not None or isinstance(item, (str, Path))
-            else f"{what} image {i}"
-            for i, item in enumerate(items)
-        ]
-        arrays = [read_image(item) if isinstance(item, (str, Path)) else item for item in items]
-        for image, label in zip(arrays, labels, strict=True):
-            check_image(image, label)
-        crops = []
-        for image, detections, label in zip(arrays, self.detector.detect_batch(arrays), labels, strict=True):
-            crop = largest_face_crop(image, detections, self.bundle.alignment, self.crop_size)
-            if crop is None:
-                raise NoFaceError(
-                    f"no face found in {label}: use a photo where the face is clearly visible "
-                    "(frontal, at least about 60 px wide)"
-                )
-            crops.append(crop)
-        return np.stack(crops)
+        arrays, labels = read_photos(images, what, names)
+        detections = self.detector.detect_batch(arrays)
+        return largest_face_crops(arrays, detections, labels, self.bundle.alignment, self.crop_size)
 
     def _latents(self, tensor: np.ndarray) -> np.ndarray:
         return np.concatenate(
@@ -592,8 +487,8 @@ class FaceSwapper:
         """``swap_faces`` in two halves: start the work (on the device path it returns while the device
         works) and ``finish_batch`` it later. The images must not change until then."""
         explicit = not isinstance(select, str)
-        if not explicit and select not in SELECT_MODES:
-            raise InputError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+        if not explicit:
+            check_select(select)
         if select == "reference" and self.reference_latent is None:
             raise InputError('select="reference" needs a reference identity: call set_reference(images) first')
         if len(faces) != len(images):
@@ -641,13 +536,10 @@ class FaceSwapper:
         k+1 is started (uploaded, enqueued) before batch k is finished."""
         if depth < 1:
             raise InputError("depth must be at least 1")
-        in_flight: deque[InFlight] = deque()
-        for batch in batches:
-            if len(in_flight) == depth:
-                yield self.finish_batch(in_flight.popleft())
-            in_flight.append(self.start_batch(batch.images, batch.faces, batch.select, batch.threshold, batch.resident))
-        while in_flight:
-            yield self.finish_batch(in_flight.popleft())
+        yield from in_flight(batches, self._start_frames, self.finish_batch, depth)
+
+    def _start_frames(self, batch: FrameBatch) -> InFlight:
+        return self.start_batch(batch.images, batch.faces, batch.select, batch.threshold, batch.resident)
 
     def similarities(
         self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Detection]], resident: Residency | None = None
@@ -669,16 +561,21 @@ class FaceSwapper:
 
     def _select(self, images, faces, select, threshold, resident) -> tuple[np.ndarray, dict[int, float]]:
         """Indices (into ``faces``) to swap, in detection order, and each face's similarity if computed."""
-        if select == "all":
-            return np.arange(len(faces)), {}
-        if select == "largest":
-            best: dict[int, int] = {}
-            for f, (i, detection, _) in enumerate(faces):
-                if i not in best or detection.area > faces[best[i]][1].area:
-                    best[i] = f
-            return np.array(sorted(best.values()), dtype=np.int64), {}
+        similarity = self._reference_similarities(images, faces, threshold, resident) if select == "reference" else {}
+        by_image: dict[int, list[int]] = {}
+        for f, (i, _, _) in enumerate(faces):
+            by_image.setdefault(i, []).append(f)
+        chosen = []
+        for members in by_image.values():
+            areas = [faces[f][1].area for f in members]
+            picks = select_faces(select, areas, [similarity.get(f) for f in members], threshold)
+            chosen += [f for f, pick in zip(members, picks, strict=True) if pick]
+        return np.array(sorted(chosen), dtype=np.int64), similarity
+
+    def _reference_similarities(self, images, faces, threshold: float, resident) -> dict[int, float]:
+        """Each face's (index into ``faces``) cosine similarity to the reference identity, logged per image."""
         if not faces:
-            return np.empty(0, np.int64), {}
+            return {}
         cosine = self._stages.latents(images, [(i, m) for i, _, m in faces], resident) @ self.reference_latent
         for i in sorted({i for i, _, _ in faces}):
             log.info(
@@ -687,7 +584,7 @@ class FaceSwapper:
                 ", ".join(f"{c:.3f}" for (j, _, _), c in zip(faces, cosine, strict=True) if j == i),
                 threshold,
             )
-        return np.flatnonzero(cosine >= threshold), {f: float(c) for f, c in enumerate(cosine)}
+        return {f: float(c) for f, c in enumerate(cosine)}
 
     @staticmethod
     def _info(detection: Detection, matrix: np.ndarray, swapped: bool, similarity: float | None) -> FaceInfo:

@@ -60,19 +60,12 @@ LAYERS = [  # lowest first; see the module docstring
         ["simswap_trt.video", "simswap_trt.serving", "simswap_trt.distributed", "simswap_trt.provenance"]
         + ["simswap_trt.doctor"],
     ),
-    (
-        "commands",
-        ["simswap_trt.cli", "simswap_trt.cli_support", "simswap_trt.video.cli", "simswap_trt.provenance.cli"],
-    ),
+    ("commands", ["simswap_trt.cli"]),
 ]
 
 # Import cycles that exist today, each with the change that removes it. The test fails when one is gone, so
 # that its line is deleted with the change.
-KNOWN_CYCLES = {
-    # video/cli.py imports the swap command's helpers from cli.py, which imports video/cli.py to register
-    # the command: gone when the CLI is a package of one module per command over shared option groups
-    ("simswap_trt.cli", "simswap_trt.video.cli"),
-}
+KNOWN_CYCLES: set[tuple[str, str]] = set()
 
 MAX_MODULE_LINES = 600
 MAX_FUNCTION_LINES = 60  # decorators and docstring included
@@ -80,22 +73,11 @@ SIZE_CHECKED = ("simswap_trt", "simswap_build", "benchmarks")
 
 # Modules over MAX_MODULE_LINES today, each with its reason; deleted as each is split. The test fails when a
 # listed module is back under the limit, so that this list only shrinks.
-LONG_MODULES = {
-    "simswap_trt/cli.py": "the runtime CLI in one module; becomes a package of one module per command",
-    "simswap_trt/swapper.py": "FaceSwapper with its construction from a bundle; the options move out of it",
-}
+LONG_MODULES: dict[str, str] = {}
 
 # Functions over MAX_FUNCTION_LINES today (module: function names), each with its reason; deleted as each is
 # split. The test fails when a listed function is back under the limit.
-LONG_FUNCTIONS = {
-    # argument parsers and command handlers written as one function each: one module per command instead
-    "simswap_trt/cli.py": {"build_parser"},
-    "simswap_trt/video/cli.py": {"add_arguments", "run"},
-    # constructors that open and check every engine and buffer: to be split into named steps
-    "simswap_trt/swapper.py": {"FaceSwapper.from_bundle"},
-    # the video job as closures sharing queues: becomes a job class with one method per stage
-    "simswap_trt/video/pipeline.py": {"swap_video"},
-}
+LONG_FUNCTIONS: dict[str, set[str]] = {}
 
 SCRIPT = textwrap.dedent(
     """

@@ -58,7 +58,7 @@ from simswap_build.convert.bundle import untrained_bundle
 from simswap_trt import cuda
 from simswap_trt.backends import open_engine, usable_plan
 from simswap_trt.bundle import Bundle
-from simswap_trt.cli_support import int_at_least, positive_int
+from simswap_trt.cli.support import int_at_least, positive_int
 from simswap_trt.engines import Engine
 from simswap_trt.engines.openvino import OpenVinoEngine
 from simswap_trt.errors import OutputError, SimswapError

@@ -22,7 +22,7 @@ from simswap_build.cli import (
     untrained,
     validate,
 )
-from simswap_trt import cli_support
+from simswap_trt.cli import support as cli_support
 
 COMMANDS = (convert, add_enhancer, untrained, engine, precision, validate, bench, train, finetune, check, triton_repo)
 

@@ -9,7 +9,7 @@ from simswap_build.cli.add_enhancer import describe_enhancer
 from simswap_build.convert.architectures import GENERATOR_ARCHES
 from simswap_build.convert.bundle import convert_checkpoints, describe_checksum
 from simswap_build.convert.bundle_writer import check_bundle_output
-from simswap_trt.cli_support import int_at_least
+from simswap_trt.cli.support import int_at_least
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
 from simswap_trt.errors import InputError
 from simswap_trt.schema import sha256_of

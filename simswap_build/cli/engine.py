@@ -11,7 +11,7 @@ from simswap_build.graphs.parser import add_parser
 from simswap_build.tensorrt import builder as engine_builder
 from simswap_build.tensorrt.builder import BuildOptions, describe_dla_report
 from simswap_trt.bundle import Bundle
-from simswap_trt.cli_support import int_at_least, positive_int
+from simswap_trt.cli.support import int_at_least, positive_int
 from simswap_trt.errors import SimswapError
 
 NAME = "engine"

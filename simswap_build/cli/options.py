@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from simswap_build.training.data import DEFAULT_MIN_FACE
-from simswap_trt.cli_support import float_between, int_at_least, positive_int
+from simswap_trt.cli.support import float_between, int_at_least, positive_int
 
 TRAIN_OVERRIDES = (
     "batch_size",

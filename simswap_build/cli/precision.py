@@ -9,7 +9,7 @@ from simswap_build.precision import recipe
 from simswap_build.precision.goals import Goals, PrecisionGoalError
 from simswap_build.precision.split import CHECK_FRACTION, MIN_CALIBRATION, MIN_CHECK
 from simswap_trt.bundle import Bundle
-from simswap_trt.cli_support import float_between, int_at_least
+from simswap_trt.cli.support import float_between, int_at_least
 from simswap_trt.errors import OutputError, SimswapError
 
 NAME = "precision"

@@ -6,7 +6,7 @@ import argparse
 
 from simswap_build.cli.options import TRAIN_OVERRIDES, add_training_arguments
 from simswap_build.training.config import TrainConfig
-from simswap_trt.cli_support import int_at_least, positive_int
+from simswap_trt.cli.support import int_at_least, positive_int
 from simswap_trt.errors import InputError
 
 NAME = "train"

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from simswap_build.tensorrt.triton_repo import RepoOptions, write_triton_repo
-from simswap_trt.cli_support import int_at_least
+from simswap_trt.cli.support import int_at_least
 
 NAME = "triton-repo"
 HELP = "a Triton Inference Server model repository of the bundle's engines (ONNX and TensorRT)"

@@ -8,7 +8,7 @@ from pathlib import Path
 from simswap_build.convert.architectures import GENERATOR_ARCHES
 from simswap_build.convert.bundle import untrained_bundle
 from simswap_build.convert.bundle_writer import check_bundle_output
-from simswap_trt.cli_support import int_at_least
+from simswap_trt.cli.support import int_at_least
 from simswap_trt.constants import ARCFACE_INPUT_SIZE
 
 NAME = "untrained"

@@ -11,7 +11,7 @@ from pathlib import Path
 from simswap_build.convert.bundle_writer import rewrite_manifest
 from simswap_build.precision import calibration, fidelity
 from simswap_trt.bundle import DEFAULT_BACKENDS, Bundle
-from simswap_trt.cli_support import positive_int
+from simswap_trt.cli.support import positive_int
 from simswap_trt.engines.openvino import bf16_supported, openvino_available
 from simswap_trt.errors import InputError, OutputError
 from simswap_trt.files import check_output, write_atomic

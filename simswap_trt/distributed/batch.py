@@ -36,7 +36,7 @@ from simswap_trt.files import (
 )
 from simswap_trt.images import IMAGE_SUFFIXES, MAX_PIXELS, decode_image, encode_image, list_images
 from simswap_trt.provenance.signing import Provenance, Signer
-from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD
+from simswap_trt.selection import DEFAULT_MATCH_THRESHOLD
 from simswap_trt.vision.enhance import DEFAULT_ENHANCE_BLEND
 
 log = logging.getLogger(__name__)

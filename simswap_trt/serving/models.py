@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from simswap_trt.constants import LATENT_SIZE
+from simswap_trt.engines.scheduler import in_flight
 from simswap_trt.errors import InputError, NoFaceError
 from simswap_trt.images import MAX_PIXELS, decode_image, encode_image
 from simswap_trt.provenance.signing import Provenance
-from simswap_trt.swapper import FaceSwapper
+from simswap_trt.swapper import FaceSwapper, InFlight
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,8 @@ class SwapImage(ServedModel):
     swapped bytes [n,1], ``swapped`` int32 [n,1] (faces swapped per image; 0: no face, the image comes back
     unchanged, without label or manifest) and ``faces`` float32 [n,F,16] (``FACE_COLUMNS``; NaN rows pad to
     the most faces, and stand alone in an image without faces). Requests using the same latent and enhance
-    share are swapped in one ``FaceSwapper.swap_batch`` call. With a signer in ``provenance``, each swapped
+    share are swapped in one batch, and the batches are kept in flight as ``FaceSwapper.swap_stream`` does
+    (on the device, one is detected while the previous one is swapped). With a signer in ``provenance``, each swapped
     image carries a C2PA manifest with the request's image as its parent."""
 
     name = "swap_image"
@@ -197,22 +199,38 @@ class SwapImage(ServedModel):
     def run(self, prepared: list[list[tuple[np.ndarray, np.ndarray, bytes, str, float | None]]]) -> list[Reply]:
         items = [item for request in prepared for item in request]
         results, provenances = [None] * len(items), [None] * len(items)
-        # one swap_batch per distinct latent and enhance share; a shallow copy shares the engines but not the
-        # source identity nor the share
+        groups = in_flight(self._groups(items), self._start, self._finish, self.swapper.stream_depth)
+        for members, swapper, swapped in groups:
+            for k, result in zip(members, swapped, strict=True):
+                results[k], provenances[k] = result, self._models_of(swapper)
+        done = [(r, p, data, name) for r, p, (_, _, data, name, _) in zip(results, provenances, items, strict=True)]
+        starts = np.cumsum([0, *(len(request) for request in prepared)])
+        return [self._reply(done[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+
+    def _groups(self, items) -> list[tuple[list[int], FaceSwapper, list[np.ndarray]]]:
+        """One batch per distinct latent and enhance share: the items' indices, the swapper for them (a
+        shallow copy shares the engines but not the source identity nor the share) and their images."""
         groups: dict[tuple[bytes, float | None], list[int]] = {}
         for k, (_, latent, _, _, blend) in enumerate(items):
             groups.setdefault((np.ascontiguousarray(latent).tobytes(), blend), []).append(k)
+        batches = []
         for (_, blend), members in groups.items():
             swapper = self.swapper if blend is None else self.swapper.with_enhance_blend(blend)
             latent = items[members[0]][1]
             if not np.array_equal(latent, swapper.source_latent):
                 swapper = copy.copy(swapper)
                 swapper.source_latent = np.asarray(latent, np.float32)
-            for k, result in zip(members, swapper.swap_batch([items[k][0] for k in members], self.select), strict=True):
-                results[k], provenances[k] = result, self._models_of(swapper)
-        done = [(r, p, data, name) for r, p, (_, _, data, name, _) in zip(results, provenances, items, strict=True)]
-        starts = np.cumsum([0, *(len(request) for request in prepared)])
-        return [self._reply(done[a:b]) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+            batches.append((members, swapper, [items[k][0] for k in members]))
+        return batches
+
+    def _start(self, group) -> tuple[list[int], FaceSwapper, InFlight]:
+        members, swapper, images = group
+        return members, swapper, swapper.start_batch(images, swapper.detect(images), self.select)
+
+    @staticmethod
+    def _finish(started) -> tuple[list[int], FaceSwapper, list]:
+        members, swapper, batch = started
+        return members, swapper, swapper.finish_batch(batch)
 
     def _reply(self, done) -> Reply:
         """``done``: (result, its provenance, the request's encoded image, its name) of each item of one

@@ -1,5 +1,6 @@
 """Swap faces in a video file: decoding, detection, swapping and encoding run at the same time in four
-stages joined by bounded queues, so a fixed number of frames is in flight whatever the video's length.
+stages joined by bounded queues (``VideoJob``, one method per stage), so a fixed number of frames is in
+flight whatever the video's length.
 
     decode --(window frames)--> detect (batches) --(2 batches)--> track, smooth, swap (caller's thread)
       |                                                                    |
@@ -156,103 +157,141 @@ def swap_video(
     stream = StreamSwapper(swapper, options)
     reader = VideoReader(target, start, duration, max_pixels)
     declared = reader.declared_frames  # from the header: PyAV refuses stream attributes once it is closed
+    partial = temporary_path(output)
+    writer = _open_writer(reader, partial, output, codec, crf, provenance.synthetic)
+    job = VideoJob(stream, reader, writer, options, progress)
+    try:
+        job.run()
+        provenance.sign_file(partial, target, output.name)
+        os.replace(partial, output)
+    except BaseException:
+        writer.abort()
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        reader.close()
+    return _report(job, target, reader.decode_errors, time.perf_counter() - began, declared)
+
+
+def _open_writer(
+    reader: VideoReader, partial: Path, output: Path, codec: str, crf: int | None, synthetic: bool
+) -> VideoWriter:
+    """The writer of ``partial`` (the temporary file of ``output``), after removing a killed run's leftovers;
+    if it cannot be opened, the reader is closed and nothing is left."""
     ensure_folder(output.parent)
     remove_stale_temporaries(output.parent)
-    partial = temporary_path(output)
     try:
-        metadata = video_metadata() if provenance.synthetic else None
-        writer = VideoWriter(partial, reader, codec, crf, name=output, metadata=metadata)
+        metadata = video_metadata() if synthetic else None
+        return VideoWriter(partial, reader, codec, crf, name=output, metadata=metadata)
     except BaseException:
         reader.close()
         partial.unlink(missing_ok=True)
         raise
-    expected = reader.frame_count
-    stop = threading.Event()
-    frames_in: queue.Queue = queue.Queue(options.window)
-    detected: queue.Queue = queue.Queue(2)  # batches of (frame, faces)
-    frames_out: queue.Queue = queue.Queue(options.window)
-    counts = {"frames": 0, "swapped": 0, "bridged": 0}
 
-    def decode() -> None:
+
+class VideoJob:
+    """One run of the four stages over one reader and writer: ``decode``, ``detect`` and ``encode`` each in
+    a thread of its own, ``swap`` (track, smooth, swap) in the caller's; ``run`` runs them and closes the
+    writer. They share the queues and the stop event; the counts are the encoder's."""
+
+    def __init__(
+        self,
+        stream: StreamSwapper,
+        reader: VideoReader,
+        writer: VideoWriter,
+        options: VideoOptions,
+        progress: Callable[[int, int | None], None] | None = None,
+    ) -> None:
+        self.stream, self.reader, self.writer, self.options = stream, reader, writer, options
+        self.progress = progress
+        self.expected = reader.frame_count  # from the header, while the reader is open
+        self.stop = threading.Event()
+        self.frames_in: queue.Queue = queue.Queue(options.window)
+        self.detected: queue.Queue = queue.Queue(2)  # batches of (frame, faces)
+        self.frames_out: queue.Queue = queue.Queue(options.window)
+        self.frames = self.frames_swapped = self.bridged = 0
+
+    def run(self) -> None:
+        """All four stages to the end, then the writer closed. A stage's error (or the caller's) stops the
+        others within 0.1 s and is raised here, the stage's own with its traceback."""
+        stages = [_Stage(work, f"video-{work.__name__}", self.stop) for work in (self.decode, self.detect, self.encode)]
         try:
-            for item in reader:
-                _put(frames_in if isinstance(item, Frame) else frames_out, item, stop)
+            for stage in stages:
+                stage.start()
+            self.swap()
+            stages[-1].join()
+            if self.stop.is_set():
+                raise _Stopped
+            self.writer.close()
+        except BaseException as exc:
+            self.stop.set()
+            for stage in stages:
+                if stage.is_alive():
+                    stage.join()
+            failed = next((stage.error for stage in stages if stage.error is not None), None)
+            if isinstance(exc, _Stopped) and failed is not None:
+                raise failed from None  # the stage's own error, with its traceback
+            raise
+
+    def decode(self) -> None:
+        """Frames to the detector, audio and subtitle packets straight to the encoder."""
+        try:
+            for item in self.reader:
+                _put(self.frames_in if isinstance(item, Frame) else self.frames_out, item, self.stop)
         except av.FFmpegError as exc:
-            raise InputError(f"{target}: decoding failed ({exc}); is the file complete?") from None
-        _put(frames_in, _END, stop)
+            raise InputError(f"{self.reader.path}: decoding failed ({exc}); is the file complete?") from None
+        _put(self.frames_in, _END, self.stop)
 
-    def encode() -> None:
-        while (item := _get(frames_out, stop)) is not _END:
-            write(item)
-
-    def write(item) -> None:
-        if not isinstance(item, SwappedFrame):
-            writer.write_packet(item)
-            return
-        frame: Frame = item.payload
-        writer.write_frame(from_bgr(frame.image, item.image, frame.source) if item.changed else frame.source)
-        counts["frames"] += 1
-        counts["swapped"] += item.changed
-        counts["bridged"] += sum(face.bridged for face in item.faces)
-        if progress is not None:
-            progress(counts["frames"], expected)
-
-    def detect() -> None:
-        done = False
+    def detect(self) -> None:
+        """Batches of frames with their faces; guided detection may hold frames back until its next
+        whole-frame search."""
+        detection, done = self.stream.detection, False
         while not done:
             batch: list[Frame] = []
-            while len(batch) < options.batch:
-                item = _get(frames_in, stop)
+            while len(batch) < self.options.batch:
+                item = _get(self.frames_in, self.stop)
                 if item is _END:
                     done = True
                     break
                 batch.append(item)
-            released = stream.detection.push([f.image for f in batch], batch)  # may hold frames back
+            released = detection.push([f.image for f in batch], batch)
             if done:
-                released += stream.detection.flush()
+                released += detection.flush()
             if released:
-                _put(detected, released, stop)
-        _put(detected, _END, stop)
+                _put(self.detected, released, self.stop)
+        _put(self.detected, _END, self.stop)
 
-    stages = [_Stage(work, f"video-{work.__name__}", stop) for work in (decode, detect, encode)]
-    try:
-        for stage in stages:
-            stage.start()
-        while (released := _get(detected, stop)) is not _END:
+    def swap(self) -> None:
+        """Track, smooth, select and swap the detected frames, in order, to the encoder."""
+        while (released := _get(self.detected, self.stop)) is not _END:
             batch, detections = [f for f, _, _ in released], [faces for _, faces, _ in released]
             resident = [copy for _, _, copy in released]  # the frames' copies on the device, from detection
-            for frame in stream.push([f.image for f in batch], [f.time for f in batch], batch, detections, resident):
-                _put(frames_out, frame, stop)
-        for frame in stream.flush():
-            _put(frames_out, frame, stop)
-        _put(frames_out, _END, stop)
-        stages[-1].join()
-        if stop.is_set():
-            raise _Stopped
-        writer.close()
-        provenance.sign_file(partial, target, output.name)
-        os.replace(partial, output)
-    except BaseException as exc:
-        stop.set()
-        for stage in stages:
-            if stage.is_alive():
-                stage.join()
-        writer.abort()
-        partial.unlink(missing_ok=True)
-        failed = next((stage.error for stage in stages if stage.error is not None), None)
-        if isinstance(exc, _Stopped) and failed is not None:
-            raise failed from None  # the stage's own error, with its traceback
-        raise
-    finally:
-        reader.close()
+            times = [f.time for f in batch]
+            for frame in self.stream.push([f.image for f in batch], times, batch, detections, resident):
+                _put(self.frames_out, frame, self.stop)
+        for frame in self.stream.flush():
+            _put(self.frames_out, frame, self.stop)
+        _put(self.frames_out, _END, self.stop)
+
+    def encode(self) -> None:
+        """Write packets as they are and frames (swapped or the decoded frame unchanged), counting them."""
+        while (item := _get(self.frames_out, self.stop)) is not _END:
+            if not isinstance(item, SwappedFrame):
+                self.writer.write_packet(item)
+                continue
+            frame: Frame = item.payload
+            self.writer.write_frame(from_bgr(frame.image, item.image, frame.source) if item.changed else frame.source)
+            self.frames += 1
+            self.frames_swapped += item.changed
+            self.bridged += sum(face.bridged for face in item.faces)
+            if self.progress is not None:
+                self.progress(self.frames, self.expected)
+
+
+def _report(job: VideoJob, target: Path, damaged: int, seconds: float, declared: int | None) -> VideoReport:
+    """The report of a finished job, with a warning when the input was truncated."""
     report = VideoReport(
-        counts["frames"],
-        counts["swapped"],
-        stream.tracker.tracks_started,
-        counts["bridged"],
-        reader.decode_errors,
-        time.perf_counter() - began,
-        declared,
+        job.frames, job.frames_swapped, job.stream.tracker.tracks_started, job.bridged, damaged, seconds, declared
     )
     if report.frames_missing:
         log.warning(

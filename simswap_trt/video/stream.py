@@ -2,23 +2,25 @@
 
 ``StreamSwapper`` takes frames in batches and gives back swapped frames in order, ``delay`` frames later
 (the tracker's look-ahead for bridging gaps and, with ``select="reference"``, for deciding per track).
-On the device path it keeps two batches in flight (``FaceSwapper.start_batch``/``finish_batch``, as
-``swap_stream``): the device swaps one batch while the next is uploaded and the previous one downloaded,
-and a batch comes back one push after it went in. ``swap_frames`` wraps it as a generator for live use.
+On the device path it keeps two batches in flight (``FaceSwapper.start_batch``/``finish_batch`` on the
+``engines.scheduler`` queue, as ``swap_stream``): the device swaps one batch while the next is uploaded
+and the previous one downloaded, and a batch comes back one push after it went in. ``swap_frames`` wraps
+it as a generator for live use.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from simswap_trt.engines.scheduler import InFlightQueue
 from simswap_trt.errors import ConfigError, InputError
+from simswap_trt.selection import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, select_faces
 from simswap_trt.stages import Resident
-from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES, FaceSwapper, InFlight
+from simswap_trt.swapper import FaceSwapper, InFlight
 from simswap_trt.video.guided import Detected, GuidedDetection
 from simswap_trt.video.smoothing import LandmarkSmoother, SmoothingOptions
 from simswap_trt.video.tracking import TrackedFace, Tracker, TrackingOptions
@@ -81,6 +83,9 @@ class SwappedFrame:
         return any(self.swapped)
 
 
+Started = tuple[list[SwappedFrame], InFlight | None]  # released frames and their swap, if any face is selected
+
+
 class StreamSwapper:
     """Swap the source identity of ``swapper`` through a sequence of frames (see the module docstring)."""
 
@@ -94,9 +99,9 @@ class StreamSwapper:
         self.smoother = LandmarkSmoother(options.smoothing)
         self.detection = GuidedDetection(swapper, options.full_detect_every, options.tracking)
         self._votes: dict[int, list[float]] = {}
-        self._decisions: dict[int, bool] = {}
-        self.depth = options.depth if options.depth is not None else 2 if swapper.on_device else 1
-        self._in_flight: deque[tuple[list[SwappedFrame], InFlight | None]] = deque()
+        self._decisions: dict[int, float] = {}  # track -> its similarity to the reference (NaN: no votes)
+        self.depth = options.depth if options.depth is not None else swapper.stream_depth
+        self._in_flight: InFlightQueue[Started, list[SwappedFrame]] = InFlightQueue(self.depth, self._finished)
 
     @property
     def delay(self) -> int:
@@ -162,16 +167,17 @@ class StreamSwapper:
                 self._votes[face.track].append(float(value))
 
     def _selected(self, faces: list[TrackedFace]) -> list[bool]:
-        if self.options.select == "all":
-            return [True] * len(faces)
-        if self.options.select == "largest":
-            largest = max(range(len(faces)), key=lambda i: faces[i].detection.area, default=-1)
-            return [i == largest for i in range(len(faces))]
-        for face in faces:
-            if face.track not in self._decisions:
-                votes = self._votes.pop(face.track, [])
-                self._decisions[face.track] = bool(votes) and float(np.mean(votes)) >= self.options.threshold
-        return [self._decisions[face.track] for face in faces]
+        """``select_faces`` of one frame; with ``"reference"`` each face's similarity is its track's, the
+        mean of its votes, decided once per track."""
+        similarities = []
+        if self.options.select == "reference":
+            for face in faces:
+                if face.track not in self._decisions:
+                    votes = self._votes.pop(face.track, [])
+                    self._decisions[face.track] = float(np.mean(votes)) if votes else float("nan")
+            similarities = [self._decisions[face.track] for face in faces]
+        areas = [face.detection.area for face in faces]
+        return select_faces(self.options.select, areas, similarities, self.options.threshold)
 
     def _start(self, frames) -> None:
         """Smooth and select the released frames and start swapping those with a selected face."""
@@ -191,7 +197,7 @@ class StreamSwapper:
                 resident=[copies[k] for k in todo],
             )
         if out:
-            self._in_flight.append((out, started))
+            self._in_flight.add((out, started))
         live = self.tracker.live_tracks
         self.smoother.keep_only(live)
         self._decisions = {t: d for t, d in self._decisions.items() if t in live}
@@ -199,16 +205,16 @@ class StreamSwapper:
 
     def _finish(self, keep: int) -> list[SwappedFrame]:
         """The frames of the oldest started batches, in order, until at most ``keep`` are in flight."""
-        out = []
-        while len(self._in_flight) > keep:
-            frames, started = self._in_flight.popleft()
-            if started is not None:
-                results = iter(self.swapper.finish_batch(started))
-                for frame in frames:
-                    if frame.changed:
-                        frame.image = next(results).image
-            out += frames
-        return out
+        return [frame for frames in self._in_flight.finished(keep) for frame in frames]
+
+    def _finished(self, started: Started) -> list[SwappedFrame]:
+        frames, batch = started
+        if batch is not None:
+            results = iter(self.swapper.finish_batch(batch))
+            for frame in frames:
+                if frame.changed:
+                    frame.image = next(results).image
+        return frames
 
 
 def _unpack(released: list[Detected]) -> tuple[list, list, list, list, list]:

@@ -128,7 +128,7 @@ def test_sigterm_during_a_command_exits_143(capsys):
     import argparse
     import signal
 
-    from simswap_trt import cli_support
+    from simswap_trt.cli import support as cli_support
 
     parser = argparse.ArgumentParser()
     cli_support.add_logging_flags(parser)

@@ -186,6 +186,7 @@ class StandInSwapper:
 
     reference_latent = np.ones(512, np.float32)
     on_device = False
+    stream_depth = 1
     detector = None  # no region search: every frame is searched whole
 
     def __init__(self, similarity: dict[float, list[float]]) -> None:

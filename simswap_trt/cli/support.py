@@ -9,7 +9,9 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from simswap_trt import __version__
 from simswap_trt.errors import SimswapError
+from simswap_trt.files import Terminated, terminate_as_interrupt
 
 
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
@@ -19,8 +21,6 @@ def add_logging_flags(parser: argparse.ArgumentParser) -> None:
 
 def add_version_flag(parser: argparse.ArgumentParser) -> None:
     """``--version``: the program name and the simswap-trt version, then exit 0."""
-    from simswap_trt import __version__
-
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
@@ -63,8 +63,6 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, handlers: d
     """Parse ``argv``, dispatch to ``handlers[args.command]``. Bad arguments (argparse prints the usage) and
     user errors (one line, ``error: ...``; the traceback with ``--debug``) return 1. SIGTERM is handled as
     Ctrl-C (``files.terminate_as_interrupt``: outputs being written are deleted); they return 143 and 130."""
-    from simswap_trt.files import Terminated, terminate_as_interrupt
-
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:

@@ -1,4 +1,5 @@
-"""``simswap-trt video``: arguments and handler (registered by simswap_trt.cli)."""
+"""``simswap-trt video``: swap a source identity onto the faces of a video (audio kept, faces tracked and
+smoothed)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from simswap_trt.cli_support import float_between, int_at_least, positive_int
-from simswap_trt.errors import InputError, OutputError
+from simswap_trt.cli.common import open_swapper, provenance_from_args, require_reference
+from simswap_trt.cli.options import (
+    add_device_flags,
+    add_pipeline_flags,
+    add_runtime_flags,
+    add_selection_flags,
+    add_signing_flags,
+)
+from simswap_trt.cli.support import float_between, int_at_least, positive_int
+from simswap_trt.errors import OutputError
 from simswap_trt.files import check_output
-from simswap_trt.provenance.cli import add_signing_flags, provenance_from_args
-from simswap_trt.swapper import DEFAULT_MATCH_THRESHOLD, SELECT_MODES
+from simswap_trt.video.io import VIDEO_MAX_PIXELS
+from simswap_trt.video.pipeline import VideoReport, check_encoding, swap_video
+from simswap_trt.video.smoothing import SmoothingOptions
+from simswap_trt.video.stream import VideoOptions
+from simswap_trt.video.tracking import TrackingOptions
 
+NAME = "video"
 DESCRIPTION = """\
 Swap the identity of --source onto the faces of the video --target and write --output.
 
@@ -39,15 +52,14 @@ examples:
 
 exit status: 0 written; 3 written, but damaged input packets were skipped or the input ended before the
 frames its header declares (truncated); 1 nothing written; 130 Ctrl-C, 143 SIGTERM (nothing written)."""
+PARSER = {
+    "help": "swap a source identity onto the faces of a video (audio kept, faces tracked and smoothed)",
+    "description": DESCRIPTION,
+    "formatter_class": argparse.RawDescriptionHelpFormatter,
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from simswap_trt.video.io import VIDEO_MAX_PIXELS
-    from simswap_trt.video.smoothing import SmoothingOptions
-    from simswap_trt.video.stream import VideoOptions
-    from simswap_trt.video.tracking import TrackingOptions
-
-    video, tracking, smoothing = VideoOptions(), TrackingOptions(), SmoothingOptions()
     parser.add_argument("--bundle", type=Path, required=True, help="bundle directory")
     parser.add_argument("--source", type=Path, nargs="+", required=True, help="photo(s) of the identity to apply")
     parser.add_argument("--target", type=Path, required=True, help="video to change (anything FFmpeg reads)")
@@ -80,19 +92,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=VIDEO_MAX_PIXELS,
         help="refuse videos whose frames have more pixels, from the stream's header (default: %(default)s, 8K)",
     )
-    parser.add_argument(
-        "--select",
-        choices=SELECT_MODES,
-        default="all",
-        help="faces to swap: all, the largest per frame, or the tracks matching --reference (default: all)",
-    )
-    parser.add_argument("--reference", type=Path, nargs="+", default=None, help="photo(s) of the person to replace")
-    parser.add_argument(
-        "--threshold",
-        type=float_between(-1.0, 1.0),
-        default=DEFAULT_MATCH_THRESHOLD,
-        help="minimum mean cosine similarity of a track to --reference (default: %(default)s)",
-    )
+    add_selection_flags(parser, "per frame", tracks=True)
+    _add_tracking_flags(parser)
+    add_signing_flags(parser, synthetic_flag=True)
+    add_pipeline_flags(parser)
+    add_runtime_flags(parser, batch=8)
+    add_device_flags(parser)
+
+
+def _add_tracking_flags(parser: argparse.ArgumentParser) -> None:
+    """Tracking, whole-frame searches, landmark smoothing and the frames queued between stages."""
+    video, tracking, smoothing = VideoOptions(), TrackingOptions(), SmoothingOptions()
     parser.add_argument(
         "--votes",
         type=int,
@@ -130,20 +140,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window", type=positive_int, default=video.window, help="frames queued between stages (default: %(default)s)"
     )
-    add_signing_flags(parser, synthetic_flag=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from simswap_trt.cli import _swapper
-    from simswap_trt.video.pipeline import check_encoding, swap_video
-    from simswap_trt.video.smoothing import SmoothingOptions
-    from simswap_trt.video.stream import VideoOptions
-    from simswap_trt.video.tracking import TrackingOptions
-
-    if args.select == "reference" and not args.reference:
-        raise InputError("--select reference needs --reference IMAGE (the person to replace)")
+    require_reference(args)
     options = VideoOptions(
         select=args.select,
         threshold=args.threshold,
@@ -158,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     if not check_output(args.output, [args.target], args.overwrite):
         raise OutputError(f"{args.output} exists; pass --overwrite to replace it")
     provenance = provenance_from_args(args, [args.output])
-    swapper = _swapper(args, args.bundle)
+    swapper = open_swapper(args, args.bundle)
     swapper.set_source(args.source)
     if args.reference:
         swapper.set_reference(args.reference)
@@ -174,17 +176,22 @@ def run(args: argparse.Namespace) -> int:
             args.target,
             args.output,
             options,
-            args.start,
-            args.duration,
-            codec,
-            args.crf,
-            args.overwrite,
-            progress,
+            start=args.start,
+            duration=args.duration,
+            codec=codec,
+            crf=args.crf,
+            overwrite=args.overwrite,
+            progress=progress,
             max_pixels=args.max_pixels,
             provenance=provenance.with_models(swapper),
         )
     finally:
         bar.close()
+    return _report(report, args)
+
+
+def _report(report: VideoReport, args: argparse.Namespace) -> int:
+    """The summary; 3 when damaged packets were skipped or the input was truncated."""
     print(
         f"done: {report.frames} frames, {report.frames_swapped} with a swapped face, {report.tracks} track(s), "
         f"{report.bridged} face(s) bridged, {report.fps:.1f} fps -> {args.output}"
