@@ -72,6 +72,7 @@ class StandinEnhancerEngine(Engine):
     ``enhancer_standin_numpy`` with torch on the device buffers it is given, in order on the caller's stream."""
 
     backend = "torch stand-in"
+    device: int | None = None  # the current device
 
     def __init__(self, size: int = 512, max_batch: int = 8) -> None:
         from simswap_trt.schema import TensorSpec
@@ -82,6 +83,13 @@ class StandinEnhancerEngine(Engine):
         self.calls = 0
 
     def execute_device(self, addresses, batch: int, stream) -> None:
+        self.launch(addresses, batch, stream)
+        self.calls += 1
+
+    def device_context(self, memory: int | None = None) -> StandinContext:
+        return StandinContext(self)
+
+    def launch(self, addresses, batch: int, stream) -> None:
         import torch
 
         shape = (batch, 3, self.size, self.size)
@@ -89,7 +97,6 @@ class StandinEnhancerEngine(Engine):
             face = torch.as_tensor(_ArrayInterface(addresses["face"], shape), device="cuda")
             enhanced = torch.as_tensor(_ArrayInterface(addresses["enhanced"], shape), device="cuda")
             enhanced.copy_(torch.clamp(0.9 - face * 0.7, 0.0, 1.0))
-        self.calls += 1
 
     def _run_impl(self, feeds):  # the host path's restorer, in NumPy
         return {"enhanced": enhancer_standin_numpy(feeds["face"])}
@@ -214,7 +221,7 @@ class KernelStandinEngine(StandinEngine):
 class StandinContext:
     """``TensorRTEngine.device_context``'s interface for the stand-ins (the kernel one can be captured)."""
 
-    def __init__(self, engine: StandinEngine) -> None:
+    def __init__(self, engine: StandinEngine | StandinEnhancerEngine) -> None:
         self.engine, self.batch = engine, -1
 
     def enqueue(self, addresses, batch: int, stream) -> None:

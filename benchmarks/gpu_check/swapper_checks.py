@@ -131,6 +131,8 @@ def check_enhancer(folder: Path, batches: int) -> dict:
         for swapper, enhancer, on_device in zip((plain_host, plain), enhancers, (False, True), strict=True)
     )
     host.source_latent = device.source_latent = plain.source_latent
+    if not device.on_device:
+        raise AssertionError(f"the swapper with the enhancer runs on the {device.stages} stages, not the device")
     rng = np.random.default_rng(4)
     frames = [smooth_frame(rng, 1080, 1920) for _ in range(4)]
     faces = [

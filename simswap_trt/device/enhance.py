@@ -17,7 +17,7 @@ import numpy as np
 
 from simswap_trt.device.chunks import Chunks
 from simswap_trt.device.workspace import Workspace
-from simswap_trt.engines.base import Engine
+from simswap_trt.engines.base import DeviceEngine
 from simswap_trt.errors import EngineError
 from simswap_trt.kernels import DeviceKernels, EnhancerTables
 from simswap_trt.vision.enhance import INPUT, OUTPUT, FaceEnhancer
@@ -28,8 +28,8 @@ class DeviceEnhancer:
     each batch."""
 
     def __init__(self, enhancer: FaceEnhancer) -> None:
-        engine: Engine = enhancer.engine
-        if not hasattr(engine, "execute_device"):
+        engine = enhancer.engine
+        if not isinstance(engine, DeviceEngine):
             raise EngineError(f"the face enhancer runs on {engine.backend}, not TensorRT")
         self.enhancer, self.engine, self.size = enhancer, engine, enhancer.size
         self.input_dtype = np.dtype(engine.inputs[0].dtype)
