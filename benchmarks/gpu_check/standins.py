@@ -25,17 +25,13 @@ def standin_torch(target, latent):
     return torch.clamp(1.0 - target * 0.8 + shift, 0.0, 1.0)
 
 
-class StandinEngine(Engine):
-    """A TensorRT-shaped generator engine (``execute_device`` on device addresses, ordered on the caller's
-    stream) computing ``standin_torch`` with torch on the device buffers it is given, without copies."""
+class _StandinPlan(Engine):
+    """What the torch stand-in plans share: ``execute_device`` and ``device_context`` (a ``DeviceEngine`` on the
+    current device) over the subclass's ``launch`` on the caller's stream; ``calls`` counts the runs."""
 
     backend = "torch stand-in"
     device: int | None = None  # the current device
-
-    def __init__(self, crop_size: int, max_batch: int = 16) -> None:
-        self.inputs, self.outputs = contract("generator", crop_size)
-        self.crop_size, self.min_batch, self.max_batch = crop_size, 1, max_batch
-        self.calls = 0
+    calls = 0
 
     def execute_device(self, addresses, batch: int, stream) -> None:
         self.launch(addresses, batch, stream)
@@ -43,6 +39,18 @@ class StandinEngine(Engine):
 
     def device_context(self, memory: int | None = None) -> StandinContext:
         return StandinContext(self)
+
+    def launch(self, addresses, batch: int, stream) -> None:
+        raise NotImplementedError
+
+
+class StandinEngine(_StandinPlan):
+    """A TensorRT-shaped generator engine (``execute_device`` on device addresses, ordered on the caller's
+    stream) computing ``standin_torch`` with torch on the device buffers it is given, without copies."""
+
+    def __init__(self, crop_size: int, max_batch: int = 16) -> None:
+        self.inputs, self.outputs = contract("generator", crop_size)
+        self.crop_size, self.min_batch, self.max_batch = crop_size, 1, max_batch
 
     def launch(self, addresses, batch: int, stream) -> None:
         import torch
@@ -67,12 +75,9 @@ def enhancer_standin_numpy(face: np.ndarray) -> np.ndarray:
     return np.clip(0.9 - face * np.float32(0.7), 0.0, 1.0).astype(np.float32)
 
 
-class StandinEnhancerEngine(Engine):
+class StandinEnhancerEngine(_StandinPlan):
     """A TensorRT-shaped face enhancer (``face`` → ``enhanced``, ``size`` crops) computing
     ``enhancer_standin_numpy`` with torch on the device buffers it is given, in order on the caller's stream."""
-
-    backend = "torch stand-in"
-    device: int | None = None  # the current device
 
     def __init__(self, size: int = 512, max_batch: int = 8) -> None:
         from simswap_trt.schema import TensorSpec
@@ -80,14 +85,6 @@ class StandinEnhancerEngine(Engine):
         image = ("batch", 3, size, size)
         self.inputs, self.outputs = (TensorSpec("face", "float32", image),), (TensorSpec("enhanced", "float32", image),)
         self.size, self.min_batch, self.max_batch = size, 1, max_batch
-        self.calls = 0
-
-    def execute_device(self, addresses, batch: int, stream) -> None:
-        self.launch(addresses, batch, stream)
-        self.calls += 1
-
-    def device_context(self, memory: int | None = None) -> StandinContext:
-        return StandinContext(self)
 
     def launch(self, addresses, batch: int, stream) -> None:
         import torch
@@ -221,7 +218,7 @@ class KernelStandinEngine(StandinEngine):
 class StandinContext:
     """``TensorRTEngine.device_context``'s interface for the stand-ins (the kernel one can be captured)."""
 
-    def __init__(self, engine: StandinEngine | StandinEnhancerEngine) -> None:
+    def __init__(self, engine: _StandinPlan) -> None:
         self.engine, self.batch = engine, -1
 
     def enqueue(self, addresses, batch: int, stream) -> None:
